@@ -1,0 +1,33 @@
+# Two commands a user needs: `make demo` (set up + run the main job) and `make test`.
+# The environment is created on first use and refreshed when pyproject.toml or constraints change.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.vecpress-installed
+# GPU=1 adds onnxruntime-gpu, a faiss GPU build and dask-cuda (see README "GPUs").
+EXTRAS := dev$(if $(GPU),$(comma)gpu)
+comma := ,
+
+.PHONY: demo test lint clean install
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first and pinned: any unpinned torch requirement would pull the multi-GB CUDA build.
+	$(BIN)/python -m pip install -c constraints.txt "torch==2.13.0"
+	$(BIN)/python -m pip install -c constraints.txt -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/vecpress demo
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .ruff_cache

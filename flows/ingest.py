@@ -1,0 +1,255 @@
+"""The ingest flow: read + chunk → embed → fit codec → encode → load into Milvus → index → check.
+
+Orchestration only. Each Prefect task is one coarse stage (Prefect costs ~0.1–0.4 s per task); the
+fine-grained work, one shard per Dask task, goes to the Dask cluster through a distributed Client.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+
+from vecpress.flows.progress import gather
+from vecpress.infra import storage
+from vecpress.infra.cluster import dask_client
+from vecpress.infra.milvus import MilvusStore
+from vecpress.infra.settings import Settings
+from vecpress.infra.state import CollectionState
+from vecpress.tasks import shard_jobs
+from vecpress.tasks.codec import Codec, fit_codec
+from vecpress.tasks.corpus import stdlib_docstring_paragraphs
+from vecpress.tasks.embedding import OnnxEmbedder
+from vecpress.tasks.evaluation import exact_topk, recall_at_k
+from vecpress.tasks.loading import load_shards
+from vecpress.tasks.model_files import read_model_spec, resolve_model_dir
+from vecpress.tasks.onnx_export import ModelArtifact, export_model
+from vecpress.tasks.report import IngestSummary, StageStat, index_bytes_per_vector
+from vecpress.tasks.search import RescoreStore, Searcher
+from vecpress.tasks.sources import discover, read_records
+
+EVAL_K = 10
+
+
+def new_run_id() -> str:
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+@task(cache_policy=NONE)
+def prepare_model(settings: Settings) -> ModelArtifact:
+    spec = read_model_spec(resolve_model_dir(settings.model.path))
+    probe = [text for _, text in zip(range(64), stdlib_docstring_paragraphs(), strict=False)]
+    return export_model(spec, settings.model.variant, settings.model_cache_dir, probe)
+
+
+@task(cache_policy=NONE)
+def chunk_stage(client, files, settings: Settings, artifact: ModelArtifact, paths, run_id):
+    per = settings.inputs.files_per_shard
+    groups = [files[i : i + per] for i in range(0, len(files), per)]
+    prefixes = [storage.join(paths.run_dir(run_id), "passages", f"g{i:05d}")
+                for i in range(len(groups))]
+    futures = client.map(shard_jobs.chunk_files, groups, prefixes, inputs=settings.inputs,
+                         chunking=settings.chunk, model_dir=artifact.model_dir,
+                         rows_per_shard=settings.model.passages_per_shard, pure=False)
+    return gather(futures, "read + chunk")
+
+
+@task(cache_policy=NONE)
+def embed_stage(client, shard_urls: list[str], settings: Settings, artifact: ModelArtifact,
+                threads: int, paths, run_id):
+    futures = client.map(shard_jobs.embed_shard, shard_urls,
+                         [paths.part(run_id, "embeddings", i) for i in range(len(shard_urls))],
+                         artifact=artifact, threads=threads,
+                         max_batch_tokens=settings.model.max_batch_tokens, pure=False)
+    return gather(futures, "embed")
+
+
+@task(cache_policy=NONE)
+def codec_stage(embedded, settings: Settings, state: CollectionState | None, paths) -> Codec:
+    if state is not None:
+        return Codec.load(state.codec_dir)
+    sample = shard_jobs.sample_embeddings(embedded, settings.codec.sample_size, settings.codec.seed)
+    codec = fit_codec(sample, settings.codec)
+    codec.save(paths.codec_dir(codec.codec_id))
+    return codec
+
+
+@task(cache_policy=NONE)
+def encode_stage(client, embedded, codec_dir: str, paths, run_id) -> list[str]:
+    out = [paths.part(run_id, "archive", i) for i in range(len(embedded))]
+    futures = client.map(shard_jobs.encode_shard, [e.url for e in embedded], out,
+                         codec_dir=codec_dir, pure=False)
+    gather(futures, "PCA + PQ encode")
+    return out
+
+
+@task(cache_policy=NONE)
+def load_stage(settings: Settings, pairs, codec: Codec) -> tuple[int, dict]:
+    store = MilvusStore(settings.milvus)
+    try:
+        store.ensure_collection(settings.collection, codec.dim, codec.codec_id)
+        load_shards(store, settings.collection, pairs, codec.codec_id)
+        rows = store.count(settings.collection)
+        index = store.ensure_index(settings.collection, rows, codec.report["pq_m"],
+                                   codec.report["pq_nbits"])
+        return rows, index
+    finally:
+        store.close()
+
+
+@task(cache_policy=NONE)
+def check_stage(settings: Settings, state: CollectionState, artifact: ModelArtifact,
+                codec: Codec, passages_url: str | None, embedding_urls: list[str],
+                eval_queries: str | None) -> dict[str, float]:
+    """Sanity search (own text in top 3) and, given held-out queries, recall@10 vs exact FP32."""
+    store = MilvusStore(settings.milvus)
+    embedder = OnnxEmbedder(artifact, max_batch_tokens=settings.model.max_batch_tokens)
+    searcher = Searcher(store, settings.collection, codec, embedder,
+                        RescoreStore(state.archives), settings.milvus.rescore_factor)
+    try:
+        out: dict[str, float] = {}
+        if passages_url:
+            probe = storage.read_parquet(passages_url, columns=["pk", "text"]).slice(0, 20)
+            hits = searcher.search(probe.column("text").to_pylist(), 3)
+            own = probe.column("pk").to_pylist()
+            out["sanity_self_top3"] = sum(pk in {h.pk for h in row} for pk, row in
+                                          zip(own, hits, strict=True)) / max(len(own), 1)
+        if eval_queries:
+            texts = [r.text for r in _records(eval_queries, settings)]
+            queries = embedder.encode(texts)
+            truth = exact_topk(queries, embedding_urls, EVAL_K)
+            for label, rescore in (("rescored", True), ("ANN only", False)):
+                found = searcher.search_embeddings(queries, EVAL_K, rescore=rescore)
+                out[f"recall@10 {label}"] = recall_at_k(truth, [[h.pk for h in r] for r in found],
+                                                        EVAL_K)
+            out["eval queries"] = len(texts)
+        return out
+    finally:
+        store.close()
+
+
+def _records(url: str, settings: Settings):
+    from vecpress.tasks.records import Record
+
+    files, errors = discover([url], settings.inputs)
+    if errors:
+        raise ValueError(f"evaluation queries: {errors[0]}")
+    return [r for f in files for r in read_records(f, settings.inputs) if isinstance(r, Record)]
+
+
+@flow(name="vecpress-ingest", log_prints=True)
+def ingest_flow(sources: list[str], settings: Settings, eval_queries: str | None = None,
+                recreate: bool = False) -> dict:
+    """Ingest ``sources`` into ``settings.collection`` and return the run summary."""
+    log = get_run_logger()
+    run_id = new_run_id()
+    paths = storage.CollectionPaths(settings.storage_root, settings.collection)
+    summary = IngestSummary(run_id=run_id, collection=settings.collection,
+                            milvus_uri=settings.milvus.uri)
+    if recreate:
+        _drop_collection(settings, paths)
+    state = CollectionState.load(paths.state)
+
+    started = time.perf_counter()
+    files, errors = discover(sources, settings.inputs)
+    artifact = prepare_model(settings)
+    summary.files = len(files)
+    summary.stages.append(StageStat("discover + model export", time.perf_counter() - started,
+                                    len(files), "files"))
+    if state is not None and state.model_artifact_dir != str(_artifact_dir(artifact)):
+        raise ValueError(f"collection '{settings.collection}' was built with another model or "
+                         f"variant ({state.model_artifact_dir}); use --recreate or a new collection")
+
+    with dask_client(settings.dask) as (client, cluster):
+        summary.cluster = f"{cluster.kind}: {cluster.workers} worker(s) × " \
+                          f"{cluster.threads_per_worker} thread(s)"
+        log.info("run %s on %s", run_id, summary.cluster)
+        t = time.perf_counter()
+        chunked = chunk_stage(client, files, settings, artifact, paths, run_id)
+        for shard in chunked:
+            errors.extend(shard.errors)
+        shards = [url for c in chunked for url in c.urls]
+        summary.documents = sum(c.documents for c in chunked)
+        summary.passages = sum(c.passages for c in chunked)
+        summary.errors = [e.to_dict() for e in errors]
+        summary.stages.append(StageStat("read + chunk", time.perf_counter() - t, summary.passages))
+        for err in errors:
+            log.warning("input error: %s", err)
+        if not shards:
+            storage.write_json(storage.join(paths.run_dir(run_id), "errors.json"), summary.errors)
+            raise ValueError(f"no passages to ingest from {sources}: "
+                             f"{len(errors)} input error(s), first: {errors[0] if errors else '-'}")
+
+        t = time.perf_counter()
+        embedded = embed_stage(client, shards, settings, artifact, cluster.threads_per_worker,
+                               paths, run_id)
+        summary.truncated = sum(e.rows and e.truncated for e in embedded)
+        summary.stages.append(StageStat("embed (ONNX " + artifact.variant + ")",
+                                        time.perf_counter() - t, summary.passages))
+
+        t = time.perf_counter()
+        codec = codec_stage(embedded, settings, state, paths)
+        summary.codec, summary.codec_reused = codec.report, state is not None
+        summary.stages.append(StageStat("codec fit (PCA + PQ)" if state is None else "codec reuse",
+                                        time.perf_counter() - t, codec.report["train_vectors"],
+                                        "vectors"))
+        t = time.perf_counter()
+        archives = encode_stage(client, embedded, paths.codec_dir(codec.codec_id), paths, run_id)
+        summary.stages.append(StageStat("PCA + PQ encode", time.perf_counter() - t,
+                                        summary.passages))
+
+    t = time.perf_counter()
+    summary.rows_in_milvus, summary.index = load_stage(settings, list(zip(shards, archives,
+                                                                          strict=True)), codec)
+    summary.stages.append(StageStat("Milvus upsert + index", time.perf_counter() - t,
+                                    summary.passages))
+    state = state or CollectionState(collection=settings.collection,
+                                     model_artifact_dir=str(_artifact_dir(artifact)),
+                                     model_variant=artifact.variant, codec_id=codec.codec_id,
+                                     codec_dir=paths.codec_dir(codec.codec_id))
+    state.archives.extend(archives)
+    state.runs.append(run_id)
+    state.save(paths.state)
+
+    t = time.perf_counter()
+    checks = check_stage(settings, state, artifact, codec, shards[0], [e.url for e in embedded],
+                         eval_queries)
+    summary.sanity_self_top3 = checks.pop("sanity_self_top3", float("nan"))
+    summary.recall = checks
+    summary.stages.append(StageStat("checks (search + recall)", time.perf_counter() - t,
+                                    int(checks.get("eval queries", 0)) + 20, "queries"))
+    summary.bytes_per_vector = _sizes(artifact, codec, summary.index)
+    storage.write_json(storage.join(paths.run_dir(run_id), "summary.json"), summary.to_dict())
+    for stage in ("embeddings",):  # full FP32 embeddings are an intermediate: 1.5 KB per vector
+        storage.remove(storage.join(paths.run_dir(run_id), stage))
+    return summary.to_dict()
+
+
+def _artifact_dir(artifact: ModelArtifact):
+    from pathlib import Path
+
+    return Path(artifact.onnx_path).parent.name
+
+
+def _sizes(artifact: ModelArtifact, codec: Codec, index: dict) -> dict[str, float]:
+    params = codec.report
+    return {
+        "FP32 embedding": 4.0 * artifact.dim,
+        f"PCA-{codec.dim} FP32": 4.0 * codec.dim,
+        f"archive: PCA-{codec.dim} FP16 (rescoring)": 2.0 * codec.dim,
+        f"archive: PQ{params['pq_m']}x{params['pq_nbits']} code": float(codec.code_bytes),
+        f"Milvus index {index.get('index_type', '?')} (nominal)": index_bytes_per_vector(
+            index.get("index_type", ""), codec.dim, params["pq_m"], params["pq_nbits"]),
+    }
+
+
+def _drop_collection(settings: Settings, paths: storage.CollectionPaths) -> None:
+    store = MilvusStore(settings.milvus)
+    try:
+        store.drop(settings.collection)
+    finally:
+        store.close()
+    storage.remove(paths.root)

@@ -1,0 +1,36 @@
+"""Progress over Dask futures: a rich bar on a terminal, log lines (Prefect or stdlib) elsewhere."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from distributed import Future, as_completed
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        from prefect.logging import get_run_logger
+
+        return get_run_logger()
+    except Exception:  # outside a Prefect run
+        return logging.getLogger("vecpress")
+
+
+def gather(futures: list[Future], label: str) -> list[Any]:
+    """Results in submission order; reports progress as futures finish."""
+    log = _logger()
+    index = {f.key: i for i, f in enumerate(futures)}
+    results: list[Any] = [None] * len(futures)
+    step = max(1, len(futures) // 10)
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), disable=not sys.stderr.isatty(), transient=True) as bar:
+        task = bar.add_task(label, total=len(futures))
+        for done, future in enumerate(as_completed(futures), start=1):
+            results[index[future.key]] = future.result()
+            bar.advance(task)
+            if done % step == 0 or done == len(futures):
+                log.info("%s: %d/%d shards done", label, done, len(futures))
+    return results

@@ -1,0 +1,1 @@
+"""Clusters, Milvus access, storage and the settings object."""

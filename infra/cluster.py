@@ -1,0 +1,76 @@
+"""The Dask cluster the stages run on: an existing scheduler, or a local one sized to the machine.
+
+With GPUs and dask-cuda installed, a ``LocalCUDACluster`` starts one worker per GPU; otherwise a
+``LocalCluster`` of processes. Each worker's thread count is also ONNX Runtime's intra-op thread
+count, so workers × threads never oversubscribes the cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from distributed import Client, LocalCluster
+
+from vecpress.infra.settings import DaskSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    kind: str
+    workers: int
+    threads_per_worker: int
+    gpus: int
+
+
+def gpu_count() -> int:
+    """GPUs visible to this process (0 without an NVIDIA driver)."""
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        import pynvml  # shipped with dask-cuda
+
+        pynvml.nvmlInit()
+        return int(pynvml.nvmlDeviceGetCount())
+    except Exception:
+        return 0
+
+
+@contextmanager
+def dask_client(settings: DaskSettings) -> Iterator[tuple[Client, ClusterInfo]]:
+    """A connected client for the run; a local cluster is started and stopped around it."""
+    for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core",
+                 "distributed.http.proxy"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if settings.address:
+        with Client(settings.address) as client:
+            info = client.scheduler_info()["workers"].values()
+            threads = max((w["nthreads"] for w in info), default=1)
+            yield client, ClusterInfo("external", len(info), threads, 0)
+        return
+    gpus = gpu_count()
+    if gpus:
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError:
+            log.warning("%d GPU(s) found but dask-cuda is not installed; running on CPU "
+                        "(pip install 'vecpress[gpu]')", gpus)
+        else:
+            with LocalCUDACluster(threads_per_worker=settings.threads_per_worker or 1) as cluster, \
+                    Client(cluster) as client:
+                yield client, ClusterInfo("LocalCUDACluster", gpus,
+                                          settings.threads_per_worker or 1, gpus)
+            return
+    cores = os.cpu_count() or 1
+    workers = settings.n_workers or min(cores, 4)
+    threads = settings.threads_per_worker or max(1, cores // workers)
+    with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
+                      dashboard_address=None, silence_logs=logging.WARNING) as cluster, \
+            Client(cluster) as client:
+        yield client, ClusterInfo("LocalCluster", workers, threads, 0)

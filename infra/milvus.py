@@ -1,0 +1,145 @@
+"""Milvus access: one collection schema, byte-bounded upserts with retries, index and search.
+
+Milvus Lite (a local ``.db`` file) is the embedded default; an ``http://`` URI reaches a Milvus
+server or cluster. Lite has no IVF_PQ, so ``index_type=auto`` picks IVF_SQ8 there (8-bit scalar
+quantisation, the most compact index Lite offers) and IVF_PQ with the codec's M/nbits on a server.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pymilvus import DataType, MilvusClient, MilvusException
+
+from vecpress.infra.settings import MilvusSettings
+
+log = logging.getLogger(__name__)
+VECTOR = "vector"
+OUTPUT_FIELDS = ["doc_id", "chunk", "text", "source"]
+MAX_TEXT = 65_535
+RETRIES = 4
+
+
+class MilvusSchemaError(RuntimeError):
+    """An existing collection does not fit what this run would write."""
+
+
+class MilvusStore:
+    """Thin, typed wrapper over ``MilvusClient`` with the pipeline's schema and policies."""
+
+    def __init__(self, settings: MilvusSettings) -> None:
+        self.settings = settings
+        uri = settings.uri
+        if settings.is_lite:
+            # Milvus Lite's in-process gRPC server logs a traceback for every RPC it does not
+            # implement (pymilvus probes AllocTimestamp on upsert); the call itself succeeds.
+            logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+            Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        # A dedicated connection is really closed by close(): a pooled one to Milvus Lite goes stale
+        # when idle (the Lite server answers keepalive pings with GOAWAY) and holds the file lock.
+        self.client = MilvusClient(uri=uri, token=settings.token or "", dedicated=True)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def ensure_collection(self, name: str, dim: int, codec_id: str) -> None:
+        """Create the collection, or check that the existing one has the same vector space."""
+        if self.client.has_collection(name):
+            fields = self.client.describe_collection(name)["fields"]
+            vector = next(f for f in fields if f["name"] == VECTOR)
+            if int(vector["params"]["dim"]) != dim:
+                raise MilvusSchemaError(
+                    f"collection '{name}' stores {vector['params']['dim']}-d vectors but the codec "
+                    f"produces {dim}-d; use another --collection or --recreate"
+                )
+            return
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False,
+                                            description=f"vecpress codec {codec_id}")
+        schema.add_field("pk", DataType.INT64, is_primary=True)
+        schema.add_field("doc_id", DataType.VARCHAR, max_length=MAX_TEXT)
+        schema.add_field("chunk", DataType.INT32)
+        schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT)
+        schema.add_field("source", DataType.VARCHAR, max_length=MAX_TEXT)
+        schema.add_field("codec_id", DataType.VARCHAR, max_length=64)
+        schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=dim)
+        self.client.create_collection(name, schema=schema, consistency_level="Strong")
+
+    def drop(self, name: str) -> None:
+        if self.client.has_collection(name):
+            self.client.drop_collection(name)
+
+    def upsert(self, name: str, rows: Sequence[dict[str, Any]]) -> int:
+        """Upsert rows in batches of about ``insert_batch_bytes``; retry transient failures."""
+        written = 0
+        for batch in _byte_batches(rows, self.settings.insert_batch_bytes):
+            _retry(lambda b=batch: self.client.upsert(name, b), f"upsert into '{name}'")
+            written += len(batch)
+        return written
+
+    def ensure_index(self, name: str, rows: int, pq_m: int, pq_nbits: int) -> dict[str, Any]:
+        """Build the vector index once (Milvus indexes later segments itself) and load."""
+        if VECTOR not in self.client.list_indexes(name):
+            params = self.index_params(rows, pq_m, pq_nbits)
+            index = self.client.prepare_index_params()
+            index.add_index(VECTOR, index_type=params["index_type"], metric_type="L2",
+                            params=params["params"])
+            self.client.create_index(name, index)
+        self.client.load_collection(name)
+        return self.client.describe_index(name, VECTOR)
+
+    def index_params(self, rows: int, pq_m: int, pq_nbits: int) -> dict[str, Any]:
+        kind = self.settings.index_type
+        if kind == "auto":
+            kind = "IVF_SQ8" if self.settings.is_lite else "IVF_PQ"
+        nlist = int(min(max(4 * math.sqrt(max(rows, 1)), 8), 65_536))
+        params: dict[str, Any] = {}
+        if kind.startswith("IVF"):
+            params["nlist"] = nlist
+        if kind == "IVF_PQ":
+            params |= {"m": pq_m, "nbits": pq_nbits}
+        if kind == "HNSW":
+            params = {"M": 16, "efConstruction": 200}
+        return {"index_type": kind, "params": params}
+
+    def search(self, name: str, vectors: Sequence[Sequence[float]], limit: int,
+               output_fields: list[str] | None = None) -> list[list[dict[str, Any]]]:
+        params = {"params": {"nprobe": self.settings.nprobe, "ef": max(limit, 64)}}
+        return self.client.search(name, data=list(vectors), limit=limit, search_params=params,
+                                  output_fields=output_fields or [], anns_field=VECTOR)
+
+    def count(self, name: str) -> int:
+        res = self.client.query(name, filter="", output_fields=["count(*)"],
+                                consistency_level="Strong")
+        return int(res[0]["count(*)"])
+
+
+def _byte_batches(rows: Iterable[dict[str, Any]], limit: int) -> Iterable[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for row in rows:
+        row_bytes = sum(getattr(v, "nbytes", None) or len(str(v)) for v in row.values())
+        if batch and size + row_bytes > limit:
+            yield batch
+            batch, size = [], 0
+        batch.append(row)
+        size += row_bytes
+    if batch:
+        yield batch
+
+
+def _retry(call: Any, what: str) -> Any:
+    for attempt in range(RETRIES):
+        try:
+            return call()
+        except MilvusException as exc:
+            if attempt == RETRIES - 1:
+                raise
+            wait = 0.5 * 2**attempt
+            log.warning("%s failed (%s); retrying in %.1fs", what, exc, wait)
+            time.sleep(wait)
+    return None

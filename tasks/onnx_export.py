@@ -1,0 +1,187 @@
+"""Export a sentence-transformers model to ONNX (pooling and normalisation inside the graph).
+
+Artifacts are cached under ``cache_dir/<key>/`` where the key hashes the model's bytes, the variant,
+the opset and the library versions, so a second export of the same model is a directory lookup.
+Each artifact carries ``meta.json`` with its fidelity against the sentence-transformers reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import shutil
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vecpress.tasks.model_files import ModelSpec, content_hash
+
+OPSET = 17
+EXPORT_FORMAT_VERSION = 1  # bump when the exported graph changes
+FIDELITY_FLOORS = {"fp32": 0.999, "int8": 0.97}
+
+
+class ExportError(RuntimeError):
+    """The exported model does not reproduce the reference closely enough."""
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """An exported ONNX model plus what inference needs to feed it."""
+
+    onnx_path: str
+    model_dir: str
+    variant: str
+    input_names: tuple[str, ...]
+    max_seq_length: int
+    dim: int
+    min_cosine: float
+    mean_cosine: float
+
+    @classmethod
+    def load(cls, directory: Path) -> ModelArtifact:
+        meta = json.loads((directory / "meta.json").read_text())
+        meta["input_names"] = tuple(meta["input_names"])
+        return cls(**meta)
+
+
+def _versions() -> str:
+    import onnx
+    import onnxruntime
+    import torch
+    import transformers
+
+    return f"torch={torch.__version__};onnx={onnx.__version__};ort={onnxruntime.__version__};" \
+           f"transformers={transformers.__version__}"
+
+
+def artifact_key(spec: ModelSpec, variant: str) -> str:
+    raw = f"{content_hash(spec.model_dir)}|{variant}|{OPSET}|{EXPORT_FORMAT_VERSION}|{_versions()}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:20]
+
+
+def export_model(
+    spec: ModelSpec, variant: str, cache_dir: Path, probe_texts: list[str], min_cosine: float | None = None
+) -> ModelArtifact:
+    """Return the cached artifact for (model, variant), exporting and checking it if missing."""
+    if variant not in FIDELITY_FLOORS:
+        raise ExportError(f"variant '{variant}' is not available on this build; use fp32 or int8")
+    target = cache_dir / f"{spec.model_dir.name}-{variant}-{artifact_key(spec, variant)}"
+    if (target / "meta.json").is_file():
+        return ModelArtifact.load(target)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="export-", dir=cache_dir))
+    try:
+        input_names = _export_fp32(spec, work / "raw.onnx")
+        onnx_path = work / "model.onnx"
+        _fuse(spec, work / "raw.onnx", onnx_path)
+        if variant == "int8":
+            _quantize_int8(onnx_path, work / "int8.onnx")
+            (work / "int8.onnx").replace(onnx_path)
+        (work / "raw.onnx").unlink()
+        min_cos, mean_cos = _fidelity(spec, onnx_path, input_names, probe_texts)
+        floor = FIDELITY_FLOORS[variant] if min_cosine is None else min_cosine
+        if min_cos < floor:
+            raise ExportError(
+                f"{variant} export of {spec.model_dir} reproduces the reference with min cosine "
+                f"{min_cos:.4f} < {floor} on {len(probe_texts)} probe passages; use fp32 or lower "
+                "the floor knowingly"
+            )
+        artifact = ModelArtifact(
+            onnx_path=str(target / "model.onnx"), model_dir=str(spec.model_dir), variant=variant,
+            input_names=input_names, max_seq_length=spec.max_seq_length, dim=spec.dim,
+            min_cosine=min_cos, mean_cosine=mean_cos,
+        )
+        (work / "meta.json").write_text(json.dumps(asdict(artifact), indent=2))
+        if target.exists():  # another process finished first; keep theirs
+            return ModelArtifact.load(target)
+        work.rename(target)
+        return artifact
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _export_fp32(spec: ModelSpec, path: Path) -> tuple[str, ...]:
+    import torch
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    model = AutoModel.from_pretrained(str(spec.model_dir), attn_implementation="eager").eval()
+    names = ["input_ids", "attention_mask"]
+    if "token_type_ids" in inspect.signature(model.forward).parameters:
+        names.append("token_type_ids")
+
+    class PooledEncoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            kwargs = dict(zip(names, inputs, strict=True))
+            hidden = self.model(**kwargs).last_hidden_state
+            mask = kwargs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            if spec.pooling == "cls":
+                pooled = hidden[:, 0]
+            elif spec.pooling == "max":
+                pooled = (hidden + (mask - 1.0) * 1e9).max(dim=1).values
+            else:
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            if spec.normalize:
+                pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+            return pooled
+
+    dummy = tuple(torch.ones(2, 8, dtype=torch.int64) for _ in names)
+    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"embedding": {0: "batch"}}
+    # The tracer warns about shape-dependent Python branches in transformers' masking code; the
+    # fidelity check below, on real passages of many lengths, is what proves the graph right.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(PooledEncoder(), dummy, str(path), input_names=names,
+                          output_names=["embedding"], dynamic_axes=axes, opset_version=OPSET,
+                          dynamo=False)
+    return tuple(names)
+
+
+def _fuse(spec: ModelSpec, src: Path, dst: Path) -> None:
+    """ONNX Runtime's transformer fusion (attention, LayerNorm, GELU) where it knows the model."""
+    if spec.model_type in {"bert", "roberta", "xlm-roberta", "distilbert"} and spec.num_heads:
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        optimized = optimize_model(str(src), model_type="bert", num_heads=spec.num_heads,
+                                   hidden_size=spec.hidden_size, opt_level=1)
+        optimized.save_model_to_file(str(dst))
+    else:
+        shutil.copyfile(src, dst)
+
+
+def _quantize_int8(src: Path, dst: Path) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+
+
+def _fidelity(spec: ModelSpec, onnx_path: Path, names: tuple[str, ...],
+              probe_texts: list[str]) -> tuple[float, float]:
+    """Min and mean cosine of the ONNX output against sentence-transformers' ``encode``."""
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+    from vecpress.tasks.embedding import OnnxEmbedder
+
+    reference = SentenceTransformer(str(spec.model_dir), device="cpu").encode(
+        probe_texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True)
+    artifact = ModelArtifact(str(onnx_path), str(spec.model_dir), "probe", names,
+                             spec.max_seq_length, spec.dim, 0.0, 0.0)
+    ours = OnnxEmbedder(artifact, threads=0).encode(probe_texts)
+    ours = ours / np.linalg.norm(ours, axis=1, keepdims=True)
+    cosines = np.sum(reference * ours, axis=1)
+    return float(cosines.min()), float(cosines.mean())

@@ -1,0 +1,60 @@
+"""Plain data passed between stages: source files, records, passages and input errors."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+
+import pyarrow as pa
+
+PASSAGE_SCHEMA = pa.schema(
+    [
+        ("pk", pa.int64()),
+        ("doc_id", pa.string()),
+        ("chunk", pa.int32()),
+        ("text", pa.string()),
+        ("source", pa.string()),
+    ]
+)
+
+
+def passage_pk(doc_id: str, chunk: int) -> int:
+    """Deterministic 63-bit primary key of a passage, so re-ingesting upserts instead of duplicating."""
+    digest = hashlib.blake2b(f"{doc_id}\x00{chunk}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One input file, as an fsspec URL, with the reader that understands it."""
+
+    url: str
+    size: int
+    kind: str  # "text" | "jsonl" | "parquet"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One document read from a source: a whole text file, a JSONL line or a Parquet row."""
+
+    doc_id: str
+    text: str
+    source: str
+
+
+@dataclass(frozen=True)
+class InputError:
+    """Bad input that was skipped: what was wrong, where, and what to do about it."""
+
+    source: str
+    location: str
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.location}" if self.location else self.source
+        hint = f" ({self.hint})" if self.hint else ""
+        return f"{where}: {self.message}{hint}"
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)

@@ -1,0 +1,99 @@
+"""The run summary: what went in, what each stage cost, how small the vectors got, how good search is."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from rich.console import Console
+from rich.table import Table
+
+
+@dataclass
+class StageStat:
+    stage: str
+    seconds: float
+    items: int
+    unit: str = "passages"
+
+    @property
+    def per_second(self) -> float:
+        return self.items / self.seconds if self.seconds > 0 else float("nan")
+
+
+@dataclass
+class IngestSummary:
+    run_id: str
+    collection: str
+    milvus_uri: str
+    cluster: str = ""
+    files: int = 0
+    documents: int = 0
+    passages: int = 0
+    truncated: int = 0
+    rows_in_milvus: int = 0
+    index: dict = field(default_factory=dict)
+    codec: dict = field(default_factory=dict)
+    codec_reused: bool = False
+    stages: list[StageStat] = field(default_factory=list)
+    bytes_per_vector: dict[str, float] = field(default_factory=dict)
+    sanity_self_top3: float = float("nan")
+    recall: dict[str, float] = field(default_factory=dict)
+    errors: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["stages"] = [asdict(s) | {"per_second": s.per_second} for s in self.stages]
+        return data
+
+
+def index_bytes_per_vector(index_type: str, dim: int, pq_m: int, pq_nbits: int) -> float:
+    """Nominal bytes one vector takes in the Milvus index (codes only, without ids or lists)."""
+    return {
+        "IVF_SQ8": float(dim),
+        "IVF_PQ": pq_m * pq_nbits / 8,
+        "HNSW": 4.0 * dim + 2 * 16 * 4,
+    }.get(index_type, 4.0 * dim)
+
+
+def render(summary: IngestSummary, console: Console | None = None) -> None:
+    console = console or Console()
+    stages = Table(title=f"vecpress run {summary.run_id} → collection '{summary.collection}'")
+    for col in ("stage", "items", "seconds", "items/s"):
+        stages.add_column(col, justify="left" if col == "stage" else "right")
+    for s in summary.stages:
+        stages.add_row(s.stage, f"{s.items:,} {s.unit}", f"{s.seconds:.1f}", f"{s.per_second:,.1f}")
+    console.print(stages)
+
+    sizes = Table(title="bytes per vector")
+    sizes.add_column("stage")
+    sizes.add_column("bytes", justify="right")
+    sizes.add_column("vs FP32", justify="right")
+    base = summary.bytes_per_vector.get("FP32 embedding", 0.0)
+    for name, value in summary.bytes_per_vector.items():
+        sizes.add_row(name, f"{value:,.0f}", f"{base / value:,.1f}×" if value else "-")
+    console.print(sizes)
+
+    facts = Table(title="results", show_header=False)
+    facts.add_column("what")
+    facts.add_column("value", justify="right")
+    facts.add_row("files / documents / passages",
+                  f"{summary.files:,} / {summary.documents:,} / {summary.passages:,}")
+    facts.add_row("rows in Milvus", f"{summary.rows_in_milvus:,}")
+    facts.add_row("Milvus index", f"{summary.index.get('index_type', '?')} "
+                  f"{summary.index.get('params', '')}")
+    facts.add_row("codec", f"{summary.codec.get('codec_id', '?')} "
+                  f"({'reused' if summary.codec_reused else 'trained'}; PCA "
+                  f"{summary.codec.get('pca_dim')} keeps "
+                  f"{summary.codec.get('explained_variance', float('nan')):.1%} of variance)")
+    facts.add_row("passages over the model window (truncated)", f"{summary.truncated:,}")
+    facts.add_row("sanity: own text found in top 3", f"{summary.sanity_self_top3:.0%}")
+    for name, value in summary.recall.items():
+        facts.add_row(name, f"{value:.3f}" if isinstance(value, float) else f"{value:,}")
+    facts.add_row("input errors (skipped)", f"{len(summary.errors):,}")
+    console.print(facts)
+    for err in summary.errors[:20]:
+        where = f"{err['source']}:{err['location']}" if err["location"] else err["source"]
+        console.print(f"[red]input error[/red] {where}: {err['message']}"
+                      + (f" ({err['hint']})" if err["hint"] else ""))
+    if len(summary.errors) > 20:
+        console.print(f"… and {len(summary.errors) - 20} more (see the run's errors.json)")

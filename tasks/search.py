@@ -1,0 +1,117 @@
+"""Search with rescoring: Milvus ANN over compressed vectors, then exact distances on a short list.
+
+query → embed → PCA → Milvus ANN for k × r candidates → rescore with the archived fp16 PCA
+vectors → top k. Scores are cosine estimates, 1 − ‖q − x‖² / 2 in PCA space (the embeddings are
+unit length, so this equals cosine up to the variance PCA dropped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vecpress.infra import storage
+from vecpress.infra.milvus import OUTPUT_FIELDS, MilvusStore
+from vecpress.tasks.codec import Codec, fixed_list_to_numpy
+from vecpress.tasks.embedding import OnnxEmbedder
+
+
+@dataclass(frozen=True)
+class Hit:
+    pk: int
+    doc_id: str
+    chunk: int
+    text: str
+    source: str
+    score: float
+
+
+class RescoreStore:
+    """fp16 PCA vectors of the archive, looked up by primary key (latest run wins)."""
+
+    def __init__(self, archive_urls: list[str]) -> None:
+        pks, vectors = [], []
+        for url in archive_urls:
+            table = storage.read_parquet(url, columns=["pk", "pca_fp16"])
+            pks.append(table.column("pk").to_numpy())
+            vectors.append(fixed_list_to_numpy(table.column("pca_fp16"), np.float16))
+        all_pks = np.concatenate(pks) if pks else np.empty(0, np.int64)
+        all_vecs = np.concatenate(vectors) if vectors else np.empty((0, 0), np.float16)
+        # Keep the last occurrence of each pk: later runs overwrite earlier ones, as in Milvus.
+        _, last = np.unique(all_pks[::-1], return_index=True)
+        keep = len(all_pks) - 1 - last
+        self._pks = all_pks[keep]
+        self._vectors = all_vecs[keep]
+        self.nbytes = self._vectors.nbytes + self._pks.nbytes
+
+    def __len__(self) -> int:
+        return len(self._pks)
+
+    def lookup(self, pks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found mask, float32 vectors of the found pks)."""
+        pos = np.searchsorted(self._pks, pks)
+        pos = np.clip(pos, 0, max(len(self._pks) - 1, 0))
+        found = (self._pks[pos] == pks) if len(self._pks) else np.zeros(len(pks), bool)
+        return found, self._vectors[pos[found]].astype(np.float32)
+
+
+class Searcher:
+    """Compressed ANN search plus rescoring over one collection."""
+
+    def __init__(self, store: MilvusStore, collection: str, codec: Codec,
+                 embedder: OnnxEmbedder, rescore: RescoreStore, rescore_factor: int) -> None:
+        self.store, self.collection, self.codec = store, collection, codec
+        self.embedder, self.rescore, self.rescore_factor = embedder, rescore, rescore_factor
+
+    def search(self, texts: list[str], k: int) -> list[list[Hit]]:
+        return self.search_embeddings(self.embedder.encode(texts), k)
+
+    def search_embeddings(self, embeddings: np.ndarray, k: int, rescore: bool = True
+                          ) -> list[list[Hit]]:
+        queries = self.codec.project(embeddings)
+        limit = min(k * self.rescore_factor, 16_384) if rescore else k
+        results = self.store.search(self.collection, queries, limit, OUTPUT_FIELDS)
+        return [self._rank(q, hits, k, rescore) for q, hits in zip(queries, results, strict=True)]
+
+    def _rank(self, query: np.ndarray, hits: list[dict], k: int, rescore: bool) -> list[Hit]:
+        if not hits:
+            return []
+        pks = np.array([h["id"] if "id" in h else h["pk"] for h in hits], dtype=np.int64)
+        distances = np.array([h["distance"] for h in hits], dtype=np.float32)
+        if rescore:
+            found, vectors = self.rescore.lookup(pks)
+            exact = np.sum((vectors - query) ** 2, axis=1)
+            distances[found] = exact  # candidates missing from the archive keep ANN distances
+        order = np.argsort(distances, kind="stable")[:k]
+        out = []
+        for i in order:
+            entity = hits[i]["entity"]
+            out.append(Hit(pk=int(pks[i]), doc_id=entity["doc_id"], chunk=int(entity["chunk"]),
+                           text=entity["text"], source=entity["source"],
+                           score=float(1.0 - distances[i] / 2.0)))
+        return out
+
+
+class CollectionNotFoundError(LookupError):
+    """Search was asked for a collection this storage root has no record of."""
+
+
+def open_searcher(settings) -> Searcher:
+    """A searcher for ``settings.collection`` using the model and codec it was built with."""
+
+    from vecpress.infra.state import CollectionState
+    from vecpress.tasks.onnx_export import ModelArtifact
+
+    paths = storage.CollectionPaths(settings.storage_root, settings.collection)
+    state = CollectionState.load(paths.state)
+    if state is None:
+        raise CollectionNotFoundError(
+            f"no collection '{settings.collection}' under {settings.storage_root}; ingest first "
+            "(vecpress ingest PATH --collection NAME) or pass the right --storage-root")
+    artifact = ModelArtifact.load(settings.model_cache_dir / state.model_artifact_dir)
+    embedder = OnnxEmbedder(artifact, max_batch_tokens=settings.model.max_batch_tokens)
+    store = MilvusStore(settings.milvus)
+    store.client.load_collection(settings.collection)
+    return Searcher(store, settings.collection, Codec.load(state.codec_dir), embedder,
+                    RescoreStore(state.archives), settings.milvus.rescore_factor)

@@ -1,0 +1,144 @@
+"""Units of work that run on Dask workers, one shard at a time, reading and writing Parquet.
+
+Shards stay on storage between stages, so the flow process only ever holds counts and URLs, and a
+worker holds one shard. Row order is preserved across a shard's passages, embeddings and archive.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from vecpress.infra import storage
+from vecpress.infra.settings import ChunkSettings, InputSettings
+from vecpress.tasks.chunking import Chunker
+from vecpress.tasks.codec import Codec, archive_table, fixed_list_to_numpy
+from vecpress.tasks.embedding import worker_embedder
+from vecpress.tasks.model_files import load_tokenizer
+from vecpress.tasks.onnx_export import ModelArtifact
+from vecpress.tasks.records import PASSAGE_SCHEMA, InputError, SourceFile, passage_pk
+from vecpress.tasks.sources import read_records
+
+MAX_ERRORS_PER_FILE = 20
+
+
+@dataclass
+class ChunkShard:
+    """What one chunking task produced: passage shard files (bounded in rows) and input errors."""
+
+    urls: list[str] = field(default_factory=list)
+    documents: int = 0
+    passages: int = 0
+    errors: list[InputError] = field(default_factory=list)
+
+
+@dataclass
+class EmbedShard:
+    url: str
+    rows: int
+    seconds: float
+    truncated: int
+
+
+@functools.lru_cache(maxsize=2)
+def _chunker(model_dir: str, settings_json: str) -> Chunker:
+    """One chunker per worker process and configuration (settings passed as JSON to be hashable)."""
+    return Chunker(load_tokenizer(Path(model_dir)), ChunkSettings.model_validate_json(settings_json))
+
+
+def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
+                chunking: ChunkSettings, model_dir: str, rows_per_shard: int) -> ChunkShard:
+    """Read and chunk a group of files into passage shards of at most ``rows_per_shard`` rows.
+
+    Bad input becomes ``InputError`` entries; the other records and files are still chunked.
+    """
+    chunker = _chunker(model_dir, chunking.model_dump_json())
+    result = ChunkShard()
+    columns: dict[str, list] = {name: [] for name in PASSAGE_SCHEMA.names}
+
+    def flush() -> None:
+        if columns["pk"]:
+            url = f"{out_prefix}-{len(result.urls):04d}.parquet"
+            storage.write_parquet(url, pa.table(columns, schema=PASSAGE_SCHEMA))
+            result.urls.append(url)
+            result.passages += len(columns["pk"])
+            for values in columns.values():
+                values.clear()
+
+    for src in files:
+        file_errors = 0
+        for item in read_records(src, inputs):
+            if isinstance(item, InputError):
+                file_errors += 1
+                if file_errors <= MAX_ERRORS_PER_FILE:
+                    result.errors.append(item)
+                elif file_errors == MAX_ERRORS_PER_FILE + 1:
+                    result.errors.append(InputError(src.url, "", "more errors in this file "
+                                                    "were not listed", "fix the ones above first"))
+                continue
+            result.documents += 1
+            for number, text in enumerate(chunker.chunk(item.text)):
+                columns["pk"].append(passage_pk(item.doc_id, number))
+                columns["doc_id"].append(item.doc_id)
+                columns["chunk"].append(number)
+                columns["text"].append(text)
+                columns["source"].append(item.source)
+            if len(columns["pk"]) >= rows_per_shard:
+                flush()
+    flush()
+    return result
+
+
+def embed_shard(passages_url: str, out_url: str, artifact: ModelArtifact, threads: int,
+                max_batch_tokens: int) -> EmbedShard:
+    """Embed one passages shard with the worker's ONNX session; write pk + embedding."""
+    embedder = worker_embedder(artifact, threads, max_batch_tokens)
+    table = storage.read_parquet(passages_url, columns=["pk", "text"])
+    truncated_before = embedder.truncated
+    started = time.perf_counter()
+    vectors = embedder.encode(table.column("text").to_pylist())
+    seconds = time.perf_counter() - started
+    flat = pa.array(vectors.reshape(-1), pa.float32())
+    storage.write_parquet(out_url, pa.table({
+        "pk": table.column("pk"),
+        "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+    }))
+    return EmbedShard(out_url, len(vectors), seconds, embedder.truncated - truncated_before)
+
+
+def read_embeddings(url: str) -> tuple[np.ndarray, np.ndarray]:
+    table = storage.read_parquet(url)
+    return table.column("pk").to_numpy(), fixed_list_to_numpy(table.column("embedding"),
+                                                              np.float32)
+
+
+def sample_embeddings(shards: list[EmbedShard], size: int, seed: int) -> np.ndarray:
+    """A uniform random sample of about ``size`` embeddings, read one shard at a time."""
+    total = sum(s.rows for s in shards)
+    rng = np.random.default_rng(seed)
+    parts = []
+    for shard in shards:
+        _, vectors = read_embeddings(shard.url)
+        take = len(vectors) if total <= size else round(size * shard.rows / total)
+        if take:
+            parts.append(vectors[rng.choice(len(vectors), size=take, replace=False)])
+    return np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
+
+
+@functools.lru_cache(maxsize=2)
+def _codec(codec_dir: str) -> Codec:
+    return Codec.load(codec_dir)
+
+
+def encode_shard(embeddings_url: str, out_url: str, codec_dir: str) -> int:
+    """PCA-project and PQ-encode one embeddings shard into an archive shard."""
+    codec = _codec(codec_dir)
+    pks, vectors = read_embeddings(embeddings_url)
+    storage.write_parquet(out_url, archive_table(pks, codec.encode(vectors),
+                                                 codec.project(vectors)))
+    return len(pks)

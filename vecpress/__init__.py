@@ -1,0 +1,1 @@
+"""vecpress: text → ONNX embeddings → PCA + PQ → Milvus, orchestrated by Prefect and Dask."""

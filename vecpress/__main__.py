@@ -1,0 +1,3 @@
+from vecpress.cli import app
+
+app()
