@@ -45,7 +45,16 @@ class MilvusStore:
         self.client = MilvusClient(uri=uri, token=settings.token or "", dedicated=True)
 
     def close(self) -> None:
+        """Close the connection; for Milvus Lite also stop its in-process server.
+
+        The Lite server holds the .db file lock until stopped, and another process (a search
+        after an ingest, say) cannot open the file before that.
+        """
         self.client.close()
+        if self.settings.is_lite:
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(self.settings.uri)
 
     def ensure_collection(self, name: str, dim: int, codec_id: str) -> None:
         """Create the collection, or check that the existing one has the same vector space."""
@@ -69,6 +78,10 @@ class MilvusStore:
         schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=dim)
         self.client.create_collection(name, schema=schema, consistency_level="Strong")
 
+    def load(self, name: str) -> None:
+        """Make the collection searchable (a reopened Milvus Lite file starts released)."""
+        self.client.load_collection(name)
+
     def drop(self, name: str) -> None:
         if self.client.has_collection(name):
             self.client.drop_collection(name)
@@ -84,27 +97,13 @@ class MilvusStore:
     def ensure_index(self, name: str, rows: int, pq_m: int, pq_nbits: int) -> dict[str, Any]:
         """Build the vector index once (Milvus indexes later segments itself) and load."""
         if VECTOR not in self.client.list_indexes(name):
-            params = self.index_params(rows, pq_m, pq_nbits)
+            params = choose_index(self.settings, rows, pq_m, pq_nbits)
             index = self.client.prepare_index_params()
             index.add_index(VECTOR, index_type=params["index_type"], metric_type="L2",
                             params=params["params"])
             self.client.create_index(name, index)
-        self.client.load_collection(name)
+        self.load(name)
         return self.client.describe_index(name, VECTOR)
-
-    def index_params(self, rows: int, pq_m: int, pq_nbits: int) -> dict[str, Any]:
-        kind = self.settings.index_type
-        if kind == "auto":
-            kind = "IVF_SQ8" if self.settings.is_lite else "IVF_PQ"
-        nlist = int(min(max(4 * math.sqrt(max(rows, 1)), 8), 65_536))
-        params: dict[str, Any] = {}
-        if kind.startswith("IVF"):
-            params["nlist"] = nlist
-        if kind == "IVF_PQ":
-            params |= {"m": pq_m, "nbits": pq_nbits}
-        if kind == "HNSW":
-            params = {"M": 16, "efConstruction": 200}
-        return {"index_type": kind, "params": params}
 
     def search(self, name: str, vectors: Sequence[Sequence[float]], limit: int,
                output_fields: list[str] | None = None) -> list[list[dict[str, Any]]]:
@@ -116,6 +115,22 @@ class MilvusStore:
         res = self.client.query(name, filter="", output_fields=["count(*)"],
                                 consistency_level="Strong")
         return int(res[0]["count(*)"])
+
+
+def choose_index(settings: MilvusSettings, rows: int, pq_m: int, pq_nbits: int) -> dict[str, Any]:
+    """Index type and build parameters for ``rows`` vectors and the codec's PQ shape."""
+    kind = settings.index_type
+    if kind == "auto":
+        kind = "IVF_SQ8" if settings.is_lite else "IVF_PQ"
+    nlist = int(min(max(4 * math.sqrt(max(rows, 1)), 8), 65_536))
+    params: dict[str, Any] = {}
+    if kind.startswith("IVF"):
+        params["nlist"] = nlist
+    if kind == "IVF_PQ":
+        params |= {"m": pq_m, "nbits": pq_nbits}
+    if kind == "HNSW":
+        params = {"M": 16, "efConstruction": 200}
+    return {"index_type": kind, "params": params}
 
 
 def _byte_batches(rows: Iterable[dict[str, Any]], limit: int) -> Iterable[list[dict[str, Any]]]:

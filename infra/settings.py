@@ -55,6 +55,9 @@ class ModelSettings(BaseModel):
         8192, ge=64, description="Token budget of one inference batch (padded batch × length)."
     )
     passages_per_shard: int = Field(2048, ge=16, description="Passages per embedding task.")
+    cache_dir: str | None = Field(
+        None, description="Local folder for exported ONNX models; default: <storage_root>/models."
+    )
 
 
 class CodecSettings(BaseModel):
@@ -121,4 +124,7 @@ class Settings(BaseSettings):
 
     @property
     def model_cache_dir(self) -> Path:
+        """Exported models must be local files for ONNX Runtime, whatever the storage root is."""
+        if self.model.cache_dir:
+            return Path(self.model.cache_dir)
         return Path(self.storage_root) / "models"

@@ -63,6 +63,7 @@ class Searcher:
                  embedder: OnnxEmbedder, rescore: RescoreStore, rescore_factor: int) -> None:
         self.store, self.collection, self.codec = store, collection, codec
         self.embedder, self.rescore, self.rescore_factor = embedder, rescore, rescore_factor
+        store.load(collection)
 
     def search(self, texts: list[str], k: int) -> list[list[Hit]]:
         return self.search_embeddings(self.embedder.encode(texts), k)
@@ -112,6 +113,5 @@ def open_searcher(settings) -> Searcher:
     artifact = ModelArtifact.load(settings.model_cache_dir / state.model_artifact_dir)
     embedder = OnnxEmbedder(artifact, max_batch_tokens=settings.model.max_batch_tokens)
     store = MilvusStore(settings.milvus)
-    store.client.load_collection(settings.collection)
     return Searcher(store, settings.collection, Codec.load(state.codec_dir), embedder,
                     RescoreStore(state.archives), settings.milvus.rescore_factor)

@@ -1,0 +1,43 @@
+"""Shared fixtures: real model export, real text, one Prefect test harness for the session."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import pytest
+
+# No model hub is reachable here, and none must ever be contacted.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from vecpress.tasks.corpus import stdlib_docstring_paragraphs
+from vecpress.tasks.model_files import read_model_spec, resolve_model_dir
+from vecpress.tasks.onnx_export import ModelArtifact, export_model
+
+
+@pytest.fixture(scope="session")
+def paragraphs() -> list[tuple[str, str]]:
+    """Real text: (id, paragraph) pairs from the installed standard library's docstrings."""
+    return list(itertools.islice(stdlib_docstring_paragraphs(), 3000))
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def fp32_artifact(model_cache: Path, paragraphs: list[tuple[str, str]]) -> ModelArtifact:
+    spec = read_model_spec(resolve_model_dir(None))
+    return export_model(spec, "fp32", model_cache, [t for _, t in paragraphs[:64]])
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect API for every flow test (starting it costs 10–20 s)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -1,0 +1,62 @@
+"""Token-aware chunking with the model's own tokenizer."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from vecpress.infra.settings import ChunkSettings
+from vecpress.tasks.chunking import Chunker
+from vecpress.tasks.model_files import load_tokenizer, resolve_model_dir
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    tok = load_tokenizer(resolve_model_dir(None))
+    tok.no_padding()  # MiniLM's tokenizer.json pads and truncates to 128 by default
+    tok.no_truncation()
+    return tok
+
+
+def _tokens(tokenizer, text: str) -> int:
+    return len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+def test_short_paragraphs_are_packed_into_one_passage(tokenizer) -> None:
+    chunker = Chunker(tokenizer, ChunkSettings(max_tokens=64, overlap_tokens=8))
+    text = "First paragraph here.\n\nSecond paragraph there.\n\nThird one."
+    assert chunker.chunk(text) == [text]
+
+
+def test_passages_never_exceed_the_budget_and_are_exact_slices(tokenizer, paragraphs) -> None:
+    settings = ChunkSettings(max_tokens=48, overlap_tokens=8)
+    chunker = Chunker(tokenizer, settings)
+    text = "\n\n".join(p for _, p in paragraphs[:60])
+    passages = chunker.chunk(text)
+    assert len(passages) > 5
+    for passage in passages:
+        assert passage in text
+        assert _tokens(tokenizer, passage) <= settings.max_tokens + 1
+
+
+def test_long_paragraph_becomes_overlapping_windows(tokenizer) -> None:
+    words = [f"word{i}" for i in range(400)]
+    chunker = Chunker(tokenizer, ChunkSettings(max_tokens=64, overlap_tokens=16))
+    passages = chunker.chunk(" ".join(words))
+    assert len(passages) > 3
+    # Consecutive windows share text (the overlap) and together cover every word.
+    for left, right in itertools.pairwise(passages):
+        assert left.split()[-1] in right or right.split()[0] in left
+    covered = set(" ".join(passages).split())
+    assert set(words) <= covered
+
+
+def test_noise_below_min_tokens_is_dropped(tokenizer) -> None:
+    chunker = Chunker(tokenizer, ChunkSettings(max_tokens=32, overlap_tokens=4, min_tokens=3))
+    assert chunker.chunk("ok") == []
+
+
+def test_overlap_must_be_smaller_than_window() -> None:
+    with pytest.raises(ValueError, match="overlap_tokens"):
+        ChunkSettings(max_tokens=16, overlap_tokens=16)

@@ -1,0 +1,170 @@
+"""The whole chain for real, through the CLI: files → chunks → ONNX → PCA + PQ → Milvus Lite → search.
+
+Real text (standard-library docstrings), the packaged MiniLM model, a real Dask cluster, a real
+Prefect API (test harness) and a real Milvus Lite file. Bad inputs are mixed into the sources.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from vecpress.infra.milvus import MilvusStore
+from vecpress.infra.settings import MilvusSettings
+
+pytestmark = pytest.mark.slow
+RECALL_FLOOR = 0.85  # recall@10 of rescored compressed search vs exact FP32, held-out queries
+COLLECTION = "e2e"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory, paragraphs, model_cache) -> dict:
+    root = tmp_path_factory.mktemp("e2e")
+    src = root / "sources"
+    (src / "notes" / "deep").mkdir(parents=True)
+    corpus, held_out = paragraphs[:700], paragraphs[2900:2960]
+    with (src / "corpus.jsonl").open("w") as fh:
+        for doc_id, text in corpus:
+            fh.write(json.dumps({"id": doc_id, "text": text}) + "\n")
+    # Multi-paragraph Markdown documents: chunked into several passages each.
+    for n in range(3):
+        body = "\n\n".join(t for _, t in paragraphs[1000 + 40 * n : 1040 + 40 * n])
+        (src / "notes" / "deep" / f"note{n}.md").write_text(f"# Note {n}\n\n{body}")
+    pq.write_table(pa.table({"id": [i for i, _ in paragraphs[1200:1300]],
+                             "text": [t for _, t in paragraphs[1200:1300]]}), src / "more.parquet")
+    # Bad inputs, each of which must be reported with its location while the rest loads.
+    (src / "empty.txt").write_text("")
+    (src / "latin1.txt").write_bytes("ok line\ncaf\xe9\n".encode("latin-1"))
+    (src / "broken.jsonl").write_text(
+        json.dumps({"id": "good-1", "text": "A perfectly fine record about parsing files."})
+        + "\n{this is not json\n"
+        + json.dumps({"id": "good-2", "text": "Another fine record about sockets."}) + "\n")
+    pq.write_table(pa.table({"id": ["x"], "body": ["no text column"]}), src / "notext.parquet")
+    queries = root / "queries.jsonl"
+    queries.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in held_out))
+    return {"root": root, "sources": src, "queries": queries, "corpus": corpus,
+            "model_cache": model_cache,
+            "args": ["--collection", COLLECTION, "--storage-root", str(root / "data"),
+                     "--milvus-uri", str(root / "data" / "milvus.db")]}
+
+
+def vecpress(workspace: dict, *args: str) -> subprocess.CompletedProcess:
+    """Run the real ``vecpress`` CLI in its own process, against the session's Prefect API."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = os.environ | {"VECPRESS_MODEL__CACHE_DIR": str(workspace["model_cache"]),
+                        "PREFECT_API_URL": str(PREFECT_API_URL.value()), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "vecpress", *args], env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def _ingest(workspace: dict, *extra: str) -> tuple[int, dict | None, str]:
+    result = vecpress(workspace, "ingest", str(workspace["sources"]), *workspace["args"], "--json",
+                      *extra)
+    out = result.stdout
+    summary = json.loads(out[out.index("{\n"):]) if "{\n" in out else None
+    return result.returncode, summary, result.stdout + result.stderr
+
+
+def _count(workspace: dict) -> int:
+    store = MilvusStore(MilvusSettings(uri=str(workspace["root"] / "data" / "milvus.db")))
+    try:
+        return store.count(COLLECTION)
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def first_run(workspace: dict, prefect_harness) -> dict:
+    code, summary, output = _ingest(workspace, "--eval-queries", str(workspace["queries"]))
+    assert code == 0, output
+    return summary
+
+
+def test_one_row_per_passage(first_run: dict, workspace: dict) -> None:
+    assert first_run["passages"] >= 500
+    # 3 Markdown notes of 40 paragraphs each must have been split into several passages.
+    assert first_run["passages"] > first_run["documents"]
+    assert first_run["rows_in_milvus"] == first_run["passages"] == _count(workspace)
+    assert first_run["truncated"] == 0
+
+
+def test_bad_inputs_are_reported_and_the_rest_loaded(first_run: dict) -> None:
+    errors = {(Path(e["source"]).name, e["location"], e["message"]) for e in first_run["errors"]}
+    assert ("empty.txt", "", "empty file, nothing to index") in errors
+    assert ("latin1.txt", "line 2 (byte 11)", "invalid UTF-8") in errors
+    assert any(name == "broken.jsonl" and loc == "line 2" and "malformed JSON" in msg
+               for name, loc, msg in errors)
+    assert any(name == "notext.parquet" and loc == "schema" for name, loc, _ in errors)
+    assert len(errors) == 4
+    # 700 JSONL + 100 Parquet + 2 good lines of the broken file + 3 notes.
+    assert first_run["documents"] == 805
+
+
+def test_recall_and_sanity(first_run: dict) -> None:
+    assert first_run["sanity_self_top3"] == 1.0
+    assert first_run["recall"]["eval queries"] == 60
+    assert first_run["recall"]["recall@10 rescored"] >= RECALL_FLOOR
+    assert first_run["codec"]["pca_dim"] == 256
+    sizes = first_run["bytes_per_vector"]
+    assert sizes["FP32 embedding"] == 1536 and sizes["archive: PQ32x8 code"] == 32
+
+
+def test_search_finds_a_passage_by_its_own_text(first_run: dict, workspace: dict) -> None:
+    for doc_id, text in workspace["corpus"][::140]:
+        result = vecpress(workspace, "search", text, "-k", "3", "--json", *workspace["args"])
+        assert result.returncode == 0, result.stderr
+        top3 = [r["doc_id"] for r in json.loads(result.stdout)["results"]]
+        assert doc_id in top3
+    table = vecpress(workspace, "search", "compress data with zlib", "-k", "5", *workspace["args"])
+    assert table.returncode == 0 and "score" in table.stdout and "doc id" in table.stdout
+
+
+def test_search_queries_file_writes_json_lines(first_run: dict, workspace: dict) -> None:
+    result = vecpress(workspace, "search", "--queries", str(workspace["queries"]), "-k", "10",
+                      "--json", *workspace["args"])
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 60
+    first = lines[0]["results"]
+    assert len(first) == 10 and [r["rank"] for r in first] == list(range(1, 11))
+    assert {"doc_id", "chunk", "score", "pk"} <= set(first[0])
+    assert first[0]["score"] >= first[-1]["score"]
+
+
+def test_reingest_on_an_external_dask_cluster_keeps_the_count(first_run: dict,
+                                                             workspace: dict) -> None:
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                      dashboard_address=None) as cluster:
+        code, again, output = _ingest(workspace, "--dask-address", cluster.scheduler_address)
+    assert code == 0, output
+    assert again["codec_reused"] is True
+    assert again["codec"]["codec_id"] == first_run["codec"]["codec_id"]
+    assert again["cluster"].startswith("external")
+    assert again["rows_in_milvus"] == first_run["rows_in_milvus"] == _count(workspace)
+
+
+def test_a_run_with_only_bad_input_fails_clearly_and_loses_nothing(first_run: dict,
+                                                                   workspace: dict) -> None:
+    before = _count(workspace)
+    result = vecpress(workspace, "ingest", str(workspace["sources"] / "empty.txt"),
+                      *workspace["args"])
+    assert result.returncode == 2
+    assert "no passages to ingest" in result.stderr and "empty.txt" in result.stderr
+    assert _count(workspace) == before
+
+
+def test_unknown_collection_is_explained(workspace: dict) -> None:
+    result = vecpress(workspace, "search", "anything", "--collection", "missing",
+                      "--storage-root", str(workspace["root"] / "data"))
+    assert result.returncode == 2
+    assert "no collection 'missing'" in result.stderr

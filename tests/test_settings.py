@@ -1,0 +1,37 @@
+"""One settings object: defaults, VECPRESS_* environment, CLI flags on top, clear validation."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from vecpress.cli import _settings
+from vecpress.infra.settings import Settings
+
+
+def test_defaults_are_the_embedded_ones() -> None:
+    s = Settings()
+    assert s.milvus.uri == "./data/milvus.db" and s.milvus.is_lite
+    assert s.model.path is None and s.model.variant == "fp32"
+    assert s.dask.address is None
+
+
+def test_environment_then_cli_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VECPRESS_MILVUS__URI", "http://milvus:19530")
+    monkeypatch.setenv("VECPRESS_CODEC__PCA_DIM", "128")
+    monkeypatch.setenv("VECPRESS_COLLECTION", "from_env")
+    s = _settings(**{"collection": "from_cli", "dask.address": "tcp://sched:8786",
+                     "milvus.uri": None})
+    assert s.collection == "from_cli"  # a flag beats the environment
+    assert s.milvus.uri == "http://milvus:19530" and not s.milvus.is_lite
+    assert s.codec.pca_dim == 128  # untouched nested values from the environment survive
+    assert s.dask.address == "tcp://sched:8786"
+
+
+def test_invalid_values_name_the_setting() -> None:
+    with pytest.raises(ValidationError, match="collection"):
+        Settings(collection="has-dash")
+    with pytest.raises(ValidationError, match="pq_m"):
+        Settings(codec={"pca_dim": 100, "pq_m": 16})
+    with pytest.raises(ValidationError, match="variant"):
+        Settings(model={"variant": "fp8"})

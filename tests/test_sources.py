@@ -1,0 +1,110 @@
+"""Reading inputs: every kind of bad input becomes a located error, and nothing else is lost."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vecpress.infra.settings import InputSettings
+from vecpress.tasks.records import InputError, Record
+from vecpress.tasks.sources import discover, read_records
+
+SETTINGS = InputSettings()
+
+
+def _read(path: Path | str) -> tuple[list[Record], list[InputError]]:
+    files, errors = discover([str(path)], SETTINGS)
+    records: list[Record] = []
+    for src in files:
+        for item in read_records(src, SETTINGS):
+            (errors if isinstance(item, InputError) else records).append(item)
+    return records, errors
+
+
+def test_text_file_is_one_document(tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text("# Title\n\nSome words here.")
+    records, errors = _read(tmp_path / "a.md")
+    assert errors == []
+    assert [r.text for r in records] == ["# Title\n\nSome words here."]
+    assert records[0].doc_id.endswith("/a.md")
+
+
+def test_empty_file_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "empty.txt").write_text("  \n")
+    records, errors = _read(tmp_path / "empty.txt")
+    assert records == []
+    assert len(errors) == 1 and "empty" in errors[0].message
+    assert errors[0].source.endswith("empty.txt")
+
+
+def test_invalid_utf8_names_line_and_byte(tmp_path: Path) -> None:
+    (tmp_path / "latin1.txt").write_bytes("first line\nsecond caf\xe9 line\n".encode("latin-1"))
+    records, errors = _read(tmp_path / "latin1.txt")
+    assert records == []
+    assert errors[0].message == "invalid UTF-8"
+    assert errors[0].location == "line 2 (byte 21)"
+    assert "iconv" in errors[0].hint
+
+
+def test_malformed_jsonl_line_is_skipped_and_the_rest_read(tmp_path: Path) -> None:
+    lines = [json.dumps({"id": "a", "text": "alpha text"}), "{not json", "",
+             json.dumps({"id": "b", "body": "no text field"}), json.dumps(["a", "list"]),
+             json.dumps({"id": 7, "text": "gamma text"})]
+    (tmp_path / "docs.jsonl").write_text("\n".join(lines) + "\n")
+    records, errors = _read(tmp_path / "docs.jsonl")
+    assert [(r.doc_id, r.text) for r in records] == [("a", "alpha text"), ("7", "gamma text")]
+    assert [e.location for e in errors] == ["line 2", "line 4", "line 5"]
+    assert "malformed JSON" in errors[0].message
+    assert "'text'" in errors[1].message and "--text-field" in errors[1].hint
+
+
+def test_configurable_fields(tmp_path: Path) -> None:
+    (tmp_path / "d.jsonl").write_text(json.dumps({"key": "k1", "body": "hello there"}) + "\n")
+    settings = InputSettings(id_field="key", text_field="body")
+    files, _ = discover([str(tmp_path)], settings)
+    records = list(read_records(files[0], settings))
+    assert records == [Record("k1", "hello there", files[0].url)]
+
+
+def test_parquet_without_text_column(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"id": ["x"], "content": ["words"]}), tmp_path / "t.parquet")
+    records, errors = _read(tmp_path / "t.parquet")
+    assert records == []
+    assert errors[0].location == "schema"
+    assert "no column 'text'" in errors[0].message and "content" in errors[0].message
+
+
+def test_parquet_rows_are_records(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"id": ["x", "y"], "text": ["one doc", "two doc"]}),
+                   tmp_path / "t.parquet")
+    records, errors = _read(tmp_path / "t.parquet")
+    assert errors == [] and [r.doc_id for r in records] == ["x", "y"]
+
+
+def test_directories_are_walked_recursively_and_unknown_types_ignored(tmp_path: Path) -> None:
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / "sub" / "deeper" / "n.txt").write_text("nested")
+    (tmp_path / "top.md").write_text("top")
+    (tmp_path / "image.png").write_bytes(b"\x89PNG")
+    files, errors = discover([str(tmp_path)], SETTINGS)
+    assert errors == []
+    assert sorted(Path(f.url).name for f in files) == ["n.txt", "top.md"]
+
+
+def test_missing_path_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    files, errors = discover([str(tmp_path / "nope")], SETTINGS)
+    assert files == [] and "no such file" in errors[0].message
+
+
+def test_fsspec_urls(tmp_path: Path) -> None:
+    with fsspec.open("memory://bucket/docs.jsonl", "w") as fh:
+        fh.write(json.dumps({"id": "m", "text": "from memory"}) + "\n")
+    records, errors = _read("memory://bucket/*.jsonl")
+    assert errors == [] and records[0].text == "from memory"
+    # Sources keep their protocol, so ids stay distinct from local paths and re-openable.
+    assert records[0].source.startswith("memory://")
+    assert records[0].source.endswith("/bucket/docs.jsonl")
