@@ -91,11 +91,11 @@ def load_stage(settings: Settings, pairs, codec: Codec) -> tuple[int, dict]:
     store = MilvusStore(settings.milvus)
     try:
         store.ensure_collection(settings.collection, codec.dim, codec.codec_id)
-        load_shards(store, settings.collection, pairs, codec.codec_id)
-        rows = store.count(settings.collection)
-        index = store.ensure_index(settings.collection, rows, codec.report["pq_m"],
+        written = load_shards(store, settings.collection, pairs, codec.codec_id)
+        # A server loads only indexed collections, so index before counting.
+        index = store.ensure_index(settings.collection, written, codec.report["pq_m"],
                                    codec.report["pq_nbits"])
-        return rows, index
+        return store.count(settings.collection), index
     finally:
         store.close()
 

@@ -87,6 +87,8 @@ def fit_codec(sample: np.ndarray, settings: CodecSettings) -> Codec:
     pca = faiss.PCAMatrix(d_in, settings.pca_dim, 0.0, False)
     pq_index = faiss.IndexPQ(settings.pca_dim, settings.pq_m, nbits, faiss.METRIC_L2)
     pq_index.pq.cp.seed = settings.seed
+    # FAISS warns once per sub-quantizer when the sample is small; the report says it once instead.
+    pq_index.pq.cp.min_points_per_centroid = 1
     index = faiss.IndexPreTransform(pca, pq_index)
     index.train(sample)
     seconds = time.perf_counter() - started
@@ -105,6 +107,8 @@ def fit_codec(sample: np.ndarray, settings: CodecSettings) -> Codec:
         "pq_relative_error": float(np.mean(np.sum((projected - recon) ** 2, axis=1)) /
                                    max(float(np.mean(np.sum(projected**2, axis=1))), 1e-12)),
         "train_seconds": seconds,
+        # Below ~39 points per centroid k-means codebooks are undertrained (FAISS's own threshold).
+        "undertrained": n < 39 * 2**nbits,
     }
     return Codec(index=index, report=report)
 

@@ -41,3 +41,16 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real Milvus 2.3.5 standalone server (from the ``milvus`` package); yields its URI."""
+    from milvus import default_server
+
+    default_server.set_base_dir(str(tmp_path_factory.mktemp("milvus-server")))
+    default_server.start()
+    try:
+        yield f"http://127.0.0.1:{default_server.listen_port}"
+    finally:
+        default_server.stop()

@@ -168,6 +168,7 @@ def demo(
     queries: Annotated[int, typer.Option(help="Paragraphs held out as evaluation queries.")] = 200,
     storage_root: StorageRoot = None,
     milvus_uri: MilvusUri = None,
+    summary_out: Annotated[Path | None, typer.Option(help="Also write the run summary JSON here.")] = None,
 ) -> None:
     """The main job on embedded defaults: the stdlib docstring corpus into Milvus Lite."""
     _quiet_libraries()
@@ -182,10 +183,24 @@ def demo(
                   f"→ {corpus} ({queries} held out as queries)")
     summary = _run_ingest([corpus], settings, held_out, recreate=True)
     _print_summary(summary, as_json=False)
+    if summary_out is not None:
+        summary_out.parent.mkdir(parents=True, exist_ok=True)
+        summary_out.write_text(json.dumps(summary | {"machine": _machine()}, indent=2, default=str))
     searcher = open_searcher(settings)
     example = "how do I read a file line by line"
     _print_hits(Console(), example, searcher.search([example], 5)[0])
     searcher.store.close()
+
+
+def _machine() -> dict[str, Any]:
+    import platform
+
+    import onnxruntime
+    import pymilvus
+
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "onnxruntime": onnxruntime.__version__,
+            "pymilvus": pymilvus.__version__}
 
 
 def main() -> None:  # pragma: no cover - console entry point
