@@ -9,7 +9,9 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
+from distributed import Client
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
@@ -19,17 +21,19 @@ from vecpress.infra.cluster import dask_client
 from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.settings import Settings
 from vecpress.infra.state import CollectionState
+from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks import shard_jobs
 from vecpress.tasks.codec import Codec, fit_codec
 from vecpress.tasks.corpus import stdlib_docstring_paragraphs
 from vecpress.tasks.embedding import OnnxEmbedder
-from vecpress.tasks.evaluation import exact_topk, recall_at_k
+from vecpress.tasks.evaluation import held_out_recall, own_text_hit_rate
 from vecpress.tasks.loading import load_shards
 from vecpress.tasks.model_files import read_model_spec, resolve_model_dir
 from vecpress.tasks.onnx_export import ModelArtifact, export_model
-from vecpress.tasks.report import IngestSummary, StageStat, index_bytes_per_vector
+from vecpress.tasks.records import SourceFile
+from vecpress.tasks.report import IngestSummary, StageStat, bytes_per_vector
 from vecpress.tasks.search import RescoreStore, Searcher
-from vecpress.tasks.sources import discover, read_records
+from vecpress.tasks.sources import discover, read_texts
 
 EVAL_K = 10
 
@@ -46,7 +50,8 @@ def prepare_model(settings: Settings) -> ModelArtifact:
 
 
 @task(cache_policy=NONE)
-def chunk_stage(client, files, settings: Settings, artifact: ModelArtifact, paths, run_id):
+def chunk_stage(client: Client, files: list[SourceFile], settings: Settings, artifact: ModelArtifact,
+                paths: CollectionPaths, run_id: str) -> list[shard_jobs.ChunkShard]:
     per = settings.inputs.files_per_shard
     groups = [files[i : i + per] for i in range(0, len(files), per)]
     prefixes = [storage.join(paths.run_dir(run_id), "passages", f"g{i:05d}")
@@ -58,8 +63,8 @@ def chunk_stage(client, files, settings: Settings, artifact: ModelArtifact, path
 
 
 @task(cache_policy=NONE)
-def embed_stage(client, shard_urls: list[str], settings: Settings, artifact: ModelArtifact,
-                threads: int, paths, run_id):
+def embed_stage(client: Client, shard_urls: list[str], settings: Settings, artifact: ModelArtifact,
+                threads: int, paths: CollectionPaths, run_id: str) -> list[shard_jobs.EmbedShard]:
     futures = client.map(shard_jobs.embed_shard, shard_urls,
                          [paths.part(run_id, "embeddings", i) for i in range(len(shard_urls))],
                          artifact=artifact, threads=threads,
@@ -68,7 +73,8 @@ def embed_stage(client, shard_urls: list[str], settings: Settings, artifact: Mod
 
 
 @task(cache_policy=NONE)
-def codec_stage(embedded, settings: Settings, state: CollectionState | None, paths) -> Codec:
+def codec_stage(embedded: list[shard_jobs.EmbedShard], settings: Settings,
+                state: CollectionState | None, paths: CollectionPaths) -> Codec:
     if state is not None:
         return Codec.load(state.codec_dir)
     sample = shard_jobs.sample_embeddings(embedded, settings.codec.sample_size, settings.codec.seed)
@@ -78,7 +84,8 @@ def codec_stage(embedded, settings: Settings, state: CollectionState | None, pat
 
 
 @task(cache_policy=NONE)
-def encode_stage(client, embedded, codec_dir: str, paths, run_id) -> list[str]:
+def encode_stage(client: Client, embedded: list[shard_jobs.EmbedShard], codec_dir: str,
+                 paths: CollectionPaths, run_id: str) -> list[str]:
     out = [paths.part(run_id, "archive", i) for i in range(len(embedded))]
     futures = client.map(shard_jobs.encode_shard, [e.url for e in embedded], out,
                          codec_dir=codec_dir, pure=False)
@@ -87,7 +94,7 @@ def encode_stage(client, embedded, codec_dir: str, paths, run_id) -> list[str]:
 
 
 @task(cache_policy=NONE)
-def load_stage(settings: Settings, pairs, codec: Codec) -> tuple[int, dict]:
+def load_stage(settings: Settings, pairs: list[tuple[str, str]], codec: Codec) -> tuple[int, dict]:
     store = MilvusStore(settings.milvus)
     try:
         store.ensure_collection(settings.collection, codec.dim, codec.codec_id)
@@ -102,42 +109,20 @@ def load_stage(settings: Settings, pairs, codec: Codec) -> tuple[int, dict]:
 
 @task(cache_policy=NONE)
 def check_stage(settings: Settings, state: CollectionState, artifact: ModelArtifact,
-                codec: Codec, passages_url: str | None, embedding_urls: list[str],
-                eval_queries: str | None) -> dict[str, float]:
+                codec: Codec, passages_url: str, embedding_urls: list[str],
+                eval_queries: str | None) -> tuple[float, dict[str, float]]:
     """Sanity search (own text in top 3) and, given held-out queries, recall@10 vs exact FP32."""
     store = MilvusStore(settings.milvus)
-    embedder = OnnxEmbedder(artifact, max_batch_tokens=settings.model.max_batch_tokens)
-    searcher = Searcher(store, settings.collection, codec, embedder,
-                        RescoreStore(state.archives), settings.milvus.rescore_factor)
     try:
-        out: dict[str, float] = {}
-        if passages_url:
-            probe = storage.read_parquet(passages_url, columns=["pk", "text"]).slice(0, 20)
-            hits = searcher.search(probe.column("text").to_pylist(), 3)
-            own = probe.column("pk").to_pylist()
-            out["sanity_self_top3"] = sum(pk in {h.pk for h in row} for pk, row in
-                                          zip(own, hits, strict=True)) / max(len(own), 1)
-        if eval_queries:
-            texts = [r.text for r in _records(eval_queries, settings)]
-            queries = embedder.encode(texts)
-            truth = exact_topk(queries, embedding_urls, EVAL_K)
-            for label, rescore in (("rescored", True), ("ANN only", False)):
-                found = searcher.search_embeddings(queries, EVAL_K, rescore=rescore)
-                out[f"recall@10 {label}"] = recall_at_k(truth, [[h.pk for h in r] for r in found],
-                                                        EVAL_K)
-            out["eval queries"] = len(texts)
-        return out
+        searcher = Searcher(store, settings.collection, codec,
+                            OnnxEmbedder(artifact, max_batch_tokens=settings.model.max_batch_tokens),
+                            RescoreStore(state.archives), settings.milvus.rescore_factor)
+        sanity = own_text_hit_rate(searcher, passages_url)
+        recall = {} if not eval_queries else held_out_recall(
+            searcher, read_texts(eval_queries, settings.inputs), embedding_urls, EVAL_K)
+        return sanity, recall
     finally:
         store.close()
-
-
-def _records(url: str, settings: Settings):
-    from vecpress.tasks.records import Record
-
-    files, errors = discover([url], settings.inputs)
-    if errors:
-        raise ValueError(f"evaluation queries: {errors[0]}")
-    return [r for f in files for r in read_records(f, settings.inputs) if isinstance(r, Record)]
 
 
 @flow(name="vecpress-ingest", log_prints=True)
@@ -146,7 +131,7 @@ def ingest_flow(sources: list[str], settings: Settings, eval_queries: str | None
     """Ingest ``sources`` into ``settings.collection`` and return the run summary."""
     log = get_run_logger()
     run_id = new_run_id()
-    paths = storage.CollectionPaths(settings.storage_root, settings.collection)
+    paths = CollectionPaths(settings.storage_root, settings.collection)
     summary = IngestSummary(run_id=run_id, collection=settings.collection,
                             milvus_uri=settings.milvus.uri)
     if recreate:
@@ -159,7 +144,7 @@ def ingest_flow(sources: list[str], settings: Settings, eval_queries: str | None
     summary.files = len(files)
     summary.stages.append(StageStat("discover + model export", time.perf_counter() - started,
                                     len(files), "files"))
-    if state is not None and state.model_artifact_dir != str(_artifact_dir(artifact)):
+    if state is not None and state.model_artifact_dir != _artifact_dir(artifact):
         raise ValueError(f"collection '{settings.collection}' was built with another model or "
                          f"variant ({state.model_artifact_dir}); use --recreate or a new collection")
 
@@ -186,7 +171,7 @@ def ingest_flow(sources: list[str], settings: Settings, eval_queries: str | None
         t = time.perf_counter()
         embedded = embed_stage(client, shards, settings, artifact, cluster.threads_per_worker,
                                paths, run_id)
-        summary.truncated = sum(e.rows and e.truncated for e in embedded)
+        summary.truncated = sum(e.truncated for e in embedded)
         summary.stages.append(StageStat("embed (ONNX " + artifact.variant + ")",
                                         time.perf_counter() - t, summary.passages))
 
@@ -207,7 +192,7 @@ def ingest_flow(sources: list[str], settings: Settings, eval_queries: str | None
     summary.stages.append(StageStat("Milvus upsert + index", time.perf_counter() - t,
                                     summary.passages))
     state = state or CollectionState(collection=settings.collection,
-                                     model_artifact_dir=str(_artifact_dir(artifact)),
+                                     model_artifact_dir=_artifact_dir(artifact),
                                      model_variant=artifact.variant, codec_id=codec.codec_id,
                                      codec_dir=paths.codec_dir(codec.codec_id))
     state.archives.extend(archives)
@@ -215,38 +200,22 @@ def ingest_flow(sources: list[str], settings: Settings, eval_queries: str | None
     state.save(paths.state)
 
     t = time.perf_counter()
-    checks = check_stage(settings, state, artifact, codec, shards[0], [e.url for e in embedded],
-                         eval_queries)
-    summary.sanity_self_top3 = checks.pop("sanity_self_top3", float("nan"))
-    summary.recall = checks
+    summary.sanity_self_top3, summary.recall = check_stage(
+        settings, state, artifact, codec, shards[0], [e.url for e in embedded], eval_queries)
     summary.stages.append(StageStat("checks (search + recall)", time.perf_counter() - t,
-                                    int(checks.get("eval queries", 0)) + 20, "queries"))
-    summary.bytes_per_vector = _sizes(artifact, codec, summary.index)
+                                    int(summary.recall.get("eval queries", 0)) + 20, "queries"))
+    summary.bytes_per_vector = bytes_per_vector(artifact.dim, codec.report, summary.index)
     storage.write_json(storage.join(paths.run_dir(run_id), "summary.json"), summary.to_dict())
     for stage in ("embeddings",):  # full FP32 embeddings are an intermediate: 1.5 KB per vector
         storage.remove(storage.join(paths.run_dir(run_id), stage))
     return summary.to_dict()
 
 
-def _artifact_dir(artifact: ModelArtifact):
-    from pathlib import Path
-
+def _artifact_dir(artifact: ModelArtifact) -> str:
     return Path(artifact.onnx_path).parent.name
 
 
-def _sizes(artifact: ModelArtifact, codec: Codec, index: dict) -> dict[str, float]:
-    params = codec.report
-    return {
-        "FP32 embedding": 4.0 * artifact.dim,
-        f"PCA-{codec.dim} FP32": 4.0 * codec.dim,
-        f"archive: PCA-{codec.dim} FP16 (rescoring)": 2.0 * codec.dim,
-        f"archive: PQ{params['pq_m']}x{params['pq_nbits']} code": float(codec.code_bytes),
-        f"Milvus index {index.get('index_type', '?')} (nominal)": index_bytes_per_vector(
-            index.get("index_type", ""), codec.dim, params["pq_m"], params["pq_nbits"]),
-    }
-
-
-def _drop_collection(settings: Settings, paths: storage.CollectionPaths) -> None:
+def _drop_collection(settings: Settings, paths: CollectionPaths) -> None:
     store = MilvusStore(settings.milvus)
     try:
         store.drop(settings.collection)

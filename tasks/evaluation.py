@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from vecpress.infra import storage
+from vecpress.tasks.search import Searcher
 from vecpress.tasks.shard_jobs import read_embeddings
 
 
@@ -29,3 +31,24 @@ def recall_at_k(truth: np.ndarray, found: list[list[int]], k: int) -> float:
     hits = [len(set(t[:k].tolist()) & set(f[:k])) / min(k, len(t)) for t, f in
             zip(truth, found, strict=True)]
     return float(np.mean(hits))
+
+
+def own_text_hit_rate(searcher: Searcher, passages_url: str, probes: int = 20, k: int = 3) -> float:
+    """Fraction of the first ``probes`` passages of a shard found in the top k by their own text."""
+    table = storage.read_parquet(passages_url, columns=["pk", "text"]).slice(0, probes)
+    hits = searcher.search(table.column("text").to_pylist(), k)
+    own = table.column("pk").to_pylist()
+    return sum(pk in {h.pk for h in row} for pk, row in zip(own, hits, strict=True)) / max(len(own), 1)
+
+
+def held_out_recall(searcher: Searcher, texts: list[str], embedding_urls: list[str],
+                    k: int = 10) -> dict[str, float]:
+    """recall@k of the compressed search, with and without rescoring, vs exact FP32 search."""
+    queries = searcher.embedder.encode(texts)
+    truth = exact_topk(queries, embedding_urls, k)
+    out: dict[str, float] = {}
+    for label, rescore in (("rescored", True), ("ANN only", False)):
+        found = searcher.search_embeddings(queries, k, rescore=rescore)
+        out[f"recall@{k} {label}"] = recall_at_k(truth, [[h.pk for h in row] for row in found], k)
+    out["eval queries"] = len(texts)
+    return out

@@ -55,6 +55,19 @@ def index_bytes_per_vector(index_type: str, dim: int, pq_m: int, pq_nbits: int) 
     }.get(index_type, 4.0 * dim)
 
 
+def bytes_per_vector(embedding_dim: int, codec_report: dict, index: dict) -> dict[str, float]:
+    """Bytes one vector takes at each stage, from FP32 embedding to the serving index."""
+    dim, m, nbits = codec_report["pca_dim"], codec_report["pq_m"], codec_report["pq_nbits"]
+    kind = index.get("index_type", "?")
+    return {
+        "FP32 embedding": 4.0 * embedding_dim,
+        f"PCA-{dim} FP32": 4.0 * dim,
+        f"archive: PCA-{dim} FP16 (rescoring)": 2.0 * dim,
+        f"archive: PQ{m}x{nbits} code": float(codec_report["code_bytes"]),
+        f"Milvus index {kind} (nominal)": index_bytes_per_vector(kind, dim, m, nbits),
+    }
+
+
 def render(summary: IngestSummary, console: Console | None = None) -> None:
     console = console or Console()
     stages = Table(title=f"vecpress run {summary.run_id} → collection '{summary.collection}'")

@@ -183,3 +183,13 @@ def _read_parquet(src: SourceFile, settings: InputSettings) -> Iterator[Record |
                                               settings)
                 if record is not None:
                     yield record
+
+
+def read_texts(url: str, settings: InputSettings) -> list[str]:
+    """All record texts of one input (evaluation queries); any input error is fatal here."""
+    files, errors = discover([url], settings)
+    records = [item for src in files for item in read_records(src, settings)]
+    errors += [item for item in records if isinstance(item, InputError)]
+    if errors:
+        raise ValueError(f"evaluation queries: {errors[0]}")
+    return [r.text for r in records if isinstance(r, Record)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import vecpress
 
 from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.settings import MilvusSettings
@@ -34,8 +35,6 @@ def _count(uri: str) -> int:
 
 
 def test_ingest_and_search_on_a_milvus_server(server_workspace: dict, prefect_harness) -> None:
-    from test_pipeline_e2e import vecpress
-
     ws = server_workspace
     result = vecpress(ws, "ingest", str(ws["sources"]), *ws["args"], "--json")
     assert result.returncode == 0, result.stderr

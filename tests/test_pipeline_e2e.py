@@ -7,14 +7,12 @@ Prefect API (test harness) and a real Milvus Lite file. Bad inputs are mixed int
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import vecpress
 
 from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.settings import MilvusSettings
@@ -53,16 +51,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, paragraphs, model_cache)
             "model_cache": model_cache,
             "args": ["--collection", COLLECTION, "--storage-root", str(root / "data"),
                      "--milvus-uri", str(root / "data" / "milvus.db")]}
-
-
-def vecpress(workspace: dict, *args: str) -> subprocess.CompletedProcess:
-    """Run the real ``vecpress`` CLI in its own process, against the session's Prefect API."""
-    from prefect.settings import PREFECT_API_URL
-
-    env = os.environ | {"VECPRESS_MODEL__CACHE_DIR": str(workspace["model_cache"]),
-                        "PREFECT_API_URL": str(PREFECT_API_URL.value()), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "vecpress", *args], env=env, capture_output=True,
-                          text=True, timeout=600)
 
 
 def _ingest(workspace: dict, *extra: str) -> tuple[int, dict | None, str]:
