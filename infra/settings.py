@@ -86,7 +86,7 @@ class MilvusSettings(BaseModel):
     index_type: Literal["auto", "FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "HNSW"] = Field(
         "auto", description="auto: IVF_SQ8 on Milvus Lite, IVF_PQ on a server."
     )
-    nprobe: int = Field(32, ge=1, description="IVF lists probed per search.")
+    nprobe: int = Field(64, ge=1, description="IVF lists probed per search.")
     rescore_factor: int = Field(8, ge=1, description="ANN returns k × this many candidates.")
     insert_batch_bytes: int = Field(8 << 20, ge=1 << 16, description="Bytes per upsert call.")
 
