@@ -36,6 +36,7 @@ from vecpress.tasks.search import RescoreStore, Searcher
 from vecpress.tasks.sources import discover, read_texts
 
 EVAL_K = 10
+SANITY_PROBES = 20  # passages searched by their own text after every load
 
 
 def new_run_id() -> str:
@@ -117,7 +118,7 @@ def check_stage(settings: Settings, state: CollectionState, artifact: ModelArtif
         searcher = Searcher(store, settings.collection, codec,
                             OnnxEmbedder(artifact, max_batch_tokens=settings.model.max_batch_tokens),
                             RescoreStore(state.archives), settings.milvus.rescore_factor)
-        sanity = own_text_hit_rate(searcher, passages_url)
+        sanity = own_text_hit_rate(searcher, passages_url, SANITY_PROBES)
         recall = {} if not eval_queries else held_out_recall(
             searcher, read_texts(eval_queries, settings.inputs), embedding_urls, EVAL_K)
         return sanity, recall
@@ -163,8 +164,9 @@ def ingest_flow(sources: list[str], settings: Settings, eval_queries: str | None
         summary.stages.append(StageStat("read + chunk", time.perf_counter() - t, summary.passages))
         for err in errors:
             log.warning("input error: %s", err)
-        if not shards:
+        if errors:
             storage.write_json(storage.join(paths.run_dir(run_id), "errors.json"), summary.errors)
+        if not shards:
             raise ValueError(f"no passages to ingest from {sources}: "
                              f"{len(errors)} input error(s), first: {errors[0] if errors else '-'}")
 
@@ -203,11 +205,12 @@ def ingest_flow(sources: list[str], settings: Settings, eval_queries: str | None
     summary.sanity_self_top3, summary.recall = check_stage(
         settings, state, artifact, codec, shards[0], [e.url for e in embedded], eval_queries)
     summary.stages.append(StageStat("checks (search + recall)", time.perf_counter() - t,
-                                    int(summary.recall.get("eval queries", 0)) + 20, "queries"))
+                                    int(summary.recall.get("eval queries", 0)) + SANITY_PROBES,
+                                    "queries"))
     summary.bytes_per_vector = bytes_per_vector(artifact.dim, codec.report, summary.index)
     storage.write_json(storage.join(paths.run_dir(run_id), "summary.json"), summary.to_dict())
-    for stage in ("embeddings",):  # full FP32 embeddings are an intermediate: 1.5 KB per vector
-        storage.remove(storage.join(paths.run_dir(run_id), stage))
+    # Full FP32 embeddings are an intermediate (1.5 KB per vector); the archive is what stays.
+    storage.remove(storage.join(paths.run_dir(run_id), "embeddings"))
     return summary.to_dict()
 
 

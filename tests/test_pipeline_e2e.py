@@ -84,7 +84,7 @@ def test_one_row_per_passage(first_run: dict, workspace: dict) -> None:
     assert first_run["truncated"] == 0
 
 
-def test_bad_inputs_are_reported_and_the_rest_loaded(first_run: dict) -> None:
+def test_bad_inputs_are_reported_and_the_rest_loaded(first_run: dict, workspace: dict) -> None:
     errors = {(Path(e["source"]).name, e["location"], e["message"]) for e in first_run["errors"]}
     assert ("empty.txt", "", "empty file, nothing to index") in errors
     assert ("latin1.txt", "line 2 (byte 11)", "invalid UTF-8") in errors
@@ -92,6 +92,8 @@ def test_bad_inputs_are_reported_and_the_rest_loaded(first_run: dict) -> None:
                for name, loc, msg in errors)
     assert any(name == "notext.parquet" and loc == "schema" for name, loc, _ in errors)
     assert len(errors) == 4
+    saved = workspace["root"] / "data" / "collections" / COLLECTION / "runs" / first_run["run_id"]
+    assert json.loads((saved / "errors.json").read_text()) == first_run["errors"]
     # 700 JSONL + 100 Parquet + 2 good lines of the broken file + 3 notes.
     assert first_run["documents"] == 805
 
