@@ -24,7 +24,7 @@ from vecpress.infra.state import CollectionState
 from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks import shard_jobs
 from vecpress.tasks.codec import Codec, fit_codec
-from vecpress.tasks.corpus import stdlib_docstring_paragraphs
+from vecpress.tasks.corpus import probe_passages
 from vecpress.tasks.embedding import OnnxEmbedder
 from vecpress.tasks.evaluation import held_out_recall, own_text_hit_rate
 from vecpress.tasks.loading import load_shards
@@ -46,8 +46,7 @@ def new_run_id() -> str:
 @task(cache_policy=NONE)
 def prepare_model(settings: Settings) -> ModelArtifact:
     spec = read_model_spec(resolve_model_dir(settings.model.path))
-    probe = [text for _, text in zip(range(64), stdlib_docstring_paragraphs(), strict=False)]
-    return export_model(spec, settings.model.variant, settings.model_cache_dir, probe)
+    return export_model(spec, settings.model.variant, settings.model_cache_dir, probe_passages())
 
 
 @task(cache_policy=NONE)

@@ -42,6 +42,12 @@ def stdlib_docstring_paragraphs(min_words: int = 8, max_words: int = 200) -> Ite
                     yield f"{rel}:{line}#{n}", text
 
 
+def probe_passages(count: int = 256) -> list[str]:
+    """Real passages spread over the whole corpus, for fidelity checks of exported models."""
+    items = [text for _, text in stdlib_docstring_paragraphs()]
+    return items[:: max(1, len(items) // count)][:count]
+
+
 def write_demo_corpus(directory: str, n_queries: int = 200, seed: int = 7) -> tuple[str, str, int]:
     """Write the docstring corpus as JSONL, holding out ``n_queries`` paragraphs as queries.
 

@@ -21,7 +21,7 @@ import numpy as np
 from vecpress.tasks.model_files import ModelSpec, content_hash
 
 OPSET = 17
-EXPORT_FORMAT_VERSION = 1  # bump when the exported graph changes
+EXPORT_FORMAT_VERSION = 2  # bump when the exported graph or meta.json changes
 FIDELITY_FLOORS = {"fp32": 0.999, "int8": 0.97}
 
 
@@ -41,6 +41,8 @@ class ModelArtifact:
     dim: int
     min_cosine: float
     mean_cosine: float
+    neighbour_recall_at_10: float
+    probes: int  # real passages the fidelity figures were measured on
 
     @classmethod
     def load(cls, directory: Path) -> ModelArtifact:
@@ -83,7 +85,7 @@ def export_model(
             _quantize_int8(onnx_path, work / "int8.onnx")
             (work / "int8.onnx").replace(onnx_path)
         (work / "raw.onnx").unlink()
-        min_cos, mean_cos = _fidelity(spec, onnx_path, input_names, probe_texts)
+        min_cos, mean_cos, recall = _fidelity(spec, onnx_path, input_names, probe_texts)
         floor = FIDELITY_FLOORS[variant] if min_cosine is None else min_cosine
         if min_cos < floor:
             raise ExportError(
@@ -94,7 +96,8 @@ def export_model(
         artifact = ModelArtifact(
             onnx_path=str(target / "model.onnx"), model_dir=str(spec.model_dir), variant=variant,
             input_names=input_names, max_seq_length=spec.max_seq_length, dim=spec.dim,
-            min_cosine=min_cos, mean_cosine=mean_cos,
+            min_cosine=min_cos, mean_cosine=mean_cos, neighbour_recall_at_10=recall,
+            probes=len(probe_texts),
         )
         (work / "meta.json").write_text(json.dumps(asdict(artifact), indent=2))
         if target.exists():  # another process finished first; keep theirs
@@ -168,20 +171,34 @@ def _quantize_int8(src: Path, dst: Path) -> None:
 
 
 def _fidelity(spec: ModelSpec, onnx_path: Path, names: tuple[str, ...],
-              probe_texts: list[str]) -> tuple[float, float]:
-    """Min and mean cosine of the ONNX output against sentence-transformers' ``encode``."""
+              probe_texts: list[str]) -> tuple[float, float, float]:
+    """Min and mean cosine against sentence-transformers' ``encode``, and neighbour recall@10."""
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
-
     from vecpress.tasks.embedding import OnnxEmbedder
 
+    hf_logging.disable_progress_bar()
     reference = SentenceTransformer(str(spec.model_dir), device="cpu").encode(
         probe_texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True)
     artifact = ModelArtifact(str(onnx_path), str(spec.model_dir), "probe", names,
-                             spec.max_seq_length, spec.dim, 0.0, 0.0)
+                             spec.max_seq_length, spec.dim, 0.0, 0.0, 0.0, len(probe_texts))
     ours = OnnxEmbedder(artifact, threads=0).encode(probe_texts)
     ours = ours / np.linalg.norm(ours, axis=1, keepdims=True)
     cosines = np.sum(reference * ours, axis=1)
-    return float(cosines.min()), float(cosines.mean())
+    return float(cosines.min()), float(cosines.mean()), neighbour_recall(reference, ours)
+
+
+def neighbour_recall(reference: np.ndarray, other: np.ndarray, k: int = 10) -> float:
+    """Mean overlap of each vector's k nearest neighbours (within the set) under both models."""
+    k = min(k, len(reference) - 1)
+    if k < 1:
+        return 1.0
+
+    def knn(x: np.ndarray) -> np.ndarray:
+        sims = x @ x.T
+        np.fill_diagonal(sims, -np.inf)
+        return np.argsort(-sims, axis=1)[:, :k]
+
+    pairs = zip(knn(reference), knn(other), strict=True)
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in pairs]))

@@ -163,6 +163,85 @@ def _print_hits(out: Console, text: str, hits: list) -> None:
     out.print(table)
 
 
+@app.command("export-model")
+def export_model_cmd(
+    model_dir: Annotated[str, typer.Argument(help="Local sentence-transformers model directory.")],
+    variant: Annotated[str, typer.Option(help="fp32 (exact) or int8 (dynamic, per-channel).")] = "fp32",
+    cache_dir: Annotated[Path, typer.Option(help="Where exported artifacts are cached.")] = Path(
+        "data/models"),
+    min_cosine: Annotated[float | None, typer.Option(
+        help="Fidelity floor (min cosine vs sentence-transformers); default 0.999 fp32, 0.97 int8."
+    )] = None,
+) -> None:
+    """Export a model to ONNX (pooling + normalisation in the graph), check it, cache it."""
+    _quiet_libraries()
+    from vecpress.tasks.corpus import probe_passages
+    from vecpress.tasks.model_files import ModelDirError, read_model_spec, resolve_model_dir
+    from vecpress.tasks.onnx_export import ExportError, export_model
+
+    try:
+        spec = read_model_spec(resolve_model_dir(model_dir))
+        artifact = export_model(spec, variant, cache_dir, probe_passages(), min_cosine)
+    except (ModelDirError, ExportError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    Console().print(f"{artifact.onnx_path}\n  variant {artifact.variant}, window "
+                    f"{artifact.max_seq_length} tokens, {artifact.dim}-d; vs sentence-transformers on "
+                    f"{artifact.probes} real passages: min cosine {artifact.min_cosine:.5f}, mean "
+                    f"{artifact.mean_cosine:.5f}, neighbour recall@10 "
+                    f"{artifact.neighbour_recall_at_10:.3f}")
+
+
+@app.command()
+def embed(
+    inputs: Annotated[list[str], typer.Argument(help="Files, directories or fsspec URLs.")],
+    out: Annotated[Path, typer.Option(help="Output .parquet (id, embedding) or .npy (+ .ids.txt).")],
+    variant: Annotated[str | None, typer.Option(help="fp32 or int8.")] = None,
+    model: Annotated[str | None, typer.Option(help="Local sentence-transformers model dir.")] = None,
+    id_field: Annotated[str | None, typer.Option(help="JSONL/Parquet id field.")] = None,
+    text_field: Annotated[str | None, typer.Option(help="JSONL/Parquet text field.")] = None,
+    storage_root: StorageRoot = None,
+) -> None:
+    """Embed every input record (no chunking, no Milvus): one normalised vector per record, in order."""
+    _quiet_libraries()
+    from rich.progress import Progress
+
+    from vecpress.tasks.corpus import probe_passages
+    from vecpress.tasks.embed_files import embed_records, write_vectors
+    from vecpress.tasks.embedding import OnnxEmbedder
+    from vecpress.tasks.model_files import read_model_spec, resolve_model_dir
+    from vecpress.tasks.onnx_export import export_model
+    from vecpress.tasks.records import InputError
+    from vecpress.tasks.sources import discover, read_records
+
+    settings = _settings(**{"storage_root": storage_root, "model.variant": variant,
+                            "model.path": model, "inputs.id_field": id_field,
+                            "inputs.text_field": text_field})
+    spec = read_model_spec(resolve_model_dir(settings.model.path))
+    artifact = export_model(spec, settings.model.variant, settings.model_cache_dir, probe_passages())
+    embedder = OnnxEmbedder(artifact, threads=os.cpu_count() or 1,
+                            max_batch_tokens=settings.model.max_batch_tokens)
+    files, errors = discover(inputs, settings.inputs)
+
+    def records():
+        for src in files:
+            for item in read_records(src, settings.inputs):
+                if isinstance(item, InputError):
+                    errors.append(item)
+                else:
+                    yield item
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("embed", total=None)
+        ids, vectors = embed_records(records(), embedder, lambda n: bar.advance(task, n))
+    written = write_vectors(out, ids, vectors)
+    for err in errors:
+        console.print(f"[red]input error[/red] {err}")
+    console.print(f"{len(ids):,} embeddings ({artifact.variant}, {vectors.shape[1]}-d, "
+                  f"{embedder.truncated} truncated to {artifact.max_seq_length} tokens) → "
+                  + ", ".join(map(str, written)))
+
+
 @app.command()
 def demo(
     queries: Annotated[int, typer.Option(help="Paragraphs held out as evaluation queries.")] = 200,

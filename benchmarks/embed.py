@@ -1,0 +1,170 @@
+"""Embedding throughput and fidelity: sentence-transformers torch FP32 vs vecpress ONNX variants.
+
+Same texts, same machine, same run. Texts are real passages with a realistic length mix: standard
+library docstrings grouped per module and chunked by vecpress's token-aware chunker (≤192 tokens).
+Each engine runs in its own subprocess so that peak RSS is its own. Prints a table and writes
+benchmarks/results/embed_<device>.json.
+
+    .venv/bin/python benchmarks/embed.py [--passages 1500] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def build_passages(count: int) -> list[str]:
+    from vecpress.infra.settings import ChunkSettings
+    from vecpress.tasks.chunking import Chunker
+    from vecpress.tasks.corpus import stdlib_docstring_paragraphs
+    from vecpress.tasks.model_files import load_tokenizer, resolve_model_dir
+
+    modules: dict[str, list[str]] = defaultdict(list)
+    for doc_id, text in stdlib_docstring_paragraphs():
+        modules[doc_id.split(":")[0]].append(text)
+    chunker = Chunker(load_tokenizer(resolve_model_dir(None)), ChunkSettings())
+    passages = [p for paras in modules.values() for p in chunker.chunk("\n\n".join(paras))]
+    rng = np.random.default_rng(0)
+    return [passages[i] for i in rng.choice(len(passages), size=count, replace=False)]
+
+
+def run_engine(engine: str, texts_file: str, out_file: str, threads: int, artifact_dir: str) -> None:
+    """Child process: embed the texts with one engine, save vectors, print timing JSON."""
+    texts = json.loads(Path(texts_file).read_text())
+    if engine == "st-torch-fp32":
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        from vecpress.tasks.model_files import resolve_model_dir
+
+        torch.set_num_threads(threads)
+        model = SentenceTransformer(str(resolve_model_dir(None)), device="cpu")
+        model.encode(texts[:32])  # warm-up
+        started = time.perf_counter()
+        vectors = model.encode(texts, batch_size=32, normalize_embeddings=True)
+    else:  # artifact_dir holds the exported artifact's directory: no torch in this process
+        from vecpress.tasks.embedding import OnnxEmbedder
+        from vecpress.tasks.onnx_export import ModelArtifact
+
+        embedder = OnnxEmbedder(ModelArtifact.load(Path(artifact_dir)), threads=threads)
+        embedder.encode(texts[:32])  # warm-up
+        started = time.perf_counter()
+        vectors = embedder.encode(texts)
+    seconds = time.perf_counter() - started
+    np.save(out_file, vectors)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb}))
+
+
+def export_for(engine: str, cache: Path, probe: list[str]) -> str:
+    """Export ONNX variants here, so the timed child process loads only ONNX Runtime."""
+    if not engine.startswith("onnx-"):
+        return ""
+    from vecpress.tasks.model_files import read_model_spec, resolve_model_dir
+    from vecpress.tasks.onnx_export import export_model
+
+    # Measure every variant; whether it passes the default fidelity gate is reported below.
+    artifact = export_model(read_model_spec(resolve_model_dir(None)), engine.split("-")[-1], cache,
+                            probe, min_cosine=0.0)
+    return str(Path(artifact.onnx_path).parent)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--passages", type=int, default=1500)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--engines", nargs="+",
+                        default=["st-torch-fp32", "onnx-fp32", "onnx-int8"])
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from vecpress.tasks.onnx_export import FIDELITY_FLOORS, neighbour_recall
+
+    texts = build_passages(args.passages)
+    work = Path(tempfile.mkdtemp(prefix="embed-bench-"))
+    (work / "texts.json").write_text(json.dumps(texts))
+    results: dict[str, dict] = {}
+    vectors: dict[str, np.ndarray] = {}
+    for engine in args.engines:
+        out = work / f"{engine}.npy"
+        artifact_dir = export_for(engine, work / "models", texts[:64])
+        proc = subprocess.run([sys.executable, __file__, "--child", engine, str(work / "texts.json"),
+                               str(out), str(args.threads), artifact_dir],
+                              capture_output=True, text=True, check=True)
+        results[engine] = json.loads(proc.stdout.strip().splitlines()[-1])
+        vectors[engine] = np.load(out)
+
+    base_name = args.engines[0]
+    base = vectors[base_name]
+    base_rate = len(texts) / results[base_name]["seconds"]
+    for engine, res in results.items():
+        cos = np.sum(base * vectors[engine], axis=1) / (
+            np.linalg.norm(base, axis=1) * np.linalg.norm(vectors[engine], axis=1))
+        res |= {"passages_per_s": len(texts) / res["seconds"],
+                "ratio_to_baseline": len(texts) / res["seconds"] / base_rate,
+                "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
+                "neighbour_recall@10": neighbour_recall(base, vectors[engine])}
+        variant = engine.split("-")[-1]
+        if engine.startswith("onnx-") and variant in FIDELITY_FLOORS:
+            res["default_gate_min_cosine"] = FIDELITY_FLOORS[variant]
+            res["passes_default_gate"] = res["min_cosine"] >= FIDELITY_FLOORS[variant]
+
+    from vecpress.tasks.model_files import load_tokenizer, resolve_model_dir
+
+    tok = load_tokenizer(resolve_model_dir(None))
+    tok.no_padding()
+    tok.no_truncation()
+    lengths = [len(e.ids) for e in tok.encode_batch(texts)]
+    table = Table(title=f"{len(texts)} passages (tokens p10/p50/p90 "
+                        f"{np.percentile(lengths, 10):.0f}/{np.percentile(lengths, 50):.0f}/"
+                        f"{np.percentile(lengths, 90):.0f}), {args.threads} threads, baseline "
+                        f"{base_name}")
+    for col in ("engine", "passages/s", "× baseline", "peak RSS MB", "min cos", "mean cos", "nR@10"):
+        table.add_column(col, justify="left" if col == "engine" else "right")
+    for engine, r in results.items():
+        table.add_row(engine, f"{r['passages_per_s']:.1f}", f"{r['ratio_to_baseline']:.2f}",
+                      f"{r['peak_rss_mb']:.0f}", f"{r['min_cosine']:.4f}",
+                      f"{r['mean_cosine']:.4f}", f"{r['neighbour_recall@10']:.3f}")
+    Console().print(table)
+
+    import onnxruntime
+    import torch
+
+    device = "cpu"
+    report = {"device": device, "threads": args.threads, "cpus": os.cpu_count(),
+              "platform": platform.platform(), "torch": torch.__version__,
+              "onnxruntime": onnxruntime.__version__, "passages": len(texts),
+              "token_lengths": {"p10": float(np.percentile(lengths, 10)),
+                                "p50": float(np.percentile(lengths, 50)),
+                                "p90": float(np.percentile(lengths, 90)),
+                                "mean": float(np.mean(lengths))},
+              "baseline": base_name, "engines": results,
+              "note": "CPU absolute timings are for orientation; compare ratios within this run."}
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"embed_{device}_{os.cpu_count()}core.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        run_engine(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6])
+    else:
+        main()

@@ -1,0 +1,64 @@
+"""`vecpress embed` and `vecpress export-model`: the engine on its own, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from helpers import vecpress
+
+from vecpress.tasks.embedding import OnnxEmbedder
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, paragraphs, model_cache) -> dict:
+    root = tmp_path_factory.mktemp("embed")
+    records = paragraphs[400:460]
+    (root / "in.jsonl").write_text(
+        "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in records) + "{broken\n")
+    return {"root": root, "records": records, "model_cache": model_cache}
+
+
+def test_embed_writes_one_vector_per_record_in_order(inputs, fp32_artifact) -> None:
+    out = inputs["root"] / "vectors.parquet"
+    result = vecpress(inputs, "embed", str(inputs["root"] / "in.jsonl"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "line 61: malformed JSON" in result.stderr  # reported, the rest embedded
+    table = pq.read_table(out)
+    assert table.column("id").to_pylist() == [i for i, _ in inputs["records"]]
+    vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    expected = OnnxEmbedder(fp32_artifact).encode([t for _, t in inputs["records"][:5]])
+    np.testing.assert_allclose(vectors[:5], expected, atol=1e-5)
+
+
+def test_embed_to_npy_writes_ids_beside(inputs) -> None:
+    out = inputs["root"] / "vectors.npy"
+    result = vecpress(inputs, "embed", str(inputs["root"] / "in.jsonl"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert np.load(out).shape == (60, 384)
+    ids = Path(str(out).replace(".npy", ".ids.txt")).read_text().splitlines()
+    assert ids == [i for i, _ in inputs["records"]]
+
+
+def test_export_model_reports_fidelity_and_is_cached(inputs, model_cache, fp32_artifact) -> None:
+    result = vecpress(inputs, "export-model", fp32_artifact.model_dir, "--variant", "fp32",
+                      "--cache-dir", str(model_cache))
+    assert result.returncode == 0, result.stderr
+    figures = re.search(r"min cosine ([\d.]+), mean ([\d.]+), neighbour recall@10 ([\d.]+)",
+                        result.stdout)
+    assert figures is not None, result.stdout
+    assert float(figures[1]) >= 0.9999 and float(figures[3]) >= 0.99
+    assert str(model_cache) in result.stdout
+
+
+def test_export_model_rejects_a_non_model_directory(inputs, tmp_path) -> None:
+    result = vecpress(inputs, "export-model", str(tmp_path), "--cache-dir", str(tmp_path / "c"))
+    assert result.returncode == 2
+    assert "no config.json" in result.stderr
