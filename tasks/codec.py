@@ -124,14 +124,17 @@ ARCHIVE_FIELDS = ("pk", "pq_codes", "pca_fp16")
 
 def archive_table(pks: np.ndarray, codes: np.ndarray, pca: np.ndarray) -> pa.Table:
     """The compressed record of a shard: PQ codes and fp16 PCA vectors (for rescoring)."""
-    halves = pca.astype(np.float16)
     return pa.table({
         "pk": pa.array(pks, pa.int64()),
-        "pq_codes": pa.FixedSizeListArray.from_arrays(pa.array(codes.reshape(-1), pa.uint8()),
-                                                      codes.shape[1]),
-        "pca_fp16": pa.FixedSizeListArray.from_arrays(pa.array(halves.reshape(-1), pa.float16()),
-                                                      halves.shape[1]),
+        "pq_codes": numpy_to_fixed_list(codes, pa.uint8()),
+        "pca_fp16": numpy_to_fixed_list(pca.astype(np.float16), pa.float16()),
     })
+
+
+def numpy_to_fixed_list(matrix: np.ndarray, value_type: pa.DataType) -> pa.FixedSizeListArray:
+    """A FixedSizeList column (one row per matrix row) without Python objects."""
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), value_type),
+                                             matrix.shape[1])
 
 
 def fixed_list_to_numpy(column: pa.ChunkedArray | pa.Array, dtype: type) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vecpress.tasks.codec import numpy_to_fixed_list
 from vecpress.tasks.embedding import OnnxEmbedder
 from vecpress.tasks.records import Record
 
@@ -49,8 +50,6 @@ def write_vectors(out: Path, ids: list[str], vectors: np.ndarray) -> list[Path]:
         return [out, id_file]
     if out.suffix != ".parquet":
         raise ValueError(f"{out}: unsupported output; use a .parquet or .npy file name")
-    flat = pa.array(vectors.reshape(-1), pa.float32())
     pq.write_table(pa.table({"id": pa.array(ids, pa.string()),
-                             "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])}),
-                   out)
+                             "embedding": numpy_to_fixed_list(vectors, pa.float32())}), out)
     return [out]

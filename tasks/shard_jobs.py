@@ -17,7 +17,7 @@ import pyarrow as pa
 from vecpress.infra import storage
 from vecpress.infra.settings import ChunkSettings, InputSettings
 from vecpress.tasks.chunking import Chunker
-from vecpress.tasks.codec import Codec, archive_table, fixed_list_to_numpy
+from vecpress.tasks.codec import Codec, archive_table, fixed_list_to_numpy, numpy_to_fixed_list
 from vecpress.tasks.embedding import worker_embedder
 from vecpress.tasks.model_files import load_tokenizer
 from vecpress.tasks.onnx_export import ModelArtifact
@@ -103,10 +103,9 @@ def embed_shard(passages_url: str, out_url: str, artifact: ModelArtifact, thread
     started = time.perf_counter()
     vectors = embedder.encode(table.column("text").to_pylist())
     seconds = time.perf_counter() - started
-    flat = pa.array(vectors.reshape(-1), pa.float32())
     storage.write_parquet(out_url, pa.table({
         "pk": table.column("pk"),
-        "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+        "embedding": numpy_to_fixed_list(vectors, pa.float32()),
     }))
     return EmbedShard(out_url, len(vectors), seconds, embedder.truncated - truncated_before)
 
