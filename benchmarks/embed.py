@@ -79,7 +79,7 @@ def export_for(engine: str, cache: Path, probe: list[str]) -> str:
 
     # Measure every variant; whether it passes the default fidelity gate is reported below.
     artifact = export_model(read_model_spec(resolve_model_dir(None)), engine.split("-")[-1], cache,
-                            probe, min_cosine=0.0)
+                            lambda: probe, min_cosine=0.0)
     return str(Path(artifact.onnx_path).parent)
 
 

@@ -24,12 +24,10 @@ from vecpress.infra.state import CollectionState
 from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks import shard_jobs
 from vecpress.tasks.codec import Codec, fit_codec
-from vecpress.tasks.corpus import probe_passages
 from vecpress.tasks.embedding import OnnxEmbedder
 from vecpress.tasks.evaluation import held_out_recall, own_text_hit_rate
 from vecpress.tasks.loading import load_shards
-from vecpress.tasks.model_files import read_model_spec, resolve_model_dir
-from vecpress.tasks.onnx_export import ModelArtifact, export_model
+from vecpress.tasks.onnx_export import ModelArtifact, export_for_settings
 from vecpress.tasks.records import SourceFile
 from vecpress.tasks.report import IngestSummary, StageStat, bytes_per_vector
 from vecpress.tasks.search import RescoreStore, Searcher
@@ -45,8 +43,7 @@ def new_run_id() -> str:
 
 @task(cache_policy=NONE)
 def prepare_model(settings: Settings) -> ModelArtifact:
-    spec = read_model_spec(resolve_model_dir(settings.model.path))
-    return export_model(spec, settings.model.variant, settings.model_cache_dir, probe_passages())
+    return export_for_settings(settings.model, settings.model_cache_dir)
 
 
 @task(cache_policy=NONE)

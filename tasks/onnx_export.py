@@ -13,11 +13,13 @@ import json
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from vecpress.infra.settings import ModelSettings
 from vecpress.tasks.model_files import ModelSpec, content_hash
 
 OPSET = 17
@@ -51,6 +53,15 @@ class ModelArtifact:
         return cls(**meta)
 
 
+def export_for_settings(model: ModelSettings, cache_dir: Path) -> ModelArtifact:
+    """The artifact for the configured model and variant, probed on real passages if exported."""
+    from vecpress.tasks.corpus import probe_passages
+    from vecpress.tasks.model_files import read_model_spec, resolve_model_dir
+
+    return export_model(read_model_spec(resolve_model_dir(model.path)), model.variant, cache_dir,
+                        probe_passages)
+
+
 def _versions() -> str:
     import onnx
     import onnxruntime
@@ -67,9 +78,14 @@ def artifact_key(spec: ModelSpec, variant: str) -> str:
 
 
 def export_model(
-    spec: ModelSpec, variant: str, cache_dir: Path, probe_texts: list[str], min_cosine: float | None = None
+    spec: ModelSpec, variant: str, cache_dir: Path, probes: Callable[[], list[str]],
+    min_cosine: float | None = None,
 ) -> ModelArtifact:
-    """Return the cached artifact for (model, variant), exporting and checking it if missing."""
+    """Return the cached artifact for (model, variant), exporting and checking it if missing.
+
+    ``probes`` is called only when an export happens: building a probe set costs seconds, and a
+    cache hit should not pay for it.
+    """
     if variant not in FIDELITY_FLOORS:
         raise ExportError(f"variant '{variant}' is not available on this build; use fp32 or int8")
     target = cache_dir / f"{spec.model_dir.name}-{variant}-{artifact_key(spec, variant)}"
@@ -85,6 +101,7 @@ def export_model(
             _quantize_int8(onnx_path, work / "int8.onnx")
             (work / "int8.onnx").replace(onnx_path)
         (work / "raw.onnx").unlink()
+        probe_texts = probes()
         min_cos, mean_cos, recall = _fidelity(spec, onnx_path, input_names, probe_texts)
         floor = FIDELITY_FLOORS[variant] if min_cosine is None else min_cosine
         if min_cos < floor:

@@ -31,7 +31,7 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def fp32_artifact(model_cache: Path, paragraphs: list[tuple[str, str]]) -> ModelArtifact:
     spec = read_model_spec(resolve_model_dir(None))
-    return export_model(spec, "fp32", model_cache, [t for _, t in paragraphs[:64]])
+    return export_model(spec, "fp32", model_cache, lambda: [t for _, t in paragraphs[:64]])
 
 
 @pytest.fixture(scope="session")

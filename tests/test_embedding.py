@@ -43,11 +43,11 @@ def test_second_export_is_a_cache_hit(fp32_artifact, model_cache: Path, paragrap
     onnx_file = Path(fp32_artifact.onnx_path)
     before = os.stat(onnx_file).st_mtime_ns
     again = export_model(read_model_spec(resolve_model_dir(None)), "fp32", model_cache,
-                         [t for _, t in paragraphs[:64]])
+                         lambda: [t for _, t in paragraphs[:64]])
     assert again == fp32_artifact
     assert os.stat(onnx_file).st_mtime_ns == before
 
 
 def test_unknown_variant_is_refused(model_cache: Path) -> None:
     with pytest.raises(ExportError, match="fp32 or int8"):
-        export_model(read_model_spec(resolve_model_dir(None)), "bf16", model_cache, ["x"])
+        export_model(read_model_spec(resolve_model_dir(None)), "bf16", model_cache, lambda: ["x"])

@@ -181,7 +181,7 @@ def export_model_cmd(
 
     try:
         spec = read_model_spec(resolve_model_dir(model_dir))
-        artifact = export_model(spec, variant, cache_dir, probe_passages(), min_cosine)
+        artifact = export_model(spec, variant, cache_dir, probe_passages, min_cosine)
     except (ModelDirError, ExportError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -206,19 +206,16 @@ def embed(
     _quiet_libraries()
     from rich.progress import Progress
 
-    from vecpress.tasks.corpus import probe_passages
     from vecpress.tasks.embed_files import embed_records, write_vectors
     from vecpress.tasks.embedding import OnnxEmbedder
-    from vecpress.tasks.model_files import read_model_spec, resolve_model_dir
-    from vecpress.tasks.onnx_export import export_model
+    from vecpress.tasks.onnx_export import export_for_settings
     from vecpress.tasks.records import InputError
     from vecpress.tasks.sources import discover, read_records
 
     settings = _settings(**{"storage_root": storage_root, "model.variant": variant,
                             "model.path": model, "inputs.id_field": id_field,
                             "inputs.text_field": text_field})
-    spec = read_model_spec(resolve_model_dir(settings.model.path))
-    artifact = export_model(spec, settings.model.variant, settings.model_cache_dir, probe_passages())
+    artifact = export_for_settings(settings.model, settings.model_cache_dir)
     embedder = OnnxEmbedder(artifact, threads=os.cpu_count() or 1,
                             max_batch_tokens=settings.model.max_batch_tokens)
     files, errors = discover(inputs, settings.inputs)
