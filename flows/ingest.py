@@ -1,7 +1,10 @@
-"""The ingest flow: read + chunk → embed → fit codec → encode → load into Milvus → index → check.
+"""The ingest flow, incremental by default.
 
-Orchestration only. Each Prefect task is one coarse stage (Prefect costs ~0.1–0.4 s per task); the
-fine-grained work, one shard per Dask task, goes to the Dask cluster through a distributed Client.
+discover → compare with the manifest (new / changed / unchanged / deleted files) → read + chunk the
+new and changed files → reuse archived vectors of unchanged passage text → embed the rest → fit the
+codec (first run) or reuse it → encode → delete stale rows, upsert, index → check → manifest.
+
+Orchestration only: the stages live in flows/stages.py, their logic in tasks/.
 """
 
 from __future__ import annotations
@@ -11,121 +14,52 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from distributed import Client
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NONE
+from prefect import flow, get_run_logger
 
-from vecpress.flows.progress import gather
+from vecpress.flows import stages
+from vecpress.flows.artifacts import publish_summary
 from vecpress.infra import storage
 from vecpress.infra.cluster import dask_client
+from vecpress.infra.locks import collection_lock
 from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.settings import Settings
 from vecpress.infra.state import CollectionState
 from vecpress.infra.storage import CollectionPaths
-from vecpress.tasks import shard_jobs
-from vecpress.tasks.codec import Codec, fit_codec
-from vecpress.tasks.embedding import OnnxEmbedder
-from vecpress.tasks.evaluation import held_out_recall, own_text_hit_rate
-from vecpress.tasks.loading import load_shards
-from vecpress.tasks.onnx_export import ModelArtifact, export_for_settings
-from vecpress.tasks.records import SourceFile
+from vecpress.tasks.codec import Codec
+from vecpress.tasks.incremental import (
+    OldPassages,
+    ReuseIndex,
+    pks_by_source,
+    read_old_passages,
+    stale_pks,
+)
+from vecpress.tasks.manifest import ChangePlan, FileEntry, Manifest, plan_changes
+from vecpress.tasks.onnx_export import ModelArtifact
 from vecpress.tasks.report import IngestSummary, StageStat, bytes_per_vector
-from vecpress.tasks.search import RescoreStore, Searcher
-from vecpress.tasks.sources import discover, read_texts
-
-EVAL_K = 10
-SANITY_PROBES = 20  # passages searched by their own text after every load
+from vecpress.tasks.sources import discover
 
 
 def new_run_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
-@task(cache_policy=NONE)
-def prepare_model(settings: Settings) -> ModelArtifact:
-    return export_for_settings(settings.model, settings.model_cache_dir)
-
-
-@task(cache_policy=NONE)
-def chunk_stage(client: Client, files: list[SourceFile], settings: Settings, artifact: ModelArtifact,
-                paths: CollectionPaths, run_id: str) -> list[shard_jobs.ChunkShard]:
-    per = settings.inputs.files_per_shard
-    groups = [files[i : i + per] for i in range(0, len(files), per)]
-    prefixes = [storage.join(paths.run_dir(run_id), "passages", f"g{i:05d}")
-                for i in range(len(groups))]
-    futures = client.map(shard_jobs.chunk_files, groups, prefixes, inputs=settings.inputs,
-                         chunking=settings.chunk, model_dir=artifact.model_dir,
-                         rows_per_shard=settings.model.passages_per_shard, pure=False)
-    return gather(futures, "read + chunk")
-
-
-@task(cache_policy=NONE)
-def embed_stage(client: Client, shard_urls: list[str], settings: Settings, artifact: ModelArtifact,
-                threads: int, paths: CollectionPaths, run_id: str) -> list[shard_jobs.EmbedShard]:
-    futures = client.map(shard_jobs.embed_shard, shard_urls,
-                         [paths.part(run_id, "embeddings", i) for i in range(len(shard_urls))],
-                         artifact=artifact, threads=threads,
-                         max_batch_tokens=settings.model.max_batch_tokens, pure=False)
-    return gather(futures, "embed")
-
-
-@task(cache_policy=NONE)
-def codec_stage(embedded: list[shard_jobs.EmbedShard], settings: Settings,
-                state: CollectionState | None, paths: CollectionPaths) -> Codec:
-    if state is not None:
-        return Codec.load(state.codec_dir)
-    sample = shard_jobs.sample_embeddings(embedded, settings.codec.sample_size, settings.codec.seed)
-    codec = fit_codec(sample, settings.codec)
-    codec.save(paths.codec_dir(codec.codec_id))
-    return codec
-
-
-@task(cache_policy=NONE)
-def encode_stage(client: Client, embedded: list[shard_jobs.EmbedShard], codec_dir: str,
-                 paths: CollectionPaths, run_id: str) -> list[str]:
-    out = [paths.part(run_id, "archive", i) for i in range(len(embedded))]
-    futures = client.map(shard_jobs.encode_shard, [e.url for e in embedded], out,
-                         codec_dir=codec_dir, pure=False)
-    gather(futures, "PCA + PQ encode")
-    return out
-
-
-@task(cache_policy=NONE)
-def load_stage(settings: Settings, pairs: list[tuple[str, str]], codec: Codec) -> tuple[int, dict]:
-    store = MilvusStore(settings.milvus)
-    try:
-        store.ensure_collection(settings.collection, codec.dim, codec.codec_id)
-        written = load_shards(store, settings.collection, pairs, codec.codec_id)
-        # A server loads only indexed collections, so index before counting.
-        index = store.ensure_index(settings.collection, written, codec.report["pq_m"],
-                                   codec.report["pq_nbits"])
-        return store.count(settings.collection), index
-    finally:
-        store.close()
-
-
-@task(cache_policy=NONE)
-def check_stage(settings: Settings, state: CollectionState, artifact: ModelArtifact,
-                codec: Codec, passages_url: str, embedding_urls: list[str],
-                eval_queries: str | None) -> tuple[float, dict[str, float]]:
-    """Sanity search (own text in top 3) and, given held-out queries, recall@10 vs exact FP32."""
-    store = MilvusStore(settings.milvus)
-    try:
-        searcher = Searcher(store, settings.collection, codec,
-                            OnnxEmbedder(artifact, max_batch_tokens=settings.model.max_batch_tokens),
-                            RescoreStore(state.archives), settings.milvus.rescore_factor)
-        sanity = own_text_hit_rate(searcher, passages_url, SANITY_PROBES)
-        recall = {} if not eval_queries else held_out_recall(
-            searcher, read_texts(eval_queries, settings.inputs), embedding_urls, EVAL_K)
-        return sanity, recall
-    finally:
-        store.close()
-
-
 @flow(name="vecpress-ingest", log_prints=True)
 def ingest_flow(sources: list[str], settings: Settings, eval_queries: str | None = None,
                 recreate: bool = False) -> dict:
-    """Ingest ``sources`` into ``settings.collection`` and return the run summary."""
+    """Bring ``settings.collection`` up to date with ``sources``; return the run summary.
+
+    Only new and changed files are read; rows of deleted files are removed. One run per collection
+    at a time: a run that finds the collection busy waits for its turn.
+    """
+    log = get_run_logger()
+    with collection_lock(settings.storage_root, settings.collection, logger=log):
+        summary = _ingest(sources, settings, eval_queries, recreate)
+    publish_summary(summary)
+    return summary.to_dict()
+
+
+def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
+            recreate: bool) -> IngestSummary:
     log = get_run_logger()
     run_id = new_run_id()
     paths = CollectionPaths(settings.storage_root, settings.collection)
@@ -134,80 +68,152 @@ def ingest_flow(sources: list[str], settings: Settings, eval_queries: str | None
     if recreate:
         _drop_collection(settings, paths)
     state = CollectionState.load(paths.state)
+    manifest = Manifest.load(paths.manifest)
 
     started = time.perf_counter()
     files, errors = discover(sources, settings.inputs)
-    artifact = prepare_model(settings)
-    summary.files = len(files)
-    summary.stages.append(StageStat("discover + model export", time.perf_counter() - started,
-                                    len(files), "files"))
+    plan, errors = plan_changes(sources, files, errors, manifest)
+    summary.files, summary.changes = len(files), plan.counts()
+    summary.errors = [e.to_dict() for e in errors]
+    for err in errors:
+        log.warning("input error: %s", err)
+    log.info("files: %s", plan.counts())
+    summary.stages.append(StageStat("discover + compare with manifest",
+                                    time.perf_counter() - started, len(files), "files"))
+    if plan.is_empty and (manifest or not errors):
+        log.info("collection '%s' is up to date with %s", settings.collection, sources)
+        manifest.save(paths.manifest)  # refreshed stamps of touched-but-identical files
+        _finish(summary, paths, errors)
+        return summary
+
+    old = read_old_passages([manifest.entries[f.url] for f in plan.changed] +
+                            [manifest.entries[p] for p in plan.deleted])
+    t = time.perf_counter()
+    artifact = stages.prepare_model(settings)
+    summary.stages.append(StageStat("model export (cached)", time.perf_counter() - t, 1, "models"))
     if state is not None and state.model_artifact_dir != _artifact_dir(artifact):
         raise ValueError(f"collection '{settings.collection}' was built with another model or "
                          f"variant ({state.model_artifact_dir}); use --recreate or a new collection")
 
-    with dask_client(settings.dask) as (client, cluster):
-        summary.cluster = f"{cluster.kind}: {cluster.workers} worker(s) × " \
-                          f"{cluster.threads_per_worker} thread(s)"
-        log.info("run %s on %s", run_id, summary.cluster)
-        t = time.perf_counter()
-        chunked = chunk_stage(client, files, settings, artifact, paths, run_id)
-        for shard in chunked:
-            errors.extend(shard.errors)
-        shards = [url for c in chunked for url in c.urls]
-        summary.documents = sum(c.documents for c in chunked)
-        summary.passages = sum(c.passages for c in chunked)
-        summary.errors = [e.to_dict() for e in errors]
-        summary.stages.append(StageStat("read + chunk", time.perf_counter() - t, summary.passages))
-        for err in errors:
-            log.warning("input error: %s", err)
-        if errors:
-            storage.write_json(storage.join(paths.run_dir(run_id), "errors.json"), summary.errors)
-        if not shards:
-            raise ValueError(f"no passages to ingest from {sources}: "
-                             f"{len(errors)} input error(s), first: {errors[0] if errors else '-'}")
+    pairs, embedded_urls = [], []
+    codec = None
+    if plan.to_read:
+        pairs, embedded_urls, codec, errors = _chunk_embed_encode(
+            plan, old, settings, artifact, state, paths, run_id, summary, errors)
+    if codec is None:
+        if state is None:
+            _finish(summary, paths, errors, write_summary=False)
+            raise ValueError(f"no passages to ingest from {sources}: {len(errors)} input error(s), "
+                             f"first: {errors[0] if errors else '-'}")
+        codec = Codec.load(state.codec_dir)  # deletions or reuse only: the codec exists
 
-        t = time.perf_counter()
-        embedded = embed_stage(client, shards, settings, artifact, cluster.threads_per_worker,
-                               paths, run_id)
-        summary.truncated = sum(e.truncated for e in embedded)
-        summary.stages.append(StageStat("embed (ONNX " + artifact.variant + ")",
-                                        time.perf_counter() - t, summary.passages))
-
-        t = time.perf_counter()
-        codec = codec_stage(embedded, settings, state, paths)
-        summary.codec, summary.codec_reused = codec.report, state is not None
-        summary.stages.append(StageStat("codec fit (PCA + PQ)" if state is None else "codec reuse",
-                                        time.perf_counter() - t, codec.report["train_vectors"],
-                                        "vectors"))
-        t = time.perf_counter()
-        archives = encode_stage(client, embedded, paths.codec_dir(codec.codec_id), paths, run_id)
-        summary.stages.append(StageStat("PCA + PQ encode", time.perf_counter() - t,
-                                        summary.passages))
-
+    stale = stale_pks(old.pks_by_source, pks_by_source([p for p, _ in pairs]))
     t = time.perf_counter()
-    summary.rows_in_milvus, summary.index = load_stage(settings, list(zip(shards, archives,
-                                                                          strict=True)), codec)
-    summary.stages.append(StageStat("Milvus upsert + index", time.perf_counter() - t,
+    summary.rows_in_milvus, summary.rows_deleted, summary.index = stages.load_stage(
+        settings, pairs, codec, stale)
+    summary.stages.append(StageStat("Milvus delete + upsert + index", time.perf_counter() - t,
                                     summary.passages))
     state = state or CollectionState(collection=settings.collection,
                                      model_artifact_dir=_artifact_dir(artifact),
                                      model_variant=artifact.variant, codec_id=codec.codec_id,
                                      codec_dir=paths.codec_dir(codec.codec_id))
-    state.archives.extend(archives)
+    state.archives.extend(a for _, a in pairs)
     state.runs.append(run_id)
     state.save(paths.state)
+    _update_manifest(manifest, plan, pairs, codec.codec_id, run_id)
+    manifest.save(paths.manifest)
 
-    t = time.perf_counter()
-    summary.sanity_self_top3, summary.recall = check_stage(
-        settings, state, artifact, codec, shards[0], [e.url for e in embedded], eval_queries)
-    summary.stages.append(StageStat("checks (search + recall)", time.perf_counter() - t,
-                                    int(summary.recall.get("eval queries", 0)) + SANITY_PROBES,
-                                    "queries"))
+    if pairs:
+        t = time.perf_counter()
+        summary.sanity_self_top3, summary.recall = stages.check_stage(
+            settings, state, artifact, codec, pairs[0][0], embedded_urls, eval_queries)
+        summary.stages.append(StageStat("checks (search + recall)", time.perf_counter() - t,
+                                        int(summary.recall.get("eval queries", 0))
+                                        + stages.SANITY_PROBES, "queries"))
     summary.bytes_per_vector = bytes_per_vector(artifact.dim, codec.report, summary.index)
-    storage.write_json(storage.join(paths.run_dir(run_id), "summary.json"), summary.to_dict())
+    _finish(summary, paths, errors)
+    return summary
+
+
+def _chunk_embed_encode(plan: ChangePlan, old: OldPassages, settings: Settings,
+                        artifact: ModelArtifact, state: CollectionState | None,
+                        paths: CollectionPaths, run_id: str, summary: IngestSummary,
+                        errors: list) -> tuple[list[tuple[str, str]], list[str], Codec | None, list]:
+    """The Dask part of a run: returns (passages, archive) pairs to load and the embeddings."""
+    log = get_run_logger()
+    with dask_client(settings.dask) as (client, cluster):
+        summary.cluster = f"{cluster.kind}: {cluster.workers} worker(s) × " \
+                          f"{cluster.threads_per_worker} thread(s)"
+        log.info("run %s on %s", run_id, summary.cluster)
+        t = time.perf_counter()
+        chunked = stages.chunk_stage(client, plan.to_read, settings, artifact, paths, run_id)
+        new_errors = [e for shard in chunked for e in shard.errors]
+        for err in new_errors:
+            log.warning("input error: %s", err)
+        errors = errors + new_errors
+        summary.errors = [e.to_dict() for e in errors]
+        shards = [url for c in chunked for url in c.urls]
+        summary.documents = sum(c.documents for c in chunked)
+        summary.passages = sum(c.passages for c in chunked)
+        summary.stages.append(StageStat("read + chunk", time.perf_counter() - t, summary.passages))
+
+        splits = stages.reuse_stage(shards, old.reuse if state is not None else ReuseIndex.empty())
+        reused = [s.reused for s in splits if s.reused]
+        to_embed = [s.to_embed for s in splits if s.to_embed]
+        summary.passages_reused = sum(s.reused_rows for s in splits)
+        summary.passages_embedded = summary.passages - summary.passages_reused
+        if not to_embed:
+            return reused, [], None, errors
+
+        t = time.perf_counter()
+        embedded = stages.embed_stage(client, to_embed, settings, artifact,
+                                      cluster.threads_per_worker, paths, run_id)
+        summary.truncated = sum(e.truncated for e in embedded)
+        summary.stages.append(StageStat("embed (ONNX " + artifact.variant + ")",
+                                        time.perf_counter() - t, summary.passages_embedded))
+        t = time.perf_counter()
+        codec = stages.codec_stage(embedded, settings, state, paths)
+        summary.codec, summary.codec_reused = codec.report, state is not None
+        summary.stages.append(StageStat("codec fit (PCA + PQ)" if state is None else "codec reuse",
+                                        time.perf_counter() - t, codec.report["train_vectors"],
+                                        "vectors"))
+        t = time.perf_counter()
+        archives = stages.encode_stage(client, embedded, paths.codec_dir(codec.codec_id), paths,
+                                       run_id)
+        summary.stages.append(StageStat("PCA + PQ encode", time.perf_counter() - t,
+                                        summary.passages_embedded))
+    pairs = list(zip(to_embed, archives, strict=True)) + reused
+    return pairs, [e.url for e in embedded], codec, errors
+
+
+def _update_manifest(manifest: Manifest, plan: ChangePlan, pairs: list[tuple[str, str]],
+                     codec_id: str, run_id: str) -> None:
+    parts_of: dict[str, list[tuple[str, str]]] = {}
+    rows_of: dict[str, int] = {}
+    for pair in pairs:
+        for source, pks in pks_by_source([pair[0]]).items():
+            parts_of.setdefault(source, []).append(pair)
+            rows_of[source] = rows_of.get(source, 0) + len(pks)
+    for src in plan.to_read:
+        parts = parts_of.get(src.url, [])
+        manifest.entries[src.url] = FileEntry(
+            path=src.url, size=src.size, modified=src.modified, content_hash=plan.hashes[src.url],
+            codec_id=codec_id, run_id=run_id, passages=rows_of.get(src.url, 0),
+            passage_parts=[p for p, _ in parts], archive_parts=[a for _, a in parts])
+    for path in plan.deleted:
+        manifest.entries.pop(path, None)
+
+
+def _finish(summary: IngestSummary, paths: CollectionPaths, errors: list,
+            write_summary: bool = True) -> None:
+    run_dir = paths.run_dir(summary.run_id)
+    if errors:
+        storage.write_json(storage.join(run_dir, "errors.json"), summary.errors)
+    if not write_summary:
+        return
+    storage.write_json(storage.join(run_dir, "summary.json"), summary.to_dict())
     # Full FP32 embeddings are an intermediate (1.5 KB per vector); the archive is what stays.
-    storage.remove(storage.join(paths.run_dir(run_id), "embeddings"))
-    return summary.to_dict()
+    storage.remove(storage.join(run_dir, "embeddings"))
 
 
 def _artifact_dir(artifact: ModelArtifact) -> str:

@@ -19,9 +19,36 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
         return logging.getLogger("vecpress")
 
 
+class _PrefectProgress:
+    """A progress artifact on the current Prefect flow run (shown as a bar in the UI), if any."""
+
+    def __init__(self, label: str) -> None:
+        self.label, self.id = label, None
+        try:
+            from prefect.artifacts import create_progress_artifact
+            from prefect.context import FlowRunContext
+
+            if FlowRunContext.get() is not None:
+                self.id = create_progress_artifact(0.0, description=f"vecpress: {label}")
+        except Exception:  # progress must never fail the work it reports on
+            self.id = None
+
+    def update(self, done: int, total: int) -> None:
+        if self.id is None:
+            return
+        try:
+            from prefect.artifacts import update_progress_artifact
+
+            update_progress_artifact(self.id, 100.0 * done / max(total, 1),
+                                     description=f"vecpress: {self.label} {done}/{total} shards")
+        except Exception:
+            self.id = None
+
+
 def gather(futures: list[Future], label: str) -> list[Any]:
-    """Results in submission order; reports progress as futures finish."""
+    """Results in submission order; reports progress as futures finish (terminal, log, Prefect)."""
     log = _logger()
+    prefect_bar = _PrefectProgress(label)
     index = {f.key: i for i, f in enumerate(futures)}
     results: list[Any] = [None] * len(futures)
     step = max(1, len(futures) // 10)
@@ -33,4 +60,5 @@ def gather(futures: list[Future], label: str) -> list[Any]:
             bar.advance(task)
             if done % step == 0 or done == len(futures):
                 log.info("%s: %d/%d shards done", label, done, len(futures))
+                prefect_bar.update(done, len(futures))
     return results

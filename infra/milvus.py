@@ -94,6 +94,15 @@ class MilvusStore:
             written += len(batch)
         return written
 
+    def delete(self, name: str, pks: Sequence[int], batch: int = 16_384) -> int:
+        """Delete rows by primary key (rows of deleted or shrunk inputs); return how many asked."""
+        if not pks or not self.client.has_collection(name):
+            return 0
+        for start in range(0, len(pks), batch):
+            ids = [int(pk) for pk in pks[start : start + batch]]
+            _retry(lambda ids=ids: self.client.delete(name, ids=ids), f"delete from '{name}'")
+        return len(pks)
+
     def ensure_index(self, name: str, rows: int, pq_m: int, pq_nbits: int) -> dict[str, Any]:
         """Build the vector index once (Milvus indexes later segments itself) and load."""
         if VECTOR not in self.client.list_indexes(name):

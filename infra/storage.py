@@ -4,6 +4,7 @@ Layout under ``storage_root``::
 
     models/<artifact>/                          exported ONNX models (local cache)
     collections/<name>/state.json               codec, model and archive parts of the collection
+    collections/<name>/manifest.parquet         processed input files (incremental runs)
     collections/<name>/codecs/<codec_id>/       codec.faiss + report.json
     collections/<name>/runs/<run_id>/{passages,embeddings,archive}/part-NNNNN.parquet
 """
@@ -85,6 +86,10 @@ class CollectionPaths:
     @property
     def state(self) -> str:
         return join(self.root, "state.json")
+
+    @property
+    def manifest(self) -> str:
+        return join(self.root, "manifest.parquet")
 
     def codec_dir(self, codec_id: str) -> str:
         return join(self.root, "codecs", codec_id)

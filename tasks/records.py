@@ -24,6 +24,12 @@ def passage_pk(doc_id: str, chunk: int) -> int:
     return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
+def text_hash(text: str) -> int:
+    """63-bit hash of a passage's text: the key of the cache that spares re-embedding it."""
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
 @dataclass(frozen=True)
 class SourceFile:
     """One input file, as an fsspec URL, with the reader that understands it."""
@@ -31,6 +37,7 @@ class SourceFile:
     url: str
     size: int
     kind: str  # "text" | "jsonl" | "parquet"
+    modified: str = ""  # modification stamp (mtime, ETag, ...): a cheap first change check
 
 
 @dataclass(frozen=True)

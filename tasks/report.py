@@ -29,6 +29,10 @@ class IngestSummary:
     files: int = 0
     documents: int = 0
     passages: int = 0
+    changes: dict[str, int] = field(default_factory=dict)  # files new / changed / unchanged / deleted
+    passages_embedded: int = 0
+    passages_reused: int = 0  # unchanged text of changed files: archived vectors reused
+    rows_deleted: int = 0
     truncated: int = 0
     rows_in_milvus: int = 0
     index: dict = field(default_factory=dict)
@@ -77,20 +81,30 @@ def render(summary: IngestSummary, console: Console | None = None) -> None:
         stages.add_row(s.stage, f"{s.items:,} {s.unit}", f"{s.seconds:.1f}", f"{s.per_second:,.1f}")
     console.print(stages)
 
-    sizes = Table(title="bytes per vector")
-    sizes.add_column("stage")
-    sizes.add_column("bytes", justify="right")
-    sizes.add_column("vs FP32", justify="right")
-    base = summary.bytes_per_vector.get("FP32 embedding", 0.0)
-    for name, value in summary.bytes_per_vector.items():
-        sizes.add_row(name, f"{value:,.0f}", f"{base / value:,.1f}×" if value else "-")
-    console.print(sizes)
+    if summary.bytes_per_vector:
+        sizes = Table(title="bytes per vector")
+        sizes.add_column("stage")
+        sizes.add_column("bytes", justify="right")
+        sizes.add_column("vs FP32", justify="right")
+        base = summary.bytes_per_vector.get("FP32 embedding", 0.0)
+        for name, value in summary.bytes_per_vector.items():
+            sizes.add_row(name, f"{value:,.0f}", f"{base / value:,.1f}×" if value else "-")
+        console.print(sizes)
 
     facts = Table(title="results", show_header=False)
     facts.add_column("what")
     facts.add_column("value", justify="right")
     facts.add_row("files / documents / passages",
                   f"{summary.files:,} / {summary.documents:,} / {summary.passages:,}")
+    if summary.changes:
+        facts.add_row("files new / changed / unchanged / deleted", " / ".join(
+            f"{summary.changes.get(k, 0):,}" for k in ("new", "changed", "unchanged", "deleted")))
+        facts.add_row("passages embedded / reused (same text)",
+                      f"{summary.passages_embedded:,} / {summary.passages_reused:,}")
+        facts.add_row("rows deleted from Milvus", f"{summary.rows_deleted:,}")
+    if not summary.index:  # nothing changed: no stage touched Milvus
+        console.print(facts)
+        return
     facts.add_row("rows in Milvus", f"{summary.rows_in_milvus:,}")
     facts.add_row("Milvus index", f"{summary.index.get('index_type', '?')} "
                   f"{summary.index.get('params', '')}")

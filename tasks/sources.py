@@ -66,12 +66,21 @@ def discover(paths: list[str], settings: InputSettings) -> tuple[list[SourceFile
                                              f"use one of {_supported(settings)}"))
                 continue
             url = fs.unstrip_protocol(path)
-            found[url] = SourceFile(url=url, size=int(info.get("size") or 0), kind=kind)
+            found[url] = SourceFile(url=url, size=int(info.get("size") or 0), kind=kind,
+                                    modified=_modified(info))
             matched += 1
         if matched == 0 and len(candidates) != 1:
             errors.append(InputError(given, "", "no readable files found",
                                      f"supported endings: {_supported(settings)}"))
     return list(found.values()), errors
+
+
+def _modified(info: dict) -> str:
+    """The backend's modification stamp: mtime locally, ETag / update time on object stores."""
+    for key in ("mtime", "ETag", "etag", "LastModified", "updated", "md5Hash", "created"):
+        if info.get(key) is not None:
+            return f"{key}={info[key]}"
+    return ""
 
 
 def _supported(settings: InputSettings) -> str:

@@ -1,0 +1,123 @@
+"""The ingest flow's Prefect tasks: one coarse task per stage, fanning shards out to Dask.
+
+Prefect costs ~0.1–0.4 s per task, so a task is a stage, never a batch; the per-shard work runs on
+the Dask cluster through a distributed Client and reports progress as shards finish.
+"""
+
+from __future__ import annotations
+
+from distributed import Client
+from prefect import task
+from prefect.cache_policies import NONE
+
+from vecpress.flows.progress import gather
+from vecpress.infra import storage
+from vecpress.infra.milvus import MilvusStore
+from vecpress.infra.settings import Settings
+from vecpress.infra.state import CollectionState
+from vecpress.infra.storage import CollectionPaths
+from vecpress.tasks import shard_jobs
+from vecpress.tasks.codec import Codec, fit_codec
+from vecpress.tasks.embedding import OnnxEmbedder
+from vecpress.tasks.evaluation import held_out_recall, own_text_hit_rate
+from vecpress.tasks.incremental import ReuseIndex, ShardSplit, split_shard
+from vecpress.tasks.loading import load_shards
+from vecpress.tasks.onnx_export import ModelArtifact, export_for_settings
+from vecpress.tasks.records import SourceFile
+from vecpress.tasks.search import RescoreStore, Searcher
+from vecpress.tasks.sources import read_texts
+
+EVAL_K = 10
+SANITY_PROBES = 20  # passages searched by their own text after every load
+
+
+@task(cache_policy=NONE)
+def prepare_model(settings: Settings) -> ModelArtifact:
+    return export_for_settings(settings.model, settings.model_cache_dir)
+
+
+@task(cache_policy=NONE)
+def chunk_stage(client: Client, files: list[SourceFile], settings: Settings, artifact: ModelArtifact,
+                paths: CollectionPaths, run_id: str) -> list[shard_jobs.ChunkShard]:
+    per = settings.inputs.files_per_shard
+    groups = [files[i : i + per] for i in range(0, len(files), per)]
+    prefixes = [storage.join(paths.run_dir(run_id), "passages", f"g{i:05d}")
+                for i in range(len(groups))]
+    futures = client.map(shard_jobs.chunk_files, groups, prefixes, inputs=settings.inputs,
+                         chunking=settings.chunk, model_dir=artifact.model_dir,
+                         rows_per_shard=settings.model.passages_per_shard, pure=False)
+    return gather(futures, "read + chunk")
+
+
+@task(cache_policy=NONE)
+def reuse_stage(shard_urls: list[str], index: ReuseIndex) -> list[ShardSplit]:
+    """Passages whose text this collection already encoded skip embedding (content-hash cache)."""
+    if not len(index):
+        return [ShardSplit(url, None) for url in shard_urls]
+    return [split_shard(url, index, url.removesuffix(".parquet")) for url in shard_urls]
+
+
+@task(cache_policy=NONE)
+def embed_stage(client: Client, shard_urls: list[str], settings: Settings, artifact: ModelArtifact,
+                threads: int, paths: CollectionPaths, run_id: str) -> list[shard_jobs.EmbedShard]:
+    futures = client.map(shard_jobs.embed_shard, shard_urls,
+                         [paths.part(run_id, "embeddings", i) for i in range(len(shard_urls))],
+                         artifact=artifact, threads=threads,
+                         max_batch_tokens=settings.model.max_batch_tokens, pure=False)
+    return gather(futures, "embed")
+
+
+@task(cache_policy=NONE)
+def codec_stage(embedded: list[shard_jobs.EmbedShard], settings: Settings,
+                state: CollectionState | None, paths: CollectionPaths) -> Codec:
+    if state is not None:
+        return Codec.load(state.codec_dir)
+    sample = shard_jobs.sample_embeddings(embedded, settings.codec.sample_size, settings.codec.seed)
+    codec = fit_codec(sample, settings.codec)
+    codec.save(paths.codec_dir(codec.codec_id))
+    return codec
+
+
+@task(cache_policy=NONE)
+def encode_stage(client: Client, embedded: list[shard_jobs.EmbedShard], codec_dir: str,
+                 paths: CollectionPaths, run_id: str) -> list[str]:
+    out = [paths.part(run_id, "archive", i) for i in range(len(embedded))]
+    futures = client.map(shard_jobs.encode_shard, [e.url for e in embedded], out,
+                         codec_dir=codec_dir, pure=False)
+    gather(futures, "PCA + PQ encode")
+    return out
+
+
+@task(cache_policy=NONE)
+def load_stage(settings: Settings, pairs: list[tuple[str, str]], codec: Codec,
+               stale: list[int]) -> tuple[int, int, dict]:
+    """Delete stale rows first (a new file may reuse a deleted file's keys), then upsert + index."""
+    store = MilvusStore(settings.milvus)
+    try:
+        store.ensure_collection(settings.collection, codec.dim, codec.codec_id)
+        deleted = store.delete(settings.collection, stale)
+        written = load_shards(store, settings.collection, pairs, codec.codec_id)
+        # A server loads only indexed collections, so index before counting.
+        index = store.ensure_index(settings.collection, max(written, 1), codec.report["pq_m"],
+                                   codec.report["pq_nbits"])
+        return store.count(settings.collection), deleted, index
+    finally:
+        store.close()
+
+
+@task(cache_policy=NONE)
+def check_stage(settings: Settings, state: CollectionState, artifact: ModelArtifact,
+                codec: Codec, passages_url: str, embedding_urls: list[str],
+                eval_queries: str | None) -> tuple[float, dict[str, float]]:
+    """Sanity search (own text in top 3) and, given held-out queries, recall@10 vs exact FP32."""
+    store = MilvusStore(settings.milvus)
+    try:
+        searcher = Searcher(store, settings.collection, codec,
+                            OnnxEmbedder(artifact, max_batch_tokens=settings.model.max_batch_tokens),
+                            RescoreStore(state.archives), settings.milvus.rescore_factor)
+        sanity = own_text_hit_rate(searcher, passages_url, SANITY_PROBES)
+        recall = {} if not eval_queries or not embedding_urls else held_out_recall(
+            searcher, read_texts(eval_queries, settings.inputs), embedding_urls, EVAL_K)
+        return sanity, recall
+    finally:
+        store.close()

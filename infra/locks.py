@@ -1,0 +1,53 @@
+"""One ingest per collection at a time: later runs wait for the lock (they queue), none is dropped.
+
+The lock is a file lock beside the collection's artifacts when the storage root is a local path,
+so CLI runs, deployment runs and event-triggered runs on one machine (or on hosts sharing that
+file system) take turns. For an object-store root the lock lives in the local temp folder, which
+serialises the runs of this host only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
+
+log = logging.getLogger("vecpress")
+
+
+def lock_path(storage_root: str, collection: str) -> Path:
+    fs, root = url_to_fs(storage_root)
+    if isinstance(fs, LocalFileSystem):
+        return Path(root) / "collections" / f"{collection}.ingest.lock"
+    digest = hashlib.sha256(f"{storage_root}|{collection}".encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"vecpress-{digest}.ingest.lock"
+
+
+@contextmanager
+def collection_lock(storage_root: str, collection: str, timeout_s: float = -1,
+                    logger: logging.Logger | logging.LoggerAdapter = log) -> Iterator[None]:
+    """Hold the collection's ingest lock; wait (forever by default) while another run holds it."""
+    path = lock_path(storage_root, collection)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        logger.info("another ingest of collection '%s' is running; waiting for it (%s)",
+                    collection, path)
+        try:
+            lock.acquire(timeout=timeout_s)
+        except Timeout as exc:
+            raise TimeoutError(f"collection '{collection}' stayed locked by another ingest for "
+                               f"{timeout_s:.0f}s ({path}); try again later") from exc
+    try:
+        yield
+    finally:
+        lock.release()
