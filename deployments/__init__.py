@@ -1,1 +1,2 @@
-"""Prefect deployments: schedules, triggers and work-pool config (filled by the orchestration work)."""
+"""Prefect deployments: the nightly schedule, the manual run form, the file-change trigger, and the
+watcher that turns file changes into Prefect events."""

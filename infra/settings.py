@@ -105,6 +105,33 @@ class DaskSettings(BaseModel):
                                            "also ONNX Runtime's intra-op threads.")
 
 
+class ServeSettings(BaseSettings):
+    """How `vecpress serve` runs the deployments: schedule, watched folders, Prefect server.
+
+    Separate from ``Settings`` (the flow's parameters) so that the Prefect UI's run form shows
+    only what one ingest needs. Environment: ``VECPRESS_SERVE_*``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="VECPRESS_SERVE_", extra="forbid")
+
+    sources: list[str] = Field([], description="What the scheduled ingest reads (files, folders, "
+                               "globs, fsspec URLs).")
+    cron: str = Field("0 2 * * *", description="Schedule of the incremental ingest (nightly 02:00).")
+    timezone: str = Field("UTC", description="Time zone of the cron schedule.")
+    watch: list[str] = Field([], description="Folders (watchfiles) or fsspec URLs (polled) whose "
+                             "new, changed and deleted files trigger an ingest; default: sources.")
+    debounce_s: float = Field(2.0, gt=0, description="Quiet time before a burst of file changes "
+                              "becomes one event.")
+    poll_s: float = Field(30.0, gt=0, description="Listing interval for object-store URLs.")
+    host: str = Field("127.0.0.1", description="Prefect server address started by serve.")
+    port: int = Field(4200, ge=1, le=65535, description="Prefect server port started by serve.")
+    prefect_home: str = Field("./data/prefect", description="Prefect server database folder.")
+
+    @property
+    def watched(self) -> list[str]:
+        return self.watch or self.sources
+
+
 class Settings(BaseSettings):
     """Everything one ingest or search needs. CLI flags and Prefect parameters fill it."""
 

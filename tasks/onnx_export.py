@@ -50,6 +50,9 @@ class ModelArtifact:
     def load(cls, directory: Path) -> ModelArtifact:
         meta = json.loads((directory / "meta.json").read_text())
         meta["input_names"] = tuple(meta["input_names"])
+        # Where the artifact is now, not where it was written: runs in other working directories
+        # (deployment runs, Dask workers) must find the file.
+        meta["onnx_path"] = str((directory / "model.onnx").resolve())
         return cls(**meta)
 
 

@@ -22,7 +22,8 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 UTF8_HINT = "re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
 
 
-def _kind_of(path: str, settings: InputSettings) -> str | None:
+def input_kind(path: str, settings: InputSettings) -> str | None:
+    """The reader for a path by its ending, or None when vecpress does not read such files."""
     suffix = PurePosixPath(path).suffix.lower()
     if suffix in JSONL_SUFFIXES:
         return "jsonl"
@@ -58,7 +59,7 @@ def discover(paths: list[str], settings: InputSettings) -> tuple[list[SourceFile
         for path, info in sorted(candidates.items()):
             if info.get("type") == "directory":
                 continue
-            kind = _kind_of(path, settings)
+            kind = input_kind(path, settings)
             if kind is None:
                 if len(candidates) == 1:  # a file named explicitly, of a type we cannot read
                     errors.append(InputError(fs.unstrip_protocol(path), "",

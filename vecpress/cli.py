@@ -281,3 +281,7 @@ def _machine() -> dict[str, Any]:
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
+
+
+# Commands kept in their own modules register themselves on `app` when imported.
+from vecpress import cli_serve  # noqa: E402, F401

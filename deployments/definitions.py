@@ -1,0 +1,70 @@
+"""The three ways a team runs vecpress in Prefect, as deployments of the one ingest flow.
+
+- ``<collection>-nightly``: a cron schedule (nightly by default) running an incremental ingest of
+  the configured sources; unchanged files cost a stat each.
+- ``<collection>-manual``: no schedule; "Run" in the Prefect UI opens a form built from the flow's
+  typed parameters (sources, and the pydantic ``Settings``: collection, model and variant, codec or
+  recall target, token budget, Dask address, Milvus URI ...), with defaults and descriptions.
+- ``<collection>-on-change``: a deployment trigger on the watcher's ``vecpress.files.changed``
+  events; the event's paths become the run's ``sources``.
+
+Every deployment runs the same incremental flow, and the flow holds a per-collection lock, so runs
+that meet queue rather than collide.
+"""
+
+from __future__ import annotations
+
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+
+from vecpress.flows.ingest import ingest_flow
+from vecpress.infra.settings import ServeSettings, Settings
+
+FILES_CHANGED = "vecpress.files.changed"
+
+
+def watch_resource(collection: str) -> str:
+    """The Prefect resource id the watcher's events carry for one collection."""
+    return f"vecpress.watch.{collection}"
+
+
+def deployment_names(collection: str) -> dict[str, str]:
+    return {kind: f"{collection}-{kind}" for kind in ("nightly", "manual", "on-change")}
+
+
+def build_deployments(settings: Settings, serve: ServeSettings) -> list[RunnerDeployment]:
+    """Deployments for ``settings.collection``; parameters default to these settings."""
+    names = deployment_names(settings.collection)
+    params = settings.model_dump(mode="json")
+    common = {"tags": ["vecpress", settings.collection],
+              "entrypoint_type": EntrypointType.MODULE_PATH}
+    nightly = ingest_flow.to_deployment(
+        names["nightly"],
+        schedules=[CronSchedule(cron=serve.cron, timezone=serve.timezone)],
+        # Without sources a schedule has nothing to do: keep it, paused, until sources are set.
+        paused=not serve.sources,
+        parameters={"sources": serve.sources, "settings": params},
+        description=f"Incremental ingest of {serve.sources or 'no sources yet'} into "
+                    f"'{settings.collection}' on '{serve.cron}' ({serve.timezone}).",
+        **common)
+    manual = ingest_flow.to_deployment(
+        names["manual"],
+        parameters={"sources": serve.sources, "settings": params},
+        description=f"Run an ingest into '{settings.collection}' by hand: every setting is a "
+                    "field of the run form.",
+        **common)
+    on_change = ingest_flow.to_deployment(
+        names["on-change"],
+        triggers=[DeploymentEventTrigger(
+            name=f"{settings.collection}: files changed",
+            expect={FILES_CHANGED},
+            match={"prefect.resource.id": watch_resource(settings.collection)},
+            # A single-expression template keeps its JSON type: the list of paths.
+            parameters={"sources": "{{ event.payload.paths }}", "settings": params},
+        )],
+        parameters={"sources": [], "settings": params},
+        description=f"Ingest the files the watcher saw change under {serve.watched} into "
+                    f"'{settings.collection}' (new, changed and deleted).",
+        **common)
+    return [nightly, manual, on_change]
