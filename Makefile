@@ -1,4 +1,5 @@
 # Two commands a user needs: `make demo` (set up + run the main job) and `make test`.
+# `make serve` runs it as a service: Prefect server + UI, the deployments and a watched ./inbox.
 # The environment is created on first use and refreshed when pyproject.toml or constraints change.
 VENV ?= .venv
 PYTHON ?= python3
@@ -8,7 +9,10 @@ STAMP := $(VENV)/.vecpress-installed
 EXTRAS := dev$(if $(GPU),$(comma)gpu)
 comma := ,
 
-.PHONY: demo test lint clean install
+.PHONY: demo test lint clean install serve
+
+# What `make serve` ingests nightly and watches (files dropped here are ingested within seconds).
+SOURCES ?= ./inbox
 
 install: $(STAMP)
 
@@ -21,6 +25,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/vecpress demo
+
+serve: $(STAMP)
+	mkdir -p $(SOURCES)
+	$(BIN)/vecpress serve $(SOURCES)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

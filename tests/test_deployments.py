@@ -1,0 +1,207 @@
+"""The deployments for real: `vecpress serve` against a real Prefect server, a real watched folder.
+
+The session's Prefect server (a real API process with its event system) receives the three
+deployments from a `vecpress serve --api-url` subprocess, which also runs the watcher and the
+runner. Files dropped into, changed in and deleted from the watched folder must each lead to
+incremental runs that touch exactly those files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vecpress.deployments.definitions import deployment_names
+from vecpress.infra.milvus import MilvusStore
+from vecpress.infra.settings import MilvusSettings, Settings
+
+pytestmark = pytest.mark.slow
+COLLECTION = "watched"
+FLOW = "vecpress-ingest"
+
+
+def _doc(paragraphs: list[tuple[str, str]], start: int, count: int = 12) -> str:
+    return "\n\n".join(t for _, t in paragraphs[start : start + count])
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, prefect_harness, model_cache):
+    from prefect.settings import PREFECT_API_URL
+
+    root = tmp_path_factory.mktemp("served")
+    inbox = root / "inbox"
+    env = os.environ | {
+        "VECPRESS_MODEL__CACHE_DIR": str(model_cache),
+        # Small corpora: short passages and a small codec (PCA needs pca_dim training vectors).
+        "VECPRESS_CHUNK__MAX_TOKENS": "48", "VECPRESS_CHUNK__OVERLAP_TOKENS": "8",
+        "VECPRESS_CODEC__PCA_DIM": "32", "VECPRESS_CODEC__PQ_M": "8",
+        "VECPRESS_DASK__N_WORKERS": "1",
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+    }
+    log = (root / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vecpress", "serve", str(inbox), "--collection", COLLECTION,
+         "--storage-root", str(root / "data"), "--milvus-uri", str(root / "data" / "milvus.db"),
+         "--api-url", str(PREFECT_API_URL.value()), "--cron", "30 3 * * *", "--debounce", "1"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for(lambda: "Prefect UI" in (root / "serve.log").read_text(), 120, root)
+        time.sleep(3)  # the trigger's automation must be live before the first event
+        yield {"root": root, "inbox": inbox, "data": root / "data"}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _wait_for(check, timeout_s: float, root: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(1)
+    raise AssertionError(f"timed out; serve log:\n{(root / 'serve.log').read_text()[-4000:]}")
+
+
+def _client():
+    from prefect.client.orchestration import get_client
+
+    return get_client(sync_client=True)
+
+
+def _runs(deployment: str) -> list:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    with _client() as client:
+        return client.read_flow_runs(deployment_filter=DeploymentFilter(
+            name=DeploymentFilterName(any_=[deployment])))
+
+
+def _summaries(data: Path, collection: str) -> dict[str, dict]:
+    runs = data / "collections" / collection / "runs"
+    return {p.parent.name: json.loads(p.read_text()) for p in runs.glob("*/summary.json")}
+
+
+def _settle(served: dict, before: dict[str, dict], files_expected: int) -> list[dict]:
+    """Wait until the on-change runs have handled ``files_expected`` file changes; return them."""
+    on_change = deployment_names(COLLECTION)["on-change"]
+
+    def done() -> bool:
+        new = [s for k, s in _summaries(served["data"], COLLECTION).items() if k not in before]
+        handled = sum(s["changes"][k] for s in new for k in ("new", "changed", "deleted"))
+        idle = all(r.state and r.state.is_final() for r in _runs(on_change))
+        return handled >= files_expected and idle
+
+    _wait_for(done, 420, served["root"])
+    return [s for k, s in sorted(_summaries(served["data"], COLLECTION).items()) if k not in before]
+
+
+def _rows(served: dict) -> dict[int, str]:
+    store = MilvusStore(MilvusSettings(uri=str(served["data"] / "milvus.db")))
+    try:
+        store.load(COLLECTION)
+        hits = store.client.query(COLLECTION, filter="pk >= 0", output_fields=["pk", "text"],
+                                  limit=16_384)
+        return {h["pk"]: h["text"] for h in hits}
+    finally:
+        store.close()
+
+
+def test_deployments_exist_with_schedule_and_typed_form(served):
+    names = deployment_names(COLLECTION)
+    with _client() as client:
+        nightly = client.read_deployment_by_name(f"{FLOW}/{names['nightly']}")
+        manual = client.read_deployment_by_name(f"{FLOW}/{names['manual']}")
+        on_change = client.read_deployment_by_name(f"{FLOW}/{names['on-change']}")
+        automations = client.read_resource_related_automations(
+            f"prefect.deployment.{on_change.id}")
+    assert [s.schedule.cron for s in nightly.schedules] == ["30 3 * * *"]
+    assert nightly.parameters["sources"] == [str(served["inbox"])]
+    assert not manual.schedules and not on_change.schedules
+    schema = manual.parameter_openapi_schema
+    assert set(schema["required"]) >= {"sources", "settings"}
+    model = schema["definitions"]["ModelSettings"]["properties"]
+    assert model["variant"]["enum"] == ["fp32", "int8", "fp16"]
+    assert "Token budget" in model["max_batch_tokens"]["description"]
+    assert "MilvusSettings" in schema["definitions"] and "CodecSettings" in schema["definitions"]
+    assert manual.parameters["settings"]["collection"] == COLLECTION
+    assert len(automations) == 1 and automations[0].trigger.expect == {"vecpress.files.changed"}
+
+
+def test_manual_run_with_parameters_loads_rows(served, paragraphs, tmp_path):
+    from prefect.deployments import run_deployment
+
+    src = tmp_path / "manual"
+    src.mkdir()
+    for n in range(3):
+        (src / f"m{n}.md").write_text(_doc(paragraphs, 1500 + 40 * n, 30))
+    db = served["root"] / "manual.db"
+    settings = Settings(collection="manual_run", storage_root=str(served["data"]),
+                        milvus={"uri": str(db)}, codec={"pca_dim": 32, "pq_m": 8},
+                        chunk={"max_tokens": 48, "overlap_tokens": 8},
+                        dask={"n_workers": 1})
+    run = run_deployment(f"{FLOW}/{deployment_names(COLLECTION)['manual']}", timeout=600,
+                         parameters={"sources": [str(src)],
+                                     "settings": settings.model_dump(mode="json")})
+    assert run.state.is_completed(), run.state
+    (summary,) = _summaries(served["data"], "manual_run").values()
+    assert summary["changes"]["new"] == 3 and summary["passages"] > 0
+    store = MilvusStore(MilvusSettings(uri=str(db)))
+    try:
+        store.load("manual_run")
+        assert store.count("manual_run") == summary["passages"] == summary["rows_in_milvus"]
+    finally:
+        store.close()
+
+
+def test_watched_folder_new_changed_deleted_and_burst(served, paragraphs):
+    inbox, on_change = served["inbox"], deployment_names(COLLECTION)["on-change"]
+    runs_before = len(_runs(on_change))
+
+    # A new file: exactly one run, which embeds only that file's passages.
+    (inbox / "a.md").write_text(_doc(paragraphs, 0, 60))
+    (first,) = _settle(served, {}, 1)
+    assert len(_runs(on_change)) == runs_before + 1
+    assert first["changes"] == {"new": 1, "changed": 0, "unchanged": 0, "deleted": 0}
+    assert first["passages_embedded"] == first["passages"] == first["rows_in_milvus"] > 0
+    rows = _rows(served)
+
+    # A changed file: its chunks are replaced; unchanged passage text is not embedded again.
+    before = _summaries(served["data"], COLLECTION)
+    new_text = "Zebra crossings are painted white so that drivers see them at night."
+    (inbox / "a.md").write_text(_doc(paragraphs, 0, 60) + "\n\n" + new_text)
+    (second,) = _settle(served, before, 1)
+    assert second["changes"]["changed"] == 1
+    assert second["passages_reused"] > 0 and second["passages_embedded"] < second["passages"]
+    rows_after = _rows(served)
+    assert any(new_text in t for t in rows_after.values())
+    assert len(rows_after) == second["passages"]
+
+    # A deleted file: its rows go.
+    before = _summaries(served["data"], COLLECTION)
+    (inbox / "a.md").unlink()
+    (third,) = _settle(served, before, 1)
+    assert third["changes"]["deleted"] == 1 and third["rows_deleted"] == len(rows_after)
+    assert _rows(served) == {}
+
+    # Twenty files at once: each processed exactly once, however the burst is split into runs.
+    before = _summaries(served["data"], COLLECTION)
+    for n in range(20):
+        (inbox / f"burst{n:02d}.md").write_text(_doc(paragraphs, 100 + 10 * n, 8))
+    burst = _settle(served, before, 20)
+    assert sum(s["changes"]["new"] for s in burst) == 20
+    assert sum(s["changes"]["changed"] for s in burst) == 0
+    assert sum(s["passages_embedded"] for s in burst) == len(_rows(served)) == \
+        burst[-1]["rows_in_milvus"]
+    assert len(rows) > 0
