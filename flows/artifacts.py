@@ -6,12 +6,15 @@ history of runs; outside a Prefect run (plain function calls in tests) nothing i
 
 from __future__ import annotations
 
+import base64
 import logging
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import FlowRunContext
 
+from vecpress.infra import storage
 from vecpress.tasks.report import IngestSummary
+from vecpress.tasks.report_plot import recall_bytes_png
 
 log = logging.getLogger("vecpress")
 
@@ -41,7 +44,7 @@ def summary_rows(summary: IngestSummary) -> list[dict[str, str]]:
     return rows
 
 
-def report_markdown(summary: IngestSummary) -> str:
+def report_markdown(summary: IngestSummary, run_dir: str | None = None) -> str:
     lines = [f"# vecpress run `{summary.run_id}` → `{summary.collection}`", "",
              f"Milvus: `{summary.milvus_uri}`; cluster: {summary.cluster or '-'}", "",
              "| what | value |", "| --- | --- |"]
@@ -52,19 +55,37 @@ def report_markdown(summary: IngestSummary) -> str:
                   f"PCA {codec.get('pca_dim')} keeps {codec.get('explained_variance', 0):.1%} of the "
                   f"variance; PQ{codec.get('pq_m')}×{codec.get('pq_nbits')} relative error "
                   f"{codec.get('pq_relative_error', 0):.3f}; codec id `{codec.get('codec_id')}`."]
+        lines += _autotune_section(codec.get("autotune"), run_dir)
     for err in summary.errors[:20]:
         lines.append(f"- input error `{err['source']}` {err['location']}: {err['message']}")
     return "\n".join(lines) + "\n"
 
 
-def publish_summary(summary: IngestSummary) -> None:
+def _autotune_section(autotune: dict | None, run_dir: str | None) -> list[str]:
+    """The auto-tune table and its recall-vs-bytes plot (PNG beside the run, inline in the report)."""
+    if not autotune:
+        return ["", "Set `codec.recall_target` (e.g. 0.95) to have the codec chosen by auto-tune, "
+                "with a recall-vs-bytes table and plot here."]
+    lines = ["", f"### Auto-tune: recall@10 target {autotune['target']}", "",
+             "| PCA dim | M | bytes | recall ANN | recall rescored |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['pca_dim']} | {r['pq_m']} | {r['code_bytes']} | {r['recall_ann']:.3f} | "
+              f"{r['recall_rescored']:.3f} |" for r in autotune["rows"]]
+    png = recall_bytes_png(autotune)
+    if run_dir:
+        storage.write_bytes(storage.join(run_dir, "recall_vs_bytes.png"), png)
+        lines += ["", f"Plot saved as `{storage.join(run_dir, 'recall_vs_bytes.png')}`."]
+    lines += ["", f"![recall vs bytes](data:image/png;base64,{base64.b64encode(png).decode()})"]
+    return lines
+
+
+def publish_summary(summary: IngestSummary, run_dir: str | None = None) -> None:
     """Table + markdown artifacts on the current flow run (no-op outside one)."""
     if FlowRunContext.get() is None:
         return
     try:
         create_table_artifact(summary_rows(summary), key=artifact_key(summary.collection, "summary"),
                               description=f"ingest run {summary.run_id}")
-        create_markdown_artifact(report_markdown(summary),
+        create_markdown_artifact(report_markdown(summary, run_dir),
                                  key=artifact_key(summary.collection, "report"),
                                  description=f"ingest run {summary.run_id}")
     except Exception as exc:  # an unreachable API must not fail a finished ingest

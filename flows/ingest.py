@@ -45,21 +45,29 @@ def new_run_id() -> str:
 
 @flow(name="vecpress-ingest", log_prints=True)
 def ingest_flow(sources: list[str], settings: Settings, eval_queries: str | None = None,
-                recreate: bool = False) -> dict:
+                recreate: bool = False, full: bool = False) -> dict:
     """Bring ``settings.collection`` up to date with ``sources``; return the run summary.
 
     Only new and changed files are read; rows of deleted files are removed. One run per collection
     at a time: a run that finds the collection busy waits for its turn.
+
+    Args:
+        sources: Files, folders, globs or fsspec URLs; a known file that is gone is deleted.
+        settings: Collection, model, codec, Milvus and Dask settings of the run.
+        eval_queries: JSONL of held-out {id, text} queries: report recall@10 vs exact FP32.
+        recreate: Drop the collection, its codec and archive first.
+        full: Read every file again (unchanged passage text still reuses its vectors).
     """
     log = get_run_logger()
     with collection_lock(settings.storage_root, settings.collection, logger=log):
-        summary = _ingest(sources, settings, eval_queries, recreate)
-    publish_summary(summary)
+        summary = _ingest(sources, settings, eval_queries, recreate, full)
+    publish_summary(summary, CollectionPaths(settings.storage_root, settings.collection)
+                    .run_dir(summary.run_id))
     return summary.to_dict()
 
 
 def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
-            recreate: bool) -> IngestSummary:
+            recreate: bool, full: bool) -> IngestSummary:
     log = get_run_logger()
     run_id = new_run_id()
     paths = CollectionPaths(settings.storage_root, settings.collection)
@@ -72,7 +80,12 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
 
     started = time.perf_counter()
     files, errors = discover(sources, settings.inputs)
-    plan, errors = plan_changes(sources, files, errors, manifest)
+    chunking = settings.chunk.model_dump(mode="json")
+    if state is not None and state.chunking and state.chunking != chunking and not full:
+        log.warning("chunk settings changed since the last run (%s → %s): reading every file again",
+                    state.chunking, chunking)
+        full = True
+    plan, errors = plan_changes(sources, files, errors, manifest, reread_all=full)
     summary.files, summary.changes = len(files), plan.counts()
     summary.errors = [e.to_dict() for e in errors]
     for err in errors:
@@ -100,14 +113,15 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     if plan.to_read:
         pairs, embedded_urls, codec, errors = _chunk_embed_encode(
             plan, old, settings, artifact, state, paths, run_id, summary, errors)
+    stale = stale_pks(old.pks_by_source, pks_by_source([p for p, _ in pairs]))
+    if (plan.to_read and not pairs and not stale) or (codec is None and state is None):
+        # Nothing readable and nothing to delete: fail clearly, leave the collection as it was.
+        _finish(summary, paths, errors, write_summary=False)
+        raise ValueError(f"no passages to ingest from {sources}: {len(errors)} input error(s), "
+                         f"first: {errors[0] if errors else '-'}")
     if codec is None:
-        if state is None:
-            _finish(summary, paths, errors, write_summary=False)
-            raise ValueError(f"no passages to ingest from {sources}: {len(errors)} input error(s), "
-                             f"first: {errors[0] if errors else '-'}")
         codec = Codec.load(state.codec_dir)  # deletions or reuse only: the codec exists
 
-    stale = stale_pks(old.pks_by_source, pks_by_source([p for p, _ in pairs]))
     t = time.perf_counter()
     summary.rows_in_milvus, summary.rows_deleted, summary.index = stages.load_stage(
         settings, pairs, codec, stale)
@@ -117,6 +131,7 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
                                      model_artifact_dir=_artifact_dir(artifact),
                                      model_variant=artifact.variant, codec_id=codec.codec_id,
                                      codec_dir=paths.codec_dir(codec.codec_id))
+    state.chunking = chunking
     state.archives.extend(a for _, a in pairs)
     state.runs.append(run_id)
     state.save(paths.state)
@@ -195,6 +210,9 @@ def _update_manifest(manifest: Manifest, plan: ChangePlan, pairs: list[tuple[str
             parts_of.setdefault(source, []).append(pair)
             rows_of[source] = rows_of.get(source, 0) + len(pks)
     for src in plan.to_read:
+        manifest.entries.pop(src.url, None)
+        if not rows_of.get(src.url):
+            continue  # nothing usable in it: read (and report) again next run until fixed
         parts = parts_of.get(src.url, [])
         manifest.entries[src.url] = FileEntry(
             path=src.url, size=src.size, modified=src.modified, content_hash=plan.hashes[src.url],

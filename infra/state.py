@@ -16,6 +16,7 @@ class CollectionState(BaseModel):
     model_variant: str
     codec_id: str
     codec_dir: str
+    chunking: dict = {}  # chunk settings of the last run: a change means reading every file again
     archives: list[str] = []
     runs: list[str] = []
 

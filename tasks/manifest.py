@@ -117,8 +117,8 @@ def in_scope(path: str, scope: str) -> bool:
 
 
 def plan_changes(sources: list[str], files: list[SourceFile], errors: list[InputError],
-                 manifest: Manifest) -> tuple[ChangePlan, list[InputError]]:
-    """Compare discovered files with the manifest.
+                 manifest: Manifest, reread_all: bool = False) -> tuple[ChangePlan, list[InputError]]:
+    """Compare discovered files with the manifest (``reread_all``: every known file is changed).
 
     A manifest entry inside the scope of ``sources`` that was not discovered is deleted; a named
     source that no longer exists is a deletion, not an input error, when the manifest knows it.
@@ -127,13 +127,13 @@ def plan_changes(sources: list[str], files: list[SourceFile], errors: list[Input
     plan = ChangePlan()
     for src in files:
         known = manifest.entries.get(src.url)
-        if known and known.size == src.size and known.modified == src.modified:
+        if known and known.size == src.size and known.modified == src.modified and not reread_all:
             plan.unchanged.append(src)
             continue
         digest = content_hash(src.url)
         if known is None:
             plan.new.append(src)
-        elif known.content_hash == digest:
+        elif known.content_hash == digest and not reread_all:
             plan.unchanged.append(src)
             known.size, known.modified = src.size, src.modified  # same bytes, new stamp
             continue

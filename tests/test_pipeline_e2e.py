@@ -129,18 +129,39 @@ def test_search_queries_file_writes_json_lines(first_run: dict, workspace: dict)
     assert first[0]["score"] >= first[-1]["score"]
 
 
-def test_reingest_on_an_external_dask_cluster_keeps_the_count(first_run: dict,
-                                                             workspace: dict) -> None:
+def test_reingest_is_incremental_and_runs_on_an_external_dask_cluster(first_run: dict,
+                                                                      workspace: dict) -> None:
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
-                      dashboard_address=None) as cluster:
-        code, again, output = _ingest(workspace, "--dask-address", cluster.scheduler_address)
+    # Nothing changed: the run only compares files with the manifest.
+    code, same, output = _ingest(workspace)
     assert code == 0, output
+    assert same["changes"]["new"] == same["changes"]["changed"] == 0
+    assert same["passages_embedded"] == 0 and _count(workspace) == first_run["rows_in_milvus"]
+
+    # One new file: only its passages are read and embedded, on the external cluster.
+    extra = workspace["sources"] / "extra.jsonl"
+    extra.write_text("".join(json.dumps({"id": f"extra-{n}", "text": f"Extra record {n} about "
+                                         "incremental loading of vector collections."}) + "\n"
+                             for n in range(5)))
+    try:
+        with LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                          dashboard_address=None) as cluster:
+            code, again, output = _ingest(workspace, "--dask-address", cluster.scheduler_address)
+    finally:
+        extra.unlink()
+    assert code == 0, output
+    assert again["changes"]["new"] == 1 and again["passages_embedded"] == 5
     assert again["codec_reused"] is True
     assert again["codec"]["codec_id"] == first_run["codec"]["codec_id"]
     assert again["cluster"].startswith("external")
-    assert again["rows_in_milvus"] == first_run["rows_in_milvus"] == _count(workspace)
+    assert again["rows_in_milvus"] == first_run["rows_in_milvus"] + 5 == _count(workspace)
+
+    # The file is gone again: a run naming it deletes its rows.
+    code, gone, output = _ingest(workspace)
+    assert code == 0, output
+    assert gone["changes"]["deleted"] == 1 and gone["rows_deleted"] == 5
+    assert _count(workspace) == first_run["rows_in_milvus"]
 
 
 def test_a_run_with_only_bad_input_fails_clearly_and_loses_nothing(first_run: dict,

@@ -60,6 +60,8 @@ def ingest(
     eval_queries: Annotated[str | None, typer.Option(
         help="JSONL of held-out {id,text} queries: report recall@10 vs exact FP32.")] = None,
     recreate: Annotated[bool, typer.Option(help="Drop the collection and its codec first.")] = False,
+    full: Annotated[bool, typer.Option(help="Read every file again, not only new and changed "
+                                            "ones.")] = False,
     strict: Annotated[bool, typer.Option(help="Exit 1 if any input was skipped.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -69,19 +71,19 @@ def ingest(
                             "dask.address": dask_address, "storage_root": storage_root,
                             "model.variant": variant, "model.path": model,
                             "inputs.id_field": id_field, "inputs.text_field": text_field})
-    summary = _run_ingest(sources, settings, eval_queries, recreate)
+    summary = _run_ingest(sources, settings, eval_queries, recreate, full)
     _print_summary(summary, as_json)
     if strict and summary["errors"]:
         raise typer.Exit(1)
 
 
 def _run_ingest(sources: list[str], settings: Settings, eval_queries: str | None,
-                recreate: bool) -> dict:
+                recreate: bool, full: bool = False) -> dict:
     from vecpress.flows.ingest import ingest_flow
 
     try:
         return ingest_flow(sources=sources, settings=settings, eval_queries=eval_queries,
-                           recreate=recreate)
+                           recreate=recreate, full=full)
     except (ValueError, LookupError, RuntimeError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
