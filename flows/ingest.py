@@ -114,8 +114,9 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
         pairs, embedded_urls, codec, errors = _chunk_embed_encode(
             plan, old, settings, artifact, state, paths, run_id, summary, errors)
     stale = stale_pks(old.pks_by_source, pks_by_source([p for p, _ in pairs]))
-    if (plan.to_read and not pairs and not stale) or (codec is None and state is None):
-        # Nothing readable and nothing to delete: fail clearly, leave the collection as it was.
+    if (plan.to_read and not pairs and not stale and not plan.unchanged) or \
+            (codec is None and state is None):
+        # The sources hold nothing readable and nothing to delete: fail clearly, change nothing.
         _finish(summary, paths, errors, write_summary=False)
         raise ValueError(f"no passages to ingest from {sources}: {len(errors)} input error(s), "
                          f"first: {errors[0] if errors else '-'}")
