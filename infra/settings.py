@@ -68,6 +68,8 @@ class CodecSettings(BaseModel):
     pq_nbits: int = Field(8, ge=4, le=12, description="Bits per PQ sub-code.")
     sample_size: int = Field(20_000, ge=256, description="Vectors sampled to fit PCA and PQ.")
     seed: int = Field(1234, description="Seed for sampling and training.")
+    random_rotation: bool = Field(False, description="Randomly rotate the PCA output: spreads variance "
+                                  "evenly over PQ sub-spaces (also Milvus's own IVF_PQ) at no cost.")
     opq: bool = Field(False, description="Learn an OPQ rotation after PCA (balances PQ sub-spaces; "
                       "the rotated vectors are what Milvus stores).")
     ivf_nlist: int | None = Field(None, ge=1, description="IVF coarse lists in the codec (PQ on "

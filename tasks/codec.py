@@ -138,6 +138,7 @@ def fit_codec(sample: np.ndarray, settings: CodecSettings, autotune: dict | None
         "pca_dim": settings.pca_dim,
         "pq_m": settings.pq_m,
         "pq_nbits": nbits,
+        "random_rotation": settings.random_rotation,
         "opq": settings.opq,
         "ivf_nlist": settings.ivf_nlist,
         "code_bytes": codec.code_bytes,
@@ -175,7 +176,7 @@ def _split_holdout(sample: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarra
 
 def _codec_id(settings: CodecSettings, nbits: int, backend: str, sample: np.ndarray) -> str:
     params = f"{settings.pca_dim}|{settings.pq_m}|{nbits}|{settings.seed}|{settings.opq}|" \
-             f"{settings.ivf_nlist}|{backend.split('-')[0]}"
+             f"{settings.ivf_nlist}|{backend.split('-')[0]}|{settings.random_rotation}"
     digest = hashlib.sha256(params.encode())
     digest.update(sample.tobytes())
     return digest.hexdigest()[:16]

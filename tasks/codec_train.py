@@ -58,9 +58,9 @@ def build_index(d_in: int, settings: CodecSettings, nbits: int) -> faiss.IndexPr
         opq = faiss.OPQMatrix(dim, m)
         opq.verbose = False
         index = faiss.IndexPreTransform(opq, inner)
-        index.prepend_transform(faiss.PCAMatrix(d_in, dim, 0.0, False))
+        index.prepend_transform(faiss.PCAMatrix(d_in, dim, 0.0, settings.random_rotation))
     else:
-        index = faiss.IndexPreTransform(faiss.PCAMatrix(d_in, dim, 0.0, False), inner)
+        index = faiss.IndexPreTransform(faiss.PCAMatrix(d_in, dim, 0.0, settings.random_rotation), inner)
     return index
 
 
