@@ -281,3 +281,5 @@ def _machine() -> dict[str, Any]:
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
+
+from vecpress import cli_reindex  # noqa: E402,F401  (registers the reindex command)
