@@ -7,7 +7,7 @@ the Dask cluster through a distributed Client and reports progress as shards fin
 from __future__ import annotations
 
 from distributed import Client
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from vecpress.flows.progress import gather
@@ -17,6 +17,7 @@ from vecpress.infra.settings import Settings
 from vecpress.infra.state import CollectionState
 from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks import shard_jobs
+from vecpress.tasks.autotune import autotune
 from vecpress.tasks.codec import Codec, fit_codec
 from vecpress.tasks.embedding import OnnxEmbedder
 from vecpress.tasks.evaluation import held_out_recall, own_text_hit_rate
@@ -73,7 +74,12 @@ def codec_stage(embedded: list[shard_jobs.EmbedShard], settings: Settings,
     if state is not None:
         return Codec.load(state.codec_dir)
     sample = shard_jobs.sample_embeddings(embedded, settings.codec.sample_size, settings.codec.seed)
-    codec = fit_codec(sample, settings.codec)
+    codec_settings, tuned = settings.codec, None
+    if settings.codec.recall_target is not None:
+        tuned = autotune(sample, settings.codec, settings.milvus)
+        get_run_logger().info("\n".join(tuned.lines()))
+        codec_settings = tuned.settings(settings.codec)
+    codec = fit_codec(sample, codec_settings, autotune=tuned.to_dict() if tuned else None)
     codec.save(paths.codec_dir(codec.codec_id))
     return codec
 
@@ -99,7 +105,7 @@ def load_stage(settings: Settings, pairs: list[tuple[str, str]], codec: Codec,
         written = load_shards(store, settings.collection, pairs, codec.codec_id)
         # A server loads only indexed collections, so index before counting.
         index = store.ensure_index(settings.collection, max(written, 1), codec.report["pq_m"],
-                                   codec.report["pq_nbits"])
+                                   codec.report["pq_nbits"], codec.report.get("ivf_nlist"))
         return store.count(settings.collection), deleted, index
     finally:
         store.close()

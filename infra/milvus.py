@@ -103,10 +103,14 @@ class MilvusStore:
             _retry(lambda ids=ids: self.client.delete(name, ids=ids), f"delete from '{name}'")
         return len(pks)
 
-    def ensure_index(self, name: str, rows: int, pq_m: int, pq_nbits: int) -> dict[str, Any]:
-        """Build the vector index once (Milvus indexes later segments itself) and load."""
+    def ensure_index(self, name: str, rows: int, pq_m: int, pq_nbits: int,
+                     nlist: int | None = None) -> dict[str, Any]:
+        """Build the vector index once (Milvus indexes later segments itself) and load.
+
+        ``nlist``: the codec's IVF lists when it has a coarse quantizer, else derived from ``rows``.
+        """
         if VECTOR not in self.client.list_indexes(name):
-            params = choose_index(self.settings, rows, pq_m, pq_nbits)
+            params = choose_index(self.settings, rows, pq_m, pq_nbits, nlist)
             index = self.client.prepare_index_params()
             index.add_index(VECTOR, index_type=params["index_type"], metric_type="L2",
                             params=params["params"])
@@ -126,12 +130,13 @@ class MilvusStore:
         return int(res[0]["count(*)"])
 
 
-def choose_index(settings: MilvusSettings, rows: int, pq_m: int, pq_nbits: int) -> dict[str, Any]:
-    """Index type and build parameters for ``rows`` vectors and the codec's PQ shape."""
+def choose_index(settings: MilvusSettings, rows: int, pq_m: int, pq_nbits: int,
+                 nlist: int | None = None) -> dict[str, Any]:
+    """Index type and build parameters for ``rows`` vectors and the codec's PQ (and IVF) shape."""
     kind = settings.index_type
     if kind == "auto":
         kind = "IVF_SQ8" if settings.is_lite else "IVF_PQ"
-    nlist = int(min(max(4 * math.sqrt(max(rows, 1)), 8), 65_536))
+    nlist = nlist or int(min(max(4 * math.sqrt(max(rows, 1)), 8), 65_536))
     params: dict[str, Any] = {}
     if kind.startswith("IVF"):
         params["nlist"] = nlist

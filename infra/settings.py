@@ -68,6 +68,24 @@ class CodecSettings(BaseModel):
     pq_nbits: int = Field(8, ge=4, le=12, description="Bits per PQ sub-code.")
     sample_size: int = Field(20_000, ge=256, description="Vectors sampled to fit PCA and PQ.")
     seed: int = Field(1234, description="Seed for sampling and training.")
+    random_rotation: bool = Field(False, description="Randomly rotate the PCA output: spreads variance "
+                                  "evenly over PQ sub-spaces (also Milvus's own IVF_PQ) at no cost.")
+    opq: bool = Field(False, description="Learn an OPQ rotation after PCA (balances PQ sub-spaces; "
+                      "the rotated vectors are what Milvus stores).")
+    ivf_nlist: int | None = Field(None, ge=1, description="IVF coarse lists in the codec (PQ on "
+                                  "residuals); a Milvus server IVF_PQ index then uses this nlist.")
+    train_backend: Literal["auto", "faiss", "torch"] = Field(
+        "auto", description="auto: FAISS GPU build if it sees a GPU, else k-means in torch on a CUDA "
+        "device, else faiss-cpu. torch runs on CUDA when available, else on the CPU.")
+    drift_tolerance: float = Field(1.3, gt=1.0, description="New data drifts when its reconstruction "
+                                   "error exceeds the training error by this factor.")
+    drift_action: Literal["warn", "retrain"] = Field("warn", description="What a failed drift check "
+                                                     "asks for.")
+    recall_target: float | None = Field(None, gt=0.0, le=1.0, description="Auto-tune PCA dim and M: "
+                                        "smallest code whose rescored recall@10 meets this.")
+    autotune_pca_dims: list[int] = Field([128, 192, 256, 384], description="PCA dims tried.")
+    autotune_pq_m: list[int] = Field([8, 12, 16, 24, 32], description="PQ sub-quantizers tried.")
+    autotune_queries: int = Field(200, ge=10, description="Sample vectors held out as queries.")
 
     @model_validator(mode="after")
     def _m_divides_dim(self) -> CodecSettings:

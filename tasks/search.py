@@ -1,8 +1,9 @@
 """Search with rescoring: Milvus ANN over compressed vectors, then exact distances on a short list.
 
 query → embed → PCA → Milvus ANN for k × r candidates → rescore with the archived fp16 PCA
-vectors → top k. Scores are cosine estimates, 1 − ‖q − x‖² / 2 in PCA space (the embeddings are
-unit length, so this equals cosine up to the variance PCA dropped).
+vectors (memory-mapped from local disk, ``tasks.rescore_store``) → top k. Scores are cosine
+estimates, 1 − ‖q − x‖² / 2 in PCA space (the embeddings are unit length, so this equals cosine up
+to the variance PCA dropped).
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ import numpy as np
 
 from vecpress.infra import storage
 from vecpress.infra.milvus import OUTPUT_FIELDS, MilvusStore
-from vecpress.tasks.codec import Codec, fixed_list_to_numpy
+from vecpress.tasks.codec import Codec
 from vecpress.tasks.embedding import OnnxEmbedder
+from vecpress.tasks.rescore_store import RescoreStore
+
+__all__ = ["CollectionNotFoundError", "Hit", "RescoreStore", "Searcher", "open_searcher"]
 
 
 @dataclass(frozen=True)
@@ -25,35 +29,6 @@ class Hit:
     text: str
     source: str
     score: float
-
-
-class RescoreStore:
-    """fp16 PCA vectors of the archive, looked up by primary key (latest run wins)."""
-
-    def __init__(self, archive_urls: list[str]) -> None:
-        pks, vectors = [], []
-        for url in archive_urls:
-            table = storage.read_parquet(url, columns=["pk", "pca_fp16"])
-            pks.append(table.column("pk").to_numpy())
-            vectors.append(fixed_list_to_numpy(table.column("pca_fp16"), np.float16))
-        all_pks = np.concatenate(pks) if pks else np.empty(0, np.int64)
-        all_vecs = np.concatenate(vectors) if vectors else np.empty((0, 0), np.float16)
-        # Keep the last occurrence of each pk: later runs overwrite earlier ones, as in Milvus.
-        _, last = np.unique(all_pks[::-1], return_index=True)
-        keep = len(all_pks) - 1 - last
-        self._pks = all_pks[keep]
-        self._vectors = all_vecs[keep]
-        self.nbytes = self._vectors.nbytes + self._pks.nbytes
-
-    def __len__(self) -> int:
-        return len(self._pks)
-
-    def lookup(self, pks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(found mask, float32 vectors of the found pks)."""
-        pos = np.searchsorted(self._pks, pks)
-        pos = np.clip(pos, 0, max(len(self._pks) - 1, 0))
-        found = (self._pks[pos] == pks) if len(self._pks) else np.zeros(len(pks), bool)
-        return found, self._vectors[pos[found]].astype(np.float32)
 
 
 class Searcher:

@@ -65,3 +65,63 @@ def test_bad_settings_are_explained(embeddings: np.ndarray) -> None:
         CodecSettings(pca_dim=100, pq_m=16)
     with pytest.raises(CodecError, match="exceeds the embedding dimension"):
         fit_codec(embeddings, CodecSettings(pca_dim=512, pq_m=16))
+
+
+def test_torch_backend_matches_faiss_cpu(embeddings: np.ndarray) -> None:
+    """The torch k-means path (CUDA in production, the CPU device here) trains an equally good PQ."""
+    faiss_codec = fit_codec(embeddings, CodecSettings(pca_dim=64, pq_m=8, train_backend="faiss"))
+    torch_codec = fit_codec(embeddings, CodecSettings(pca_dim=64, pq_m=8, train_backend="torch"))
+    assert faiss_codec.report["backend"] == "faiss-cpu"
+    assert torch_codec.report["backend"] == "torch-cpu"
+    assert torch_codec.codec_id != faiss_codec.codec_id
+    f_err, t_err = faiss_codec.report["pq_relative_error"], torch_codec.report["pq_relative_error"]
+    assert 0.0 < t_err < 1.0 and abs(t_err - f_err) / f_err < 0.05
+    # The same PCA, so the torch codes decode to vectors as close as FAISS's.
+    sample = embeddings[:200]
+    t_rec = np.mean(np.sum((torch_codec.reconstruct(sample) - sample) ** 2, axis=1))
+    f_rec = np.mean(np.sum((faiss_codec.reconstruct(sample) - sample) ** 2, axis=1))
+    assert abs(t_rec - f_rec) / f_rec < 0.05
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_ivf_codec_encodes_residuals_with_list_numbers(embeddings: np.ndarray, backend: str,
+                                                       tmp_path) -> None:
+    flat = fit_codec(embeddings, CodecSettings(pca_dim=64, pq_m=8, train_backend=backend))
+    ivf = fit_codec(embeddings, CodecSettings(pca_dim=64, pq_m=8, ivf_nlist=16,
+                                              train_backend=backend))
+    assert ivf.nlist == 16 and flat.nlist is None
+    assert ivf.report["ivf_nlist"] == 16 and ivf.code_bytes == 8 + 1  # list number + PQ code
+    # PQ on residuals of 16 coarse centroids fits better than PQ on the raw vectors.
+    assert ivf.report["pq_relative_error"] < flat.report["pq_relative_error"]
+    ivf.save(str(tmp_path / "ivf"))
+    loaded = Codec.load(str(tmp_path / "ivf"))
+    np.testing.assert_array_equal(loaded.encode(embeddings[:20]), ivf.encode(embeddings[:20]))
+
+
+def test_opq_rotation_keeps_distances_and_balances_sub_spaces(embeddings: np.ndarray) -> None:
+    codec = fit_codec(embeddings, CodecSettings(pca_dim=32, pq_m=8, opq=True))
+    assert codec.report["opq"] and codec.index.chain.size() == 2
+    a, b = embeddings[:100], embeddings[100:200]
+    d_rot = np.sum((codec.project(a) - codec.project(b)) ** 2, axis=1)
+    d_pca = np.sum((codec.pca.apply(a) - codec.pca.apply(b)) ** 2, axis=1)
+    np.testing.assert_allclose(d_rot, d_pca, rtol=1e-4, atol=1e-5)  # a rotation: same L2 geometry
+
+    def sub_space_variance(x: np.ndarray) -> np.ndarray:
+        return x.var(axis=0).reshape(8, -1).sum(axis=1)
+
+    # PCA orders dimensions by variance, so PQ's first sub-space gets most of it; OPQ spreads it.
+    plain = sub_space_variance(codec.pca.apply(embeddings))
+    rotated = sub_space_variance(codec.project(embeddings))
+    assert rotated.max() / rotated.min() < 0.5 * plain.max() / plain.min()
+
+
+def test_errors_are_measured_on_held_out_vectors(embeddings: np.ndarray) -> None:
+    codec = fit_codec(embeddings, CodecSettings(pca_dim=64, pq_m=8))
+    assert codec.report["error_on"] == "held-out sample"
+    assert codec.report["train_vectors"] + codec.report["error_vectors"] == len(embeddings)
+    assert 0.0 < codec.report["reconstruction_relative_error"] < 1.0
+
+
+def test_backend_setting_is_validated() -> None:
+    with pytest.raises(ValueError, match="train_backend"):
+        CodecSettings(train_backend="cuda")

@@ -286,4 +286,4 @@ def main() -> None:  # pragma: no cover - console entry point
 
 
 # Commands kept in their own modules register themselves on `app` when imported.
-from vecpress import cli_serve  # noqa: E402, F401
+from vecpress import cli_reindex, cli_serve  # noqa: E402, F401

@@ -1,0 +1,117 @@
+"""Rebuild a collection from the Parquet archive (no re-embedding) into Milvus Lite and a server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from vecpress.cli import app
+from vecpress.infra import storage
+from vecpress.infra.milvus import MilvusStore
+from vecpress.infra.settings import CodecSettings, MilvusSettings, Settings
+from vecpress.infra.state import CollectionState
+from vecpress.infra.storage import CollectionPaths
+from vecpress.tasks.codec import archive_table, fit_codec
+from vecpress.tasks.embedding import OnnxEmbedder
+from vecpress.tasks.records import PASSAGE_SCHEMA, passage_pk
+from vecpress.tasks.reindex import ReindexError, archive_pairs, reindex
+from vecpress.tasks.search import open_searcher
+
+SHARD = 300
+
+
+def write_archive(root: Path, artifact, paragraphs, codec_settings: CodecSettings) -> dict:
+    """A collection 'src' with one run of two shards, as an ingest writes it (real embeddings)."""
+    items = paragraphs[:2 * SHARD]
+    vectors = OnnxEmbedder(artifact).encode([t for _, t in items])
+    codec = fit_codec(vectors, codec_settings)
+    paths = CollectionPaths(str(root), "src")
+    codec.save(paths.codec_dir(codec.codec_id))
+    archives = []
+    for i in range(2):
+        rows = items[i * SHARD:(i + 1) * SHARD]
+        pks = np.array([passage_pk(doc_id, 0) for doc_id, _ in rows], np.int64)
+        storage.write_parquet(storage.join(paths.run_dir("r1"), "passages", f"g{i:05d}-0000.parquet"),
+                              pa.table({"pk": pks, "doc_id": [d for d, _ in rows],
+                                        "chunk": [0] * len(rows), "text": [t for _, t in rows],
+                                        "source": ["test"] * len(rows)}, schema=PASSAGE_SCHEMA))
+        part = vectors[i * SHARD:(i + 1) * SHARD]
+        archives.append(paths.part("r1", "archive", i))
+        storage.write_parquet(archives[-1], archive_table(pks, codec.encode(part),
+                                                          codec.project(part)))
+    CollectionState(collection="src", model_artifact_dir=Path(artifact.onnx_path).parent.name,
+                    model_variant=artifact.variant, codec_id=codec.codec_id,
+                    codec_dir=paths.codec_dir(codec.codec_id), archives=archives,
+                    runs=["r1"]).save(paths.state)
+    return {"paths": paths, "codec": codec, "items": items}
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory, fp32_artifact, paragraphs) -> dict:
+    root = tmp_path_factory.mktemp("reindex")
+    return write_archive(root / "data", fp32_artifact, paragraphs, CodecSettings(pca_dim=64, pq_m=8))
+
+
+def test_reindex_a_run_into_milvus_lite_and_search_it(archive, tmp_path, model_cache) -> None:
+    paths = archive["paths"]
+    settings = Settings(collection="copy", storage_root=str(tmp_path / "data"),
+                        milvus=MilvusSettings(uri=str(tmp_path / "m.db")),
+                        model={"cache_dir": str(model_cache)})
+    summary = reindex(paths.run_dir("r1"), settings)
+    assert summary.shards == 2 and summary.rows_written == summary.rows_in_milvus == 2 * SHARD
+    assert summary.index["index_type"] == "IVF_SQ8"
+    state = CollectionState.load(CollectionPaths(settings.storage_root, "copy").state)
+    assert state.codec_id == archive["codec"].codec_id and len(state.archives) == 2
+
+    again = reindex(str(paths.root), settings)  # the whole collection: same rows, upserted
+    assert again.rows_in_milvus == 2 * SHARD
+
+    searcher = open_searcher(settings)
+    try:
+        probes = archive["items"][::97]
+        hits = searcher.search([t for _, t in probes], 3)
+        assert all(doc_id in [h.doc_id for h in row] for (doc_id, _), row in
+                   zip(probes, hits, strict=True))
+    finally:
+        searcher.store.close()
+
+
+def test_reindex_cli_and_its_errors(archive, tmp_path) -> None:
+    runner = CliRunner()
+    args = ["--storage-root", str(tmp_path / "data"), "--milvus-uri", str(tmp_path / "m.db")]
+    result = runner.invoke(app, ["reindex", "--from-archive", str(archive["paths"].root),
+                                 "--collection", "cli_copy", "--json", *args])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["rows_in_milvus"] == 2 * SHARD
+    bad = runner.invoke(app, ["reindex", "--from-archive", str(tmp_path), "--collection", "x", *args])
+    assert bad.exit_code == 2 and "is neither a collection directory" in " ".join(bad.output.split())
+    with pytest.raises(ReindexError, match="no collection state.json"):
+        run = tmp_path / "loose" / "runs" / "r9"
+        (run / "archive").mkdir(parents=True)
+        archive_pairs(str(run))
+
+
+@pytest.mark.slow
+def test_reindex_into_a_milvus_server_uses_the_codec_ivf(tmp_path, fp32_artifact, paragraphs,
+                                                          milvus_server) -> None:
+    built = write_archive(tmp_path / "data", fp32_artifact, paragraphs,
+                          CodecSettings(pca_dim=64, pq_m=16, ivf_nlist=12))
+    settings = Settings(collection="reindexed_ivf", storage_root=str(tmp_path / "data"),
+                        milvus=MilvusSettings(uri=milvus_server))
+    summary = reindex(str(built["paths"].root), settings)
+    assert summary.rows_in_milvus == 2 * SHARD
+    assert summary.index["index_type"] == "IVF_PQ"
+    assert (summary.index["nlist"], summary.index["m"], summary.index["nbits"]) == ("12", "16", "8")
+    store = MilvusStore(settings.milvus)
+    try:
+        query = built["codec"].project(OnnxEmbedder(fp32_artifact).encode([built["items"][5][1]]))
+        assert store.search("reindexed_ivf", query, 3, ["doc_id"])[0][0]["entity"]["doc_id"] == \
+            built["items"][5][0]
+    finally:
+        store.drop("reindexed_ivf")
+        store.close()

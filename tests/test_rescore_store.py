@@ -1,0 +1,60 @@
+"""Disk-backed rescoring store: memory-mapped files, incremental merges, latest shard wins."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from vecpress.infra import storage
+from vecpress.tasks import rescore_store
+from vecpress.tasks.codec import archive_table
+from vecpress.tasks.rescore_store import RescoreStore
+
+
+def _shard(root, run: str, pks: np.ndarray, vectors: np.ndarray) -> str:
+    url = str(root / "collections" / "c" / "runs" / run / "archive" / "part-00000.parquet")
+    codes = np.zeros((len(pks), 4), np.uint8)
+    storage.write_parquet(url, archive_table(pks, codes, vectors))
+    return url
+
+
+def test_lookup_merge_and_latest_wins(tmp_path, monkeypatch) -> None:
+    rng = np.random.default_rng(0)
+    a_pks = rng.choice(10**12, size=3000, replace=False).astype(np.int64)
+    a_vecs = rng.standard_normal((3000, 16)).astype(np.float32)
+    first = _shard(tmp_path, "r1", a_pks, a_vecs)
+    store = RescoreStore([first])
+    assert store.directory == tmp_path / "collections" / "c" / "rescore"
+    assert isinstance(store._vectors, np.memmap) and len(store) == 3000 and store.merged == 1
+    probe = np.concatenate([a_pks[[5, 17, 2999]], [-1]])
+    found, vectors = store.lookup(probe)
+    assert found.tolist() == [True, True, True, False]
+    np.testing.assert_allclose(vectors, a_vecs[[5, 17, 2999]], atol=1e-2)
+
+    # A second run re-writes 500 passages (new vectors) and adds 1000; small merge batches force
+    # several merges into the on-disk arrays.
+    monkeypatch.setattr(rescore_store, "BATCH_BYTES", 1)
+    b_pks = np.concatenate([a_pks[:500], rng.choice(10**12, size=1000).astype(np.int64) + 10**12])
+    b_vecs = rng.standard_normal((1500, 16)).astype(np.float32)
+    second = _shard(tmp_path, "r2", b_pks[:700], b_vecs[:700])
+    third = _shard(tmp_path, "r3", b_pks[700:], b_vecs[700:])
+    store = RescoreStore([first, second, third])
+    assert store.merged == 2 and len(store) == 3000 + 1000  # only the new shards were read
+    assert np.all(np.diff(np.asarray(store._pks)) > 0)
+    found, vectors = store.lookup(b_pks[[0, 499, 1499]])
+    np.testing.assert_allclose(vectors, b_vecs[[0, 499, 1499]], atol=1e-2)
+    _, old = store.lookup(a_pks[[500, 2000]])
+    np.testing.assert_allclose(old, a_vecs[[500, 2000]], atol=1e-2)
+    manifest = json.loads((store.directory / "manifest.json").read_text())
+    assert manifest["archives"] == [first, second, third]
+
+    assert RescoreStore([first, second, third]).merged == 0  # up to date: nothing read
+    rebuilt = RescoreStore([first])  # the collection's shard list changed: rebuilt from scratch
+    assert rebuilt.merged == 1 and len(rebuilt) == 3000
+
+
+def test_empty_archive_finds_nothing(tmp_path) -> None:
+    store = RescoreStore([], directory=tmp_path / "r")
+    found, vectors = store.lookup(np.array([1, 2]))
+    assert not found.any() and len(vectors) == 0
