@@ -111,8 +111,15 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     pairs, embedded_urls = [], []
     codec = None
     if plan.to_read:
-        pairs, embedded_urls, codec, errors = _chunk_embed_encode(
-            plan, old, settings, artifact, state, paths, run_id, summary, errors)
+        try:
+            pairs, embedded_urls, codec, errors = _chunk_embed_encode(
+                plan, old, settings, artifact, state, paths, run_id, summary, errors)
+        except stages.CodecDriftError as drift:
+            # Retrain = rebuild: every vector must come from the one new codec.
+            everything = sorted(set(manifest.entries) | set(sources))
+            log.warning("%s: retraining the codec and rebuilding '%s' from %d source(s)", drift,
+                        settings.collection, len(everything))
+            return _ingest(everything, settings, eval_queries, recreate=True, full=True)
     stale = stale_pks(old.pks_by_source, pks_by_source([p for p, _ in pairs]))
     if (plan.to_read and not pairs and not stale and not plan.unchanged) or \
             (codec is None and state is None):

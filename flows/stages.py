@@ -19,6 +19,7 @@ from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks import shard_jobs
 from vecpress.tasks.autotune import autotune
 from vecpress.tasks.codec import Codec, fit_codec
+from vecpress.tasks.codec_drift import DriftReport, drift_check
 from vecpress.tasks.embedding import OnnxEmbedder
 from vecpress.tasks.evaluation import held_out_recall, own_text_hit_rate
 from vecpress.tasks.incremental import ReuseIndex, ShardSplit, split_shard
@@ -30,6 +31,7 @@ from vecpress.tasks.sources import read_texts
 
 EVAL_K = 10
 SANITY_PROBES = 20  # passages searched by their own text after every load
+DRIFT_SAMPLE = 5000  # new vectors compared with the codec's training error
 
 
 @task(cache_policy=NONE)
@@ -72,7 +74,7 @@ def embed_stage(client: Client, shard_urls: list[str], settings: Settings, artif
 def codec_stage(embedded: list[shard_jobs.EmbedShard], settings: Settings,
                 state: CollectionState | None, paths: CollectionPaths) -> Codec:
     if state is not None:
-        return Codec.load(state.codec_dir)
+        return _reuse_codec(embedded, settings, state)
     sample = shard_jobs.sample_embeddings(embedded, settings.codec.sample_size, settings.codec.seed)
     codec_settings, tuned = settings.codec, None
     if settings.codec.recall_target is not None:
@@ -81,6 +83,31 @@ def codec_stage(embedded: list[shard_jobs.EmbedShard], settings: Settings,
         codec_settings = tuned.settings(settings.codec)
     codec = fit_codec(sample, codec_settings, autotune=tuned.to_dict() if tuned else None)
     codec.save(paths.codec_dir(codec.codec_id))
+    return codec
+
+
+class CodecDriftError(RuntimeError):
+    """New data no longer fits the collection's codec and ``codec.drift_action`` is retrain."""
+
+    def __init__(self, report: DriftReport) -> None:
+        super().__init__(report.message())
+        self.report = report
+
+
+def _reuse_codec(embedded: list[shard_jobs.EmbedShard], settings: Settings,
+                 state: CollectionState) -> Codec:
+    """The collection's codec, after a drift check on a sample of this run's new vectors."""
+    codec = Codec.load(state.codec_dir)
+    if "reconstruction_relative_error" not in codec.report:
+        return codec  # trained before drift checks existed: nothing to compare with
+    sample = shard_jobs.sample_embeddings(embedded, min(settings.codec.sample_size, DRIFT_SAMPLE),
+                                          settings.codec.seed)
+    report = drift_check(codec, sample, settings.codec)
+    codec.report = codec.report | {"drift": report.to_dict()}
+    if report.drifted:
+        get_run_logger().warning(report.message())
+    if report.retrain:
+        raise CodecDriftError(report)
     return codec
 
 
