@@ -216,8 +216,7 @@ def embed(
                             "model.path": model, "inputs.id_field": id_field,
                             "inputs.text_field": text_field})
     artifact = export_for_settings(settings.model, settings.model_cache_dir)
-    embedder = OnnxEmbedder(artifact, threads=os.cpu_count() or 1,
-                            max_batch_tokens=settings.model.max_batch_tokens)
+    embedder = OnnxEmbedder.from_settings(artifact, settings.model, threads=os.cpu_count() or 1)
     files, errors = discover(inputs, settings.inputs)
 
     def records():
