@@ -50,14 +50,32 @@ class ModelSettings(BaseModel):
     path: str | None = Field(
         None, description="Local sentence-transformers model directory; default: packaged MiniLM."
     )
-    variant: Variant = Field("fp32", description="fp32 / int8 on CPU, fp16 on CUDA.")
+    variant: Variant = Field("fp32", description="fp32 / int8 on CPU, fp16 on CUDA (CPU fallback).")
     max_batch_tokens: int = Field(
         8192, ge=64, description="Token budget of one inference batch (padded batch × length)."
+    )
+    min_batch_tokens: int = Field(
+        256, ge=1, description="Floor of the token budget: out-of-memory halving stops here and "
+        "the batch fails with its passage ids and lengths."
+    )
+    arena_max_mb: int | None = Field(
+        None, ge=1, description="Cap (MiB) on ONNX Runtime's memory arena (CPU arena, or the CUDA "
+        "arena for fp16): bounds RSS / GPU memory; allocations beyond it halve the token budget. "
+        "Must exceed the model's weights. Default: no cap."
     )
     passages_per_shard: int = Field(2048, ge=16, description="Passages per embedding task.")
     cache_dir: str | None = Field(
         None, description="Local folder for exported ONNX models; default: <storage_root>/models."
     )
+
+    @model_validator(mode="after")
+    def _floor_below_budget(self) -> ModelSettings:
+        if self.min_batch_tokens > self.max_batch_tokens:
+            raise ValueError(
+                f"model.min_batch_tokens ({self.min_batch_tokens}) must not exceed "
+                f"model.max_batch_tokens ({self.max_batch_tokens})"
+            )
+        return self
 
 
 class CodecSettings(BaseModel):

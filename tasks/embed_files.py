@@ -18,17 +18,17 @@ BLOCK = 1024  # records embedded per call; bounds memory and paces the progress 
 
 def embed_records(records: Iterable[Record], embedder: OnnxEmbedder,
                   on_progress: Callable[[int], None] | None = None) -> tuple[list[str], np.ndarray]:
-    """(ids, float32 [n, dim]) in input order."""
+    """(ids, float32 [n, dim]) in input order; ``on_progress(n)`` after every batch."""
     ids: list[str] = []
     blocks: list[np.ndarray] = []
     pending: list[Record] = []
 
     def flush() -> None:
         if pending:
-            blocks.append(embedder.encode([r.text for r in pending]))
-            ids.extend(r.doc_id for r in pending)
-            if on_progress:
-                on_progress(len(pending))
+            block_ids = [r.doc_id for r in pending]
+            blocks.append(embedder.encode([r.text for r in pending], ids=block_ids,
+                                          on_progress=on_progress))
+            ids.extend(block_ids)
             pending.clear()
 
     for record in records:

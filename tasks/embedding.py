@@ -2,31 +2,46 @@
 
 Texts are tokenised with the model's fast tokenizer, sorted by length and grouped into batches that
 fill a token budget (padded batch size × longest sequence), which keeps padding near zero and the
-memory of one batch bounded whatever the length mix.
+memory of one batch bounded whatever the length mix. When an allocation fails the budget halves and
+the same passages are retried in smaller batches (``tasks/oom.py``).
+
+fp32 and int8 run on the CPU provider; fp16 runs on CUDA with IO binding when ONNX Runtime has the
+CUDA provider, else on the CPU provider (correct but not faster) with a warning.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+import logging
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from vecpress.infra.settings import ModelSettings
 from vecpress.tasks.model_files import load_tokenizer
 from vecpress.tasks.onnx_export import ModelArtifact
+from vecpress.tasks.oom import TokenBudget, floor_error, is_out_of_memory
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_TOKENS = 8192
+DEFAULT_MIN_BATCH_TOKENS = 256
+_ARENA_LOCK = threading.Lock()  # the env allocator is process-wide; sessions take it at creation
 
 
 class OnnxEmbedder:
     """One ONNX Runtime session plus tokenizer; create once per worker and reuse."""
 
     def __init__(self, artifact: ModelArtifact, threads: int = 0,
-                 max_batch_tokens: int = DEFAULT_BATCH_TOKENS) -> None:
+                 max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+                 min_batch_tokens: int | None = None, arena_max_mb: int | None = None) -> None:
         self.artifact = artifact
-        self.max_batch_tokens = max_batch_tokens
+        floor = min(max_batch_tokens, DEFAULT_MIN_BATCH_TOKENS) if min_batch_tokens is None \
+            else min_batch_tokens
+        self.budget = TokenBudget(max_batch_tokens, floor)
         self.truncated = 0  # passages longer than the window, cut to max_seq_length
         self._tok = load_tokenizer(Path(artifact.model_dir))
         self._tok.no_padding()
@@ -34,36 +49,68 @@ class OnnxEmbedder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(artifact.onnx_path, options,
-                                             providers=["CPUExecutionProvider"])
+        self._session = _create_session(artifact, options, arena_max_mb)
+        self.device = "cuda" if "CUDAExecutionProvider" in self._session.get_providers() else "cpu"
+        if artifact.variant == "fp16" and self.device == "cpu":
+            log.warning("%s: fp16 model on the CPU provider (no CUDA provider/GPU available): "
+                        "results are right but slower than fp32; use fp32 or int8 on CPU",
+                        artifact.onnx_path)
+
+    @classmethod
+    def from_settings(cls, artifact: ModelArtifact, model: ModelSettings, threads: int = 0) -> OnnxEmbedder:
+        return cls(artifact, threads=threads, max_batch_tokens=model.max_batch_tokens,
+                   min_batch_tokens=model.min_batch_tokens, arena_max_mb=model.arena_max_mb)
 
     @property
     def dim(self) -> int:
         return self.artifact.dim
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """Embeddings of ``texts`` in input order, float32 [len(texts), dim]."""
+    @property
+    def max_batch_tokens(self) -> int:
+        """The current token budget (lower than configured after out-of-memory halvings)."""
+        return self.budget.current
+
+    def encode(self, texts: list[str], ids: list[str] | None = None,
+               on_progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Embeddings of ``texts`` in input order, float32 [len(texts), dim].
+
+        ``ids`` name the passages in out-of-memory errors (default: their positions);
+        ``on_progress(n)`` is called after each batch with the number of passages it embedded.
+        """
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
         encodings = self._tok.encode_batch(texts)
         self.truncated += sum(1 for e in encodings if e.overflowing)
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(texts))
-        for batch in self._batches(lengths):
-            out[batch] = self._run([encodings[i] for i in batch], int(lengths[batch].max()))
-        return out
-
-    def _batches(self, lengths: np.ndarray) -> Iterator[np.ndarray]:
-        """Indices grouped so that batch size × longest length stays within the token budget."""
         order = np.argsort(lengths, kind="stable")
         start = 0
         while start < len(order):
-            end = start + 1
-            while end < len(order) and (end - start + 1) * lengths[order[end]] <= \
-                    self.max_batch_tokens:
-                end += 1
-            yield order[start:end]
+            end = _batch_end(lengths, order, start, self.budget.current)
+            batch = order[start:end]
+            try:
+                out[batch] = self._run([encodings[i] for i in batch], int(lengths[batch].max()))
+            except Exception as exc:  # ORT raises several pybind classes; only OOM is handled
+                if not is_out_of_memory(exc):
+                    raise
+                self._shrink(exc, batch, lengths, ids)
+                continue  # the same passages again, in smaller batches
+            self.budget.succeeded()
             start = end
+            if on_progress is not None:
+                on_progress(len(batch))
+        return out
+
+    def _shrink(self, exc: Exception, batch: np.ndarray, lengths: np.ndarray,
+                ids: list[str] | None) -> None:
+        tokens = len(batch) * int(lengths[batch].max())
+        if len(batch) == 1 or not self.budget.halve():
+            names = [ids[i] if ids is not None else f"#{i}" for i in batch.tolist()]
+            raise floor_error(exc, names, lengths[batch].tolist(), self.budget,
+                              Path(self.artifact.onnx_path).parent.name) from exc
+        log.warning("out of memory on %d passages × %d tokens (%d tokens); token budget halved "
+                    "to %d, retrying these passages", len(batch), int(lengths[batch].max()),
+                    tokens, self.budget.current)
 
     def _run(self, encodings: list, seq_len: int) -> np.ndarray:
         # Padding positions are masked out, so any valid token id (0) serves as padding.
@@ -76,10 +123,65 @@ class OnnxEmbedder:
             mask[row, :n] = 1
             types[row, :n] = enc.type_ids
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        return self._session.run(None, {k: feeds[k] for k in self.artifact.input_names})[0]
+        feeds = {k: feeds[k] for k in self.artifact.input_names}
+        if self.device == "cpu":
+            return self._session.run(None, feeds)[0]
+        return self._run_cuda(feeds)
+
+    def _run_cuda(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """IO binding: inputs copied to device 0 as OrtValues, output allocated there by ORT."""
+        binding = self._session.io_binding()
+        for name, array in feeds.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0))
+        binding.bind_output(self._session.get_outputs()[0].name, "cuda", 0)
+        self._session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
+
+
+def _batch_end(lengths: np.ndarray, order: np.ndarray, start: int, budget: int) -> int:
+    """End of the batch from ``start``: rows × longest length within ``budget`` (at least one row)."""
+    end = start + 1
+    while end < len(order) and (end - start + 1) * lengths[order[end]] <= budget:
+        end += 1
+    return end
+
+
+def _create_session(artifact: ModelArtifact, options: ort.SessionOptions,
+                    arena_max_mb: int | None) -> ort.InferenceSession:
+    """A session for the variant's device; ``arena_max_mb`` caps its memory arena (CPU or GPU)."""
+    cap = None if arena_max_mb is None else arena_max_mb << 20
+    if artifact.variant == "fp16" and "CUDAExecutionProvider" in ort.get_available_providers():
+        # A dask-cuda worker sees only its own GPU (CUDA_VISIBLE_DEVICES), as device 0.
+        cuda = {"device_id": 0, "arena_extend_strategy": "kSameAsRequested"}
+        if cap is not None:
+            cuda["gpu_mem_limit"] = cap
+        return ort.InferenceSession(artifact.onnx_path, options,
+                                    providers=[("CUDAExecutionProvider", cuda), "CPUExecutionProvider"])
+    if cap is None:
+        return ort.InferenceSession(artifact.onnx_path, options, providers=["CPUExecutionProvider"])
+    weights = sum(p.stat().st_size for p in Path(artifact.onnx_path).parent.glob("*.onnx*"))
+    if cap <= weights:
+        # The arena also holds the prepacked weights; below them ORT's limit check wraps around
+        # and the cap silently stops applying, so refuse it.
+        raise ValueError(f"model.arena_max_mb={arena_max_mb} is not above the size of the model's "
+                         f"weights ({weights / 2**20:.0f} MiB, {artifact.onnx_path}); raise it "
+                         "above that, or leave it unset for no cap")
+    with _ARENA_LOCK:
+        memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
+                                   ort.OrtMemType.DEFAULT)
+        # max_mem, extend strategy 1 (grow by what is requested), default chunk settings
+        ort.create_and_register_allocator(memory, ort.OrtArenaCfg(cap, 1, -1, -1))
+        options.add_session_config_entry("session.use_env_allocators", "1")
+        return ort.InferenceSession(artifact.onnx_path, options, providers=["CPUExecutionProvider"])
 
 
 @functools.lru_cache(maxsize=2)
-def worker_embedder(artifact: ModelArtifact, threads: int, max_batch_tokens: int) -> OnnxEmbedder:
-    """The process-wide embedder: each Dask worker process builds its session once, lazily."""
-    return OnnxEmbedder(artifact, threads=threads, max_batch_tokens=max_batch_tokens)
+def worker_embedder(artifact: ModelArtifact, threads: int, max_batch_tokens: int,
+                    min_batch_tokens: int | None = None,
+                    arena_max_mb: int | None = None) -> OnnxEmbedder:
+    """The process-wide embedder: each Dask worker process builds its session once, lazily.
+
+    Its token budget (halved after out-of-memory errors) therefore persists across shards.
+    """
+    return OnnxEmbedder(artifact, threads=threads, max_batch_tokens=max_batch_tokens,
+                        min_batch_tokens=min_batch_tokens, arena_max_mb=arena_max_mb)

@@ -53,6 +53,28 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+# Families whose learned position ids start after the padding index (RoBERTa's offset of
+# pad_token_id + 1), so max_position_embeddings overstates the usable window by that much.
+PADDING_OFFSET_FAMILIES = {"roberta", "xlm-roberta", "camembert", "mpnet"}
+
+
+def _pooling_mode(pool_cfg: dict, where: Path | None) -> str:
+    """Pooling from sentence-transformers ≥6 (``pooling_mode``) or older (``pooling_mode_*_tokens``)."""
+    mode = pool_cfg.get("pooling_mode")
+    if mode is not None:
+        modes = [mode] if isinstance(mode, str) else list(mode)
+        if len(modes) == 1 and modes[0] in POOLING_MODES:
+            return modes[0]
+    elif pool_cfg.get("pooling_mode_cls_token"):
+        return "cls"
+    elif pool_cfg.get("pooling_mode_max_tokens"):
+        return "max"
+    elif pool_cfg.get("pooling_mode_mean_tokens", True):
+        return "mean"
+    raise ModelDirError(f"{where}/config.json: unsupported pooling {mode or pool_cfg}; use one of "
+                        f"{POOLING_MODES}")
+
+
 def read_model_spec(model_dir: Path) -> ModelSpec:
     """Pooling, normalisation and window length from the sentence-transformers config files."""
     config = _read_json(model_dir / "config.json")
@@ -64,29 +86,24 @@ def read_model_spec(model_dir: Path) -> ModelSpec:
             pooling_dir = model_dir / module.get("path", "")
         if kind.endswith("Normalize"):
             normalize = True
-    pool_cfg = _read_json(pooling_dir / "config.json") if pooling_dir else {"pooling_mode_mean_tokens": True}
-    if pool_cfg.get("pooling_mode_cls_token"):
-        pooling = "cls"
-    elif pool_cfg.get("pooling_mode_max_tokens"):
-        pooling = "max"
-    elif pool_cfg.get("pooling_mode_mean_tokens", True):
-        pooling = "mean"
-    else:
-        raise ModelDirError(f"{pooling_dir}/config.json: unsupported pooling; use one of "
-                            f"{POOLING_MODES}")
-    st_cfg = _read_json(model_dir / "sentence_bert_config.json")
-    max_len = int(st_cfg.get("max_seq_length") or config.get("max_position_embeddings", 512))
-    # Learned position embeddings of RoBERTa-style models reserve two slots (padding offset).
-    max_len = min(max_len, int(config.get("max_position_embeddings", max_len)))
+    pool_cfg = _read_json(pooling_dir / "config.json") if pooling_dir else {"pooling_mode": "mean"}
+    model_type = str(config.get("model_type", ""))
+    positions = int(config.get("max_position_embeddings", 512))
+    if model_type in PADDING_OFFSET_FAMILIES:
+        positions -= int(config.get("pad_token_id") or 0) + 1
+    # sentence-transformers <6 keeps the window in sentence_bert_config.json, ≥6 in the tokenizer.
+    window = _read_json(model_dir / "sentence_bert_config.json").get("max_seq_length") or \
+        _read_json(model_dir / "tokenizer_config.json").get("model_max_length")
+    max_len = min(int(window), positions) if window and int(window) < 1_000_000 else positions
     hidden = int(config.get("hidden_size", config.get("dim", 0)))
     return ModelSpec(
         model_dir=model_dir,
-        pooling=pooling,
+        pooling=_pooling_mode(pool_cfg, pooling_dir),
         normalize=normalize,
         max_seq_length=max_len,
-        dim=int(pool_cfg.get("word_embedding_dimension", hidden)),
-        model_type=str(config.get("model_type", "")),
-        num_heads=int(config.get("num_attention_heads", 0)),
+        dim=int(pool_cfg.get("word_embedding_dimension", pool_cfg.get("embedding_dimension", hidden))),
+        model_type=model_type,
+        num_heads=int(config.get("num_attention_heads", config.get("n_heads", 0))),
         hidden_size=hidden,
     )
 

@@ -23,8 +23,8 @@ from vecpress.infra.settings import ModelSettings
 from vecpress.tasks.model_files import ModelSpec, content_hash
 
 OPSET = 17
-EXPORT_FORMAT_VERSION = 2  # bump when the exported graph or meta.json changes
-FIDELITY_FLOORS = {"fp32": 0.999, "int8": 0.97}
+EXPORT_FORMAT_VERSION = 3  # bump when the exported graph or meta.json changes
+FIDELITY_FLOORS = {"fp32": 0.999, "fp16": 0.999, "int8": 0.97}
 
 
 class ExportError(RuntimeError):
@@ -45,6 +45,8 @@ class ModelArtifact:
     mean_cosine: float
     neighbour_recall_at_10: float
     probes: int  # real passages the fidelity figures were measured on
+    fusion: str = "none"  # ORT transformer fusion applied: its model_type, or none (and why)
+    checked_on: str = "cpu"  # device the fidelity figures were measured on
 
     @classmethod
     def load(cls, directory: Path) -> ModelArtifact:
@@ -90,7 +92,7 @@ def export_model(
     cache hit should not pay for it.
     """
     if variant not in FIDELITY_FLOORS:
-        raise ExportError(f"variant '{variant}' is not available on this build; use fp32 or int8")
+        raise ExportError(f"unknown variant '{variant}'; use fp32, fp16 or int8")
     target = cache_dir / f"{spec.model_dir.name}-{variant}-{artifact_key(spec, variant)}"
     if (target / "meta.json").is_file():
         return ModelArtifact.load(target)
@@ -99,13 +101,18 @@ def export_model(
     try:
         input_names = _export_fp32(spec, work / "raw.onnx")
         onnx_path = work / "model.onnx"
-        _fuse(spec, work / "raw.onnx", onnx_path)
+        fusion = _fuse(spec, work / "raw.onnx", onnx_path)
         if variant == "int8":
             _quantize_int8(onnx_path, work / "int8.onnx")
             (work / "int8.onnx").replace(onnx_path)
+        elif variant == "fp16":
+            _convert_fp16(onnx_path, work / "fp16.onnx")
+            (work / "fp16.onnx").replace(onnx_path)
         (work / "raw.onnx").unlink()
         probe_texts = probes()
-        min_cos, mean_cos, recall = _fidelity(spec, onnx_path, input_names, probe_texts)
+        probe = ModelArtifact(str(onnx_path), str(spec.model_dir), variant, input_names,
+                              spec.max_seq_length, spec.dim, 0.0, 0.0, 0.0, len(probe_texts))
+        min_cos, mean_cos, recall, device = _fidelity(spec, probe, probe_texts)
         floor = FIDELITY_FLOORS[variant] if min_cosine is None else min_cosine
         if min_cos < floor:
             raise ExportError(
@@ -117,7 +124,7 @@ def export_model(
             onnx_path=str(target / "model.onnx"), model_dir=str(spec.model_dir), variant=variant,
             input_names=input_names, max_seq_length=spec.max_seq_length, dim=spec.dim,
             min_cosine=min_cos, mean_cosine=mean_cos, neighbour_recall_at_10=recall,
-            probes=len(probe_texts),
+            probes=len(probe_texts), fusion=fusion, checked_on=device,
         )
         (work / "meta.json").write_text(json.dumps(asdict(artifact), indent=2))
         if target.exists():  # another process finished first; keep theirs
@@ -170,16 +177,30 @@ def _export_fp32(spec: ModelSpec, path: Path) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _fuse(spec: ModelSpec, src: Path, dst: Path) -> None:
-    """ONNX Runtime's transformer fusion (attention, LayerNorm, GELU) where it knows the model."""
-    if spec.model_type in {"bert", "roberta", "xlm-roberta", "distilbert"} and spec.num_heads:
-        from onnxruntime.transformers.optimizer import optimize_model
+# ONNX Runtime's optimizer knows BERT-style encoders as "bert"; RoBERTa / XLM-R / DistilBERT share
+# that graph shape. MPNet's relative attention bias does not match the attention pattern, so only
+# LayerNorm / GELU / embedding fusions apply there; the fidelity gate checks every result.
+FUSION_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "distilbert": "bert",
+                      "mpnet": "bert"}
 
-        optimized = optimize_model(str(src), model_type="bert", num_heads=spec.num_heads,
-                                   hidden_size=spec.hidden_size, opt_level=1)
-        optimized.save_model_to_file(str(dst))
-    else:
+
+def _fuse(spec: ModelSpec, src: Path, dst: Path) -> str:
+    """ONNX Runtime's transformer fusion where it knows the family; returns what was applied."""
+    ort_type = FUSION_MODEL_TYPES.get(spec.model_type)
+    if ort_type is None or not spec.num_heads:
         shutil.copyfile(src, dst)
+        return f"none (no ONNX Runtime fusion for model_type '{spec.model_type}')"
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    try:
+        optimized = optimize_model(str(src), model_type=ort_type, num_heads=spec.num_heads,
+                                   hidden_size=spec.hidden_size, opt_level=1)
+    except Exception as exc:  # the unfused graph is still exact; say why it stayed unfused
+        shutil.copyfile(src, dst)
+        return f"none (fusion failed: {type(exc).__name__}: {str(exc)[:200]})"
+    optimized.save_model_to_file(str(dst))
+    fused = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
+    return f"{ort_type}: " + (", ".join(f"{op}×{n}" for op, n in sorted(fused.items())) or "nothing fused")
 
 
 def _quantize_int8(src: Path, dst: Path) -> None:
@@ -190,9 +211,29 @@ def _quantize_int8(src: Path, dst: Path) -> None:
                      extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
-def _fidelity(spec: ModelSpec, onnx_path: Path, names: tuple[str, ...],
-              probe_texts: list[str]) -> tuple[float, float, float]:
-    """Min and mean cosine against sentence-transformers' ``encode``, and neighbour recall@10."""
+def _convert_fp16(src: Path, dst: Path) -> None:
+    """fp16 weights and activations, fp32 inputs/outputs; casts of the mask to float stay fp32.
+
+    Converting the pooling mask's Cast to fp16 breaks the graph (measured), hence the block list.
+    """
+    import onnx
+    from onnxconverter_common import float16
+
+    model = onnx.load(str(src))
+    keep = [n.name for n in model.graph.node if n.op_type == "Cast" and any(
+        a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in n.attribute)]
+    with warnings.catch_warnings():  # "number ... will be truncated": expected for fp16
+        warnings.simplefilter("ignore")
+        converted = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=keep)
+    onnx.save(converted, str(dst))
+
+
+def _fidelity(spec: ModelSpec, probe: ModelArtifact,
+              probe_texts: list[str]) -> tuple[float, float, float, str]:
+    """Min and mean cosine against sentence-transformers' ``encode``, neighbour recall@10, device.
+
+    The probe runs where the variant will run: fp16 on CUDA when present, else the CPU provider.
+    """
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
 
@@ -201,12 +242,12 @@ def _fidelity(spec: ModelSpec, onnx_path: Path, names: tuple[str, ...],
     hf_logging.disable_progress_bar()
     reference = SentenceTransformer(str(spec.model_dir), device="cpu").encode(
         probe_texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True)
-    artifact = ModelArtifact(str(onnx_path), str(spec.model_dir), "probe", names,
-                             spec.max_seq_length, spec.dim, 0.0, 0.0, 0.0, len(probe_texts))
-    ours = OnnxEmbedder(artifact, threads=0).encode(probe_texts)
+    embedder = OnnxEmbedder(probe, threads=0)
+    ours = embedder.encode(probe_texts)
     ours = ours / np.linalg.norm(ours, axis=1, keepdims=True)
     cosines = np.sum(reference * ours, axis=1)
-    return float(cosines.min()), float(cosines.mean()), neighbour_recall(reference, ours)
+    return (float(cosines.min()), float(cosines.mean()), neighbour_recall(reference, ours),
+            embedder.device)
 
 
 def neighbour_recall(reference: np.ndarray, other: np.ndarray, k: int = 10) -> float:

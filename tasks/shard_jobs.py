@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,13 +96,21 @@ def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
 
 
 def embed_shard(passages_url: str, out_url: str, artifact: ModelArtifact, threads: int,
-                max_batch_tokens: int) -> EmbedShard:
-    """Embed one passages shard with the worker's ONNX session; write pk + embedding."""
-    embedder = worker_embedder(artifact, threads, max_batch_tokens)
-    table = storage.read_parquet(passages_url, columns=["pk", "text"])
+                max_batch_tokens: int, min_batch_tokens: int | None = None,
+                arena_max_mb: int | None = None,
+                on_progress: Callable[[int], None] | None = None) -> EmbedShard:
+    """Embed one passages shard with the worker's ONNX session; write pk + embedding.
+
+    Passage ids (``doc_id#chunk``) name the passages of a batch that cannot fit in memory;
+    ``on_progress(n)`` reports passages embedded as batches finish.
+    """
+    embedder = worker_embedder(artifact, threads, max_batch_tokens, min_batch_tokens, arena_max_mb)
+    table = storage.read_parquet(passages_url, columns=["pk", "doc_id", "chunk", "text"])
+    ids = [f"{d}#{c}" for d, c in zip(table.column("doc_id").to_pylist(),
+                                      table.column("chunk").to_pylist(), strict=True)]
     truncated_before = embedder.truncated
     started = time.perf_counter()
-    vectors = embedder.encode(table.column("text").to_pylist())
+    vectors = embedder.encode(table.column("text").to_pylist(), ids=ids, on_progress=on_progress)
     seconds = time.perf_counter() - started
     storage.write_parquet(out_url, pa.table({
         "pk": table.column("pk"),

@@ -49,5 +49,5 @@ def test_second_export_is_a_cache_hit(fp32_artifact, model_cache: Path, paragrap
 
 
 def test_unknown_variant_is_refused(model_cache: Path) -> None:
-    with pytest.raises(ExportError, match="fp32 or int8"):
+    with pytest.raises(ExportError, match="use fp32, fp16 or int8"):
         export_model(read_model_spec(resolve_model_dir(None)), "bf16", model_cache, lambda: ["x"])

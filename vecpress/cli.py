@@ -53,7 +53,8 @@ def ingest(
     milvus_uri: MilvusUri = None,
     dask_address: Annotated[str | None, typer.Option(help="Existing Dask scheduler.")] = None,
     storage_root: StorageRoot = None,
-    variant: Annotated[str | None, typer.Option(help="ONNX variant: fp32 or int8.")] = None,
+    variant: Annotated[str | None, typer.Option(
+        help="ONNX variant: fp32 | int8 (CPU) | fp16 (CUDA, else CPU).")] = None,
     model: Annotated[str | None, typer.Option(help="Local sentence-transformers model dir.")] = None,
     id_field: Annotated[str | None, typer.Option(help="JSONL/Parquet id field.")] = None,
     text_field: Annotated[str | None, typer.Option(help="JSONL/Parquet text field.")] = None,
@@ -168,11 +169,12 @@ def _print_hits(out: Console, text: str, hits: list) -> None:
 @app.command("export-model")
 def export_model_cmd(
     model_dir: Annotated[str, typer.Argument(help="Local sentence-transformers model directory.")],
-    variant: Annotated[str, typer.Option(help="fp32 (exact) or int8 (dynamic, per-channel).")] = "fp32",
+    variant: Annotated[str, typer.Option(
+        help="fp32 (exact), int8 (dynamic, per-channel) or fp16 (for CUDA).")] = "fp32",
     cache_dir: Annotated[Path, typer.Option(help="Where exported artifacts are cached.")] = Path(
         "data/models"),
     min_cosine: Annotated[float | None, typer.Option(
-        help="Fidelity floor (min cosine vs sentence-transformers); default 0.999 fp32, 0.97 int8."
+        help="Fidelity floor (min cosine vs sentence-transformers); default 0.999 fp32/fp16, 0.97 int8."
     )] = None,
 ) -> None:
     """Export a model to ONNX (pooling + normalisation in the graph), check it, cache it."""
@@ -191,14 +193,15 @@ def export_model_cmd(
                     f"{artifact.max_seq_length} tokens, {artifact.dim}-d; vs sentence-transformers on "
                     f"{artifact.probes} real passages: min cosine {artifact.min_cosine:.5f}, mean "
                     f"{artifact.mean_cosine:.5f}, neighbour recall@10 "
-                    f"{artifact.neighbour_recall_at_10:.3f}")
+                    f"{artifact.neighbour_recall_at_10:.3f} (on {artifact.checked_on})\n"
+                    f"  fusion: {artifact.fusion}")
 
 
 @app.command()
 def embed(
     inputs: Annotated[list[str], typer.Argument(help="Files, directories or fsspec URLs.")],
     out: Annotated[Path, typer.Option(help="Output .parquet (id, embedding) or .npy (+ .ids.txt).")],
-    variant: Annotated[str | None, typer.Option(help="fp32 or int8.")] = None,
+    variant: Annotated[str | None, typer.Option(help="fp32 | int8 (CPU) | fp16 (CUDA, else CPU).")] = None,
     model: Annotated[str | None, typer.Option(help="Local sentence-transformers model dir.")] = None,
     id_field: Annotated[str | None, typer.Option(help="JSONL/Parquet id field.")] = None,
     text_field: Annotated[str | None, typer.Option(help="JSONL/Parquet text field.")] = None,
@@ -218,8 +221,7 @@ def embed(
                             "model.path": model, "inputs.id_field": id_field,
                             "inputs.text_field": text_field})
     artifact = export_for_settings(settings.model, settings.model_cache_dir)
-    embedder = OnnxEmbedder(artifact, threads=os.cpu_count() or 1,
-                            max_batch_tokens=settings.model.max_batch_tokens)
+    embedder = OnnxEmbedder.from_settings(artifact, settings.model, threads=os.cpu_count() or 1)
     files, errors = discover(inputs, settings.inputs)
 
     def records():
