@@ -74,8 +74,8 @@ def main() -> None:
     parser.add_argument("--embed-only", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    ids, texts, vectors, facts = embedded_corpus(args.passages + args.queries, args.variant,
-                                                 args.threads)
+    _ids, _texts, _vectors, facts = embedded_corpus(args.passages + args.queries, args.variant,
+                                                    args.threads)
     if args.embed_only:
         print(facts)
         return
