@@ -1,11 +1,16 @@
-"""Embedding throughput and fidelity: sentence-transformers torch FP32 vs vecpress ONNX variants.
+"""Embedding throughput and fidelity: sentence-transformers torch vs vecpress ONNX variants.
 
 Same texts, same machine, same run. Texts are real passages with a realistic length mix: standard
-library docstrings grouped per module and chunked by vecpress's token-aware chunker (≤192 tokens).
-Each engine runs in its own subprocess so that peak RSS is its own. Prints a table and writes
+library docstrings grouped per module and chunked by vecpress's token-aware chunker (≤192 tokens on
+CPU; ≤126 + 2 special tokens on CUDA, the ~128-token passages of the GPU target). Each engine runs
+in its own subprocess so that peak RSS is its own. Prints a table and writes
 benchmarks/results/embed_<device>.json.
 
-    .venv/bin/python benchmarks/embed.py [--passages 1500] [--threads 2]
+CPU (default when torch sees no GPU): baseline sentence-transformers torch FP32 vs ONNX fp32 / int8
+(add onnx-fp16 with --engines to see fp16 on the CPU provider). CUDA: baseline sentence-transformers
+torch FP16 on the GPU vs ONNX fp16 on the CUDA provider with IO binding (needs onnxruntime-gpu).
+
+    .venv/bin/python benchmarks/embed.py [--passages 1500] [--threads 2] [--device auto|cpu|cuda]
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import numpy as np
 RESULTS = Path(__file__).parent / "results"
 
 
-def build_passages(count: int) -> list[str]:
+def build_passages(count: int, max_tokens: int = 192) -> list[str]:
     from vecpress.infra.settings import ChunkSettings
     from vecpress.tasks.chunking import Chunker
     from vecpress.tasks.corpus import stdlib_docstring_paragraphs
@@ -36,38 +41,55 @@ def build_passages(count: int) -> list[str]:
     modules: dict[str, list[str]] = defaultdict(list)
     for doc_id, text in stdlib_docstring_paragraphs():
         modules[doc_id.split(":")[0]].append(text)
-    chunker = Chunker(load_tokenizer(resolve_model_dir(None)), ChunkSettings())
+    chunker = Chunker(load_tokenizer(resolve_model_dir(None)), ChunkSettings(max_tokens=max_tokens))
     passages = [p for paras in modules.values() for p in chunker.chunk("\n\n".join(paras))]
     rng = np.random.default_rng(0)
-    return [passages[i] for i in rng.choice(len(passages), size=count, replace=False)]
+    # GPU runs want more passages than the corpus holds: repeat some then (throughput only).
+    return [passages[i] for i in rng.choice(len(passages), size=count,
+                                            replace=count > len(passages))]
 
 
-def run_engine(engine: str, texts_file: str, out_file: str, threads: int, artifact_dir: str) -> None:
+def run_engine(engine: str, texts_file: str, out_file: str, threads: int, artifact_dir: str,
+               device: str, batch_tokens: int) -> None:
     """Child process: embed the texts with one engine, save vectors, print timing JSON."""
     texts = json.loads(Path(texts_file).read_text())
-    if engine == "st-torch-fp32":
+    if engine.startswith("st-torch"):
         import torch
         from sentence_transformers import SentenceTransformer
 
         from vecpress.tasks.model_files import resolve_model_dir
 
         torch.set_num_threads(threads)
-        model = SentenceTransformer(str(resolve_model_dir(None)), device="cpu")
-        model.encode(texts[:32])  # warm-up
-        started = time.perf_counter()
-        vectors = model.encode(texts, batch_size=32, normalize_embeddings=True)
+        model = SentenceTransformer(str(resolve_model_dir(None)), device=device)
+        if engine.endswith("fp16"):
+            model.half()
+        batch = 32 if device == "cpu" else 256
+        model.encode(texts[:batch])  # warm-up
+        started, cpu_started = time.perf_counter(), _cpu_seconds()
+        vectors = model.encode(texts, batch_size=batch, normalize_embeddings=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
     else:  # artifact_dir holds the exported artifact's directory: no torch in this process
         from vecpress.tasks.embedding import OnnxEmbedder
         from vecpress.tasks.onnx_export import ModelArtifact
 
-        embedder = OnnxEmbedder(ModelArtifact.load(Path(artifact_dir)), threads=threads)
-        embedder.encode(texts[:32])  # warm-up
-        started = time.perf_counter()
+        embedder = OnnxEmbedder(ModelArtifact.load(Path(artifact_dir)), threads=threads,
+                                max_batch_tokens=batch_tokens)
+        if embedder.device != device:
+            raise SystemExit(f"{engine}: ran on {embedder.device}, expected {device}")
+        embedder.encode(texts[:256])  # warm-up
+        started, cpu_started = time.perf_counter(), _cpu_seconds()
         vectors = embedder.encode(texts)
-    seconds = time.perf_counter() - started
-    np.save(out_file, vectors)
+    seconds, cpu_seconds = time.perf_counter() - started, _cpu_seconds() - cpu_started
+    np.save(out_file, np.asarray(vectors, dtype=np.float32))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb}))
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mb": peak_mb}))
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process (all threads): robust to other load on the machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def export_for(engine: str, cache: Path, probe: list[str]) -> str:
@@ -87,31 +109,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--passages", type=int, default=1500)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--engines", nargs="+",
-                        default=["st-torch-fp32", "onnx-fp32", "onnx-int8"])
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--engines", nargs="+", help="first one is the baseline; default per device")
+    parser.add_argument("--batch-tokens", type=int, help="ONNX token budget (default 8192 CPU, "
+                        "65536 CUDA)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    engines = args.engines or (["st-torch-fp32", "onnx-fp32", "onnx-int8"] if device == "cpu"
+                               else ["st-torch-fp16", "onnx-fp16"])
+    batch_tokens = args.batch_tokens or (8192 if device == "cpu" else 65536)
 
     from rich.console import Console
     from rich.table import Table
 
     from vecpress.tasks.onnx_export import FIDELITY_FLOORS, neighbour_recall
 
-    texts = build_passages(args.passages)
+    texts = build_passages(args.passages, 192 if device == "cpu" else 126)
     work = Path(tempfile.mkdtemp(prefix="embed-bench-"))
     (work / "texts.json").write_text(json.dumps(texts))
     results: dict[str, dict] = {}
     vectors: dict[str, np.ndarray] = {}
-    for engine in args.engines:
+    for engine in engines:
         out = work / f"{engine}.npy"
         artifact_dir = export_for(engine, work / "models", texts[:64])
         proc = subprocess.run([sys.executable, __file__, "--child", engine, str(work / "texts.json"),
-                               str(out), str(args.threads), artifact_dir],
-                              capture_output=True, text=True, check=True)
+                               str(out), str(args.threads), artifact_dir, device,
+                               str(batch_tokens)], capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f"{engine} failed:\n{proc.stderr[-3000:]}")
         results[engine] = json.loads(proc.stdout.strip().splitlines()[-1])
         vectors[engine] = np.load(out)
 
-    base_name = args.engines[0]
+    base_name = engines[0]
     base = vectors[base_name]
     base_rate = len(texts) / results[base_name]["seconds"]
     for engine, res in results.items():
@@ -119,6 +153,8 @@ def main() -> None:
             np.linalg.norm(base, axis=1) * np.linalg.norm(vectors[engine], axis=1))
         res |= {"passages_per_s": len(texts) / res["seconds"],
                 "ratio_to_baseline": len(texts) / res["seconds"] / base_rate,
+                "passages_per_cpu_s": len(texts) / res["cpu_seconds"],
+                "cpu_ratio_to_baseline": results[base_name]["cpu_seconds"] / res["cpu_seconds"],
                 "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
                 "neighbour_recall@10": neighbour_recall(base, vectors[engine])}
         variant = engine.split("-")[-1]
@@ -136,19 +172,22 @@ def main() -> None:
                         f"{np.percentile(lengths, 10):.0f}/{np.percentile(lengths, 50):.0f}/"
                         f"{np.percentile(lengths, 90):.0f}), {args.threads} threads, baseline "
                         f"{base_name}")
-    for col in ("engine", "passages/s", "× baseline", "peak RSS MB", "min cos", "mean cos", "nR@10"):
+    for col in ("engine", "passages/s", "× baseline", "× (CPU s)", "peak RSS MB", "min cos", "mean cos",
+                "nR@10"):
         table.add_column(col, justify="left" if col == "engine" else "right")
     for engine, r in results.items():
         table.add_row(engine, f"{r['passages_per_s']:.1f}", f"{r['ratio_to_baseline']:.2f}",
+                      f"{r['cpu_ratio_to_baseline']:.2f}",
                       f"{r['peak_rss_mb']:.0f}", f"{r['min_cosine']:.4f}",
                       f"{r['mean_cosine']:.4f}", f"{r['neighbour_recall@10']:.3f}")
     Console().print(table)
 
     import onnxruntime
-    import torch
 
-    device = "cpu"
     report = {"device": device, "threads": args.threads, "cpus": os.cpu_count(),
+              "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
+              "onnxruntime_providers": onnxruntime.get_available_providers(),
+              "onnx_batch_tokens": batch_tokens,
               "platform": platform.platform(), "torch": torch.__version__,
               "onnxruntime": onnxruntime.__version__, "passages": len(texts),
               "token_lengths": {"p10": float(np.percentile(lengths, 10)),
@@ -156,15 +195,21 @@ def main() -> None:
                                 "p90": float(np.percentile(lengths, 90)),
                                 "mean": float(np.mean(lengths))},
               "baseline": base_name, "engines": results,
-              "note": "CPU absolute timings are for orientation; compare ratios within this run."}
+              "note": "CPU absolute timings are for orientation; compare ratios within this run. "
+              "cpu_ratio_to_baseline compares CPU seconds used, which other load on a shared "
+              "machine distorts less than wall time." if
+              device == "cpu" else "GPU run: absolute passages/s are meaningful for this GPU."}
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"embed_{device}_{os.cpu_count()}core.json"
+    name = f"cpu_{os.cpu_count()}core" if device == "cpu" else \
+        "cuda_" + torch.cuda.get_device_name(0).lower().replace(" ", "_")
+    path = RESULTS / f"embed_{name}.json"
     path.write_text(json.dumps(report, indent=2))
     print(f"wrote {path}")
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        run_engine(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6])
+        run_engine(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6], sys.argv[7],
+                   int(sys.argv[8]))
     else:
         main()

@@ -96,3 +96,26 @@ def test_settings_refuse_a_floor_above_the_budget() -> None:
 
     with pytest.raises(ValidationError, match=r"min_batch_tokens \(9000\) must not exceed"):
         ModelSettings(max_batch_tokens=8192, min_batch_tokens=9000)
+
+
+def test_embed_shard_reports_progress_and_names_passage_ids(fp32_artifact, texts, tmp_path) -> None:
+    import pyarrow as pa
+
+    from vecpress.infra import storage
+    from vecpress.tasks.records import PASSAGE_SCHEMA
+    from vecpress.tasks.shard_jobs import embed_shard, read_embeddings
+
+    url = str(tmp_path / "passages.parquet")
+    storage.write_parquet(url, pa.table({
+        "pk": list(range(len(texts))), "doc_id": [f"file.md#p{i}" for i in range(len(texts))],
+        "chunk": [3] * len(texts), "text": texts, "source": ["file.md"] * len(texts)},
+        schema=PASSAGE_SCHEMA))
+    done: list[int] = []
+    shard = embed_shard(url, str(tmp_path / "emb.parquet"), fp32_artifact, threads=0,
+                        max_batch_tokens=4096, on_progress=done.append)
+    assert shard.rows == len(texts) == sum(done)
+    pks, vectors = read_embeddings(shard.url)
+    assert pks.tolist() == list(range(len(texts))) and vectors.shape == (len(texts), 384)
+    with pytest.raises(OutOfMemoryFloorError, match=r"file\.md#p\d+#3 \(\d+ tokens\)"):
+        embed_shard(url, str(tmp_path / "emb2.parquet"), fp32_artifact, threads=0,
+                    max_batch_tokens=16384, min_batch_tokens=8192, arena_max_mb=ARENA_MB)
