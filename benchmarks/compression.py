@@ -14,9 +14,12 @@ import argparse
 import itertools
 import json
 import os
+import platform
+import shutil
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 BENCH_DIR = Path("data/bench")
@@ -65,20 +68,213 @@ def embedded_corpus(total: int, variant: str, threads: int) -> tuple[list[str], 
     return ids, texts, vectors, facts
 
 
+def split(n_total: int, n_queries: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n_total)
+    return np.sort(order[n_queries:]), np.sort(order[:n_queries])
+
+
+def dir_bytes(path: Path, part: str | None = None) -> int:
+    """Bytes of the files under ``path`` (only those whose path contains ``part``)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and
+               (part is None or part in f.as_posix()))
+
+
+def milvus_run(name: str, uri: str, codec, corpus: np.ndarray, pks: np.ndarray, queries: np.ndarray,
+               truth: np.ndarray, rescore, settings, latency_queries: int) -> dict:
+    """Load the corpus's projected vectors, index, then measure recall and latency via Searcher."""
+    from vecpress.infra.milvus import MilvusStore
+    from vecpress.tasks.evaluation import recall_at_k
+    from vecpress.tasks.search import Searcher
+
+    store = MilvusStore(settings.milvus)
+    store.drop(name)
+    store.ensure_collection(name, codec.dim, codec.codec_id)
+    projected = codec.project(corpus)
+    started = time.perf_counter()
+    # Passage text is not part of the vector cost: short placeholder fields keep it out.
+    store.upsert(name, [{"pk": int(pk), "doc_id": "", "chunk": 0, "text": "", "source": "",
+                         "codec_id": "", "vector": v} for pk, v in zip(pks, projected, strict=True)])
+    insert_s = time.perf_counter() - started
+    if not settings.milvus.is_lite:
+        store.client.flush(name)
+    started = time.perf_counter()
+    index = store.ensure_index(name, len(pks), codec.report["pq_m"], codec.report["pq_nbits"],
+                               codec.nlist)
+    index_s = time.perf_counter() - started
+    searcher = Searcher(store, name, codec, None, rescore, settings.milvus.rescore_factor)
+    out: dict = {"collection": name, "uri": uri, "index": index, "insert_seconds": insert_s,
+                 "index_build_seconds": index_s, "rescore_factor": settings.milvus.rescore_factor,
+                 "nprobe": settings.milvus.nprobe}
+    for rescored in (False, True):
+        found = []
+        for start in range(0, len(queries), 50):
+            found += searcher.search_embeddings(queries[start:start + 50], K, rescore=rescored)
+        out[f"recall@10 {'rescored' if rescored else 'ANN only'}"] = recall_at_k(
+            truth, [[h.pk for h in row] for row in found], K)
+        times = []
+        for q in queries[:latency_queries]:
+            t = time.perf_counter()
+            searcher.search_embeddings(q[None, :], K, rescore=rescored)
+            times.append(time.perf_counter() - t)
+        key = "rescored" if rescored else "ANN only"
+        out[f"latency_ms {key}"] = {"p50": 1e3 * float(np.percentile(times, 50)),
+                                    "p95": 1e3 * float(np.percentile(times, 95))}
+    out["fields"] = {f["name"]: f.get("field_id") for f in
+                     store.client.describe_collection(name)["fields"]}
+    if not settings.milvus.is_lite:  # the query node's own account of what it holds
+        out["loaded_segments"] = [{"segment_id": seg.segment_id, "rows": seg.num_rows,
+                                   "mem_size": seg.mem_size, "index": seg.index_name}
+                                  for seg in store.client.list_loaded_segments(name)]
+    store.close()
+    return out
+
+
+K = 10
+
+
+def cached_autotune(settings, sample: np.ndarray, milvus, key: str):
+    """The auto-tune table (minutes on 2 cores), cached in data/bench/ between benchmark runs."""
+    from vecpress.tasks.autotune import TuneResult, TuneRow, autotune
+
+    path = BENCH_DIR / f"autotune-{key}.json"
+    if path.exists():
+        data = json.loads(path.read_text())
+        rows = [TuneRow(**r) for r in data.pop("rows")]
+        chosen = TuneRow(**data.pop("chosen")) if data.get("chosen") else None
+        data.pop("chosen", None)
+        return TuneResult(**data, rows=rows, chosen=chosen)
+    result = autotune(sample, settings, milvus)
+    path.write_text(json.dumps(result.to_dict()))
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--passages", type=int, default=50_000)
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--variant", default="int8")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--latency-queries", type=int, default=200)
+    parser.add_argument("--recall-target", type=float, default=0.95)
+    parser.add_argument("--rescore-factor", type=int, default=16)
+    parser.add_argument("--server-nlist", type=int, default=128)
+    parser.add_argument("--only", choices=["lite", "server"], default=None,
+                        help="Run one backend; its entry replaces the one in an existing result JSON.")
+    parser.add_argument("--label-suffix", default="",
+                        help="Appended to the config names in the JSON (e.g. _r32 for another run).")
     parser.add_argument("--embed-only", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    _ids, _texts, _vectors, facts = embedded_corpus(args.passages + args.queries, args.variant,
-                                                    args.threads)
+    from vecpress.infra import storage
+    from vecpress.infra.settings import CodecSettings, MilvusSettings, Settings
+    from vecpress.tasks.codec import archive_table, fit_codec
+    from vecpress.tasks.rescore_store import RescoreStore
+
+    _, _, vectors, facts = embedded_corpus(args.passages + args.queries, args.variant,
+                                           args.threads)
     if args.embed_only:
         print(facts)
         return
+    base_rows, query_rows = split(len(vectors), args.queries)
+    corpus, queries = vectors[base_rows], vectors[query_rows]
+    pks = np.arange(len(corpus), dtype=np.int64) * 7919 + 11  # any distinct int64 keys
+    exact = faiss.IndexFlatIP(corpus.shape[1])
+    exact.add(corpus)
+    truth = pks[exact.search(queries, K)[1]]
+    work = BENCH_DIR / "compression"
+    for label in ("lite", "server") if args.only is None else (args.only,):
+        for name in (label, "lite.db" if label == "lite" else "milvus-server"):
+            shutil.rmtree(work / name, ignore_errors=True)
+    sample = corpus[np.random.default_rng(1).choice(len(corpus), 20_000, replace=False)]
+    result: dict = {"corpus": facts | {"corpus_vectors": len(corpus), "queries": len(queries),
+                                       "truth": f"exact inner product top-{K} over the "
+                                                f"{facts['variant']} ONNX embeddings"},
+                    "configs": {}}
+
+    lite_codec = CodecSettings()  # the default codec: PCA-256, PQ32, Lite serves IVF_SQ8
+    milvus_server = MilvusSettings(rescore_factor=args.rescore_factor)
+    tune_settings = CodecSettings(recall_target=args.recall_target, random_rotation=True,
+                                  ivf_nlist=args.server_nlist, autotune_pca_dims=[256, 384],
+                                  autotune_pq_m=[8, 12, 16, 24, 32])
+    tuned = cached_autotune(tune_settings, sample, milvus_server, f"{facts['variant']}-"
+                            f"{len(corpus)}-{args.recall_target}-{args.server_nlist}-"
+                            f"{args.rescore_factor}")
+    print("\n".join(tuned.lines()), flush=True)
+    server_codec = tuned.settings(CodecSettings(random_rotation=True, ivf_nlist=args.server_nlist))
+    plans = [("lite", lite_codec, Settings(milvus=MilvusSettings(uri=str(work / "lite.db"))), None),
+             ("server", server_codec, None, tuned.to_dict())]
+    plans = [p for p in plans if args.only in (None, p[0])]
+    for label, codec_settings, settings, table in plans:
+        codec = fit_codec(sample, codec_settings, autotune=table)
+        print(f"{label}: codec {codec.report['codec_id']} trained in "
+              f"{codec.report['train_seconds']:.1f} s", flush=True)
+        archive = work / label / "runs" / "r" / "archive" / "part-00000.parquet"
+        storage.write_parquet(str(archive), archive_table(pks, codec.encode(corpus),
+                                                          codec.project(corpus)))
+        rescore = RescoreStore([str(archive)], directory=work / label / "rescore")
+        entry = {"codec": codec.report,
+                 "archive_parquet_bytes_per_vector": archive.stat().st_size / len(corpus),
+                 "rescore_store_bytes_per_vector": rescore.nbytes / len(corpus)}
+        if label == "lite":
+            entry["milvus"] = milvus_run("bench_lite", settings.milvus.uri, codec, corpus, pks,
+                                         queries, truth, rescore, settings, args.latency_queries)
+            entry["milvus"]["db_bytes_per_vector"] = dir_bytes(work / "lite.db") / len(corpus)
+        else:
+            entry["milvus"] = server_run(work, codec, corpus, pks, queries, truth, rescore,
+                                         milvus_server, args.latency_queries)
+        result["configs"][label + args.label_suffix] = entry
+        print(json.dumps(entry["milvus"], indent=1, default=str), flush=True)
+    result["fp32_bytes_per_vector"] = 4 * corpus.shape[1]
+    result["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(),
+                         "faiss": faiss.__version__}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"compression_{facts['variant']}_{len(corpus)}.json"
+    if args.only and path.exists():
+        result["configs"] = json.loads(path.read_text())["configs"] | result["configs"]
+    path.write_text(json.dumps(result, indent=2, default=str))
+    print(f"wrote {path}")
+
+
+def server_run(work: Path, codec, corpus, pks, queries, truth, rescore, milvus, latency_queries):
+    """The same on a real Milvus 2.3.5 standalone server; sizes come from its files on disk."""
+    from milvus import default_server
+
+    from vecpress.infra.settings import Settings
+
+    base = work / "milvus-server"
+    default_server.set_base_dir(str(base))
+    default_server.start()
+    try:
+        uri = f"http://127.0.0.1:{default_server.listen_port}"
+        settings = Settings(milvus=milvus.model_copy(update={"uri": uri}))
+        out = milvus_run("bench_server", uri, codec, corpus, pks, queries, truth, rescore,
+                         settings, latency_queries)
+    finally:
+        default_server.stop()
+    # Only the loaded segments count: compaction leaves the old segments' files until GC runs.
+    # Paths: index_files/<build>/<version>/<partition>/<segment>/IVF_PQ and
+    # insert_log/<collection>/<partition>/<segment>/<field id>/<log id>.
+    loaded = {str(seg["segment_id"]) for seg in out["loaded_segments"]}
+    rows = sum(seg["rows"] for seg in out["loaded_segments"])
+    vector_field = str(out["fields"]["vector"])
+    files = [f for f in base.rglob("*") if f.is_file()]
+    index_files = [f for f in files if "index_files" in f.parts and f.parent.name in loaded]
+    raw_vector = [f for f in files if "insert_log" in f.parts and f.parent.name == vector_field
+                  and f.parent.parent.name in loaded]
+    out["rows_in_loaded_segments"] = rows
+    out["index_files"] = [(f.relative_to(base).as_posix(), f.stat().st_size) for f in index_files]
+    out["index_files_bytes_per_vector"] = sum(f.stat().st_size for f in index_files) / rows
+    out["raw_vector_binlog_bytes_per_vector"] = sum(f.stat().st_size for f in raw_vector) / rows
+    out["query_node_mem_bytes_per_vector"] = sum(s["mem_size"] for s in out["loaded_segments"]) / rows
+    dim, m, nlist = codec.dim, codec.report["pq_m"], int(out["index"].get("nlist", 0))
+    fixed = 4 * dim * (nlist + 2 ** codec.report["pq_nbits"])  # coarse centroids + PQ codebooks
+    out["index_fixed_bytes_computed"] = fixed
+    out["index_bytes_per_vector_without_fixed"] = (sum(f.stat().st_size for f in index_files)
+                                                   - fixed * len(index_files)) / rows
+    out["index_code_bytes_per_vector_nominal"] = m * codec.report["pq_nbits"] / 8
+    return out
 
 
 if __name__ == "__main__":

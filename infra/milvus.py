@@ -109,6 +109,9 @@ class MilvusStore:
 
         ``nlist``: the codec's IVF lists when it has a coarse quantizer, else derived from ``rows``.
         """
+        # Seal what was just written: Milvus Lite searches unflushed rows by brute force, outside
+        # the index (and slowly); a server indexes sealed segments.
+        self.client.flush(name)
         if VECTOR not in self.client.list_indexes(name):
             params = choose_index(self.settings, rows, pq_m, pq_nbits, nlist)
             index = self.client.prepare_index_params()
