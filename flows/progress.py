@@ -33,20 +33,26 @@ class _PrefectProgress:
         except Exception:  # progress must never fail the work it reports on
             self.id = None
 
-    def update(self, done: int, total: int) -> None:
+    def update(self, done: int, total: int, unit: str) -> None:
         if self.id is None:
             return
         try:
             from prefect.artifacts import update_progress_artifact
 
             update_progress_artifact(self.id, 100.0 * done / max(total, 1),
-                                     description=f"vecpress: {self.label} {done}/{total} shards")
+                                     description=f"vecpress: {self.label} {done:,}/{total:,} {unit}")
         except Exception:
             self.id = None
 
 
-def gather(futures: list[Future], label: str) -> list[Any]:
-    """Results in submission order; reports progress as futures finish (terminal, log, Prefect)."""
+def gather(futures: list[Future], label: str, weights: list[int] | None = None,
+           unit: str = "shards") -> list[Any]:
+    """Results in submission order; reports progress as futures finish (terminal, log, Prefect).
+
+    ``weights`` (e.g. passages per shard) make progress count items rather than futures.
+    """
+    weights = weights or [1] * len(futures)
+    total, finished = sum(weights), 0
     log = _logger()
     prefect_bar = _PrefectProgress(label)
     index = {f.key: i for i, f in enumerate(futures)}
@@ -54,11 +60,14 @@ def gather(futures: list[Future], label: str) -> list[Any]:
     step = max(1, len(futures) // 10)
     with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), disable=not sys.stderr.isatty(), transient=True) as bar:
-        task = bar.add_task(label, total=len(futures))
+        task = bar.add_task(label, total=total)
         for done, future in enumerate(as_completed(futures), start=1):
-            results[index[future.key]] = future.result()
-            bar.advance(task)
+            position = index[future.key]
+            results[position] = future.result()
+            finished += weights[position]
+            bar.advance(task, weights[position])
             if done % step == 0 or done == len(futures):
-                log.info("%s: %d/%d shards done", label, done, len(futures))
-                prefect_bar.update(done, len(futures))
+                log.info("%s: %d/%d shards done (%s/%s %s)", label, done, len(futures),
+                         f"{finished:,}", f"{total:,}", unit)
+                prefect_bar.update(finished, total, unit)
     return results

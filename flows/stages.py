@@ -66,8 +66,12 @@ def embed_stage(client: Client, shard_urls: list[str], settings: Settings, artif
     futures = client.map(shard_jobs.embed_shard, shard_urls,
                          [paths.part(run_id, "embeddings", i) for i in range(len(shard_urls))],
                          artifact=artifact, threads=threads,
-                         max_batch_tokens=settings.model.max_batch_tokens, pure=False)
-    return gather(futures, "embed")
+                         max_batch_tokens=settings.model.max_batch_tokens,
+                         min_batch_tokens=settings.model.min_batch_tokens,
+                         arena_max_mb=settings.model.arena_max_mb, pure=False)
+    # Progress in passages (shards differ in size), as each shard's embeddings land.
+    return gather(futures, "embed", weights=[storage.parquet_rows(u) for u in shard_urls],
+                  unit="passages")
 
 
 @task(cache_policy=NONE)
