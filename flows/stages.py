@@ -31,6 +31,7 @@ from vecpress.tasks.sources import read_texts
 
 EVAL_K = 10
 SANITY_PROBES = 20  # passages searched by their own text after every load
+REPORT_TARGET = 0.95  # reference line of the recall-vs-bytes curve when no target is set
 DRIFT_SAMPLE = 5000  # new vectors compared with the codec's training error
 
 
@@ -83,9 +84,20 @@ def codec_stage(embedded: list[shard_jobs.EmbedShard], settings: Settings,
     codec_settings, tuned = settings.codec, None
     if settings.codec.recall_target is not None:
         tuned = autotune(sample, settings.codec, settings.milvus)
-        get_run_logger().info("\n".join(tuned.lines()))
         codec_settings = tuned.settings(settings.codec)
-    codec = fit_codec(sample, codec_settings, autotune=tuned.to_dict() if tuned else None)
+    elif len(sample) >= 4 * settings.codec.autotune_queries:
+        # No target: still measure the recall-vs-bytes curve around the configured codec for the
+        # run report, without changing the choice.
+        c = settings.codec
+        around = c.model_copy(update={"autotune_pca_dims": [c.pca_dim], "autotune_pq_m": sorted(
+            {m for m in (c.pq_m // 4, c.pq_m // 2, c.pq_m) if m >= 1 and c.pca_dim % m == 0})})
+        tuned = autotune(sample, around, settings.milvus, target=REPORT_TARGET)
+        tuned.chosen = next((r for r in tuned.rows if r.pq_m == c.pq_m), tuned.chosen)
+    table = None
+    if tuned is not None:
+        get_run_logger().info("\n".join(tuned.lines()))
+        table = tuned.to_dict() | {"applied": settings.codec.recall_target is not None}
+    codec = fit_codec(sample, codec_settings, autotune=table)
     codec.save(paths.codec_dir(codec.codec_id))
     return codec
 

@@ -24,7 +24,7 @@ def recall_bytes_png(autotune: dict) -> bytes:
     chosen = autotune.get("chosen")
     if chosen:
         ax.scatter([chosen["code_bytes"]], [chosen["recall_rescored"]], s=160, facecolors="none",
-                   edgecolors="black", label="chosen")
+                   edgecolors="black", label="chosen" if autotune.get("applied", True) else "configured")
     ax.axhline(autotune["target"], color="grey", linestyle="--", linewidth=1, label="target")
     ax.set_xscale("log", base=2)
     ticks = sorted({r["code_bytes"] for r in rows})

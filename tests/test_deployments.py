@@ -53,7 +53,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, prefect_harness, model_cach
          "--api-url", str(PREFECT_API_URL.value()), "--cron", "30 3 * * *", "--debounce", "1"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_for(lambda: "Prefect UI" in (root / "serve.log").read_text(), 120, root)
+        _wait_for(lambda: _registered(len(deployment_names(COLLECTION))), 180, root)
         time.sleep(3)  # the trigger's automation must be live before the first event
         yield {"root": root, "inbox": inbox, "data": root / "data"}
     finally:
@@ -72,6 +72,15 @@ def _wait_for(check, timeout_s: float, root: Path) -> None:
             return
         time.sleep(1)
     raise AssertionError(f"timed out; serve log:\n{(root / 'serve.log').read_text()[-4000:]}")
+
+
+def _registered(expected: int) -> bool:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
+
+    with _client() as client:
+        found = client.read_deployments(deployment_filter=DeploymentFilter(
+            tags=DeploymentFilterTags(all_=[COLLECTION])))
+    return len(found) == expected
 
 
 def _client():
@@ -157,6 +166,14 @@ def test_manual_run_with_parameters_loads_rows(served, paragraphs, tmp_path):
     assert run.state.is_completed(), run.state
     (summary,) = _summaries(served["data"], "manual_run").values()
     assert summary["changes"]["new"] == 3 and summary["passages"] > 0
+    with _client() as client:  # the run published its summary table and report as artifacts
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+    kinds = {a.key: a.type for a in artifacts if a.key}
+    assert kinds == {"vecpress-manual-run-summary": "table", "vecpress-manual-run-report": "markdown"}
+    assert any(a.type == "progress" and a.data == 100.0 for a in artifacts)
     store = MilvusStore(MilvusSettings(uri=str(db)))
     try:
         store.load("manual_run")

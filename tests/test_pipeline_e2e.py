@@ -107,6 +107,16 @@ def test_recall_and_sanity(first_run: dict) -> None:
     assert sizes["FP32 embedding"] == 1536 and sizes["archive: PQ32x8 code"] == 32
 
 
+def test_run_report_has_the_recall_vs_bytes_curve(first_run: dict, workspace: dict) -> None:
+    curve = first_run["codec"]["autotune"]
+    assert curve["applied"] is False  # measured for the report; the configured codec is kept
+    assert {r["pq_m"] for r in curve["rows"]} == {8, 16, 32} and curve["chosen"]["pq_m"] == 32
+    rescored = {r["pq_m"]: r["recall_rescored"] for r in curve["rows"]}
+    assert rescored[8] <= rescored[16] <= rescored[32] + 0.02  # more bytes, better recall
+    run = workspace["root"] / "data" / "collections" / COLLECTION / "runs" / first_run["run_id"]
+    assert (run / "recall_vs_bytes.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_search_finds_a_passage_by_its_own_text(first_run: dict, workspace: dict) -> None:
     for doc_id, text in workspace["corpus"][::140]:
         result = vecpress(workspace, "search", text, "-k", "3", "--json", *workspace["args"])
