@@ -77,6 +77,8 @@ class OnnxEmbedder:
         ``ids`` name the passages in out-of-memory errors (default: their positions);
         ``on_progress(n)`` is called after each batch with the number of passages it embedded.
         """
+        if ids is not None and len(ids) != len(texts):
+            raise ValueError(f"encode got {len(ids)} ids for {len(texts)} texts; give one id per text")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
