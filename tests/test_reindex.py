@@ -90,7 +90,7 @@ def test_reindex_cli_and_its_errors(archive, tmp_path) -> None:
     assert json.loads(result.stdout)["rows_in_milvus"] == 2 * SHARD
     bad = runner.invoke(app, ["reindex", "--from-archive", str(tmp_path), "--collection", "x", *args])
     assert bad.exit_code == 2 and "is neither a collection directory" in " ".join(bad.output.split())
-    with pytest.raises(ReindexError, match="no collection state.json"):
+    with pytest.raises(ReindexError, match=r"no collection state\.json"):
         run = tmp_path / "loose" / "runs" / "r9"
         (run / "archive").mkdir(parents=True)
         archive_pairs(str(run))
