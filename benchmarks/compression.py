@@ -5,7 +5,13 @@ Real passages: docstring paragraphs of the standard library and the installed si
 ONNX export and cached under data/bench/ (git-ignored). Held-out paragraphs are the queries; exact
 FP32 inner-product top-10 over the corpus embeddings is the truth.
 
+Per backend: bytes per vector in Milvus (Lite: the .db; server: its index files and vector binlogs
+on disk, loaded segments only), in the archive and the rescoring store; recall@10 ANN-only and
+rescored; p50/p95 latency of single-query searches; codec training time. The server codec is the
+auto-tune's choice (random rotation, IVF nlist in the codec) for the recall target.
+
     .venv/bin/python benchmarks/compression.py [--passages 50000] [--variant int8] [--embed-only]
+    .venv/bin/python benchmarks/compression.py --only server --rescore-factor 32 --label-suffix _r32
 """
 
 from __future__ import annotations

@@ -148,7 +148,7 @@ def load_stage(settings: Settings, pairs: list[tuple[str, str]], codec: Codec,
         written = load_shards(store, settings.collection, pairs, codec.codec_id)
         # A server loads only indexed collections, so index before counting.
         index = store.ensure_index(settings.collection, max(written, 1), codec.report["pq_m"],
-                                   codec.report["pq_nbits"], codec.report.get("ivf_nlist"))
+                                   codec.report["pq_nbits"], codec.nlist)
         return store.count(settings.collection), deleted, index
     finally:
         store.close()

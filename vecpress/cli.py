@@ -63,6 +63,8 @@ def ingest(
     recreate: Annotated[bool, typer.Option(help="Drop the collection and its codec first.")] = False,
     full: Annotated[bool, typer.Option(help="Read every file again, not only new and changed "
                                             "ones.")] = False,
+    recall_target: Annotated[float | None, typer.Option(
+        help="Auto-tune PCA dim and M for this recall@10 (new codecs only).")] = None,
     strict: Annotated[bool, typer.Option(help="Exit 1 if any input was skipped.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -71,7 +73,8 @@ def ingest(
     settings = _settings(**{"collection": collection, "milvus.uri": milvus_uri,
                             "dask.address": dask_address, "storage_root": storage_root,
                             "model.variant": variant, "model.path": model,
-                            "inputs.id_field": id_field, "inputs.text_field": text_field})
+                            "inputs.id_field": id_field, "inputs.text_field": text_field,
+                            "codec.recall_target": recall_target})
     summary = _run_ingest(sources, settings, eval_queries, recreate, full)
     _print_summary(summary, as_json)
     if strict and summary["errors"]:
