@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -120,7 +121,8 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
             log.warning("%s: retraining the codec and rebuilding '%s' from %d source(s)", drift,
                         settings.collection, len(everything))
             return _ingest(everything, settings, eval_queries, recreate=True, full=True)
-    stale = stale_pks(old.pks_by_source, pks_by_source([p for p, _ in pairs]))
+    written = {pair: pks_by_source([pair[0]]) for pair in pairs}  # source → pks, per shard pair
+    stale = stale_pks(old.pks_by_source, _merge(written.values()))
     if (plan.to_read and not pairs and not stale and not plan.unchanged) or \
             (codec is None and state is None):
         # The sources hold nothing readable and nothing to delete: fail clearly, change nothing.
@@ -139,11 +141,13 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
                                      model_artifact_dir=_artifact_dir(artifact),
                                      model_variant=artifact.variant, codec_id=codec.codec_id,
                                      codec_dir=paths.codec_dir(codec.codec_id))
+    # Which passages shard goes with which archive shard: reindex reads it (names do not say).
+    storage.write_json(storage.join(paths.run_dir(run_id), "pairs.json"), pairs)
     state.chunking = chunking
     state.archives.extend(a for _, a in pairs)
     state.runs.append(run_id)
     state.save(paths.state)
-    _update_manifest(manifest, plan, pairs, codec.codec_id, run_id)
+    _update_manifest(manifest, plan, written, codec.codec_id, run_id)
     manifest.save(paths.manifest)
 
     if pairs:
@@ -209,12 +213,21 @@ def _chunk_embed_encode(plan: ChangePlan, old: OldPassages, settings: Settings,
     return pairs, [e.url for e in embedded], codec, errors
 
 
-def _update_manifest(manifest: Manifest, plan: ChangePlan, pairs: list[tuple[str, str]],
-                     codec_id: str, run_id: str) -> None:
+def _merge(per_pair: Iterable[dict[str, set[int]]]) -> dict[str, set[int]]:
+    merged: dict[str, set[int]] = {}
+    for sources in per_pair:
+        for source, pks in sources.items():
+            merged.setdefault(source, set()).update(pks)
+    return merged
+
+
+def _update_manifest(manifest: Manifest, plan: ChangePlan,
+                     written: dict[tuple[str, str], dict[str, set[int]]], codec_id: str,
+                     run_id: str) -> None:
     parts_of: dict[str, list[tuple[str, str]]] = {}
     rows_of: dict[str, int] = {}
-    for pair in pairs:
-        for source, pks in pks_by_source([pair[0]]).items():
+    for pair, sources in written.items():
+        for source, pks in sources.items():
             parts_of.setdefault(source, []).append(pair)
             rows_of[source] = rows_of.get(source, 0) + len(pks)
     for src in plan.to_read:

@@ -15,7 +15,9 @@ class ShardMismatchError(RuntimeError):
     """A passages shard and its archive shard disagree on rows: the run's files are damaged."""
 
 
-def shard_rows(passages_url: str, archive_url: str, codec_id: str) -> Iterator[dict]:
+def shard_rows(passages_url: str, archive_url: str, codec_id: str,
+               sources: set[str] | None = None) -> Iterator[dict]:
+    """Milvus rows of one shard pair; with ``sources``, only the rows of those input files."""
     passages = storage.read_parquet(passages_url)
     archive = storage.read_parquet(archive_url, columns=["pk", "pca_fp16"])
     pks = passages.column("pk").to_numpy()
@@ -26,12 +28,20 @@ def shard_rows(passages_url: str, archive_url: str, codec_id: str) -> Iterator[d
     fields = {name: passages.column(name).to_pylist() for name in ("doc_id", "chunk", "text",
                                                                    "source")}
     for i, pk in enumerate(pks.tolist()):
+        if sources is not None and fields["source"][i] not in sources:
+            continue
         yield {"pk": pk, "doc_id": fields["doc_id"][i], "chunk": fields["chunk"][i],
                "text": fields["text"][i], "source": fields["source"][i], "codec_id": codec_id,
                "vector": vectors[i]}
 
 
 def load_shards(store: MilvusStore, collection: str, pairs: list[tuple[str, str]],
-                codec_id: str) -> int:
-    """Upsert every (passages, archive) shard pair; return the rows written."""
-    return sum(store.upsert(collection, list(shard_rows(p, a, codec_id))) for p, a in pairs)
+                codec_id: str, live: dict[tuple[str, str], set[str]] | None = None) -> int:
+    """Upsert every (passages, archive) shard pair; return the rows written.
+
+    ``live`` limits each pair to the input files whose current rows it holds (a shard also keeps
+    rows of files deleted or rewritten by later runs).
+    """
+    return sum(store.upsert(collection, list(shard_rows(p, a, codec_id,
+                                                        live.get((p, a)) if live else None)))
+               for p, a in pairs)

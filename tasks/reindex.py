@@ -21,6 +21,7 @@ from vecpress.infra.state import CollectionState
 from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks.codec import Codec
 from vecpress.tasks.loading import load_shards
+from vecpress.tasks.manifest import Manifest
 
 
 class ReindexError(ValueError):
@@ -43,6 +44,22 @@ class ReindexSummary:
         return asdict(self)
 
 
+def live_pairs(collection_dir: str) -> dict[tuple[str, str], set[str]] | None:
+    """Shard pairs holding the collection's current rows, each with its live input files.
+
+    Read from the manifest of incremental ingests (None for collections written before it): later
+    runs delete and rewrite rows, so replaying every run's shards would bring deleted rows back.
+    """
+    manifest = Manifest.load(storage.join(collection_dir, "manifest.parquet"))
+    if not len(manifest):
+        return None
+    live: dict[tuple[str, str], set[str]] = {}
+    for entry in sorted(manifest.entries.values(), key=lambda e: e.run_id):
+        for pair in entry.parts():
+            live.setdefault(pair, set()).add(entry.path)
+    return live
+
+
 def archive_pairs(source: str) -> tuple[CollectionState, list[tuple[str, str]]]:
     """(source collection state, [(passages shard, archive shard)]) for a collection or run dir."""
     source = source.rstrip("/")
@@ -63,6 +80,9 @@ def archive_pairs(source: str) -> tuple[CollectionState, list[tuple[str, str]]]:
                            "<storage_root>/collections/NAME/runs/RUN")
     pairs: list[tuple[str, str]] = []
     for run in runs:
+        if storage.exists(storage.join(run, "pairs.json")):  # written by every ingest since
+            pairs.extend(tuple(p) for p in storage.read_json(storage.join(run, "pairs.json")))
+            continue
         archives, passages = _parts(run, "archive"), _parts(run, "passages")
         if len(archives) != len(passages):
             raise ReindexError(f"run {run} has {len(archives)} archive shards but {len(passages)} "
@@ -77,7 +97,11 @@ def archive_pairs(source: str) -> tuple[CollectionState, list[tuple[str, str]]]:
 def reindex(source: str, settings: Settings) -> ReindexSummary:
     """Load every archived passage of ``source`` into ``settings.collection`` and index it."""
     started = time.perf_counter()
-    state, pairs = archive_pairs(source)
+    live = live_pairs(source.rstrip("/"))  # a collection written by incremental ingests
+    if live is not None:
+        state, pairs = CollectionState.load(storage.join(source.rstrip("/"), "state.json")), list(live)
+    else:
+        state, pairs = archive_pairs(source)
     codec = Codec.load(state.codec_dir)
     target = CollectionPaths(settings.storage_root, settings.collection)
     existing = CollectionState.load(target.state)
@@ -91,7 +115,7 @@ def reindex(source: str, settings: Settings) -> ReindexSummary:
     store = MilvusStore(settings.milvus)
     try:
         store.ensure_collection(settings.collection, codec.dim, codec.codec_id)
-        summary.rows_written = load_shards(store, settings.collection, pairs, codec.codec_id)
+        summary.rows_written = load_shards(store, settings.collection, pairs, codec.codec_id, live)
         summary.index = store.ensure_index(settings.collection, summary.rows_written,
                                            codec.report["pq_m"], codec.report["pq_nbits"],
                                            codec.nlist)

@@ -176,6 +176,17 @@ def test_reingest_is_incremental_and_runs_on_an_external_dask_cluster(first_run:
     assert _count(workspace) == first_run["rows_in_milvus"]
 
 
+def test_reindex_after_incremental_runs_brings_back_no_deleted_row(first_run: dict,
+                                                                   workspace: dict) -> None:
+    # Runs after the first added and deleted a file: only the live rows may be rebuilt.
+    result = vecpress(workspace, "reindex", "--from-archive",
+                      str(workspace["root"] / "data" / "collections" / COLLECTION),
+                      "--collection", "e2e_copy", *workspace["args"][2:], "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    copy = json.loads(result.stdout[result.stdout.index("{"):])
+    assert copy["rows_in_milvus"] == first_run["rows_in_milvus"] == _count(workspace)
+
+
 def test_a_run_with_only_bad_input_fails_clearly_and_loses_nothing(first_run: dict,
                                                                    workspace: dict) -> None:
     before = _count(workspace)
