@@ -22,7 +22,7 @@ from prefect.events import emit_event
 
 from vecpress.deployments.definitions import FILES_CHANGED, watch_resource
 from vecpress.infra.settings import InputSettings, ServeSettings
-from vecpress.tasks.sources import input_kind
+from vecpress.tasks.sources import input_kind, modified_stamp
 
 log = logging.getLogger("vecpress.watcher")
 
@@ -91,9 +91,7 @@ def listing(url: str, accept: Callable[[str], bool]) -> dict[str, tuple[int, str
     for path, info in fs.find(root, detail=True).items():
         full = fs.unstrip_protocol(path)
         if info.get("type") != "directory" and accept(full):
-            stamp = next((str(info[k]) for k in ("ETag", "etag", "mtime", "LastModified", "updated",
-                                                  "created") if info.get(k) is not None), "")
-            out[full] = (int(info.get("size") or 0), stamp)
+            out[full] = (int(info.get("size") or 0), modified_stamp(info))
     return out
 
 

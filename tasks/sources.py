@@ -68,7 +68,7 @@ def discover(paths: list[str], settings: InputSettings) -> tuple[list[SourceFile
                 continue
             url = fs.unstrip_protocol(path)
             found[url] = SourceFile(url=url, size=int(info.get("size") or 0), kind=kind,
-                                    modified=_modified(info))
+                                    modified=modified_stamp(info))
             matched += 1
         if matched == 0 and len(candidates) != 1:
             errors.append(InputError(given, "", "no readable files found",
@@ -76,7 +76,7 @@ def discover(paths: list[str], settings: InputSettings) -> tuple[list[SourceFile
     return list(found.values()), errors
 
 
-def _modified(info: dict) -> str:
+def modified_stamp(info: dict) -> str:
     """The backend's modification stamp: mtime locally, ETag / update time on object stores."""
     for key in ("mtime", "ETag", "etag", "LastModified", "updated", "md5Hash", "created"):
         if info.get(key) is not None:
