@@ -15,6 +15,8 @@ import functools
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_TOKENS = 8192
 DEFAULT_MIN_BATCH_TOKENS = 256
+WINDOW = 16_384  # passages tokenised and sorted together
 _ARENA_LOCK = threading.Lock()  # the env allocator is process-wide; sessions take it at creation
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    start: int  # position in the window's length order
+    end: int
+    feeds: dict[str, np.ndarray]
 
 
 class OnnxEmbedder:
@@ -50,11 +60,17 @@ class OnnxEmbedder:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         self._session = _create_session(artifact, options, arena_max_mb)
+        # Two helper threads: one runs the session (ORT releases the GIL) while the caller builds
+        # the next batch, one tokenises the next window.
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="onnx-embedder")
         self.device = "cuda" if "CUDAExecutionProvider" in self._session.get_providers() else "cpu"
         if artifact.variant == "fp16" and self.device == "cpu":
-            log.warning("%s: fp16 model on the CPU provider (no CUDA provider/GPU available): "
-                        "results are right but slower than fp32; use fp32 or int8 on CPU",
-                        artifact.onnx_path)
+            why = ("the CUDA provider did not load: check that CUDA 13 and cuDNN 9 libraries are "
+                   "installed (nvidia-* wheels or LD_LIBRARY_PATH) and a GPU is visible"
+                   if "CUDAExecutionProvider" in ort.get_available_providers()
+                   else "no CUDA provider/GPU available")
+            log.warning("%s: fp16 model on the CPU provider (%s): results are right but slower "
+                        "than fp32; use fp32 or int8 on CPU", artifact.onnx_path, why)
 
     @classmethod
     def from_settings(cls, artifact: ModelArtifact, model: ModelSettings, threads: int = 0) -> OnnxEmbedder:
@@ -76,56 +92,81 @@ class OnnxEmbedder:
 
         ``ids`` name the passages in out-of-memory errors (default: their positions);
         ``on_progress(n)`` is called after each batch with the number of passages it embedded.
+        Texts are tokenised in windows of ``WINDOW`` passages, the next window while this one runs.
         """
         if ids is not None and len(ids) != len(texts):
             raise ValueError(f"encode got {len(ids)} ids for {len(texts)} texts; give one id per text")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
+        starts = list(range(0, len(texts), WINDOW))
+        pending = self._pool.submit(self._tokenise, texts[:WINDOW]) if texts else None
+        for k, offset in enumerate(starts):
+            encodings, lengths = pending.result()
+            if k + 1 < len(starts):
+                following = starts[k + 1]
+                pending = self._pool.submit(self._tokenise, texts[following:following + WINDOW])
+            self.truncated += sum(1 for e in encodings if e.overflowing)
+            self._encode_window(encodings, lengths, offset, out, ids, on_progress)
+        return out
+
+    def _tokenise(self, texts: list[str]) -> tuple[list, np.ndarray]:
         encodings = self._tok.encode_batch(texts)
-        self.truncated += sum(1 for e in encodings if e.overflowing)
-        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(texts))
+        return encodings, np.fromiter((len(e.ids) for e in encodings), dtype=np.int64,
+                                      count=len(encodings))
+
+    def _encode_window(self, encodings: list, lengths: np.ndarray, offset: int, out: np.ndarray,
+                       ids: list[str] | None, on_progress: Callable[[int], None] | None) -> None:
+        """Batches sorted by length; the next batch's inputs are built while this one runs."""
         order = np.argsort(lengths, kind="stable")
-        start = 0
-        while start < len(order):
-            end = _batch_end(lengths, order, start, self.budget.current)
-            batch = order[start:end]
+        current: _Prepared | None = self._prepare(encodings, lengths, order, 0)
+        while current is not None:
+            job = self._pool.submit(self._run, current.feeds)
+            upcoming = self._prepare(encodings, lengths, order, current.end) \
+                if current.end < len(order) else None
+            batch = order[current.start:current.end]
             try:
-                out[batch] = self._run([encodings[i] for i in batch], int(lengths[batch].max()))
+                vectors = job.result()
             except Exception as exc:  # ORT raises several pybind classes; only OOM is handled
                 if not is_out_of_memory(exc):
                     raise
-                self._shrink(exc, batch, lengths, ids)
+                self._shrink(exc, batch + offset, lengths[batch], ids)
+                current = self._prepare(encodings, lengths, order, current.start)
                 continue  # the same passages again, in smaller batches
+            out[batch + offset] = vectors
             self.budget.succeeded()
-            start = end
             if on_progress is not None:
                 on_progress(len(batch))
-        return out
+            current = upcoming
 
-    def _shrink(self, exc: Exception, batch: np.ndarray, lengths: np.ndarray,
-                ids: list[str] | None) -> None:
-        tokens = len(batch) * int(lengths[batch].max())
-        if len(batch) == 1 or not self.budget.halve():
-            names = [ids[i] if ids is not None else f"#{i}" for i in batch.tolist()]
-            raise floor_error(exc, names, lengths[batch].tolist(), self.budget,
-                              Path(self.artifact.onnx_path).parent.name) from exc
-        log.warning("out of memory on %d passages × %d tokens (%d tokens); token budget halved "
-                    "to %d, retrying these passages", len(batch), int(lengths[batch].max()),
-                    tokens, self.budget.current)
-
-    def _run(self, encodings: list, seq_len: int) -> np.ndarray:
+    def _prepare(self, encodings: list, lengths: np.ndarray, order: np.ndarray,
+                 start: int) -> _Prepared:
+        """Padded int64 inputs for the batch from ``start`` that fills the current token budget."""
+        end = _batch_end(lengths, order, start, self.budget.current)
+        rows = [encodings[i] for i in order[start:end]]
         # Padding positions are masked out, so any valid token id (0) serves as padding.
-        ids = np.zeros((len(encodings), seq_len), dtype=np.int64)
+        ids = np.zeros((len(rows), int(lengths[order[end - 1]])), dtype=np.int64)
         mask = np.zeros_like(ids)
         types = np.zeros_like(ids)
-        for row, enc in enumerate(encodings):
+        for row, enc in enumerate(rows):
             n = len(enc.ids)
             ids[row, :n] = enc.ids
             mask[row, :n] = 1
             types[row, :n] = enc.type_ids
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        feeds = {k: feeds[k] for k in self.artifact.input_names}
+        return _Prepared(start, end, {k: feeds[k] for k in self.artifact.input_names})
+
+    def _shrink(self, exc: Exception, rows: np.ndarray, lengths: np.ndarray,
+                ids: list[str] | None) -> None:
+        """Halve the budget after an allocation failure, or raise the floor error naming ``rows``."""
+        tokens = len(rows) * int(lengths.max())
+        if len(rows) == 1 or not self.budget.halve():
+            names = [ids[i] if ids is not None else f"#{i}" for i in rows.tolist()]
+            raise floor_error(exc, names, lengths.tolist(), self.budget,
+                              Path(self.artifact.onnx_path).parent.name) from exc
+        log.warning("out of memory on %d passages × %d tokens (%d tokens); token budget halved "
+                    "to %d, retrying these passages", len(rows), int(lengths.max()),
+                    tokens, self.budget.current)
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         if self.device == "cpu":
             return self._session.run(None, feeds)[0]
         return self._run_cuda(feeds)
@@ -153,6 +194,7 @@ def _create_session(artifact: ModelArtifact, options: ort.SessionOptions,
     """A session for the variant's device; ``arena_max_mb`` caps its memory arena (CPU or GPU)."""
     cap = None if arena_max_mb is None else arena_max_mb << 20
     if artifact.variant == "fp16" and "CUDAExecutionProvider" in ort.get_available_providers():
+        _preload_cuda_libraries()
         # A dask-cuda worker sees only its own GPU (CUDA_VISIBLE_DEVICES), as device 0.
         cuda = {"device_id": 0, "arena_extend_strategy": "kSameAsRequested"}
         if cap is not None:
@@ -175,6 +217,22 @@ def _create_session(artifact: ModelArtifact, options: ort.SessionOptions,
         ort.create_and_register_allocator(memory, ort.OrtArenaCfg(cap, 1, -1, -1))
         options.add_session_config_entry("session.use_env_allocators", "1")
         return ort.InferenceSession(artifact.onnx_path, options, providers=["CPUExecutionProvider"])
+
+
+@functools.cache
+def _preload_cuda_libraries() -> None:
+    """Load CUDA/cuDNN from torch or the nvidia-* wheels, as onnxruntime-gpu ≥ 1.21 recommends.
+
+    Without it the CUDA provider finds them only on LD_LIBRARY_PATH and otherwise silently falls
+    back to the CPU provider (reported by ``OnnxEmbedder`` as a warning).
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as exc:  # best effort: the system's libraries may still be found
+        log.info("onnxruntime.preload_dlls() failed (%s); relying on the system's CUDA libraries", exc)
 
 
 @functools.lru_cache(maxsize=2)

@@ -33,6 +33,21 @@ def test_token_budget_changes_batching_not_results(fp32_artifact, paragraphs) ->
     np.testing.assert_allclose(small, large, atol=2e-5)
 
 
+def test_tokenising_windows_keep_input_order(fp32_artifact, paragraphs, monkeypatch) -> None:
+    """Windows tokenised ahead (here of 37 passages) give the same rows as one window."""
+    import vecpress.tasks.embedding as embedding
+
+    texts = [t for _, t in paragraphs[:200]] + ["word " * 600]
+    single = OnnxEmbedder(fp32_artifact)
+    whole = single.encode(texts)
+    monkeypatch.setattr(embedding, "WINDOW", 37)
+    embedder = OnnxEmbedder(fp32_artifact)
+    done: list[int] = []
+    windowed = embedder.encode(texts, on_progress=done.append)
+    np.testing.assert_allclose(windowed, whole, atol=2e-5)
+    assert sum(done) == len(texts) and embedder.truncated == single.truncated >= 1
+
+
 def test_overlong_passages_are_counted(fp32_artifact) -> None:
     embedder = OnnxEmbedder(fp32_artifact)
     embedder.encode(["word " * 600, "short"])

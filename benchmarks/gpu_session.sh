@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The GPU checks of one session on a lent GPU machine (no registry there; see README, "GPU").
+#
+# Expects /tmp/parts/p_* : a tar (split to fit the transfer limit) of payload/wheels/*.whl (vecpress's
+# missing dependencies for cp312) and payload/ort/ (onnxruntime-gpu, its CUDA provider xz-compressed).
+# Installs them under /tmp/site, then runs the GPU tests and both GPU benchmarks, each under its own
+# time limit, copying logs and result JSON to $OUT as it goes.
+set -u
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+repo=$(pwd)
+
+if [ ! -d /tmp/site/onnxruntime ]; then
+  cat /tmp/parts/p_* > /tmp/payload.tar && tar -xf /tmp/payload.tar -C /tmp || exit 1
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
+    /tmp/payload/wheels/*.whl || exit 1
+  cp -r /tmp/payload/ort/* /tmp/site/
+  so=/tmp/site/onnxruntime/capi/libonnxruntime_providers_cuda.so.xz
+  xz -d -T0 "$so" 2>/dev/null || python3 -c "import lzma,shutil,sys; \
+shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[1][:-3], 'wb'))" "$so" || exit 1
+  rm -f "$so" /tmp/payload.tar
+  # vecpress without a build: its package plus the top-level stage folders it maps in.
+  mkdir -p /tmp/vp && cp -r "$repo/vecpress" /tmp/vp/
+  for d in flows tasks infra deployments; do ln -sfn "$repo/$d" "/tmp/vp/vecpress/$d"; done
+fi
+export PYTHONPATH=/tmp/site:/tmp/vp
+
+python3 - <<'EOF' 2>&1 | tee "$OUT/probe.log"
+import onnxruntime as ort, torch
+print("torch", torch.__version__, torch.cuda.get_device_name(0), "onnxruntime", ort.__version__)
+print("providers", ort.get_available_providers())
+EOF
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >> "$OUT/probe.log"
+
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, keep its log
+  local name=$1 limit=$2; shift 2
+  echo "=== $name (limit ${limit}s)"
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+  echo "exit $? for $name" | tee -a "$OUT/$name.log"
+  tail -25 "$OUT/$name.log"
+}
+
+step embed_bench "${EMBED_LIMIT:-200}" python3 benchmarks/embed.py --device cuda \
+  --passages "${PASSAGES:-150000}"
+cp benchmarks/results/embed_cuda_*.json "$OUT/" 2>/dev/null
+step gpu_tests "${TEST_LIMIT:-260}" python3 -m pytest -q -p no:cacheprovider -o addopts="" \
+  tests/test_gpu.py "tests/test_fp16.py::test_fp16_export_passes_the_gate" \
+  "tests/test_fp16.py::test_fp16_embeddings_match_fp32" -rs
+step codec_bench "${CODEC_LIMIT:-90}" python3 benchmarks/codec_train.py --vectors 100000
+cp benchmarks/results/codec_train_cuda_*.json "$OUT/" 2>/dev/null
+ls -la "$OUT"
