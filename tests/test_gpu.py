@@ -70,7 +70,7 @@ def test_capped_gpu_arena_halves_and_matches(fp16_artifact, long_texts, caplog) 
         ours = capped.encode(long_texts, on_progress=done.append)
     assert capped.budget.halvings >= 1 and capped.max_batch_tokens < 262144
     assert sum(done) == len(long_texts)
-    assert np.sum(ours * reference, axis=1).min() >= 0.9995  # same passages, other batch shapes
+    assert np.sum(ours * reference, axis=1).min() >= 0.999  # fp16: other batch shapes round differently
 
 
 def test_real_gpu_memory_pressure_halves_then_floor_error(fp16_artifact, long_texts) -> None:
@@ -79,15 +79,16 @@ def test_real_gpu_memory_pressure_halves_then_floor_error(fp16_artifact, long_te
 
     embedder = OnnxEmbedder(fp16_artifact, max_batch_tokens=1 << 20, min_batch_tokens=512)
     embedder.encode(long_texts[:8])  # session, cuBLAS and cuDNN handles exist before the squeeze
+    starved = OnnxEmbedder(fp16_artifact, max_batch_tokens=1 << 20, min_batch_tokens=1 << 19)
+    starved.encode(long_texts[:8])
     reference = OnnxEmbedder(fp16_artifact, max_batch_tokens=4096).encode(long_texts)
     free, _ = torch.cuda.mem_get_info()
     hog = torch.empty(free - (384 << 20), dtype=torch.uint8, device="cuda")
     try:
         ours = embedder.encode(long_texts)
         assert embedder.budget.halvings >= 1, "1M-token batches fit in 384 MiB: no pressure seen"
-        assert np.sum(ours * reference, axis=1).min() >= 0.9995
+        assert np.sum(ours * reference, axis=1).min() >= 0.999
         ids = [f"doc-{i}#0" for i in range(len(long_texts))]
-        starved = OnnxEmbedder(fp16_artifact, max_batch_tokens=1 << 20, min_batch_tokens=1 << 19)
         with pytest.raises(OutOfMemoryFloorError, match=r"doc-\d+#0 \(\d+ tokens\)"):
             starved.encode(long_texts, ids=ids)
     finally:
