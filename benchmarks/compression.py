@@ -12,6 +12,8 @@ auto-tune's choice (random rotation, IVF nlist in the codec) for the recall targ
 
     .venv/bin/python benchmarks/compression.py [--passages 50000] [--variant int8] [--embed-only]
     .venv/bin/python benchmarks/compression.py --only server --rescore-factor 32 --label-suffix _r32
+    .venv/bin/python benchmarks/compression.py --only server --server-pca-dim 256 --server-pq-m 16 \
+        --server-nlist 32 --nprobe 16 --rescore-factor 32 --label-suffix _pq16_r32
 """
 
 from __future__ import annotations
@@ -166,6 +168,10 @@ def main() -> None:
     parser.add_argument("--recall-target", type=float, default=0.95)
     parser.add_argument("--rescore-factor", type=int, default=16)
     parser.add_argument("--server-nlist", type=int, default=128)
+    parser.add_argument("--server-pca-dim", type=int, help="fix the server codec's PCA dim and PQ M "
+                        "(with --server-pq-m) instead of auto-tuning them")
+    parser.add_argument("--server-pq-m", type=int)
+    parser.add_argument("--nprobe", type=int, help="IVF lists probed (default: MilvusSettings)")
     parser.add_argument("--only", choices=["lite", "server"], default=None,
                         help="Run one backend; its entry replaces the one in an existing result JSON.")
     parser.add_argument("--label-suffix", default="",
@@ -200,17 +206,24 @@ def main() -> None:
                     "configs": {}}
 
     lite_codec = CodecSettings()  # the default codec: PCA-256, PQ32, Lite serves IVF_SQ8
-    milvus_server = MilvusSettings(rescore_factor=args.rescore_factor)
-    tune_settings = CodecSettings(recall_target=args.recall_target, random_rotation=True,
-                                  ivf_nlist=args.server_nlist, autotune_pca_dims=[256, 384],
-                                  autotune_pq_m=[8, 12, 16, 24, 32])
-    tuned = cached_autotune(tune_settings, sample, milvus_server, f"{facts['variant']}-"
-                            f"{len(corpus)}-{args.recall_target}-{args.server_nlist}-"
-                            f"{args.rescore_factor}")
-    print("\n".join(tuned.lines()), flush=True)
-    server_codec = tuned.settings(CodecSettings(random_rotation=True, ivf_nlist=args.server_nlist))
+    milvus_server = MilvusSettings(rescore_factor=args.rescore_factor,
+                                   **({"nprobe": args.nprobe} if args.nprobe else {}))
+    if args.server_pca_dim and args.server_pq_m:
+        server_codec = CodecSettings(pca_dim=args.server_pca_dim, pq_m=args.server_pq_m,
+                                     random_rotation=True, ivf_nlist=args.server_nlist)
+        table = None
+    else:
+        tune_settings = CodecSettings(recall_target=args.recall_target, random_rotation=True,
+                                      ivf_nlist=args.server_nlist, autotune_pca_dims=[256, 384],
+                                      autotune_pq_m=[8, 12, 16, 24, 32])
+        tuned = cached_autotune(tune_settings, sample, milvus_server, f"{facts['variant']}-"
+                                f"{len(corpus)}-{args.recall_target}-{args.server_nlist}-"
+                                f"{args.rescore_factor}")
+        print("\n".join(tuned.lines()), flush=True)
+        server_codec = tuned.settings(CodecSettings(random_rotation=True, ivf_nlist=args.server_nlist))
+        table = tuned.to_dict()
     plans = [("lite", lite_codec, Settings(milvus=MilvusSettings(uri=str(work / "lite.db"))), None),
-             ("server", server_codec, None, tuned.to_dict())]
+             ("server", server_codec, None, table)]
     plans = [p for p in plans if args.only in (None, p[0])]
     for label, codec_settings, settings, table in plans:
         codec = fit_codec(sample, codec_settings, autotune=table)

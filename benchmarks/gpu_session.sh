@@ -32,6 +32,7 @@ print("torch", torch.__version__, torch.cuda.get_device_name(0), "onnxruntime", 
 print("providers", ort.get_available_providers())
 EOF
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >> "$OUT/probe.log"
+[ -n "${INSTALL_ONLY:-}" ] && exit 0
 
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, keep its log
   local name=$1 limit=$2; shift 2
@@ -49,4 +50,6 @@ step gpu_tests "${TEST_LIMIT:-260}" python3 -P -m pytest -q -p no:cacheprovider 
   "tests/test_fp16.py::test_fp16_embeddings_match_fp32" -rs
 step codec_bench "${CODEC_LIMIT:-90}" python3 benchmarks/codec_train.py --vectors 100000
 cp benchmarks/results/codec_train_cuda_*.json "$OUT/" 2>/dev/null
+step embed_breakdown "${BREAKDOWN_LIMIT:-150}" python3 benchmarks/embed_breakdown.py
+cp benchmarks/results/embed_breakdown_cuda.json "$OUT/" 2>/dev/null
 ls -la "$OUT"

@@ -26,7 +26,7 @@ import onnxruntime as ort
 from vecpress.infra.settings import ModelSettings
 from vecpress.tasks.model_files import load_tokenizer
 from vecpress.tasks.onnx_export import ModelArtifact
-from vecpress.tasks.oom import TokenBudget, floor_error, is_out_of_memory
+from vecpress.tasks.oom import OutOfMemoryFloorError, TokenBudget, floor_error, is_out_of_memory
 
 log = logging.getLogger(__name__)
 
@@ -225,8 +225,18 @@ def _create_session(artifact: ModelArtifact, options: ort.SessionOptions,
         cuda = {"device_id": 0, "arena_extend_strategy": "kSameAsRequested"}
         if cap is not None:
             cuda["gpu_mem_limit"] = cap
-        return ort.InferenceSession(artifact.onnx_path, options,
-                                    providers=[("CUDAExecutionProvider", cuda), "CPUExecutionProvider"])
+        try:
+            return ort.InferenceSession(artifact.onnx_path, options, providers=[
+                ("CUDAExecutionProvider", cuda), "CPUExecutionProvider"])
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            # Seen on an H100 already filled by another process: cublasCreate fails before any
+            # batch runs, so there is nothing to halve.
+            raise OutOfMemoryFloorError(
+                f"{artifact.onnx_path}: cannot create the CUDA session: the GPU is out of memory "
+                "before any batch ran (another process holds it?). Free GPU memory, run one "
+                f"worker per GPU, or use a CPU variant. Cause: {str(exc).strip()[-300:]}") from exc
     if cap is None:
         return ort.InferenceSession(artifact.onnx_path, options, providers=["CPUExecutionProvider"])
     weights = sum(p.stat().st_size for p in Path(artifact.onnx_path).parent.glob("*.onnx*"))

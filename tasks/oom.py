@@ -21,6 +21,7 @@ OOM_MARKERS = (
     "out of memory",  # CUDA failure 2, cudaErrorMemoryAllocation
     "CUDNN_STATUS_ALLOC_FAILED",
     "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUBLAS failure 3",  # cublasCreate when the GPU is full: "the resource allocation failed"
 )
 GROW_AFTER = 16  # successful batches before the budget is doubled again
 

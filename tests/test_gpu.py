@@ -88,6 +88,9 @@ def test_real_gpu_memory_pressure_halves_then_floor_error(fp16_artifact, long_te
         ours = embedder.encode(long_texts)
         assert embedder.budget.halvings >= 1, "1M-token batches fit in 384 MiB: no pressure seen"
         assert np.sum(ours * reference, axis=1).min() >= 0.999
+        # A session made now finds the GPU full before any batch: a clear error, not a halving.
+        with pytest.raises(OutOfMemoryFloorError, match="cannot create the CUDA session"):
+            OnnxEmbedder(fp16_artifact).encode(long_texts[:8])
         ids = [f"doc-{i}#0" for i in range(len(long_texts))]
         with pytest.raises(OutOfMemoryFloorError, match=r"doc-\d+#0 \(\d+ tokens\)"):
             starved.encode(long_texts, ids=ids)

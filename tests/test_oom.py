@@ -82,6 +82,9 @@ def test_out_of_memory_recognition() -> None:
              "bfc_arena.cc:360 Available memory of 0 is smaller than requested bytes of 100663296")
     assert is_out_of_memory(RuntimeError(arena))
     assert is_out_of_memory(RuntimeError("CUDA failure 2: out of memory ; GPU=0"))
+    # creating a CUDA session on a full H100 (onnxruntime-gpu 1.31.1), verbatim:
+    assert is_out_of_memory(RuntimeError("CUBLAS failure 3: the resource allocation failed ; GPU=0 ; "
+                                         "hostname=vm ; expr=cublasCreate(&cublas_handle_);"))
     assert is_out_of_memory(MemoryError())
     assert not is_out_of_memory(RuntimeError("Invalid rank for input: input_ids Got: 3"))
     with pytest.raises(Exception) as info:  # a real ORT error that is not about memory

@@ -1,0 +1,67 @@
+"""Where the time of a CUDA encode goes: tokenising, reading the ids into numpy, and inference.
+
+Times, on the same passages as ``embed.py`` (≤126 + 2 tokens): ``encode_batch`` alone, the
+embedder's whole tokenising step (ids read out of the Encodings into flat numpy arrays), the ONNX
+session alone on fixed-shape batches (inputs copied to the GPU each call, as in ``encode``), and
+end-to-end ``encode`` at several token budgets. Writes benchmarks/results/embed_breakdown_<dev>.json.
+
+    python3 benchmarks/embed_breakdown.py [--passages 150000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from embed import RESULTS, build_passages
+
+
+def timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--passages", type=int, default=150_000)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from vecpress.tasks.embedding import OnnxEmbedder
+    from vecpress.tasks.model_files import read_model_spec, resolve_model_dir
+    from vecpress.tasks.onnx_export import export_model
+
+    texts = build_passages(args.passages, 126)
+    artifact = export_model(read_model_spec(resolve_model_dir(None)), "fp16",
+                            Path(tempfile.mkdtemp(prefix="breakdown-")), lambda: texts[:64])
+    embedder = OnnxEmbedder(artifact, max_batch_tokens=65536)
+    n = len(texts)
+    report: dict = {"device": embedder.device, "passages": n, "cpus": os.cpu_count()}
+    report["encode_batch_per_s"] = n / timed(lambda: embedder._tok.encode_batch(texts))
+    report["tokenise_to_numpy_per_s"] = n / timed(lambda: embedder._tokenise(texts))
+    report["inference_only"] = {}
+    for rows, seq in ((256, 128), (512, 128), (1024, 128)):
+        feeds = {name: np.ones((rows, seq), np.int64) for name in artifact.input_names}
+        for _ in range(3):
+            embedder._run(feeds)
+        seconds = timed(lambda f=feeds: [embedder._run(f) for _ in range(30)]) / 30
+        report["inference_only"][f"{rows}x{seq}"] = rows / seconds
+    report["encode_per_s"] = {}
+    for budget in (32768, 65536, 131072, 262144):
+        run = OnnxEmbedder(artifact, max_batch_tokens=budget)
+        run.encode(texts[:3000])
+        report["encode_per_s"][budget] = n / timed(lambda r=run: r.encode(texts))
+    print(json.dumps(report, indent=2))
+    name = embedder.device if embedder.device == "cpu" else "cuda"
+    path = RESULTS / f"embed_breakdown_{name}.json"  # renamed per GPU when committed
+    path.write_text(json.dumps(report, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
