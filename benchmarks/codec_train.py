@@ -10,15 +10,13 @@ same PCA + PQ on the same sample; prints a table and writes benchmarks/results/c
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
 from pathlib import Path
 
 import numpy as np
-
-RESULTS = Path(__file__).parent / "results"
+from embed import write_result
 
 
 def real_vectors(count: int, device: str) -> np.ndarray:
@@ -77,12 +75,7 @@ def main() -> None:
               "cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
               "faiss": faiss.__version__, "vectors": args.vectors, "pca_dim": args.pca_dim,
               "pq_m": args.pq_m, "backends": rows}
-    RESULTS.mkdir(exist_ok=True)
-    name = f"cpu_{os.cpu_count()}core" if device == "cpu" else \
-        "cuda_" + torch.cuda.get_device_name(0).lower().replace(" ", "_")
-    path = RESULTS / f"codec_train_{name}.json"
-    path.write_text(json.dumps(report, indent=2))
-    print(f"wrote {path}")
+    write_result("codec_train", report, device)
 
 
 if __name__ == "__main__":

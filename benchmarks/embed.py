@@ -207,12 +207,20 @@ def main() -> None:
               "cpu_ratio_to_baseline compares CPU seconds used, which other load on a shared "
               "machine distorts less than wall time." if
               device == "cpu" else "GPU run: absolute passages/s are meaningful for this GPU."}
+    write_result("embed", report, device)
+
+
+def write_result(prefix: str, report: dict, device: str) -> Path:
+    """benchmarks/results/<prefix>_<cpu_Ncore | cuda_<gpu name>>.json: one file per machine kind."""
+    import torch
+
     RESULTS.mkdir(exist_ok=True)
     name = f"cpu_{os.cpu_count()}core" if device == "cpu" else \
         "cuda_" + torch.cuda.get_device_name(0).lower().replace(" ", "_")
-    path = RESULTS / f"embed_{name}.json"
+    path = RESULTS / f"{prefix}_{name}.json"
     path.write_text(json.dumps(report, indent=2))
     print(f"wrote {path}")
+    return path
 
 
 if __name__ == "__main__":

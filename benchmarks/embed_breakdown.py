@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from embed import RESULTS, build_passages
+from embed import build_passages, write_result
 
 
 def timed(fn) -> float:
@@ -57,10 +57,7 @@ def main() -> None:
         run.encode(texts[:3000])
         report["encode_per_s"][budget] = n / timed(lambda r=run: r.encode(texts))
     print(json.dumps(report, indent=2))
-    name = embedder.device if embedder.device == "cpu" else "cuda"
-    path = RESULTS / f"embed_breakdown_{name}.json"  # renamed per GPU when committed
-    path.write_text(json.dumps(report, indent=2))
-    print(f"wrote {path}")
+    write_result("embed_breakdown", report, embedder.device)
 
 
 if __name__ == "__main__":

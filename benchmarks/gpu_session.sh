@@ -51,5 +51,5 @@ step gpu_tests "${TEST_LIMIT:-260}" python3 -P -m pytest -q -p no:cacheprovider 
 step codec_bench "${CODEC_LIMIT:-90}" python3 benchmarks/codec_train.py --vectors 100000
 cp benchmarks/results/codec_train_cuda_*.json "$OUT/" 2>/dev/null
 step embed_breakdown "${BREAKDOWN_LIMIT:-150}" python3 benchmarks/embed_breakdown.py
-cp benchmarks/results/embed_breakdown_cuda.json "$OUT/" 2>/dev/null
+cp benchmarks/results/embed_breakdown_cuda_*.json "$OUT/" 2>/dev/null
 ls -la "$OUT"
