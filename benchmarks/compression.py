@@ -233,7 +233,9 @@ def main() -> None:
         storage.write_parquet(str(archive), archive_table(pks, codec.encode(corpus),
                                                           codec.project(corpus)))
         rescore = RescoreStore([str(archive)], directory=work / label / "rescore")
-        entry = {"codec": codec.report,
+        # Per entry: --only runs merge into one JSON, and the docstring corpus changes with the
+        # packages installed, so each configuration keeps the corpus it was measured on.
+        entry = {"corpus": result["corpus"], "codec": codec.report,
                  "archive_parquet_bytes_per_vector": archive.stat().st_size / len(corpus),
                  "rescore_store_bytes_per_vector": rescore.nbytes / len(corpus)}
         if label == "lite":
