@@ -11,6 +11,7 @@ CPU (default when torch sees no GPU): baseline sentence-transformers torch FP32 
 torch FP16 on the GPU vs ONNX fp16 on the CUDA provider with IO binding (needs onnxruntime-gpu).
 
     .venv/bin/python benchmarks/embed.py [--passages 1500] [--threads 2] [--device auto|cpu|cuda]
+        [--batch-tokens N] [--tokenizer-processes N]
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def build_passages(count: int, max_tokens: int = 192) -> list[str]:
 
 
 def run_engine(engine: str, texts_file: str, out_file: str, threads: int, artifact_dir: str,
-               device: str, batch_tokens: int) -> None:
+               device: str, batch_tokens: int, tokenizer_processes: int) -> None:
     """Child process: embed the texts with one engine, save vectors, print timing JSON."""
     texts = json.loads(Path(texts_file).read_text())
     if engine.startswith("st-torch"):
@@ -74,7 +75,8 @@ def run_engine(engine: str, texts_file: str, out_file: str, threads: int, artifa
         from vecpress.tasks.onnx_export import ModelArtifact
 
         embedder = OnnxEmbedder(ModelArtifact.load(Path(artifact_dir)), threads=threads,
-                                max_batch_tokens=batch_tokens)
+                                max_batch_tokens=batch_tokens,
+                                tokenizer_processes=tokenizer_processes)
         if embedder.device != device:
             raise SystemExit(f"{engine}: ran on {embedder.device}, expected {device}")
         embedder.encode(texts[:256])  # warm-up
@@ -113,6 +115,9 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", help="first one is the baseline; default per device")
     parser.add_argument("--batch-tokens", type=int, help="ONNX token budget (default 8192 CPU, "
                         "65536 CUDA)")
+    parser.add_argument("--label", default="", help="file name suffix, e.g. _tok7")
+    parser.add_argument("--tokenizer-processes", type=int, default=0,
+                        help="ONNX engines tokenise in this many processes (model.tokenizer_processes)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
@@ -139,7 +144,8 @@ def main() -> None:
         artifact_dir = export_for(engine, work / "models", texts[:64])
         proc = subprocess.run([sys.executable, __file__, "--child", engine, str(work / "texts.json"),
                                str(out), str(args.threads), artifact_dir, device,
-                               str(batch_tokens)], capture_output=True, text=True)
+                               str(batch_tokens), str(args.tokenizer_processes)],
+                              capture_output=True, text=True)
         if proc.returncode:
             raise SystemExit(f"{engine} failed:\n{proc.stderr[-3000:]}")
         results[engine] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -195,7 +201,7 @@ def main() -> None:
     report = {"device": device, "threads": args.threads, "cpus": os.cpu_count(),
               "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
               "onnxruntime_providers": onnxruntime.get_available_providers(),
-              "onnx_batch_tokens": batch_tokens,
+              "onnx_batch_tokens": batch_tokens, "onnx_tokenizer_processes": args.tokenizer_processes,
               "platform": platform.platform(), "torch": torch.__version__,
               "onnxruntime": onnxruntime.__version__, "passages": len(texts),
               "token_lengths": {"p10": float(np.percentile(lengths, 10)),
@@ -207,7 +213,7 @@ def main() -> None:
               "cpu_ratio_to_baseline compares CPU seconds used, which other load on a shared "
               "machine distorts less than wall time." if
               device == "cpu" else "GPU run: absolute passages/s are meaningful for this GPU."}
-    write_result("embed", report, device)
+    write_result("embed" + args.label, report, device)
 
 
 def write_result(prefix: str, report: dict, device: str) -> Path:
@@ -226,6 +232,6 @@ def write_result(prefix: str, report: dict, device: str) -> Path:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         run_engine(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6], sys.argv[7],
-                   int(sys.argv[8]))
+                   int(sys.argv[8]), int(sys.argv[9]))
     else:
         main()

@@ -3,7 +3,8 @@
 Times, on the same passages as ``embed.py`` (≤126 + 2 tokens): ``encode_batch`` alone, the
 embedder's whole tokenising step (ids read out of the Encodings into flat numpy arrays), the ONNX
 session alone on fixed-shape batches (inputs copied to the GPU each call, as in ``encode``), and
-end-to-end ``encode`` at several token budgets. Writes benchmarks/results/embed_breakdown_<dev>.json.
+end-to-end ``encode`` at several token budgets and with tokeniser process pools. Writes
+benchmarks/results/embed_breakdown_<dev>.json.
 
     python3 benchmarks/embed_breakdown.py [--passages 150000]
 """
@@ -30,6 +31,8 @@ def timed(fn) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--passages", type=int, default=150_000)
+    parser.add_argument("--tokenizer-processes", type=int, nargs="*", default=[4, 7],
+                        help="end-to-end encode (budget 131072) with these tokeniser pools")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from vecpress.tasks.embedding import OnnxEmbedder
@@ -56,6 +59,13 @@ def main() -> None:
         run = OnnxEmbedder(artifact, max_batch_tokens=budget)
         run.encode(texts[:3000])
         report["encode_per_s"][budget] = n / timed(lambda r=run: r.encode(texts))
+    report["encode_per_s_with_tokenizer_processes"] = {}
+    for processes in args.tokenizer_processes:
+        run = OnnxEmbedder(artifact, max_batch_tokens=131072, tokenizer_processes=processes)
+        run.encode(texts[:3000])  # starts the processes
+        report["encode_per_s_with_tokenizer_processes"][processes] = n / timed(
+            lambda r=run: r.encode(texts))
+        run._tokenisers.close()
     print(json.dumps(report, indent=2))
     write_result("embed_breakdown", report, embedder.device)
 

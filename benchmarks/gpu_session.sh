@@ -45,6 +45,9 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, keep its log
 step embed_bench "${EMBED_LIMIT:-200}" python3 benchmarks/embed.py --device cuda \
   --passages "${PASSAGES:-150000}"
 cp benchmarks/results/embed_cuda_*.json "$OUT/" 2>/dev/null
+step embed_bench_tok "${EMBED_LIMIT:-200}" python3 benchmarks/embed.py --device cuda \
+  --passages "${PASSAGES:-150000}" --batch-tokens 131072 --tokenizer-processes 7 --label _tok7
+cp benchmarks/results/embed_tok7_cuda_*.json "$OUT/" 2>/dev/null
 step gpu_tests "${TEST_LIMIT:-260}" python3 -P -m pytest -q -p no:cacheprovider -o addopts="" \
   tests/test_gpu.py "tests/test_fp16.py::test_fp16_export_passes_the_gate" \
   "tests/test_fp16.py::test_fp16_embeddings_match_fp32" -rs

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import dask
 from distributed import Client, LocalCluster
 
 from vecpress.infra.settings import DaskSettings
@@ -55,6 +56,15 @@ def dask_client(settings: DaskSettings) -> Iterator[tuple[Client, ClusterInfo]]:
             yield client, ClusterInfo("external", len(info), threads, 0)
         return
     gpus = gpu_count()
+    # Non-daemonic local workers may start children: the embedder's tokeniser processes
+    # (model.tokenizer_processes). An external cluster needs this in its own Dask config.
+    with dask.config.set({"distributed.worker.daemon": False}), \
+            _local_client(settings, gpus) as pair:
+        yield pair
+
+
+@contextmanager
+def _local_client(settings: DaskSettings, gpus: int) -> Iterator[tuple[Client, ClusterInfo]]:
     if gpus:
         try:
             from dask_cuda import LocalCUDACluster

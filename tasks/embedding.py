@@ -12,7 +12,6 @@ CUDA provider, else on the CPU provider (correct but not faster) with a warning.
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import threading
 from collections.abc import Callable
@@ -24,9 +23,15 @@ import numpy as np
 import onnxruntime as ort
 
 from vecpress.infra.settings import ModelSettings
-from vecpress.tasks.model_files import load_tokenizer
 from vecpress.tasks.onnx_export import ModelArtifact
 from vecpress.tasks.oom import OutOfMemoryFloorError, TokenBudget, floor_error, is_out_of_memory
+from vecpress.tasks.tokenising import (
+    TokeniserPool,
+    Tokens,
+    can_spawn_processes,
+    model_tokenizer,
+    tokenise,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +39,6 @@ DEFAULT_BATCH_TOKENS = 8192
 DEFAULT_MIN_BATCH_TOKENS = 256
 WINDOW = 16_384  # passages tokenised and sorted together
 _ARENA_LOCK = threading.Lock()  # the env allocator is process-wide; sessions take it at creation
-
-
-@dataclass(frozen=True)
-class _Tokens:
-    """A window's token ids: ``flat[starts[i]:starts[i] + lengths[i]]`` are passage i's."""
-
-    flat: np.ndarray
-    starts: np.ndarray
-    lengths: np.ndarray
-    truncated: int  # passages cut to max_seq_length
 
 
 @dataclass(frozen=True)
@@ -58,15 +53,15 @@ class OnnxEmbedder:
 
     def __init__(self, artifact: ModelArtifact, threads: int = 0,
                  max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
-                 min_batch_tokens: int | None = None, arena_max_mb: int | None = None) -> None:
+                 min_batch_tokens: int | None = None, arena_max_mb: int | None = None,
+                 tokenizer_processes: int = 0) -> None:
         self.artifact = artifact
         floor = min(max_batch_tokens, DEFAULT_MIN_BATCH_TOKENS) if min_batch_tokens is None \
             else min_batch_tokens
         self.budget = TokenBudget(max_batch_tokens, floor)
         self.truncated = 0  # passages longer than the window, cut to max_seq_length
-        self._tok = load_tokenizer(Path(artifact.model_dir))
-        self._tok.no_padding()
-        self._tok.enable_truncation(artifact.max_seq_length)
+        self._tok = model_tokenizer(artifact.model_dir, artifact.max_seq_length)
+        self._tokenisers = _tokeniser_pool(artifact, tokenizer_processes)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -86,7 +81,8 @@ class OnnxEmbedder:
     @classmethod
     def from_settings(cls, artifact: ModelArtifact, model: ModelSettings, threads: int = 0) -> OnnxEmbedder:
         return cls(artifact, threads=threads, max_batch_tokens=model.max_batch_tokens,
-                   min_batch_tokens=model.min_batch_tokens, arena_max_mb=model.arena_max_mb)
+                   min_batch_tokens=model.min_batch_tokens, arena_max_mb=model.arena_max_mb,
+                   tokenizer_processes=model.tokenizer_processes)
 
     @property
     def dim(self) -> int:
@@ -119,24 +115,12 @@ class OnnxEmbedder:
             self._encode_window(tokens, offset, out, ids, on_progress)
         return out
 
-    def _tokenise(self, texts: list[str]) -> _Tokens:
-        """One window's token ids as flat numpy arrays: later batches only slice and pad them.
+    def _tokenise(self, texts: list[str]) -> Tokens:
+        if self._tokenisers is not None:
+            return self._tokenisers.tokenise(texts)
+        return tokenise(self._tok, texts, self.artifact.max_seq_length)
 
-        Reading each Encoding's ids once (a Rust → Python list copy) is the dominant CPU cost at GPU
-        speeds, so nothing else is read per passage.
-        """
-        encodings = self._tok.encode_batch(texts)
-        id_lists = [e.ids for e in encodings]
-        lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
-        flat = np.fromiter(itertools.chain.from_iterable(id_lists), dtype=np.int64,
-                           count=int(lengths.sum()))
-        starts = np.zeros_like(lengths)
-        np.cumsum(lengths[:-1], out=starts[1:])
-        at_limit = np.flatnonzero(lengths >= self.artifact.max_seq_length)
-        truncated = sum(1 for i in at_limit.tolist() if encodings[i].overflowing)
-        return _Tokens(flat, starts, lengths, truncated)
-
-    def _encode_window(self, tokens: _Tokens, offset: int, out: np.ndarray, ids: list[str] | None,
+    def _encode_window(self, tokens: Tokens, offset: int, out: np.ndarray, ids: list[str] | None,
                        on_progress: Callable[[int], None] | None) -> None:
         """Batches sorted by length; the next batch's inputs are built while this one runs."""
         order = np.argsort(tokens.lengths, kind="stable")
@@ -161,7 +145,7 @@ class OnnxEmbedder:
                 on_progress(len(batch))
             current = upcoming
 
-    def _prepare(self, tokens: _Tokens, order: np.ndarray, sorted_lengths: np.ndarray,
+    def _prepare(self, tokens: Tokens, order: np.ndarray, sorted_lengths: np.ndarray,
                  start: int) -> _Prepared:
         """Padded int64 inputs for the batch from ``start`` that fills the current token budget."""
         end = _batch_end(sorted_lengths, start, self.budget.current)
@@ -255,6 +239,18 @@ def _create_session(artifact: ModelArtifact, options: ort.SessionOptions,
         return ort.InferenceSession(artifact.onnx_path, options, providers=["CPUExecutionProvider"])
 
 
+def _tokeniser_pool(artifact: ModelArtifact, processes: int) -> TokeniserPool | None:
+    """A pool of tokeniser processes when asked for and allowed here, else None (tokenise here)."""
+    if processes <= 0:
+        return None
+    if not can_spawn_processes():
+        log.warning("model.tokenizer_processes=%d ignored: this is a daemonic process (a Dask worker "
+                    "started with distributed.worker.daemon=True), which may not start children; "
+                    "tokenising in the worker itself", processes)
+        return None
+    return TokeniserPool(artifact.model_dir, artifact.max_seq_length, processes)
+
+
 @functools.cache
 def _preload_cuda_libraries() -> None:
     """Load CUDA/cuDNN from torch or the nvidia-* wheels, as onnxruntime-gpu ≥ 1.21 recommends.
@@ -273,11 +269,12 @@ def _preload_cuda_libraries() -> None:
 
 @functools.lru_cache(maxsize=2)
 def worker_embedder(artifact: ModelArtifact, threads: int, max_batch_tokens: int,
-                    min_batch_tokens: int | None = None,
-                    arena_max_mb: int | None = None) -> OnnxEmbedder:
+                    min_batch_tokens: int | None = None, arena_max_mb: int | None = None,
+                    tokenizer_processes: int = 0) -> OnnxEmbedder:
     """The process-wide embedder: each Dask worker process builds its session once, lazily.
 
     Its token budget (halved after out-of-memory errors) therefore persists across shards.
     """
     return OnnxEmbedder(artifact, threads=threads, max_batch_tokens=max_batch_tokens,
-                        min_batch_tokens=min_batch_tokens, arena_max_mb=arena_max_mb)
+                        min_batch_tokens=min_batch_tokens, arena_max_mb=arena_max_mb,
+                        tokenizer_processes=tokenizer_processes)

@@ -97,14 +97,15 @@ def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
 
 def embed_shard(passages_url: str, out_url: str, artifact: ModelArtifact, threads: int,
                 max_batch_tokens: int, min_batch_tokens: int | None = None,
-                arena_max_mb: int | None = None,
+                arena_max_mb: int | None = None, tokenizer_processes: int = 0,
                 on_progress: Callable[[int], None] | None = None) -> EmbedShard:
     """Embed one passages shard with the worker's ONNX session; write pk + embedding.
 
     Passage ids (``doc_id#chunk``) name the passages of a batch that cannot fit in memory;
     ``on_progress(n)`` reports passages embedded as batches finish.
     """
-    embedder = worker_embedder(artifact, threads, max_batch_tokens, min_batch_tokens, arena_max_mb)
+    embedder = worker_embedder(artifact, threads, max_batch_tokens, min_batch_tokens, arena_max_mb,
+                               tokenizer_processes)
     table = storage.read_parquet(passages_url, columns=["pk", "doc_id", "chunk", "text"])
     ids = [f"{d}#{c}" for d, c in zip(table.column("doc_id").to_pylist(),
                                       table.column("chunk").to_pylist(), strict=True)]

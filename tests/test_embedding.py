@@ -48,6 +48,40 @@ def test_tokenising_windows_keep_input_order(fp32_artifact, paragraphs, monkeypa
     assert sum(done) == len(texts) and embedder.truncated == single.truncated >= 1
 
 
+def test_tokeniser_processes_give_the_same_embeddings(fp32_artifact, paragraphs) -> None:
+    texts = [t for _, t in paragraphs[:300]] + ["word " * 600]
+    here = OnnxEmbedder(fp32_artifact)
+    pooled = OnnxEmbedder(fp32_artifact, tokenizer_processes=2)
+    assert pooled._tokenisers is not None and pooled._tokenisers.processes == 2
+    np.testing.assert_allclose(pooled.encode(texts), here.encode(texts), atol=2e-5)
+    assert pooled.truncated == here.truncated >= 1
+
+
+def test_local_dask_workers_may_start_tokeniser_processes(fp32_artifact, paragraphs, tmp_path) -> None:
+    """dask_client's workers are not daemonic, so an embedder there gets its tokeniser pool."""
+    import pyarrow as pa
+
+    from vecpress.infra import storage
+    from vecpress.infra.cluster import dask_client
+    from vecpress.infra.settings import DaskSettings
+    from vecpress.tasks.shard_jobs import embed_shard, read_embeddings
+    from vecpress.tasks.tokenising import can_spawn_processes
+
+    texts = [t for _, t in paragraphs[:64]]
+    shard = str(tmp_path / "passages.parquet")
+    storage.write_parquet(shard, pa.table({"pk": list(range(64)), "doc_id": ["d"] * 64,
+                                           "chunk": list(range(64)), "text": texts}))
+    with dask_client(DaskSettings(n_workers=1, threads_per_worker=1)) as (client, _):
+        assert all(client.run(can_spawn_processes).values())
+        done = client.submit(embed_shard, shard, str(tmp_path / "e.parquet"), fp32_artifact, 1, 8192,
+                             tokenizer_processes=2).result()
+        pools = client.run(lambda: [o._tokenisers is not None for o in __import__("gc").get_objects()
+                                    if isinstance(o, OnnxEmbedder)])
+    assert done.rows == 64 and list(pools.values()) == [[True]]
+    _, vectors = read_embeddings(done.url)
+    np.testing.assert_allclose(vectors, OnnxEmbedder(fp32_artifact).encode(texts), atol=2e-5)
+
+
 def test_overlong_passages_are_counted(fp32_artifact) -> None:
     embedder = OnnxEmbedder(fp32_artifact)
     embedder.encode(["word " * 600, "short"])
