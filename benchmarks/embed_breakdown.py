@@ -31,6 +31,7 @@ def timed(fn) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--passages", type=int, default=150_000)
+    parser.add_argument("--tokenise-only", action="store_true", help="skip inference (CPU runs)")
     parser.add_argument("--tokenizer-processes", type=int, nargs="*", default=[4, 7],
                         help="end-to-end encode (budget 131072) with these tokeniser pools")
     args = parser.parse_args()
@@ -38,6 +39,7 @@ def main() -> None:
     from vecpress.tasks.embedding import OnnxEmbedder
     from vecpress.tasks.model_files import read_model_spec, resolve_model_dir
     from vecpress.tasks.onnx_export import export_model
+    from vecpress.tasks.tokenising import TokeniserPool
 
     texts = build_passages(args.passages, 126)
     artifact = export_model(read_model_spec(resolve_model_dir(None)), "fp16",
@@ -47,6 +49,17 @@ def main() -> None:
     report: dict = {"device": embedder.device, "passages": n, "cpus": os.cpu_count()}
     report["encode_batch_per_s"] = n / timed(lambda: embedder._tok.encode_batch(texts))
     report["tokenise_to_numpy_per_s"] = n / timed(lambda: embedder._tokenise(texts))
+    report["tokenise_to_numpy_per_s_with_processes"] = {}
+    for processes in args.tokenizer_processes:
+        pool = TokeniserPool(artifact.model_dir, artifact.max_seq_length, processes)
+        pool.tokenise(texts[:1000])  # starts the processes
+        report["tokenise_to_numpy_per_s_with_processes"][processes] = n / timed(
+            lambda p=pool: p.tokenise(texts))
+        pool.close()
+    if args.tokenise_only:
+        print(json.dumps(report, indent=2))
+        write_result("embed_breakdown_tokenise", report, embedder.device)
+        return
     report["inference_only"] = {}
     for rows, seq in ((256, 128), (512, 128), (1024, 128)):
         feeds = {name: np.ones((rows, seq), np.int64) for name in artifact.input_names}
