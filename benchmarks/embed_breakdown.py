@@ -78,7 +78,7 @@ def main() -> None:
         run.encode(texts[:3000])  # starts the processes
         report["encode_per_s_with_tokenizer_processes"][processes] = n / timed(
             lambda r=run: r.encode(texts))
-        run._tokenisers.close()
+        run.close()
     print(json.dumps(report, indent=2))
     write_result("embed_breakdown", report, embedder.device)
 

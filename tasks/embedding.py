@@ -84,6 +84,12 @@ class OnnxEmbedder:
                    min_batch_tokens=model.min_batch_tokens, arena_max_mb=model.arena_max_mb,
                    tokenizer_processes=model.tokenizer_processes)
 
+    def close(self) -> None:
+        """Stop the helper threads and tokeniser processes (also done at interpreter exit)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._tokenisers is not None:
+            self._tokenisers.close()
+
     @property
     def dim(self) -> int:
         return self.artifact.dim

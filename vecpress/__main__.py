@@ -1,3 +1,4 @@
 from vecpress.cli import app
 
-app()
+if __name__ == "__main__":  # spawned tokeniser processes import this module as __mp_main__
+    app()
