@@ -62,3 +62,14 @@ def test_export_model_rejects_a_non_model_directory(inputs, tmp_path) -> None:
     result = vecpress(inputs, "export-model", str(tmp_path), "--cache-dir", str(tmp_path / "c"))
     assert result.returncode == 2
     assert "no config.json" in result.stderr
+
+
+def test_embed_with_tokeniser_processes(inputs, fp32_artifact, monkeypatch) -> None:
+    """The CLI with tokeniser processes (spawned from `python -m vecpress`) gives the same vectors."""
+    monkeypatch.setenv("VECPRESS_MODEL__TOKENIZER_PROCESSES", "2")
+    out = inputs["root"] / "pooled.parquet"
+    result = vecpress(inputs, "embed", str(inputs["root"] / "in.jsonl"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    vectors = np.stack(pq.read_table(out).column("embedding").to_numpy(zero_copy_only=False))
+    expected = OnnxEmbedder(fp32_artifact).encode([t for _, t in inputs["records"]])
+    np.testing.assert_allclose(vectors, expected, atol=2e-5)
