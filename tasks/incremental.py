@@ -65,14 +65,11 @@ def read_old_passages(entries: list[FileEntry]) -> OldPassages:
         mask = pc.is_in(passages.column("source"), pa.array(sorted(sources))).to_numpy(
             zero_copy_only=False)
         rows = passages.filter(pa.array(mask))
-        for source, pk in zip(rows.column("source").to_pylist(), rows.column("pk").to_pylist(),
-                              strict=True):
-            pks_by_source[source].add(pk)
+        _add_pks(pks_by_source, rows)
         if not storage.exists(archive_url):
             continue  # the pks still get deleted; the vectors are simply embedded again
         archive = storage.read_parquet(archive_url).filter(pa.array(mask))
-        hashes.append(np.fromiter((text_hash(t) for t in rows.column("text").to_pylist()),
-                                  np.int64, count=rows.num_rows))
+        hashes.append(_text_hashes(rows))
         codes.append(fixed_list_to_numpy(archive.column("pq_codes"), np.uint8))
         vectors.append(fixed_list_to_numpy(archive.column("pca_fp16"), np.float16))
     if not hashes:
@@ -95,9 +92,7 @@ class ShardSplit:
 def split_shard(passages_url: str, index: ReuseIndex, out_prefix: str) -> ShardSplit:
     """Separate passages with an archived vector (written as a ready archive) from the rest."""
     table = storage.read_parquet(passages_url)
-    hashes = np.fromiter((text_hash(t) for t in table.column("text").to_pylist()), np.int64,
-                         count=table.num_rows)
-    hit, rows = index.find(hashes)
+    hit, rows = index.find(_text_hashes(table))
     if not hit.any():
         return ShardSplit(passages_url, None)
     reused_passages = table.filter(pa.array(hit))
@@ -119,11 +114,20 @@ def pks_by_source(passage_urls: list[str]) -> dict[str, set[int]]:
     """Primary keys each source file produced in this run's passage shards."""
     out: dict[str, set[int]] = {}
     for url in passage_urls:
-        table = storage.read_parquet(url, columns=["pk", "source"])
-        for source, pk in zip(table.column("source").to_pylist(), table.column("pk").to_pylist(),
-                              strict=True):
-            out.setdefault(source, set()).add(pk)
+        _add_pks(out, storage.read_parquet(url, columns=["pk", "source"]))
     return out
+
+
+def _add_pks(out: dict[str, set[int]], passages: pa.Table) -> None:
+    """Add each row's pk to the set of its source file."""
+    for source, pk in zip(passages.column("source").to_pylist(), passages.column("pk").to_pylist(),
+                          strict=True):
+        out.setdefault(source, set()).add(pk)
+
+
+def _text_hashes(passages: pa.Table) -> np.ndarray:
+    return np.fromiter((text_hash(t) for t in passages.column("text").to_pylist()), np.int64,
+                       count=passages.num_rows)
 
 
 def stale_pks(old: dict[str, set[int]], new: dict[str, set[int]]) -> list[int]:

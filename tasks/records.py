@@ -18,16 +18,20 @@ PASSAGE_SCHEMA = pa.schema(
 )
 
 
+def _hash63(value: str) -> int:
+    """Non-negative 63-bit blake2b hash: fits Milvus's INT64 keys and numpy int64."""
+    digest = hashlib.blake2b(value.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
 def passage_pk(doc_id: str, chunk: int) -> int:
     """Deterministic 63-bit primary key of a passage, so re-ingesting upserts instead of duplicating."""
-    digest = hashlib.blake2b(f"{doc_id}\x00{chunk}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
+    return _hash63(f"{doc_id}\x00{chunk}")
 
 
 def text_hash(text: str) -> int:
     """63-bit hash of a passage's text: the key of the cache that spares re-embedding it."""
-    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
+    return _hash63(text)
 
 
 @dataclass(frozen=True)
