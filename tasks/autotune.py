@@ -17,6 +17,7 @@ import faiss
 import numpy as np
 
 from vecpress.infra.settings import CodecSettings, MilvusSettings
+from vecpress.tasks.evaluation import recall_at_k
 
 K = 10
 
@@ -98,8 +99,9 @@ def autotune(sample: np.ndarray, codec: CodecSettings, milvus: MilvusSettings,
             started = time.perf_counter()
             ann = _ivfpq_search(xb, xq, nlist, m, milvus, codec.seed)
             rescored = _rescore(fp16, xq, ann, K)
-            result.rows.append(TuneRow(dim, m, m, _recall(truth, ann[:, :K]),
-                                       _recall(truth, rescored), time.perf_counter() - started))
+            result.rows.append(TuneRow(dim, m, m, recall_at_k(truth, ann.tolist(), K),
+                                       recall_at_k(truth, rescored.tolist(), K),
+                                       time.perf_counter() - started))
     if not result.rows:
         raise ValueError("auto-tune grid is empty: no M in codec.autotune_pq_m divides a PCA dim "
                          "in codec.autotune_pca_dims (<= the embedding dimension)")
@@ -131,8 +133,3 @@ def _rescore(vectors: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k
         top = ids[np.argsort(dist, kind="stable")[:k]]
         out[i] = np.pad(top, (0, k - len(top)), constant_values=-1)
     return out
-
-
-def _recall(truth: np.ndarray, found: np.ndarray) -> float:
-    return float(np.mean([len(set(t.tolist()) & set(f.tolist())) / len(t)
-                          for t, f in zip(truth, found, strict=True)]))

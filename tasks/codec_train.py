@@ -54,13 +54,13 @@ def build_index(d_in: int, settings: CodecSettings, nbits: int) -> faiss.IndexPr
     inner.pq.cp.seed = settings.seed
     # FAISS warns once per sub-quantizer when the sample is small; the report says it once instead.
     inner.pq.cp.min_points_per_centroid = 1
-    if settings.opq:
-        opq = faiss.OPQMatrix(dim, m)
-        opq.verbose = False
-        index = faiss.IndexPreTransform(opq, inner)
-        index.prepend_transform(faiss.PCAMatrix(d_in, dim, 0.0, settings.random_rotation))
-    else:
-        index = faiss.IndexPreTransform(faiss.PCAMatrix(d_in, dim, 0.0, settings.random_rotation), inner)
+    pca = faiss.PCAMatrix(d_in, dim, 0.0, settings.random_rotation)
+    if not settings.opq:
+        return faiss.IndexPreTransform(pca, inner)
+    opq = faiss.OPQMatrix(dim, m)
+    opq.verbose = False
+    index = faiss.IndexPreTransform(opq, inner)
+    index.prepend_transform(pca)
     return index
 
 
