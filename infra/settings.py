@@ -33,6 +33,10 @@ class ChunkSettings(BaseModel):
     max_tokens: int = Field(192, ge=8, description="Tokens per passage (without special tokens).")
     overlap_tokens: int = Field(32, ge=0, description="Tokens repeated between split neighbours.")
     min_tokens: int = Field(3, ge=1, description="Shorter passages are dropped as noise.")
+    keep_token_ids: bool = Field(
+        True, description="Store each passage's token ids in its shard, so the embed stage "
+        "does not tokenise again (tokenising, not the GPU, limits a GPU worker's speed)."
+    )
 
     @model_validator(mode="after")
     def _overlap_smaller_than_window(self) -> ChunkSettings:

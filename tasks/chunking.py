@@ -2,7 +2,9 @@
 
 Paragraphs are packed greedily up to ``max_tokens`` (counted with the model's own tokenizer), and a
 paragraph longer than that is cut into overlapping token windows. Cuts use the tokenizer's character
-offsets, so every passage is an exact slice of the original text.
+offsets, so every passage is an exact slice of the original text. Each passage's own token ids
+(content only, no special tokens) come with it: the embed stage reuses them instead of tokenising
+the passage a second time.
 """
 
 from __future__ import annotations
@@ -13,8 +15,15 @@ from dataclasses import dataclass
 from tokenizers import Tokenizer
 
 from vecpress.infra.settings import ChunkSettings
+from vecpress.tasks.tokenising import tokenizer_fingerprint
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+
+
+@dataclass(frozen=True)
+class Passage:
+    text: str
+    token_ids: list[int]  # the model tokenizer's ids of ``text``, without special tokens
 
 
 @dataclass(frozen=True)
@@ -32,14 +41,17 @@ class Chunker:
         self._tok.no_padding()
         self._tok.no_truncation()
         self._settings = settings
+        self.tokenizer_fingerprint = tokenizer_fingerprint(self._tok)
 
     def chunk(self, text: str) -> list[str]:
-        spans = self._paragraph_spans(text)
-        passages = [text[s.start : s.end].strip() for s in self._pack(text, spans)]
-        return [p for p in passages if p and self._count(p) >= self._settings.min_tokens]
+        return [p.text for p in self.passages(text)]
 
-    def _count(self, text: str) -> int:
-        return len(self._tok.encode(text, add_special_tokens=False).ids)
+    def passages(self, text: str) -> list[Passage]:
+        spans = self._paragraph_spans(text)
+        texts = [t for t in (text[s.start : s.end].strip() for s in self._pack(text, spans)) if t]
+        encodings = self._tok.encode_batch(texts, add_special_tokens=False)
+        return [Passage(t, e.ids) for t, e in zip(texts, encodings, strict=True)
+                if len(e.ids) >= self._settings.min_tokens]
 
     def _paragraph_spans(self, text: str) -> list[tuple[int, int]]:
         spans, start = [], 0

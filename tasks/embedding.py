@@ -26,11 +26,13 @@ from vecpress.infra.settings import ModelSettings
 from vecpress.tasks.onnx_export import ModelArtifact
 from vecpress.tasks.oom import OutOfMemoryFloorError, TokenBudget, floor_error, is_out_of_memory
 from vecpress.tasks.tokenising import (
+    SpecialTokens,
     TokeniserPool,
     Tokens,
     can_spawn_processes,
     model_tokenizer,
     tokenise,
+    tokenizer_fingerprint,
 )
 
 log = logging.getLogger(__name__)
@@ -107,18 +109,41 @@ class OnnxEmbedder:
         ``on_progress(n)`` is called after each batch with the number of passages it embedded.
         Texts are tokenised in windows of ``WINDOW`` passages, the next window while this one runs.
         """
-        if ids is not None and len(ids) != len(texts):
-            raise ValueError(f"encode got {len(ids)} ids for {len(texts)} texts; give one id per text")
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        starts = list(range(0, len(texts), WINDOW))
-        pending = self._pool.submit(self._tokenise, texts[:WINDOW]) if texts else None
-        for k, offset in enumerate(starts):
+        starts = range(0, len(texts), WINDOW)
+        return self._encode_windows(
+            len(texts), lambda k: self._tokenise(texts[starts[k]:starts[k] + WINDOW]), ids,
+            on_progress)
+
+    def encode_tokens(self, tokens: Tokens, ids: list[str] | None = None,
+                      on_progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """``encode`` for texts tokenised beforehand (``SpecialTokens.wrap`` of the chunker's ids)."""
+        self.truncated += tokens.truncated
+        return self._encode_windows(
+            len(tokens), lambda k: tokens.window(k * WINDOW, (k + 1) * WINDOW), ids, on_progress)
+
+    @functools.cached_property
+    def special_tokens(self) -> SpecialTokens:
+        """How this model's tokenizer wraps a text (ValueError if it does more than wrap)."""
+        return SpecialTokens.of(self._tok)
+
+    @functools.cached_property
+    def tokenizer_fingerprint(self) -> str:
+        return tokenizer_fingerprint(self._tok)
+
+    def _encode_windows(self, count: int, window: Callable[[int], Tokens], ids: list[str] | None,
+                        on_progress: Callable[[int], None] | None) -> np.ndarray:
+        """Embed ``count`` texts given as windows of ``WINDOW``; window k+1 is made while k runs."""
+        if ids is not None and len(ids) != count:
+            raise ValueError(f"encode got {len(ids)} ids for {count} texts; give one id per text")
+        out = np.empty((count, self.dim), dtype=np.float32)
+        windows = -(-count // WINDOW)
+        pending = self._pool.submit(window, 0) if count else None
+        for k in range(windows):
             tokens = pending.result()
-            if k + 1 < len(starts):
-                following = starts[k + 1]
-                pending = self._pool.submit(self._tokenise, texts[following:following + WINDOW])
+            if k + 1 < windows:
+                pending = self._pool.submit(window, k + 1)
             self.truncated += tokens.truncated
-            self._encode_window(tokens, offset, out, ids, on_progress)
+            self._encode_window(tokens, k * WINDOW, out, ids, on_progress)
         return out
 
     def _tokenise(self, texts: list[str]) -> Tokens:

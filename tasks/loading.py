@@ -18,7 +18,7 @@ class ShardMismatchError(RuntimeError):
 def shard_rows(passages_url: str, archive_url: str, codec_id: str,
                sources: set[str] | None = None) -> Iterator[dict]:
     """Milvus rows of one shard pair; with ``sources``, only the rows of those input files."""
-    passages = storage.read_parquet(passages_url)
+    passages = storage.read_parquet(passages_url, columns=["pk", "doc_id", "chunk", "text", "source"])
     archive = storage.read_parquet(archive_url, columns=["pk", "pca_fp16"])
     pks = passages.column("pk").to_numpy()
     if not np.array_equal(pks, archive.column("pk").to_numpy()):

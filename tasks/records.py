@@ -16,6 +16,16 @@ PASSAGE_SCHEMA = pa.schema(
         ("source", pa.string()),
     ]
 )
+TOKEN_IDS = "token_ids"  # optional passage column: the chunker's content ids of the text
+TOKENIZER_KEY = b"vecpress.tokenizer"  # passage-shard metadata: fingerprint of the ids' tokenizer
+
+
+def passage_schema(tokenizer_fingerprint: str | None) -> pa.Schema:
+    """``PASSAGE_SCHEMA``, plus token ids tagged with their tokenizer when they are kept."""
+    if tokenizer_fingerprint is None:
+        return PASSAGE_SCHEMA
+    return PASSAGE_SCHEMA.append(pa.field(TOKEN_IDS, pa.list_(pa.int32()))).with_metadata(
+        {TOKENIZER_KEY: tokenizer_fingerprint.encode()})
 
 
 def _hash63(value: str) -> int:

@@ -7,6 +7,7 @@ worker holds one shard. Row order is preserved across a shard's passages, embedd
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,11 +20,21 @@ from vecpress.infra import storage
 from vecpress.infra.settings import ChunkSettings, InputSettings
 from vecpress.tasks.chunking import Chunker
 from vecpress.tasks.codec import Codec, archive_table, fixed_list_to_numpy, numpy_to_fixed_list
-from vecpress.tasks.embedding import worker_embedder
+from vecpress.tasks.embedding import OnnxEmbedder, worker_embedder
 from vecpress.tasks.model_files import load_tokenizer
 from vecpress.tasks.onnx_export import ModelArtifact
-from vecpress.tasks.records import PASSAGE_SCHEMA, InputError, SourceFile, passage_pk
+from vecpress.tasks.records import (
+    TOKEN_IDS,
+    TOKENIZER_KEY,
+    InputError,
+    SourceFile,
+    passage_pk,
+    passage_schema,
+)
 from vecpress.tasks.sources import read_records
+from vecpress.tasks.tokenising import Tokens
+
+log = logging.getLogger(__name__)
 
 MAX_ERRORS_PER_FILE = 20
 
@@ -60,12 +71,13 @@ def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
     """
     chunker = _chunker(model_dir, chunking.model_dump_json())
     result = ChunkShard()
-    columns: dict[str, list] = {name: [] for name in PASSAGE_SCHEMA.names}
+    schema = passage_schema(chunker.tokenizer_fingerprint if chunking.keep_token_ids else None)
+    columns: dict[str, list] = {name: [] for name in schema.names}
 
     def flush() -> None:
         if columns["pk"]:
             url = f"{out_prefix}-{len(result.urls):04d}.parquet"
-            storage.write_parquet(url, pa.table(columns, schema=PASSAGE_SCHEMA))
+            storage.write_parquet(url, pa.table(columns, schema=schema))
             result.urls.append(url)
             result.passages += len(columns["pk"])
             for values in columns.values():
@@ -83,12 +95,14 @@ def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
                                                     "were not listed", "fix the ones above first"))
                 continue
             result.documents += 1
-            for number, text in enumerate(chunker.chunk(item.text)):
+            for number, passage in enumerate(chunker.passages(item.text)):
                 columns["pk"].append(passage_pk(item.doc_id, number))
                 columns["doc_id"].append(item.doc_id)
                 columns["chunk"].append(number)
-                columns["text"].append(text)
+                columns["text"].append(passage.text)
                 columns["source"].append(item.source)
+                if TOKEN_IDS in columns:
+                    columns[TOKEN_IDS].append(passage.token_ids)
             if len(columns["pk"]) >= rows_per_shard:
                 flush()
     flush()
@@ -102,22 +116,45 @@ def embed_shard(passages_url: str, out_url: str, artifact: ModelArtifact, thread
     """Embed one passages shard with the worker's ONNX session; write pk + embedding.
 
     Passage ids (``doc_id#chunk``) name the passages of a batch that cannot fit in memory;
-    ``on_progress(n)`` reports passages embedded as batches finish.
+    ``on_progress(n)`` reports passages embedded as batches finish. The chunker's token ids are
+    used when the shard has them from this model's tokenizer; otherwise the text is tokenised.
     """
     embedder = worker_embedder(artifact, threads, max_batch_tokens, min_batch_tokens, arena_max_mb,
                                tokenizer_processes)
-    table = storage.read_parquet(passages_url, columns=["pk", "doc_id", "chunk", "text"])
+    table = storage.read_parquet(passages_url)
     ids = [f"{d}#{c}" for d, c in zip(table.column("doc_id").to_pylist(),
                                       table.column("chunk").to_pylist(), strict=True)]
     truncated_before = embedder.truncated
     started = time.perf_counter()
-    vectors = embedder.encode(table.column("text").to_pylist(), ids=ids, on_progress=on_progress)
+    tokens = _chunker_tokens(table, embedder, passages_url)
+    if tokens is not None:
+        vectors = embedder.encode_tokens(tokens, ids=ids, on_progress=on_progress)
+    else:
+        vectors = embedder.encode(table.column("text").to_pylist(), ids=ids,
+                                  on_progress=on_progress)
     seconds = time.perf_counter() - started
     storage.write_parquet(out_url, pa.table({
         "pk": table.column("pk"),
         "embedding": numpy_to_fixed_list(vectors, pa.float32()),
     }))
     return EmbedShard(out_url, len(vectors), seconds, embedder.truncated - truncated_before)
+
+
+def _chunker_tokens(table: pa.Table, embedder: OnnxEmbedder, url: str) -> Tokens | None:
+    """The shard's token ids as the embedder's inputs, if they came from the embedder's tokenizer."""
+    if TOKEN_IDS not in table.column_names:
+        return None
+    made_by = (table.schema.metadata or {}).get(TOKENIZER_KEY, b"").decode()
+    if made_by != embedder.tokenizer_fingerprint:
+        log.info("%s: token ids are from another tokenizer (%s, model's %s); tokenising the text",
+                 url, made_by or "unknown", embedder.tokenizer_fingerprint)
+        return None
+    try:
+        specials = embedder.special_tokens
+    except ValueError as exc:
+        log.info("%s: %s", url, exc)
+        return None
+    return specials.wrap(table.column(TOKEN_IDS), embedder.artifact.max_seq_length)
 
 
 def read_embeddings(url: str) -> tuple[np.ndarray, np.ndarray]:

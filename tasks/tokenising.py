@@ -5,10 +5,16 @@ Python holds the GIL (~20 µs per ~100-token passage), so one process tops out n
 passages/s on an H100 machine whose ONNX session runs 76,700 (benchmarks/results). A pool of
 spawned processes, each with its own tokenizer and a few Rust threads, lifts that limit; its result
 is the same arrays the in-process path builds.
+
+Better still, the pipeline tokenises only once: the chunker already encodes every passage to count
+its tokens, so passage shards carry those content ids (no special tokens, untruncated) and the embed
+stage turns them into ``Tokens`` with ``SpecialTokens.wrap``, checked against the tokenizer's
+fingerprint so ids from another tokenizer are never used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import multiprocessing
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from tokenizers import Tokenizer
 
 from vecpress.tasks.model_files import load_tokenizer
@@ -34,6 +41,16 @@ class Tokens:
     lengths: np.ndarray
     truncated: int  # texts cut to the model's window
 
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def window(self, start: int, stop: int) -> Tokens:
+        """Texts ``start:stop`` as their own ``Tokens`` (``truncated`` is not split: 0)."""
+        lengths = self.lengths[start:stop]
+        first = int(self.starts[start]) if len(lengths) else 0
+        flat = self.flat[first:first + int(lengths.sum())]
+        return Tokens(flat, self.starts[start:stop] - first, lengths, 0)
+
     @classmethod
     def concatenate(cls, parts: list[Tokens]) -> Tokens:
         lengths = np.concatenate([p.lengths for p in parts])
@@ -47,6 +64,64 @@ def model_tokenizer(model_dir: str, max_seq_length: int) -> Tokenizer:
     tok.no_padding()
     tok.enable_truncation(max_seq_length)
     return tok
+
+
+def tokenizer_fingerprint(tok: Tokenizer) -> str:
+    """Identity of a tokenizer's vocabulary and rules (padding and truncation settings ignored)."""
+    canonical = Tokenizer.from_str(tok.to_str())
+    canonical.no_padding()
+    canonical.no_truncation()
+    return hashlib.sha256(canonical.to_str().encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """What the tokenizer's post-processor puts around one text: ``prefix + content + suffix``."""
+
+    prefix: tuple[int, ...]
+    suffix: tuple[int, ...]
+
+    @classmethod
+    def of(cls, tok: Tokenizer) -> SpecialTokens:
+        """Read off by encoding a probe with and without special tokens.
+
+        Raises ValueError for a post-processor that does more than wrap the content.
+        """
+        probe = "vecpress probe text"
+        bare = tok.encode(probe, add_special_tokens=False).ids
+        full = tok.encode(probe).ids
+        for at in range(len(full) - len(bare) + 1):
+            if full[at:at + len(bare)] == bare:
+                return cls(tuple(full[:at]), tuple(full[at + len(bare):]))
+        raise ValueError("this tokenizer's post-processor does more than add tokens around the "
+                         "text; token ids from the chunker cannot be reused (text is re-tokenised)")
+
+    def wrap(self, content: pa.ListArray | pa.ChunkedArray, max_seq_length: int) -> Tokens:
+        """``Tokens`` of content ids (a list column from a passage shard), exactly as ``tokenise``
+        of the texts builds them: truncated on the right to the window, then wrapped."""
+        if isinstance(content, pa.ChunkedArray):
+            content = pa.concat_arrays(content.chunks) if content.num_chunks != 1 \
+                else content.chunk(0)
+        if content.null_count:
+            raise ValueError(f"{content.null_count} passages have no token ids; re-chunk them")
+        offsets = content.offsets.to_numpy().astype(np.int64)
+        values = content.values.to_numpy(zero_copy_only=False).astype(np.int64)
+        room = max_seq_length - len(self.prefix) - len(self.suffix)
+        full = np.diff(offsets)
+        kept = np.minimum(full, room)
+        head, tail = len(self.prefix), len(self.suffix)
+        lengths = kept + head + tail
+        starts = _starts(lengths)
+        flat = np.empty(int(lengths.sum()), dtype=np.int64)
+        for j, token in enumerate(self.prefix):
+            flat[starts + j] = token
+        for j, token in enumerate(self.suffix):
+            flat[starts + lengths - tail + j] = token
+        # Content token k of text i goes from values[offsets[i] + k] to flat[starts[i] + head + k].
+        row_of = np.repeat(np.arange(len(kept)), kept)
+        k = np.arange(len(row_of)) - np.repeat(_starts(kept), kept)
+        flat[starts[row_of] + head + k] = values[offsets[:-1][row_of] + k]
+        return Tokens(flat, starts, lengths, int(np.count_nonzero(full > room)))
 
 
 def tokenise(tok: Tokenizer, texts: list[str], max_seq_length: int) -> Tokens:
@@ -63,7 +138,8 @@ def tokenise(tok: Tokenizer, texts: list[str], max_seq_length: int) -> Tokens:
 
 def _starts(lengths: np.ndarray) -> np.ndarray:
     starts = np.zeros_like(lengths)
-    np.cumsum(lengths[:-1], out=starts[1:])
+    if len(lengths):
+        np.cumsum(lengths[:-1], out=starts[1:])
     return starts
 
 

@@ -1,0 +1,104 @@
+"""The chunker's token ids reused by the embed stage: same inputs as tokenising the text again."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from vecpress.infra import storage
+from vecpress.infra.settings import ChunkSettings, InputSettings
+from vecpress.tasks.chunking import Chunker
+from vecpress.tasks.embedding import OnnxEmbedder
+from vecpress.tasks.model_files import load_tokenizer, resolve_model_dir
+from vecpress.tasks.records import TOKEN_IDS, TOKENIZER_KEY, SourceFile
+from vecpress.tasks.shard_jobs import _chunker_tokens, chunk_files, embed_shard, read_embeddings
+from vecpress.tasks.tokenising import SpecialTokens, model_tokenizer, tokenise
+
+
+def _documents(paragraphs: list[tuple[str, str]]) -> list[str]:
+    """Real documents, one of them far beyond the model's window, one with accents and CJK."""
+    texts = [t for _, t in paragraphs[:400]]
+    docs = ["\n\n".join(texts[i:i + 8]) for i in range(0, len(texts), 8)]
+    return docs + ["Déjà vu, naïve café — 東京 and Zürich: " + "word " * 400]
+
+
+def _assert_same_tokens(wrapped, tokenised) -> None:
+    np.testing.assert_array_equal(wrapped.lengths, tokenised.lengths)
+    np.testing.assert_array_equal(wrapped.starts, tokenised.starts)
+    np.testing.assert_array_equal(wrapped.flat, tokenised.flat)
+    assert wrapped.truncated == tokenised.truncated
+
+
+def test_wrapped_chunker_ids_equal_tokenising_the_passages(paragraphs) -> None:
+    """MiniLM, window 128: passages of up to 192 tokens, so some are truncated on both paths."""
+    model_dir = resolve_model_dir(None)
+    chunker = Chunker(load_tokenizer(model_dir), ChunkSettings(max_tokens=192))
+    passages = [p for doc in _documents(paragraphs) for p in chunker.passages(doc)]
+    tok = model_tokenizer(str(model_dir), 128)
+    ids = pa.array([p.token_ids for p in passages], pa.list_(pa.int32()))
+    wrapped = SpecialTokens.of(tok).wrap(ids, 128)
+    tokenised = tokenise(tok, [p.text for p in passages], 128)
+    assert tokenised.truncated >= 2
+    _assert_same_tokens(wrapped, tokenised)
+    # A slice of a column (as a chunked array of two pieces) gives the same rows.
+    part = pa.chunked_array([ids.slice(5, 10), ids.slice(15, 7)])
+    _assert_same_tokens(SpecialTokens.of(tok).wrap(part, 128),
+                        tokenise(tok, [p.text for p in passages[5:22]], 128))
+
+
+def test_wrapping_follows_an_xlm_r_style_tokenizer(paragraphs) -> None:
+    """A Unigram/Metaspace tokenizer with ``<s> $A </s>`` (as XLM-R) wraps the same way."""
+    from test_model_families import _tokenizer
+
+    texts = [t for _, t in paragraphs[:300]]
+    tok = _tokenizer("xlm-roberta", texts)
+    chunker = Chunker(tok, ChunkSettings(max_tokens=60, overlap_tokens=8))
+    passages = [p for doc in _documents(paragraphs)[:20] for p in chunker.passages(doc)]
+    tok.enable_truncation(48)
+    specials = SpecialTokens.of(tok)
+    assert len(specials.prefix) == 1 and len(specials.suffix) == 1
+    wrapped = specials.wrap(pa.array([p.token_ids for p in passages], pa.list_(pa.int32())), 48)
+    _assert_same_tokens(wrapped, tokenise(tok, [p.text for p in passages], 48))
+
+
+def _chunk(tmp_path, paragraphs, keep: bool) -> str:
+    source = tmp_path / "docs.jsonl"
+    source.write_text("".join(json.dumps({"id": f"d{i}", "text": doc}) + "\n"
+                              for i, doc in enumerate(_documents(paragraphs)[:12])))
+    src = SourceFile(str(source), source.stat().st_size, "jsonl")
+    shard = chunk_files([src], str(tmp_path / f"passages-{keep}"),
+                        InputSettings(), ChunkSettings(keep_token_ids=keep),
+                        str(resolve_model_dir(None)), rows_per_shard=10_000)
+    assert len(shard.urls) == 1 and not shard.errors
+    return shard.urls[0]
+
+
+def test_embed_shard_reuses_the_chunkers_ids(fp32_artifact, paragraphs, tmp_path) -> None:
+    with_ids, text_only = _chunk(tmp_path, paragraphs, True), _chunk(tmp_path, paragraphs, False)
+    table = storage.read_parquet(with_ids)
+    assert TOKEN_IDS in table.column_names
+    assert TOKEN_IDS not in storage.read_parquet(text_only).column_names
+    embedder = OnnxEmbedder(fp32_artifact)
+    assert _chunker_tokens(table, embedder, with_ids) is not None
+    # Ids tagged with another tokenizer, or untagged, are not trusted: the text is tokenised.
+    other = table.replace_schema_metadata({TOKENIZER_KEY: b"0123456789abcdef"})
+    assert _chunker_tokens(other, embedder, with_ids) is None
+    assert _chunker_tokens(table.replace_schema_metadata(None), embedder, with_ids) is None
+
+    results = {}
+    for name, url in (("ids", with_ids), ("text", text_only)):
+        done = embed_shard(url, str(tmp_path / f"{name}-emb.parquet"), fp32_artifact, 2, 8192)
+        results[name] = read_embeddings(done.url)
+    np.testing.assert_array_equal(results["ids"][0], results["text"][0])
+    np.testing.assert_allclose(results["ids"][1], results["text"][1], atol=2e-5)
+    texts = table.column("text").to_pylist()
+    np.testing.assert_allclose(results["ids"][1], embedder.encode(texts), atol=2e-5)
+
+
+def test_ids_of_a_missing_passage_are_an_error(paragraphs) -> None:
+    tok = model_tokenizer(str(resolve_model_dir(None)), 128)
+    with pytest.raises(ValueError, match="1 passages have no token ids"):
+        SpecialTokens.of(tok).wrap(pa.array([[5, 6], None], pa.list_(pa.int32())), 128)
