@@ -14,7 +14,7 @@ stage stores them in passage shards (made before the timer starts: the pipeline 
 chunking); plain ``onnx-<variant>`` starts from the text.
 
     .venv/bin/python benchmarks/embed.py [--passages 1500] [--threads 2] [--device auto|cpu|cuda]
-        [--batch-tokens N] [--tokenizer-processes N]
+        [--batch-tokens N] [--tokenizer-processes N] [--sessions N] [--engines ...]
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def build_passages(count: int, max_tokens: int = 192) -> list[str]:
 
 
 def run_engine(engine: str, texts_file: str, out_file: str, threads: int, artifact_dir: str,
-               device: str, batch_tokens: int, tokenizer_processes: int) -> None:
+               device: str, batch_tokens: int, tokenizer_processes: int, sessions: int) -> None:
     """Child process: embed the texts with one engine, save vectors, print timing JSON."""
     texts = json.loads(Path(texts_file).read_text())
     if engine.startswith("st-torch"):
@@ -79,7 +79,7 @@ def run_engine(engine: str, texts_file: str, out_file: str, threads: int, artifa
 
         embedder = OnnxEmbedder(ModelArtifact.load(Path(artifact_dir)), threads=threads,
                                 max_batch_tokens=batch_tokens,
-                                tokenizer_processes=tokenizer_processes)
+                                tokenizer_processes=tokenizer_processes, sessions=sessions)
         if embedder.device != device:
             raise SystemExit(f"{engine}: ran on {embedder.device}, expected {device}")
         embedder.encode(texts[:256])  # warm-up
@@ -140,6 +140,8 @@ def main() -> None:
     parser.add_argument("--label", default="", help="file name suffix, e.g. _tok7")
     parser.add_argument("--tokenizer-processes", type=int, default=0,
                         help="ONNX engines tokenise in this many processes (model.tokenizer_processes)")
+    parser.add_argument("--sessions", type=int, default=1,
+                        help="ONNX engines run this many sessions concurrently (model.sessions)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
@@ -166,7 +168,8 @@ def main() -> None:
         artifact_dir = export_for(engine, work / "models", texts[:64])
         proc = subprocess.run([sys.executable, __file__, "--child", engine, str(work / "texts.json"),
                                str(out), str(args.threads), artifact_dir, device,
-                               str(batch_tokens), str(args.tokenizer_processes)],
+                               str(batch_tokens), str(args.tokenizer_processes),
+                               str(args.sessions)],
                               capture_output=True, text=True)
         if proc.returncode:
             raise SystemExit(f"{engine} failed:\n{proc.stderr[-3000:]}")
@@ -224,6 +227,7 @@ def main() -> None:
               "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
               "onnxruntime_providers": onnxruntime.get_available_providers(),
               "onnx_batch_tokens": batch_tokens, "onnx_tokenizer_processes": args.tokenizer_processes,
+              "onnx_sessions": args.sessions,
               "platform": platform.platform(), "torch": torch.__version__,
               "onnxruntime": onnxruntime.__version__, "passages": len(texts),
               "token_lengths": {"p10": float(np.percentile(lengths, 10)),
@@ -254,6 +258,6 @@ def write_result(prefix: str, report: dict, device: str) -> Path:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         run_engine(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6], sys.argv[7],
-                   int(sys.argv[8]), int(sys.argv[9]))
+                   int(sys.argv[8]), int(sys.argv[9]), int(sys.argv[10]))
     else:
         main()

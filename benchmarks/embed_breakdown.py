@@ -4,7 +4,8 @@ Times, on the same passages as ``embed.py`` (≤126 + 2 tokens): ``encode_batch`
 embedder's whole tokenising step (ids read out of the Encodings into flat numpy arrays), the ONNX
 session alone on fixed-shape batches (inputs copied to the GPU each call, as in ``encode``), and
 end-to-end ``encode`` at several token budgets and with tokeniser process pools, and ``encode``'s
-batching and inference on ids tokenised beforehand (its ceiling when tokenising costs nothing). Writes
+batching and inference on ids tokenised beforehand (its ceiling when tokenising costs nothing), keyed
+``<budget>x<sessions>``. Writes
 benchmarks/results/embed_breakdown_<dev>.json.
 
     python3 benchmarks/embed_breakdown.py [--passages 150000]
@@ -78,12 +79,14 @@ def main() -> None:
     # The ceiling once tokenising is free: batching, copies and inference on ids made beforehand.
     windows = [embedder._tokenise(texts[i:i + WINDOW]) for i in range(0, n, WINDOW)]
     report["encode_pretokenised_per_s"] = {}
-    for budget in (131072, 262144):
-        run = OnnxEmbedder(artifact, max_batch_tokens=budget)
+    for budget, sessions in ((131072, 1), (262144, 1), (262144, 2), (262144, 3), (524288, 2)):
+        run = OnnxEmbedder(artifact, max_batch_tokens=budget, sessions=sessions)
         out = np.empty((n, artifact.dim), np.float32)
         run._encode_window(windows[0], 0, out, None, None)  # warm-up: the arena grows once
-        report["encode_pretokenised_per_s"][budget] = n / timed(lambda r=run, o=out: [
-            r._encode_window(w, i * WINDOW, o, None, None) for i, w in enumerate(windows)])
+        report["encode_pretokenised_per_s"][f"{budget}x{sessions}"] = n / timed(
+            lambda r=run, o=out: [r._encode_window(w, i * WINDOW, o, None, None)
+                                  for i, w in enumerate(windows)])
+        run.close()
     report["encode_per_s_with_tokenizer_processes"] = {}
     for budget in args.pool_budgets:
         for processes in args.tokenizer_processes:

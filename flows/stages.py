@@ -70,7 +70,8 @@ def embed_stage(client: Client, shard_urls: list[str], settings: Settings, artif
                          max_batch_tokens=settings.model.max_batch_tokens,
                          min_batch_tokens=settings.model.min_batch_tokens,
                          arena_max_mb=settings.model.arena_max_mb,
-                         tokenizer_processes=settings.model.tokenizer_processes, pure=False)
+                         tokenizer_processes=settings.model.tokenizer_processes,
+                         sessions=settings.model.sessions, pure=False)
     # Progress in passages (shards differ in size), as each shard's embeddings land.
     return gather(futures, "embed", weights=[storage.parquet_rows(u) for u in shard_urls],
                   unit="passages")

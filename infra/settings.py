@@ -71,6 +71,11 @@ class ModelSettings(BaseModel):
         0, ge=0, description="Tokenise in this many spawned processes per embedder (GPU workers: "
         "one process tokenises ~27k passages/s, an H100 embeds ~77k). 0: in the worker itself."
     )
+    sessions: int = Field(
+        1, ge=1, le=8, description="ONNX Runtime sessions per embedder, running batches "
+        "concurrently (GPU: each on its own CUDA stream, so copies and Python work overlap the "
+        "GPU's). CPU workers gain nothing: intra-op threads already use the cores."
+    )
     passages_per_shard: int = Field(2048, ge=16, description="Passages per embedding task.")
     cache_dir: str | None = Field(
         None, description="Local folder for exported ONNX models; default: <storage_root>/models."

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import queue
 import threading
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +58,7 @@ class OnnxEmbedder:
     def __init__(self, artifact: ModelArtifact, threads: int = 0,
                  max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
                  min_batch_tokens: int | None = None, arena_max_mb: int | None = None,
-                 tokenizer_processes: int = 0) -> None:
+                 tokenizer_processes: int = 0, sessions: int = 1) -> None:
         self.artifact = artifact
         floor = min(max_batch_tokens, DEFAULT_MIN_BATCH_TOKENS) if min_batch_tokens is None \
             else min_batch_tokens
@@ -68,9 +70,17 @@ class OnnxEmbedder:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         self._session = _create_session(artifact, options, arena_max_mb)
-        # Two helper threads: one runs the session (ORT releases the GIL) while the caller builds
-        # the next batch, one tokenises the next window.
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="onnx-embedder")
+        # More sessions run batches concurrently (on a GPU each has its own CUDA stream, so one
+        # batch computes while another is copied in or out); a job takes whichever is free.
+        self._sessions: queue.SimpleQueue[ort.InferenceSession] = queue.SimpleQueue()
+        self._sessions.put(self._session)
+        for _ in range(sessions - 1):
+            self._sessions.put(_create_session(artifact, options, arena_max_mb))
+        # In flight: one batch per session plus one prepared and waiting for a session. Runner
+        # threads call ORT (which releases the GIL) while the caller builds the next batch.
+        self._depth = sessions + 1
+        self._runners = ThreadPoolExecutor(max_workers=self._depth, thread_name_prefix="onnx-run")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx-tokenise")
         self.device = "cuda" if "CUDAExecutionProvider" in self._session.get_providers() else "cpu"
         if artifact.variant == "fp16" and self.device == "cpu":
             why = ("the CUDA provider did not load: check that CUDA 13 and cuDNN 9 libraries are "
@@ -84,11 +94,12 @@ class OnnxEmbedder:
     def from_settings(cls, artifact: ModelArtifact, model: ModelSettings, threads: int = 0) -> OnnxEmbedder:
         return cls(artifact, threads=threads, max_batch_tokens=model.max_batch_tokens,
                    min_batch_tokens=model.min_batch_tokens, arena_max_mb=model.arena_max_mb,
-                   tokenizer_processes=model.tokenizer_processes)
+                   tokenizer_processes=model.tokenizer_processes, sessions=model.sessions)
 
     def close(self) -> None:
         """Stop the helper threads and tokeniser processes (also done at interpreter exit)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._runners.shutdown(wait=False, cancel_futures=True)
         if self._tokenisers is not None:
             self._tokenisers.close()
 
@@ -153,28 +164,32 @@ class OnnxEmbedder:
 
     def _encode_window(self, tokens: Tokens, offset: int, out: np.ndarray, ids: list[str] | None,
                        on_progress: Callable[[int], None] | None) -> None:
-        """Batches sorted by length; the next batch's inputs are built while this one runs."""
+        """Batches sorted by length, up to ``_depth`` in flight, results taken in order."""
         order = np.argsort(tokens.lengths, kind="stable")
         sorted_lengths = tokens.lengths[order]
-        current: _Prepared | None = self._prepare(tokens, order, sorted_lengths, 0)
-        while current is not None:
-            job = self._pool.submit(self._run, current.feeds)
-            upcoming = self._prepare(tokens, order, sorted_lengths, current.end) \
-                if current.end < len(order) else None
+        inflight: deque[tuple[_Prepared, Future[np.ndarray]]] = deque()
+        following = 0  # first passage (in length order) not yet in a batch
+        while following < len(order) or inflight:
+            while following < len(order) and len(inflight) < self._depth:
+                prepared = self._prepare(tokens, order, sorted_lengths, following)
+                inflight.append((prepared, self._runners.submit(self._run, prepared.feeds)))
+                following = prepared.end
+            current, job = inflight.popleft()
             batch = order[current.start:current.end]
             try:
                 vectors = job.result()
             except Exception as exc:  # ORT raises several pybind classes; only OOM is handled
+                wait([j for _, j in inflight])  # later batches are redone or abandoned
+                inflight.clear()
                 if not is_out_of_memory(exc):
                     raise
                 self._shrink(exc, batch + offset, tokens.lengths[batch], ids)
-                current = self._prepare(tokens, order, sorted_lengths, current.start)
-                continue  # the same passages again, in smaller batches
+                following = current.start  # the same passages again, in smaller batches
+                continue
             out[batch + offset] = vectors
             self.budget.succeeded()
             if on_progress is not None:
                 on_progress(len(batch))
-            current = upcoming
 
     def _prepare(self, tokens: Tokens, order: np.ndarray, sorted_lengths: np.ndarray,
                  start: int) -> _Prepared:
@@ -205,18 +220,23 @@ class OnnxEmbedder:
                     tokens, self.budget.current)
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        if self.device == "cpu":
-            return self._session.run(None, feeds)[0]
-        return self._run_cuda(feeds)
+        session = self._sessions.get()
+        try:
+            if self.device == "cpu":
+                return session.run(None, feeds)[0]
+            return _run_cuda(session, feeds)
+        finally:
+            self._sessions.put(session)
 
-    def _run_cuda(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """IO binding: inputs copied to device 0 as OrtValues, output allocated there by ORT."""
-        binding = self._session.io_binding()
-        for name, array in feeds.items():
-            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0))
-        binding.bind_output(self._session.get_outputs()[0].name, "cuda", 0)
-        self._session.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()[0]
+
+def _run_cuda(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """IO binding: inputs copied to device 0 as OrtValues, output allocated there by ORT."""
+    binding = session.io_binding()
+    for name, array in feeds.items():
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0))
+    binding.bind_output(session.get_outputs()[0].name, "cuda", 0)
+    session.run_with_iobinding(binding)
+    return binding.copy_outputs_to_cpu()[0]
 
 
 def _batch_end(sorted_lengths: np.ndarray, start: int, budget: int) -> int:
@@ -301,11 +321,11 @@ def _preload_cuda_libraries() -> None:
 @functools.lru_cache(maxsize=2)
 def worker_embedder(artifact: ModelArtifact, threads: int, max_batch_tokens: int,
                     min_batch_tokens: int | None = None, arena_max_mb: int | None = None,
-                    tokenizer_processes: int = 0) -> OnnxEmbedder:
+                    tokenizer_processes: int = 0, sessions: int = 1) -> OnnxEmbedder:
     """The process-wide embedder: each Dask worker process builds its session once, lazily.
 
     Its token budget (halved after out-of-memory errors) therefore persists across shards.
     """
     return OnnxEmbedder(artifact, threads=threads, max_batch_tokens=max_batch_tokens,
                         min_batch_tokens=min_batch_tokens, arena_max_mb=arena_max_mb,
-                        tokenizer_processes=tokenizer_processes)
+                        tokenizer_processes=tokenizer_processes, sessions=sessions)

@@ -111,7 +111,7 @@ def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
 
 def embed_shard(passages_url: str, out_url: str, artifact: ModelArtifact, threads: int,
                 max_batch_tokens: int, min_batch_tokens: int | None = None,
-                arena_max_mb: int | None = None, tokenizer_processes: int = 0,
+                arena_max_mb: int | None = None, tokenizer_processes: int = 0, sessions: int = 1,
                 on_progress: Callable[[int], None] | None = None) -> EmbedShard:
     """Embed one passages shard with the worker's ONNX session; write pk + embedding.
 
@@ -120,7 +120,7 @@ def embed_shard(passages_url: str, out_url: str, artifact: ModelArtifact, thread
     used when the shard has them from this model's tokenizer; otherwise the text is tokenised.
     """
     embedder = worker_embedder(artifact, threads, max_batch_tokens, min_batch_tokens, arena_max_mb,
-                               tokenizer_processes)
+                               tokenizer_processes, sessions)
     table = storage.read_parquet(passages_url)
     ids = [f"{d}#{c}" for d, c in zip(table.column("doc_id").to_pylist(),
                                       table.column("chunk").to_pylist(), strict=True)]

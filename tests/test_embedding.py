@@ -48,6 +48,14 @@ def test_tokenising_windows_keep_input_order(fp32_artifact, paragraphs, monkeypa
     assert sum(done) == len(texts) and embedder.truncated == single.truncated >= 1
 
 
+def test_concurrent_sessions_give_the_same_rows(fp32_artifact, paragraphs) -> None:
+    texts = [t for _, t in paragraphs[:300]]
+    one = OnnxEmbedder(fp32_artifact, max_batch_tokens=1024).encode(texts)
+    three = OnnxEmbedder(fp32_artifact, max_batch_tokens=1024, sessions=3)
+    assert three._depth == 4 and three._sessions.qsize() == 3
+    np.testing.assert_allclose(three.encode(texts), one, atol=2e-5)
+
+
 def test_tokeniser_processes_give_the_same_embeddings(fp32_artifact, paragraphs) -> None:
     texts = [t for _, t in paragraphs[:300]] + ["word " * 600]
     here = OnnxEmbedder(fp32_artifact)

@@ -23,10 +23,13 @@ def texts(paragraphs) -> list[str]:
     return [t for _, t in paragraphs[:160]]
 
 
-def test_capped_arena_halves_and_matches_uncapped(fp32_artifact, texts, caplog) -> None:
+@pytest.mark.parametrize("sessions", [1, 2])
+def test_capped_arena_halves_and_matches_uncapped(fp32_artifact, texts, caplog, sessions) -> None:
+    """With two sessions, batches run concurrently from one capped arena; a failed batch's
+    successors in flight are redone after the halving."""
     reference = OnnxEmbedder(fp32_artifact, max_batch_tokens=16384).encode(texts)
     capped = OnnxEmbedder(fp32_artifact, max_batch_tokens=16384, min_batch_tokens=256,
-                          arena_max_mb=ARENA_MB)
+                          arena_max_mb=ARENA_MB, sessions=sessions)
     done: list[int] = []
     with caplog.at_level(logging.WARNING, logger="vecpress.tasks.embedding"):
         ours = capped.encode(texts, on_progress=done.append)
