@@ -48,6 +48,9 @@ class ChunkSettings(BaseModel):
         return self
 
 
+GPU_DEFAULTS = {"max_batch_tokens": 524_288, "sessions": 2, "passages_per_shard": 65_536}
+
+
 class ModelSettings(BaseModel):
     """Which sentence-transformers model runs, exported to which ONNX variant."""
 
@@ -56,7 +59,8 @@ class ModelSettings(BaseModel):
     )
     variant: Variant = Field("fp32", description="fp32 / int8 on CPU, fp16 on CUDA (CPU fallback).")
     max_batch_tokens: int = Field(
-        8192, ge=64, description="Token budget of one inference batch (padded batch × length)."
+        8192, ge=64, description="Token budget of one inference batch (padded batch × length); "
+        "fp16 (GPU) default 524288, halved on out-of-memory."
     )
     min_batch_tokens: int = Field(
         256, ge=1, description="Floor of the token budget: out-of-memory halving stops here and "
@@ -74,15 +78,20 @@ class ModelSettings(BaseModel):
     sessions: int = Field(
         1, ge=1, le=8, description="ONNX Runtime sessions per embedder, running batches "
         "concurrently (GPU: each on its own CUDA stream, so copies and Python work overlap the "
-        "GPU's). CPU workers gain nothing: intra-op threads already use the cores."
+        "GPU's; fp16 default 2). CPU workers gain nothing: intra-op threads use the cores."
     )
-    passages_per_shard: int = Field(2048, ge=16, description="Passages per embedding task.")
+    passages_per_shard: int = Field(2048, ge=16, description="Passages per embedding task "
+                                    "(fp16 default 65536: many batches per task keep a GPU busy).")
     cache_dir: str | None = Field(
         None, description="Local folder for exported ONNX models; default: <storage_root>/models."
     )
 
     @model_validator(mode="after")
-    def _floor_below_budget(self) -> ModelSettings:
+    def _gpu_defaults_and_floor(self) -> ModelSettings:
+        if self.variant == "fp16":  # a GPU worker: defaults measured on an H100 (README, "GPU")
+            for name, value in GPU_DEFAULTS.items():
+                if name not in self.model_fields_set:
+                    setattr(self, name, value)
         if self.min_batch_tokens > self.max_batch_tokens:
             raise ValueError(
                 f"model.min_batch_tokens ({self.min_batch_tokens}) must not exceed "

@@ -41,7 +41,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_TOKENS = 8192
 DEFAULT_MIN_BATCH_TOKENS = 256
-WINDOW = 16_384  # passages tokenised and sorted together
+# Passages sorted together into batches. Text windows are tokenised one ahead, and the first is
+# waited for, so they stay small; windows of ids cost nothing to make and hold several batches
+# even at GPU budgets (H100: 55.7k vs 47.8k passages/s; benchmarks/results/h100_sweep).
+WINDOW = 16_384
+IDS_WINDOW = 65_536
 _ARENA_LOCK = threading.Lock()  # the env allocator is process-wide; sessions take it at creation
 
 
@@ -120,17 +124,17 @@ class OnnxEmbedder:
         ``on_progress(n)`` is called after each batch with the number of passages it embedded.
         Texts are tokenised in windows of ``WINDOW`` passages, the next window while this one runs.
         """
-        starts = range(0, len(texts), WINDOW)
+        bounds = _window_bounds(len(texts), WINDOW)
         return self._encode_windows(
-            len(texts), lambda k: self._tokenise(texts[starts[k]:starts[k] + WINDOW]), ids,
-            on_progress)
+            bounds, lambda k: self._tokenise(texts[bounds[k]:bounds[k + 1]]), ids, on_progress)
 
     def encode_tokens(self, tokens: Tokens, ids: list[str] | None = None,
                       on_progress: Callable[[int], None] | None = None) -> np.ndarray:
         """``encode`` for texts tokenised beforehand (``SpecialTokens.wrap`` of the chunker's ids)."""
         self.truncated += tokens.truncated
+        bounds = _window_bounds(len(tokens), IDS_WINDOW)
         return self._encode_windows(
-            len(tokens), lambda k: tokens.window(k * WINDOW, (k + 1) * WINDOW), ids, on_progress)
+            bounds, lambda k: tokens.window(bounds[k], bounds[k + 1]), ids, on_progress)
 
     @functools.cached_property
     def special_tokens(self) -> SpecialTokens:
@@ -141,20 +145,21 @@ class OnnxEmbedder:
     def tokenizer_fingerprint(self) -> str:
         return tokenizer_fingerprint(self._tok)
 
-    def _encode_windows(self, count: int, window: Callable[[int], Tokens], ids: list[str] | None,
+    def _encode_windows(self, bounds: list[int], window: Callable[[int], Tokens],
+                        ids: list[str] | None,
                         on_progress: Callable[[int], None] | None) -> np.ndarray:
-        """Embed ``count`` texts given as windows of ``WINDOW``; window k+1 is made while k runs."""
+        """Embed texts given as windows ``bounds[k]:bounds[k+1]``; window k+1 is made while k runs."""
+        count, windows = bounds[-1], len(bounds) - 1
         if ids is not None and len(ids) != count:
             raise ValueError(f"encode got {len(ids)} ids for {count} texts; give one id per text")
         out = np.empty((count, self.dim), dtype=np.float32)
-        windows = -(-count // WINDOW)
-        pending = self._pool.submit(window, 0) if count else None
+        pending = self._pool.submit(window, 0) if windows else None
         for k in range(windows):
             tokens = pending.result()
             if k + 1 < windows:
                 pending = self._pool.submit(window, k + 1)
             self.truncated += tokens.truncated
-            self._encode_window(tokens, k * WINDOW, out, ids, on_progress)
+            self._encode_window(tokens, bounds[k], out, ids, on_progress)
         return out
 
     def _tokenise(self, texts: list[str]) -> Tokens:
@@ -227,6 +232,11 @@ class OnnxEmbedder:
             return _run_cuda(session, feeds)
         finally:
             self._sessions.put(session)
+
+
+def _window_bounds(count: int, size: int) -> list[int]:
+    """Window edges ``0, size, 2·size, ..., count``."""
+    return [*range(0, count, size), count] if count else [0]
 
 
 def _run_cuda(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> np.ndarray:

@@ -105,23 +105,32 @@ class SpecialTokens:
         if content.null_count:
             raise ValueError(f"{content.null_count} passages have no token ids; re-chunk them")
         offsets = content.offsets.to_numpy().astype(np.int64)
-        values = content.values.to_numpy(zero_copy_only=False).astype(np.int64)
+        values = content.values.to_numpy(zero_copy_only=False)
         room = max_seq_length - len(self.prefix) - len(self.suffix)
         full = np.diff(offsets)
         kept = np.minimum(full, room)
         head, tail = len(self.prefix), len(self.suffix)
         lengths = kept + head + tail
         starts = _starts(lengths)
+        # Content keeps its order, so it fills every position that is not a special token, once
+        # the tails of truncated texts are dropped: whole-array operations, no per-token index.
+        content_values = values[offsets[0]:offsets[-1]]
+        cut = np.flatnonzero(full > room)
+        if len(cut):
+            keep = np.ones(len(content_values), dtype=bool)
+            for row in cut.tolist():
+                keep[offsets[row] + room - offsets[0]:offsets[row + 1] - offsets[0]] = False
+            content_values = content_values[keep]
         flat = np.empty(int(lengths.sum()), dtype=np.int64)
+        special = np.zeros(len(flat), dtype=bool)
         for j, token in enumerate(self.prefix):
             flat[starts + j] = token
+            special[starts + j] = True
         for j, token in enumerate(self.suffix):
             flat[starts + lengths - tail + j] = token
-        # Content token k of text i goes from values[offsets[i] + k] to flat[starts[i] + head + k].
-        row_of = np.repeat(np.arange(len(kept)), kept)
-        k = np.arange(len(row_of)) - np.repeat(_starts(kept), kept)
-        flat[starts[row_of] + head + k] = values[offsets[:-1][row_of] + k]
-        return Tokens(flat, starts, lengths, int(np.count_nonzero(full > room)))
+            special[starts + lengths - tail + j] = True
+        flat[~special] = content_values
+        return Tokens(flat, starts, lengths, len(cut))
 
 
 def tokenise(tok: Tokenizer, texts: list[str], max_seq_length: int) -> Tokens:

@@ -35,3 +35,18 @@ def test_invalid_values_name_the_setting() -> None:
         Settings(codec={"pca_dim": 100, "pq_m": 16})
     with pytest.raises(ValidationError, match="variant"):
         Settings(model={"variant": "fp8"})
+
+
+def test_fp16_brings_gpu_defaults_that_explicit_values_override(monkeypatch) -> None:
+    from vecpress.infra.settings import GPU_DEFAULTS
+
+    cpu = Settings().model
+    assert (cpu.variant, cpu.max_batch_tokens, cpu.sessions) == ("fp32", 8192, 1)
+    gpu = _settings(**{"model.variant": "fp16"}).model
+    assert {name: getattr(gpu, name) for name in GPU_DEFAULTS} == GPU_DEFAULTS
+    monkeypatch.setenv("VECPRESS_MODEL__VARIANT", "fp16")
+    monkeypatch.setenv("VECPRESS_MODEL__MAX_BATCH_TOKENS", "65536")
+    mixed = _settings(**{"model.sessions": 3}).model
+    assert (mixed.max_batch_tokens, mixed.sessions, mixed.passages_per_shard) == (65536, 3, 65536)
+    # Settings travel to workers as JSON: the same values come back.
+    assert type(gpu).model_validate_json(gpu.model_dump_json()) == gpu
