@@ -136,12 +136,12 @@ def main() -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--engines", nargs="+", help="first one is the baseline; default per device")
     parser.add_argument("--batch-tokens", type=int, help="ONNX token budget (default 8192 CPU, "
-                        "65536 CUDA)")
+                        "524288 CUDA)")
     parser.add_argument("--label", default="", help="file name suffix, e.g. _tok7")
     parser.add_argument("--tokenizer-processes", type=int, default=0,
                         help="ONNX engines tokenise in this many processes (model.tokenizer_processes)")
-    parser.add_argument("--sessions", type=int, default=1,
-                        help="ONNX engines run this many sessions concurrently (model.sessions)")
+    parser.add_argument("--sessions", type=int, help="ONNX engines run this many sessions "
+                        "concurrently (model.sessions; default 1 CPU, 2 CUDA)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
@@ -151,7 +151,11 @@ def main() -> None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     engines = args.engines or (["st-torch-fp32", "onnx-fp32", "onnx-int8"] if device == "cpu"
                                else ["st-torch-fp16", "st-torch-fp32", "onnx-fp16", "onnx-fp16-ids"])
-    batch_tokens = args.batch_tokens or (8192 if device == "cpu" else 65536)
+    from vecpress.infra.settings import GPU_DEFAULTS
+    from vecpress.tasks.embedding import IDS_WINDOW, WINDOW
+
+    batch_tokens = args.batch_tokens or (8192 if device == "cpu" else GPU_DEFAULTS["max_batch_tokens"])
+    sessions = args.sessions or (1 if device == "cpu" else GPU_DEFAULTS["sessions"])
 
     from rich.console import Console
     from rich.table import Table
@@ -169,7 +173,7 @@ def main() -> None:
         proc = subprocess.run([sys.executable, __file__, "--child", engine, str(work / "texts.json"),
                                str(out), str(args.threads), artifact_dir, device,
                                str(batch_tokens), str(args.tokenizer_processes),
-                               str(args.sessions)],
+                               str(sessions)],
                               capture_output=True, text=True)
         if proc.returncode:
             raise SystemExit(f"{engine} failed:\n{proc.stderr[-3000:]}")
@@ -227,7 +231,7 @@ def main() -> None:
               "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
               "onnxruntime_providers": onnxruntime.get_available_providers(),
               "onnx_batch_tokens": batch_tokens, "onnx_tokenizer_processes": args.tokenizer_processes,
-              "onnx_sessions": args.sessions,
+              "onnx_sessions": sessions, "encode_window": {"text": WINDOW, "ids": IDS_WINDOW},
               "platform": platform.platform(), "torch": torch.__version__,
               "onnxruntime": onnxruntime.__version__, "passages": len(texts),
               "token_lengths": {"p10": float(np.percentile(lengths, 10)),

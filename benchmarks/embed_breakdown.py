@@ -1,7 +1,8 @@
 """Where the time of a CUDA encode goes: tokenising, reading the ids into numpy, and inference.
 
 Times, on the same passages as ``embed.py`` (≤126 + 2 tokens): ``encode_batch`` alone, the
-embedder's whole tokenising step (ids read out of the Encodings into flat numpy arrays), the ONNX
+embedder's whole tokenising step (ids read out of the Encodings into flat numpy arrays), turning the
+chunker's stored ids into the same arrays (``SpecialTokens.wrap``, the ids path), the ONNX
 session alone on fixed-shape batches (inputs copied to the GPU each call, as in ``encode``), and
 end-to-end ``encode`` at several token budgets and with tokeniser process pools, and ``encode``'s
 batching and inference on ids tokenised beforehand (its ceiling when tokenising costs nothing), keyed
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from embed import build_passages, write_result
+from embed import _chunker_ids, build_passages, write_result
 
 
 def timed(fn) -> float:
@@ -53,6 +54,9 @@ def main() -> None:
     report: dict = {"device": embedder.device, "passages": n, "cpus": os.cpu_count()}
     report["encode_batch_per_s"] = n / timed(lambda: embedder._tok.encode_batch(texts))
     report["tokenise_to_numpy_per_s"] = n / timed(lambda: embedder._tokenise(texts))
+    ids = _chunker_ids(artifact.model_dir, texts)  # what passage shards carry
+    report["wrap_chunker_ids_per_s"] = n / timed(
+        lambda: embedder.special_tokens.wrap(ids, artifact.max_seq_length))
     report["tokenise_to_numpy_per_s_with_processes"] = {}
     for processes in args.tokenizer_processes:
         pool = TokeniserPool(artifact.model_dir, artifact.max_seq_length, processes)
