@@ -33,9 +33,10 @@ class ChunkSettings(BaseModel):
     max_tokens: int = Field(192, ge=8, description="Tokens per passage (without special tokens).")
     overlap_tokens: int = Field(32, ge=0, description="Tokens repeated between split neighbours.")
     min_tokens: int = Field(3, ge=1, description="Shorter passages are dropped as noise.")
-    keep_token_ids: bool = Field(
-        True, description="Store each passage's token ids in its shard, so the embed stage "
-        "does not tokenise again (tokenising, not the GPU, limits a GPU worker's speed)."
+    keep_token_ids: bool | None = Field(
+        None, description="Store each passage's token ids in its shard, so the embed stage "
+        "does not tokenise again (tokenising, not the GPU, limits a GPU worker's speed); about "
+        "doubles passage-shard size. Default: kept when model.variant is fp16."
     )
 
     @model_validator(mode="after")
@@ -206,6 +207,13 @@ class Settings(BaseSettings):
     codec: CodecSettings = CodecSettings()
     milvus: MilvusSettings = MilvusSettings()
     dask: DaskSettings = DaskSettings()
+
+    @model_validator(mode="after")
+    def _token_ids_for_gpu_runs(self) -> Settings:
+        if self.chunk.keep_token_ids is None:
+            self.chunk = self.chunk.model_copy(
+                update={"keep_token_ids": self.model.variant == "fp16"})
+        return self
 
     @property
     def model_cache_dir(self) -> Path:

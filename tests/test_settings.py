@@ -42,7 +42,12 @@ def test_fp16_brings_gpu_defaults_that_explicit_values_override(monkeypatch) -> 
 
     cpu = Settings().model
     assert (cpu.variant, cpu.max_batch_tokens, cpu.sessions) == ("fp32", 8192, 1)
-    gpu = _settings(**{"model.variant": "fp16"}).model
+    assert Settings().chunk.keep_token_ids is False  # CPU runs: shards stay text only
+    gpu_settings = _settings(**{"model.variant": "fp16"})
+    assert gpu_settings.chunk.keep_token_ids is True
+    assert _settings(**{"model.variant": "fp16", "chunk.keep_token_ids": False}).chunk.keep_token_ids \
+        is False
+    gpu = gpu_settings.model
     assert {name: getattr(gpu, name) for name in GPU_DEFAULTS} == GPU_DEFAULTS
     monkeypatch.setenv("VECPRESS_MODEL__VARIANT", "fp16")
     monkeypatch.setenv("VECPRESS_MODEL__MAX_BATCH_TOKENS", "65536")

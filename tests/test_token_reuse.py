@@ -22,7 +22,7 @@ def _documents(paragraphs: list[tuple[str, str]]) -> list[str]:
     """Real documents, one of them far beyond the model's window, one with accents and CJK."""
     texts = [t for _, t in paragraphs[:400]]
     docs = ["\n\n".join(texts[i:i + 8]) for i in range(0, len(texts), 8)]
-    return docs + ["Déjà vu, naïve café — 東京 and Zürich: " + "word " * 400]
+    return [*docs, "Déjà vu, naïve café — 東京 and Zürich: " + "word " * 400]
 
 
 def _assert_same_tokens(wrapped, tokenised) -> None:
