@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import logging
 import queue
-import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -26,7 +25,8 @@ import onnxruntime as ort
 
 from vecpress.infra.settings import ModelSettings
 from vecpress.tasks.onnx_export import ModelArtifact
-from vecpress.tasks.oom import OutOfMemoryFloorError, TokenBudget, floor_error, is_out_of_memory
+from vecpress.tasks.onnx_sessions import create_session
+from vecpress.tasks.oom import TokenBudget, floor_error, is_out_of_memory
 from vecpress.tasks.tokenising import (
     SpecialTokens,
     TokeniserPool,
@@ -46,7 +46,6 @@ DEFAULT_MIN_BATCH_TOKENS = 256
 # even at GPU budgets (H100: 55.7k vs 47.8k passages/s; benchmarks/results/h100_sweep).
 WINDOW = 16_384
 IDS_WINDOW = 65_536
-_ARENA_LOCK = threading.Lock()  # the env allocator is process-wide; sessions take it at creation
 
 
 @dataclass(frozen=True)
@@ -73,13 +72,13 @@ class OnnxEmbedder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self._session = _create_session(artifact, options, arena_max_mb)
+        self._session = create_session(artifact, options, arena_max_mb)
         # More sessions run batches concurrently (on a GPU each has its own CUDA stream, so one
         # batch computes while another is copied in or out); a job takes whichever is free.
         self._sessions: queue.SimpleQueue[ort.InferenceSession] = queue.SimpleQueue()
         self._sessions.put(self._session)
         for _ in range(sessions - 1):
-            self._sessions.put(_create_session(artifact, options, arena_max_mb))
+            self._sessions.put(create_session(artifact, options, arena_max_mb))
         # In flight: one batch per session plus one prepared and waiting for a session. Runner
         # threads call ORT (which releases the GIL) while the caller builds the next batch.
         self._depth = sessions + 1
@@ -260,46 +259,6 @@ def _batch_end(sorted_lengths: np.ndarray, start: int, budget: int) -> int:
     return start + max(1, int(np.searchsorted(padded, budget, side="right")))
 
 
-def _create_session(artifact: ModelArtifact, options: ort.SessionOptions,
-                    arena_max_mb: int | None) -> ort.InferenceSession:
-    """A session for the variant's device; ``arena_max_mb`` caps its memory arena (CPU or GPU)."""
-    cap = None if arena_max_mb is None else arena_max_mb << 20
-    if artifact.variant == "fp16" and "CUDAExecutionProvider" in ort.get_available_providers():
-        _preload_cuda_libraries()
-        # A dask-cuda worker sees only its own GPU (CUDA_VISIBLE_DEVICES), as device 0.
-        cuda = {"device_id": 0, "arena_extend_strategy": "kSameAsRequested"}
-        if cap is not None:
-            cuda["gpu_mem_limit"] = cap
-        try:
-            return ort.InferenceSession(artifact.onnx_path, options, providers=[
-                ("CUDAExecutionProvider", cuda), "CPUExecutionProvider"])
-        except Exception as exc:
-            if not is_out_of_memory(exc):
-                raise
-            # Seen on an H100 already filled by another process: cublasCreate fails before any
-            # batch runs, so there is nothing to halve.
-            raise OutOfMemoryFloorError(
-                f"{artifact.onnx_path}: cannot create the CUDA session: the GPU is out of memory "
-                "before any batch ran (another process holds it?). Free GPU memory, run one "
-                f"worker per GPU, or use a CPU variant. Cause: {str(exc).strip()[-300:]}") from exc
-    if cap is None:
-        return ort.InferenceSession(artifact.onnx_path, options, providers=["CPUExecutionProvider"])
-    weights = sum(p.stat().st_size for p in Path(artifact.onnx_path).parent.glob("*.onnx*"))
-    if cap <= weights:
-        # The arena also holds the prepacked weights; below them ORT's limit check wraps around
-        # and the cap silently stops applying, so refuse it.
-        raise ValueError(f"model.arena_max_mb={arena_max_mb} is not above the size of the model's "
-                         f"weights ({weights / 2**20:.0f} MiB, {artifact.onnx_path}); raise it "
-                         "above that, or leave it unset for no cap")
-    with _ARENA_LOCK:
-        memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
-                                   ort.OrtMemType.DEFAULT)
-        # max_mem, extend strategy 1 (grow by what is requested), default chunk settings
-        ort.create_and_register_allocator(memory, ort.OrtArenaCfg(cap, 1, -1, -1))
-        options.add_session_config_entry("session.use_env_allocators", "1")
-        return ort.InferenceSession(artifact.onnx_path, options, providers=["CPUExecutionProvider"])
-
-
 def _tokeniser_pool(artifact: ModelArtifact, processes: int) -> TokeniserPool | None:
     """A pool of tokeniser processes when asked for and allowed here, else None (tokenise here)."""
     if processes <= 0:
@@ -310,22 +269,6 @@ def _tokeniser_pool(artifact: ModelArtifact, processes: int) -> TokeniserPool | 
                     "tokenising in the worker itself", processes)
         return None
     return TokeniserPool(artifact.model_dir, artifact.max_seq_length, processes)
-
-
-@functools.cache
-def _preload_cuda_libraries() -> None:
-    """Load CUDA/cuDNN from torch or the nvidia-* wheels, as onnxruntime-gpu ≥ 1.21 recommends.
-
-    Without it the CUDA provider finds them only on LD_LIBRARY_PATH and otherwise silently falls
-    back to the CPU provider (reported by ``OnnxEmbedder`` as a warning).
-    """
-    preload = getattr(ort, "preload_dlls", None)
-    if preload is None:
-        return
-    try:
-        preload()
-    except Exception as exc:  # best effort: the system's libraries may still be found
-        log.info("onnxruntime.preload_dlls() failed (%s); relying on the system's CUDA libraries", exc)
 
 
 @functools.lru_cache(maxsize=2)
