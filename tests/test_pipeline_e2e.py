@@ -139,8 +139,8 @@ def test_search_queries_file_writes_json_lines(first_run: dict, workspace: dict)
     assert first[0]["score"] >= first[-1]["score"]
 
 
-def test_reingest_is_incremental_and_runs_on_an_external_dask_cluster(first_run: dict,
-                                                                      workspace: dict) -> None:
+def test_reingest_is_incremental_and_runs_on_an_external_dask_cluster(
+        first_run: dict, workspace: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     from distributed import LocalCluster
 
     # Nothing changed: good files are only compared with the manifest; the 3 files that gave no
@@ -156,13 +156,21 @@ def test_reingest_is_incremental_and_runs_on_an_external_dask_cluster(first_run:
     extra.write_text("".join(json.dumps({"id": f"extra-{n}", "text": f"Extra record {n} about "
                                          "incremental loading of vector collections."}) + "\n"
                              for n in range(5)))
+    runs = workspace["root"] / "data" / "collections" / COLLECTION / "runs"
+    before = set(runs.glob("*/passages/*.parquet"))
     try:
         with LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
-                          dashboard_address=None) as cluster:
+                          dashboard_address=None) as cluster, monkeypatch.context() as env:
+            # This run's shards carry the chunker's token ids (as fp16 runs do), and the embed
+            # stage on the external cluster embeds from them.
+            env.setenv("VECPRESS_CHUNK__KEEP_TOKEN_IDS", "true")
             code, again, output = _ingest(workspace, "--dask-address", cluster.scheduler_address)
     finally:
         extra.unlink()
     assert code == 0, output
+    new_shards = [s for s in set(runs.glob("*/passages/*.parquet")) - before
+                  if not s.name.endswith("-archive.parquet")]  # reused rows' codes sit beside them
+    assert new_shards and all("token_ids" in pq.read_schema(s).names for s in new_shards)
     assert again["changes"]["new"] == 3 + 1 and again["passages_embedded"] == 5
     assert again["codec_reused"] is True
     assert again["codec"]["codec_id"] == first_run["codec"]["codec_id"]
