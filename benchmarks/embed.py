@@ -102,10 +102,9 @@ def _chunker_ids(model_dir: str, texts: list[str]):
     import pyarrow as pa
 
     from vecpress.tasks.model_files import load_tokenizer
+    from vecpress.tasks.tokenising import bare_tokenizer
 
-    tok = load_tokenizer(Path(model_dir))
-    tok.no_padding()
-    tok.no_truncation()
+    tok = bare_tokenizer(load_tokenizer(Path(model_dir)))
     return pa.array([e.ids for e in tok.encode_batch(texts, add_special_tokens=False)],
                     pa.list_(pa.int32()))
 
@@ -206,10 +205,9 @@ def main() -> None:
             res["passes_default_gate"] = res["min_cosine"] >= FIDELITY_FLOORS[variant]
 
     from vecpress.tasks.model_files import load_tokenizer, resolve_model_dir
+    from vecpress.tasks.tokenising import bare_tokenizer
 
-    tok = load_tokenizer(resolve_model_dir(None))
-    tok.no_padding()
-    tok.no_truncation()
+    tok = bare_tokenizer(load_tokenizer(resolve_model_dir(None)))
     lengths = [len(e.ids) for e in tok.encode_batch(texts)]
     table = Table(title=f"{len(texts)} passages (tokens p10/p50/p90 "
                         f"{np.percentile(lengths, 10):.0f}/{np.percentile(lengths, 50):.0f}/"

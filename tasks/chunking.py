@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from tokenizers import Tokenizer
 
 from vecpress.infra.settings import ChunkSettings
-from vecpress.tasks.tokenising import tokenizer_fingerprint
+from vecpress.tasks.tokenising import bare_tokenizer, tokenizer_fingerprint
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
@@ -37,9 +37,7 @@ class Chunker:
     """Splits text into passages of at most ``settings.max_tokens`` model tokens."""
 
     def __init__(self, tokenizer: Tokenizer, settings: ChunkSettings) -> None:
-        self._tok = Tokenizer.from_str(tokenizer.to_str())  # own copy: no padding/truncation
-        self._tok.no_padding()
-        self._tok.no_truncation()
+        self._tok = bare_tokenizer(tokenizer)  # own copy: no padding/truncation
         self._settings = settings
         self.tokenizer_fingerprint = tokenizer_fingerprint(self._tok)
 

@@ -72,19 +72,18 @@ class OnnxEmbedder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self._session = create_session(artifact, options, arena_max_mb)
         # More sessions run batches concurrently (on a GPU each has its own CUDA stream, so one
         # batch computes while another is copied in or out); a job takes whichever is free.
+        created = [create_session(artifact, options, arena_max_mb) for _ in range(sessions)]
         self._sessions: queue.SimpleQueue[ort.InferenceSession] = queue.SimpleQueue()
-        self._sessions.put(self._session)
-        for _ in range(sessions - 1):
-            self._sessions.put(create_session(artifact, options, arena_max_mb))
+        for session in created:
+            self._sessions.put(session)
         # In flight: one batch per session plus one prepared and waiting for a session. Runner
         # threads call ORT (which releases the GIL) while the caller builds the next batch.
         self._depth = sessions + 1
         self._runners = ThreadPoolExecutor(max_workers=self._depth, thread_name_prefix="onnx-run")
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx-tokenise")
-        self.device = "cuda" if "CUDAExecutionProvider" in self._session.get_providers() else "cpu"
+        self.device = "cuda" if "CUDAExecutionProvider" in created[0].get_providers() else "cpu"
         if artifact.variant == "fp16" and self.device == "cpu":
             why = ("the CUDA provider did not load: check that CUDA 13 and cuDNN 9 libraries are "
                    "installed (nvidia-* wheels or LD_LIBRARY_PATH) and a GPU is visible"

@@ -66,12 +66,17 @@ def model_tokenizer(model_dir: str, max_seq_length: int) -> Tokenizer:
     return tok
 
 
+def bare_tokenizer(tok: Tokenizer) -> Tokenizer:
+    """A copy of ``tok`` without padding or truncation: every token of a text, as the chunker counts."""
+    bare = Tokenizer.from_str(tok.to_str())
+    bare.no_padding()
+    bare.no_truncation()
+    return bare
+
+
 def tokenizer_fingerprint(tok: Tokenizer) -> str:
     """Identity of a tokenizer's vocabulary and rules (padding and truncation settings ignored)."""
-    canonical = Tokenizer.from_str(tok.to_str())
-    canonical.no_padding()
-    canonical.no_truncation()
-    return hashlib.sha256(canonical.to_str().encode()).hexdigest()[:16]
+    return hashlib.sha256(bare_tokenizer(tok).to_str().encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -106,10 +111,10 @@ class SpecialTokens:
             raise ValueError(f"{content.null_count} passages have no token ids; re-chunk them")
         offsets = content.offsets.to_numpy().astype(np.int64)
         values = content.values.to_numpy(zero_copy_only=False)
-        room = max_seq_length - len(self.prefix) - len(self.suffix)
+        head, tail = len(self.prefix), len(self.suffix)
+        room = max_seq_length - head - tail
         full = np.diff(offsets)
         kept = np.minimum(full, room)
-        head, tail = len(self.prefix), len(self.suffix)
         lengths = kept + head + tail
         starts = _starts(lengths)
         # Content keeps its order, so it fills every position that is not a special token, once
