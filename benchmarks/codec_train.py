@@ -22,16 +22,17 @@ from embed import write_result
 def real_vectors(count: int, device: str) -> np.ndarray:
     from embed import build_passages
 
-    from vecpress.tasks.embedding import OnnxEmbedder
-    from vecpress.tasks.model_files import read_model_spec, resolve_model_dir
-    from vecpress.tasks.onnx_export import export_model
+    from vecpress.infra.settings import ModelSettings
+    from vecpress.tasks.embed.embedder import OnnxEmbedder
+    from vecpress.tasks.embed.export import export_model
+    from vecpress.tasks.embed.model_files import read_model_spec, resolve_model_dir
 
     passages = list(dict.fromkeys(build_passages(min(count, 20_000))))
     variant = "fp16" if device == "cuda" else "int8"
     artifact = export_model(read_model_spec(resolve_model_dir(None)), variant,
                             Path(tempfile.mkdtemp(prefix="codec-bench-")), lambda: passages[:64])
-    vectors = OnnxEmbedder(artifact, max_batch_tokens=65536 if device == "cuda" else 8192
-                           ).encode(passages)
+    budget = ModelSettings(max_batch_tokens=65536 if device == "cuda" else 8192)
+    vectors = OnnxEmbedder(artifact, budget).encode(passages)
     rng = np.random.default_rng(0)
     picks = rng.integers(0, len(vectors), size=count)
     noisy = vectors[picks] + rng.normal(0, 0.01, size=(count, vectors.shape[1])).astype(np.float32)
@@ -50,7 +51,7 @@ def main() -> None:
     from rich.table import Table
 
     from vecpress.infra.settings import CodecSettings
-    from vecpress.tasks.codec import fit_codec
+    from vecpress.tasks.codec.codec import fit_codec
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     sample = real_vectors(args.vectors, device)

@@ -39,9 +39,9 @@ def embedded_corpus(total: int, variant: str, threads: int) -> tuple[list[str], 
                                                                       dict]:
     """(ids, texts, float32 embeddings, engine facts) of the first ``total`` paragraphs, cached."""
     from vecpress.infra.settings import ModelSettings
-    from vecpress.tasks.corpus import docstring_paragraphs
-    from vecpress.tasks.embedding import OnnxEmbedder
-    from vecpress.tasks.onnx_export import export_for_settings
+    from vecpress.tasks.embed.embedder import OnnxEmbedder
+    from vecpress.tasks.embed.export import export_for_settings
+    from vecpress.tasks.inputs.corpus import docstring_paragraphs
 
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     items = list(itertools.islice(docstring_paragraphs(), total))
@@ -93,8 +93,8 @@ def milvus_run(name: str, uri: str, codec, corpus: np.ndarray, pks: np.ndarray, 
                truth: np.ndarray, rescore, settings, latency_queries: int) -> dict:
     """Load the corpus's projected vectors, index, then measure recall and latency via Searcher."""
     from vecpress.infra.milvus import MilvusStore
-    from vecpress.tasks.evaluation import recall_at_k
-    from vecpress.tasks.search import Searcher
+    from vecpress.tasks.recall import recall_at_k
+    from vecpress.tasks.search.searcher import Searcher
 
     store = MilvusStore(settings.milvus)
     store.drop(name)
@@ -144,7 +144,7 @@ K = 10
 
 def cached_autotune(settings, sample: np.ndarray, milvus, key: str):
     """The auto-tune table (minutes on 2 cores), cached in data/bench/ between benchmark runs."""
-    from vecpress.tasks.autotune import TuneResult, TuneRow, autotune
+    from vecpress.tasks.codec.autotune import TuneResult, TuneRow, autotune
 
     path = BENCH_DIR / f"autotune-{key}.json"
     if path.exists():
@@ -181,8 +181,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from vecpress.infra import storage
     from vecpress.infra.settings import CodecSettings, MilvusSettings, Settings
-    from vecpress.tasks.codec import archive_table, fit_codec
-    from vecpress.tasks.rescore_store import RescoreStore
+    from vecpress.tasks.codec.codec import archive_table, fit_codec
+    from vecpress.tasks.search.rescore_store import RescoreStore
 
     _, _, vectors, facts = embedded_corpus(args.passages + args.queries, args.variant,
                                            args.threads)
@@ -230,8 +230,7 @@ def main() -> None:
         print(f"{label}: codec {codec.report['codec_id']} trained in "
               f"{codec.report['train_seconds']:.1f} s", flush=True)
         archive = work / label / "runs" / "r" / "archive" / "part-00000.parquet"
-        storage.write_parquet(str(archive), archive_table(pks, codec.encode(corpus),
-                                                          codec.project(corpus)))
+        storage.write_parquet(str(archive), archive_table(pks, codec.project(corpus)))
         rescore = RescoreStore([str(archive)], directory=work / label / "rescore")
         # Per entry: --only runs merge into one JSON, and the docstring corpus changes with the
         # packages installed, so each configuration keeps the corpus it was measured on.

@@ -38,15 +38,15 @@ RESULTS = Path(__file__).parent / "results"
 
 def build_passages(count: int, max_tokens: int = 192) -> list[str]:
     from vecpress.infra.settings import ChunkSettings
-    from vecpress.tasks.chunking import Chunker
-    from vecpress.tasks.corpus import stdlib_docstring_paragraphs
-    from vecpress.tasks.model_files import load_tokenizer, resolve_model_dir
+    from vecpress.tasks.embed.model_files import load_tokenizer, resolve_model_dir
+    from vecpress.tasks.inputs.chunking import Chunker
+    from vecpress.tasks.inputs.corpus import stdlib_docstring_paragraphs
 
     modules: dict[str, list[str]] = defaultdict(list)
     for doc_id, text in stdlib_docstring_paragraphs():
         modules[doc_id.split(":")[0]].append(text)
     chunker = Chunker(load_tokenizer(resolve_model_dir(None)), ChunkSettings(max_tokens=max_tokens))
-    passages = [p for paras in modules.values() for p in chunker.chunk("\n\n".join(paras))]
+    passages = [p.text for paras in modules.values() for p in chunker.passages("\n\n".join(paras))]
     rng = np.random.default_rng(0)
     # GPU runs want more passages than the corpus holds: repeat some then (throughput only).
     return [passages[i] for i in rng.choice(len(passages), size=count,
@@ -61,7 +61,7 @@ def run_engine(engine: str, texts_file: str, out_file: str, threads: int, artifa
         import torch
         from sentence_transformers import SentenceTransformer
 
-        from vecpress.tasks.model_files import resolve_model_dir
+        from vecpress.tasks.embed.model_files import resolve_model_dir
 
         torch.set_num_threads(threads)
         model = SentenceTransformer(str(resolve_model_dir(None)), device=device)
@@ -74,12 +74,13 @@ def run_engine(engine: str, texts_file: str, out_file: str, threads: int, artifa
         if device == "cuda":
             torch.cuda.synchronize()
     else:  # artifact_dir holds the exported artifact's directory: no torch in this process
-        from vecpress.tasks.embedding import OnnxEmbedder
-        from vecpress.tasks.onnx_export import ModelArtifact
+        from vecpress.infra.settings import ModelSettings
+        from vecpress.tasks.embed.artifact import ModelArtifact
+        from vecpress.tasks.embed.embedder import OnnxEmbedder
 
-        embedder = OnnxEmbedder(ModelArtifact.load(Path(artifact_dir)), threads=threads,
-                                max_batch_tokens=batch_tokens,
-                                tokenizer_processes=tokenizer_processes, sessions=sessions)
+        model = ModelSettings(max_batch_tokens=batch_tokens, tokenizer_processes=tokenizer_processes,
+                              sessions=sessions)
+        embedder = OnnxEmbedder(ModelArtifact.load(Path(artifact_dir)), model, threads=threads)
         if embedder.device != device:
             raise SystemExit(f"{engine}: ran on {embedder.device}, expected {device}")
         embedder.encode(texts[:256])  # warm-up
@@ -101,8 +102,8 @@ def _chunker_ids(model_dir: str, texts: list[str]):
     """The passages' token ids as the chunk stage stores them (content only, list<int32>)."""
     import pyarrow as pa
 
-    from vecpress.tasks.model_files import load_tokenizer
-    from vecpress.tasks.tokenising import bare_tokenizer
+    from vecpress.tasks.embed.model_files import load_tokenizer
+    from vecpress.tasks.embed.tokenising import bare_tokenizer
 
     tok = bare_tokenizer(load_tokenizer(Path(model_dir)))
     return pa.array([e.ids for e in tok.encode_batch(texts, add_special_tokens=False)],
@@ -119,8 +120,8 @@ def export_for(engine: str, cache: Path, probe: list[str]) -> str:
     """Export ONNX variants here, so the timed child process loads only ONNX Runtime."""
     if not engine.startswith("onnx-"):
         return ""
-    from vecpress.tasks.model_files import read_model_spec, resolve_model_dir
-    from vecpress.tasks.onnx_export import export_model
+    from vecpress.tasks.embed.export import export_model
+    from vecpress.tasks.embed.model_files import read_model_spec, resolve_model_dir
 
     # Measure every variant; whether it passes the default fidelity gate is reported below.
     artifact = export_model(read_model_spec(resolve_model_dir(None)), engine.split("-")[1], cache,
@@ -151,7 +152,7 @@ def main() -> None:
     engines = args.engines or (["st-torch-fp32", "onnx-fp32", "onnx-int8"] if device == "cpu"
                                else ["st-torch-fp16", "st-torch-fp32", "onnx-fp16", "onnx-fp16-ids"])
     from vecpress.infra.settings import GPU_DEFAULTS
-    from vecpress.tasks.embedding import IDS_WINDOW, WINDOW
+    from vecpress.tasks.embed.embedder import IDS_WINDOW, WINDOW
 
     batch_tokens = args.batch_tokens or (8192 if device == "cpu" else GPU_DEFAULTS["max_batch_tokens"])
     sessions = args.sessions or (1 if device == "cpu" else GPU_DEFAULTS["sessions"])
@@ -159,7 +160,8 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from vecpress.tasks.onnx_export import FIDELITY_FLOORS, neighbour_recall
+    from vecpress.tasks.embed.export import FIDELITY_FLOORS
+    from vecpress.tasks.recall import neighbour_recall
 
     texts = build_passages(args.passages, 192 if device == "cpu" else 126)
     work = Path(tempfile.mkdtemp(prefix="embed-bench-"))
@@ -204,8 +206,8 @@ def main() -> None:
             res["default_gate_min_cosine"] = FIDELITY_FLOORS[variant]
             res["passes_default_gate"] = res["min_cosine"] >= FIDELITY_FLOORS[variant]
 
-    from vecpress.tasks.model_files import load_tokenizer, resolve_model_dir
-    from vecpress.tasks.tokenising import bare_tokenizer
+    from vecpress.tasks.embed.model_files import load_tokenizer, resolve_model_dir
+    from vecpress.tasks.embed.tokenising import bare_tokenizer
 
     tok = bare_tokenizer(load_tokenizer(resolve_model_dir(None)))
     lengths = [len(e.ids) for e in tok.encode_batch(texts)]

@@ -41,15 +41,16 @@ def main() -> None:
                         help="token budgets of the tokeniser-pool runs")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from vecpress.tasks.embedding import WINDOW, OnnxEmbedder
-    from vecpress.tasks.model_files import read_model_spec, resolve_model_dir
-    from vecpress.tasks.onnx_export import export_model
-    from vecpress.tasks.tokenising import TokeniserPool
+    from vecpress.infra.settings import ModelSettings
+    from vecpress.tasks.embed.embedder import WINDOW, OnnxEmbedder
+    from vecpress.tasks.embed.export import export_model
+    from vecpress.tasks.embed.model_files import read_model_spec, resolve_model_dir
+    from vecpress.tasks.embed.tokenising import TokeniserPool
 
     texts = build_passages(args.passages, 126)
     artifact = export_model(read_model_spec(resolve_model_dir(None)), "fp16",
                             Path(tempfile.mkdtemp(prefix="breakdown-")), lambda: texts[:64])
-    embedder = OnnxEmbedder(artifact, max_batch_tokens=65536)
+    embedder = OnnxEmbedder(artifact, ModelSettings(max_batch_tokens=65536))
     n = len(texts)
     report: dict = {"device": embedder.device, "passages": n, "cpus": os.cpu_count()}
     report["encode_batch_per_s"] = n / timed(lambda: embedder._tok.encode_batch(texts))
@@ -77,14 +78,14 @@ def main() -> None:
         report["inference_only"][f"{rows}x{seq}"] = rows / seconds
     report["encode_per_s"] = {}
     for budget in (32768, 65536, 131072, 262144):
-        run = OnnxEmbedder(artifact, max_batch_tokens=budget)
+        run = OnnxEmbedder(artifact, ModelSettings(max_batch_tokens=budget))
         run.encode(texts[:3000])
         report["encode_per_s"][budget] = n / timed(lambda r=run: r.encode(texts))
     # The ceiling once tokenising is free: batching, copies and inference on ids made beforehand.
     windows = [embedder._tokenise(texts[i:i + WINDOW]) for i in range(0, n, WINDOW)]
     report["encode_pretokenised_per_s"] = {}
     for budget, sessions in ((131072, 1), (262144, 1), (262144, 2), (262144, 3), (524288, 2)):
-        run = OnnxEmbedder(artifact, max_batch_tokens=budget, sessions=sessions)
+        run = OnnxEmbedder(artifact, ModelSettings(max_batch_tokens=budget, sessions=sessions))
         out = np.empty((n, artifact.dim), np.float32)
         run._encode_window(windows[0], 0, out, None, None)  # warm-up: the arena grows once
         report["encode_pretokenised_per_s"][f"{budget}x{sessions}"] = n / timed(
@@ -94,7 +95,8 @@ def main() -> None:
     report["encode_per_s_with_tokenizer_processes"] = {}
     for budget in args.pool_budgets:
         for processes in args.tokenizer_processes:
-            run = OnnxEmbedder(artifact, max_batch_tokens=budget, tokenizer_processes=processes)
+            run = OnnxEmbedder(artifact, ModelSettings(max_batch_tokens=budget,
+                                                     tokenizer_processes=processes))
             run.encode(texts[:3000])  # starts the processes
             report["encode_per_s_with_tokenizer_processes"][f"{processes}@{budget}"] = n / timed(
                 lambda r=run: r.encode(texts))

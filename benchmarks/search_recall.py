@@ -24,9 +24,9 @@ from rich.console import Console
 from rich.table import Table
 
 from vecpress.infra.settings import Settings
-from vecpress.tasks.evaluation import recall_at_k
-from vecpress.tasks.search import open_searcher
-from vecpress.tasks.sources import read_texts
+from vecpress.tasks.inputs.sources import read_texts
+from vecpress.tasks.recall import recall_at_k
+from vecpress.tasks.search.searcher import open_searcher
 
 K = 10
 

@@ -22,7 +22,7 @@ from prefect.events import emit_event
 
 from vecpress.deployments.definitions import FILES_CHANGED, watch_resource
 from vecpress.infra.settings import InputSettings, ServeSettings
-from vecpress.tasks.sources import input_kind, modified_stamp
+from vecpress.tasks.inputs.sources import input_kind, modified_stamp
 
 log = logging.getLogger("vecpress.watcher")
 

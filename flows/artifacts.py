@@ -6,15 +6,13 @@ history of runs; outside a Prefect run (plain function calls in tests) nothing i
 
 from __future__ import annotations
 
-import base64
 import logging
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import FlowRunContext
 
-from vecpress.infra import storage
-from vecpress.tasks.report import IngestSummary
-from vecpress.tasks.report_plot import recall_bytes_png
+from vecpress.tasks.report.markdown import report_markdown, summary_rows
+from vecpress.tasks.report.summary import IngestSummary
 
 log = logging.getLogger("vecpress")
 
@@ -22,62 +20,6 @@ log = logging.getLogger("vecpress")
 def artifact_key(collection: str, what: str) -> str:
     """Prefect artifact keys allow lowercase letters, digits and dashes only."""
     return f"vecpress-{collection.lower().replace('_', '-')}-{what}"
-
-
-def summary_rows(summary: IngestSummary) -> list[dict[str, str]]:
-    rows = [{"what": "files new / changed / unchanged / deleted",
-             "value": " / ".join(str(summary.changes.get(k, 0))
-                                 for k in ("new", "changed", "unchanged", "deleted"))},
-            {"what": "passages chunked / embedded / reused",
-             "value": f"{summary.passages:,} / {summary.passages_embedded:,} / "
-                      f"{summary.passages_reused:,}"},
-            {"what": "rows deleted from Milvus", "value": f"{summary.rows_deleted:,}"},
-            {"what": "rows in Milvus", "value": f"{summary.rows_in_milvus:,}"},
-            {"what": "input errors (skipped)", "value": f"{len(summary.errors):,}"}]
-    rows += [{"what": f"stage: {s.stage}",
-              "value": f"{s.seconds:.1f} s, {s.items:,} {s.unit}, {s.per_second:,.1f}/s"}
-             for s in summary.stages]
-    rows += [{"what": f"bytes/vector: {k}", "value": f"{v:,.0f}"}
-             for k, v in summary.bytes_per_vector.items()]
-    rows += [{"what": k, "value": f"{v:.3f}" if isinstance(v, float) else f"{v:,}"}
-             for k, v in summary.recall.items()]
-    return rows
-
-
-def report_markdown(summary: IngestSummary, run_dir: str | None = None) -> str:
-    lines = [f"# vecpress run `{summary.run_id}` → `{summary.collection}`", "",
-             f"Milvus: `{summary.milvus_uri}`; cluster: {summary.cluster or '-'}", "",
-             "| what | value |", "| --- | --- |"]
-    lines += [f"| {r['what']} | {r['value']} |" for r in summary_rows(summary)]
-    codec = summary.codec
-    if codec and not summary.codec_reused:
-        lines += ["", "## Codec trained", "",
-                  f"PCA {codec.get('pca_dim')} keeps {codec.get('explained_variance', 0):.1%} of the "
-                  f"variance; PQ{codec.get('pq_m')}×{codec.get('pq_nbits')} relative error "
-                  f"{codec.get('pq_relative_error', 0):.3f}; codec id `{codec.get('codec_id')}`."]
-        lines += _autotune_section(codec.get("autotune"), run_dir)
-    for err in summary.errors[:20]:
-        lines.append(f"- input error `{err['source']}` {err['location']}: {err['message']}")
-    return "\n".join(lines) + "\n"
-
-
-def _autotune_section(autotune: dict | None, run_dir: str | None) -> list[str]:
-    """The auto-tune table and its recall-vs-bytes plot (PNG beside the run, inline in the report)."""
-    if not autotune:
-        return ["", "(Sample too small for a recall-vs-bytes curve; set `codec.recall_target` and "
-                "a larger `codec.sample_size` to have one.)"]
-    title = (f"Auto-tune: recall@10 target {autotune['target']}" if autotune.get("applied", True)
-             else "Recall vs bytes around the configured codec (marked)")
-    lines = ["", f"### {title}", "",
-             "| PCA dim | M | bytes | recall ANN | recall rescored |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['pca_dim']} | {r['pq_m']} | {r['code_bytes']} | {r['recall_ann']:.3f} | "
-              f"{r['recall_rescored']:.3f} |" for r in autotune["rows"]]
-    png = recall_bytes_png(autotune)
-    if run_dir:
-        storage.write_bytes(storage.join(run_dir, "recall_vs_bytes.png"), png)
-        lines += ["", f"Plot saved as `{storage.join(run_dir, 'recall_vs_bytes.png')}`."]
-    lines += ["", f"![recall vs bytes](data:image/png;base64,{base64.b64encode(png).decode()})"]
-    return lines
 
 
 def publish_summary(summary: IngestSummary, run_dir: str | None = None) -> None:

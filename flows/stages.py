@@ -1,10 +1,13 @@
 """The ingest flow's Prefect tasks: one coarse task per stage, fanning shards out to Dask.
 
 Prefect costs ~0.1–0.4 s per task, so a task is a stage, never a batch; the per-shard work runs on
-the Dask cluster through a distributed Client and reports progress as shards finish.
+the Dask cluster through a distributed Client and reports progress as shards finish. Each task
+returns a small result record (``tasks/report/results.py``) that the flow adds to the run summary.
 """
 
 from __future__ import annotations
+
+import time
 
 from distributed import Client
 from prefect import get_run_logger, task
@@ -14,25 +17,32 @@ from vecpress.flows.progress import gather
 from vecpress.infra import storage
 from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.settings import Settings
-from vecpress.infra.state import CollectionState
 from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks import shard_jobs
-from vecpress.tasks.autotune import autotune
-from vecpress.tasks.codec import Codec, fit_codec
-from vecpress.tasks.codec_drift import DriftReport, drift_check
-from vecpress.tasks.embedding import OnnxEmbedder
-from vecpress.tasks.evaluation import held_out_recall, own_text_hit_rate
-from vecpress.tasks.incremental import ReuseIndex, ShardSplit, split_shard
-from vecpress.tasks.loading import load_shards
-from vecpress.tasks.onnx_export import ModelArtifact, export_for_settings
-from vecpress.tasks.records import SourceFile
-from vecpress.tasks.search import RescoreStore, Searcher
-from vecpress.tasks.sources import read_texts
+from vecpress.tasks.codec.choose import DRIFT_SAMPLE, fit_new_codec, reuse_codec
+from vecpress.tasks.codec.codec import Codec
+from vecpress.tasks.collection.incremental import ReuseIndex, split_shard
+from vecpress.tasks.collection.loading import load_collection
+from vecpress.tasks.collection.state import CollectionState
+from vecpress.tasks.embed.artifact import ModelArtifact
+from vecpress.tasks.embed.embedder import OnnxEmbedder
+from vecpress.tasks.embed.export import export_for_settings
+from vecpress.tasks.inputs.records import SourceFile
+from vecpress.tasks.inputs.sources import read_texts
+from vecpress.tasks.report.results import (
+    CheckResult,
+    ChunkResult,
+    CodecResult,
+    EmbedResult,
+    EncodeResult,
+    LoadStageResult,
+    ReuseResult,
+)
+from vecpress.tasks.search.evaluation import held_out_recall, own_text_hit_rate
+from vecpress.tasks.search.searcher import RescoreStore, Searcher
 
 EVAL_K = 10
 SANITY_PROBES = 20  # passages searched by their own text after every load
-REPORT_TARGET = 0.95  # reference line of the recall-vs-bytes curve when no target is set
-DRIFT_SAMPLE = 5000  # new vectors compared with the codec's training error
 
 
 @task(cache_policy=NONE)
@@ -42,7 +52,8 @@ def prepare_model(settings: Settings) -> ModelArtifact:
 
 @task(cache_policy=NONE)
 def chunk_stage(client: Client, files: list[SourceFile], settings: Settings, artifact: ModelArtifact,
-                paths: CollectionPaths, run_id: str) -> list[shard_jobs.ChunkShard]:
+                paths: CollectionPaths, run_id: str) -> ChunkResult:
+    started = time.perf_counter()
     per = settings.inputs.files_per_shard
     groups = [files[i : i + per] for i in range(0, len(files), per)]
     prefixes = [storage.join(paths.run_dir(run_id), "passages", f"g{i:05d}")
@@ -50,125 +61,101 @@ def chunk_stage(client: Client, files: list[SourceFile], settings: Settings, art
     futures = client.map(shard_jobs.chunk_files, groups, prefixes, inputs=settings.inputs,
                          chunking=settings.chunk, model_dir=artifact.model_dir,
                          rows_per_shard=settings.model.passages_per_shard, pure=False)
-    return gather(futures, "read + chunk")
+    chunked = gather(futures, "read + chunk")
+    errors = [e for shard in chunked for e in shard.errors]
+    for err in errors:
+        get_run_logger().warning("input error: %s", err)
+    return ChunkResult([url for c in chunked for url in c.urls], sum(c.documents for c in chunked),
+                       sum(c.passages for c in chunked), errors, time.perf_counter() - started)
 
 
 @task(cache_policy=NONE)
-def reuse_stage(shard_urls: list[str], index: ReuseIndex) -> list[ShardSplit]:
+def reuse_stage(shard_urls: list[str], index: ReuseIndex) -> ReuseResult:
     """Passages whose text this collection already encoded skip embedding (content-hash cache)."""
     if not len(index):
-        return [ShardSplit(url, None) for url in shard_urls]
-    return [split_shard(url, index, url.removesuffix(".parquet")) for url in shard_urls]
+        return ReuseResult(shard_urls, [], 0)
+    splits = [split_shard(url, index, url.removesuffix(".parquet")) for url in shard_urls]
+    return ReuseResult([s.to_embed for s in splits if s.to_embed],
+                       [s.reused for s in splits if s.reused], sum(s.reused_rows for s in splits))
 
 
 @task(cache_policy=NONE)
 def embed_stage(client: Client, shard_urls: list[str], settings: Settings, artifact: ModelArtifact,
-                threads: int, paths: CollectionPaths, run_id: str) -> list[shard_jobs.EmbedShard]:
+                threads: int, paths: CollectionPaths, run_id: str) -> EmbedResult:
+    started = time.perf_counter()
     futures = client.map(shard_jobs.embed_shard, shard_urls,
                          [paths.part(run_id, "embeddings", i) for i in range(len(shard_urls))],
-                         artifact=artifact, threads=threads,
-                         max_batch_tokens=settings.model.max_batch_tokens,
-                         min_batch_tokens=settings.model.min_batch_tokens,
-                         arena_max_mb=settings.model.arena_max_mb,
-                         tokenizer_processes=settings.model.tokenizer_processes,
-                         sessions=settings.model.sessions, pure=False)
+                         artifact=artifact, model=settings.model, threads=threads, pure=False)
     # Progress in passages (shards differ in size), as each shard's embeddings land.
-    return gather(futures, "embed", weights=[storage.parquet_rows(u) for u in shard_urls],
-                  unit="passages")
+    shards = gather(futures, "embed", weights=[storage.parquet_rows(u) for u in shard_urls],
+                    unit="passages")
+    return EmbedResult([s.url for s in shards], [s.rows for s in shards],
+                       sum(s.rows for s in shards), sum(s.truncated for s in shards),
+                       artifact.variant, time.perf_counter() - started)
 
 
 @task(cache_policy=NONE)
-def codec_stage(embedded: list[shard_jobs.EmbedShard], settings: Settings,
-                state: CollectionState | None, paths: CollectionPaths) -> Codec:
+def codec_stage(embedded: EmbedResult, settings: Settings, state: CollectionState | None,
+                paths: CollectionPaths) -> CodecResult:
+    """A first run fits the codec on a sample; later runs drift-check the collection's codec."""
+    started = time.perf_counter()
+    log = get_run_logger()
     if state is not None:
-        return _reuse_codec(embedded, settings, state)
-    sample = shard_jobs.sample_embeddings(embedded, settings.codec.sample_size, settings.codec.seed)
-    codec_settings, tuned = settings.codec, None
-    if settings.codec.recall_target is not None:
-        tuned = autotune(sample, settings.codec, settings.milvus)
-        codec_settings = tuned.settings(settings.codec)
-    elif len(sample) >= 4 * settings.codec.autotune_queries:
-        # No target: still measure the recall-vs-bytes curve around the configured codec for the
-        # run report, without changing the choice.
-        c = settings.codec
-        around = c.model_copy(update={"autotune_pca_dims": [c.pca_dim], "autotune_pq_m": sorted(
-            {m for m in (c.pq_m // 4, c.pq_m // 2, c.pq_m) if m >= 1 and c.pca_dim % m == 0})})
-        tuned = autotune(sample, around, settings.milvus, target=REPORT_TARGET)
-        tuned.chosen = next((r for r in tuned.rows if r.pq_m == c.pq_m), tuned.chosen)
-    table = None
-    if tuned is not None:
-        get_run_logger().info("\n".join(tuned.lines()))
-        table = tuned.to_dict() | {"applied": settings.codec.recall_target is not None}
-    codec = fit_codec(sample, codec_settings, autotune=table)
-    codec.save(paths.codec_dir(codec.codec_id))
-    return codec
-
-
-class CodecDriftError(RuntimeError):
-    """New data no longer fits the collection's codec and ``codec.drift_action`` is retrain."""
-
-    def __init__(self, report: DriftReport) -> None:
-        super().__init__(report.message())
-        self.report = report
-
-
-def _reuse_codec(embedded: list[shard_jobs.EmbedShard], settings: Settings,
-                 state: CollectionState) -> Codec:
-    """The collection's codec, after a drift check on a sample of this run's new vectors."""
-    codec = Codec.load(state.codec_dir)
-    if "reconstruction_relative_error" not in codec.report:
-        return codec  # trained before drift checks existed: nothing to compare with
-    sample = shard_jobs.sample_embeddings(embedded, min(settings.codec.sample_size, DRIFT_SAMPLE),
+        codec = Codec.load(state.codec_dir)
+        sample = shard_jobs.sample_embeddings(embedded.urls, embedded.rows, min(
+            settings.codec.sample_size, DRIFT_SAMPLE), settings.codec.seed)
+        report = reuse_codec(codec, sample, settings.codec)
+        if report is not None and report.drifted:
+            log.warning(report.message())
+        return CodecResult(codec, False, time.perf_counter() - started)
+    sample = shard_jobs.sample_embeddings(embedded.urls, embedded.rows, settings.codec.sample_size,
                                           settings.codec.seed)
-    report = drift_check(codec, sample, settings.codec)
-    codec.report = codec.report | {"drift": report.to_dict()}
-    if report.drifted:
-        get_run_logger().warning(report.message())
-    if report.retrain:
-        raise CodecDriftError(report)
-    return codec
+    codec, lines = fit_new_codec(sample, settings.codec, settings.milvus)
+    if lines:
+        log.info("\n".join(lines))
+    codec.save(paths.codec_dir(codec.codec_id))
+    return CodecResult(codec, True, time.perf_counter() - started, lines)
 
 
 @task(cache_policy=NONE)
-def encode_stage(client: Client, embedded: list[shard_jobs.EmbedShard], codec_dir: str,
-                 paths: CollectionPaths, run_id: str) -> list[str]:
-    out = [paths.part(run_id, "archive", i) for i in range(len(embedded))]
-    futures = client.map(shard_jobs.encode_shard, [e.url for e in embedded], out,
-                         codec_dir=codec_dir, pure=False)
+def encode_stage(client: Client, embedded: EmbedResult, codec_dir: str, paths: CollectionPaths,
+                 run_id: str) -> EncodeResult:
+    started = time.perf_counter()
+    out = [paths.part(run_id, "archive", i) for i in range(len(embedded.urls))]
+    futures = client.map(shard_jobs.encode_shard, embedded.urls, out, codec_dir=codec_dir,
+                         pure=False)
     gather(futures, "PCA + PQ encode")
-    return out
+    return EncodeResult(out, embedded.passages, time.perf_counter() - started)
 
 
 @task(cache_policy=NONE)
-def load_stage(settings: Settings, pairs: list[tuple[str, str]], codec: Codec,
-               stale: list[int]) -> tuple[int, int, dict]:
-    """Delete stale rows first (a new file may reuse a deleted file's keys), then upsert + index."""
+def load_stage(settings: Settings, pairs: list[tuple[str, str]], codec: Codec, stale: list[int],
+               passages: int) -> LoadStageResult:
+    started = time.perf_counter()
     store = MilvusStore(settings.milvus)
     try:
-        store.ensure_collection(settings.collection, codec.dim, codec.codec_id)
-        deleted = store.delete(settings.collection, stale)
-        written = load_shards(store, settings.collection, pairs, codec.codec_id)
-        # A server loads only indexed collections, so index before counting.
-        index = store.ensure_index(settings.collection, max(written, 1), codec.report["pq_m"],
-                                   codec.report["pq_nbits"], codec.nlist)
-        return store.count(settings.collection), deleted, index
+        loaded = load_collection(store, settings.collection, codec, pairs, stale)
     finally:
         store.close()
+    return LoadStageResult(loaded, passages, time.perf_counter() - started)
 
 
 @task(cache_policy=NONE)
 def check_stage(settings: Settings, state: CollectionState, artifact: ModelArtifact,
                 codec: Codec, passages_url: str, embedding_urls: list[str],
-                eval_queries: str | None) -> tuple[float, dict[str, float]]:
+                eval_queries: str | None) -> CheckResult:
     """Sanity search (own text in top 3) and, given held-out queries, recall@10 vs exact FP32."""
+    started = time.perf_counter()
     store = MilvusStore(settings.milvus)
+    # A handful of queries: no tokeniser processes to start for them.
+    model = settings.model.model_copy(update={"tokenizer_processes": 0})
     try:
-        searcher = Searcher(store, settings.collection, codec,
-                            OnnxEmbedder(artifact, max_batch_tokens=settings.model.max_batch_tokens),
+        searcher = Searcher(store, settings.collection, codec, OnnxEmbedder(artifact, model),
                             RescoreStore(state.archives), settings.milvus.rescore_factor)
         sanity = own_text_hit_rate(searcher, passages_url, SANITY_PROBES)
         recall = {} if not eval_queries or not embedding_urls else held_out_recall(
             searcher, read_texts(eval_queries, settings.inputs), embedding_urls, EVAL_K)
-        return sanity, recall
     finally:
         store.close()
+    queries = int(recall.get("eval queries", 0)) + SANITY_PROBES
+    return CheckResult(sanity, recall, queries, time.perf_counter() - started)

@@ -8,14 +8,15 @@ quantisation, the most compact index Lite offers) and IVF_PQ with the codec's M/
 from __future__ import annotations
 
 import logging
-import math
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pymilvus import DataType, MilvusClient, MilvusException
+from tenacity import before_sleep_log, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import retry as retrying
 
+from vecpress.infra.ivf import default_nlist
 from vecpress.infra.settings import MilvusSettings
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,10 @@ VECTOR = "vector"
 OUTPUT_FIELDS = ["doc_id", "chunk", "text", "source"]
 MAX_TEXT = 65_535
 RETRIES = 4
+# Transient Milvus failures (a busy or restarting server) are retried with exponential backoff.
+_retry = retrying(retry=retry_if_exception_type(MilvusException), stop=stop_after_attempt(RETRIES),
+                  wait=wait_exponential(multiplier=0.5), reraise=True,
+                  before_sleep=before_sleep_log(log, logging.WARNING))
 
 
 class MilvusSchemaError(RuntimeError):
@@ -90,7 +95,7 @@ class MilvusStore:
         """Upsert rows in batches of about ``insert_batch_bytes``; retry transient failures."""
         written = 0
         for batch in _byte_batches(rows, self.settings.insert_batch_bytes):
-            _retry(lambda b=batch: self.client.upsert(name, b), f"upsert into '{name}'")
+            _retry(self.client.upsert)(name, batch)
             written += len(batch)
         return written
 
@@ -100,7 +105,7 @@ class MilvusStore:
             return 0
         for start in range(0, len(pks), batch):
             ids = [int(pk) for pk in pks[start : start + batch]]
-            _retry(lambda ids=ids: self.client.delete(name, ids=ids), f"delete from '{name}'")
+            _retry(self.client.delete)(name, ids=ids)
         return len(pks)
 
     def ensure_index(self, name: str, rows: int, pq_m: int, pq_nbits: int,
@@ -139,7 +144,7 @@ def choose_index(settings: MilvusSettings, rows: int, pq_m: int, pq_nbits: int,
     kind = settings.index_type
     if kind == "auto":
         kind = "IVF_SQ8" if settings.is_lite else "IVF_PQ"
-    nlist = nlist or int(min(max(4 * math.sqrt(max(rows, 1)), 8), 65_536))
+    nlist = nlist or default_nlist(rows)
     params: dict[str, Any] = {}
     if kind.startswith("IVF"):
         params["nlist"] = nlist
@@ -162,16 +167,3 @@ def _byte_batches(rows: Iterable[dict[str, Any]], limit: int) -> Iterable[list[d
         size += row_bytes
     if batch:
         yield batch
-
-
-def _retry(call: Any, what: str) -> Any:
-    for attempt in range(RETRIES):
-        try:
-            return call()
-        except MilvusException as exc:
-            if attempt == RETRIES - 1:
-                raise
-            wait = 0.5 * 2**attempt
-            log.warning("%s failed (%s); retrying in %.1fs", what, exc, wait)
-            time.sleep(wait)
-    return None

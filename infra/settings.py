@@ -93,6 +93,8 @@ class ModelSettings(BaseModel):
             for name, value in GPU_DEFAULTS.items():
                 if name not in self.model_fields_set:
                     setattr(self, name, value)
+        if "min_batch_tokens" not in self.model_fields_set:
+            self.min_batch_tokens = min(self.min_batch_tokens, self.max_batch_tokens)
         if self.min_batch_tokens > self.max_batch_tokens:
             raise ValueError(
                 f"model.min_batch_tokens ({self.min_batch_tokens}) must not exceed "

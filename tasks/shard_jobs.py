@@ -6,7 +6,6 @@ worker holds one shard. Row order is preserved across a shard's passages, embedd
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable
@@ -17,13 +16,15 @@ import numpy as np
 import pyarrow as pa
 
 from vecpress.infra import storage
-from vecpress.infra.settings import ChunkSettings, InputSettings
-from vecpress.tasks.chunking import Chunker
-from vecpress.tasks.codec import Codec, archive_table, fixed_list_to_numpy, numpy_to_fixed_list
-from vecpress.tasks.embedding import OnnxEmbedder, worker_embedder
-from vecpress.tasks.model_files import load_tokenizer
-from vecpress.tasks.onnx_export import ModelArtifact
-from vecpress.tasks.records import (
+from vecpress.infra.settings import ChunkSettings, InputSettings, ModelSettings
+from vecpress.tasks.arrays import numpy_to_fixed_list, read_embeddings
+from vecpress.tasks.codec.codec import Codec, archive_table
+from vecpress.tasks.embed.artifact import ModelArtifact
+from vecpress.tasks.embed.embedder import OnnxEmbedder, worker_embedder
+from vecpress.tasks.embed.model_files import load_tokenizer
+from vecpress.tasks.embed.tokenising import Tokens
+from vecpress.tasks.inputs.chunking import Chunker
+from vecpress.tasks.inputs.records import (
     TOKEN_IDS,
     TOKENIZER_KEY,
     InputError,
@@ -31,8 +32,8 @@ from vecpress.tasks.records import (
     passage_pk,
     passage_schema,
 )
-from vecpress.tasks.sources import read_records
-from vecpress.tasks.tokenising import Tokens
+from vecpress.tasks.inputs.sources import read_records
+from vecpress.tasks.worker_cache import per_worker
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,10 @@ class EmbedShard:
     truncated: int
 
 
-@functools.lru_cache(maxsize=2)
-def _chunker(model_dir: str, settings_json: str) -> Chunker:
-    """One chunker per worker process and configuration (settings passed as JSON to be hashable)."""
-    return Chunker(load_tokenizer(Path(model_dir)), ChunkSettings.model_validate_json(settings_json))
+def _chunker(model_dir: str, settings: ChunkSettings) -> Chunker:
+    """One chunker per worker process and configuration."""
+    return per_worker("chunker", lambda: Chunker(load_tokenizer(Path(model_dir)), settings),
+                      model_dir, settings)
 
 
 def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
@@ -69,7 +70,7 @@ def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
 
     Bad input becomes ``InputError`` entries; the other records and files are still chunked.
     """
-    chunker = _chunker(model_dir, chunking.model_dump_json())
+    chunker = _chunker(model_dir, chunking)
     result = ChunkShard()
     schema = passage_schema(chunker.tokenizer_fingerprint if chunking.keep_token_ids else None)
     columns: dict[str, list] = {name: [] for name in schema.names}
@@ -109,18 +110,15 @@ def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
     return result
 
 
-def embed_shard(passages_url: str, out_url: str, artifact: ModelArtifact, threads: int,
-                max_batch_tokens: int, min_batch_tokens: int | None = None,
-                arena_max_mb: int | None = None, tokenizer_processes: int = 0, sessions: int = 1,
-                on_progress: Callable[[int], None] | None = None) -> EmbedShard:
+def embed_shard(passages_url: str, out_url: str, artifact: ModelArtifact, model: ModelSettings,
+                threads: int, on_progress: Callable[[int], None] | None = None) -> EmbedShard:
     """Embed one passages shard with the worker's ONNX session; write pk + embedding.
 
     Passage ids (``doc_id#chunk``) name the passages of a batch that cannot fit in memory;
     ``on_progress(n)`` reports passages embedded as batches finish. The chunker's token ids are
     used when the shard has them from this model's tokenizer; otherwise the text is tokenised.
     """
-    embedder = worker_embedder(artifact, threads, max_batch_tokens, min_batch_tokens, arena_max_mb,
-                               tokenizer_processes, sessions)
+    embedder = worker_embedder(artifact, model, threads)
     table = storage.read_parquet(passages_url)
     ids = [f"{d}#{c}" for d, c in zip(table.column("doc_id").to_pylist(),
                                       table.column("chunk").to_pylist(), strict=True)]
@@ -157,34 +155,27 @@ def _chunker_tokens(table: pa.Table, embedder: OnnxEmbedder, url: str) -> Tokens
     return specials.wrap(table.column(TOKEN_IDS), embedder.artifact.max_seq_length)
 
 
-def read_embeddings(url: str) -> tuple[np.ndarray, np.ndarray]:
-    table = storage.read_parquet(url)
-    return table.column("pk").to_numpy(), fixed_list_to_numpy(table.column("embedding"),
-                                                              np.float32)
-
-
-def sample_embeddings(shards: list[EmbedShard], size: int, seed: int) -> np.ndarray:
-    """A uniform random sample of about ``size`` embeddings, read one shard at a time."""
-    total = sum(s.rows for s in shards)
+def sample_embeddings(urls: list[str], rows: list[int], size: int, seed: int) -> np.ndarray:
+    """A uniform random sample of about ``size`` embeddings from shards of ``rows`` rows each,
+    read one shard at a time."""
+    total = sum(rows)
     rng = np.random.default_rng(seed)
     parts = []
-    for shard in shards:
-        _, vectors = read_embeddings(shard.url)
-        take = len(vectors) if total <= size else round(size * shard.rows / total)
+    for url, shard_rows in zip(urls, rows, strict=True):
+        _, vectors = read_embeddings(url)
+        take = len(vectors) if total <= size else round(size * shard_rows / total)
         if take:
             parts.append(vectors[rng.choice(len(vectors), size=take, replace=False)])
     return np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
 
 
-@functools.lru_cache(maxsize=2)
 def _codec(codec_dir: str) -> Codec:
-    return Codec.load(codec_dir)
+    return per_worker("codec", lambda: Codec.load(codec_dir), codec_dir)
 
 
 def encode_shard(embeddings_url: str, out_url: str, codec_dir: str) -> int:
     """PCA-project and PQ-encode one embeddings shard into an archive shard."""
     codec = _codec(codec_dir)
     pks, vectors = read_embeddings(embeddings_url)
-    storage.write_parquet(out_url, archive_table(pks, codec.encode(vectors),
-                                                 codec.project(vectors)))
+    storage.write_parquet(out_url, archive_table(pks, codec.project(vectors)))
     return len(pks)

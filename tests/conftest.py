@@ -12,9 +12,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from vecpress.tasks.corpus import stdlib_docstring_paragraphs
-from vecpress.tasks.model_files import read_model_spec, resolve_model_dir
-from vecpress.tasks.onnx_export import ModelArtifact, export_model
+from vecpress.tasks.embed.artifact import ModelArtifact
+from vecpress.tasks.embed.export import export_model
+from vecpress.tasks.embed.model_files import read_model_spec, resolve_model_dir
+from vecpress.tasks.inputs.corpus import stdlib_docstring_paragraphs
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from vecpress.infra.settings import CodecSettings, MilvusSettings
-from vecpress.tasks.autotune import autotune
-from vecpress.tasks.codec import fit_codec
-from vecpress.tasks.embedding import OnnxEmbedder
+from vecpress.tasks.codec.autotune import autotune
+from vecpress.tasks.codec.codec import fit_codec
+from vecpress.tasks.embed.embedder import OnnxEmbedder
 
 GRID = {"autotune_pca_dims": [32, 64], "autotune_pq_m": [4, 8, 16], "autotune_queries": 100}
 

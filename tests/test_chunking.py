@@ -7,8 +7,8 @@ import itertools
 import pytest
 
 from vecpress.infra.settings import ChunkSettings
-from vecpress.tasks.chunking import Chunker
-from vecpress.tasks.model_files import load_tokenizer, resolve_model_dir
+from vecpress.tasks.embed.model_files import load_tokenizer, resolve_model_dir
+from vecpress.tasks.inputs.chunking import Chunker
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +19,10 @@ def tokenizer():
     return tok
 
 
+def _texts(chunker: Chunker, text: str) -> list[str]:
+    return [p.text for p in chunker.passages(text)]
+
+
 def _tokens(tokenizer, text: str) -> int:
     return len(tokenizer.encode(text, add_special_tokens=False).ids)
 
@@ -26,14 +30,14 @@ def _tokens(tokenizer, text: str) -> int:
 def test_short_paragraphs_are_packed_into_one_passage(tokenizer) -> None:
     chunker = Chunker(tokenizer, ChunkSettings(max_tokens=64, overlap_tokens=8))
     text = "First paragraph here.\n\nSecond paragraph there.\n\nThird one."
-    assert chunker.chunk(text) == [text]
+    assert _texts(chunker, text) == [text]
 
 
 def test_passages_never_exceed_the_budget_and_are_exact_slices(tokenizer, paragraphs) -> None:
     settings = ChunkSettings(max_tokens=48, overlap_tokens=8)
     chunker = Chunker(tokenizer, settings)
     text = "\n\n".join(p for _, p in paragraphs[:60])
-    passages = chunker.chunk(text)
+    passages = _texts(chunker, text)
     assert len(passages) > 5
     for passage in passages:
         assert passage in text
@@ -43,7 +47,7 @@ def test_passages_never_exceed_the_budget_and_are_exact_slices(tokenizer, paragr
 def test_long_paragraph_becomes_overlapping_windows(tokenizer) -> None:
     words = [f"word{i}" for i in range(400)]
     chunker = Chunker(tokenizer, ChunkSettings(max_tokens=64, overlap_tokens=16))
-    passages = chunker.chunk(" ".join(words))
+    passages = _texts(chunker, " ".join(words))
     assert len(passages) > 3
     # Consecutive windows share text (the overlap) and together cover every word.
     for left, right in itertools.pairwise(passages):
@@ -54,7 +58,7 @@ def test_long_paragraph_becomes_overlapping_windows(tokenizer) -> None:
 
 def test_noise_below_min_tokens_is_dropped(tokenizer) -> None:
     chunker = Chunker(tokenizer, ChunkSettings(max_tokens=32, overlap_tokens=4, min_tokens=3))
-    assert chunker.chunk("ok") == []
+    assert _texts(chunker, "ok") == []
 
 
 def test_overlap_must_be_smaller_than_window() -> None:

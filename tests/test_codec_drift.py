@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from vecpress.infra.settings import CodecSettings
-from vecpress.tasks.codec import fit_codec
-from vecpress.tasks.codec_drift import drift_check
-from vecpress.tasks.embedding import OnnxEmbedder
+from vecpress.tasks.codec.codec import fit_codec
+from vecpress.tasks.codec.drift import drift_check
+from vecpress.tasks.embed.embedder import OnnxEmbedder
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import vecpress
 
-from vecpress.tasks.embedding import OnnxEmbedder
+from vecpress.tasks.embed.embedder import OnnxEmbedder
 
 pytestmark = pytest.mark.slow
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vecpress.tasks.embedding import OnnxEmbedder
-from vecpress.tasks.model_files import read_model_spec, resolve_model_dir
-from vecpress.tasks.onnx_export import ExportError, export_model
+from vecpress.infra.settings import ModelSettings
+from vecpress.tasks.embed.embedder import OnnxEmbedder
+from vecpress.tasks.embed.export import ExportError, export_model
+from vecpress.tasks.embed.model_files import read_model_spec, resolve_model_dir
 
 
 def test_fp32_matches_sentence_transformers(fp32_artifact, paragraphs) -> None:
@@ -28,14 +29,14 @@ def test_fp32_matches_sentence_transformers(fp32_artifact, paragraphs) -> None:
 
 def test_token_budget_changes_batching_not_results(fp32_artifact, paragraphs) -> None:
     texts = [t for _, t in paragraphs[:200]]
-    small = OnnxEmbedder(fp32_artifact, max_batch_tokens=128).encode(texts)
-    large = OnnxEmbedder(fp32_artifact, max_batch_tokens=16384).encode(texts)
+    small = OnnxEmbedder(fp32_artifact, ModelSettings(max_batch_tokens=128)).encode(texts)
+    large = OnnxEmbedder(fp32_artifact, ModelSettings(max_batch_tokens=16384)).encode(texts)
     np.testing.assert_allclose(small, large, atol=2e-5)
 
 
 def test_tokenising_windows_keep_input_order(fp32_artifact, paragraphs, monkeypatch) -> None:
     """Windows tokenised ahead (here of 37 passages) give the same rows as one window."""
-    import vecpress.tasks.embedding as embedding
+    import vecpress.tasks.embed.embedder as embedding
 
     texts = [t for _, t in paragraphs[:200]] + ["word " * 600]
     single = OnnxEmbedder(fp32_artifact)
@@ -50,8 +51,8 @@ def test_tokenising_windows_keep_input_order(fp32_artifact, paragraphs, monkeypa
 
 def test_concurrent_sessions_give_the_same_rows(fp32_artifact, paragraphs) -> None:
     texts = [t for _, t in paragraphs[:300]]
-    one = OnnxEmbedder(fp32_artifact, max_batch_tokens=1024).encode(texts)
-    three = OnnxEmbedder(fp32_artifact, max_batch_tokens=1024, sessions=3)
+    one = OnnxEmbedder(fp32_artifact, ModelSettings(max_batch_tokens=1024)).encode(texts)
+    three = OnnxEmbedder(fp32_artifact, ModelSettings(max_batch_tokens=1024, sessions=3))
     assert three._depth == 4 and three._sessions.qsize() == 3
     np.testing.assert_allclose(three.encode(texts), one, atol=2e-5)
 
@@ -59,7 +60,7 @@ def test_concurrent_sessions_give_the_same_rows(fp32_artifact, paragraphs) -> No
 def test_tokeniser_processes_give_the_same_embeddings(fp32_artifact, paragraphs) -> None:
     texts = [t for _, t in paragraphs[:300]] + ["word " * 600]
     here = OnnxEmbedder(fp32_artifact)
-    pooled = OnnxEmbedder(fp32_artifact, tokenizer_processes=2)
+    pooled = OnnxEmbedder(fp32_artifact, ModelSettings(tokenizer_processes=2))
     assert pooled._tokenisers is not None and pooled._tokenisers.processes == 2
     np.testing.assert_allclose(pooled.encode(texts), here.encode(texts), atol=2e-5)
     assert pooled.truncated == here.truncated >= 1
@@ -72,8 +73,8 @@ def test_local_dask_workers_may_start_tokeniser_processes(fp32_artifact, paragra
     from vecpress.infra import storage
     from vecpress.infra.cluster import dask_client
     from vecpress.infra.settings import DaskSettings
+    from vecpress.tasks.embed.tokenising import can_spawn_processes
     from vecpress.tasks.shard_jobs import embed_shard, read_embeddings
-    from vecpress.tasks.tokenising import can_spawn_processes
 
     texts = [t for _, t in paragraphs[:64]]
     shard = str(tmp_path / "passages.parquet")
@@ -81,8 +82,8 @@ def test_local_dask_workers_may_start_tokeniser_processes(fp32_artifact, paragra
                                            "chunk": list(range(64)), "text": texts}))
     with dask_client(DaskSettings(n_workers=1, threads_per_worker=1)) as (client, _):
         assert all(client.run(can_spawn_processes).values())
-        done = client.submit(embed_shard, shard, str(tmp_path / "e.parquet"), fp32_artifact, 1, 8192,
-                             tokenizer_processes=2).result()
+        done = client.submit(embed_shard, shard, str(tmp_path / "e.parquet"), fp32_artifact,
+                             ModelSettings(tokenizer_processes=2), 1).result()
         pools = client.run(lambda: [o._tokenisers is not None for o in __import__("gc").get_objects()
                                     if isinstance(o, OnnxEmbedder)])
     assert done.rows == 64 and list(pools.values()) == [[True]]

@@ -10,9 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import vecpress
 
-from vecpress.tasks.embedding import OnnxEmbedder
-from vecpress.tasks.model_files import read_model_spec, resolve_model_dir
-from vecpress.tasks.onnx_export import ModelArtifact, export_model
+from vecpress.tasks.embed.artifact import ModelArtifact
+from vecpress.tasks.embed.embedder import OnnxEmbedder
+from vecpress.tasks.embed.export import export_model
+from vecpress.tasks.embed.model_files import read_model_spec, resolve_model_dir
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +40,7 @@ def test_fp16_embeddings_match_fp32(fp16_artifact, fp32_artifact, paragraphs, ca
     import onnxruntime as ort
 
     texts = [t for _, t in paragraphs[300:364]]
-    with caplog.at_level(logging.WARNING, logger="vecpress.tasks.embedding"):
+    with caplog.at_level(logging.WARNING, logger="vecpress.tasks.embed.embedder"):
         embedder = OnnxEmbedder(fp16_artifact)
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         assert embedder.device == "cpu"

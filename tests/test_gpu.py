@@ -13,11 +13,12 @@ import logging
 import numpy as np
 import pytest
 
-from vecpress.infra.settings import CodecSettings, DaskSettings
-from vecpress.tasks.embedding import OnnxEmbedder
-from vecpress.tasks.model_files import read_model_spec, resolve_model_dir
-from vecpress.tasks.onnx_export import ModelArtifact, export_model
-from vecpress.tasks.oom import OutOfMemoryFloorError
+from vecpress.infra.settings import CodecSettings, DaskSettings, ModelSettings
+from vecpress.tasks.embed.artifact import ModelArtifact
+from vecpress.tasks.embed.embedder import OnnxEmbedder
+from vecpress.tasks.embed.export import export_model
+from vecpress.tasks.embed.model_files import read_model_spec, resolve_model_dir
+from vecpress.tasks.embed.oom import OutOfMemoryFloorError
 
 
 def _cuda_ready() -> bool:
@@ -53,7 +54,7 @@ def test_fp16_gate_is_checked_on_cuda(fp16_artifact) -> None:
 
 def test_fp16_on_cuda_matches_fp32_on_cpu(fp16_artifact, fp32_artifact, paragraphs) -> None:
     texts = [t for _, t in paragraphs[300:812]]
-    gpu = OnnxEmbedder(fp16_artifact, max_batch_tokens=65536)
+    gpu = OnnxEmbedder(fp16_artifact, ModelSettings(max_batch_tokens=65536))
     assert gpu.device == "cuda"
     reference = OnnxEmbedder(fp32_artifact).encode(texts)
     cosine = np.sum(gpu.encode(texts) * reference, axis=1)
@@ -62,11 +63,11 @@ def test_fp16_on_cuda_matches_fp32_on_cpu(fp16_artifact, fp32_artifact, paragrap
 
 def test_capped_gpu_arena_halves_and_matches(fp16_artifact, long_texts, caplog) -> None:
     """gpu_mem_limit (model.arena_max_mb) caps ORT's CUDA arena: big batches really fail there."""
-    reference = OnnxEmbedder(fp16_artifact, max_batch_tokens=4096).encode(long_texts)
-    capped = OnnxEmbedder(fp16_artifact, max_batch_tokens=262144, min_batch_tokens=1024,
-                          arena_max_mb=256)
+    reference = OnnxEmbedder(fp16_artifact, ModelSettings(max_batch_tokens=4096)).encode(long_texts)
+    capped = OnnxEmbedder(fp16_artifact, ModelSettings(max_batch_tokens=262144, min_batch_tokens=1024,
+                                                         arena_max_mb=256))
     done: list[int] = []
-    with caplog.at_level(logging.WARNING, logger="vecpress.tasks.embedding"):
+    with caplog.at_level(logging.WARNING, logger="vecpress.tasks.embed.embedder"):
         ours = capped.encode(long_texts, on_progress=done.append)
     assert capped.budget.halvings >= 1 and capped.max_batch_tokens < 262144
     assert sum(done) == len(long_texts)
@@ -77,11 +78,11 @@ def test_real_gpu_memory_pressure_halves_then_floor_error(fp16_artifact, long_te
     """Another tenant holds nearly all GPU memory: cudaMalloc itself fails, no cap involved."""
     import torch
 
-    embedder = OnnxEmbedder(fp16_artifact, max_batch_tokens=1 << 20, min_batch_tokens=512)
+    embedder = OnnxEmbedder(fp16_artifact, ModelSettings(max_batch_tokens=1 << 20, min_batch_tokens=512))
     embedder.encode(long_texts[:8])  # session, cuBLAS and cuDNN handles exist before the squeeze
-    starved = OnnxEmbedder(fp16_artifact, max_batch_tokens=1 << 20, min_batch_tokens=1 << 19)
+    starved = OnnxEmbedder(fp16_artifact, ModelSettings(max_batch_tokens=1 << 20, min_batch_tokens=1 << 19))
     starved.encode(long_texts[:8])
-    reference = OnnxEmbedder(fp16_artifact, max_batch_tokens=4096).encode(long_texts)
+    reference = OnnxEmbedder(fp16_artifact, ModelSettings(max_batch_tokens=4096)).encode(long_texts)
     free, _ = torch.cuda.mem_get_info()
     hog = torch.empty(free - (384 << 20), dtype=torch.uint8, device="cuda")
     try:
@@ -103,7 +104,7 @@ def test_local_cuda_cluster_runs_one_gpu_worker_per_gpu(fp16_artifact, paragraph
     from vecpress.infra.cluster import dask_client
     from vecpress.infra.settings import ChunkSettings, InputSettings
     from vecpress.tasks import shard_jobs
-    from vecpress.tasks.records import SourceFile
+    from vecpress.tasks.inputs.records import SourceFile
 
     source = tmp_path / "docs.jsonl"
     source.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in paragraphs[:400]))
@@ -117,7 +118,8 @@ def test_local_cuda_cluster_runs_one_gpu_worker_per_gpu(fp16_artifact, paragraph
                                 str(tmp_path / "passages"), InputSettings(), ChunkSettings(),
                                 fp16_artifact.model_dir, 10_000).result()
         shard = client.submit(shard_jobs.embed_shard, chunked.urls[0], str(tmp_path / "emb.parquet"),
-                              fp16_artifact, info.threads_per_worker, 65536).result()
+                              fp16_artifact, ModelSettings(max_batch_tokens=65536),
+                              info.threads_per_worker).result()
         devices = client.run(lambda: [o.device for o in __import__("gc").get_objects()
                                       if isinstance(o, OnnxEmbedder)])
     assert shard.rows == chunked.passages > 0
@@ -127,7 +129,7 @@ def test_local_cuda_cluster_runs_one_gpu_worker_per_gpu(fp16_artifact, paragraph
 
 
 def test_codec_trains_on_cuda_torch_as_well_as_faiss_cpu(fp16_artifact, paragraphs) -> None:
-    from vecpress.tasks.codec import fit_codec
+    from vecpress.tasks.codec.codec import fit_codec
 
     vectors = OnnxEmbedder(fp16_artifact).encode([t for _, t in paragraphs[:3000]])
     cpu = fit_codec(vectors, CodecSettings(pca_dim=128, pq_m=16, train_backend="faiss"))

@@ -13,8 +13,8 @@ import pytest
 from vecpress.deployments.watcher import FileChanges, InputFilter, poll_urls, watch_local
 from vecpress.infra.locks import collection_lock
 from vecpress.infra.settings import InputSettings
-from vecpress.tasks.manifest import FileEntry, Manifest, content_hash, plan_changes
-from vecpress.tasks.sources import discover
+from vecpress.tasks.collection.manifest import FileEntry, Manifest, content_hash, plan_changes
+from vecpress.tasks.inputs.sources import discover
 
 INPUTS = InputSettings()
 

@@ -45,4 +45,7 @@ def test_server_uri_picks_ivf_pq() -> None:
     assert not settings.is_lite
     assert choose_index(MilvusSettings(), 10_000, 16, 8)["index_type"] == "IVF_SQ8"
     params = choose_index(settings, 10_000, 16, 8)
-    assert params == {"index_type": "IVF_PQ", "params": {"nlist": 400, "m": 16, "nbits": 8}}
+    # 4·√10,000 = 400 lists would train on 25 points each: capped at 10,000 / 39 = 256.
+    assert params == {"index_type": "IVF_PQ", "params": {"nlist": 256, "m": 16, "nbits": 8}}
+    assert choose_index(settings, 1_000_000, 16, 8)["params"]["nlist"] == 4000
+    assert choose_index(settings, 100, 16, 8)["params"]["nlist"] == 2

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vecpress.tasks.embedding import OnnxEmbedder
-from vecpress.tasks.model_files import read_model_spec
-from vecpress.tasks.onnx_export import export_model
+from vecpress.infra.settings import ModelSettings
+from vecpress.tasks.embed.embedder import OnnxEmbedder
+from vecpress.tasks.embed.export import export_model
+from vecpress.tasks.embed.model_files import read_model_spec
 
 pytestmark = pytest.mark.slow
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # XLM-R / MPNet ids 0..4; pad is 1
@@ -92,5 +93,5 @@ def test_family_export_passes_fp32_gate(family, pooling, tmp_path, model_cache, 
         assert "Attention" not in meta["fusion"].replace("SkipLayer", "")  # MPNet's relative bias
     held_out = texts[1000:1032]
     reference = SentenceTransformer(str(model_dir), device="cpu").encode(held_out)
-    ours = OnnxEmbedder(artifact, max_batch_tokens=512).encode(held_out)
+    ours = OnnxEmbedder(artifact, ModelSettings(max_batch_tokens=512)).encode(held_out)
     assert np.sum(reference * ours, axis=1).min() >= 0.9999

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vecpress.tasks.embedding import OnnxEmbedder
-from vecpress.tasks.model_files import load_tokenizer
-from vecpress.tasks.oom import OutOfMemoryFloorError, TokenBudget, is_out_of_memory
+from vecpress.infra.settings import ModelSettings
+from vecpress.tasks.embed.embedder import OnnxEmbedder
+from vecpress.tasks.embed.model_files import load_tokenizer
+from vecpress.tasks.embed.oom import OutOfMemoryFloorError, TokenBudget, is_out_of_memory
 
 # MiniLM's weights take ~86 MiB of this; a ~16k-token batch needs ~67 MiB more for one attention
 # buffer, so big batches really fail to allocate while batches of ≤2k tokens fit.
@@ -27,11 +28,11 @@ def texts(paragraphs) -> list[str]:
 def test_capped_arena_halves_and_matches_uncapped(fp32_artifact, texts, caplog, sessions) -> None:
     """With two sessions, batches run concurrently from one capped arena; a failed batch's
     successors in flight are redone after the halving."""
-    reference = OnnxEmbedder(fp32_artifact, max_batch_tokens=16384).encode(texts)
-    capped = OnnxEmbedder(fp32_artifact, max_batch_tokens=16384, min_batch_tokens=256,
-                          arena_max_mb=ARENA_MB, sessions=sessions)
+    reference = OnnxEmbedder(fp32_artifact, ModelSettings(max_batch_tokens=16384)).encode(texts)
+    capped = OnnxEmbedder(fp32_artifact, ModelSettings(max_batch_tokens=16384, min_batch_tokens=256,
+                                                       arena_max_mb=ARENA_MB, sessions=sessions))
     done: list[int] = []
-    with caplog.at_level(logging.WARNING, logger="vecpress.tasks.embedding"):
+    with caplog.at_level(logging.WARNING, logger="vecpress.tasks.embed.embedder"):
         ours = capped.encode(texts, on_progress=done.append)
     assert capped.budget.halvings >= 1  # the cap really made allocations fail
     assert capped.max_batch_tokens < 16384  # the worker keeps the reduced budget
@@ -45,8 +46,8 @@ def test_capped_arena_halves_and_matches_uncapped(fp32_artifact, texts, caplog, 
 
 def test_floor_error_names_passages_and_lengths(fp32_artifact, texts) -> None:
     ids = [f"doc-{i}#0" for i in range(len(texts))]
-    embedder = OnnxEmbedder(fp32_artifact, max_batch_tokens=16384, min_batch_tokens=8192,
-                            arena_max_mb=ARENA_MB)
+    embedder = OnnxEmbedder(fp32_artifact, ModelSettings(max_batch_tokens=16384, min_batch_tokens=8192,
+                                                        arena_max_mb=ARENA_MB))
     with pytest.raises(OutOfMemoryFloorError, match=r"model\.min_batch_tokens=8192") as info:
         embedder.encode(texts, ids=ids)
     named = re.findall(r"(doc-\d+#0) \((\d+) tokens\)", str(info.value))
@@ -60,7 +61,7 @@ def test_floor_error_names_passages_and_lengths(fp32_artifact, texts) -> None:
 
 def test_cap_below_the_weights_is_refused(fp32_artifact) -> None:
     with pytest.raises(ValueError, match="arena_max_mb=32 is not above the size of the model"):
-        OnnxEmbedder(fp32_artifact, arena_max_mb=32)
+        OnnxEmbedder(fp32_artifact, ModelSettings(arena_max_mb=32))
 
 
 def test_budget_grows_back_cautiously() -> None:
@@ -108,7 +109,7 @@ def test_embed_shard_reports_progress_and_names_passage_ids(fp32_artifact, texts
     import pyarrow as pa
 
     from vecpress.infra import storage
-    from vecpress.tasks.records import PASSAGE_SCHEMA
+    from vecpress.tasks.inputs.records import PASSAGE_SCHEMA
     from vecpress.tasks.shard_jobs import embed_shard, read_embeddings
 
     url = str(tmp_path / "passages.parquet")
@@ -117,11 +118,12 @@ def test_embed_shard_reports_progress_and_names_passage_ids(fp32_artifact, texts
         "chunk": [3] * len(texts), "text": texts, "source": ["file.md"] * len(texts)},
         schema=PASSAGE_SCHEMA))
     done: list[int] = []
-    shard = embed_shard(url, str(tmp_path / "emb.parquet"), fp32_artifact, threads=0,
-                        max_batch_tokens=4096, on_progress=done.append)
+    shard = embed_shard(url, str(tmp_path / "emb.parquet"), fp32_artifact,
+                        ModelSettings(max_batch_tokens=4096), threads=0, on_progress=done.append)
     assert shard.rows == len(texts) == sum(done)
     pks, vectors = read_embeddings(shard.url)
     assert pks.tolist() == list(range(len(texts))) and vectors.shape == (len(texts), 384)
     with pytest.raises(OutOfMemoryFloorError, match=r"file\.md#p\d+#3 \(\d+ tokens\)"):
-        embed_shard(url, str(tmp_path / "emb2.parquet"), fp32_artifact, threads=0,
-                    max_batch_tokens=16384, min_batch_tokens=8192, arena_max_mb=ARENA_MB)
+        embed_shard(url, str(tmp_path / "emb2.parquet"), fp32_artifact,
+                    ModelSettings(max_batch_tokens=16384, min_batch_tokens=8192,
+                                  arena_max_mb=ARENA_MB), threads=0)

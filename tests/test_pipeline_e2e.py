@@ -104,7 +104,8 @@ def test_recall_and_sanity(first_run: dict) -> None:
     assert first_run["recall"]["recall@10 rescored"] >= RECALL_FLOOR
     assert first_run["codec"]["pca_dim"] == 256
     sizes = first_run["bytes_per_vector"]
-    assert sizes["FP32 embedding"] == 1536 and sizes["archive: PQ32x8 code"] == 32
+    assert sizes["FP32 embedding"] == 1536 and sizes["archive: PCA-256 FP16 (rescoring)"] == 512
+    assert not any("PQ" in name and "code" in name for name in sizes)  # no PQ codes are archived
 
 
 def test_run_report_has_the_recall_vs_bytes_curve(first_run: dict, workspace: dict) -> None:

@@ -14,13 +14,13 @@ from vecpress.cli import app
 from vecpress.infra import storage
 from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.settings import CodecSettings, MilvusSettings, Settings
-from vecpress.infra.state import CollectionState
 from vecpress.infra.storage import CollectionPaths
-from vecpress.tasks.codec import archive_table, fit_codec
-from vecpress.tasks.embedding import OnnxEmbedder
-from vecpress.tasks.records import PASSAGE_SCHEMA, passage_pk
-from vecpress.tasks.reindex import ReindexError, archive_pairs, reindex
-from vecpress.tasks.search import open_searcher
+from vecpress.tasks.codec.codec import archive_table, fit_codec
+from vecpress.tasks.collection.reindex import ReindexError, archive_pairs, reindex
+from vecpress.tasks.collection.state import CollectionState
+from vecpress.tasks.embed.embedder import OnnxEmbedder
+from vecpress.tasks.inputs.records import PASSAGE_SCHEMA, passage_pk
+from vecpress.tasks.search.searcher import open_searcher
 
 SHARD = 300
 
@@ -42,8 +42,7 @@ def write_archive(root: Path, artifact, paragraphs, codec_settings: CodecSetting
                                         "source": ["test"] * len(rows)}, schema=PASSAGE_SCHEMA))
         part = vectors[i * SHARD:(i + 1) * SHARD]
         archives.append(paths.part("r1", "archive", i))
-        storage.write_parquet(archives[-1], archive_table(pks, codec.encode(part),
-                                                          codec.project(part)))
+        storage.write_parquet(archives[-1], archive_table(pks, codec.project(part)))
     CollectionState(collection="src", model_artifact_dir=Path(artifact.onnx_path).parent.name,
                     model_variant=artifact.variant, codec_id=codec.codec_id,
                     codec_dir=paths.codec_dir(codec.codec_id), archives=archives,

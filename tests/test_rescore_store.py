@@ -7,15 +7,14 @@ import json
 import numpy as np
 
 from vecpress.infra import storage
-from vecpress.tasks import rescore_store
-from vecpress.tasks.codec import archive_table
-from vecpress.tasks.rescore_store import RescoreStore
+from vecpress.tasks.codec.codec import archive_table
+from vecpress.tasks.search import rescore_store
+from vecpress.tasks.search.rescore_store import RescoreStore
 
 
 def _shard(root, run: str, pks: np.ndarray, vectors: np.ndarray) -> str:
     url = str(root / "collections" / "c" / "runs" / run / "archive" / "part-00000.parquet")
-    codes = np.zeros((len(pks), 4), np.uint8)
-    storage.write_parquet(url, archive_table(pks, codes, vectors))
+    storage.write_parquet(url, archive_table(pks, vectors))
     return url
 
 

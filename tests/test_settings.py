@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from vecpress.cli import _settings
+from vecpress.cli.common import settings_from_flags
 from vecpress.infra.settings import Settings
 
 
@@ -20,8 +20,8 @@ def test_environment_then_cli_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VECPRESS_MILVUS__URI", "http://milvus:19530")
     monkeypatch.setenv("VECPRESS_CODEC__PCA_DIM", "128")
     monkeypatch.setenv("VECPRESS_COLLECTION", "from_env")
-    s = _settings(**{"collection": "from_cli", "dask.address": "tcp://sched:8786",
-                     "milvus.uri": None})
+    s = settings_from_flags(**{"collection": "from_cli", "dask.address": "tcp://sched:8786",
+                               "milvus.uri": None})
     assert s.collection == "from_cli"  # a flag beats the environment
     assert s.milvus.uri == "http://milvus:19530" and not s.milvus.is_lite
     assert s.codec.pca_dim == 128  # untouched nested values from the environment survive
@@ -43,15 +43,15 @@ def test_fp16_brings_gpu_defaults_that_explicit_values_override(monkeypatch) -> 
     cpu = Settings().model
     assert (cpu.variant, cpu.max_batch_tokens, cpu.sessions) == ("fp32", 8192, 1)
     assert Settings().chunk.keep_token_ids is False  # CPU runs: shards stay text only
-    gpu_settings = _settings(**{"model.variant": "fp16"})
+    gpu_settings = settings_from_flags(**{"model.variant": "fp16"})
     assert gpu_settings.chunk.keep_token_ids is True
-    assert _settings(**{"model.variant": "fp16", "chunk.keep_token_ids": False}).chunk.keep_token_ids \
-        is False
+    explicit = settings_from_flags(**{"model.variant": "fp16", "chunk.keep_token_ids": False})
+    assert explicit.chunk.keep_token_ids is False
     gpu = gpu_settings.model
     assert {name: getattr(gpu, name) for name in GPU_DEFAULTS} == GPU_DEFAULTS
     monkeypatch.setenv("VECPRESS_MODEL__VARIANT", "fp16")
     monkeypatch.setenv("VECPRESS_MODEL__MAX_BATCH_TOKENS", "65536")
-    mixed = _settings(**{"model.sessions": 3}).model
+    mixed = settings_from_flags(**{"model.sessions": 3}).model
     assert (mixed.max_batch_tokens, mixed.sessions, mixed.passages_per_shard) == (65536, 3, 65536)
     # Settings travel to workers as JSON: the same values come back.
     assert type(gpu).model_validate_json(gpu.model_dump_json()) == gpu

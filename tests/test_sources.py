@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vecpress.infra.settings import InputSettings
-from vecpress.tasks.records import InputError, Record
-from vecpress.tasks.sources import discover, read_records
+from vecpress.tasks.inputs.records import InputError, Record
+from vecpress.tasks.inputs.sources import discover, read_records
 
 SETTINGS = InputSettings()
 

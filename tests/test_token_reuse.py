@@ -9,13 +9,13 @@ import pyarrow as pa
 import pytest
 
 from vecpress.infra import storage
-from vecpress.infra.settings import ChunkSettings, InputSettings
-from vecpress.tasks.chunking import Chunker
-from vecpress.tasks.embedding import OnnxEmbedder
-from vecpress.tasks.model_files import load_tokenizer, resolve_model_dir
-from vecpress.tasks.records import TOKEN_IDS, TOKENIZER_KEY, SourceFile
+from vecpress.infra.settings import ChunkSettings, InputSettings, ModelSettings
+from vecpress.tasks.embed.embedder import OnnxEmbedder
+from vecpress.tasks.embed.model_files import load_tokenizer, resolve_model_dir
+from vecpress.tasks.embed.tokenising import SpecialTokens, model_tokenizer, tokenise
+from vecpress.tasks.inputs.chunking import Chunker
+from vecpress.tasks.inputs.records import TOKEN_IDS, TOKENIZER_KEY, SourceFile
 from vecpress.tasks.shard_jobs import _chunker_tokens, chunk_files, embed_shard, read_embeddings
-from vecpress.tasks.tokenising import SpecialTokens, model_tokenizer, tokenise
 
 
 def _documents(paragraphs: list[tuple[str, str]]) -> list[str]:
@@ -90,7 +90,8 @@ def test_embed_shard_reuses_the_chunkers_ids(fp32_artifact, paragraphs, tmp_path
 
     results = {}
     for name, url in (("ids", with_ids), ("text", text_only)):
-        done = embed_shard(url, str(tmp_path / f"{name}-emb.parquet"), fp32_artifact, 2, 8192)
+        done = embed_shard(url, str(tmp_path / f"{name}-emb.parquet"), fp32_artifact,
+                           ModelSettings(), 2)
         results[name] = read_embeddings(done.url)
     np.testing.assert_array_equal(results["ids"][0], results["text"][0])
     np.testing.assert_allclose(results["ids"][1], results["text"][1], atol=2e-5)

@@ -1,0 +1,69 @@
+"""A collection's codec: fitted on a first run's sample (tuned to a recall target when one is
+set), or reused on later runs after a drift check of their new vectors.
+
+This is the policy the ingest flow applies between embedding and encoding; it runs without
+Prefect, on a sample of embeddings, and returns what it measured for the caller to log.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vecpress.infra.settings import CodecSettings, MilvusSettings
+from vecpress.tasks.codec.autotune import autotune
+from vecpress.tasks.codec.codec import Codec, fit_codec
+from vecpress.tasks.codec.drift import DriftReport, drift_check
+
+REPORT_TARGET = 0.95  # reference line of the recall-vs-bytes curve when no target is set
+DRIFT_SAMPLE = 5000  # new vectors compared with the codec's training error
+
+
+class CodecDriftError(RuntimeError):
+    """New data no longer fits the collection's codec and ``codec.drift_action`` is retrain."""
+
+    def __init__(self, report: DriftReport) -> None:
+        super().__init__(report.message())
+        self.report = report
+
+
+def report_grid(codec: CodecSettings) -> CodecSettings:
+    """The configured PCA dim with M, M/2 and M/4: the recall-vs-bytes curve around the choice."""
+    pq_ms = sorted({m for m in (codec.pq_m // 4, codec.pq_m // 2, codec.pq_m)
+                    if m >= 1 and codec.pca_dim % m == 0})
+    return codec.model_copy(update={"autotune_pca_dims": [codec.pca_dim], "autotune_pq_m": pq_ms})
+
+
+def fit_new_codec(sample: np.ndarray, codec: CodecSettings,
+                  milvus: MilvusSettings) -> tuple[Codec, list[str]]:
+    """Fit the codec of a new collection on ``sample``; also returns the auto-tune table's lines.
+
+    With ``codec.recall_target`` the auto-tuned PCA dim and M are used; without one the curve
+    around the configured codec is still measured for the run report (when the sample allows),
+    without changing the choice.
+    """
+    settings, tuned = codec, None
+    if codec.recall_target is not None:
+        tuned = autotune(sample, codec, milvus)
+        settings = tuned.settings(codec)
+    elif len(sample) >= 4 * codec.autotune_queries:
+        tuned = autotune(sample, report_grid(codec), milvus, target=REPORT_TARGET)
+        tuned.chosen = next((r for r in tuned.rows if r.pq_m == codec.pq_m), tuned.chosen)
+    if tuned is None:
+        return fit_codec(sample, settings), []
+    table = tuned.to_dict() | {"applied": codec.recall_target is not None}
+    return fit_codec(sample, settings, autotune=table), tuned.lines()
+
+
+def reuse_codec(codec: Codec, new_sample: np.ndarray, settings: CodecSettings) -> DriftReport | None:
+    """Drift-check the collection's codec on ``new_sample``; the verdict goes into its report.
+
+    Raises CodecDriftError when the data drifted and ``codec.drift_action`` is retrain; returns
+    the report (None for codecs trained before drift checks existed) for the caller to log.
+    """
+    if "reconstruction_relative_error" not in codec.report:
+        return None
+    report = drift_check(codec, new_sample, settings)
+    codec.report = codec.report | {"drift": report.to_dict()}
+    if report.retrain:
+        raise CodecDriftError(report)
+    return report

@@ -1,0 +1,188 @@
+"""PCA + FAISS product quantisation, fitted on a sample and applied shard by shard.
+
+The codec is one FAISS ``IndexPreTransform``: PCA centres and rotates the normalised embeddings (so
+distances afterwards are L2, not inner product), an optional OPQ rotation balances the PQ
+sub-spaces, and PQ (optionally on the residuals of an IVF coarse quantizer) compresses the vectors
+to ``pq_m`` codes. Training backends live in ``tasks.codec.train``.
+The serialised index plus a JSON training report is the codec artifact; its id hashes the
+parameters and the training sample, so identical fits get identical ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+import pyarrow as pa
+
+from vecpress.infra import storage
+from vecpress.infra.settings import CodecSettings
+from vecpress.tasks.arrays import numpy_to_fixed_list
+
+
+class CodecError(ValueError):
+    """The codec cannot be fitted with these settings on this data."""
+
+
+@dataclass
+class Codec:
+    """``IndexPreTransform(PCAMatrix [, OPQMatrix], IndexPQ | IndexIVFPQ)`` plus its training report.
+
+    ``project`` applies the whole transform chain: PCA, then the OPQ rotation when there is one. OPQ
+    is orthogonal, so L2 distances are those of PCA space, and Milvus's own PQ also profits from the
+    balanced sub-spaces of the rotated vectors it stores.
+    """
+
+    index: faiss.IndexPreTransform
+    report: dict
+
+    @property
+    def codec_id(self) -> str:
+        return str(self.report["codec_id"])
+
+    @property
+    def pca(self) -> faiss.PCAMatrix:
+        return faiss.downcast_VectorTransform(self.index.chain.at(0))
+
+    @property
+    def quantizer(self) -> faiss.Index:
+        """The inner ``IndexPQ`` or ``IndexIVFPQ``."""
+        return faiss.downcast_index(self.index.index)
+
+    @property
+    def nlist(self) -> int | None:
+        return int(self.quantizer.nlist) if hasattr(self.quantizer, "nlist") else None
+
+    @property
+    def dim(self) -> int:
+        return int(self.pca.d_out)
+
+    @property
+    def code_bytes(self) -> int:
+        return int(self.index.sa_code_size())
+
+    def project(self, embeddings: np.ndarray) -> np.ndarray:
+        """Vectors in the searched space (float32): PCA, then the OPQ rotation if any."""
+        x = np.ascontiguousarray(embeddings, dtype=np.float32)
+        for i in range(self.index.chain.size()):
+            x = faiss.downcast_VectorTransform(self.index.chain.at(i)).apply(x)
+        return x
+
+    def encode(self, embeddings: np.ndarray) -> np.ndarray:
+        """Codes, uint8 [n, code_bytes] (with IVF: the list number first, then the PQ code)."""
+        return self.index.sa_encode(np.ascontiguousarray(embeddings, dtype=np.float32))
+
+    def reconstruct(self, embeddings: np.ndarray) -> np.ndarray:
+        """Embeddings as the codec sees them after encoding (PCA and PQ losses included)."""
+        return self.index.sa_decode(self.encode(embeddings))
+
+    def save(self, directory: str) -> None:
+        storage.write_bytes(storage.join(directory, "codec.faiss"),
+                            faiss.serialize_index(self.index).tobytes())
+        storage.write_json(storage.join(directory, "report.json"), self.report)
+
+    @classmethod
+    def load(cls, directory: str) -> Codec:
+        raw = np.frombuffer(storage.read_bytes(storage.join(directory, "codec.faiss")), np.uint8)
+        index = faiss.deserialize_index(raw)  # already the concrete IndexPreTransform
+        return cls(index=index, report=storage.read_json(storage.join(directory, "report.json")))
+
+
+def relative_error(original: np.ndarray, reconstructed: np.ndarray) -> float:
+    """Mean squared reconstruction error relative to the mean squared norm."""
+    return float(np.mean(np.sum((original - reconstructed) ** 2, axis=1)) /
+                 max(float(np.mean(np.sum(original**2, axis=1))), 1e-12))
+
+
+def fit_codec(sample: np.ndarray, settings: CodecSettings, autotune: dict | None = None) -> Codec:
+    """Train PCA [+ OPQ] [+ IVF] + PQ on ``sample`` (float32 [n, d]) with the chosen backend.
+
+    The report records the backend, explained variance, PQ and total reconstruction error, train
+    seconds and options; ``autotune`` (a table from ``tasks.codec.autotune``) is stored with it.
+    """
+    from vecpress.tasks.codec.train import train_index
+
+    n, d_in = sample.shape
+    if settings.pca_dim > d_in:
+        raise CodecError(f"codec.pca_dim ({settings.pca_dim}) exceeds the embedding dimension "
+                         f"({d_in}); choose pca_dim <= {d_in}")
+    if n < 2 * settings.pq_m:
+        raise CodecError(f"only {n} vectors to train the codec on; ingest at least "
+                         f"{2 * settings.pq_m} passages before compressing")
+    if settings.ivf_nlist and n < 2 * settings.ivf_nlist:
+        raise CodecError(f"codec.ivf_nlist ({settings.ivf_nlist}) needs at least "
+                         f"{2 * settings.ivf_nlist} training vectors, got {n}; lower ivf_nlist "
+                         "(about 4 * sqrt(rows)) or leave it unset")
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    train, check = _split_holdout(sample, settings.seed)
+    # PQ needs at least 2^nbits training points per sub-quantizer; small corpora get fewer bits.
+    nbits = min(settings.pq_nbits, int(math.log2(len(train))))
+    started = time.perf_counter()
+    index, backend = train_index(train, settings, nbits)
+    seconds = time.perf_counter() - started
+    codec = Codec(index=index, report={})
+    eig = faiss.vector_to_array(codec.pca.eigenvalues)
+    projected = codec.project(check)
+    recon = codec.quantizer.sa_decode(codec.quantizer.sa_encode(projected))
+    codec.report = {
+        "codec_id": _codec_id(settings, nbits, backend, sample),
+        "backend": backend,
+        "input_dim": d_in,
+        "pca_dim": settings.pca_dim,
+        "pq_m": settings.pq_m,
+        "pq_nbits": nbits,
+        "random_rotation": settings.random_rotation,
+        "opq": settings.opq,
+        "ivf_nlist": settings.ivf_nlist,
+        "code_bytes": codec.code_bytes,
+        "train_vectors": len(train),
+        # Errors are measured on sample vectors held out of training: codebooks fit their own
+        # training vectors better than any new ones, which would make every drift check fail.
+        "error_vectors": len(check),
+        "error_on": "held-out sample" if check is not train else "training sample",
+        "explained_variance": float(eig[: settings.pca_dim].sum() / max(eig.sum(), 1e-12)),
+        "pq_relative_error": relative_error(projected, recon),
+        # PCA and PQ losses together, in embedding space: what drift checks compare against.
+        "reconstruction_relative_error": relative_error(check, codec.reconstruct(check)),
+        "train_seconds": seconds,
+        # Below ~39 points per centroid k-means codebooks are undertrained (FAISS's own threshold).
+        "undertrained": len(train) < 39 * 2**nbits,
+    }
+    if autotune is not None:
+        codec.report["autotune"] = autotune
+    return codec
+
+
+HOLDOUT_MIN_SAMPLE = 1000  # smaller samples are all used for training (and errors measured on them)
+HOLDOUT_MAX = 2000
+
+
+def _split_holdout(sample: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, rows held out to measure errors): 10% of the sample, at most 2,000."""
+    n = len(sample)
+    if n < HOLDOUT_MIN_SAMPLE:
+        return sample, sample
+    held = np.zeros(n, dtype=bool)
+    held[np.random.default_rng(seed).choice(n, size=min(n // 10, HOLDOUT_MAX), replace=False)] = True
+    return np.ascontiguousarray(sample[~held]), np.ascontiguousarray(sample[held])
+
+
+def _codec_id(settings: CodecSettings, nbits: int, backend: str, sample: np.ndarray) -> str:
+    params = f"{settings.pca_dim}|{settings.pq_m}|{nbits}|{settings.seed}|{settings.opq}|" \
+             f"{settings.ivf_nlist}|{backend.split('-')[0]}|{settings.random_rotation}"
+    digest = hashlib.sha256(params.encode())
+    digest.update(sample.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def archive_table(pks: np.ndarray, pca: np.ndarray) -> pa.Table:
+    """The archived record of a shard: each passage's fp16 PCA vector, what Milvus indexes and
+    rescoring reads (its PQ code is not stored: Milvus builds its own index from these vectors)."""
+    return pa.table({
+        "pk": pa.array(pks, pa.int64()),
+        "pca_fp16": numpy_to_fixed_list(pca.astype(np.float16), pa.float16()),
+    })

@@ -1,0 +1,75 @@
+"""Load a run's shards into Milvus: passage fields from the passages shard, vector from the archive."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from vecpress.infra import storage
+from vecpress.infra.milvus import MilvusStore
+from vecpress.tasks.arrays import fixed_list_to_numpy
+from vecpress.tasks.codec.codec import Codec
+
+
+class ShardMismatchError(RuntimeError):
+    """A passages shard and its archive shard disagree on rows: the run's files are damaged."""
+
+
+def shard_rows(passages_url: str, archive_url: str, codec_id: str,
+               sources: set[str] | None = None) -> Iterator[dict]:
+    """Milvus rows of one shard pair; with ``sources``, only the rows of those input files."""
+    passages = storage.read_parquet(passages_url, columns=["pk", "doc_id", "chunk", "text", "source"])
+    archive = storage.read_parquet(archive_url, columns=["pk", "pca_fp16"])
+    pks = passages.column("pk").to_numpy()
+    if not np.array_equal(pks, archive.column("pk").to_numpy()):
+        raise ShardMismatchError(f"{passages_url} and {archive_url} hold different passages; "
+                                 "re-run the ingest")
+    vectors = fixed_list_to_numpy(archive.column("pca_fp16"), np.float32)
+    fields = {name: passages.column(name).to_pylist() for name in ("doc_id", "chunk", "text",
+                                                                   "source")}
+    for i, pk in enumerate(pks.tolist()):
+        if sources is not None and fields["source"][i] not in sources:
+            continue
+        yield {"pk": pk, "doc_id": fields["doc_id"][i], "chunk": fields["chunk"][i],
+               "text": fields["text"][i], "source": fields["source"][i], "codec_id": codec_id,
+               "vector": vectors[i]}
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What loading did to the Milvus collection."""
+
+    rows_written: int
+    rows_deleted: int
+    rows_in_milvus: int
+    index: dict
+
+
+def load_collection(store: MilvusStore, collection: str, codec: Codec, pairs: list[tuple[str, str]],
+                    stale: list[int] | None = None,
+                    live: dict[tuple[str, str], set[str]] | None = None) -> LoadResult:
+    """Create (or check) the collection, delete ``stale`` rows, upsert ``pairs``, index, count.
+
+    Stale rows go first: a new file may reuse a deleted file's keys. A server loads only indexed
+    collections, so the index is built before counting.
+    """
+    store.ensure_collection(collection, codec.dim, codec.codec_id)
+    deleted = store.delete(collection, stale or [])
+    written = load_shards(store, collection, pairs, codec.codec_id, live)
+    index = store.ensure_index(collection, max(written, 1), codec.report["pq_m"],
+                               codec.report["pq_nbits"], codec.nlist)
+    return LoadResult(written, deleted, store.count(collection), index)
+
+
+def load_shards(store: MilvusStore, collection: str, pairs: list[tuple[str, str]],
+                codec_id: str, live: dict[tuple[str, str], set[str]] | None = None) -> int:
+    """Upsert every (passages, archive) shard pair; return the rows written.
+
+    ``live`` limits each pair to the input files whose current rows it holds (a shard also keeps
+    rows of files deleted or rewritten by later runs).
+    """
+    return sum(store.upsert(collection, list(shard_rows(p, a, codec_id,
+                                                        live.get((p, a)) if live else None)))
+               for p, a in pairs)

@@ -1,0 +1,231 @@
+"""Export a sentence-transformers model to ONNX (pooling and normalisation inside the graph).
+
+Artifacts are cached under ``cache_dir/<key>/`` where the key hashes the model's bytes, the variant,
+the opset and the library versions, so a second export of the same model is a directory lookup.
+Each artifact carries ``meta.json`` with its fidelity against the sentence-transformers reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from vecpress.infra.settings import ModelSettings
+from vecpress.tasks.embed.artifact import ModelArtifact
+from vecpress.tasks.embed.embedder import OnnxEmbedder
+from vecpress.tasks.embed.model_files import ModelSpec, content_hash
+from vecpress.tasks.recall import neighbour_recall
+
+OPSET = 17
+EXPORT_FORMAT_VERSION = 3  # bump when the exported graph or meta.json changes
+FIDELITY_FLOORS = {"fp32": 0.999, "fp16": 0.999, "int8": 0.97}
+
+
+class ExportError(RuntimeError):
+    """The exported model does not reproduce the reference closely enough."""
+
+
+def export_for_settings(model: ModelSettings, cache_dir: Path) -> ModelArtifact:
+    """The artifact for the configured model and variant, probed on real passages if exported."""
+    from vecpress.tasks.embed.model_files import read_model_spec, resolve_model_dir
+    from vecpress.tasks.inputs.corpus import probe_passages
+
+    return export_model(read_model_spec(resolve_model_dir(model.path)), model.variant, cache_dir,
+                        probe_passages)
+
+
+def _versions() -> str:
+    import onnx
+    import onnxruntime
+    import torch
+    import transformers
+
+    return f"torch={torch.__version__};onnx={onnx.__version__};ort={onnxruntime.__version__};" \
+           f"transformers={transformers.__version__}"
+
+
+def artifact_key(spec: ModelSpec, variant: str) -> str:
+    raw = f"{content_hash(spec.model_dir)}|{variant}|{OPSET}|{EXPORT_FORMAT_VERSION}|{_versions()}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:20]
+
+
+def export_model(
+    spec: ModelSpec, variant: str, cache_dir: Path, probes: Callable[[], list[str]],
+    min_cosine: float | None = None,
+) -> ModelArtifact:
+    """Return the cached artifact for (model, variant), exporting and checking it if missing.
+
+    ``probes`` is called only when an export happens: building a probe set costs seconds, and a
+    cache hit should not pay for it.
+    """
+    if variant not in FIDELITY_FLOORS:
+        raise ExportError(f"unknown variant '{variant}'; use fp32, fp16 or int8")
+    target = cache_dir / f"{spec.model_dir.name}-{variant}-{artifact_key(spec, variant)}"
+    if (target / "meta.json").is_file():
+        return ModelArtifact.load(target)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="export-", dir=cache_dir))
+    try:
+        input_names = _export_fp32(spec, work / "raw.onnx")
+        onnx_path = work / "model.onnx"
+        fusion = _fuse(spec, work / "raw.onnx", onnx_path)
+        if variant == "int8":
+            _quantize_int8(onnx_path, work / "int8.onnx")
+            (work / "int8.onnx").replace(onnx_path)
+        elif variant == "fp16":
+            _convert_fp16(onnx_path, work / "fp16.onnx")
+            (work / "fp16.onnx").replace(onnx_path)
+        (work / "raw.onnx").unlink()
+        probe_texts = probes()
+        probe = ModelArtifact(str(onnx_path), str(spec.model_dir), variant, input_names,
+                              spec.max_seq_length, spec.dim, 0.0, 0.0, 0.0, len(probe_texts))
+        min_cos, mean_cos, recall, device = _fidelity(spec, probe, probe_texts)
+        floor = FIDELITY_FLOORS[variant] if min_cosine is None else min_cosine
+        if min_cos < floor:
+            raise ExportError(
+                f"{variant} export of {spec.model_dir} reproduces the reference with min cosine "
+                f"{min_cos:.4f} < {floor} on {len(probe_texts)} probe passages; use fp32 or lower "
+                "the floor knowingly"
+            )
+        artifact = ModelArtifact(
+            onnx_path=str(target / "model.onnx"), model_dir=str(spec.model_dir), variant=variant,
+            input_names=input_names, max_seq_length=spec.max_seq_length, dim=spec.dim,
+            min_cosine=min_cos, mean_cosine=mean_cos, neighbour_recall_at_10=recall,
+            probes=len(probe_texts), fusion=fusion, checked_on=device,
+        )
+        (work / "meta.json").write_text(json.dumps(asdict(artifact), indent=2))
+        if target.exists():  # another process finished first; keep theirs
+            return ModelArtifact.load(target)
+        work.rename(target)
+        return artifact
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _export_fp32(spec: ModelSpec, path: Path) -> tuple[str, ...]:
+    import torch
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    model = AutoModel.from_pretrained(str(spec.model_dir), attn_implementation="eager").eval()
+    names = ["input_ids", "attention_mask"]
+    if "token_type_ids" in inspect.signature(model.forward).parameters:
+        names.append("token_type_ids")
+
+    class PooledEncoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            kwargs = dict(zip(names, inputs, strict=True))
+            hidden = self.model(**kwargs).last_hidden_state
+            mask = kwargs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            if spec.pooling == "cls":
+                pooled = hidden[:, 0]
+            elif spec.pooling == "max":
+                pooled = (hidden + (mask - 1.0) * 1e9).max(dim=1).values
+            else:
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            if spec.normalize:
+                pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+            return pooled
+
+    dummy = tuple(torch.ones(2, 8, dtype=torch.int64) for _ in names)
+    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"embedding": {0: "batch"}}
+    # The tracer warns about shape-dependent Python branches in transformers' masking code; the
+    # fidelity check below, on real passages of many lengths, is what proves the graph right.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(PooledEncoder(), dummy, str(path), input_names=names,
+                          output_names=["embedding"], dynamic_axes=axes, opset_version=OPSET,
+                          dynamo=False)
+    return tuple(names)
+
+
+# ONNX Runtime's optimizer knows BERT-style encoders as "bert"; RoBERTa / XLM-R / DistilBERT share
+# that graph shape. MPNet's relative attention bias does not match the attention pattern, so only
+# LayerNorm / GELU / embedding fusions apply there; the fidelity gate checks every result.
+FUSION_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "distilbert": "bert",
+                      "mpnet": "bert"}
+
+
+def _fuse(spec: ModelSpec, src: Path, dst: Path) -> str:
+    """ONNX Runtime's transformer fusion where it knows the family; returns what was applied."""
+    ort_type = FUSION_MODEL_TYPES.get(spec.model_type)
+    if ort_type is None or not spec.num_heads:
+        shutil.copyfile(src, dst)
+        return f"none (no ONNX Runtime fusion for model_type '{spec.model_type}')"
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    try:
+        optimized = optimize_model(str(src), model_type=ort_type, num_heads=spec.num_heads,
+                                   hidden_size=spec.hidden_size, opt_level=1)
+    except Exception as exc:  # the unfused graph is still exact; say why it stayed unfused
+        shutil.copyfile(src, dst)
+        return f"none (fusion failed: {type(exc).__name__}: {str(exc)[:200]})"
+    optimized.save_model_to_file(str(dst))
+    fused = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
+    return f"{ort_type}: " + (", ".join(f"{op}×{n}" for op, n in sorted(fused.items())) or "nothing fused")
+
+
+def _quantize_int8(src: Path, dst: Path) -> None:
+    """Dynamic per-channel int8 of the MatMul and fused Attention weights; embeddings stay fp32.
+
+    Quantising the embedding table too (the default op list) or leaving attention in fp32 (MatMul
+    only) changed fidelity by less than the run-to-run spread of dynamic quantisation in our trials;
+    the embedding lookups cost nothing, so they keep full precision.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["MatMul", "Attention"],
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+
+
+def _convert_fp16(src: Path, dst: Path) -> None:
+    """fp16 weights and activations, fp32 inputs/outputs; casts of the mask to float stay fp32.
+
+    Converting the pooling mask's Cast to fp16 breaks the graph (measured), hence the block list.
+    """
+    import onnx
+    from onnxconverter_common import float16
+
+    model = onnx.load(str(src))
+    keep = [n.name for n in model.graph.node if n.op_type == "Cast" and any(
+        a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in n.attribute)]
+    with warnings.catch_warnings():  # "number ... will be truncated": expected for fp16
+        warnings.simplefilter("ignore")
+        converted = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=keep)
+    onnx.save(converted, str(dst))
+
+
+def _fidelity(spec: ModelSpec, probe: ModelArtifact,
+              probe_texts: list[str]) -> tuple[float, float, float, str]:
+    """Min and mean cosine against sentence-transformers' ``encode``, neighbour recall@10, device.
+
+    The probe runs where the variant will run: fp16 on CUDA when present, else the CPU provider.
+    """
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    reference = SentenceTransformer(str(spec.model_dir), device="cpu").encode(
+        probe_texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True)
+    embedder = OnnxEmbedder(probe)
+    ours = embedder.encode(probe_texts)
+    ours = ours / np.linalg.norm(ours, axis=1, keepdims=True)
+    cosines = np.sum(reference * ours, axis=1)
+    return (float(cosines.min()), float(cosines.mean()), neighbour_recall(reference, ours),
+            embedder.device)

@@ -1,0 +1,91 @@
+"""Token-aware chunking: split documents into passages that fit the model's window.
+
+Paragraphs are packed greedily up to ``max_tokens`` (counted with the model's own tokenizer), and a
+paragraph longer than that is cut into overlapping token windows. Cuts use the tokenizer's character
+offsets, so every passage is an exact slice of the original text. Each passage's own token ids
+(content only, no special tokens) come with it: the embed stage reuses them instead of tokenising
+the passage a second time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from tokenizers import Tokenizer
+
+from vecpress.infra.settings import ChunkSettings
+from vecpress.tasks.embed.tokenising import bare_tokenizer, tokenizer_fingerprint
+
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+
+
+@dataclass(frozen=True)
+class Passage:
+    text: str
+    token_ids: list[int]  # the model tokenizer's ids of ``text``, without special tokens
+
+
+@dataclass(frozen=True)
+class _Span:
+    start: int
+    end: int
+    tokens: int
+
+
+class Chunker:
+    """Splits text into passages of at most ``settings.max_tokens`` model tokens."""
+
+    def __init__(self, tokenizer: Tokenizer, settings: ChunkSettings) -> None:
+        self._tok = bare_tokenizer(tokenizer)  # own copy: no padding/truncation
+        self._settings = settings
+        self.tokenizer_fingerprint = tokenizer_fingerprint(self._tok)
+
+    def passages(self, text: str) -> list[Passage]:
+        spans = self._paragraph_spans(text)
+        texts = [t for t in (text[s.start : s.end].strip() for s in self._pack(text, spans)) if t]
+        encodings = self._tok.encode_batch(texts, add_special_tokens=False)
+        return [Passage(t, e.ids) for t, e in zip(texts, encodings, strict=True)
+                if len(e.ids) >= self._settings.min_tokens]
+
+    def _paragraph_spans(self, text: str) -> list[tuple[int, int]]:
+        spans, start = [], 0
+        for brk in _PARAGRAPH_BREAK.finditer(text):
+            spans.append((start, brk.start()))
+            start = brk.end()
+        spans.append((start, len(text)))
+        return [(s, e) for s, e in spans if text[s:e].strip()]
+
+    def _pack(self, text: str, paragraphs: list[tuple[int, int]]) -> list[_Span]:
+        """Greedy packing of paragraph spans; long paragraphs become token windows."""
+        limit = self._settings.max_tokens
+        encodings = self._tok.encode_batch(
+            [text[s:e] for s, e in paragraphs], add_special_tokens=False
+        )
+        pieces: list[_Span] = []
+        for (start, end), enc in zip(paragraphs, encodings, strict=True):
+            if len(enc.ids) <= limit:
+                pieces.append(_Span(start, end, len(enc.ids)))
+            else:
+                pieces.extend(self._windows(start, enc.offsets))
+        packed: list[_Span] = []
+        for piece in pieces:
+            last = packed[-1] if packed else None
+            # +1 approximates the separator between paragraphs; windows are never merged.
+            if last is not None and last.tokens + piece.tokens + 1 <= limit:
+                packed[-1] = _Span(last.start, piece.end, last.tokens + piece.tokens + 1)
+            else:
+                packed.append(piece)
+        return packed
+
+    def _windows(self, base: int, offsets: list[tuple[int, int]]) -> list[_Span]:
+        limit, overlap = self._settings.max_tokens, self._settings.overlap_tokens
+        step = limit - overlap
+        windows: list[_Span] = []
+        for first in range(0, len(offsets), step):
+            window = offsets[first : first + limit]
+            # A full-size window marks the span as "full" so that nothing is packed onto it.
+            windows.append(_Span(base + window[0][0], base + window[-1][1], limit))
+            if first + limit >= len(offsets):
+                break
+        return windows

@@ -1,0 +1,1 @@
+"""The run summary, its rendering and its report (markdown and plot)."""

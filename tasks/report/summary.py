@@ -1,0 +1,184 @@
+"""The run summary: what went in, what each stage cost, how small the vectors got, how good search is."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+
+from vecpress.infra import storage
+from vecpress.tasks.report.results import (
+    CheckResult,
+    ChunkResult,
+    CodecResult,
+    EmbedResult,
+    EncodeResult,
+    LoadStageResult,
+    ReuseResult,
+)
+
+if TYPE_CHECKING:
+    from vecpress.tasks.inputs.records import InputError
+
+
+@dataclass
+class StageStat:
+    stage: str
+    seconds: float
+    items: int
+    unit: str = "passages"
+
+    @property
+    def per_second(self) -> float:
+        return self.items / self.seconds if self.seconds > 0 else float("nan")
+
+
+@dataclass
+class IngestSummary:
+    run_id: str
+    collection: str
+    milvus_uri: str
+    cluster: str = ""
+    files: int = 0
+    documents: int = 0
+    passages: int = 0
+    changes: dict[str, int] = field(default_factory=dict)  # files new / changed / unchanged / deleted
+    passages_embedded: int = 0
+    passages_reused: int = 0  # unchanged text of changed files: archived vectors reused
+    rows_deleted: int = 0
+    truncated: int = 0
+    rows_in_milvus: int = 0
+    index: dict = field(default_factory=dict)
+    codec: dict = field(default_factory=dict)
+    codec_reused: bool = False
+    stages: list[StageStat] = field(default_factory=list)
+    bytes_per_vector: dict[str, float] = field(default_factory=dict)
+    sanity_self_top3: float = float("nan")
+    recall: dict[str, float] = field(default_factory=dict)
+    errors: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["stages"] = [asdict(s) | {"per_second": s.per_second} for s in self.stages]
+        return data
+
+    def add_errors(self, errors: list[InputError]) -> None:
+        self.errors += [e.to_dict() for e in errors]
+
+    def add_chunking(self, result: ChunkResult) -> None:
+        self.documents, self.passages = result.documents, result.passages
+        self.add_errors(result.errors)
+        self.stages.append(StageStat("read + chunk", result.seconds, result.passages))
+
+    def add_reuse(self, result: ReuseResult) -> None:
+        self.passages_reused = result.reused_rows
+        self.passages_embedded = self.passages - result.reused_rows
+
+    def add_embedding(self, result: EmbedResult) -> None:
+        self.truncated = result.truncated
+        self.stages.append(StageStat(f"embed (ONNX {result.variant})", result.seconds,
+                                     result.passages))
+
+    def add_codec(self, result: CodecResult) -> None:
+        self.codec, self.codec_reused = result.codec.report, not result.trained
+        self.stages.append(StageStat("codec fit (PCA + PQ)" if result.trained else "codec reuse",
+                                     result.seconds, result.codec.report["train_vectors"],
+                                     "vectors"))
+
+    def add_encoding(self, result: EncodeResult) -> None:
+        self.stages.append(StageStat("PCA + PQ encode", result.seconds, result.passages))
+
+    def add_load(self, result: LoadStageResult) -> None:
+        load = result.load
+        self.rows_in_milvus, self.rows_deleted, self.index = (load.rows_in_milvus,
+                                                              load.rows_deleted, load.index)
+        self.stages.append(StageStat("Milvus delete + upsert + index", result.seconds,
+                                     result.passages))
+
+    def add_check(self, result: CheckResult) -> None:
+        self.sanity_self_top3, self.recall = result.sanity_self_top3, result.recall
+        self.stages.append(StageStat("checks (search + recall)", result.seconds, result.queries,
+                                     "queries"))
+
+    def save(self, run_dir: str) -> None:
+        """``summary.json`` (and ``errors.json`` when inputs were skipped) in the run's folder."""
+        if self.errors:
+            storage.write_json(storage.join(run_dir, "errors.json"), self.errors)
+        storage.write_json(storage.join(run_dir, "summary.json"), self.to_dict())
+
+
+def index_bytes_per_vector(index_type: str, dim: int, pq_m: int, pq_nbits: int) -> float:
+    """Nominal bytes one vector takes in the Milvus index (codes only, without ids or lists)."""
+    return {
+        "IVF_SQ8": float(dim),
+        "IVF_PQ": pq_m * pq_nbits / 8,
+        "HNSW": 4.0 * dim + 2 * 16 * 4,
+    }.get(index_type, 4.0 * dim)
+
+
+def bytes_per_vector(embedding_dim: int, codec_report: dict, index: dict) -> dict[str, float]:
+    """Bytes one vector takes at each stage, from FP32 embedding to the serving index."""
+    dim, m, nbits = codec_report["pca_dim"], codec_report["pq_m"], codec_report["pq_nbits"]
+    kind = index.get("index_type", "?")
+    return {
+        "FP32 embedding": 4.0 * embedding_dim,
+        f"PCA-{dim} FP32": 4.0 * dim,
+        f"archive: PCA-{dim} FP16 (rescoring)": 2.0 * dim,
+        f"Milvus index {kind} (nominal)": index_bytes_per_vector(kind, dim, m, nbits),
+    }
+
+
+def render(summary: IngestSummary, console: Console | None = None) -> None:
+    console = console or Console()
+    stages = Table(title=f"vecpress run {summary.run_id} → collection '{summary.collection}'")
+    for col in ("stage", "items", "seconds", "items/s"):
+        stages.add_column(col, justify="left" if col == "stage" else "right")
+    for s in summary.stages:
+        stages.add_row(s.stage, f"{s.items:,} {s.unit}", f"{s.seconds:.1f}", f"{s.per_second:,.1f}")
+    console.print(stages)
+
+    if summary.bytes_per_vector:
+        sizes = Table(title="bytes per vector")
+        sizes.add_column("stage")
+        sizes.add_column("bytes", justify="right")
+        sizes.add_column("vs FP32", justify="right")
+        base = summary.bytes_per_vector.get("FP32 embedding", 0.0)
+        for name, value in summary.bytes_per_vector.items():
+            sizes.add_row(name, f"{value:,.0f}", f"{base / value:,.1f}×" if value else "-")
+        console.print(sizes)
+
+    facts = Table(title="results", show_header=False)
+    facts.add_column("what")
+    facts.add_column("value", justify="right")
+    facts.add_row("files / documents / passages",
+                  f"{summary.files:,} / {summary.documents:,} / {summary.passages:,}")
+    if summary.changes:
+        facts.add_row("files new / changed / unchanged / deleted", " / ".join(
+            f"{summary.changes.get(k, 0):,}" for k in ("new", "changed", "unchanged", "deleted")))
+        facts.add_row("passages embedded / reused (same text)",
+                      f"{summary.passages_embedded:,} / {summary.passages_reused:,}")
+        facts.add_row("rows deleted from Milvus", f"{summary.rows_deleted:,}")
+    if not summary.index:  # nothing changed: no stage touched Milvus
+        console.print(facts)
+        return
+    facts.add_row("rows in Milvus", f"{summary.rows_in_milvus:,}")
+    facts.add_row("Milvus index", f"{summary.index.get('index_type', '?')} "
+                  f"{summary.index.get('params', '')}")
+    facts.add_row("codec", f"{summary.codec.get('codec_id', '?')} "
+                  f"({'reused' if summary.codec_reused else 'trained'}; PCA "
+                  f"{summary.codec.get('pca_dim')} keeps "
+                  f"{summary.codec.get('explained_variance', float('nan')):.1%} of variance)")
+    facts.add_row("passages over the model window (truncated)", f"{summary.truncated:,}")
+    facts.add_row("sanity: own text found in top 3", f"{summary.sanity_self_top3:.0%}")
+    for name, value in summary.recall.items():
+        facts.add_row(name, f"{value:.3f}" if isinstance(value, float) else f"{value:,}")
+    facts.add_row("input errors (skipped)", f"{len(summary.errors):,}")
+    console.print(facts)
+    for err in summary.errors[:20]:
+        where = f"{err['source']}:{err['location']}" if err["location"] else err["source"]
+        console.print(f"[red]input error[/red] {where}: {err['message']}"
+                      + (f" ({err['hint']})" if err["hint"] else ""))
+    if len(summary.errors) > 20:
+        console.print(f"… and {len(summary.errors) - 20} more (see the run's errors.json)")

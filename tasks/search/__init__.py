@@ -1,0 +1,1 @@
+"""Search: compressed ANN in Milvus, rescoring from the archive, and recall evaluation."""

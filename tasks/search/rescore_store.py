@@ -1,0 +1,147 @@
+"""Disk-backed rescoring vectors: the archive's fp16 PCA vectors, memory-mapped, looked up by pk.
+
+Search rescoring needs the fp16 vector of each ANN candidate. Holding every archived vector in RAM
+costs 2 × PCA dim bytes per vector, more than the Milvus index itself; instead one sorted ``pks.npy``
+(int64) and one row-aligned ``vectors.npy`` (fp16) per collection live on local disk and are
+memory-mapped, so the OS keeps only the pages that searches touch. Lookups are ``np.searchsorted``.
+
+The store is derived data: ``manifest.json`` lists the archive shards merged into it, in order. When
+the collection gains shards, only the new ones are merged in (later shards win for a pk, as in
+Milvus upserts); when its shard list changes otherwise, the store is rebuilt from the archive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from vecpress.infra import storage
+from vecpress.tasks.arrays import fixed_list_to_numpy, sorted_lookup
+
+FORMAT = 1
+BATCH_BYTES = 256 << 20  # archive rows read per merge step; bounds the build's memory
+COPY_ROWS = 1 << 18
+
+
+class RescoreStore:
+    """fp16 PCA vectors of the archive, looked up by primary key (latest shard wins).
+
+    ``directory`` is a local folder for the memory-mapped files; by default the collection's
+    ``rescore/`` folder when the archive is on a local path, else a folder under the user cache
+    keyed by the collection's storage URL.
+    """
+
+    def __init__(self, archive_urls: list[str], directory: str | os.PathLike | None = None) -> None:
+        self.directory = Path(directory) if directory else default_directory(archive_urls)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.merged = sync(self.directory, list(archive_urls))
+        self._pks = np.load(self.directory / "pks.npy", mmap_mode="r")
+        self._vectors = np.load(self.directory / "vectors.npy", mmap_mode="r")
+        self.nbytes = int(self._pks.nbytes + self._vectors.nbytes)  # on disk, not in RAM
+
+    def __len__(self) -> int:
+        return len(self._pks)
+
+    @property
+    def dim(self) -> int:
+        return int(self._vectors.shape[1])
+
+    def lookup(self, pks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found mask, float32 vectors of the found pks, in the order of ``pks``)."""
+        found, rows = sorted_lookup(self._pks, pks)
+        if len(self._pks) == 0:
+            return found, np.empty((0, self.dim), np.float32)
+        # Reading sorted rows touches each mapped page once; then restore the caller's order.
+        order = np.argsort(rows, kind="stable")
+        vectors = np.empty((len(rows), self.dim), np.float32)
+        vectors[order] = self._vectors[rows[order]]
+        return found, vectors
+
+
+def default_directory(archive_urls: list[str]) -> Path:
+    """``<collection>/rescore`` for a local archive, else a user-cache folder for its URL."""
+    if not archive_urls:
+        return Path(tempfile.gettempdir()) / "vecpress-rescore-empty"
+    root = archive_urls[0].rsplit("/runs/", 1)[0]
+    if "://" not in root or root.startswith("file://"):
+        return Path(root.removeprefix("file://")) / "rescore"
+    key = hashlib.sha256(root.encode()).hexdigest()[:16]
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vecpress" / key
+
+
+def sync(directory: Path, archive_urls: list[str]) -> int:
+    """Bring the store in ``directory`` up to ``archive_urls``; return how many shards it merged."""
+    manifest_path = directory / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+    done: list[str] = []
+    if manifest and manifest.get("format") == FORMAT and \
+            archive_urls[: len(manifest["archives"])] == manifest["archives"] and \
+            (directory / "pks.npy").exists():
+        done = manifest["archives"]
+    else:
+        _write(directory, np.empty(0, np.int64), None)  # start over
+    todo = archive_urls[len(done):]
+    if not todo and manifest_path.exists():
+        return 0
+    batch_pks: list[np.ndarray] = []
+    batch_vecs: list[np.ndarray] = []
+    size = 0
+    for url in todo:
+        table = storage.read_parquet(url, columns=["pk", "pca_fp16"])
+        batch_pks.append(table.column("pk").to_numpy())
+        batch_vecs.append(fixed_list_to_numpy(table.column("pca_fp16"), np.float16))
+        size += batch_vecs[-1].nbytes
+        if size >= BATCH_BYTES:
+            _merge(directory, np.concatenate(batch_pks), np.concatenate(batch_vecs))
+            batch_pks, batch_vecs, size = [], [], 0
+    if batch_pks:
+        _merge(directory, np.concatenate(batch_pks), np.concatenate(batch_vecs))
+    manifest_path.write_text(json.dumps({"format": FORMAT, "archives": done + todo}))
+    return len(todo)
+
+
+def _merge(directory: Path, new_pks: np.ndarray, new_vecs: np.ndarray) -> None:
+    """Merge one batch (later rows win) into the sorted on-disk arrays, writing new files."""
+    _, last = np.unique(new_pks[::-1], return_index=True)  # last occurrence of each pk
+    keep = np.sort(len(new_pks) - 1 - last)
+    new_pks, new_vecs = new_pks[keep], new_vecs[keep]
+    order = np.argsort(new_pks, kind="stable")
+    new_pks, new_vecs = new_pks[order], new_vecs[order]
+
+    old_pks = np.load(directory / "pks.npy", mmap_mode="r")
+    old_vecs = np.load(directory / "vectors.npy", mmap_mode="r") if len(old_pks) else None
+    kept = np.flatnonzero(~np.isin(old_pks, new_pks))  # old rows not overwritten by the batch
+    kept_pks = np.asarray(old_pks[kept])
+    # Positions in the merged order: each new pk goes after the kept pks smaller than it.
+    new_pos = np.searchsorted(kept_pks, new_pks) + np.arange(len(new_pks))
+    old_pos = np.searchsorted(new_pks, kept_pks) + np.arange(len(kept_pks))
+    total = len(kept_pks) + len(new_pks)
+    merged_pks = np.empty(total, np.int64)
+    merged_pks[new_pos], merged_pks[old_pos] = new_pks, kept_pks
+
+    tmp = directory / f"vectors.{os.getpid()}.tmp.npy"
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
+                                    shape=(total, new_vecs.shape[1]))
+    out[new_pos] = new_vecs
+    for start in range(0, len(kept), COPY_ROWS):  # old vectors stream through in slices
+        out[old_pos[start:start + COPY_ROWS]] = old_vecs[kept[start:start + COPY_ROWS]]
+    out.flush()
+    del out, old_vecs
+    _write(directory, merged_pks, tmp)
+
+
+def _write(directory: Path, pks: np.ndarray, vectors_tmp: Path | None) -> None:
+    """Replace the store's files atomically (readers holding old maps keep their old files)."""
+    if vectors_tmp is None:
+        vectors_tmp = directory / f"vectors.{os.getpid()}.tmp.npy"
+        np.save(vectors_tmp, np.empty((0, 0), np.float16))
+    pks_tmp = directory / f"pks.{os.getpid()}.tmp.npy"
+    np.save(pks_tmp, pks)
+    os.replace(vectors_tmp, directory / "vectors.npy")
+    os.replace(pks_tmp, directory / "pks.npy")
+    (directory / "manifest.json").unlink(missing_ok=True)

@@ -1,0 +1,102 @@
+"""What every ``vecpress`` command shares: the console, option types, settings from flags, output.
+
+The command modules import only from here (never from each other, never from the package), so
+the CLI has no import cycles and each command can be read on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+
+from vecpress.infra.settings import Settings
+
+if TYPE_CHECKING:
+    from vecpress.tasks.report.summary import IngestSummary
+
+console = Console(stderr=True)
+
+Collection = Annotated[str, typer.Option("--collection", "-c", help="Milvus collection name.")]
+MilvusUri = Annotated[str | None, typer.Option(help="Milvus Lite .db file or server URI "
+                                                     "(default ./data/milvus.db).")]
+StorageRoot = Annotated[str | None, typer.Option(help="Where runs, codecs and the model cache "
+                                                         "live (default ./data).")]
+
+
+def settings_from_flags(**overrides: Any) -> Settings:
+    """Settings from VECPRESS_* environment variables, overridden by the given CLI flags.
+
+    Keys are dotted paths into ``Settings`` (``"milvus.uri"``); ``None`` means "flag not given".
+    """
+    nested: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        *parents, leaf = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return Settings(**nested)
+
+
+def quiet_libraries() -> None:
+    """Keep the model hub offline and Prefect's analytics off; silence chatty library loggers."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub is contacted, ever
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    for name in ("distributed", "httpx", "transformers"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run_ingest(sources: list[str], settings: Settings, eval_queries: str | None,
+               recreate: bool, full: bool = False) -> IngestSummary:
+    """Run the ingest flow; a configuration or input error exits with status 2."""
+    from vecpress.flows.ingest import ingest_flow
+
+    try:
+        return ingest_flow(sources=sources, settings=settings, eval_queries=eval_queries,
+                           recreate=recreate, full=full)
+    except (ValueError, LookupError, RuntimeError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def print_summary(summary: IngestSummary, as_json: bool) -> None:
+    """Print an ingest summary: JSON on stdout, or the rendered tables."""
+    if as_json:
+        sys.stdout.write(json.dumps(summary.to_dict(), indent=2, default=str) + "\n")
+        return
+    from vecpress.tasks.report.summary import render
+
+    render(summary, Console())
+
+
+def print_hits(out: Console, text: str, hits: list) -> None:
+    """Print one query's hits as a table (long passages cut to 160 characters)."""
+    from rich.table import Table
+
+    table = Table(title=f"query: {text}", title_justify="left")
+    for col in ("#", "score", "doc id", "chunk", "text"):
+        table.add_column(col, overflow="fold")
+    for rank, hit in enumerate(hits, start=1):
+        snippet = hit.text if len(hit.text) <= 160 else hit.text[:157] + "…"
+        table.add_row(str(rank), f"{hit.score:.3f}", hit.doc_id, str(hit.chunk), snippet)
+    out.print(table)
+
+
+def machine() -> dict[str, Any]:
+    """The facts about this machine and its libraries that a run summary is recorded with."""
+    import platform
+
+    import onnxruntime
+    import pymilvus
+
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "onnxruntime": onnxruntime.__version__,
+            "pymilvus": pymilvus.__version__}

@@ -1,0 +1,49 @@
+"""``vecpress reindex``: rebuild a Milvus collection from the Parquet archive, without re-embedding."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vecpress.cli.common import MilvusUri, StorageRoot, console, quiet_libraries, settings_from_flags
+
+
+def reindex(
+    from_archive: Annotated[str, typer.Option(
+        "--from-archive", help="A collection dir (<root>/collections/NAME: every run) or one run dir "
+        "(<root>/collections/NAME/runs/RUN).")],
+    collection: Annotated[str, typer.Option("--collection", "-c", help="The collection to (re)build.")],
+    milvus_uri: MilvusUri = None,
+    storage_root: StorageRoot = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Load archived vectors + passage text into a (new) collection, index it, record its state."""
+    quiet_libraries()
+    from vecpress.infra.milvus import MilvusSchemaError
+    from vecpress.tasks.collection.loading import ShardMismatchError
+    from vecpress.tasks.collection.reindex import ReindexError
+    from vecpress.tasks.collection.reindex import reindex as run_reindex
+
+    settings = settings_from_flags(**{"collection": collection, "milvus.uri": milvus_uri,
+                                      "storage_root": storage_root})
+    try:
+        summary = run_reindex(from_archive, settings).to_dict()
+    except (ReindexError, MilvusSchemaError, ShardMismatchError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
+        return
+    table = Table(title=f"reindex {summary['source']} → collection '{summary['collection']}'",
+                  show_header=False)
+    for key in ("milvus_uri", "codec_id", "shards", "rows_written", "rows_in_milvus"):
+        table.add_row(key, str(summary[key]))
+    table.add_row("index", f"{summary['index'].get('index_type', '?')} "
+                  f"{ {k: v for k, v in summary['index'].items() if k in ('nlist', 'm', 'nbits')} }")
+    table.add_row("seconds", f"{summary['seconds']:.1f}")
+    Console().print(table)
