@@ -56,15 +56,25 @@ def quiet_libraries() -> None:
 
 def run_ingest(sources: list[str], settings: Settings, eval_queries: str | None,
                recreate: bool, full: bool = False) -> IngestSummary:
-    """Run the ingest flow; a configuration or input error exits with status 2."""
+    """Run the ingest flow. Exit status 2: a configuration or input error; 3: the storage root
+    (or another path the run writes) is full or not writable, nothing committed is lost.
+
+    Without PREFECT_API_URL the flow reports to a temporary Prefect API of our own (not Prefect's
+    ephemeral server, which times out on busy machines and outlives a killed CLI).
+    """
     from vecpress.flows.ingest import ingest_flow
+    from vecpress.infra.prefect_server import temporary_prefect_api
 
     try:
-        return ingest_flow(sources=sources, settings=settings, eval_queries=eval_queries,
-                           recreate=recreate, full=full)
+        with temporary_prefect_api():
+            return ingest_flow(sources=sources, settings=settings, eval_queries=eval_queries,
+                               recreate=recreate, full=full)
     except (ValueError, LookupError, RuntimeError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
+    except OSError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(3) from exc
 
 
 def print_summary(summary: IngestSummary, as_json: bool) -> None:

@@ -1,0 +1,158 @@
+"""The temporary Prefect API of a CLI command lives exactly as long as the command, even a killed one.
+
+Real processes throughout: the ``vecpress`` console script, the uvicorn server it starts, psutil to
+find them and HTTP to ask the server whether it answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from vecpress.infra.prefect_server import temporary_prefect_api
+
+SERVER_APP = "prefect.server.api.server:create_app"
+STARTUP_S = 240  # as generous as the server's own startup timeout
+GONE_S = 15
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    """No Prefect API configured; the server's throwaway home goes under ``tmp_path``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
+    return env | {"HF_HUB_OFFLINE": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                  "TMPDIR": str(tmp_path), "COLUMNS": "200"}
+
+
+def _corpus(folder: Path, files: int = 30) -> Path:
+    folder.mkdir()
+    for i in range(files):
+        (folder / f"note-{i:02d}.txt").write_text(
+            f"Note {i} is about the weather on day {i}. It rained for {i % 5} hours in the morning. "
+            f"The afternoon was dry, and the evening brought a wind from the {['north', 'west'][i % 2]}."
+            "\n")
+    return folder
+
+
+def _port(proc: psutil.Process) -> int:
+    cmd = proc.cmdline()
+    return int(cmd[cmd.index("--port") + 1])
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _answering_server(parent: psutil.Process, deadline: float) -> psutil.Process:
+    """The descendant of ``parent`` that runs the Prefect API, once it answers /api/health."""
+    while time.monotonic() < deadline:
+        with contextlib.suppress(psutil.Error):
+            for child in parent.children(recursive=True):
+                with contextlib.suppress(psutil.Error, ValueError, IndexError):
+                    if SERVER_APP in child.cmdline() and _healthy(_port(child)):
+                        return child
+        if not parent.is_running() or parent.status() == psutil.STATUS_ZOMBIE:
+            pytest.fail("the CLI exited before its Prefect API answered")
+        time.sleep(0.5)
+    pytest.fail(f"no answering Prefect API under pid {parent.pid} within {STARTUP_S}s")
+
+
+def _alive(proc: psutil.Process) -> bool:
+    """Running and not a zombie (a container's pid 1 may never reap an orphan)."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _gone_within(proc: psutil.Process, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(proc) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not _alive(proc)
+
+
+@pytest.mark.slow
+def test_killing_the_cli_kills_its_prefect_api(tmp_path: Path) -> None:
+    sources = _corpus(tmp_path / "notes")
+    vecpress = Path(sys.executable).with_name("vecpress")
+    cli = subprocess.Popen(
+        [str(vecpress), "ingest", str(sources), "--collection", "lifecycle",
+         "--storage-root", str(tmp_path / "data"), "--milvus-uri", str(tmp_path / "milvus.db")],
+        env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    try:
+        started = time.monotonic()
+        server = _answering_server(psutil.Process(cli.pid), started + STARTUP_S)
+        print(f"temporary Prefect API answered {time.monotonic() - started:.1f}s after the CLI "
+              f"started")
+        assert server.children(recursive=True) == []  # no grandchild that could outlive it
+
+        os.kill(cli.pid, signal.SIGKILL)  # the CLI alone, not its process group
+        cli.wait(timeout=30)
+
+        assert _gone_within(server, GONE_S), f"Prefect API {server.cmdline()} outlived the CLI"
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(cli.pid, signal.SIGKILL)
+        cli.wait(timeout=30)
+
+
+_IN_PROCESS = """
+import json, os, time
+import psutil
+from vecpress.infra.prefect_server import temporary_prefect_api
+
+started = time.monotonic()
+with temporary_prefect_api() as url:
+    up_s = time.monotonic() - started
+    inside = os.environ.get("PREFECT_API_URL")
+    from prefect.settings import get_current_settings
+    settings_url = get_current_settings().api.url
+    servers = psutil.Process().children(recursive=True)
+    grandchildren = [c.pid for p in servers for c in p.children(recursive=True)]
+after = os.environ.get("PREFECT_API_URL")
+alive_after = [p.pid for p in servers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+print(json.dumps({"url": url, "inside": inside, "settings_url": settings_url, "after": after,
+                  "servers": [p.pid for p in servers], "grandchildren": grandchildren,
+                  "alive_after": alive_after, "up_s": up_s,
+                  "from_settings_after": get_current_settings().api.url}))
+"""
+
+
+@pytest.mark.slow
+def test_context_manager_sets_the_url_only_while_open(tmp_path: Path) -> None:
+    # A fresh interpreter: in this one the session's Prefect harness may already set an API URL.
+    result = subprocess.run([sys.executable, "-c", _IN_PROCESS], env=_env(tmp_path),
+                            capture_output=True, text=True, timeout=STARTUP_S + 60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    print(f"temporary Prefect API answered after {seen['up_s']:.1f}s")
+
+    assert seen["url"].startswith("http://127.0.0.1:") and seen["url"].endswith("/api")
+    assert seen["inside"] == seen["settings_url"] == seen["url"]
+    assert seen["after"] is None and seen["from_settings_after"] is None
+    assert len(seen["servers"]) == 1 and seen["grandchildren"] == []
+    assert seen["alive_after"] == []  # stopped when the block exited, not only at interpreter exit
+    assert list(tmp_path.glob("vecpress-prefect-*")) == []  # the throwaway home is removed
+
+
+def test_an_existing_api_url_is_used_and_nothing_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with temporary_prefect_api() as url:
+        assert url == "http://127.0.0.1:9/api"
+        assert {p.pid for p in psutil.Process().children(recursive=True)} == before
+    assert os.environ["PREFECT_API_URL"] == "http://127.0.0.1:9/api"
