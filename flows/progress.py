@@ -19,7 +19,7 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
         return logging.getLogger("vecpress")
 
 
-class _PrefectProgress:
+class PrefectProgress:
     """A progress artifact on the current Prefect flow run (shown as a bar in the UI), if any."""
 
     def __init__(self, label: str) -> None:
@@ -54,7 +54,7 @@ def gather(futures: list[Future], label: str, weights: list[int] | None = None,
     weights = weights or [1] * len(futures)
     total, finished = sum(weights), 0
     log = _logger()
-    prefect_bar = _PrefectProgress(label)
+    prefect_bar = PrefectProgress(label)
     index = {f.key: i for i, f in enumerate(futures)}
     results: list[Any] = [None] * len(futures)
     step = max(1, len(futures) // 10)

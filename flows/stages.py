@@ -1,45 +1,35 @@
-"""The ingest flow's Prefect tasks: one coarse task per stage, fanning shards out to Dask.
+"""The ingest flow's Prefect tasks: model export, the streaming run, index, checks, cleanup.
 
-Prefect costs ~0.1–0.4 s per task, so a task is a stage, never a batch; the per-shard work runs on
-the Dask cluster through a distributed Client and reports progress as shards finish. Each task
-returns a small result record (``tasks/report/results.py``) that the flow adds to the run summary.
+Prefect costs ~0.1–0.4 s per task, so a task is a stage, never a shard: the per-shard work streams
+over the Dask cluster inside ``stream_stage`` (``tasks/ingest/engine.py``), which commits each
+shard to the catalog as it lands. Each task returns a small result record for the run summary.
 """
 
 from __future__ import annotations
 
 import time
 
-from distributed import Client
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from vecpress.flows.progress import gather
-from vecpress.infra import storage
+from vecpress.flows.progress import PrefectProgress
+from vecpress.infra.cluster import dask_client
 from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.settings import Settings
 from vecpress.infra.storage import CollectionPaths
-from vecpress.tasks import shard_jobs
-from vecpress.tasks.codec.choose import DRIFT_SAMPLE, fit_new_codec, reuse_codec
 from vecpress.tasks.codec.codec import Codec
-from vecpress.tasks.collection.incremental import ReuseIndex, split_shard
-from vecpress.tasks.collection.loading import load_collection
-from vecpress.tasks.collection.state import CollectionState
+from vecpress.tasks.collection.builds import live_shards
+from vecpress.tasks.collection.catalog import Build, Catalog
+from vecpress.tasks.collection.gc import GcResult, collect_garbage
+from vecpress.tasks.collection.loading import LoadResult
 from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.embed.embedder import OnnxEmbedder
 from vecpress.tasks.embed.export import export_for_settings
-from vecpress.tasks.inputs.records import SourceFile
+from vecpress.tasks.ingest.engine import StreamEngine, StreamJob, StreamResult
 from vecpress.tasks.inputs.sources import read_texts
-from vecpress.tasks.report.results import (
-    CheckResult,
-    ChunkResult,
-    CodecResult,
-    EmbedResult,
-    EncodeResult,
-    LoadStageResult,
-    ReuseResult,
-)
+from vecpress.tasks.report.results import CheckResult
 from vecpress.tasks.search.evaluation import held_out_recall, own_text_hit_rate
-from vecpress.tasks.search.searcher import RescoreStore, Searcher
+from vecpress.tasks.search.searcher import RescoreStore, Searcher, rescore_directory
 
 EVAL_K = 10
 SANITY_PROBES = 20  # passages searched by their own text after every load
@@ -51,107 +41,63 @@ def prepare_model(settings: Settings) -> ModelArtifact:
 
 
 @task(cache_policy=NONE)
-def chunk_stage(client: Client, files: list[SourceFile], settings: Settings, artifact: ModelArtifact,
-                paths: CollectionPaths, run_id: str) -> ChunkResult:
-    started = time.perf_counter()
-    per = settings.inputs.files_per_shard
-    groups = [files[i : i + per] for i in range(0, len(files), per)]
-    prefixes = [storage.join(paths.run_dir(run_id), "passages", f"g{i:05d}")
-                for i in range(len(groups))]
-    futures = client.map(shard_jobs.chunk_files, groups, prefixes, inputs=settings.inputs,
-                         chunking=settings.chunk, model_dir=artifact.model_dir,
-                         rows_per_shard=settings.model.passages_per_shard, pure=False)
-    chunked = gather(futures, "read + chunk")
-    errors = [e for shard in chunked for e in shard.errors]
-    for err in errors:
-        get_run_logger().warning("input error: %s", err)
-    return ChunkResult([url for c in chunked for url in c.urls], sum(c.documents for c in chunked),
-                       sum(c.passages for c in chunked), errors, time.perf_counter() - started)
-
-
-@task(cache_policy=NONE)
-def reuse_stage(shard_urls: list[str], index: ReuseIndex) -> ReuseResult:
-    """Passages whose text this collection already encoded skip embedding (content-hash cache)."""
-    if not len(index):
-        return ReuseResult(shard_urls, [], 0)
-    splits = [split_shard(url, index, url.removesuffix(".parquet")) for url in shard_urls]
-    return ReuseResult([s.to_embed for s in splits if s.to_embed],
-                       [s.reused for s in splits if s.reused], sum(s.reused_rows for s in splits))
-
-
-@task(cache_policy=NONE)
-def embed_stage(client: Client, shard_urls: list[str], settings: Settings, artifact: ModelArtifact,
-                threads: int, paths: CollectionPaths, run_id: str) -> EmbedResult:
-    started = time.perf_counter()
-    futures = client.map(shard_jobs.embed_shard, shard_urls,
-                         [paths.part(run_id, "embeddings", i) for i in range(len(shard_urls))],
-                         artifact=artifact, model=settings.model, threads=threads, pure=False)
-    # Progress in passages (shards differ in size), as each shard's embeddings land.
-    shards = gather(futures, "embed", weights=[storage.parquet_rows(u) for u in shard_urls],
-                    unit="passages")
-    return EmbedResult([s.url for s in shards], [s.rows for s in shards],
-                       sum(s.rows for s in shards), sum(s.truncated for s in shards),
-                       artifact.variant, time.perf_counter() - started)
-
-
-@task(cache_policy=NONE)
-def codec_stage(embedded: EmbedResult, settings: Settings, state: CollectionState | None,
-                paths: CollectionPaths) -> CodecResult:
-    """A first run fits the codec on a sample; later runs drift-check the collection's codec."""
-    started = time.perf_counter()
+def stream_stage(settings: Settings, job: StreamJob, artifact: ModelArtifact,
+                 run_id: str) -> tuple[StreamResult, str]:
+    """Chunk → embed → encode → load every shard of ``job`` on the Dask cluster, streaming."""
     log = get_run_logger()
-    if state is not None:
-        codec = Codec.load(state.codec_dir)
-        sample = shard_jobs.sample_embeddings(embedded.urls, embedded.rows, min(
-            settings.codec.sample_size, DRIFT_SAMPLE), settings.codec.seed)
-        report = reuse_codec(codec, sample, settings.codec)
-        if report is not None and report.drifted:
-            log.warning(report.message())
-        return CodecResult(codec, False, time.perf_counter() - started)
-    sample = shard_jobs.sample_embeddings(embedded.urls, embedded.rows, settings.codec.sample_size,
-                                          settings.codec.seed)
-    codec, lines = fit_new_codec(sample, settings.codec, settings.milvus)
-    if lines:
-        log.info("\n".join(lines))
-    codec.save(paths.codec_dir(codec.codec_id))
-    return CodecResult(codec, True, time.perf_counter() - started, lines)
+    bar = PrefectProgress("shards loaded")
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        bar.update(done, total, "shards")
+        if time.monotonic() - last[0] >= 10 or done == total:
+            log.info("shards loaded: %d/%d", done, total)
+            last[0] = time.monotonic()
+
+    catalog = Catalog(CollectionPaths(settings.storage_root, settings.collection).root)
+    with dask_client(settings.dask) as (client, cluster):
+        where = f"{cluster.kind}: {cluster.workers} worker(s) × {cluster.threads_per_worker} " \
+                "thread(s)"
+        log.info("run %s on %s: %d shard group(s) to read", run_id, where, len(job.groups))
+        engine = StreamEngine(client, settings, catalog, artifact, cluster.threads_per_worker,
+                              run_id, progress)
+        try:
+            result = engine.run(job)
+        finally:
+            engine.close()
+    for line in result.codec_lines:
+        log.info(line)
+    return result, where
 
 
 @task(cache_policy=NONE)
-def encode_stage(client: Client, embedded: EmbedResult, codec_dir: str, paths: CollectionPaths,
-                 run_id: str) -> EncodeResult:
-    started = time.perf_counter()
-    out = [paths.part(run_id, "archive", i) for i in range(len(embedded.urls))]
-    futures = client.map(shard_jobs.encode_shard, embedded.urls, out, codec_dir=codec_dir,
-                         pure=False)
-    gather(futures, "PCA + PQ encode")
-    return EncodeResult(out, embedded.passages, time.perf_counter() - started)
-
-
-@task(cache_policy=NONE)
-def load_stage(settings: Settings, pairs: list[tuple[str, str]], codec: Codec, stale: list[int],
-               passages: int) -> LoadStageResult:
-    started = time.perf_counter()
+def index_stage(settings: Settings, build: Build, codec: Codec, rows: int) -> LoadResult:
+    """Build the index once (Milvus indexes later segments itself), load, count."""
     store = MilvusStore(settings.milvus)
     try:
-        loaded = load_collection(store, settings.collection, codec, pairs, stale)
+        store.ensure_collection(build.build, codec.dim, codec.codec_id)
+        index = store.ensure_index(build.build, max(rows, 1), codec.report["pq_m"],
+                                   codec.report["pq_nbits"], codec.nlist)
+        return LoadResult(0, 0, store.count(build.build), index)
     finally:
         store.close()
-    return LoadStageResult(loaded, passages, time.perf_counter() - started)
 
 
 @task(cache_policy=NONE)
-def check_stage(settings: Settings, state: CollectionState, artifact: ModelArtifact,
-                codec: Codec, passages_url: str, embedding_urls: list[str],
-                eval_queries: str | None) -> CheckResult:
+def check_stage(settings: Settings, build: Build, artifact: ModelArtifact, codec: Codec,
+                passages_url: str, embedding_urls: list[str], eval_queries: str | None
+                ) -> CheckResult:
     """Sanity search (own text in top 3) and, given held-out queries, recall@10 vs exact FP32."""
     started = time.perf_counter()
+    paths = CollectionPaths(settings.storage_root, settings.collection)
+    archives = [a for _, a, _ in live_shards(Catalog(paths.root), build.build)]
     store = MilvusStore(settings.milvus)
     # A handful of queries: no tokeniser processes to start for them.
     model = settings.model.model_copy(update={"tokenizer_processes": 0})
     try:
-        searcher = Searcher(store, settings.collection, codec, OnnxEmbedder(artifact, model),
-                            RescoreStore(state.archives), settings.milvus.rescore_factor)
+        searcher = Searcher(store, build.build, codec, OnnxEmbedder(artifact, model),
+                            RescoreStore(archives, rescore_directory(paths, build.build)),
+                            settings.milvus.rescore_factor)
         sanity = own_text_hit_rate(searcher, passages_url, SANITY_PROBES)
         recall = {} if not eval_queries or not embedding_urls else held_out_recall(
             searcher, read_texts(eval_queries, settings.inputs), embedding_urls, EVAL_K)
@@ -159,3 +105,13 @@ def check_stage(settings: Settings, state: CollectionState, artifact: ModelArtif
         store.close()
     queries = int(recall.get("eval queries", 0)) + SANITY_PROBES
     return CheckResult(sanity, recall, queries, time.perf_counter() - started)
+
+
+@task(cache_policy=NONE)
+def gc_stage(settings: Settings) -> GcResult:
+    paths = CollectionPaths(settings.storage_root, settings.collection)
+    store = MilvusStore(settings.milvus)
+    try:
+        return collect_garbage(paths, Catalog(paths.root), store, settings.gc_grace_s)
+    finally:
+        store.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pymilvus import DataType, MilvusClient, MilvusException
-from tenacity import before_sleep_log, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import before_sleep_log, retry_if_exception_type, stop_after_delay, wait_exponential
 from tenacity import retry as retrying
 
 from vecpress.infra.ivf import default_nlist
@@ -23,10 +23,11 @@ log = logging.getLogger(__name__)
 VECTOR = "vector"
 OUTPUT_FIELDS = ["doc_id", "chunk", "text", "source"]
 MAX_TEXT = 65_535
-RETRIES = 4
-# Transient Milvus failures (a busy or restarting server) are retried with exponential backoff.
-_retry = retrying(retry=retry_if_exception_type(MilvusException), stop=stop_after_attempt(RETRIES),
-                  wait=wait_exponential(multiplier=0.5), reraise=True,
+RETRY_FOR_S = 90
+# Transient Milvus failures (a busy or restarting server) are retried with exponential backoff
+# (0.5 s doubling to 8 s) for up to 90 s: a server restart (~20-30 s) is ridden out.
+_retry = retrying(retry=retry_if_exception_type(MilvusException), stop=stop_after_delay(RETRY_FOR_S),
+                  wait=wait_exponential(multiplier=0.5, max=8), reraise=True,
                   before_sleep=before_sleep_log(log, logging.WARNING))
 
 
@@ -91,6 +92,23 @@ class MilvusStore:
         if self.client.has_collection(name):
             self.client.drop_collection(name)
 
+    def point_alias(self, alias: str, name: str) -> None:
+        """Make ``alias`` name collection ``name`` on a server (Milvus Lite has no aliases)."""
+        if self.settings.is_lite:
+            return
+        if alias in self.client.list_aliases(name).get("aliases", []):
+            return
+        try:
+            self.client.describe_alias(alias)
+        except MilvusException:
+            if self.client.has_collection(alias):
+                raise MilvusSchemaError(
+                    f"a collection named '{alias}' (not an alias) exists on {self.settings.uri}, "
+                    "written by an earlier vecpress; drop it or use another --collection") from None
+            self.client.create_alias(name, alias)
+            return
+        self.client.alter_alias(name, alias)
+
     def upsert(self, name: str, rows: Sequence[dict[str, Any]]) -> int:
         """Upsert rows in batches of about ``insert_batch_bytes``; retry transient failures."""
         written = 0
@@ -116,7 +134,7 @@ class MilvusStore:
         """
         # Seal what was just written: Milvus Lite searches unflushed rows by brute force, outside
         # the index (and slowly); a server indexes sealed segments.
-        self.client.flush(name)
+        _retry(self.client.flush)(name)
         if VECTOR not in self.client.list_indexes(name):
             params = choose_index(self.settings, rows, pq_m, pq_nbits, nlist)
             index = self.client.prepare_index_params()
@@ -133,7 +151,7 @@ class MilvusStore:
                                   output_fields=output_fields or [], anns_field=VECTOR)
 
     def count(self, name: str) -> int:
-        res = self.client.query(name, filter="", output_fields=["count(*)"],
+        res = _retry(self.client.query)(name, filter="", output_fields=["count(*)"],
                                 consistency_level="Strong")
         return int(res[0]["count(*)"])
 

@@ -209,6 +209,9 @@ class Settings(BaseSettings):
     codec: CodecSettings = CodecSettings()
     milvus: MilvusSettings = MilvusSettings()
     dask: DaskSettings = DaskSettings()
+    gc_grace_s: float = Field(3600.0, ge=0, description="Shards, archives and retired Milvus "
+                              "collections no build needs any more are deleted this long after "
+                              "they were superseded (searches that started before keep working).")
 
     @model_validator(mode="after")
     def _token_ids_for_gpu_runs(self) -> Settings:

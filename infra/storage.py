@@ -3,10 +3,12 @@
 Layout under ``storage_root``::
 
     models/<artifact>/                          exported ONNX models (local cache)
-    collections/<name>/state.json               codec, model and archive parts of the collection
-    collections/<name>/manifest.parquet         processed input files (incremental runs)
+    collections/<name>/catalog/{builds,files,shards}/   Delta tables: the collection's catalog
     collections/<name>/codecs/<codec_id>/       codec.faiss + report.json
-    collections/<name>/runs/<run_id>/{passages,embeddings,archive}/part-NNNNN.parquet
+    collections/<name>/shards/<group_id>/       part-NNNN.parquet (passages), archive-<codec>-NNNN
+                                                (fp16 PCA), embeddings-NNNN (FP32, first run only,
+                                                until the codec exists), group.json
+    collections/<name>/runs/<run_id>/           summary.json, errors.json of each run
 """
 
 from __future__ import annotations
@@ -97,5 +99,34 @@ class CollectionPaths:
     def run_dir(self, run_id: str) -> str:
         return join(self.root, "runs", run_id)
 
-    def part(self, run_id: str, stage: str, index: int) -> str:
-        return join(self.run_dir(run_id), stage, f"part-{index:05d}.parquet")
+    @property
+    def shards(self) -> str:
+        return join(self.root, "shards")
+
+    def group_dir(self, group_id: str) -> str:
+        return join(self.shards, group_id)
+
+
+def makedirs(url: str) -> None:
+    fs, path = url_to_fs(url)
+    fs.makedirs(path, exist_ok=True)
+
+
+def listdir(url: str) -> list[str]:
+    """Full URLs of the entries directly under ``url`` (empty when it does not exist)."""
+    fs, path = url_to_fs(url)
+    if not fs.exists(path):
+        return []
+    return [fs.unstrip_protocol(p) if "://" in url else p for p in fs.ls(path, detail=False)]
+
+
+def modified_age_s(url: str) -> float:
+    """Seconds since ``url`` was last modified (0 when the file system does not say)."""
+    import time
+
+    fs, path = url_to_fs(url)
+    try:
+        stamp = fs.modified(path)
+    except (NotImplementedError, OSError, FileNotFoundError):
+        return 0.0
+    return max(0.0, time.time() - stamp.timestamp())

@@ -12,13 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 from vecpress.infra import storage
 from vecpress.infra.settings import ChunkSettings, InputSettings, ModelSettings
-from vecpress.tasks.arrays import numpy_to_fixed_list, read_embeddings
-from vecpress.tasks.codec.codec import Codec, archive_table
+from vecpress.tasks.arrays import numpy_to_fixed_list
 from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.embed.embedder import OnnxEmbedder, worker_embedder
 from vecpress.tasks.embed.model_files import load_tokenizer
@@ -45,9 +43,12 @@ class ChunkShard:
     """What one chunking task produced: passage shard files (bounded in rows) and input errors."""
 
     urls: list[str] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)  # passages in each shard file
     documents: int = 0
     passages: int = 0
     errors: list[InputError] = field(default_factory=list)
+    passages_by_source: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
 
 
 @dataclass
@@ -70,6 +71,7 @@ def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
 
     Bad input becomes ``InputError`` entries; the other records and files are still chunked.
     """
+    started = time.perf_counter()
     chunker = _chunker(model_dir, chunking)
     result = ChunkShard()
     schema = passage_schema(chunker.tokenizer_fingerprint if chunking.keep_token_ids else None)
@@ -80,6 +82,7 @@ def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
             url = f"{out_prefix}-{len(result.urls):04d}.parquet"
             storage.write_parquet(url, pa.table(columns, schema=schema))
             result.urls.append(url)
+            result.rows.append(len(columns["pk"]))
             result.passages += len(columns["pk"])
             for values in columns.values():
                 values.clear()
@@ -97,6 +100,8 @@ def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
                 continue
             result.documents += 1
             for number, passage in enumerate(chunker.passages(item.text)):
+                result.passages_by_source[item.source] = \
+                    result.passages_by_source.get(item.source, 0) + 1
                 columns["pk"].append(passage_pk(item.doc_id, number))
                 columns["doc_id"].append(item.doc_id)
                 columns["chunk"].append(number)
@@ -107,6 +112,7 @@ def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
             if len(columns["pk"]) >= rows_per_shard:
                 flush()
     flush()
+    result.seconds = time.perf_counter() - started
     return result
 
 
@@ -155,27 +161,17 @@ def _chunker_tokens(table: pa.Table, embedder: OnnxEmbedder, url: str) -> Tokens
     return specials.wrap(table.column(TOKEN_IDS), embedder.artifact.max_seq_length)
 
 
-def sample_embeddings(urls: list[str], rows: list[int], size: int, seed: int) -> np.ndarray:
-    """A uniform random sample of about ``size`` embeddings from shards of ``rows`` rows each,
-    read one shard at a time."""
-    total = sum(rows)
-    rng = np.random.default_rng(seed)
-    parts = []
-    for url, shard_rows in zip(urls, rows, strict=True):
-        _, vectors = read_embeddings(url)
-        take = len(vectors) if total <= size else round(size * shard_rows / total)
-        if take:
-            parts.append(vectors[rng.choice(len(vectors), size=take, replace=False)])
-    return np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
+def chunk_group(files: list[SourceFile], folder: str, inputs: InputSettings,
+                chunking: ChunkSettings, model_dir: str, rows_per_shard: int) -> ChunkShard:
+    """Chunk one shard group into ``folder``: its part files, then ``group.json`` (what a resumed
+    run needs to report the group and record its files without reading it again)."""
+    result = chunk_files(files, storage.join(folder, "part"), inputs, chunking, model_dir,
+                         rows_per_shard)
+    storage.write_json(storage.join(folder, "group.json"), group_meta(result))
+    return result
 
 
-def _codec(codec_dir: str) -> Codec:
-    return per_worker("codec", lambda: Codec.load(codec_dir), codec_dir)
-
-
-def encode_shard(embeddings_url: str, out_url: str, codec_dir: str) -> int:
-    """PCA-project and PQ-encode one embeddings shard into an archive shard."""
-    codec = _codec(codec_dir)
-    pks, vectors = read_embeddings(embeddings_url)
-    storage.write_parquet(out_url, archive_table(pks, codec.project(vectors)))
-    return len(pks)
+def group_meta(result: ChunkShard) -> dict:
+    return {"documents": result.documents, "passages_by_source": result.passages_by_source,
+            "errors": [e.to_dict() for e in result.errors], "urls": result.urls,
+            "rows": result.rows}

@@ -34,6 +34,8 @@ ALLOWED = {
     "vecpress.tasks.recall": set(),
     "vecpress.tasks.worker_cache": set(),
     "vecpress.tasks.shard_jobs": {"vecpress.infra", "vecpress.tasks"},
+    "vecpress.tasks.part_jobs": {"vecpress.infra", "vecpress.tasks"},
+    "vecpress.tasks.ingest": {"vecpress.infra", "vecpress.tasks"},
     "vecpress.flows": {"vecpress.infra", "vecpress.tasks", "vecpress.flows"},
     "vecpress.deployments": {"vecpress.infra", "vecpress.tasks", "vecpress.flows",
                              "vecpress.deployments"},

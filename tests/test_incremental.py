@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import fsspec
@@ -13,6 +14,7 @@ import pytest
 from vecpress.deployments.watcher import FileChanges, InputFilter, poll_urls, watch_local
 from vecpress.infra.locks import collection_lock
 from vecpress.infra.settings import InputSettings
+from vecpress.tasks.collection.catalog import Catalog
 from vecpress.tasks.collection.manifest import FileEntry, Manifest, content_hash, plan_changes
 from vecpress.tasks.inputs.sources import discover
 
@@ -21,10 +23,10 @@ INPUTS = InputSettings()
 
 def _manifest_of(sources: list[str], tmp_path: Path) -> Manifest:
     files, _ = discover(sources, INPUTS)
-    manifest = Manifest({f.url: FileEntry(f.url, f.size, f.modified, content_hash(f.url), "c", "r")
-                         for f in files})
-    manifest.save(str(tmp_path / "manifest.parquet"))
-    return Manifest.load(str(tmp_path / "manifest.parquet"))
+    catalog = Catalog(str(tmp_path / "collection"))
+    catalog.upsert("files", [asdict(FileEntry(f.url, f.size, f.modified, content_hash(f.url), "g"))
+                             | {"build": "b"} for f in files])
+    return Manifest.from_table(catalog.files("b"))  # through the catalog's Delta table
 
 
 def test_plan_sorts_files_into_new_changed_unchanged_deleted(tmp_path: Path):

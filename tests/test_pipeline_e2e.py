@@ -12,10 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import vecpress
-
-from vecpress.infra.milvus import MilvusStore
-from vecpress.infra.settings import MilvusSettings
+from helpers import milvus_rows, vecpress
 
 pytestmark = pytest.mark.slow
 RECALL_FLOOR = 0.85  # recall@10 of rescored compressed search vs exact FP32, held-out queries
@@ -62,11 +59,8 @@ def _ingest(workspace: dict, *extra: str) -> tuple[int, dict | None, str]:
 
 
 def _count(workspace: dict) -> int:
-    store = MilvusStore(MilvusSettings(uri=str(workspace["root"] / "data" / "milvus.db")))
-    try:
-        return store.count(COLLECTION)
-    finally:
-        store.close()
+    return milvus_rows(str(workspace["root"] / "data"), COLLECTION,
+                       str(workspace["root"] / "data" / "milvus.db"))
 
 
 @pytest.fixture(scope="module")
@@ -157,8 +151,8 @@ def test_reingest_is_incremental_and_runs_on_an_external_dask_cluster(
     extra.write_text("".join(json.dumps({"id": f"extra-{n}", "text": f"Extra record {n} about "
                                          "incremental loading of vector collections."}) + "\n"
                              for n in range(5)))
-    runs = workspace["root"] / "data" / "collections" / COLLECTION / "runs"
-    before = set(runs.glob("*/passages/*.parquet"))
+    shards = workspace["root"] / "data" / "collections" / COLLECTION / "shards"
+    before = set(shards.glob("*/part-*.parquet"))
     try:
         with LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
                           dashboard_address=None) as cluster, monkeypatch.context() as env:
@@ -169,8 +163,7 @@ def test_reingest_is_incremental_and_runs_on_an_external_dask_cluster(
     finally:
         extra.unlink()
     assert code == 0, output
-    new_shards = [s for s in set(runs.glob("*/passages/*.parquet")) - before
-                  if not s.name.endswith("-archive.parquet")]  # reused rows' codes sit beside them
+    new_shards = list(set(shards.glob("*/part-*.parquet")) - before)
     assert new_shards and all("token_ids" in pq.read_schema(s).names for s in new_shards)
     assert again["changes"]["new"] == 3 + 1 and again["passages_embedded"] == 5
     assert again["codec_reused"] is True

@@ -16,8 +16,9 @@ from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.settings import CodecSettings, MilvusSettings, Settings
 from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks.codec.codec import archive_table, fit_codec
-from vecpress.tasks.collection.reindex import ReindexError, archive_pairs, reindex
-from vecpress.tasks.collection.state import CollectionState
+from vecpress.tasks.collection.builds import live_shards
+from vecpress.tasks.collection.catalog import Build, Catalog, ShardRow
+from vecpress.tasks.collection.reindex import ReindexError, reindex
 from vecpress.tasks.embed.embedder import OnnxEmbedder
 from vecpress.tasks.inputs.records import PASSAGE_SCHEMA, passage_pk
 from vecpress.tasks.search.searcher import open_searcher
@@ -26,27 +27,33 @@ SHARD = 300
 
 
 def write_archive(root: Path, artifact, paragraphs, codec_settings: CodecSettings) -> dict:
-    """A collection 'src' with one run of two shards, as an ingest writes it (real embeddings)."""
+    """A collection 'src' with one active build of two shards, as an ingest writes it (real
+    embeddings): passage and archive shards, the codec, and the catalog's builds/files/shards."""
     items = paragraphs[:2 * SHARD]
     vectors = OnnxEmbedder(artifact).encode([t for _, t in items])
     codec = fit_codec(vectors, codec_settings)
     paths = CollectionPaths(str(root), "src")
     codec.save(paths.codec_dir(codec.codec_id))
-    archives = []
+    catalog = Catalog(paths.root)
+    build = Build("src__v1", "active", codec.codec_id, Path(artifact.onnx_path).parent.name,
+                  artifact.variant, "{}", "r1")
+    catalog.save_build(build)
     for i in range(2):
         rows = items[i * SHARD:(i + 1) * SHARD]
+        source, group = f"file:///corpus/part{i}.txt", f"g{i}"
         pks = np.array([passage_pk(doc_id, 0) for doc_id, _ in rows], np.int64)
-        storage.write_parquet(storage.join(paths.run_dir("r1"), "passages", f"g{i:05d}-0000.parquet"),
-                              pa.table({"pk": pks, "doc_id": [d for d, _ in rows],
-                                        "chunk": [0] * len(rows), "text": [t for _, t in rows],
-                                        "source": ["test"] * len(rows)}, schema=PASSAGE_SCHEMA))
-        part = vectors[i * SHARD:(i + 1) * SHARD]
-        archives.append(paths.part("r1", "archive", i))
-        storage.write_parquet(archives[-1], archive_table(pks, codec.project(part)))
-    CollectionState(collection="src", model_artifact_dir=Path(artifact.onnx_path).parent.name,
-                    model_variant=artifact.variant, codec_id=codec.codec_id,
-                    codec_dir=paths.codec_dir(codec.codec_id), archives=archives,
-                    runs=["r1"]).save(paths.state)
+        passages = storage.join(paths.group_dir(group), "part-0000.parquet")
+        storage.write_parquet(passages, pa.table(
+            {"pk": pks, "doc_id": [d for d, _ in rows], "chunk": [0] * len(rows),
+             "text": [t for _, t in rows], "source": [source] * len(rows)}, schema=PASSAGE_SCHEMA))
+        archive = storage.join(paths.group_dir(group), f"archive-{codec.codec_id}-0000.parquet")
+        storage.write_parquet(archive, archive_table(pks, codec.project(
+            vectors[i * SHARD:(i + 1) * SHARD])))
+        catalog.record_shards([ShardRow(build.build, f"{group}/0000", group, 0, "loaded",
+                                        passages, "", archive, len(rows), "r1")])
+        catalog.upsert("files", [{"build": build.build, "path": source, "size": 1,
+                                  "modified": "", "content_hash": "h", "group_id": group,
+                                  "passages": len(rows), "run_id": "r1"}])
     return {"paths": paths, "codec": codec, "items": items}
 
 
@@ -61,14 +68,17 @@ def test_reindex_a_run_into_milvus_lite_and_search_it(archive, tmp_path, model_c
     settings = Settings(collection="copy", storage_root=str(tmp_path / "data"),
                         milvus=MilvusSettings(uri=str(tmp_path / "m.db")),
                         model={"cache_dir": str(model_cache)})
-    summary = reindex(paths.run_dir("r1"), settings)
+    summary = reindex(paths.root, settings)
     assert summary.shards == 2 and summary.rows_written == summary.rows_in_milvus == 2 * SHARD
-    assert summary.index["index_type"] == "IVF_SQ8"
-    state = CollectionState.load(CollectionPaths(settings.storage_root, "copy").state)
-    assert state.codec_id == archive["codec"].codec_id and len(state.archives) == 2
+    assert summary.index["index_type"] == "IVF_SQ8" and summary.build == "copy__v1"
+    copy = Catalog(CollectionPaths(settings.storage_root, "copy").root)
+    assert copy.active().codec_id == archive["codec"].codec_id
+    assert len(live_shards(copy, "copy__v1")) == 2  # the same shards, not copies
 
-    again = reindex(str(paths.root), settings)  # the whole collection: same rows, upserted
-    assert again.rows_in_milvus == 2 * SHARD
+    again = reindex(str(paths.root), settings)  # a new build, switched to when complete
+    assert again.rows_in_milvus == 2 * SHARD and again.build == "copy__v2"
+    statuses = {b.build: b.status for b in copy.builds()}
+    assert statuses == {"copy__v1": "retired", "copy__v2": "active"}
 
     searcher = open_searcher(settings)
     try:
@@ -88,11 +98,10 @@ def test_reindex_cli_and_its_errors(archive, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["rows_in_milvus"] == 2 * SHARD
     bad = runner.invoke(app, ["reindex", "--from-archive", str(tmp_path), "--collection", "x", *args])
-    assert bad.exit_code == 2 and "is neither a collection directory" in " ".join(bad.output.split())
-    with pytest.raises(ReindexError, match=r"no collection state\.json"):
-        run = tmp_path / "loose" / "runs" / "r9"
-        (run / "archive").mkdir(parents=True)
-        archive_pairs(str(run))
+    assert bad.exit_code == 2 and "is not a collection directory with a catalog" in \
+        " ".join(bad.output.split())
+    with pytest.raises(ReindexError, match=r"not a collection directory"):
+        reindex(str(tmp_path / "nothing"), Settings(storage_root=str(tmp_path / "data")))
 
 
 @pytest.mark.slow
@@ -107,10 +116,10 @@ def test_reindex_into_a_milvus_server_uses_the_codec_ivf(tmp_path, fp32_artifact
     assert summary.index["index_type"] == "IVF_PQ"
     assert (summary.index["nlist"], summary.index["m"], summary.index["nbits"]) == ("12", "16", "8")
     store = MilvusStore(settings.milvus)
-    try:
+    try:  # the name is an alias of the build on a server: applications query it by name
         query = built["codec"].project(OnnxEmbedder(fp32_artifact).encode([built["items"][5][1]]))
         assert store.search("reindexed_ivf", query, 3, ["doc_id"])[0][0]["entity"]["doc_id"] == \
             built["items"][5][0]
+        assert store.client.describe_alias("reindexed_ivf")["collection_name"] == summary.build
     finally:
-        store.drop("reindexed_ivf")
         store.close()

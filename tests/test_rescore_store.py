@@ -1,4 +1,5 @@
-"""Disk-backed rescoring store: memory-mapped files, incremental merges, latest shard wins."""
+"""Disk-backed rescoring store: memory-mapped files, incremental merges, latest shard wins, and
+versions published atomically for readers beside a writer."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from vecpress.tasks.search.rescore_store import RescoreStore
 
 
 def _shard(root, run: str, pks: np.ndarray, vectors: np.ndarray) -> str:
-    url = str(root / "collections" / "c" / "runs" / run / "archive" / "part-00000.parquet")
+    url = str(root / "collections" / "c" / "shards" / run / "archive-x-0000.parquet")
     storage.write_parquet(url, archive_table(pks, vectors))
     return url
 
@@ -23,8 +24,7 @@ def test_lookup_merge_and_latest_wins(tmp_path, monkeypatch) -> None:
     a_pks = rng.choice(10**12, size=3000, replace=False).astype(np.int64)
     a_vecs = rng.standard_normal((3000, 16)).astype(np.float32)
     first = _shard(tmp_path, "r1", a_pks, a_vecs)
-    store = RescoreStore([first])
-    assert store.directory == tmp_path / "collections" / "c" / "rescore"
+    store = RescoreStore([first], directory=tmp_path / "rescore")
     assert isinstance(store._vectors, np.memmap) and len(store) == 3000 and store.merged == 1
     probe = np.concatenate([a_pks[[5, 17, 2999]], [-1]])
     found, vectors = store.lookup(probe)
@@ -38,19 +38,31 @@ def test_lookup_merge_and_latest_wins(tmp_path, monkeypatch) -> None:
     b_vecs = rng.standard_normal((1500, 16)).astype(np.float32)
     second = _shard(tmp_path, "r2", b_pks[:700], b_vecs[:700])
     third = _shard(tmp_path, "r3", b_pks[700:], b_vecs[700:])
-    store = RescoreStore([first, second, third])
+    reader = store  # opened before the update: keeps mapping its own version
+    store = RescoreStore([first, second, third], directory=tmp_path / "rescore")
+    assert len(reader) == 3000 and reader.lookup(a_pks[:1])[0].all()
     assert store.merged == 2 and len(store) == 3000 + 1000  # only the new shards were read
     assert np.all(np.diff(np.asarray(store._pks)) > 0)
     found, vectors = store.lookup(b_pks[[0, 499, 1499]])
     np.testing.assert_allclose(vectors, b_vecs[[0, 499, 1499]], atol=1e-2)
     _, old = store.lookup(a_pks[[500, 2000]])
     np.testing.assert_allclose(old, a_vecs[[500, 2000]], atol=1e-2)
-    manifest = json.loads((store.directory / "manifest.json").read_text())
+    manifest = json.loads((store.directory / "current" / "manifest.json").read_text())
     assert manifest["archives"] == [first, second, third]
+    # Published versions: the current one and the one before it (for readers that resolved it).
+    assert len(list(store.directory.glob("v-*"))) == 2
 
-    assert RescoreStore([first, second, third]).merged == 0  # up to date: nothing read
-    rebuilt = RescoreStore([first])  # the collection's shard list changed: rebuilt from scratch
+    again = RescoreStore([first, second, third], directory=tmp_path / "rescore")
+    assert again.merged == 0  # up to date: nothing read
+    rebuilt = RescoreStore([first], directory=tmp_path / "rescore")  # shard list changed: rebuilt
     assert rebuilt.merged == 1 and len(rebuilt) == 3000
+    assert len(store) == 4000  # the reader of the previous version is unaffected
+
+
+def test_default_directory_is_per_collection_in_the_user_cache(tmp_path) -> None:
+    url = _shard(tmp_path, "g", np.array([1], np.int64), np.ones((1, 4), np.float32))
+    other = str(tmp_path / "collections" / "d" / "shards" / "g" / "archive-x-0000.parquet")
+    assert rescore_store.default_directory([url]) != rescore_store.default_directory([other])
 
 
 def test_empty_archive_finds_nothing(tmp_path) -> None:

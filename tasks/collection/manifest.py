@@ -1,14 +1,14 @@
 """The manifest of processed inputs, and the plan of what an incremental run must do.
 
-One row per input file ever ingested into a collection: its size, modification stamp, content
-hash, the codec and run that encoded it, and the (passages, archive) shard pairs holding its
-passages. Comparing it with what is on disk now gives new, changed, unchanged and deleted files;
-only new and changed files are read again, and a changed modification stamp with identical content
-is not a change.
+One row per input file ingested into a build of a collection (the catalog's ``files`` table): its
+size, modification stamp, content hash, and the shard group holding its passages. Comparing it
+with what is on disk now gives new, changed, unchanged and deleted files; only new and changed
+files are read again, and a changed modification stamp with identical content is not a change.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
 from dataclasses import dataclass, field
@@ -16,86 +16,45 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 from fsspec.core import url_to_fs
 
-from vecpress.infra import storage
 from vecpress.tasks.inputs.records import InputError, SourceFile
 
 HASH_BLOCK = 1 << 20
 
-MANIFEST_SCHEMA = pa.schema([
-    ("path", pa.string()),
-    ("size", pa.int64()),
-    ("modified", pa.string()),
-    ("content_hash", pa.string()),
-    ("codec_id", pa.string()),
-    ("run_id", pa.string()),
-    ("passages", pa.int64()),
-    ("passage_parts", pa.list_(pa.string())),
-    ("archive_parts", pa.list_(pa.string())),
-])
-
 
 @dataclass
 class FileEntry:
+    """One input file as the catalog's ``files`` table records it for a build."""
+
     path: str
     size: int
     modified: str
     content_hash: str
-    codec_id: str
-    run_id: str
+    group_id: str
     passages: int = 0
-    passage_parts: list[str] = field(default_factory=list)
-    archive_parts: list[str] = field(default_factory=list)
-
-    def parts(self) -> list[tuple[str, str]]:
-        return list(zip(self.passage_parts, self.archive_parts, strict=True))
+    run_id: str = ""
 
 
 class Manifest:
-    """Processed inputs of one collection, keyed by URL."""
+    """Processed inputs of one build, keyed by URL (a view of the catalog's ``files`` table)."""
 
     def __init__(self, entries: dict[str, FileEntry] | None = None) -> None:
         self.entries = entries or {}
 
     @classmethod
-    def load(cls, url: str) -> Manifest:
-        if not storage.exists(url):
-            return cls()
-        rows = storage.read_parquet(url).to_pylist()
-        return cls({row["path"]: FileEntry(**row) for row in rows})
-
-    def save(self, url: str) -> None:
-        rows = [vars(e) for e in sorted(self.entries.values(), key=lambda e: e.path)]
-        storage.write_parquet(url, pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA))
+    def from_table(cls, files: pa.Table) -> Manifest:
+        fields = [f.name for f in dataclasses.fields(FileEntry)]
+        return cls({row["path"]: FileEntry(**{k: row[k] for k in fields})
+                    for row in files.to_pylist()})
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def record_run(self, plan: ChangePlan, written: dict[tuple[str, str], dict[str, set[int]]],
-                   codec_id: str, run_id: str) -> None:
-        """Record what a run wrote: each read file's shard pairs and row count; drop deleted files.
-
-        ``written`` maps each (passages, archive) shard pair to the primary keys it holds per
-        source file. A read file that produced no rows is left out, so the next run reads (and
-        reports) it again until it is fixed.
-        """
-        parts_of: dict[str, list[tuple[str, str]]] = {}
-        rows_of: dict[str, int] = {}
-        for pair, sources in written.items():
-            for source, pks in sources.items():
-                parts_of.setdefault(source, []).append(pair)
-                rows_of[source] = rows_of.get(source, 0) + len(pks)
-        for src in plan.to_read:
-            self.entries.pop(src.url, None)
-            if not rows_of.get(src.url):
-                continue
-            parts = parts_of.get(src.url, [])
-            self.entries[src.url] = FileEntry(
-                path=src.url, size=src.size, modified=src.modified,
-                content_hash=plan.hashes[src.url], codec_id=codec_id, run_id=run_id,
-                passages=rows_of[src.url], passage_parts=[p for p, _ in parts],
-                archive_parts=[a for _, a in parts])
-        for path in plan.deleted:
-            self.entries.pop(path, None)
+    def groups_of(self, paths: list[str]) -> dict[str, list[str]]:
+        """Shard group → which of ``paths`` it holds rows of."""
+        out: dict[str, list[str]] = {}
+        for path in paths:
+            out.setdefault(self.entries[path].group_id, []).append(path)
+        return out
 
 
 @dataclass
@@ -107,6 +66,7 @@ class ChangePlan:
     unchanged: list[SourceFile] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     hashes: dict[str, str] = field(default_factory=dict)  # content hash of every new/changed file
+    restamped: list[str] = field(default_factory=list)  # same bytes, new stamp: record the stamp
 
     @property
     def to_read(self) -> list[SourceFile]:
@@ -163,6 +123,7 @@ def plan_changes(sources: list[str], files: list[SourceFile], errors: list[Input
         elif known.content_hash == digest and not reread_all:
             plan.unchanged.append(src)
             known.size, known.modified = src.size, src.modified  # same bytes, new stamp
+            plan.restamped.append(src.url)
             continue
         else:
             plan.changed.append(src)

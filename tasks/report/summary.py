@@ -9,17 +9,12 @@ from rich.console import Console
 from rich.table import Table
 
 from vecpress.infra import storage
-from vecpress.tasks.report.results import (
-    CheckResult,
-    ChunkResult,
-    CodecResult,
-    EmbedResult,
-    EncodeResult,
-    LoadStageResult,
-    ReuseResult,
-)
+from vecpress.tasks.report.results import CheckResult
 
 if TYPE_CHECKING:
+    from vecpress.tasks.collection.gc import GcResult
+    from vecpress.tasks.collection.loading import LoadResult
+    from vecpress.tasks.ingest.engine import StreamResult
     from vecpress.tasks.inputs.records import InputError
 
 
@@ -40,6 +35,7 @@ class IngestSummary:
     run_id: str
     collection: str
     milvus_uri: str
+    build: str = ""  # the physical Milvus collection this run wrote
     cluster: str = ""
     files: int = 0
     documents: int = 0
@@ -48,6 +44,11 @@ class IngestSummary:
     passages_embedded: int = 0
     passages_reused: int = 0  # unchanged text of changed files: archived vectors reused
     rows_deleted: int = 0
+    shards: int = 0  # shards of the groups this run had to bring in
+    shards_skipped: int = 0  # already loaded by an earlier, interrupted run
+    shards_resumed: int = 0  # part-way done by an earlier run: picked up where it was left
+    stream_seconds: float = 0.0  # wall time of the streaming stages together
+    gc: dict = field(default_factory=dict)
     truncated: int = 0
     rows_in_milvus: int = 0
     index: dict = field(default_factory=dict)
@@ -67,35 +68,35 @@ class IngestSummary:
     def add_errors(self, errors: list[InputError]) -> None:
         self.errors += [e.to_dict() for e in errors]
 
-    def add_chunking(self, result: ChunkResult) -> None:
+    def add_stream(self, result: StreamResult) -> None:
+        """The streaming stages: each stage's busy time summed over the workers, and the wall."""
         self.documents, self.passages = result.documents, result.passages
-        self.add_errors(result.errors)
-        self.stages.append(StageStat("read + chunk", result.seconds, result.passages))
-
-    def add_reuse(self, result: ReuseResult) -> None:
-        self.passages_reused = result.reused_rows
-        self.passages_embedded = self.passages - result.reused_rows
-
-    def add_embedding(self, result: EmbedResult) -> None:
+        self.passages_embedded, self.passages_reused = result.embedded, result.reused
         self.truncated = result.truncated
-        self.stages.append(StageStat(f"embed (ONNX {result.variant})", result.seconds,
-                                     result.passages))
+        self.shards, self.shards_skipped = result.shards, result.shards_skipped
+        self.shards_resumed, self.stream_seconds = result.shards_resumed, result.wall
+        self.add_errors(result.errors)
+        if result.codec is not None:
+            self.codec, self.codec_reused = result.codec.report, not result.codec_trained
+        busy = result.busy
+        self.stages += [StageStat("read + chunk (busy, all workers)", busy["chunk"],
+                                  result.passages),
+                        StageStat("embed (busy, all workers)", busy["embed"], result.embedded)]
+        if result.codec_trained:
+            self.stages.append(StageStat("codec fit (PCA + PQ)", result.codec_seconds,
+                                         self.codec.get("train_vectors", 0), "vectors"))
+        self.stages += [StageStat("PCA encode of the codec sample (busy)", busy["encode"],
+                                  len(result.fp32_urls), "shards"),
+                        StageStat("Milvus upsert (busy)", busy["load"], result.rows_written),
+                        StageStat("streamed: chunk → embed → encode → load (wall)", result.wall,
+                                  result.passages)]
 
-    def add_codec(self, result: CodecResult) -> None:
-        self.codec, self.codec_reused = result.codec.report, not result.trained
-        self.stages.append(StageStat("codec fit (PCA + PQ)" if result.trained else "codec reuse",
-                                     result.seconds, result.codec.report["train_vectors"],
-                                     "vectors"))
+    def add_load(self, load: LoadResult, written: int, deleted: int) -> None:
+        self.rows_in_milvus, self.index = load.rows_in_milvus, load.index
+        self.rows_deleted = deleted
 
-    def add_encoding(self, result: EncodeResult) -> None:
-        self.stages.append(StageStat("PCA + PQ encode", result.seconds, result.passages))
-
-    def add_load(self, result: LoadStageResult) -> None:
-        load = result.load
-        self.rows_in_milvus, self.rows_deleted, self.index = (load.rows_in_milvus,
-                                                              load.rows_deleted, load.index)
-        self.stages.append(StageStat("Milvus delete + upsert + index", result.seconds,
-                                     result.passages))
+    def add_gc(self, result: GcResult) -> None:
+        self.gc = asdict(result)
 
     def add_check(self, result: CheckResult) -> None:
         self.sanity_self_top3, self.recall = result.sanity_self_top3, result.recall
@@ -160,6 +161,10 @@ def render(summary: IngestSummary, console: Console | None = None) -> None:
         facts.add_row("passages embedded / reused (same text)",
                       f"{summary.passages_embedded:,} / {summary.passages_reused:,}")
         facts.add_row("rows deleted from Milvus", f"{summary.rows_deleted:,}")
+    if summary.shards:
+        facts.add_row("shards: total / committed by an earlier run / resumed part-way",
+                      f"{summary.shards:,} / {summary.shards_skipped:,} / "
+                      f"{summary.shards_resumed:,}")
     if not summary.index:  # nothing changed: no stage touched Milvus
         console.print(facts)
         return

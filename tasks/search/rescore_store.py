@@ -5,9 +5,11 @@ costs 2 × PCA dim bytes per vector, more than the Milvus index itself; instead 
 (int64) and one row-aligned ``vectors.npy`` (fp16) per collection live on local disk and are
 memory-mapped, so the OS keeps only the pages that searches touch. Lookups are ``np.searchsorted``.
 
-The store is derived data: ``manifest.json`` lists the archive shards merged into it, in order. When
-the collection gains shards, only the new ones are merged in (later shards win for a pk, as in
-Milvus upserts); when its shard list changes otherwise, the store is rebuilt from the archive.
+The store is derived data: each version's ``manifest.json`` lists the archive shards merged into
+it, in order. When the collection gains shards, only the new ones are merged into a new version
+(later shards win for a pk, as in Milvus upserts); when its shard list changes otherwise, the
+store is rebuilt from the archive. A version is published by replacing the ``current`` link, so
+concurrent readers (searches beside an ingest) always map a matching pair of arrays.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -31,17 +34,18 @@ COPY_ROWS = 1 << 18
 class RescoreStore:
     """fp16 PCA vectors of the archive, looked up by primary key (latest shard wins).
 
-    ``directory`` is a local folder for the memory-mapped files; by default the collection's
-    ``rescore/`` folder when the archive is on a local path, else a folder under the user cache
-    keyed by the collection's storage URL.
+    ``directory`` is a local folder for the memory-mapped files, by default a folder under the
+    user cache keyed by the archive's location. Each version of the store is a folder of its own,
+    published by moving the ``current`` link in one step: a reader maps both arrays of one
+    version, never one array of each.
     """
 
     def __init__(self, archive_urls: list[str], directory: str | os.PathLike | None = None) -> None:
         self.directory = Path(directory) if directory else default_directory(archive_urls)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.merged = sync(self.directory, list(archive_urls))
-        self._pks = np.load(self.directory / "pks.npy", mmap_mode="r")
-        self._vectors = np.load(self.directory / "vectors.npy", mmap_mode="r")
+        self.merged, version = sync(self.directory, list(archive_urls))
+        self._pks = np.load(version / "pks.npy", mmap_mode="r")
+        self._vectors = np.load(version / "vectors.npy", mmap_mode="r")
         self.nbytes = int(self._pks.nbytes + self._vectors.nbytes)  # on disk, not in RAM
 
     def __len__(self) -> int:
@@ -64,30 +68,38 @@ class RescoreStore:
 
 
 def default_directory(archive_urls: list[str]) -> Path:
-    """``<collection>/rescore`` for a local archive, else a user-cache folder for its URL."""
-    if not archive_urls:
-        return Path(tempfile.gettempdir()) / "vecpress-rescore-empty"
-    root = archive_urls[0].rsplit("/runs/", 1)[0]
-    if "://" not in root or root.startswith("file://"):
-        return Path(root.removeprefix("file://")) / "rescore"
+    """A user-cache folder for the collection the archive belongs to."""
+    root = archive_urls[0].rsplit("/shards/", 1)[0] if archive_urls else "empty"
     key = hashlib.sha256(root.encode()).hexdigest()[:16]
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vecpress" / key
 
 
-def sync(directory: Path, archive_urls: list[str]) -> int:
-    """Bring the store in ``directory`` up to ``archive_urls``; return how many shards it merged."""
-    manifest_path = directory / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
-    done: list[str] = []
-    if manifest and manifest.get("format") == FORMAT and \
-            archive_urls[: len(manifest["archives"])] == manifest["archives"] and \
-            (directory / "pks.npy").exists():
-        done = manifest["archives"]
-    else:
-        _write(directory, np.empty(0, np.int64), None)  # start over
+def current_version(directory: Path) -> tuple[Path | None, list[str]]:
+    """(folder of the published version, the archive shards it holds)."""
+    link = directory / "current"
+    if not link.exists():
+        return None, []
+    version = link.resolve()
+    manifest = json.loads((version / "manifest.json").read_text())
+    return version, manifest["archives"] if manifest.get("format") == FORMAT else []
+
+
+def sync(directory: Path, archive_urls: list[str]) -> tuple[int, Path]:
+    """Bring the store up to ``archive_urls``: (shards merged, folder of the version to map).
+
+    When the collection only gained shards, they are merged into a copy of the current version;
+    otherwise the store is rebuilt from the archive. The new version is published atomically.
+    """
+    current, done = current_version(directory)
+    if current is not None and done == archive_urls:
+        return 0, current
+    if current is None or archive_urls[: len(done)] != done:
+        current, done = None, []
+    work = directory / f".build-{uuid.uuid4().hex}"
+    work.mkdir()
+    _write(work, np.empty(0, np.int64), None)
+    source = current or work
     todo = archive_urls[len(done):]
-    if not todo and manifest_path.exists():
-        return 0
     batch_pks: list[np.ndarray] = []
     batch_vecs: list[np.ndarray] = []
     size = 0
@@ -97,24 +109,40 @@ def sync(directory: Path, archive_urls: list[str]) -> int:
         batch_vecs.append(fixed_list_to_numpy(table.column("pca_fp16"), np.float16))
         size += batch_vecs[-1].nbytes
         if size >= BATCH_BYTES:
-            _merge(directory, np.concatenate(batch_pks), np.concatenate(batch_vecs))
-            batch_pks, batch_vecs, size = [], [], 0
+            _merge(source, work, np.concatenate(batch_pks), np.concatenate(batch_vecs))
+            source, batch_pks, batch_vecs, size = work, [], [], 0
     if batch_pks:
-        _merge(directory, np.concatenate(batch_pks), np.concatenate(batch_vecs))
-    manifest_path.write_text(json.dumps({"format": FORMAT, "archives": done + todo}))
-    return len(todo)
+        _merge(source, work, np.concatenate(batch_pks), np.concatenate(batch_vecs))
+    elif source is not work:  # nothing new to merge: the version is a copy of the current one
+        for name in ("pks.npy", "vectors.npy"):
+            shutil.copyfile(source / name, work / name)
+    (work / "manifest.json").write_text(json.dumps({"format": FORMAT, "archives": archive_urls}))
+    version = directory / f"v-{uuid.uuid4().hex}"
+    work.rename(version)
+    link = directory / f".current-{uuid.uuid4().hex}"
+    link.symlink_to(version.name)
+    os.replace(link, directory / "current")  # the one step that publishes the version
+    _prune(directory, keep={version.name, current.name if current else ""})
+    return len(todo), version
 
 
-def _merge(directory: Path, new_pks: np.ndarray, new_vecs: np.ndarray) -> None:
-    """Merge one batch (later rows win) into the sorted on-disk arrays, writing new files."""
+def _prune(directory: Path, keep: set[str]) -> None:
+    """Old versions go (open maps of them stay valid); the previous one stays for late readers."""
+    for old in directory.glob("v-*"):
+        if old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _merge(source: Path, out_dir: Path, new_pks: np.ndarray, new_vecs: np.ndarray) -> None:
+    """Merge one batch (later rows win) into the sorted arrays of ``source``, into ``out_dir``."""
     _, last = np.unique(new_pks[::-1], return_index=True)  # last occurrence of each pk
     keep = np.sort(len(new_pks) - 1 - last)
     new_pks, new_vecs = new_pks[keep], new_vecs[keep]
     order = np.argsort(new_pks, kind="stable")
     new_pks, new_vecs = new_pks[order], new_vecs[order]
 
-    old_pks = np.load(directory / "pks.npy", mmap_mode="r")
-    old_vecs = np.load(directory / "vectors.npy", mmap_mode="r") if len(old_pks) else None
+    old_pks = np.load(source / "pks.npy", mmap_mode="r")
+    old_vecs = np.load(source / "vectors.npy", mmap_mode="r") if len(old_pks) else None
     kept = np.flatnonzero(~np.isin(old_pks, new_pks))  # old rows not overwritten by the batch
     kept_pks = np.asarray(old_pks[kept])
     # Positions in the merged order: each new pk goes after the kept pks smaller than it.
@@ -124,19 +152,19 @@ def _merge(directory: Path, new_pks: np.ndarray, new_vecs: np.ndarray) -> None:
     merged_pks = np.empty(total, np.int64)
     merged_pks[new_pos], merged_pks[old_pos] = new_pks, kept_pks
 
-    tmp = directory / f"vectors.{os.getpid()}.tmp.npy"
+    tmp = out_dir / f"vectors.{os.getpid()}.tmp.npy"
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
                                     shape=(total, new_vecs.shape[1]))
     out[new_pos] = new_vecs
     for start in range(0, len(kept), COPY_ROWS):  # old vectors stream through in slices
         out[old_pos[start:start + COPY_ROWS]] = old_vecs[kept[start:start + COPY_ROWS]]
     out.flush()
-    del out, old_vecs
-    _write(directory, merged_pks, tmp)
+    del out, old_vecs, old_pks
+    _write(out_dir, merged_pks, tmp)
 
 
 def _write(directory: Path, pks: np.ndarray, vectors_tmp: Path | None) -> None:
-    """Replace the store's files atomically (readers holding old maps keep their old files)."""
+    """Replace the arrays of an unpublished version folder."""
     if vectors_tmp is None:
         vectors_tmp = directory / f"vectors.{os.getpid()}.tmp.npy"
         np.save(vectors_tmp, np.empty((0, 0), np.float16))
@@ -144,4 +172,3 @@ def _write(directory: Path, pks: np.ndarray, vectors_tmp: Path | None) -> None:
     np.save(pks_tmp, pks)
     os.replace(vectors_tmp, directory / "vectors.npy")
     os.replace(pks_tmp, directory / "pks.npy")
-    (directory / "manifest.json").unlink(missing_ok=True)

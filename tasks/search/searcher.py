@@ -8,20 +8,25 @@ to the variance PCA dropped).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from pymilvus import MilvusException
 
 from vecpress.infra import storage
 from vecpress.infra.milvus import OUTPUT_FIELDS, MilvusStore
 from vecpress.infra.settings import Settings
 from vecpress.tasks.codec.codec import Codec
-from vecpress.tasks.collection.state import CollectionState
+from vecpress.tasks.collection.builds import check_not_legacy, live_shards
+from vecpress.tasks.collection.catalog import Catalog
 from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.embed.embedder import OnnxEmbedder
 from vecpress.tasks.search.rescore_store import RescoreStore
 
-__all__ = ["CollectionNotFoundError", "Hit", "RescoreStore", "Searcher", "open_searcher"]
+__all__ = ["CollectionNotFoundError", "Hit", "RescoreStore", "Searcher", "Snapshot",
+           "open_searcher", "rescore_directory"]
 
 
 @dataclass(frozen=True)
@@ -34,32 +39,82 @@ class Hit:
     score: float
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """One consistent view of a collection: its physical Milvus collection, codec and rescoring
+    vectors, all from the same catalog versions."""
+
+    collection: str
+    codec: Codec
+    rescore: RescoreStore
+    versions: tuple[int, ...] = ()
+
+
 class Searcher:
-    """Compressed ANN search plus rescoring over one collection."""
+    """Compressed ANN search plus rescoring over one collection.
+
+    Given a ``catalog``, the searcher follows the collection: before each search it checks the
+    catalog's versions (cheap) and moves to a new snapshot when an ingest or a rebuild committed
+    one; each search uses one snapshot from start to end.
+    """
 
     def __init__(self, store: MilvusStore, collection: str, codec: Codec,
-                 embedder: OnnxEmbedder, rescore: RescoreStore, rescore_factor: int) -> None:
-        self.store, self.collection, self.codec = store, collection, codec
-        self.embedder, self.rescore, self.rescore_factor = embedder, rescore, rescore_factor
+                 embedder: OnnxEmbedder, rescore: RescoreStore, rescore_factor: int,
+                 follow: Callable[[tuple[int, ...]], Snapshot | None] | None = None,
+                 versions: tuple[int, ...] = ()) -> None:
+        self.store, self.embedder, self.rescore_factor = store, embedder, rescore_factor
+        self.snapshot = Snapshot(collection, codec, rescore, versions)
+        self._follow = follow
         store.load(collection)
+
+    @property
+    def collection(self) -> str:
+        return self.snapshot.collection
+
+    @property
+    def codec(self) -> Codec:
+        return self.snapshot.codec
+
+    @property
+    def rescore(self) -> RescoreStore:
+        return self.snapshot.rescore
+
+    def _current(self, force: bool = False) -> Snapshot:
+        if self._follow is not None:
+            newer = self._follow(() if force else self.snapshot.versions)
+            if newer is not None:
+                if newer.collection != self.snapshot.collection:
+                    self.store.load(newer.collection)
+                self.snapshot = newer
+        return self.snapshot
 
     def search(self, texts: list[str], k: int) -> list[list[Hit]]:
         return self.search_embeddings(self.embedder.encode(texts), k)
 
     def search_embeddings(self, embeddings: np.ndarray, k: int, rescore: bool = True
                           ) -> list[list[Hit]]:
-        queries = self.codec.project(embeddings)
+        snap = self._current()
         limit = min(k * self.rescore_factor, 16_384) if rescore else k
-        results = self.store.search(self.collection, queries, limit, OUTPUT_FIELDS)
-        return [self._rank(q, hits, k, rescore) for q, hits in zip(queries, results, strict=True)]
+        try:
+            queries = snap.codec.project(embeddings)
+            results = self.store.search(snap.collection, queries, limit, OUTPUT_FIELDS)
+        except MilvusException:
+            if self._follow is None:
+                raise
+            snap = self._current(force=True)  # the build was switched and dropped meanwhile
+            queries = snap.codec.project(embeddings)
+            results = self.store.search(snap.collection, queries, limit, OUTPUT_FIELDS)
+        return [self._rank(snap, q, hits, k, rescore)
+                for q, hits in zip(queries, results, strict=True)]
 
-    def _rank(self, query: np.ndarray, hits: list[dict], k: int, rescore: bool) -> list[Hit]:
+    def _rank(self, snap: Snapshot, query: np.ndarray, hits: list[dict], k: int,
+              rescore: bool) -> list[Hit]:
         if not hits:
             return []
         pks = np.array([h["id"] if "id" in h else h["pk"] for h in hits], dtype=np.int64)
         distances = np.array([h["distance"] for h in hits], dtype=np.float32)
         if rescore:
-            found, vectors = self.rescore.lookup(pks)
+            found, vectors = snap.rescore.lookup(pks)
             exact = np.sum((vectors - query) ** 2, axis=1)
             distances[found] = exact  # candidates missing from the archive keep ANN distances
         order = np.argsort(distances, kind="stable")[:k]
@@ -76,16 +131,40 @@ class CollectionNotFoundError(LookupError):
     """Search was asked for a collection this storage root has no record of."""
 
 
-def open_searcher(settings: Settings) -> Searcher:
-    """A searcher for ``settings.collection`` using the model and codec it was built with."""
-    paths = storage.CollectionPaths(settings.storage_root, settings.collection)
-    state = CollectionState.load(paths.state)
-    if state is None:
+def rescore_directory(paths: storage.CollectionPaths, build: str) -> Path | None:
+    """``<collection>/rescore/<build>`` for a local storage root, else the user cache."""
+    root = paths.root.removeprefix("file://")
+    return None if "://" in root else Path(root) / "rescore" / build
+
+
+def snapshot(settings: Settings, catalog: Catalog, versions: tuple[int, ...] = ()
+             ) -> Snapshot | None:
+    """The active build's snapshot; None when the catalog has not moved since ``versions``."""
+    now = tuple(catalog.version(t) for t in ("builds", "files", "shards"))
+    if versions and now == versions:
+        return None
+    build = catalog.active()
+    if build is None:
         raise CollectionNotFoundError(
             f"no collection '{settings.collection}' under {settings.storage_root}; ingest first "
             "(vecpress ingest PATH --collection NAME) or pass the right --storage-root")
-    artifact = ModelArtifact.load(settings.model_cache_dir / state.model_artifact_dir)
+    paths = storage.CollectionPaths(settings.storage_root, settings.collection)
+    codec = Codec.load(paths.codec_dir(build.codec_id))
+    archives = [a for _, a, _ in live_shards(catalog, build.build)]
+    return Snapshot(build.build, codec,
+                    RescoreStore(archives, rescore_directory(paths, build.build)), now)
+
+
+def open_searcher(settings: Settings) -> Searcher:
+    """A searcher for ``settings.collection`` using the model and codec it was built with."""
+    paths = storage.CollectionPaths(settings.storage_root, settings.collection)
+    catalog = Catalog(paths.root)
+    check_not_legacy(paths, catalog)
+    first = snapshot(settings, catalog)
+    build = catalog.active()
+    artifact = ModelArtifact.load(settings.model_cache_dir / build.model_artifact)
     embedder = OnnxEmbedder(artifact, settings.model)
     store = MilvusStore(settings.milvus)
-    return Searcher(store, settings.collection, Codec.load(state.codec_dir), embedder,
-                    RescoreStore(state.archives), settings.milvus.rescore_factor)
+    return Searcher(store, first.collection, first.codec, embedder, first.rescore,
+                    settings.milvus.rescore_factor,
+                    follow=lambda seen: snapshot(settings, catalog, seen), versions=first.versions)

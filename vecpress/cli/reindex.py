@@ -15,14 +15,15 @@ from vecpress.cli.common import MilvusUri, StorageRoot, console, quiet_libraries
 
 def reindex(
     from_archive: Annotated[str, typer.Option(
-        "--from-archive", help="A collection dir (<root>/collections/NAME: every run) or one run dir "
-        "(<root>/collections/NAME/runs/RUN).")],
+        "--from-archive", help="A collection dir (<root>/collections/NAME): its live archived "
+        "passages are loaded.")],
     collection: Annotated[str, typer.Option("--collection", "-c", help="The collection to (re)build.")],
     milvus_uri: MilvusUri = None,
     storage_root: StorageRoot = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Load archived vectors + passage text into a (new) collection, index it, record its state."""
+    """Load archived vectors + passage text into a new build of a collection, index it, switch
+    the name over when it is complete."""
     quiet_libraries()
     from vecpress.infra.milvus import MilvusSchemaError
     from vecpress.tasks.collection.loading import ShardMismatchError
@@ -41,7 +42,7 @@ def reindex(
         return
     table = Table(title=f"reindex {summary['source']} → collection '{summary['collection']}'",
                   show_header=False)
-    for key in ("milvus_uri", "codec_id", "shards", "rows_written", "rows_in_milvus"):
+    for key in ("milvus_uri", "build", "codec_id", "shards", "rows_written", "rows_in_milvus"):
         table.add_row(key, str(summary[key]))
     table.add_row("index", f"{summary['index'].get('index_type', '?')} "
                   f"{ {k: v for k, v in summary['index'].items() if k in ('nlist', 'm', 'nbits')} }")

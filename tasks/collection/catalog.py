@@ -1,0 +1,202 @@
+"""One catalog per collection: Delta Lake tables whose commits are atomic.
+
+Why Delta Lake (``deltalake``, delta-rs): every commit is one new JSON entry in the table's
+``_delta_log`` written with put-if-absent, so a reader sees the previous or the next version of a
+table and never half of one, on a local path and on object stores alike; a crash or a full disk
+during a commit leaves the last committed version readable. No hand-written rename dance, no
+in-place Parquet rewrites. Three small tables under ``collections/<name>/catalog/``:
+
+- ``builds``: each physical Milvus collection ("build") of this name, with its codec, model
+  artifact and chunking; the one with status ``active`` serves the name. A rebuild is a new
+  build that becomes active in one commit when it is complete.
+- ``files``: the manifest, one row per (build, input file): size, stamp, content hash, and the
+  shard group holding its passages.
+- ``shards``: the ledger, one row per (build, shard): how far it got (chunked → embedded →
+  encoded → loaded) and the Parquet files it wrote. A resumed run skips what is committed here.
+
+Reads go through DataFusion (``QueryBuilder``), which also keeps the process exit clean.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+from deltalake import DeltaTable, QueryBuilder, write_deltalake
+from deltalake.exceptions import TableNotFoundError
+
+from vecpress.infra import storage
+
+BUILDS = pa.schema([("build", pa.string()), ("status", pa.string()), ("codec_id", pa.string()),
+                    ("model_artifact", pa.string()), ("model_variant", pa.string()),
+                    ("chunking", pa.string()), ("run_id", pa.string()), ("updated", pa.string())])
+FILES = pa.schema([("build", pa.string()), ("path", pa.string()), ("size", pa.int64()),
+                   ("modified", pa.string()), ("content_hash", pa.string()),
+                   ("group_id", pa.string()), ("passages", pa.int64()), ("run_id", pa.string())])
+SHARDS = pa.schema([("build", pa.string()), ("shard_id", pa.string()), ("group_id", pa.string()),
+                    ("part", pa.int32()), ("state", pa.string()), ("passages_url", pa.string()),
+                    ("embeddings_url", pa.string()), ("archive_url", pa.string()),
+                    ("rows", pa.int64()), ("run_id", pa.string())])
+KEYS = {"builds": ["build"], "files": ["build", "path"], "shards": ["build", "shard_id"]}
+SCHEMAS = {"builds": BUILDS, "files": FILES, "shards": SHARDS}
+STATES = ("chunked", "embedded", "encoded", "loaded")  # a shard's progress, in order
+
+
+class CatalogError(RuntimeError):
+    """The catalog could not be read or written (the message names the table and the root)."""
+
+
+@dataclass
+class Build:
+    """One physical Milvus collection serving (or about to serve) the collection's name."""
+
+    build: str
+    status: str  # building / active / retired
+    codec_id: str
+    model_artifact: str
+    model_variant: str
+    chunking: str  # JSON of the chunk settings it was read with
+    run_id: str
+    updated: str = ""
+
+
+@dataclass
+class ShardRow:
+    """One shard's progress: a bounded part of a group of input files."""
+
+    build: str
+    shard_id: str
+    group_id: str
+    part: int
+    state: str
+    passages_url: str
+    embeddings_url: str
+    archive_url: str
+    rows: int
+    run_id: str
+
+
+def _commit_error(path: str, exc: Exception) -> Exception:
+    """A failed commit, said plainly; a full disk stays an ``OSError(ENOSPC)`` for the caller."""
+    message = (f"could not commit to the catalog table {path}: {exc}; the last committed version "
+               "is intact: fix the cause and run the same command again")
+    if "No space left" in str(exc) or getattr(exc, "errno", None) == errno.ENOSPC:
+        return OSError(errno.ENOSPC, message)
+    return CatalogError(message)
+
+
+def now() -> str:
+    return f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%S.%fZ}"
+
+
+def chunking_key(chunking: dict) -> str:
+    return json.dumps(chunking, sort_keys=True)
+
+
+class Catalog:
+    """The Delta tables of one collection; one writer at a time (the ingest lock), many readers."""
+
+    def __init__(self, collection_root: str) -> None:
+        root = storage.join(collection_root, "catalog")
+        if "://" not in root:
+            root = str(Path(root).resolve())
+        self.root = root.removeprefix("file://")
+
+    def _path(self, table: str) -> str:
+        return storage.join(self.root, table)
+
+    def exists(self) -> bool:
+        return DeltaTable.is_deltatable(self._path("builds"))
+
+    def version(self, table: str = "builds") -> int:
+        """The table's committed version (-1 before its first commit); cheap, for change checks."""
+        try:
+            return DeltaTable(self._path(table)).version()
+        except TableNotFoundError:
+            return -1
+
+    def read(self, table: str, where: str = "") -> pa.Table:
+        """A consistent snapshot of one table (optionally filtered with a SQL condition)."""
+        try:
+            delta = DeltaTable(self._path(table))
+        except TableNotFoundError:
+            return SCHEMAS[table].empty_table()
+        query = QueryBuilder().register("t", delta)
+        result = pa.table(query.execute(f"SELECT * FROM t {'WHERE ' + where if where else ''}")
+                          .read_all())
+        return result.select(SCHEMAS[table].names).cast(SCHEMAS[table]) if result.num_rows else \
+            SCHEMAS[table].empty_table()
+
+    def upsert(self, table: str, rows: list[dict]) -> None:
+        """Insert or replace ``rows`` (by the table's key) in one atomic commit."""
+        if not rows:
+            return
+        data = pa.Table.from_pylist(rows, schema=SCHEMAS[table])
+        path = self._path(table)
+        try:
+            if not DeltaTable.is_deltatable(path):
+                storage.makedirs(path)
+                write_deltalake(path, data, mode="append")
+                return
+            match = " AND ".join(f"t.{k} = s.{k}" for k in KEYS[table])
+            (DeltaTable(path).merge(data, predicate=match, source_alias="s", target_alias="t")
+             .when_matched_update_all().when_not_matched_insert_all().execute())
+        except Exception as exc:
+            raise _commit_error(path, exc) from exc
+
+    def delete(self, table: str, keys: list[dict]) -> None:
+        """Remove the rows with these keys in one atomic commit."""
+        if not keys or not DeltaTable.is_deltatable(self._path(table)):
+            return
+        schema = pa.schema([SCHEMAS[table].field(k) for k in KEYS[table]])
+        match = " AND ".join(f"t.{k} = s.{k}" for k in KEYS[table])
+        try:
+            (DeltaTable(self._path(table)).merge(pa.Table.from_pylist(keys, schema=schema),
+                                                 predicate=match, source_alias="s",
+                                                 target_alias="t")
+             .when_matched_delete().execute())
+        except Exception as exc:
+            raise _commit_error(self._path(table), exc) from exc
+
+    def compact(self) -> None:
+        """Fold small commit files and drop unreferenced data files (after a grace period)."""
+        for table in SCHEMAS:
+            if DeltaTable.is_deltatable(self._path(table)):
+                delta = DeltaTable(self._path(table))
+                delta.optimize.compact()
+                delta.create_checkpoint()
+                delta.vacuum(retention_hours=24 * 7, dry_run=False, enforce_retention_duration=False)
+
+    # builds ---------------------------------------------------------------------------------
+
+    def builds(self) -> list[Build]:
+        return [Build(**row) for row in self.read("builds").to_pylist()]
+
+    def builds_by_name(self) -> dict[str, Build]:
+        return {b.build: b for b in self.builds()}
+
+    def active(self) -> Build | None:
+        return next((b for b in self.builds() if b.status == "active"), None)
+
+    def building(self) -> Build | None:
+        return next((b for b in self.builds() if b.status == "building"), None)
+
+    def save_build(self, *builds: Build) -> None:
+        """Record builds in one commit (a switch activates one and retires the other at once)."""
+        stamp = now()
+        self.upsert("builds", [asdict(b) | {"updated": stamp} for b in builds])
+
+    # files and shards -----------------------------------------------------------------------
+
+    def files(self, build: str) -> pa.Table:
+        return self.read("files", f"build = '{build}'")
+
+    def shards(self, build: str) -> pa.Table:
+        return self.read("shards", f"build = '{build}'")
+
+    def record_shards(self, rows: list[ShardRow]) -> None:
+        self.upsert("shards", [asdict(r) for r in rows])

@@ -1,0 +1,81 @@
+"""Garbage collection: what no build needs any more is removed, never while a reader may use it.
+
+Kept: shard groups that hold rows of a live file (in the ``files`` table of the active build or of
+a build in progress) or that a build in progress is still working on, and their archive shards of
+the codecs those builds use. Removed after ``gc_grace_s``: groups no file points to any more
+(superseded by changed files, left by failed runs), FP32 embedding shards of encoded shards,
+archives of codecs no build uses, retired builds (their Milvus collection, codec and catalog
+rows). Stale shard rows leave the ledger in the same pass.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+
+from vecpress.infra import storage
+from vecpress.infra.milvus import MilvusStore
+from vecpress.infra.storage import CollectionPaths
+from vecpress.tasks.collection.catalog import Catalog
+
+
+@dataclass
+class GcResult:
+    groups_removed: int = 0
+    files_removed: int = 0
+    builds_dropped: list[str] = field(default_factory=list)
+
+
+def collect_garbage(paths: CollectionPaths, catalog: Catalog, store: MilvusStore,
+                    grace_s: float) -> GcResult:
+    result = GcResult()
+    builds = catalog.builds()
+    live = [b for b in builds if b.status in ("active", "building")]
+    live_names = {b.build for b in live}
+    codecs = {b.codec_id for b in live if b.codec_id}
+    referenced: set[str] = set()
+    for build in live:
+        referenced |= set(catalog.files(build.build).column("group_id").to_pylist())
+        if build.status == "building":
+            referenced |= set(catalog.shards(build.build).column("group_id").to_pylist())
+    for group_url in storage.listdir(paths.shards):
+        group = posixpath.basename(group_url.rstrip("/"))
+        if group not in referenced:
+            if storage.modified_age_s(storage.join(group_url, "group.json")) >= grace_s or \
+                    not storage.exists(storage.join(group_url, "group.json")):
+                storage.remove(group_url)
+                result.groups_removed += 1
+            continue
+        for url in storage.listdir(group_url):
+            name = posixpath.basename(url)
+            old_codec = name.startswith("archive-") and name.split("-")[1] not in codecs
+            if (old_codec or name.startswith("embeddings-")) and \
+                    storage.modified_age_s(url) >= grace_s:
+                storage.remove(url)
+                result.files_removed += 1
+    shards = catalog.read("shards")
+    dead = [{"build": b, "shard_id": s} for b, s, g in zip(
+        shards.column("build").to_pylist(), shards.column("shard_id").to_pylist(),
+        shards.column("group_id").to_pylist(), strict=True)
+        if b not in live_names or g not in referenced]
+    catalog.delete("shards", dead)
+    for build in builds:
+        if build.status == "retired" and _age_s(build.updated) >= grace_s:
+            store.drop(build.build)
+            files = catalog.files(build.build).column("path").to_pylist()
+            catalog.delete("files", [{"build": build.build, "path": p} for p in files])
+            catalog.save_build(type(build)(**{**vars(build), "status": "dropped"}))
+            if build.codec_id and build.codec_id not in codecs:
+                storage.remove(paths.codec_dir(build.codec_id))
+            result.builds_dropped.append(build.build)
+    return result
+
+
+def _age_s(stamp: str) -> float:
+    from datetime import UTC, datetime
+
+    try:
+        then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        return float("inf")
+    return (datetime.now(UTC) - then).total_seconds()

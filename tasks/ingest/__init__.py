@@ -1,0 +1,1 @@
+"""The durable streaming ingest: shard groups, the streaming engine over Dask, resume."""

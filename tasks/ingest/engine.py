@@ -1,0 +1,346 @@
+"""The streaming ingest engine: every shard goes chunk → embed → encode → load as soon as the step
+before it is done, on the Dask workers, and each step is committed to the catalog as it lands.
+
+The engine keeps only shard ids, URLs and counts. On start it reads the catalog's ledger for the
+build and picks every shard up where it was left: a loaded shard is skipped, an encoded one is only
+loaded, and so on, so a run that died anywhere redoes only the shards that were in flight.
+
+A build without a codec (a first run) embeds its first shards to FP32 until ``codec.sample_size``
+vectors exist, fits the codec on them while chunking goes on, encodes those shards, and streams
+the rest straight from embedding to archive: the FP32 intermediate is bounded by the sample.
+Milvus servers are written from the workers in parallel; Milvus Lite (one process per file) is
+written from this process, one shard at a time, between other shards' completions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from distributed import Client, Future, as_completed
+
+from vecpress.infra import storage
+from vecpress.infra.milvus import MilvusStore
+from vecpress.infra.settings import Settings
+from vecpress.infra.storage import CollectionPaths
+from vecpress.tasks import part_jobs, shard_jobs
+from vecpress.tasks.codec.choose import DRIFT_SAMPLE, fit_new_codec
+from vecpress.tasks.codec.codec import Codec
+from vecpress.tasks.collection.catalog import Build, Catalog, ShardRow
+from vecpress.tasks.embed.artifact import ModelArtifact
+from vecpress.tasks.ingest.groups import Group, shard_id
+from vecpress.tasks.inputs.records import InputError
+from vecpress.tasks.part_jobs import OldPart
+
+log = logging.getLogger("vecpress")
+COMMIT_EVERY_S = 1.0  # ledger commits are batched: at most this long between them
+DRIFT_ROWS_PER_SHARD = 64
+
+
+@dataclass
+class StreamJob:
+    """What one run streams into one build."""
+
+    build: Build
+    groups: list[Group]
+    hashes: dict[str, str]  # content hash of every file to read
+    old_parts: dict[str, list[OldPart]] = field(default_factory=dict)  # per group: changed files
+    deleted: list[OldPart] = field(default_factory=list)  # old shards of deleted files
+    deleted_paths: list[str] = field(default_factory=list)
+    restamped: list[dict] = field(default_factory=list)  # files rows: same bytes, new stamp
+
+
+@dataclass
+class StreamResult:
+    documents: int = 0
+    passages: int = 0
+    embedded: int = 0
+    reused: int = 0
+    truncated: int = 0
+    rows_written: int = 0
+    rows_deleted: int = 0
+    shards: int = 0
+    shards_skipped: int = 0  # already loaded before this run
+    shards_resumed: int = 0  # part-way done before this run
+    busy: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        ("chunk", "embed", "encode", "load"), 0.0))
+    wall: float = 0.0
+    errors: list[InputError] = field(default_factory=list)
+    codec: Codec | None = None
+    codec_trained: bool = False
+    codec_lines: list[str] = field(default_factory=list)
+    codec_seconds: float = 0.0
+    drift_sample: list[np.ndarray] = field(default_factory=list)
+    fp32_urls: list[str] = field(default_factory=list)  # first-run FP32 shards (deleted by GC)
+    first_passages: str | None = None
+
+    def drift_vectors(self) -> np.ndarray:
+        return np.concatenate(self.drift_sample)
+
+
+class StreamEngine:
+    """Runs one ``StreamJob`` on a Dask client; commits every shard's progress to ``catalog``."""
+
+    def __init__(self, client: Client, settings: Settings, catalog: Catalog,
+                 artifact: ModelArtifact, threads: int, run_id: str,
+                 on_progress: Callable[[int, int], None] | None = None) -> None:
+        self.client, self.settings, self.catalog = client, settings, catalog
+        self.artifact, self.threads, self.run_id = artifact, threads, run_id
+        self.paths = CollectionPaths(settings.storage_root, settings.collection)
+        self.on_progress = on_progress or (lambda done, total: None)
+        self.store = MilvusStore(settings.milvus)
+        self.lite = settings.milvus.is_lite
+        self.rows: dict[str, ShardRow] = {}
+        self.parts_of: dict[str, list[str]] = {}
+        self.meta: dict[str, dict] = {}
+        self.pending: dict[str, ShardRow] = {}
+        self.done_files: list[dict] = []  # files rows of completed groups, not yet committed
+        self.gone_files: list[dict] = []  # files of completed groups that produced no rows
+        self.last_commit = time.monotonic()
+        self.futures: dict[str, tuple[str, str]] = {}  # future key → (step, shard or group id)
+        self.hold: deque[str] = deque()  # chunked shards waiting for the codec
+        self.pre_rows = 0  # rows sent to FP32 embedding for the codec sample
+        self.result = StreamResult()
+        self.codec: Codec | None = None
+        self.codec_dir: str | None = None
+
+    def close(self) -> None:
+        self.store.close()
+
+    # --- the run ------------------------------------------------------------------------------
+
+    def run(self, job: StreamJob) -> StreamResult:
+        started = time.perf_counter()
+        self.job, self.build = job, job.build
+        self.groups = {g.group_id: g for g in job.groups}
+        if job.build.codec_id:
+            self._use_codec(Codec.load(self.paths.codec_dir(job.build.codec_id)), trained=False)
+        self._delete_files(job)
+        self.queue = as_completed()
+        ledger = self.catalog.shards(job.build.build).to_pylist()
+        known: dict[str, list[ShardRow]] = {}
+        for row in ledger:
+            if row["group_id"] in self.groups:
+                known.setdefault(row["group_id"], []).append(ShardRow(**row))
+        for group in job.groups:
+            rows = sorted(known.get(group.group_id, []), key=lambda r: r.part)
+            meta_url = storage.join(self.paths.group_dir(group.group_id), "group.json")
+            if rows and storage.exists(meta_url):
+                self._resume_group(group.group_id, rows, storage.read_json(meta_url))
+            else:
+                self._submit("chunk", group.group_id, shard_jobs.chunk_group, list(group.files),
+                             self.paths.group_dir(group.group_id), inputs=self.settings.inputs,
+                             chunking=self.settings.chunk, model_dir=self.artifact.model_dir,
+                             rows_per_shard=self.settings.model.passages_per_shard)
+        try:
+            self._maybe_fit()
+            for future in self.queue:
+                step, key = self.futures.pop(future.key)
+                getattr(self, f"_{step}_done")(key, future.result())
+                self._maybe_fit()
+                self._commit()
+        finally:
+            self._commit(force=True)
+        self.result.wall = time.perf_counter() - started
+        self.result.codec = self.codec
+        return self.result
+
+    def _submit(self, step: str, key: str, fn: Callable, *args, **kwargs) -> None:
+        future: Future = self.client.submit(fn, *args, pure=False, **kwargs)
+        self.futures[future.key] = (step, key)
+        self.queue.add(future)
+
+    def _set(self, row: ShardRow, **changes) -> ShardRow:
+        row = replace(row, run_id=self.run_id, **changes)
+        self.rows[row.shard_id] = self.pending[row.shard_id] = row
+        return row
+
+    def _commit(self, force: bool = False) -> None:
+        """Commit the shards' new states, then the files of completed groups (in that order: a
+        file is recorded only once every shard of its group is committed as loaded)."""
+        if not (self.pending or self.done_files or self.gone_files):
+            return
+        if not force and time.monotonic() - self.last_commit < COMMIT_EVERY_S:
+            return
+        self.catalog.record_shards(list(self.pending.values()))
+        self.catalog.upsert("files", self.done_files)
+        self.catalog.delete("files", self.gone_files)
+        self.pending, self.done_files, self.gone_files = {}, [], []
+        self.last_commit = time.monotonic()
+        done = sum(r.state == "loaded" for r in self.rows.values())
+        self.on_progress(done, len(self.rows))
+
+    # --- chunk --------------------------------------------------------------------------------
+
+    def _chunk_done(self, group: str, chunked: shard_jobs.ChunkShard) -> None:
+        self.result.busy["chunk"] += chunked.seconds
+        self._add_group(group, shard_jobs.group_meta(chunked))
+        for part, (url, rows) in enumerate(zip(chunked.urls, chunked.rows, strict=True)):
+            row = self._set(ShardRow(self.build.build, shard_id(group, part), group, part,
+                                     "chunked", url, "", "", rows, self.run_id))
+            self._next(row)
+        self._group_done_if_loaded(group)
+
+    def _add_group(self, group: str, meta: dict) -> None:
+        self.meta[group] = meta
+        self.parts_of[group] = [shard_id(group, i) for i in range(len(meta["urls"]))]
+        self.result.documents += meta["documents"]
+        self.result.passages += sum(meta["rows"])
+        self.result.shards += len(meta["urls"])
+        self.result.errors += [InputError(**e) for e in meta["errors"]]
+        self.result.first_passages = self.result.first_passages or next(iter(meta["urls"]), None)
+
+    def _resume_group(self, group: str, rows: list[ShardRow], meta: dict) -> None:
+        self._add_group(group, meta)
+        for row in rows:
+            self.rows[row.shard_id] = row
+            if row.state == "loaded":
+                self.result.shards_skipped += 1
+                continue
+            self.result.shards_resumed += row.state != "chunked"
+            if row.state == "embedded" and not storage.exists(row.embeddings_url):
+                row = self._set(row, state="chunked", embeddings_url="")
+            if row.state == "embedded":
+                self.pre_rows += row.rows
+                self.result.fp32_urls.append(row.embeddings_url)
+            self._next(row)
+        self._group_done_if_loaded(group)
+
+    # --- embed, encode, load ------------------------------------------------------------------
+
+    def _next(self, row: ShardRow) -> None:
+        """Send a shard on to its next step."""
+        if row.state == "chunked":
+            self._embed(row)
+        elif row.state == "embedded" and self.codec is not None:
+            archive = self._archive_url(row)
+            self._submit("encode", row.shard_id, part_jobs.encode_part, row.embeddings_url,
+                         archive, self.codec_dir)
+        elif row.state == "encoded":
+            self._load(row)
+
+    def _archive_url(self, row: ShardRow) -> str:
+        return storage.join(self.paths.group_dir(row.group_id),
+                            f"archive-{self.codec.codec_id}-{row.part:04d}.parquet")
+
+    def _embed(self, row: ShardRow) -> None:
+        if self.codec is None and self.pre_rows >= self.settings.codec.sample_size:
+            self.hold.append(row.shard_id)  # enough FP32 for the sample: wait for the codec
+            return
+        if self.codec is None:
+            self.pre_rows += row.rows
+            out = storage.join(self.paths.group_dir(row.group_id),
+                               f"embeddings-{row.part:04d}.parquet")
+        else:
+            out = self._archive_url(row)
+        collecting = sum(len(s) for s in self.result.drift_sample) < DRIFT_SAMPLE
+        self._submit("embed", row.shard_id, part_jobs.embed_part, row.passages_url, out,
+                     artifact=self.artifact, model=self.settings.model, threads=self.threads,
+                     codec_dir=self.codec_dir,
+                     reuse=tuple(self.job.old_parts.get(row.group_id, ())),
+                     sample_rows=DRIFT_ROWS_PER_SHARD if collecting and self.codec else 0,
+                     seed=self.settings.codec.seed + row.part)
+
+    def _embed_done(self, shard: str, done: part_jobs.EmbeddedPart) -> None:
+        r = self.result
+        r.busy["embed"] += done.seconds
+        r.embedded, r.reused, r.truncated = (r.embedded + done.embedded, r.reused + done.reused,
+                                             r.truncated + done.truncated)
+        if len(done.sample):
+            r.drift_sample.append(done.sample)
+        if done.encoded:
+            self._load(self._set(self.rows[shard], state="encoded", archive_url=done.url))
+        else:
+            self._set(self.rows[shard], state="embedded", embeddings_url=done.url)
+            r.fp32_urls.append(done.url)
+            self._next(self.rows[shard])
+
+    def _encode_done(self, shard: str, seconds: float) -> None:
+        self.result.busy["encode"] += seconds
+        self._load(self._set(self.rows[shard], state="encoded",
+                             archive_url=self._archive_url(self.rows[shard])))
+
+    def _load(self, row: ShardRow) -> None:
+        args = (row.passages_url, row.archive_url, self.codec.codec_id, self.build.build,
+                self.settings.milvus)
+        if self.lite:  # one writer per Milvus Lite file: this process
+            self._load_done(row.shard_id, part_jobs.load_part(*args, store=self.store))
+        else:
+            self._submit("load", row.shard_id, part_jobs.load_part, *args)
+
+    def _load_done(self, shard: str, done: tuple[int, float]) -> None:
+        self.result.rows_written += done[0]
+        self.result.busy["load"] += done[1]
+        row = self._set(self.rows[shard], state="loaded")
+        self._group_done_if_loaded(row.group_id)
+
+    # --- codec, deletes, files ----------------------------------------------------------------
+
+    def _use_codec(self, codec: Codec, trained: bool) -> None:
+        self.codec, self.codec_dir = codec, self.paths.codec_dir(codec.codec_id)
+        self.result.codec_trained = trained
+        self.store.ensure_collection(self.build.build, codec.dim, codec.codec_id)
+
+    def _maybe_fit(self) -> None:
+        """Fit the codec once every shard sent to FP32 embedding is back (the sample is full, or
+        nothing else can be embedded)."""
+        if self.codec is not None or any(s == "embed" for s, _ in self.futures.values()):
+            return
+        if any(s == "chunk" for s, _ in self.futures.values()) and \
+                self.pre_rows < self.settings.codec.sample_size:
+            return
+        embedded = [r for r in self.rows.values() if r.state == "embedded"]
+        if not embedded:
+            return
+        started = time.perf_counter()
+        sample = part_jobs.sample_embeddings([r.embeddings_url for r in embedded],
+                                             [r.rows for r in embedded],
+                                             self.settings.codec.sample_size,
+                                             self.settings.codec.seed)
+        codec, lines = fit_new_codec(sample, self.settings.codec, self.settings.milvus)
+        codec.save(self.paths.codec_dir(codec.codec_id))
+        self.build = replace(self.build, codec_id=codec.codec_id)
+        self.catalog.save_build(self.build)
+        self._use_codec(codec, trained=True)
+        self.result.codec_lines, self.result.codec_seconds = lines, time.perf_counter() - started
+        log.info("codec %s fitted on %d vectors in %.1f s", codec.codec_id, len(sample),
+                 self.result.codec_seconds)
+        for row in embedded:
+            self._next(row)
+        while self.hold:
+            self._embed(self.rows[self.hold.popleft()])
+
+    def _delete_files(self, job: StreamJob) -> None:
+        """Rows of deleted files go first: a new file may reuse a deleted file's keys."""
+        if not job.deleted:
+            return
+        stale = part_jobs.stale_pks([p for p, _, _ in job.deleted], [],
+                                    sorted({s for _, _, srcs in job.deleted for s in srcs}))
+        self.result.rows_deleted += self.store.delete(self.build.build, stale.tolist())
+        self.catalog.delete("files", [{"build": self.build.build, "path": p}
+                                      for p in job.deleted_paths])
+
+    def _group_done_if_loaded(self, group: str) -> None:
+        """All of a group's shards are loaded: delete what its changed files no longer hold,
+        then record its files (the commit that makes the group part of the collection)."""
+        if group not in self.meta or \
+                any(self.rows[s].state != "loaded" for s in self.parts_of[group]):
+            return
+        old = self.job.old_parts.get(group, [])
+        if old:
+            stale = part_jobs.stale_pks([p for p, _, _ in old], self.meta[group]["urls"],
+                                        sorted({s for _, _, srcs in old for s in srcs}))
+            self.result.rows_deleted += self.store.delete(self.build.build, stale.tolist())
+        counts = self.meta[group]["passages_by_source"]
+        files = self.groups[group].files
+        self.done_files += [
+            {"build": self.build.build, "path": f.url, "size": f.size, "modified": f.modified,
+             "content_hash": self.job.hashes[f.url], "group_id": group,
+             "passages": counts[f.url], "run_id": self.run_id}
+            for f in files if counts.get(f.url)]
+        self.gone_files += [{"build": self.build.build, "path": f.url}
+                            for f in files if not counts.get(f.url)]

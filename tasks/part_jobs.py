@@ -1,0 +1,162 @@
+"""Units of work on one shard after chunking, run on the Dask workers: embed (and encode), encode,
+load into Milvus, and the primary keys a changed file no longer produces.
+
+Each writes its output to the storage root and returns a small record (counts, URLs, seconds), so
+the flow process never holds passages; the caller commits the shard's new state to the catalog.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vecpress.infra import storage
+from vecpress.infra.milvus import MilvusStore
+from vecpress.infra.settings import MilvusSettings, ModelSettings
+from vecpress.tasks.arrays import fixed_list_to_numpy, numpy_to_fixed_list, read_embeddings
+from vecpress.tasks.codec.codec import Codec, archive_table
+from vecpress.tasks.collection.incremental import ReuseIndex, read_old_passages, text_hashes
+from vecpress.tasks.collection.loading import shard_rows
+from vecpress.tasks.embed.artifact import ModelArtifact
+from vecpress.tasks.embed.embedder import worker_embedder
+from vecpress.tasks.shard_jobs import _chunker_tokens
+from vecpress.tasks.worker_cache import per_worker
+
+OldPart = tuple[str, str, tuple[str, ...]]  # (passages URL, archive URL, sources still wanted)
+
+
+@dataclass
+class EmbeddedPart:
+    """What embedding one shard did: rows, how many went through the model, a small sample."""
+
+    url: str
+    rows: int
+    embedded: int
+    reused: int
+    truncated: int
+    seconds: float
+    encoded: bool  # True: ``url`` is the archive shard; False: FP32 embeddings (no codec yet)
+    sample: np.ndarray = field(default_factory=lambda: np.empty((0, 0), np.float32))
+
+
+def _codec(codec_dir: str) -> Codec:
+    return per_worker("codec", lambda: Codec.load(codec_dir), codec_dir)
+
+
+def _reuse_index(old: tuple[OldPart, ...]) -> ReuseIndex:
+    """Archived vectors of the changed files' old passages, once per worker and change set."""
+    return per_worker("reuse", lambda: read_old_passages(list(old)).reuse, list(old))
+
+
+def embed_part(passages_url: str, out_url: str, artifact: ModelArtifact, model: ModelSettings,
+               threads: int, codec_dir: str | None, reuse: tuple[OldPart, ...] = (),
+               sample_rows: int = 0, seed: int = 0) -> EmbeddedPart:
+    """Embed one passages shard; with a codec, project it and write the archive shard directly.
+
+    Passages whose text already has an archived vector (``reuse``: the old shards of changed
+    files) take it instead of being embedded. Without a codec (a first run before the codec is
+    fitted) the FP32 embeddings are written instead, for the codec's sample. ``sample_rows``
+    FP32 vectors come back for the caller's drift check.
+    """
+    started = time.perf_counter()
+    table = storage.read_parquet(passages_url)
+    hit = np.zeros(table.num_rows, bool)
+    rows = np.zeros(0, np.int64)
+    index = _reuse_index(reuse) if reuse and codec_dir else None
+    if index is not None and len(index):
+        hit, rows = index.find(text_hashes(table))
+    todo = table.filter(pa.array(~hit)) if hit.any() else table
+    embedder = worker_embedder(artifact, model, threads)
+    truncated = embedder.truncated
+    vectors = np.empty((0, artifact.dim), np.float32)
+    if todo.num_rows:
+        ids = [f"{d}#{c}" for d, c in zip(todo.column("doc_id").to_pylist(),
+                                          todo.column("chunk").to_pylist(), strict=True)]
+        tokens = _chunker_tokens(todo, embedder, passages_url)
+        vectors = embedder.encode_tokens(tokens, ids=ids) if tokens is not None else \
+            embedder.encode(todo.column("text").to_pylist(), ids=ids)
+    sample = np.empty((0, artifact.dim), np.float32)
+    if sample_rows and len(vectors):
+        pick = np.random.default_rng(seed).choice(len(vectors), min(sample_rows, len(vectors)),
+                                                  replace=False)
+        sample = vectors[np.sort(pick)]
+    if codec_dir is None:
+        storage.write_parquet(out_url, pa.table({
+            "pk": todo.column("pk"), "embedding": numpy_to_fixed_list(vectors, pa.float32())}))
+    else:
+        codec = _codec(codec_dir)
+        pca = np.empty((table.num_rows, codec.dim), np.float32)
+        if hit.any():
+            pca[hit] = index.pca_fp16[rows]
+        if len(vectors):
+            pca[~hit] = codec.project(vectors)
+        storage.write_parquet(out_url, archive_table(table.column("pk").to_numpy(), pca))
+    return EmbeddedPart(out_url, table.num_rows, todo.num_rows, int(hit.sum()),
+                        embedder.truncated - truncated, time.perf_counter() - started,
+                        codec_dir is not None, sample)
+
+
+def encode_part(embeddings_url: str, archive_url: str, codec_dir: str) -> float:
+    """PCA-project one FP32 embeddings shard into its archive shard; return the seconds taken."""
+    started = time.perf_counter()
+    pks, vectors = read_embeddings(embeddings_url)
+    storage.write_parquet(archive_url, archive_table(pks, _codec(codec_dir).project(vectors)))
+    return time.perf_counter() - started
+
+
+def _store(settings: MilvusSettings) -> MilvusStore:
+    return per_worker("milvus", lambda: MilvusStore(settings), settings)
+
+
+def load_part(passages_url: str, archive_url: str, codec_id: str, collection: str,
+              milvus: MilvusSettings, store: MilvusStore | None = None) -> tuple[int, float]:
+    """Upsert one shard pair into the physical collection; (rows written, seconds).
+
+    On a Milvus server each worker keeps its own connection; Milvus Lite (one process per file)
+    passes the flow's ``store``.
+    """
+    started = time.perf_counter()
+    store = store or _store(milvus)
+    written = store.upsert(collection, list(shard_rows(passages_url, archive_url, codec_id)))
+    return written, time.perf_counter() - started
+
+
+def pks_of(parts: list[str], sources: list[str]) -> np.ndarray:
+    """Primary keys the passage shards ``parts`` hold for the input files ``sources`` (sorted)."""
+    wanted = pa.array(sorted(sources))
+    found = []
+    for url in parts:
+        table = storage.read_parquet(url, columns=["pk", "source"])
+        found.append(table.filter(pc.is_in(table.column("source"), wanted)).column("pk")
+                     .to_numpy())
+    return np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
+
+
+def stale_pks(old_parts: list[str], new_parts: list[str], sources: list[str]) -> np.ndarray:
+    """Rows the old shards hold for ``sources`` that the new shards no longer write."""
+    return np.setdiff1d(pks_of(old_parts, sources), pks_of(new_parts, sources),
+                        assume_unique=True)
+
+
+def sample_embeddings(urls: list[str], rows: list[int], size: int, seed: int) -> np.ndarray:
+    """A uniform random sample of about ``size`` embeddings from shards of ``rows`` rows each,
+    read one shard at a time."""
+    total = sum(rows)
+    rng = np.random.default_rng(seed)
+    parts = []
+    for url, shard_rows_ in zip(urls, rows, strict=True):
+        _, vectors = read_embeddings(url)
+        take = len(vectors) if total <= size else round(size * shard_rows_ / total)
+        if take:
+            parts.append(vectors[rng.choice(len(vectors), size=min(take, len(vectors)),
+                                            replace=False)])
+    return np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
+
+
+def archive_vectors(url: str) -> tuple[np.ndarray, np.ndarray]:
+    table = storage.read_parquet(url, columns=["pk", "pca_fp16"])
+    return table.column("pk").to_numpy(), fixed_list_to_numpy(table.column("pca_fp16"), np.float16)
