@@ -1,12 +1,12 @@
-"""Progress over Dask futures: a rich bar on a terminal, log lines (Prefect or stdlib) elsewhere."""
+"""Progress of long work: a rich bar on a terminal, log lines (Prefect or stdlib) elsewhere, and a
+progress artifact on the Prefect run."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+import time
 
-from distributed import Future, as_completed
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
@@ -45,29 +45,28 @@ class PrefectProgress:
             self.id = None
 
 
-def gather(futures: list[Future], label: str, weights: list[int] | None = None,
-           unit: str = "shards") -> list[Any]:
-    """Results in submission order; reports progress as futures finish (terminal, log, Prefect).
+class StreamProgress:
+    """Progress of a streaming run in shards loaded: a rich bar on a terminal, a log line every
+    ``every_s`` seconds, and a progress artifact on the Prefect run (a bar in the UI)."""
 
-    ``weights`` (e.g. passages per shard) make progress count items rather than futures.
-    """
-    weights = weights or [1] * len(futures)
-    total, finished = sum(weights), 0
-    log = _logger()
-    prefect_bar = PrefectProgress(label)
-    index = {f.key: i for i, f in enumerate(futures)}
-    results: list[Any] = [None] * len(futures)
-    step = max(1, len(futures) // 10)
-    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), disable=not sys.stderr.isatty(), transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        for done, future in enumerate(as_completed(futures), start=1):
-            position = index[future.key]
-            results[position] = future.result()
-            finished += weights[position]
-            bar.advance(task, weights[position])
-            if done % step == 0 or done == len(futures):
-                log.info("%s: %d/%d shards done (%s/%s %s)", label, done, len(futures),
-                         f"{finished:,}", f"{total:,}", unit)
-                prefect_bar.update(finished, total, unit)
-    return results
+    def __init__(self, label: str, every_s: float = 10.0) -> None:
+        self.label, self.every_s, self.last = label, every_s, 0.0
+        self.log = _logger()
+        self.prefect = PrefectProgress(label)
+        self.bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), disable=not sys.stderr.isatty(), transient=True)
+        self.task = self.bar.add_task(label, total=None)
+
+    def __enter__(self) -> StreamProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.bar.stop()
+
+    def update(self, done: int, total: int) -> None:
+        self.bar.update(self.task, completed=done, total=total)
+        self.prefect.update(done, total, "shards")
+        if time.monotonic() - self.last >= self.every_s or done == total:
+            self.log.info("%s: %d/%d shards", self.label, done, total)
+            self.last = time.monotonic()

@@ -12,7 +12,7 @@ import time
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from vecpress.flows.progress import PrefectProgress
+from vecpress.flows.progress import StreamProgress
 from vecpress.infra.cluster import dask_client
 from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.settings import Settings
@@ -25,7 +25,8 @@ from vecpress.tasks.collection.loading import LoadResult
 from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.embed.embedder import OnnxEmbedder
 from vecpress.tasks.embed.export import export_for_settings
-from vecpress.tasks.ingest.engine import StreamEngine, StreamJob, StreamResult
+from vecpress.tasks.ingest.engine import StreamEngine
+from vecpress.tasks.ingest.results import StreamJob, StreamResult
 from vecpress.tasks.inputs.sources import read_texts
 from vecpress.tasks.report.results import CheckResult
 from vecpress.tasks.search.evaluation import held_out_recall, own_text_hit_rate
@@ -45,22 +46,14 @@ def stream_stage(settings: Settings, job: StreamJob, artifact: ModelArtifact,
                  run_id: str) -> tuple[StreamResult, str]:
     """Chunk → embed → encode → load every shard of ``job`` on the Dask cluster, streaming."""
     log = get_run_logger()
-    bar = PrefectProgress("shards loaded")
-    last = [0.0]
-
-    def progress(done: int, total: int) -> None:
-        bar.update(done, total, "shards")
-        if time.monotonic() - last[0] >= 10 or done == total:
-            log.info("shards loaded: %d/%d", done, total)
-            last[0] = time.monotonic()
-
     catalog = Catalog(CollectionPaths(settings.storage_root, settings.collection).root)
-    with dask_client(settings.dask) as (client, cluster):
+    with dask_client(settings.dask) as (client, cluster), \
+            StreamProgress("shards loaded") as progress:
         where = f"{cluster.kind}: {cluster.workers} worker(s) × {cluster.threads_per_worker} " \
                 "thread(s)"
         log.info("run %s on %s: %d shard group(s) to read", run_id, where, len(job.groups))
         engine = StreamEngine(client, settings, catalog, artifact, cluster.threads_per_worker,
-                              run_id, progress)
+                              run_id, progress.update)
         try:
             result = engine.run(job)
         finally:

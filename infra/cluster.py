@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import dask
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, WorkerPlugin
 
 from vecpress.infra.settings import DaskSettings
 
@@ -83,4 +83,18 @@ def _local_client(settings: DaskSettings, gpus: int) -> Iterator[tuple[Client, C
     with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
                       dashboard_address=None, silence_logs=logging.WARNING) as cluster, \
             Client(cluster) as client:
+        client.register_plugin(QuietComputeFailures(), name="vecpress-quiet-failures")
         yield client, ClusterInfo("LocalCluster", workers, threads, 0)
+
+
+class _DropComputeFailed(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Compute Failed")
+
+
+class QuietComputeFailures(WorkerPlugin):
+    """A local worker does not print a failed task's traceback: the exception reaches the flow,
+    which reports it (with the file and what to do) once, instead of a raw dump per worker."""
+
+    def setup(self, worker: object) -> None:
+        logging.getLogger("distributed.worker").addFilter(_DropComputeFailed())

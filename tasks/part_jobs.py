@@ -23,7 +23,7 @@ from vecpress.tasks.collection.incremental import ReuseIndex, read_old_passages,
 from vecpress.tasks.collection.loading import shard_rows
 from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.embed.embedder import worker_embedder
-from vecpress.tasks.shard_jobs import _chunker_tokens
+from vecpress.tasks.shard_jobs import embed_table
 from vecpress.tasks.worker_cache import per_worker
 
 OldPart = tuple[str, str, tuple[str, ...]]  # (passages URL, archive URL, sources still wanted)
@@ -74,11 +74,7 @@ def embed_part(passages_url: str, out_url: str, artifact: ModelArtifact, model: 
     truncated = embedder.truncated
     vectors = np.empty((0, artifact.dim), np.float32)
     if todo.num_rows:
-        ids = [f"{d}#{c}" for d, c in zip(todo.column("doc_id").to_pylist(),
-                                          todo.column("chunk").to_pylist(), strict=True)]
-        tokens = _chunker_tokens(todo, embedder, passages_url)
-        vectors = embedder.encode_tokens(tokens, ids=ids) if tokens is not None else \
-            embedder.encode(todo.column("text").to_pylist(), ids=ids)
+        vectors = embed_table(todo, embedder, passages_url)
     sample = np.empty((0, artifact.dim), np.float32)
     if sample_rows and len(vectors):
         pick = np.random.default_rng(seed).choice(len(vectors), min(sample_rows, len(vectors)),

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from vecpress.infra import storage
@@ -126,22 +127,27 @@ def embed_shard(passages_url: str, out_url: str, artifact: ModelArtifact, model:
     """
     embedder = worker_embedder(artifact, model, threads)
     table = storage.read_parquet(passages_url)
-    ids = [f"{d}#{c}" for d, c in zip(table.column("doc_id").to_pylist(),
-                                      table.column("chunk").to_pylist(), strict=True)]
     truncated_before = embedder.truncated
     started = time.perf_counter()
-    tokens = _chunker_tokens(table, embedder, passages_url)
-    if tokens is not None:
-        vectors = embedder.encode_tokens(tokens, ids=ids, on_progress=on_progress)
-    else:
-        vectors = embedder.encode(table.column("text").to_pylist(), ids=ids,
-                                  on_progress=on_progress)
+    vectors = embed_table(table, embedder, passages_url, on_progress)
     seconds = time.perf_counter() - started
     storage.write_parquet(out_url, pa.table({
         "pk": table.column("pk"),
         "embedding": numpy_to_fixed_list(vectors, pa.float32()),
     }))
     return EmbedShard(out_url, len(vectors), seconds, embedder.truncated - truncated_before)
+
+
+def embed_table(table: pa.Table, embedder: OnnxEmbedder, url: str,
+                on_progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Embed a passages table: from the chunker's token ids when they came from this model's
+    tokenizer, else from the text. Passage ids (``doc_id#chunk``) name a batch that fails."""
+    ids = [f"{d}#{c}" for d, c in zip(table.column("doc_id").to_pylist(),
+                                      table.column("chunk").to_pylist(), strict=True)]
+    tokens = _chunker_tokens(table, embedder, url)
+    if tokens is not None:
+        return embedder.encode_tokens(tokens, ids=ids, on_progress=on_progress)
+    return embedder.encode(table.column("text").to_pylist(), ids=ids, on_progress=on_progress)
 
 
 def _chunker_tokens(table: pa.Table, embedder: OnnxEmbedder, url: str) -> Tokens | None:

@@ -55,3 +55,13 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> str:
         yield f"http://127.0.0.1:{default_server.listen_port}"
     finally:
         default_server.stop()
+
+
+@pytest.fixture(scope="session")
+def durable_ws(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, prefect_harness):
+    """A corpus, a tiny model and a reference ingest for the durability tests (``durable.py``)."""
+    from durable import durable_workspace
+    from prefect.settings import PREFECT_API_URL
+
+    return durable_workspace(tmp_path_factory.mktemp("durable"), model_cache,
+                             str(PREFECT_API_URL.value()))

@@ -109,8 +109,9 @@ def test_embed_shard_reports_progress_and_names_passage_ids(fp32_artifact, texts
     import pyarrow as pa
 
     from vecpress.infra import storage
+    from vecpress.tasks.arrays import read_embeddings
     from vecpress.tasks.inputs.records import PASSAGE_SCHEMA
-    from vecpress.tasks.shard_jobs import embed_shard, read_embeddings
+    from vecpress.tasks.shard_jobs import embed_shard
 
     url = str(tmp_path / "passages.parquet")
     storage.write_parquet(url, pa.table({

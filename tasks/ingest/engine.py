@@ -18,9 +18,8 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
-import numpy as np
 from distributed import Client, Future, as_completed
 
 from vecpress.infra import storage
@@ -30,56 +29,15 @@ from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks import part_jobs, shard_jobs
 from vecpress.tasks.codec.choose import DRIFT_SAMPLE, fit_new_codec
 from vecpress.tasks.codec.codec import Codec
-from vecpress.tasks.collection.catalog import Build, Catalog, ShardRow
+from vecpress.tasks.collection.catalog import Catalog, ShardRow
 from vecpress.tasks.embed.artifact import ModelArtifact
-from vecpress.tasks.ingest.groups import Group, shard_id
+from vecpress.tasks.ingest.groups import shard_id
+from vecpress.tasks.ingest.results import StreamJob, StreamResult
 from vecpress.tasks.inputs.records import InputError
-from vecpress.tasks.part_jobs import OldPart
 
 log = logging.getLogger("vecpress")
 COMMIT_EVERY_S = 1.0  # ledger commits are batched: at most this long between them
 DRIFT_ROWS_PER_SHARD = 64
-
-
-@dataclass
-class StreamJob:
-    """What one run streams into one build."""
-
-    build: Build
-    groups: list[Group]
-    hashes: dict[str, str]  # content hash of every file to read
-    old_parts: dict[str, list[OldPart]] = field(default_factory=dict)  # per group: changed files
-    deleted: list[OldPart] = field(default_factory=list)  # old shards of deleted files
-    deleted_paths: list[str] = field(default_factory=list)
-    restamped: list[dict] = field(default_factory=list)  # files rows: same bytes, new stamp
-
-
-@dataclass
-class StreamResult:
-    documents: int = 0
-    passages: int = 0
-    embedded: int = 0
-    reused: int = 0
-    truncated: int = 0
-    rows_written: int = 0
-    rows_deleted: int = 0
-    shards: int = 0
-    shards_skipped: int = 0  # already loaded before this run
-    shards_resumed: int = 0  # part-way done before this run
-    busy: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
-        ("chunk", "embed", "encode", "load"), 0.0))
-    wall: float = 0.0
-    errors: list[InputError] = field(default_factory=list)
-    codec: Codec | None = None
-    codec_trained: bool = False
-    codec_lines: list[str] = field(default_factory=list)
-    codec_seconds: float = 0.0
-    drift_sample: list[np.ndarray] = field(default_factory=list)
-    fp32_urls: list[str] = field(default_factory=list)  # first-run FP32 shards (deleted by GC)
-    first_passages: str | None = None
-
-    def drift_vectors(self) -> np.ndarray:
-        return np.concatenate(self.drift_sample)
 
 
 class StreamEngine:
@@ -103,7 +61,11 @@ class StreamEngine:
         self.last_commit = time.monotonic()
         self.futures: dict[str, tuple[str, str]] = {}  # future key → (step, shard or group id)
         self.hold: deque[str] = deque()  # chunked shards waiting for the codec
-        self.pre_rows = 0  # rows sent to FP32 embedding for the codec sample
+        # The codec's sample: the first groups in job order (random, reproducible) up to
+        # codec.sample_size passages, whichever shards happen to finish first.
+        self.sample_groups: set[str] = set()
+        self.sample_rows = 0
+        self.cursor = 0  # next group (in job order) to consider for the sample
         self.result = StreamResult()
         self.codec: Codec | None = None
         self.codec_dir: str | None = None
@@ -205,7 +167,6 @@ class StreamEngine:
             if row.state == "embedded" and not storage.exists(row.embeddings_url):
                 row = self._set(row, state="chunked", embeddings_url="")
             if row.state == "embedded":
-                self.pre_rows += row.rows
                 self.result.fp32_urls.append(row.embeddings_url)
             self._next(row)
         self._group_done_if_loaded(group)
@@ -228,11 +189,10 @@ class StreamEngine:
                             f"archive-{self.codec.codec_id}-{row.part:04d}.parquet")
 
     def _embed(self, row: ShardRow) -> None:
-        if self.codec is None and self.pre_rows >= self.settings.codec.sample_size:
-            self.hold.append(row.shard_id)  # enough FP32 for the sample: wait for the codec
+        if self.codec is None and row.group_id not in self.sample_groups:
+            self.hold.append(row.shard_id)  # not part of the codec's sample: wait for the codec
             return
         if self.codec is None:
-            self.pre_rows += row.rows
             out = storage.join(self.paths.group_dir(row.group_id),
                                f"embeddings-{row.part:04d}.parquet")
         else:
@@ -285,15 +245,34 @@ class StreamEngine:
         self.result.codec_trained = trained
         self.store.ensure_collection(self.build.build, codec.dim, codec.codec_id)
 
+    def _grow_sample(self) -> None:
+        """Take groups into the codec's sample in job order as they are chunked, until it holds
+        ``codec.sample_size`` passages: the same sample whatever order the workers finish in."""
+        order = self.job.groups
+        while self.codec is None and self.cursor < len(order) and \
+                self.sample_rows < self.settings.codec.sample_size:
+            group = order[self.cursor].group_id
+            if group not in self.meta:
+                return  # not chunked yet
+            self.sample_groups.add(group)
+            self.sample_rows += sum(self.meta[group]["rows"])
+            self.cursor += 1
+            waiting = [s for s in self.hold if self.rows[s].group_id == group]
+            for shard in waiting:
+                self.hold.remove(shard)
+                self._embed(self.rows[shard])
+
     def _maybe_fit(self) -> None:
-        """Fit the codec once every shard sent to FP32 embedding is back (the sample is full, or
-        nothing else can be embedded)."""
-        if self.codec is not None or any(s == "embed" for s, _ in self.futures.values()):
+        """Fit the codec once the sample is complete and every shard of it is embedded."""
+        self._grow_sample()
+        if self.codec is not None:
             return
-        if any(s == "chunk" for s, _ in self.futures.values()) and \
-                self.pre_rows < self.settings.codec.sample_size:
+        complete = self.cursor == len(self.job.groups) or \
+            self.sample_rows >= self.settings.codec.sample_size
+        parts = [self.rows[s] for g in self.sample_groups for s in self.parts_of[g]]
+        if not complete or any(r.state != "embedded" for r in parts):
             return
-        embedded = [r for r in self.rows.values() if r.state == "embedded"]
+        embedded = sorted(parts, key=lambda r: r.shard_id)
         if not embedded:
             return
         started = time.perf_counter()
@@ -309,8 +288,9 @@ class StreamEngine:
         self.result.codec_lines, self.result.codec_seconds = lines, time.perf_counter() - started
         log.info("codec %s fitted on %d vectors in %.1f s", codec.codec_id, len(sample),
                  self.result.codec_seconds)
-        for row in embedded:
-            self._next(row)
+        for row in self.rows.values():
+            if row.state == "embedded":
+                self._next(row)
         while self.hold:
             self._embed(self.rows[self.hold.popleft()])
 

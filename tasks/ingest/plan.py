@@ -8,8 +8,8 @@ from dataclasses import asdict
 from vecpress.infra.settings import Settings
 from vecpress.tasks.collection.catalog import Build, Catalog
 from vecpress.tasks.collection.manifest import ChangePlan, Manifest
-from vecpress.tasks.ingest.engine import StreamJob
 from vecpress.tasks.ingest.groups import make_groups
+from vecpress.tasks.ingest.results import StreamJob
 from vecpress.tasks.part_jobs import OldPart
 
 

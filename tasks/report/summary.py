@@ -14,7 +14,7 @@ from vecpress.tasks.report.results import CheckResult
 if TYPE_CHECKING:
     from vecpress.tasks.collection.gc import GcResult
     from vecpress.tasks.collection.loading import LoadResult
-    from vecpress.tasks.ingest.engine import StreamResult
+    from vecpress.tasks.ingest.results import StreamResult
     from vecpress.tasks.inputs.records import InputError
 
 

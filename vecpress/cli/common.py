@@ -46,12 +46,25 @@ def settings_from_flags(**overrides: Any) -> Settings:
     return Settings(**nested)
 
 
+class _NoTracebackForUserErrors(logging.Filter):
+    """Prefect logs a failed run's traceback; for errors the CLI explains itself (bad input or
+    settings, a full disk) the message stays and the traceback goes. Bugs keep their traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, (ValueError, LookupError, OSError)):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def quiet_libraries() -> None:
     """Keep the model hub offline and Prefect's analytics off; silence chatty library loggers."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub is contacted, ever
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     for name in ("distributed", "httpx", "transformers"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("prefect.flow_runs", "prefect.task_runs", "prefect.engine"):
+        logging.getLogger(name).addFilter(_NoTracebackForUserErrors())
 
 
 def run_ingest(sources: list[str], settings: Settings, eval_queries: str | None,

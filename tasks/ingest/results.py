@@ -1,0 +1,57 @@
+"""What a streaming run is given (the groups to read, the old shards of changed and deleted
+files) and what it returns (counts, busy seconds per stage, the codec, a drift sample)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vecpress.tasks.codec.codec import Codec
+from vecpress.tasks.collection.catalog import Build
+from vecpress.tasks.ingest.groups import Group
+from vecpress.tasks.inputs.records import InputError
+from vecpress.tasks.part_jobs import OldPart
+
+
+@dataclass
+class StreamJob:
+    """What one run streams into one build."""
+
+    build: Build
+    groups: list[Group]
+    hashes: dict[str, str]  # content hash of every file to read
+    old_parts: dict[str, list[OldPart]] = field(default_factory=dict)  # per group: changed files
+    deleted: list[OldPart] = field(default_factory=list)  # old shards of deleted files
+    deleted_paths: list[str] = field(default_factory=list)
+    restamped: list[dict] = field(default_factory=list)  # files rows: same bytes, new stamp
+
+
+@dataclass
+class StreamResult:
+    documents: int = 0
+    passages: int = 0
+    embedded: int = 0
+    reused: int = 0
+    truncated: int = 0
+    rows_written: int = 0
+    rows_deleted: int = 0
+    shards: int = 0
+    shards_skipped: int = 0  # already loaded before this run
+    shards_resumed: int = 0  # part-way done before this run
+    busy: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        ("chunk", "embed", "encode", "load"), 0.0))
+    wall: float = 0.0
+    errors: list[InputError] = field(default_factory=list)
+    codec: Codec | None = None
+    codec_trained: bool = False
+    codec_lines: list[str] = field(default_factory=list)
+    codec_seconds: float = 0.0
+    drift_sample: list[np.ndarray] = field(default_factory=list)
+    fp32_urls: list[str] = field(default_factory=list)  # first-run FP32 shards (deleted by GC)
+    first_passages: str | None = None
+
+    def drift_vectors(self) -> np.ndarray:
+        return np.concatenate(self.drift_sample)
+
+
