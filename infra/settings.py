@@ -24,7 +24,11 @@ class InputSettings(BaseModel):
         [".txt", ".md", ".markdown", ".rst", ".text"],
         description="File endings read as plain text; one file is one document.",
     )
-    files_per_shard: int = Field(64, ge=1, description="Input files grouped into one chunking task.")
+    files_per_shard: int = Field(64, ge=1, description="At most this many input files form one "
+                                 "shard group (one chunking task, the unit of resume).")
+    bytes_per_shard: int = Field(1 << 20, ge=1, description="A shard group closes once its files "
+                                 "hold this many bytes (1 MiB): chunking spreads over the workers "
+                                 "and a killed run redoes little. One larger file is one group.")
 
 
 class ChunkSettings(BaseModel):

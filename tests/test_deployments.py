@@ -17,10 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import milvus_rows
 
 from vecpress.deployments.definitions import deployment_names
 from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.settings import MilvusSettings, Settings
+from vecpress.infra.storage import CollectionPaths
+from vecpress.tasks.collection.catalog import Catalog
 
 pytestmark = pytest.mark.slow
 COLLECTION = "watched"
@@ -117,10 +120,11 @@ def _settle(served: dict, before: dict[str, dict], files_expected: int) -> list[
 
 
 def _rows(served: dict) -> dict[int, str]:
+    build = Catalog(CollectionPaths(str(served["data"]), COLLECTION).root).active().build
     store = MilvusStore(MilvusSettings(uri=str(served["data"] / "milvus.db")))
     try:
-        store.load(COLLECTION)
-        hits = store.client.query(COLLECTION, filter="pk >= 0", output_fields=["pk", "text"],
+        store.load(build)
+        hits = store.client.query(build, filter="pk >= 0", output_fields=["pk", "text"],
                                   limit=16_384)
         return {h["pk"]: h["text"] for h in hits}
     finally:
@@ -174,12 +178,8 @@ def test_manual_run_with_parameters_loads_rows(served, paragraphs, tmp_path):
     kinds = {a.key: a.type for a in artifacts if a.key}
     assert kinds == {"vecpress-manual-run-summary": "table", "vecpress-manual-run-report": "markdown"}
     assert any(a.type == "progress" and a.data == 100.0 for a in artifacts)
-    store = MilvusStore(MilvusSettings(uri=str(db)))
-    try:
-        store.load("manual_run")
-        assert store.count("manual_run") == summary["passages"] == summary["rows_in_milvus"]
-    finally:
-        store.close()
+    assert milvus_rows(str(served["data"]), "manual_run", str(db)) == summary["passages"] == \
+        summary["rows_in_milvus"]
 
 
 def test_watched_folder_new_changed_deleted_and_burst(served, paragraphs):

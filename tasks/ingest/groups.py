@@ -3,10 +3,11 @@
 A group's id is a hash of its files' URLs and content hashes and of every setting that changes
 its passages (input reading, chunking, the model artifact, rows per shard). The same files read
 with the same settings give the same id, so a rerun finds in the catalog what an earlier,
-interrupted run already committed for it. Groups are cut from the URL-sorted file list at fixed
-multiples of ``inputs.files_per_shard``: when whole groups are done, the remaining files regroup
-into the same groups. Each group is chunked into parts of at most ``model.passages_per_shard``
-passages; a part (``<group_id>/NNNN``) is the unit of embedding, encoding, loading and commit.
+interrupted run already committed for it. Groups are cut from the URL-sorted file list, closed at
+``inputs.files_per_shard`` files or ``inputs.bytes_per_shard`` bytes: when whole groups are done,
+the remaining files regroup into the same groups. Each group is chunked into parts of at most
+``model.passages_per_shard`` passages; a part (``<group_id>/NNNN``) is the unit of embedding,
+encoding, loading and commit.
 """
 
 from __future__ import annotations
@@ -41,13 +42,30 @@ def make_groups(files: list[SourceFile], hashes: dict[str, str], settings: Setti
     """Groups of the files to read; with ``shuffle_seed``, in a random (reproducible) order so
     that the first groups done are a fair sample of the corpus (a first run fits its codec on
     them)."""
-    ordered = sorted(files, key=lambda f: f.url)
-    per = settings.inputs.files_per_shard
-    groups = [Group(group_id(ordered[i:i + per], hashes, settings, artifact),
-                    tuple(ordered[i:i + per])) for i in range(0, len(ordered), per)]
+    groups = [Group(group_id(members, hashes, settings, artifact), tuple(members))
+              for members in _cut(sorted(files, key=lambda f: f.url), settings)]
     if shuffle_seed is not None and len(groups) > 1:
         order = np.random.default_rng(shuffle_seed).permutation(len(groups))
         groups = [groups[i] for i in order]
+    return groups
+
+
+def _cut(ordered: list[SourceFile], settings: Settings) -> list[list[SourceFile]]:
+    """Greedy groups in URL order, closed at ``files_per_shard`` files or ``bytes_per_shard``
+    bytes. A group's end depends only on where it starts, so when whole groups are done, the
+    files left regroup into the same groups."""
+    groups: list[list[SourceFile]] = []
+    current: list[SourceFile] = []
+    size = 0
+    for src in ordered:
+        current.append(src)
+        size += src.size
+        if len(current) >= settings.inputs.files_per_shard or \
+                size >= settings.inputs.bytes_per_shard:
+            groups.append(current)
+            current, size = [], 0
+    if current:
+        groups.append(current)
     return groups
 
 
