@@ -8,6 +8,7 @@ to the variance PCA dropped).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from vecpress.tasks.collection.catalog import Catalog
 from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.embed.embedder import OnnxEmbedder
 from vecpress.tasks.search.rescore_store import RescoreStore
+
+FOLLOW_S = 1.0  # how often a searcher looks for a newer catalog version
 
 __all__ = ["CollectionNotFoundError", "Hit", "RescoreStore", "Searcher", "Snapshot",
            "open_searcher", "rescore_directory"]
@@ -53,9 +56,9 @@ class Snapshot:
 class Searcher:
     """Compressed ANN search plus rescoring over one collection.
 
-    Given a ``catalog``, the searcher follows the collection: before each search it checks the
-    catalog's versions (cheap) and moves to a new snapshot when an ingest or a rebuild committed
-    one; each search uses one snapshot from start to end.
+    Given ``follow``, the searcher follows the collection: before a search it checks the catalog's
+    versions (at most once a second) and moves to a new snapshot when an ingest or a rebuild
+    committed one; each search uses one snapshot from start to end.
     """
 
     def __init__(self, store: MilvusStore, collection: str, codec: Codec,
@@ -65,6 +68,7 @@ class Searcher:
         self.store, self.embedder, self.rescore_factor = store, embedder, rescore_factor
         self.snapshot = Snapshot(collection, codec, rescore, versions)
         self._follow = follow
+        self._checked = time.monotonic()
         store.load(collection)
 
     @property
@@ -80,7 +84,9 @@ class Searcher:
         return self.snapshot.rescore
 
     def _current(self, force: bool = False) -> Snapshot:
-        if self._follow is not None:
+        """The snapshot to search; the catalog is looked at again at most once a second."""
+        if self._follow is not None and (force or time.monotonic() - self._checked >= FOLLOW_S):
+            self._checked = time.monotonic()
             newer = self._follow(() if force else self.snapshot.versions)
             if newer is not None:
                 if newer.collection != self.snapshot.collection:
