@@ -72,12 +72,16 @@ def model_env(model: str, variant: str) -> dict[str, str]:
     return env
 
 
+MILVUS: dict[str, str] = {}  # "uri" of a Milvus server when --milvus server
+
+
 def run(folder: Path, collection: str, env: dict[str, str], site: str | None = None,
         kill_after_s: float | None = None) -> dict:
     """One `vecpress ingest` command: wall time, summary, peak RSS per process kind."""
     data = WORK / "runs"
+    uri = MILVUS.get("uri") or str(data / f"{collection}.db")
     cmd = [sys.executable, "-m", "vecpress", "ingest", str(folder), "--collection", collection,
-           "--storage-root", str(data), "--milvus-uri", str(data / f"{collection}.db"), "--json"]
+           "--storage-root", str(data), "--milvus-uri", uri, "--json"]
     full_env = os.environ | env | ({"PYTHONPATH": site} if site else {})
     full_env.pop("PREFECT_API_URL", None)
     started = time.perf_counter()
@@ -142,7 +146,11 @@ def fresh(collection: str) -> None:
 
     shutil.rmtree(WORK / "runs" / "collections" / collection, ignore_errors=True)
     for suffix in (".db", ".db.lock"):
-        (WORK / "runs" / f"{collection}{suffix}").unlink(missing_ok=True)
+        path = WORK / "runs" / f"{collection}{suffix}"
+        if path.is_dir():  # Milvus Lite keeps its data in a folder of that name
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def machine() -> dict:
@@ -181,7 +189,7 @@ def stages(args: argparse.Namespace) -> dict:
         for label, site in (("after", None), ("before", args.before)):
             if label == "before" and not site:
                 continue
-            name = f"stages_{args.model}_{label}_{passages}"
+            name = f"stages_{args.model}_{label}_{args.milvus}_{passages}"
             fresh(name)
             result = run(folder, name, env, site)
             summary = result["summary"]
@@ -235,12 +243,29 @@ def main() -> None:
     parser.add_argument("--variant", default="fp32")
     parser.add_argument("--passages", type=int, nargs="+", default=[20000])
     parser.add_argument("--before", help="site folder of an older vecpress (stages mode)")
+    parser.add_argument("--milvus", choices=["lite", "server"], default="lite",
+                        help="server: a Milvus 2.3.5 standalone (pip milvus) started here; with "
+                        "Milvus Lite the flow process also hosts the database")
     args = parser.parse_args()
-    result = {"mode": args.mode, "model": args.model, "variant": args.variant,
-              "machine": machine()} | globals()[args.mode](args)
+    server = None
+    if args.milvus == "server":
+        import shutil
+
+        from milvus import default_server as server
+
+        shutil.rmtree(WORK / "milvus-server", ignore_errors=True)  # every run starts empty
+        server.set_base_dir(str(WORK / "milvus-server"))
+        server.start()
+        MILVUS["uri"] = f"http://127.0.0.1:{server.listen_port}"
+    try:
+        result = {"mode": args.mode, "model": args.model, "variant": args.variant,
+                  "milvus": args.milvus, "machine": machine()} | globals()[args.mode](args)
+    finally:
+        if server is not None:
+            server.stop()
     RESULTS.mkdir(parents=True, exist_ok=True)
     sizes = "_".join(str(p) for p in args.passages)
-    path = RESULTS / f"pipeline_{args.mode}_{args.model}_{args.variant}_{sizes}.json"
+    path = RESULTS / f"pipeline_{args.mode}_{args.model}_{args.variant}_{args.milvus}_{sizes}.json"
     path.write_text(json.dumps(result, indent=2, default=str))
     table(result)
     print(f"wrote {path}")

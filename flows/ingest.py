@@ -120,8 +120,8 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
         raise ValueError(f"no passages to ingest from {sources}: {len(summary.errors)} input "
                          f"error(s), first: {_error_line(first)}")
     build = catalog.builds_by_name()[build.build]
-    summary.add_load(stages.index_stage(settings, build, codec, streamed.rows_written),
-                     streamed.rows_written, streamed.rows_deleted)
+    indexed, seconds = stages.index_stage(settings, build, codec, streamed.rows_written)
+    summary.add_load(indexed, streamed.rows_written, streamed.rows_deleted, seconds)
     if not streamed.codec_trained and streamed.drift_sample:
         try:
             report = reuse_codec(codec, streamed.drift_vectors(), settings.codec)

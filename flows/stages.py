@@ -64,14 +64,16 @@ def stream_stage(settings: Settings, job: StreamJob, artifact: ModelArtifact,
 
 
 @task(cache_policy=NONE)
-def index_stage(settings: Settings, build: Build, codec: Codec, rows: int) -> LoadResult:
-    """Build the index once (Milvus indexes later segments itself), load, count."""
+def index_stage(settings: Settings, build: Build, codec: Codec, rows: int
+                ) -> tuple[LoadResult, float]:
+    """Build the index once (Milvus indexes later segments itself), load, count; the seconds."""
+    started = time.perf_counter()
     store = MilvusStore(settings.milvus)
     try:
         store.ensure_collection(build.build, codec.dim, codec.codec_id)
         index = store.ensure_index(build.build, max(rows, 1), codec.report["pq_m"],
                                    codec.report["pq_nbits"], codec.nlist)
-        return LoadResult(0, 0, store.count(build.build), index)
+        return LoadResult(0, 0, store.count(build.build), index), time.perf_counter() - started
     finally:
         store.close()
 

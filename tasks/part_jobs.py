@@ -16,8 +16,9 @@ import pyarrow.compute as pc
 
 from vecpress.infra import storage
 from vecpress.infra.milvus import MilvusStore
-from vecpress.infra.settings import MilvusSettings, ModelSettings
-from vecpress.tasks.arrays import fixed_list_to_numpy, numpy_to_fixed_list, read_embeddings
+from vecpress.infra.settings import CodecSettings, MilvusSettings, ModelSettings
+from vecpress.tasks.arrays import numpy_to_fixed_list, read_embeddings
+from vecpress.tasks.codec.choose import fit_new_codec
 from vecpress.tasks.codec.codec import Codec, archive_table
 from vecpress.tasks.collection.incremental import ReuseIndex, read_old_passages, text_hashes
 from vecpress.tasks.collection.loading import shard_rows
@@ -153,6 +154,19 @@ def sample_embeddings(urls: list[str], rows: list[int], size: int, seed: int) ->
     return np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
 
 
-def archive_vectors(url: str) -> tuple[np.ndarray, np.ndarray]:
-    table = storage.read_parquet(url, columns=["pk", "pca_fp16"])
-    return table.column("pk").to_numpy(), fixed_list_to_numpy(table.column("pca_fp16"), np.float16)
+@dataclass
+class FittedCodec:
+    codec_id: str
+    lines: list[str]
+    seconds: float
+    vectors: int
+
+
+def fit_codec_job(urls: list[str], rows: list[int], settings: CodecSettings,
+                  milvus: MilvusSettings, codecs_root: str) -> FittedCodec:
+    """Fit a new collection's codec on a sample of its first FP32 shards; save it by its id."""
+    started = time.perf_counter()
+    sample = sample_embeddings(urls, rows, settings.sample_size, settings.seed)
+    codec, lines = fit_new_codec(sample, settings, milvus)
+    codec.save(storage.join(codecs_root, codec.codec_id))
+    return FittedCodec(codec.codec_id, lines, time.perf_counter() - started, len(sample))

@@ -27,7 +27,7 @@ from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.settings import Settings
 from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks import part_jobs, shard_jobs
-from vecpress.tasks.codec.choose import DRIFT_SAMPLE, fit_new_codec
+from vecpress.tasks.codec.choose import DRIFT_SAMPLE
 from vecpress.tasks.codec.codec import Codec
 from vecpress.tasks.collection.catalog import Catalog, ShardRow
 from vecpress.tasks.embed.artifact import ModelArtifact
@@ -61,6 +61,8 @@ class StreamEngine:
         self.last_commit = time.monotonic()
         self.futures: dict[str, tuple[str, str]] = {}  # future key → (step, shard or group id)
         self.hold: deque[str] = deque()  # chunked shards waiting for the codec
+        self.lite_loads: deque[ShardRow] = deque()  # encoded shards for this process to load
+        self.fitting = False  # the codec is being fitted on a worker
         # The codec's sample: the first groups in job order (random, reproducible) up to
         # codec.sample_size passages, whichever shards happen to finish first.
         self.sample_groups: set[str] = set()
@@ -100,9 +102,17 @@ class StreamEngine:
                              rows_per_shard=self.settings.model.passages_per_shard)
         try:
             self._maybe_fit()
-            for future in self.queue:
-                step, key = self.futures.pop(future.key)
-                getattr(self, f"_{step}_done")(key, future.result())
+            while not self.queue.is_empty() or self.lite_loads:
+                if self.lite_loads and not self.queue.has_ready():
+                    # Milvus Lite: this process loads one shard while the workers go on; a
+                    # finished shard is committed first, so a kill redoes little.
+                    row = self.lite_loads.popleft()
+                    self._load_done(row.shard_id, part_jobs.load_part(
+                        *self._load_args(row), store=self.store))
+                else:
+                    future = next(self.queue)
+                    step, key = self.futures.pop(future.key)
+                    getattr(self, f"_{step}_done")(key, future.result())
                 self._maybe_fit()
                 self._commit()
         finally:
@@ -224,13 +234,15 @@ class StreamEngine:
         self._load(self._set(self.rows[shard], state="encoded",
                              archive_url=self._archive_url(self.rows[shard])))
 
-    def _load(self, row: ShardRow) -> None:
-        args = (row.passages_url, row.archive_url, self.codec.codec_id, self.build.build,
+    def _load_args(self, row: ShardRow) -> tuple:
+        return (row.passages_url, row.archive_url, self.codec.codec_id, self.build.build,
                 self.settings.milvus)
-        if self.lite:  # one writer per Milvus Lite file: this process
-            self._load_done(row.shard_id, part_jobs.load_part(*args, store=self.store))
+
+    def _load(self, row: ShardRow) -> None:
+        if self.lite:  # one writer per Milvus Lite file: this process, between completions
+            self.lite_loads.append(row)
         else:
-            self._submit("load", row.shard_id, part_jobs.load_part, *args)
+            self._submit("load", row.shard_id, part_jobs.load_part, *self._load_args(row))
 
     def _load_done(self, shard: str, done: tuple[int, float]) -> None:
         self.result.rows_written += done[0]
@@ -263,31 +275,30 @@ class StreamEngine:
                 self._embed(self.rows[shard])
 
     def _maybe_fit(self) -> None:
-        """Fit the codec once the sample is complete and every shard of it is embedded."""
+        """Fit the codec (on a worker: this loop keeps committing) once the sample is complete
+        and every shard of it is embedded."""
         self._grow_sample()
-        if self.codec is not None:
+        if self.codec is not None or self.fitting:
             return
         complete = self.cursor == len(self.job.groups) or \
             self.sample_rows >= self.settings.codec.sample_size
         parts = [self.rows[s] for g in self.sample_groups for s in self.parts_of[g]]
-        if not complete or any(r.state != "embedded" for r in parts):
+        if not complete or not parts or any(r.state != "embedded" for r in parts):
             return
-        embedded = sorted(parts, key=lambda r: r.shard_id)
-        if not embedded:
-            return
-        started = time.perf_counter()
-        sample = part_jobs.sample_embeddings([r.embeddings_url for r in embedded],
-                                             [r.rows for r in embedded],
-                                             self.settings.codec.sample_size,
-                                             self.settings.codec.seed)
-        codec, lines = fit_new_codec(sample, self.settings.codec, self.settings.milvus)
-        codec.save(self.paths.codec_dir(codec.codec_id))
+        parts.sort(key=lambda r: r.shard_id)
+        self.fitting = True
+        self._submit("fit", "codec", part_jobs.fit_codec_job, [r.embeddings_url for r in parts],
+                     [r.rows for r in parts], self.settings.codec, self.settings.milvus,
+                     storage.join(self.paths.root, "codecs"))
+
+    def _fit_done(self, _: str, fitted: part_jobs.FittedCodec) -> None:
+        codec = Codec.load(self.paths.codec_dir(fitted.codec_id))
         self.build = replace(self.build, codec_id=codec.codec_id)
         self.catalog.save_build(self.build)
         self._use_codec(codec, trained=True)
-        self.result.codec_lines, self.result.codec_seconds = lines, time.perf_counter() - started
-        log.info("codec %s fitted on %d vectors in %.1f s", codec.codec_id, len(sample),
-                 self.result.codec_seconds)
+        self.result.codec_lines, self.result.codec_seconds = fitted.lines, fitted.seconds
+        log.info("codec %s fitted on %d vectors in %.1f s", codec.codec_id, fitted.vectors,
+                 fitted.seconds)
         for row in self.rows.values():
             if row.state == "embedded":
                 self._next(row)

@@ -91,9 +91,11 @@ class IngestSummary:
                         StageStat("streamed: chunk → embed → encode → load (wall)", result.wall,
                                   result.passages)]
 
-    def add_load(self, load: LoadResult, written: int, deleted: int) -> None:
+    def add_load(self, load: LoadResult, written: int, deleted: int, seconds: float) -> None:
         self.rows_in_milvus, self.index = load.rows_in_milvus, load.index
         self.rows_deleted = deleted
+        self.stages.append(StageStat("Milvus flush + index + count", seconds, load.rows_in_milvus,
+                                     "rows"))
 
     def add_gc(self, result: GcResult) -> None:
         self.gc = asdict(result)
