@@ -199,8 +199,10 @@ class StreamEngine:
                             f"archive-{self.codec.codec_id}-{row.part:04d}.parquet")
 
     def _embed(self, row: ShardRow) -> None:
-        if self.codec is None and row.group_id not in self.sample_groups:
-            self.hold.append(row.shard_id)  # not part of the codec's sample: wait for the codec
+        if self.codec is None and row.group_id not in self.sample_groups and not self.fitting:
+            # Not part of the codec's sample: wait for the codec. While it is being fitted the
+            # workers go on embedding (to FP32, bounded by the fit's time) instead of idling.
+            self.hold.append(row.shard_id)
             return
         if self.codec is None:
             out = storage.join(self.paths.group_dir(row.group_id),
@@ -289,7 +291,9 @@ class StreamEngine:
         self.fitting = True
         self._submit("fit", "codec", part_jobs.fit_codec_job, [r.embeddings_url for r in parts],
                      [r.rows for r in parts], self.settings.codec, self.settings.milvus,
-                     storage.join(self.paths.root, "codecs"))
+                     storage.join(self.paths.root, "codecs"), priority=10)  # before the held
+        while self.hold:
+            self._embed(self.rows[self.hold.popleft()])
 
     def _fit_done(self, _: str, fitted: part_jobs.FittedCodec) -> None:
         codec = Codec.load(self.paths.codec_dir(fitted.codec_id))
