@@ -73,7 +73,8 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     log = get_run_logger()
     paths = CollectionPaths(settings.storage_root, settings.collection)
     catalog = Catalog(paths.root)
-    check_not_legacy(paths, catalog)
+    if not recreate:  # --recreate is the way out of a collection written before the catalog
+        check_not_legacy(paths, catalog)
     run_id = new_run_id()
     summary = IngestSummary(run_id=run_id, collection=settings.collection,
                             milvus_uri=settings.milvus.uri)
