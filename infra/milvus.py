@@ -48,7 +48,7 @@ class MilvusStore:
             Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
         # A dedicated connection is really closed by close(): a pooled one to Milvus Lite goes stale
         # when idle (the Lite server answers keepalive pings with GOAWAY) and holds the file lock.
-        self.client = MilvusClient(uri=uri, token=settings.token or "", dedicated=True)
+        self.client = _retry(MilvusClient)(uri=uri, token=settings.token or "", dedicated=True)
 
     def close(self) -> None:
         """Close the connection; for Milvus Lite also stop its in-process server.
@@ -64,8 +64,8 @@ class MilvusStore:
 
     def ensure_collection(self, name: str, dim: int, codec_id: str) -> None:
         """Create the collection, or check that the existing one has the same vector space."""
-        if self.client.has_collection(name):
-            fields = self.client.describe_collection(name)["fields"]
+        if _retry(self.client.has_collection)(name):
+            fields = _retry(self.client.describe_collection)(name)["fields"]
             vector = next(f for f in fields if f["name"] == VECTOR)
             if int(vector["params"]["dim"]) != dim:
                 raise MilvusSchemaError(
@@ -82,32 +82,32 @@ class MilvusStore:
         schema.add_field("source", DataType.VARCHAR, max_length=MAX_TEXT)
         schema.add_field("codec_id", DataType.VARCHAR, max_length=64)
         schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=dim)
-        self.client.create_collection(name, schema=schema, consistency_level="Strong")
+        _retry(self.client.create_collection)(name, schema=schema, consistency_level="Strong")
 
     def load(self, name: str) -> None:
         """Make the collection searchable (a reopened Milvus Lite file starts released)."""
-        self.client.load_collection(name)
+        _retry(self.client.load_collection)(name)
 
     def drop(self, name: str) -> None:
-        if self.client.has_collection(name):
-            self.client.drop_collection(name)
+        if _retry(self.client.has_collection)(name):
+            _retry(self.client.drop_collection)(name)
 
     def point_alias(self, alias: str, name: str) -> None:
         """Make ``alias`` name collection ``name`` on a server (Milvus Lite has no aliases)."""
         if self.settings.is_lite:
             return
-        if alias in self.client.list_aliases(name).get("aliases", []):
+        if alias in _retry(self.client.list_aliases)(name).get("aliases", []):
             return
         try:
             self.client.describe_alias(alias)
         except MilvusException:
-            if self.client.has_collection(alias):
+            if _retry(self.client.has_collection)(alias):
                 raise MilvusSchemaError(
                     f"a collection named '{alias}' (not an alias) exists on {self.settings.uri}, "
                     "written by an earlier vecpress; drop it or use another --collection") from None
-            self.client.create_alias(name, alias)
+            _retry(self.client.create_alias)(name, alias)
             return
-        self.client.alter_alias(name, alias)
+        _retry(self.client.alter_alias)(name, alias)
 
     def upsert(self, name: str, rows: Sequence[dict[str, Any]]) -> int:
         """Upsert rows in batches of about ``insert_batch_bytes``; retry transient failures."""
@@ -119,7 +119,7 @@ class MilvusStore:
 
     def delete(self, name: str, pks: Sequence[int], batch: int = 16_384) -> int:
         """Delete rows by primary key (rows of deleted or shrunk inputs); return how many asked."""
-        if not pks or not self.client.has_collection(name):
+        if not pks or not _retry(self.client.has_collection)(name):
             return 0
         for start in range(0, len(pks), batch):
             ids = [int(pk) for pk in pks[start : start + batch]]
@@ -135,14 +135,14 @@ class MilvusStore:
         # Seal what was just written: Milvus Lite searches unflushed rows by brute force, outside
         # the index (and slowly); a server indexes sealed segments.
         _retry(self.client.flush)(name)
-        if VECTOR not in self.client.list_indexes(name):
+        if VECTOR not in _retry(self.client.list_indexes)(name):
             params = choose_index(self.settings, rows, pq_m, pq_nbits, nlist)
             index = self.client.prepare_index_params()
             index.add_index(VECTOR, index_type=params["index_type"], metric_type="L2",
                             params=params["params"])
-            self.client.create_index(name, index)
+            _retry(self.client.create_index)(name, index)
         self.load(name)
-        return self.client.describe_index(name, VECTOR)
+        return _retry(self.client.describe_index)(name, VECTOR)
 
     def search(self, name: str, vectors: Sequence[Sequence[float]], limit: int,
                output_fields: list[str] | None = None) -> list[list[dict[str, Any]]]:

@@ -52,9 +52,14 @@ class _NoTracebackForUserErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, (ValueError, LookupError, OSError)):
+        if isinstance(exc, (ValueError, LookupError, OSError)) or _is_milvus_error(exc):
             record.exc_info, record.exc_text = None, None
         return True
+
+
+def _is_milvus_error(exc: BaseException | None) -> bool:
+    """A pymilvus error, told by its module so the CLI does not import pymilvus to start."""
+    return exc is not None and type(exc).__module__.startswith("pymilvus")
 
 
 def quiet_libraries() -> None:
@@ -70,7 +75,8 @@ def quiet_libraries() -> None:
 def run_ingest(sources: list[str], settings: Settings, eval_queries: str | None,
                recreate: bool, full: bool = False) -> IngestSummary:
     """Run the ingest flow. Exit status 2: a configuration or input error; 3: the storage root
-    (or another path the run writes) is full or not writable, nothing committed is lost.
+    (or another path the run writes) is full or not writable, or Milvus stayed unreachable
+    through the retries; nothing committed is lost and a rerun resumes.
 
     Without PREFECT_API_URL the flow reports to a temporary Prefect API of our own (not Prefect's
     ephemeral server, which times out on busy machines and outlives a killed CLI).
@@ -87,6 +93,13 @@ def run_ingest(sources: list[str], settings: Settings, eval_queries: str | None,
         raise typer.Exit(2) from exc
     except OSError as exc:
         console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(3) from exc
+    except Exception as exc:
+        if not _is_milvus_error(exc):
+            raise
+        console.print(f"[red]error:[/red] Milvus at {settings.milvus.uri} failed: "
+                      f"{getattr(exc, 'message', exc)}. Check that the server is up and reachable, "
+                      "then run the same command again: committed shards are kept.")
         raise typer.Exit(3) from exc
 
 
