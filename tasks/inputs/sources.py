@@ -6,11 +6,13 @@ line/record, and reading goes on with the next record or file, so one bad input 
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Iterator
 from pathlib import PurePosixPath
 
 import fsspec
+import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
@@ -20,6 +22,15 @@ from vecpress.tasks.inputs.records import InputError, Record, SourceFile
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 UTF8_HINT = "re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
+UTF16_HINT = "re-encode the file as UTF-8, e.g. `iconv -f utf-16 -t utf-8`"
+BINARY_HINT = "remove it from the input, or give only text/JSONL/Parquet files"
+TYPE_HINT = "the text must be a string; convert it, or set --text-field if another field holds the text"
+DUPLICATE_HINT = "give every record a unique id; the later record was skipped"
+BOM = "\ufeff"
+SNIFF_BYTES = 8192  # how much of a file is looked at to tell binary from text (as git does)
+# Bytes that text hardly ever holds: C0 controls other than tab, newlines, form feed and escape.
+CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, *range(0x0E, 0x1B), *range(0x1C, 0x20), 0x7F])
+BINARY_CONTROL_SHARE = 0.05  # undecodable bytes with this share of control bytes are binary
 
 
 def input_kind(path: str, settings: InputSettings) -> str | None:
@@ -101,63 +112,198 @@ def read_records(src: SourceFile, settings: InputSettings) -> Iterator[Record | 
         yield InputError(src.url, "", f"cannot read file: {exc}", "check permissions and storage")
 
 
+def _empty(source: str, what: str = "empty file") -> InputError:
+    return InputError(source, "", f"{what}, nothing to index", "remove the file or give it content")
+
+
 def _read_text(src: SourceFile) -> Iterator[Record | InputError]:
     with fsspec.open(src.url, "rb") as fh:
         raw = fh.read()
     if not raw.strip():
-        yield InputError(src.url, "", "empty file, nothing to index",
-                         "remove the file or give it content")
+        yield _empty(src.url)
+        return
+    unreadable = _unreadable_file(src.url, raw[:SNIFF_BYTES])
+    if unreadable is not None:
+        yield unreadable
         return
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8").removeprefix(BOM)
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         yield InputError(src.url, f"line {line} (byte {exc.start})", "invalid UTF-8", UTF8_HINT)
         return
+    if not text.strip():  # Unicode whitespace (no-break spaces, a lone BOM) is empty too
+        yield _empty(src.url, "empty file (whitespace only)")
+        return
     yield Record(doc_id=src.url, text=text, source=src.url)
+
+
+def _unreadable_file(source: str, head: bytes) -> InputError | None:
+    """A whole-file error when the file's first bytes show it is not UTF-8 text at all.
+
+    Such a file would otherwise be reported as invalid UTF-8 with advice to re-encode it from
+    Latin-1, which cannot help a binary file (or a UTF-16 one, which needs another ``iconv``).
+    """
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return InputError(source, "", "UTF-16 text, not UTF-8", UTF16_HINT)
+    reason = _binary_reason(head)
+    if reason is None:
+        return None
+    return InputError(source, "", f"binary file ({reason}), not text", BINARY_HINT)
+
+
+def _binary_reason(data: bytes) -> str | None:
+    """Why ``data`` looks like binary rather than text, or None when it may be text.
+
+    A NUL byte never occurs in text files; without one, undecodable bytes are binary only when
+    control bytes are common, so Latin-1 text (high bytes, few controls) still gets the re-encoding
+    advice.
+    """
+    nul = data.find(b"\0")
+    if nul >= 0:
+        return f"NUL byte at byte {nul}"
+    if not data or _is_utf8_prefix(data):
+        return None
+    share = (len(data) - len(data.translate(None, CONTROL_BYTES))) / len(data)
+    if share < BINARY_CONTROL_SHARE:
+        return None
+    return f"{share:.0%} control bytes in the first {len(data)} bytes"
+
+
+def _is_utf8_prefix(data: bytes) -> bool:
+    """True when ``data`` is valid UTF-8, allowing a character cut off at its end."""
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(data, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _jsonl_binary(source: str, head: bytes) -> InputError | None:
+    """``_unreadable_file`` for JSONL, where a NUL inside a JSON string (on a line that starts a
+    JSON object and decodes as UTF-8 up to it) is data, not a sign of a binary file."""
+    nul = head.find(b"\0")
+    if nul >= 0:
+        line = head[head.rfind(b"\n", 0, nul) + 1 : nul]
+        if line.lstrip().startswith(b"{") and _is_utf8_prefix(line):
+            return None
+    return _unreadable_file(source, head)
 
 
 def _read_jsonl(src: SourceFile, settings: InputSettings) -> Iterator[Record | InputError]:
     seen_content = False
+    ids = _SeenIds("line")
     with fsspec.open(src.url, "rb") as fh:
+        unreadable = _jsonl_binary(src.url, fh.read(SNIFF_BYTES))
+        if unreadable is not None:
+            yield unreadable
+            return
+        fh.seek(0)
         for number, raw in enumerate(fh, start=1):
-            where = f"line {number}"
             if not raw.strip():
                 continue
             seen_content = True
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                yield InputError(src.url, where, "invalid UTF-8", UTF8_HINT)
-                continue
-            except json.JSONDecodeError as exc:
-                yield InputError(src.url, where, f"malformed JSON ({exc.msg}, column {exc.colno})",
-                                 "fix or remove the line")
-                continue
-            record = _record_from_mapping(obj, src.url, where, f"{src.url}#L{number}", settings)
-            if record is not None:
-                yield record
+            item = _jsonl_record(raw, number, src.url, settings)
+            if isinstance(item, Record):
+                item = ids.claim(item, number, f"{src.url}#L{number}", f"line {number}")
+            if item is not None:
+                yield item
     if not seen_content:
-        yield InputError(src.url, "", "empty file, nothing to index",
-                         "remove the file or give it content")
+        yield _empty(src.url)
+
+
+def _jsonl_record(raw: bytes, number: int, source: str, settings: InputSettings
+                  ) -> Record | InputError | None:
+    """The record of one JSONL line (None for whitespace-only text), or what is wrong with it."""
+    where = f"line {number}"
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        reason = _binary_reason(raw)
+        if reason is not None:
+            return InputError(source, where, f"binary data ({reason} of the line), not text",
+                              BINARY_HINT)
+        return InputError(source, where, "invalid UTF-8", UTF8_HINT)
+    if number == 1:
+        line = line.removeprefix(BOM)  # written by some Windows tools; not part of the JSON
+    try:
+        # strict=False: control characters (a NUL, a tab) inside strings are kept, not rejected
+        obj = json.loads(line, strict=False)
+    except json.JSONDecodeError as exc:
+        return InputError(source, where, f"malformed JSON ({exc.msg}, column {exc.colno})",
+                          "fix or remove the line")
+    return _record_from_mapping(obj, source, where, f"{source}#L{number}", settings)
+
+
+class _SeenIds:
+    """The document ids already read from one file, and the line or row each came from.
+
+    A second record with the same id would replace the first one's passages, so the later one is
+    skipped and reported; ids made up from the position (no id given) are unique already.
+    """
+
+    def __init__(self, unit: str) -> None:
+        self.unit = unit
+        self.first: dict[str, int] = {}
+
+    def claim(self, record: Record, number: int, positional_id: str, where: str
+              ) -> Record | InputError:
+        if record.doc_id == positional_id:
+            return record
+        first = self.first.setdefault(record.doc_id, number)
+        if first == number:
+            return record
+        return InputError(record.source, where,
+                          f"id '{record.doc_id}' already used at {self.unit} {first} of this file",
+                          DUPLICATE_HINT)
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a parsed value's type (users wrote JSON, not Python)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"a {type(value).__name__}"
 
 
 def _record_from_mapping(
     obj: object, source: str, where: str, fallback_id: str, settings: InputSettings
 ) -> Record | InputError | None:
+    field = settings.text_field
     if not isinstance(obj, dict):
-        return InputError(source, where, f"expected a JSON object, got {type(obj).__name__}",
-                          f'write {{"{settings.id_field}": ..., "{settings.text_field}": ...}}')
-    text = obj.get(settings.text_field)
-    if not isinstance(text, str):
-        got = "missing" if text is None else type(text).__name__
-        return InputError(source, where, f"text field '{settings.text_field}' is {got}",
+        return InputError(source, where, f"expected a JSON object, got {_json_type(obj)}",
+                          f'write {{"{settings.id_field}": ..., "{field}": ...}}')
+    if field not in obj:
+        return InputError(source, where, f"record has no field '{field}' (fields: {_names(obj)})",
                           "set --text-field to the field that holds the text")
+    text = obj[field]
+    if text is None:
+        return InputError(source, where, f"text field '{field}' is null",
+                          "give the record text or remove it")
+    if not isinstance(text, str):
+        return InputError(source, where, f"text field '{field}' is {_json_type(text)}, not a string",
+                          TYPE_HINT)
     if not text.strip():
         return None  # an empty document has no passages; nothing is lost by skipping it
     raw_id = obj.get(settings.id_field)
     doc_id = fallback_id if raw_id is None else str(raw_id)
     return Record(doc_id=doc_id, text=text, source=source)
+
+
+def _names(obj: dict, most: int = 10) -> str:
+    """The first field names of a record, for an error that says which fields there are."""
+    names = [str(name) for name in obj][:most]
+    more = ", ..." if len(obj) > most else ""
+    return ", ".join(names) + more if names else "none"
 
 
 def _read_parquet(src: SourceFile, settings: InputSettings) -> Iterator[Record | InputError]:
@@ -168,12 +314,11 @@ def _read_parquet(src: SourceFile, settings: InputSettings) -> Iterator[Record |
             yield InputError(src.url, "", f"not a readable Parquet file: {exc}",
                              "check that the file is complete")
             return
-        names = pf.schema_arrow.names
-        if settings.text_field not in names:
-            yield InputError(src.url, "schema",
-                             f"no column '{settings.text_field}' (columns: {', '.join(names)})",
-                             "set --text-field to the column that holds the text")
+        schema_error = _text_column_error(src.url, pf.schema_arrow, settings.text_field)
+        if schema_error is not None:
+            yield schema_error
             return
+        names = pf.schema_arrow.names
         columns = [settings.text_field]
         has_id = settings.id_field in names
         if has_id:
@@ -182,17 +327,47 @@ def _read_parquet(src: SourceFile, settings: InputSettings) -> Iterator[Record |
             yield InputError(src.url, "", "empty file, nothing to index",
                              "remove the file or give it rows")
             return
-        row = 0
-        for batch in pf.iter_batches(columns=columns, batch_size=4096):
-            texts = batch.column(settings.text_field).to_pylist()
-            ids = batch.column(settings.id_field).to_pylist() if has_id else [None] * len(texts)
-            for text, raw_id in zip(texts, ids, strict=True):
-                row += 1
-                obj = {settings.text_field: text, settings.id_field: raw_id}
-                record = _record_from_mapping(obj, src.url, f"row {row}", f"{src.url}#R{row}",
-                                              settings)
-                if record is not None:
-                    yield record
+        yield from _parquet_rows(src.url, pf, columns, has_id, settings)
+
+
+def _parquet_rows(source: str, pf: pq.ParquetFile, columns: list[str], has_id: bool,
+                  settings: InputSettings) -> Iterator[Record | InputError]:
+    ids_seen = _SeenIds("row")
+    row = 0
+    for batch in pf.iter_batches(columns=columns, batch_size=4096):
+        texts = batch.column(settings.text_field).to_pylist()
+        ids = batch.column(settings.id_field).to_pylist() if has_id else [None] * len(texts)
+        for text, raw_id in zip(texts, ids, strict=True):
+            row += 1
+            obj = {settings.text_field: text, settings.id_field: raw_id}
+            item = _record_from_mapping(obj, source, f"row {row}", f"{source}#R{row}", settings)
+            if isinstance(item, Record):
+                item = ids_seen.claim(item, row, f"{source}#R{row}", f"row {row}")
+            if item is not None:
+                yield item
+
+
+def _text_column_error(source: str, schema: pa.Schema, field: str) -> InputError | None:
+    """One error for the whole file when its text column is missing or holds no strings (rather
+    than the same error for every row)."""
+    if field not in schema.names:
+        return InputError(source, "schema",
+                          f"no column '{field}' (columns: {', '.join(schema.names)})",
+                          "set --text-field to the column that holds the text")
+    arrow_type = schema.field(field).type
+    if _is_string_type(arrow_type):
+        return None
+    return InputError(source, "schema", f"column '{field}' has type {arrow_type}, expected string",
+                      "cast the column to string, or set --text-field to the column that holds "
+                      "the text")
+
+
+def _is_string_type(arrow_type: pa.DataType) -> bool:
+    """Arrow types whose values read back as Python strings."""
+    if pa.types.is_dictionary(arrow_type):
+        return _is_string_type(arrow_type.value_type)
+    return (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+            or pa.types.is_string_view(arrow_type))
 
 
 def read_texts(url: str, settings: InputSettings) -> list[str]:
