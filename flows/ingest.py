@@ -21,9 +21,9 @@ from vecpress.infra.locks import collection_lock
 from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.settings import Settings
 from vecpress.infra.storage import CollectionPaths
-from vecpress.tasks.codec.choose import CodecDriftError, reuse_codec
+from vecpress.tasks.codec.choose import CodecDriftError, outgrown, reuse_codec
 from vecpress.tasks.collection.builds import check_not_legacy, choose_build, finish_build
-from vecpress.tasks.collection.catalog import Catalog
+from vecpress.tasks.collection.catalog import Build, Catalog
 from vecpress.tasks.collection.manifest import Manifest, plan_changes
 from vecpress.tasks.collection.state import new_run_id
 from vecpress.tasks.ingest.plan import stream_job
@@ -123,16 +123,17 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     build = catalog.builds_by_name()[build.build]
     indexed, seconds = stages.index_stage(settings, build, codec, streamed.rows_written)
     summary.add_load(indexed, streamed.rows_written, streamed.rows_deleted, seconds)
+    if outgrown(codec, indexed.rows_in_milvus, settings.codec):
+        log.info("collection '%s' now holds %d passages: fitting its codec into a new build "
+                 "(it kept whole vectors while small)", settings.collection, indexed.rows_in_milvus)
+        return _retrain(catalog, build, sources, settings, eval_queries)
     if not streamed.codec_trained and streamed.drift_sample:
         try:
             report = reuse_codec(codec, streamed.drift_vectors(), settings.codec)
         except CodecDriftError as drift:
-            everything = sorted(set(Manifest.from_table(catalog.files(build.build)).entries)
-                                | set(sources))
-            log.warning("%s: retraining the codec into a new build of '%s' from %d source(s); "
-                        "the current build serves until it is complete", drift,
-                        settings.collection, len(everything))
-            return _ingest(everything, settings, eval_queries, recreate=True, full=True)
+            log.warning("%s: retraining the codec into a new build of '%s'; the current build "
+                        "serves until it is complete", drift, settings.collection)
+            return _retrain(catalog, build, sources, settings, eval_queries)
         summary.codec = codec.report  # now with the drift verdict
         if report is not None and report.drifted:
             log.warning(report.message())
@@ -155,6 +156,13 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     summary.bytes_per_vector = bytes_per_vector(artifact.dim, codec.report, summary.index)
     summary.save(paths.run_dir(run_id))
     return summary
+
+
+def _retrain(catalog: Catalog, build: Build, sources: list[str], settings: Settings,
+             eval_queries: str | None) -> IngestSummary:
+    """Ingest every file of ``build`` (and ``sources``) again into a new build with a new codec."""
+    everything = sorted(set(Manifest.from_table(catalog.files(build.build)).entries) | set(sources))
+    return _ingest(everything, settings, eval_queries, recreate=True, full=True)
 
 
 def _error_line(error: dict | None) -> str:

@@ -9,26 +9,53 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pymilvus import DataType, MilvusClient, MilvusException
-from tenacity import before_sleep_log, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import before_sleep_log, retry_if_exception, stop_after_delay, wait_exponential
 from tenacity import retry as retrying
 
 from vecpress.infra.ivf import default_nlist
-from vecpress.infra.settings import MilvusSettings
+from vecpress.infra.settings import MAX_VARCHAR_BYTES, MilvusSettings
 
 log = logging.getLogger(__name__)
 VECTOR = "vector"
 OUTPUT_FIELDS = ["doc_id", "chunk", "text", "source"]
-MAX_TEXT = 65_535
+MAX_TEXT = MAX_VARCHAR_BYTES
 RETRY_FOR_S = 90
+# Milvus refuses a row for what it holds (a VARCHAR over its max_length, a NaN, a wrong dim):
+# code 1100 "invalid parameter" on a server, the message alone on Milvus Lite.
+_REFUSAL_CODES = {1100}
+_REFUSAL_WORDS = ("exceeds max", "invalid parameter", "not a number", "should divide the dim")
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """Milvus refused the data itself: sending it again cannot help."""
+    if not isinstance(exc, MilvusException):
+        return False
+    message = str(getattr(exc, "message", exc)).lower()
+    return exc.code in _REFUSAL_CODES or any(word in message for word in _REFUSAL_WORDS)
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, MilvusException) and not is_refusal(exc)
+
+
 # Transient Milvus failures (a busy or restarting server) are retried with exponential backoff
 # (0.5 s doubling to 8 s) for up to 90 s: a server restart (~20-30 s) is ridden out.
-_retry = retrying(retry=retry_if_exception_type(MilvusException), stop=stop_after_delay(RETRY_FOR_S),
+_retry = retrying(retry=retry_if_exception(_transient), stop=stop_after_delay(RETRY_FOR_S),
                   wait=wait_exponential(multiplier=0.5, max=8), reraise=True,
                   before_sleep=before_sleep_log(log, logging.WARNING))
+
+
+@dataclass(frozen=True)
+class RefusedRow:
+    """A row Milvus would not store, with Milvus's own reason."""
+
+    row: dict[str, Any]
+    reason: str
 
 
 class MilvusSchemaError(RuntimeError):
@@ -109,13 +136,33 @@ class MilvusStore:
             return
         _retry(self.client.alter_alias)(name, alias)
 
-    def upsert(self, name: str, rows: Sequence[dict[str, Any]]) -> int:
-        """Upsert rows in batches of about ``insert_batch_bytes``; retry transient failures."""
+    def upsert(self, name: str, rows: Sequence[dict[str, Any]],
+               refused: list[RefusedRow] | None = None) -> int:
+        """Upsert rows in batches of about ``insert_batch_bytes``; retry transient failures.
+
+        With ``refused``, a row Milvus refuses goes there with the reason while the rest of its
+        batch loads (the batch is halved until the refused rows stand alone); without, a refusal
+        raises. Returns the rows written.
+        """
         written = 0
         for batch in _byte_batches(rows, self.settings.insert_batch_bytes):
-            _retry(self.client.upsert)(name, batch)
-            written += len(batch)
+            written += self._upsert_batch(name, batch, refused)
         return written
+
+    def _upsert_batch(self, name: str, batch: list[dict[str, Any]],
+                      refused: list[RefusedRow] | None) -> int:
+        try:
+            _retry(self.client.upsert)(name, batch)
+            return len(batch)
+        except MilvusException as exc:
+            if refused is None or not is_refusal(exc):
+                raise
+            if len(batch) == 1:
+                refused.append(RefusedRow(batch[0], str(getattr(exc, "message", exc))))
+                return 0
+        half = len(batch) // 2
+        return (self._upsert_batch(name, batch[:half], refused)
+                + self._upsert_batch(name, batch[half:], refused))
 
     def delete(self, name: str, pks: Sequence[int], batch: int = 16_384) -> int:
         """Delete rows by primary key (rows of deleted or shrunk inputs); return how many asked."""
@@ -158,9 +205,14 @@ class MilvusStore:
 
 def choose_index(settings: MilvusSettings, rows: int, pq_m: int, pq_nbits: int,
                  nlist: int | None = None) -> dict[str, Any]:
-    """Index type and build parameters for ``rows`` vectors and the codec's PQ (and IVF) shape."""
+    """Index type and build parameters for ``rows`` vectors and the codec's PQ (and IVF) shape.
+
+    ``pq_m`` 0: the codec keeps whole vectors (a small collection's exact stage), searched FLAT.
+    """
     kind = settings.index_type
-    if kind == "auto":
+    if pq_m == 0 and kind in ("auto", "IVF_PQ"):
+        kind = "FLAT"
+    elif kind == "auto":
         kind = "IVF_SQ8" if settings.is_lite else "IVF_PQ"
     nlist = nlist or default_nlist(rows)
     params: dict[str, Any] = {}

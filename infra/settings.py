@@ -13,6 +13,9 @@ from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Variant = Literal["fp32", "int8", "fp16"]
+# Milvus VARCHAR fields hold at most 65,535 bytes (a server counts UTF-8 bytes, Milvus Lite
+# characters): passages are split to fit, and longer ids or source URLs are input errors.
+MAX_VARCHAR_BYTES = 65_535
 
 
 class InputSettings(BaseModel):
@@ -114,6 +117,9 @@ class CodecSettings(BaseModel):
     pq_m: int = Field(32, ge=1, description="PQ sub-quantizers; bytes per code at 8 bits.")
     pq_nbits: int = Field(8, ge=4, le=12, description="Bits per PQ sub-code.")
     sample_size: int = Field(20_000, ge=256, description="Vectors sampled to fit PCA and PQ.")
+    min_fit_vectors: int = Field(1_000, ge=16, description="A new collection with fewer passages "
+                                 "keeps whole vectors (exact search, no PCA/PQ); the first ingest "
+                                 "that brings it to this many fits the codec into a new build.")
     seed: int = Field(1234, description="Seed for sampling and training.")
     random_rotation: bool = Field(False, description="Randomly rotate the PCA output: spreads variance "
                                   "evenly over PQ sub-spaces (also Milvus's own IVF_PQ) at no cost.")
@@ -140,6 +146,18 @@ class CodecSettings(BaseModel):
             raise ValueError(
                 f"codec.pq_m ({self.pq_m}) must divide codec.pca_dim ({self.pca_dim})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _enough_to_fit(self) -> CodecSettings:
+        """The codec is fitted only on samples it can be fitted on."""
+        needed = max(self.pca_dim + 1, 2 * self.pq_m, 2 * (self.ivf_nlist or 0))
+        if min(self.min_fit_vectors, self.sample_size) < needed:
+            raise ValueError(f"codec.min_fit_vectors ({self.min_fit_vectors}) must be at least "
+                             f"{needed} to fit PCA-{self.pca_dim}, PQ{self.pq_m}"
+                             + (f" and {self.ivf_nlist} IVF lists" if self.ivf_nlist else ""))
+        # A sample never holds more than sample_size vectors: a smaller sample size lowers it.
+        self.min_fit_vectors = min(self.min_fit_vectors, self.sample_size)
         return self
 
 

@@ -8,7 +8,7 @@ Layout under ``storage_root``::
     collections/<name>/shards/<group_id>/       part-NNNN.parquet (passages), archive-<codec>-NNNN
                                                 (fp16 PCA), embeddings-NNNN (FP32, first run only,
                                                 until the codec exists), group.json
-    collections/<name>/runs/<run_id>/           summary.json, errors.json of each run
+    collections/<name>/runs/<run_id>/           summary.json, quarantine.jsonl of each run
 """
 
 from __future__ import annotations

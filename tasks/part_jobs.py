@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vecpress.infra import storage
-from vecpress.infra.milvus import MilvusStore
+from vecpress.infra.milvus import MilvusStore, RefusedRow
 from vecpress.infra.settings import CodecSettings, MilvusSettings, ModelSettings
 from vecpress.tasks.arrays import numpy_to_fixed_list, read_embeddings
 from vecpress.tasks.codec.choose import fit_new_codec
@@ -24,6 +24,7 @@ from vecpress.tasks.collection.incremental import ReuseIndex, read_old_passages,
 from vecpress.tasks.collection.loading import shard_rows
 from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.embed.embedder import worker_embedder
+from vecpress.tasks.inputs.records import InputError
 from vecpress.tasks.shard_jobs import embed_table
 from vecpress.tasks.worker_cache import per_worker
 
@@ -109,17 +110,40 @@ def _store(settings: MilvusSettings) -> MilvusStore:
     return per_worker("milvus", lambda: MilvusStore(settings), settings)
 
 
-def load_part(passages_url: str, archive_url: str, codec_id: str, collection: str,
-              milvus: MilvusSettings, store: MilvusStore | None = None) -> tuple[int, float]:
-    """Upsert one shard pair into the physical collection; (rows written, seconds).
+@dataclass
+class LoadedPart:
+    """What loading one shard did; ``refused``: ``InputError`` dicts of rows Milvus refused."""
 
-    On a Milvus server each worker keeps its own connection; Milvus Lite (one process per file)
-    passes the flow's ``store``.
+    written: int
+    seconds: float
+    refused: list[dict] = field(default_factory=list)
+
+
+def refused_url(archive_url: str) -> str:
+    """Where a loaded shard keeps the rows Milvus refused, so a resumed run still reports them."""
+    return archive_url.removesuffix(".parquet") + ".refused.json"
+
+
+def load_part(passages_url: str, archive_url: str, codec_id: str, collection: str,
+              milvus: MilvusSettings, store: MilvusStore | None = None) -> LoadedPart:
+    """Upsert one shard pair into the physical collection.
+
+    A row Milvus refuses is quarantined (reported with Milvus's reason) while the rest of the
+    shard loads. On a Milvus server each worker keeps its own connection; Milvus Lite (one
+    process per file) passes the flow's ``store``.
     """
     started = time.perf_counter()
     store = store or _store(milvus)
-    written = store.upsert(collection, list(shard_rows(passages_url, archive_url, codec_id)))
-    return written, time.perf_counter() - started
+    refused: list[RefusedRow] = []
+    written = store.upsert(collection, list(shard_rows(passages_url, archive_url, codec_id)),
+                           refused)
+    errors = [InputError(r.row["source"], f"record {r.row['doc_id']} passage {r.row['chunk']}",
+                         f"Milvus refused the passage: {r.reason}",
+                         "it was not loaded; fix the record and ingest again").to_dict()
+              for r in refused]
+    if errors:
+        storage.write_json(refused_url(archive_url), errors)
+    return LoadedPart(written, time.perf_counter() - started, errors)
 
 
 def pks_of(parts: list[str], sources: list[str]) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from vecpress.infra import storage
-from vecpress.infra.settings import ChunkSettings, InputSettings, ModelSettings
+from vecpress.infra.settings import MAX_VARCHAR_BYTES, ChunkSettings, InputSettings, ModelSettings
 from vecpress.tasks.arrays import numpy_to_fixed_list
 from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.embed.embedder import OnnxEmbedder, worker_embedder
@@ -27,6 +27,7 @@ from vecpress.tasks.inputs.records import (
     TOKEN_IDS,
     TOKENIZER_KEY,
     InputError,
+    Record,
     SourceFile,
     passage_pk,
     passage_schema,
@@ -91,6 +92,8 @@ def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
     for src in files:
         file_errors = 0
         for item in read_records(src, inputs):
+            if isinstance(item, Record):
+                item = _too_long_id(item) or item
             if isinstance(item, InputError):
                 file_errors += 1
                 if file_errors <= MAX_ERRORS_PER_FILE:
@@ -103,7 +106,7 @@ def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
             for number, passage in enumerate(chunker.passages(item.text)):
                 result.passages_by_source[item.source] = \
                     result.passages_by_source.get(item.source, 0) + 1
-                columns["pk"].append(passage_pk(item.doc_id, number))
+                columns["pk"].append(passage_pk(item.source, item.doc_id, number))
                 columns["doc_id"].append(item.doc_id)
                 columns["chunk"].append(number)
                 columns["text"].append(passage.text)
@@ -115,6 +118,17 @@ def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
     flush()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _too_long_id(record: Record) -> InputError | None:
+    """A document id or source URL longer than a Milvus VARCHAR holds (text is split instead)."""
+    for name, value in (("document id", record.doc_id), ("source URL", record.source)):
+        size = len(value.encode())
+        if size > MAX_VARCHAR_BYTES:
+            return InputError(record.source, f"record {record.doc_id[:40]}…",
+                              f"{name} is {size:,} bytes, more than Milvus stores "
+                              f"({MAX_VARCHAR_BYTES:,})", f"shorten the {name}")
+    return None
 
 
 def embed_shard(passages_url: str, out_url: str, artifact: ModelArtifact, model: ModelSettings,

@@ -12,7 +12,8 @@ def vecpress(workspace: dict, *args: str) -> subprocess.CompletedProcess:
     from prefect.settings import PREFECT_API_URL
 
     env = os.environ | {"VECPRESS_MODEL__CACHE_DIR": str(workspace["model_cache"]),
-                        "PREFECT_API_URL": str(PREFECT_API_URL.value()), "COLUMNS": "200"}
+                        "PREFECT_API_URL": str(PREFECT_API_URL.value()), "COLUMNS": "200",
+                        **workspace.get("env", {})}
     return subprocess.run([sys.executable, "-m", "vecpress", *args], env=env, capture_output=True,
                           text=True, timeout=600)
 

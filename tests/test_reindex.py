@@ -41,7 +41,7 @@ def write_archive(root: Path, artifact, paragraphs, codec_settings: CodecSetting
     for i in range(2):
         rows = items[i * SHARD:(i + 1) * SHARD]
         source, group = f"file:///corpus/part{i}.txt", f"g{i}"
-        pks = np.array([passage_pk(doc_id, 0) for doc_id, _ in rows], np.int64)
+        pks = np.array([passage_pk(source, doc_id, 0) for doc_id, _ in rows], np.int64)
         passages = storage.join(paths.group_dir(group), "part-0000.parquet")
         storage.write_parquet(passages, pa.table(
             {"pk": pks, "doc_id": [d for d, _ in rows], "chunk": [0] * len(rows),

@@ -11,7 +11,7 @@ import numpy as np
 
 from vecpress.infra.settings import CodecSettings, MilvusSettings
 from vecpress.tasks.codec.autotune import autotune
-from vecpress.tasks.codec.codec import Codec, fit_codec
+from vecpress.tasks.codec.codec import Codec, fit_codec, fit_exact, is_exact
 from vecpress.tasks.codec.drift import DriftReport, drift_check
 
 REPORT_TARGET = 0.95  # reference line of the recall-vs-bytes curve when no target is set
@@ -37,10 +37,14 @@ def fit_new_codec(sample: np.ndarray, codec: CodecSettings,
                   milvus: MilvusSettings) -> tuple[Codec, list[str]]:
     """Fit the codec of a new collection on ``sample``; also returns the auto-tune table's lines.
 
-    With ``codec.recall_target`` the auto-tuned PCA dim and M are used; without one the curve
-    around the configured codec is still measured for the run report (when the sample allows),
-    without changing the choice.
+    A sample smaller than ``codec.min_fit_vectors`` gets the exact codec (whole vectors) until
+    the collection grows (``outgrown``). With ``codec.recall_target`` the auto-tuned PCA dim and
+    M are used; without one the curve around the configured codec is still measured for the run
+    report (when the sample allows), without changing the choice.
     """
+    if len(sample) < codec.min_fit_vectors:
+        return fit_exact(sample, f"{len(sample)} passages, fewer than codec.min_fit_vectors "
+                                 f"({codec.min_fit_vectors})"), []
     settings, tuned = codec, None
     if codec.recall_target is not None:
         tuned = autotune(sample, codec, milvus)
@@ -52,6 +56,12 @@ def fit_new_codec(sample: np.ndarray, codec: CodecSettings,
         return fit_codec(sample, settings), []
     table = tuned.to_dict() | {"applied": codec.recall_target is not None}
     return fit_codec(sample, settings, autotune=table), tuned.lines()
+
+
+def outgrown(codec: Codec, rows: int, settings: CodecSettings) -> bool:
+    """A small collection's exact codec is replaced by a fitted one once the collection holds
+    ``codec.min_fit_vectors`` passages: the ingest that gets it there rebuilds it compressed."""
+    return is_exact(codec) and rows >= settings.min_fit_vectors
 
 
 def reuse_codec(codec: Codec, new_sample: np.ndarray, settings: CodecSettings) -> DriftReport | None:

@@ -32,7 +32,8 @@ class CodecError(ValueError):
 class Codec:
     """``IndexPreTransform(PCAMatrix [, OPQMatrix], IndexPQ | IndexIVFPQ)`` plus its training report.
 
-    ``project`` applies the whole transform chain: PCA, then the OPQ rotation when there is one. OPQ
+    ``project`` applies the whole transform chain: PCA, then the OPQ rotation when there is one (a
+    small collection's exact codec, ``fit_exact``, has an identity transform and no PQ). OPQ
     is orthogonal, so L2 distances are those of PCA space, and Milvus's own PQ also profits from the
     balanced sub-spaces of the rotated vectors it stores.
     """
@@ -45,7 +46,8 @@ class Codec:
         return str(self.report["codec_id"])
 
     @property
-    def pca(self) -> faiss.PCAMatrix:
+    def pca(self) -> faiss.LinearTransform:
+        """The first transform: a ``PCAMatrix`` (an identity ``LinearTransform`` when exact)."""
         return faiss.downcast_VectorTransform(self.index.chain.at(0))
 
     @property
@@ -90,6 +92,32 @@ class Codec:
         raw = np.frombuffer(storage.read_bytes(storage.join(directory, "codec.faiss")), np.uint8)
         index = faiss.deserialize_index(raw)  # already the concrete IndexPreTransform
         return cls(index=index, report=storage.read_json(storage.join(directory, "report.json")))
+
+
+def fit_exact(sample: np.ndarray, reason: str) -> Codec:
+    """The codec of a collection too small to fit one: whole vectors, no PCA, no PQ.
+
+    A small collection loses nothing by keeping its vectors (1,000 x 384-d is 1.5 MB) and is
+    searched exactly (a FLAT index). The identity transform keeps the ``Codec`` interface, so every
+    stage treats it like a fitted codec; once the collection holds ``codec.min_fit_vectors`` the
+    next ingest fits a real codec into a new build (``tasks.codec.choose.outgrown``).
+    """
+    n, d = sample.shape
+    identity = faiss.LinearTransform(d, d, False)
+    faiss.copy_array_to_vector(np.eye(d, dtype=np.float32).ravel(), identity.A)
+    identity.is_trained = True
+    index = faiss.IndexPreTransform(identity, faiss.IndexFlatL2(d))
+    digest = hashlib.sha256(f"exact|{d}".encode()).hexdigest()[:16]
+    return Codec(index=index, report={
+        "codec_id": f"exact-{digest}", "kind": "exact", "reason": reason, "backend": "none",
+        "input_dim": d, "pca_dim": d, "pq_m": 0, "pq_nbits": 0, "opq": False,
+        "random_rotation": False, "ivf_nlist": None, "code_bytes": 4 * d, "train_vectors": n,
+        "explained_variance": 1.0, "pq_relative_error": 0.0, "train_seconds": 0.0,
+        "undertrained": False})
+
+
+def is_exact(codec: Codec) -> bool:
+    return codec.report.get("kind") == "exact"
 
 
 def relative_error(original: np.ndarray, reconstructed: np.ndarray) -> float:

@@ -172,6 +172,9 @@ class StreamEngine:
             self.rows[row.shard_id] = row
             if row.state == "loaded":
                 self.result.shards_skipped += 1
+                refused = part_jobs.refused_url(row.archive_url)
+                if storage.exists(refused):  # still reported by the run that finishes the job
+                    self.result.errors += [InputError(**e) for e in storage.read_json(refused)]
                 continue
             self.result.shards_resumed += row.state != "chunked"
             if row.state == "embedded" and not storage.exists(row.embeddings_url):
@@ -246,9 +249,10 @@ class StreamEngine:
         else:
             self._submit("load", row.shard_id, part_jobs.load_part, *self._load_args(row))
 
-    def _load_done(self, shard: str, done: tuple[int, float]) -> None:
-        self.result.rows_written += done[0]
-        self.result.busy["load"] += done[1]
+    def _load_done(self, shard: str, done: part_jobs.LoadedPart) -> None:
+        self.result.rows_written += done.written
+        self.result.busy["load"] += done.seconds
+        self.result.errors += [InputError(**e) for e in done.refused]
         row = self._set(self.rows[shard], state="loaded")
         self._group_done_if_loaded(row.group_id)
 

@@ -2,7 +2,9 @@
 
 Paragraphs are packed greedily up to ``max_tokens`` (counted with the model's own tokenizer), and a
 paragraph longer than that is cut into overlapping token windows. Cuts use the tokenizer's character
-offsets, so every passage is an exact slice of the original text. Each passage's own token ids
+offsets, so every passage is an exact slice of the original text. A passage is also bounded in
+UTF-8 bytes (what a Milvus VARCHAR holds): one token can span 100 KB (a hex dump is one ``[UNK]``),
+so an over-long passage is split again at whitespace, never truncated. Each passage's own token ids
 (content only, no special tokens) come with it: the embed stage reuses them instead of tokenising
 the passage a second time.
 """
@@ -14,10 +16,11 @@ from dataclasses import dataclass
 
 from tokenizers import Tokenizer
 
-from vecpress.infra.settings import ChunkSettings
+from vecpress.infra.settings import MAX_VARCHAR_BYTES, ChunkSettings
 from vecpress.tasks.embed.tokenising import bare_tokenizer, tokenizer_fingerprint
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+_SPACE = re.compile(r"\s")
 
 
 @dataclass(frozen=True)
@@ -36,14 +39,17 @@ class _Span:
 class Chunker:
     """Splits text into passages of at most ``settings.max_tokens`` model tokens."""
 
-    def __init__(self, tokenizer: Tokenizer, settings: ChunkSettings) -> None:
+    def __init__(self, tokenizer: Tokenizer, settings: ChunkSettings,
+                 max_bytes: int = MAX_VARCHAR_BYTES) -> None:
         self._tok = bare_tokenizer(tokenizer)  # own copy: no padding/truncation
         self._settings = settings
+        self._max_bytes = max_bytes
         self.tokenizer_fingerprint = tokenizer_fingerprint(self._tok)
 
     def passages(self, text: str) -> list[Passage]:
         spans = self._paragraph_spans(text)
-        texts = [t for t in (text[s.start : s.end].strip() for s in self._pack(text, spans)) if t]
+        texts = [piece for span in self._pack(text, spans)
+                 for piece in split_to_bytes(text[span.start : span.end].strip(), self._max_bytes)]
         encodings = self._tok.encode_batch(texts, add_special_tokens=False)
         return [Passage(t, e.ids) for t, e in zip(texts, encodings, strict=True)
                 if len(e.ids) >= self._settings.min_tokens]
@@ -89,3 +95,24 @@ class Chunker:
             if first + limit >= len(offsets):
                 break
         return windows
+
+
+def split_to_bytes(text: str, max_bytes: int) -> list[str]:
+    """``text`` in pieces of at most ``max_bytes`` UTF-8 bytes, cut at the last whitespace before
+    the bound when there is one (else at a character boundary); nothing is dropped but the
+    whitespace at the cuts. Short text (the usual case) is returned as it is."""
+    if len(text) * 4 <= max_bytes or len(text.encode()) <= max_bytes:
+        return [text] if text else []
+    pieces = []
+    while text:
+        # The longest prefix within the bound: bytes >= characters, so search by characters.
+        end = min(len(text), max_bytes)
+        while len(text[:end].encode()) > max_bytes:
+            end -= max(1, (len(text[:end].encode()) - max_bytes) // 4)
+        if end < len(text):
+            space = max((m.start() for m in _SPACE.finditer(text, end // 2, end)), default=-1)
+            end = space if space > 0 else end
+        piece, text = text[:end].strip(), text[end:].lstrip()
+        if piece:
+            pieces.append(piece)
+    return pieces

@@ -34,9 +34,14 @@ def _hash63(value: str) -> int:
     return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
-def passage_pk(doc_id: str, chunk: int) -> int:
-    """Deterministic 63-bit primary key of a passage, so re-ingesting upserts instead of duplicating."""
-    return _hash63(f"{doc_id}\x00{chunk}")
+def passage_pk(source: str, doc_id: str, chunk: int) -> int:
+    """Deterministic 63-bit primary key of a passage, so re-ingesting upserts instead of duplicating.
+
+    The source file is part of the key: two files that use the same document id keep their own
+    rows, and deleting one file removes only its own. (Within one file an id is unique: the
+    reader reports a repeated one.)
+    """
+    return _hash63(f"{source}\x00{doc_id}\x00{chunk}")
 
 
 def text_hash(text: str) -> int:

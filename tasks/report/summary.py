@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from vecpress.tasks.ingest.results import StreamResult
     from vecpress.tasks.inputs.records import InputError
 
+QUARANTINE = "quarantine.jsonl"  # every record a run skipped, in the run's folder
 
 @dataclass
 class StageStat:
@@ -106,9 +108,11 @@ class IngestSummary:
                                      "queries"))
 
     def save(self, run_dir: str) -> None:
-        """``summary.json`` (and ``errors.json`` when inputs were skipped) in the run's folder."""
+        """``summary.json`` and, when records were skipped, ``quarantine.jsonl`` (one skipped
+        record per line: source, location, message, hint) in the run's folder."""
         if self.errors:
-            storage.write_json(storage.join(run_dir, "errors.json"), self.errors)
+            storage.write_bytes(storage.join(run_dir, QUARANTINE),
+                                "".join(json.dumps(e) + "\n" for e in self.errors).encode())
         storage.write_json(storage.join(run_dir, "summary.json"), self.to_dict())
 
 
@@ -173,10 +177,13 @@ def render(summary: IngestSummary, console: Console | None = None) -> None:
     facts.add_row("rows in Milvus", f"{summary.rows_in_milvus:,}")
     facts.add_row("Milvus index", f"{summary.index.get('index_type', '?')} "
                   f"{summary.index.get('params', '')}")
-    facts.add_row("codec", f"{summary.codec.get('codec_id', '?')} "
-                  f"({'reused' if summary.codec_reused else 'trained'}; PCA "
-                  f"{summary.codec.get('pca_dim')} keeps "
-                  f"{summary.codec.get('explained_variance', float('nan')):.1%} of variance)")
+    how = "reused" if summary.codec_reused else "trained"
+    if summary.codec.get("kind") == "exact":
+        shape = f"whole {summary.codec.get('pca_dim')}-d vectors: {summary.codec.get('reason')}"
+    else:
+        shape = (f"PCA {summary.codec.get('pca_dim')} keeps "
+                 f"{summary.codec.get('explained_variance', float('nan')):.1%} of variance")
+    facts.add_row("codec", f"{summary.codec.get('codec_id', '?')} ({how}; {shape})")
     facts.add_row("passages over the model window (truncated)", f"{summary.truncated:,}")
     facts.add_row("sanity: own text found in top 3", f"{summary.sanity_self_top3:.0%}")
     for name, value in summary.recall.items():
@@ -188,4 +195,4 @@ def render(summary: IngestSummary, console: Console | None = None) -> None:
         console.print(f"[red]input error[/red] {where}: {err['message']}"
                       + (f" ({err['hint']})" if err["hint"] else ""))
     if len(summary.errors) > 20:
-        console.print(f"… and {len(summary.errors) - 20} more (see the run's errors.json)")
+        console.print(f"… and {len(summary.errors) - 20} more (see the run's {QUARANTINE})")
