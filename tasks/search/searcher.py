@@ -28,8 +28,8 @@ from vecpress.tasks.search.rescore_store import RescoreStore
 
 FOLLOW_S = 1.0  # how often a searcher looks for a newer catalog version
 
-__all__ = ["CollectionNotFoundError", "Hit", "RescoreStore", "Searcher", "Snapshot",
-           "open_searcher", "rescore_directory"]
+__all__ = ["CollectionNotFoundError", "Hit", "ModelNotFoundError", "RescoreStore", "Searcher",
+           "Snapshot", "open_searcher", "rescore_directory"]
 
 
 @dataclass(frozen=True)
@@ -162,15 +162,63 @@ def snapshot(settings: Settings, catalog: Catalog, versions: tuple[int, ...] = (
 
 
 def open_searcher(settings: Settings) -> Searcher:
-    """A searcher for ``settings.collection`` using the model and codec it was built with."""
+    """A searcher for ``settings.collection`` using the model and codec it was built with.
+
+    Raises ``CollectionNotFoundError`` or ``ModelNotFoundError`` (with what to do) when the
+    storage root, the model cache or the Milvus URI is not the one the ingest used.
+    """
     paths = storage.CollectionPaths(settings.storage_root, settings.collection)
     catalog = Catalog(paths.root)
     check_not_legacy(paths, catalog)
     first = snapshot(settings, catalog)
     build = catalog.active()
-    artifact = ModelArtifact.load(settings.model_cache_dir / build.model_artifact)
+    artifact = _load_artifact(settings.model_cache_dir / build.model_artifact)
     embedder = OnnxEmbedder(artifact, settings.model)
-    store = MilvusStore(settings.milvus)
-    return Searcher(store, first.collection, first.codec, embedder, first.rescore,
-                    settings.milvus.rescore_factor,
-                    follow=lambda seen: snapshot(settings, catalog, seen), versions=first.versions)
+    try:
+        store = MilvusStore(settings.milvus)
+    except BaseException:
+        embedder.close()
+        raise
+    try:
+        _check_served(store, first.collection, settings)
+        return Searcher(store, first.collection, first.codec, embedder, first.rescore,
+                        settings.milvus.rescore_factor,
+                        follow=lambda seen: snapshot(settings, catalog, seen),
+                        versions=first.versions)
+    except BaseException:
+        store.close()  # a Milvus Lite file stays locked until its server is stopped
+        embedder.close()
+        raise
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """The exported model a collection was built with is not where this searcher looks for it."""
+
+
+def _load_artifact(directory: Path) -> ModelArtifact:
+    """The collection's exported model, or an error that says which cache was looked in: the
+    model cache follows --storage-root unless VECPRESS_MODEL__CACHE_DIR moves it."""
+    if not (directory / "meta.json").is_file():
+        raise ModelNotFoundError(
+            f"the model this collection was built with is not in the model cache: no "
+            f"{directory / 'meta.json'}; give the same --storage-root as the ingest (or set "
+            "VECPRESS_MODEL__CACHE_DIR to the ingest's model cache)")
+    artifact = ModelArtifact.load(directory)
+    if not Path(artifact.onnx_path).is_file():
+        raise ModelNotFoundError(f"the exported model {artifact.onnx_path} is missing; give the "
+                                 "same --storage-root as the ingest, or ingest again to export it")
+    if not Path(artifact.model_dir).is_dir():
+        raise ModelNotFoundError(
+            f"the model directory {artifact.model_dir} (its tokenizer) that {directory.name} was "
+            "exported from is gone; restore it, or ingest again with --recreate")
+    return artifact
+
+
+def _check_served(store: MilvusStore, name: str, settings: Settings) -> None:
+    """Fail at once, saying which flag to fix, when Milvus does not hold the active build's
+    collection (another --milvus-uri than the ingest's): loading it would be retried for 90 s."""
+    if not store.client.has_collection(name):
+        raise CollectionNotFoundError(
+            f"Milvus at {settings.milvus.uri} has no collection '{name}', which serves "
+            f"'{settings.collection}' under {settings.storage_root}; give the same --milvus-uri "
+            "as the ingest")
