@@ -1,0 +1,178 @@
+"""`vecpress search` on bad flags, bad queries and unreachable or busy Milvus: one line, the exit
+code of the kind of problem (2 usage or configuration, 3 Milvus), and notes that keep stdout clean.
+
+One small real collection (a tiny random BERT, ~40 passages, Milvus Lite) is ingested through the
+CLI; searches run the real command in-process (typer's runner) or as a process where another
+process is involved (the Lite file lock).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import build_tiny_bert
+from typer.testing import CliRunner
+
+from vecpress.cli import app
+
+pytestmark = pytest.mark.slow
+COLLECTION = "searchcli"
+PASSAGES = 40  # paragraphs ingested; short ones give one passage each
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory, paragraphs, model_cache: Path,
+       prefect_harness) -> dict:
+    """A collection of a few dozen passages, ingested by the real CLI with a tiny model."""
+    from prefect.settings import PREFECT_API_URL
+
+    root = tmp_path_factory.mktemp("search-cli")
+    short = [(i, t) for i, t in paragraphs if len(t) < 400][:PASSAGES]
+    corpus = root / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in short))
+    env = os.environ | {
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()), "COLUMNS": "200",
+        "VECPRESS_MODEL__CACHE_DIR": str(model_cache),
+        "VECPRESS_MODEL__PATH": build_tiny_bert(root / "tiny"),
+        "VECPRESS_CODEC__PCA_DIM": "32", "VECPRESS_CODEC__PQ_M": "8",
+        "VECPRESS_CODEC__SAMPLE_SIZE": "600", "VECPRESS_DASK__N_WORKERS": "1",
+        "VECPRESS_DASK__THREADS_PER_WORKER": "1"}
+    uri = str(root / "milvus.db")
+    args = ["--collection", COLLECTION, "--storage-root", str(root / "data"), "--milvus-uri", uri]
+    ingest = subprocess.run([sys.executable, "-m", "vecpress", "ingest", str(corpus), *args,
+                             "--json"], env=env, capture_output=True, text=True, timeout=600)
+    assert ingest.returncode == 0, ingest.stderr[-3000:]
+    summary = json.loads(ingest.stdout[ingest.stdout.index("{\n"):])
+    return {"root": root, "env": env, "args": args, "uri": uri, "summary": summary,
+            "cache": {"VECPRESS_MODEL__CACHE_DIR": str(model_cache), "COLUMNS": "200"}}
+
+
+def search(ws: dict, *args: str, env: dict | None = None, flags: list[str] | None = None):
+    """``vecpress search ARGS`` in this process (the real typer app, the real collection)."""
+    result = CliRunner().invoke(app, ["search", *args, *(ws["args"] if flags is None else flags)],
+                                env=ws["cache"] | (env or {}))
+    assert "Traceback" not in result.stderr, result.stderr
+    if result.exit_code not in (0, 2, 3):
+        raise AssertionError(result.stderr) from result.exception
+    return result
+
+
+def one_error_line(stderr: str) -> str:
+    """The single ``error:`` line of a failed search (and that there is no other)."""
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("k", ["0", "-1", "1025"])
+def test_k_outside_1_to_1024_is_a_usage_error(ws: dict, k: str) -> None:
+    result = search(ws, "parse a file", "-k", k)
+    assert result.exit_code == 2
+    assert "Invalid value for '-k'" in result.stderr
+    assert f"{k} is outside the range 1 to 1024" in result.stderr
+
+
+def test_help_gives_the_range_of_k(ws: dict) -> None:
+    result = CliRunner().invoke(app, ["search", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "Results per query, 1 to 1024" in result.stdout
+
+
+def test_an_empty_query_is_a_usage_error(ws: dict) -> None:
+    result = search(ws, "  \t ")
+    assert result.exit_code == 2
+    assert "Invalid value for 'QUERY': the query is empty" in result.stderr
+
+
+def test_an_empty_query_line_names_file_and_line(ws: dict, tmp_path: Path) -> None:
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text(json.dumps({"id": "a", "text": "open a socket"}) + "\n\n"
+                       + json.dumps({"id": "b", "text": "   "}) + "\n")
+    result = search(ws, "--queries", str(queries))
+    assert result.exit_code == 2
+    assert f"{queries}:3: query 'b' is empty" in result.stderr
+    assert "'--queries'" in result.stderr
+
+
+def test_fewer_results_than_k_is_noted_on_stderr_only(ws: dict) -> None:
+    passages = ws["summary"]["passages"]
+    assert passages < 1024
+    result = search(ws, "read lines from a file", "-k", "1024", "--json")
+    assert result.exit_code == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]  # stdout: JSON only
+    assert len(lines) == 1 and len(lines[0]["results"]) == passages
+    assert (f"note: only {passages} of 1024 results: the collection has {passages} passages"
+            in result.stderr)
+    assert "note:" not in search(ws, "read lines from a file", "-k", "3").stderr
+
+
+def test_a_query_longer_than_the_window_is_noted_as_truncated(ws: dict) -> None:
+    words = " ".join(f"word{n}" for n in range(400))
+    result = search(ws, words, "-k", "2", "--json")
+    assert result.exit_code == 0, result.stderr
+    note = re.search(r"note: query 'query' has (\d+) tokens; it was truncated to 256 tokens",
+                     result.stderr)
+    assert note is not None and int(note[1]) > 256, result.stderr
+    assert len(json.loads(result.stdout)["results"]) == 2
+
+
+def test_a_model_cache_without_the_model_is_a_configuration_error(ws: dict, tmp_path: Path
+                                                                  ) -> None:
+    result = search(ws, "anything", env={"VECPRESS_MODEL__CACHE_DIR": str(tmp_path)})
+    assert result.exit_code == 2
+    line = one_error_line(result.stderr)
+    assert f"no {tmp_path}/" in line and "meta.json" in line
+    assert "give the same --storage-root as the ingest" in line
+
+
+def test_another_milvus_uri_is_named_without_retrying(ws: dict, tmp_path: Path) -> None:
+    other = str(tmp_path / "other.db")
+    flags = [*ws["args"][:4], "--milvus-uri", other]
+    result = search(ws, "anything", flags=flags)
+    assert result.exit_code == 2
+    line = one_error_line(result.stderr)
+    assert f"Milvus at {other} has no collection '{ws['summary']['build']}'" in line
+    assert "give the same --milvus-uri as the ingest" in line
+
+
+def test_a_milvus_error_is_one_line_and_exit_3(ws: dict, tmp_path: Path) -> None:
+    """A Milvus whose collection of that name is another one (8-d vectors): the search fails in
+    Milvus itself."""
+    from milvus_lite.server_manager import server_manager_instance
+    from pymilvus import MilvusClient
+
+    other = str(tmp_path / "foreign.db")
+    client = MilvusClient(uri=other)
+    client.create_collection(ws["summary"]["build"], dimension=8)
+    client.insert(ws["summary"]["build"], [{"id": 1, "vector": [0.1] * 8}])
+    client.close()
+    server_manager_instance.release_server(other)  # unlock the file for the search
+    result = search(ws, "anything", flags=[*ws["args"][:4], "--milvus-uri", other])
+    assert result.exit_code == 3
+    assert one_error_line(result.stderr).startswith(f"error: Milvus at {other} failed: ")
+
+
+def test_a_lite_file_held_by_another_process_exits_3(ws: dict) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pymilvus import MilvusClient\n"
+         "client = MilvusClient(uri=sys.argv[1])\nprint('holding', flush=True)\ntime.sleep(120)",
+         ws["uri"]], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        result = subprocess.run([sys.executable, "-m", "vecpress", "search", "anything",
+                                 *ws["args"]], env=ws["env"], capture_output=True, text=True,
+                                timeout=120)
+    finally:
+        os.kill(holder.pid, 9)
+        holder.wait(timeout=30)
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    assert one_error_line(result.stderr) == (
+        f"error: the Milvus Lite file {ws['uri']} is in use by another process (an ingest?); "
+        "search again when it finishes, or serve the collection from a Milvus server")
+    assert search(ws, "anything", "-k", "1").exit_code == 0  # free again once the holder is gone
