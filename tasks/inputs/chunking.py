@@ -48,11 +48,15 @@ class Chunker:
 
     def passages(self, text: str) -> list[Passage]:
         spans = self._paragraph_spans(text)
-        texts = [piece for span in self._pack(text, spans)
-                 for piece in split_to_bytes(text[span.start : span.end].strip(), self._max_bytes)]
+        texts, split = [], []
+        for span in self._pack(text, spans):
+            pieces = split_to_bytes(text[span.start : span.end].strip(), self._max_bytes)
+            texts += pieces
+            split += [len(pieces) > 1] * len(pieces)
         encodings = self._tok.encode_batch(texts, add_special_tokens=False)
-        return [Passage(t, e.ids) for t, e in zip(texts, encodings, strict=True)
-                if len(e.ids) >= self._settings.min_tokens]
+        # Short passages are noise, but a piece of a split passage is kept whatever its tokens.
+        return [Passage(t, e.ids) for t, e, cut in zip(texts, encodings, split, strict=True)
+                if cut or len(e.ids) >= self._settings.min_tokens]
 
     def _paragraph_spans(self, text: str) -> list[tuple[int, int]]:
         spans, start = [], 0
