@@ -6,14 +6,18 @@
   typed parameters (sources, and the pydantic ``Settings``: collection, model and variant, codec or
   recall target, token budget, Dask address, Milvus URI ...), with defaults and descriptions.
 - ``<collection>-on-change``: a deployment trigger on the watcher's ``vecpress.files.changed``
-  events; the event's paths become the run's ``sources``.
+  events. A run reconciles the watched folders (new, changed and deleted files; unchanged ones
+  cost a stat), not only the event's paths: whatever a failed or killed run left undone, and
+  whatever order runs start in, the next run of the collection finishes it.
 
-Every deployment runs the same incremental flow, and the flow holds a per-collection lock, so runs
-that meet queue rather than collide.
+Each deployment admits one run at a time; later runs wait in Prefect (state
+``AwaitingConcurrencySlot``, no process) instead of in a process blocked on a lock. The flow's
+per-collection lock still keeps runs of different deployments and CLI runs from meeting.
 """
 
 from __future__ import annotations
 
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
@@ -38,7 +42,9 @@ def build_deployments(settings: Settings, serve: ServeSettings) -> list[RunnerDe
     names = deployment_names(settings.collection)
     params = settings.model_dump(mode="json")
     common = {"tags": ["vecpress", settings.collection],
-              "entrypoint_type": EntrypointType.MODULE_PATH}
+              "entrypoint_type": EntrypointType.MODULE_PATH,
+              "concurrency_limit": ConcurrencyLimitConfig(
+                  limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)}
     nightly = ingest_flow.to_deployment(
         names["nightly"],
         schedules=[CronSchedule(cron=serve.cron, timezone=serve.timezone)],
@@ -60,11 +66,9 @@ def build_deployments(settings: Settings, serve: ServeSettings) -> list[RunnerDe
             name=f"{settings.collection}: files changed",
             expect={FILES_CHANGED},
             match={"prefect.resource.id": watch_resource(settings.collection)},
-            # A single-expression template keeps its JSON type: the list of paths.
-            parameters={"sources": "{{ event.payload.paths }}", "settings": params},
         )],
-        parameters={"sources": [], "settings": params},
-        description=f"Ingest the files the watcher saw change under {serve.watched} into "
-                    f"'{settings.collection}' (new, changed and deleted).",
+        parameters={"sources": serve.watched, "settings": params},
+        description=f"Bring '{settings.collection}' up to date with {serve.watched} when the "
+                    "watcher sees files change (new, changed and deleted; the event lists them).",
         **common)
     return [nightly, manual, on_change]

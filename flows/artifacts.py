@@ -34,3 +34,25 @@ def publish_summary(summary: IngestSummary, run_dir: str | None = None) -> None:
                                  description=f"ingest run {summary.run_id}")
     except Exception as exc:  # an unreachable API must not fail a finished ingest
         log.warning("could not publish Prefect artifacts: %s", exc)
+
+
+def publish_failure(collection: str, error: BaseException, sources: list[str]) -> None:
+    """A markdown artifact on a failed run: the error and the sources the next run reads again.
+
+    Nothing of a failed run is stranded: every committed shard is kept, and the next run of the
+    collection (nightly, manual or the next file change, which all reconcile their folders)
+    reads the files this one did not finish.
+    """
+    if FlowRunContext.get() is None:
+        return
+    listed = "\n".join(f"- `{s}`" for s in sources[:50])
+    more = f"\n- … and {len(sources) - 50} more" if len(sources) > 50 else ""
+    text = (f"# vecpress ingest of '{collection}' failed\n\n**{type(error).__name__}**: {error}\n\n"
+            "Every shard committed before the failure is kept. The next run of this collection "
+            "(or running this one again) reads these sources again and finishes what this run "
+            f"did not:\n\n{listed}{more}\n")
+    try:
+        create_markdown_artifact(text, key=artifact_key(collection, "failed"),
+                                 description=f"failed ingest: {type(error).__name__}")
+    except Exception as exc:  # the run's own error is what must reach the user
+        log.warning("could not publish the failure artifact: %s", exc)

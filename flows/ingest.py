@@ -15,7 +15,7 @@ import time
 from prefect import flow, get_run_logger
 
 from vecpress.flows import stages
-from vecpress.flows.artifacts import publish_summary
+from vecpress.flows.artifacts import publish_failure, publish_summary
 from vecpress.infra import storage
 from vecpress.infra.locks import collection_lock
 from vecpress.infra.milvus import MilvusStore
@@ -55,17 +55,27 @@ def ingest_flow(sources: list[str], settings: Settings, eval_queries: str | None
     log = get_run_logger()
     with collection_lock(settings.storage_root, settings.collection, logger=log):
         try:
-            summary = _ingest(sources, settings, eval_queries, recreate, full)
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise StorageFullError(
-                    errno.ENOSPC, f"no space left under the storage root {settings.storage_root} "
-                    f"({exc}); every shard committed before is kept: free space and run the same "
-                    "ingest again to finish") from exc
+            summary = _ingest_or_explain(sources, settings, eval_queries, recreate, full)
+        except Exception as exc:
+            publish_failure(settings.collection, exc, sources)
             raise
     publish_summary(summary, CollectionPaths(settings.storage_root, settings.collection)
                     .run_dir(summary.run_id))
     return summary
+
+
+def _ingest_or_explain(sources: list[str], settings: Settings, eval_queries: str | None,
+                       recreate: bool, full: bool) -> IngestSummary:
+    """``_ingest``, with a full storage root said plainly."""
+    try:
+        return _ingest(sources, settings, eval_queries, recreate, full)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise StorageFullError(
+                errno.ENOSPC, f"no space left under the storage root {settings.storage_root} "
+                f"({exc}); every shard committed before is kept: free space and run the same "
+                "ingest again to finish") from exc
+        raise
 
 
 def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,

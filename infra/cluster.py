@@ -43,6 +43,10 @@ def gpu_count() -> int:
         return 0
 
 
+class SchedulerUnavailableError(OSError):
+    """An external Dask scheduler did not answer (an infrastructure error: exit code 3)."""
+
+
 @contextmanager
 def dask_client(settings: DaskSettings) -> Iterator[tuple[Client, ClusterInfo]]:
     """A connected client for the run; a local cluster is started and stopped around it."""
@@ -50,7 +54,14 @@ def dask_client(settings: DaskSettings) -> Iterator[tuple[Client, ClusterInfo]]:
                  "distributed.http.proxy"):
         logging.getLogger(name).setLevel(logging.WARNING)
     if settings.address:
-        with Client(settings.address) as client:
+        try:
+            client = Client(settings.address, timeout=settings.connect_timeout_s)
+        except OSError as exc:
+            raise SchedulerUnavailableError(
+                f"the Dask scheduler at {settings.address} did not answer ({exc}); start it or "
+                "fix --dask-address (VECPRESS_DASK__ADDRESS), then run the same command again"
+            ) from exc
+        with client:
             info = client.scheduler_info()["workers"].values()
             threads = max((w["nthreads"] for w in info), default=1)
             yield client, ClusterInfo("external", len(info), threads, 0)

@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 VECTOR = "vector"
 OUTPUT_FIELDS = ["doc_id", "chunk", "text", "source"]
 MAX_TEXT = MAX_VARCHAR_BYTES
-RETRY_FOR_S = 90
 # Milvus refuses a row for what it holds (a VARCHAR over its max_length, a NaN, a wrong dim):
 # code 1100 "invalid parameter" on a server, the message alone on Milvus Lite.
 _REFUSAL_CODES = {1100}
@@ -43,11 +42,13 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, MilvusException) and not is_refusal(exc)
 
 
-# Transient Milvus failures (a busy or restarting server) are retried with exponential backoff
-# (0.5 s doubling to 8 s) for up to 90 s: a server restart (~20-30 s) is ridden out.
-_retry = retrying(retry=retry_if_exception(_transient), stop=stop_after_delay(RETRY_FOR_S),
-                  wait=wait_exponential(multiplier=0.5, max=8), reraise=True,
-                  before_sleep=before_sleep_log(log, logging.WARNING))
+def _retrying(seconds: float) -> Any:
+    """Transient Milvus failures (a busy or restarting server) are retried with exponential
+    backoff (0.5 s doubling to 8 s) for ``milvus.retry_s`` (90 s): a server restart (~20-30 s)
+    is ridden out; a refused row is not retried."""
+    return retrying(retry=retry_if_exception(_transient), stop=stop_after_delay(seconds),
+                    wait=wait_exponential(multiplier=0.5, max=8), reraise=True,
+                    before_sleep=before_sleep_log(log, logging.WARNING))
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ class MilvusStore:
             Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
         # A dedicated connection is really closed by close(): a pooled one to Milvus Lite goes stale
         # when idle (the Lite server answers keepalive pings with GOAWAY) and holds the file lock.
-        self.client = _retry(MilvusClient)(uri=uri, token=settings.token or "", dedicated=True)
+        self._retry = _retrying(settings.retry_s)
+        self.client = self._retry(MilvusClient)(uri=uri, token=settings.token or "", dedicated=True)
 
     def close(self) -> None:
         """Close the connection; for Milvus Lite also stop its in-process server.
@@ -91,8 +93,8 @@ class MilvusStore:
 
     def ensure_collection(self, name: str, dim: int, codec_id: str) -> None:
         """Create the collection, or check that the existing one has the same vector space."""
-        if _retry(self.client.has_collection)(name):
-            fields = _retry(self.client.describe_collection)(name)["fields"]
+        if self._retry(self.client.has_collection)(name):
+            fields = self._retry(self.client.describe_collection)(name)["fields"]
             vector = next(f for f in fields if f["name"] == VECTOR)
             if int(vector["params"]["dim"]) != dim:
                 raise MilvusSchemaError(
@@ -109,32 +111,32 @@ class MilvusStore:
         schema.add_field("source", DataType.VARCHAR, max_length=MAX_TEXT)
         schema.add_field("codec_id", DataType.VARCHAR, max_length=64)
         schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=dim)
-        _retry(self.client.create_collection)(name, schema=schema, consistency_level="Strong")
+        self._retry(self.client.create_collection)(name, schema=schema, consistency_level="Strong")
 
     def load(self, name: str) -> None:
         """Make the collection searchable (a reopened Milvus Lite file starts released)."""
-        _retry(self.client.load_collection)(name)
+        self._retry(self.client.load_collection)(name)
 
     def drop(self, name: str) -> None:
-        if _retry(self.client.has_collection)(name):
-            _retry(self.client.drop_collection)(name)
+        if self._retry(self.client.has_collection)(name):
+            self._retry(self.client.drop_collection)(name)
 
     def point_alias(self, alias: str, name: str) -> None:
         """Make ``alias`` name collection ``name`` on a server (Milvus Lite has no aliases)."""
         if self.settings.is_lite:
             return
-        if alias in _retry(self.client.list_aliases)(name).get("aliases", []):
+        if alias in self._retry(self.client.list_aliases)(name).get("aliases", []):
             return
         try:
             self.client.describe_alias(alias)
         except MilvusException:
-            if _retry(self.client.has_collection)(alias):
+            if self._retry(self.client.has_collection)(alias):
                 raise MilvusSchemaError(
                     f"a collection named '{alias}' (not an alias) exists on {self.settings.uri}, "
                     "written by an earlier vecpress; drop it or use another --collection") from None
-            _retry(self.client.create_alias)(name, alias)
+            self._retry(self.client.create_alias)(name, alias)
             return
-        _retry(self.client.alter_alias)(name, alias)
+        self._retry(self.client.alter_alias)(name, alias)
 
     def upsert(self, name: str, rows: Sequence[dict[str, Any]],
                refused: list[RefusedRow] | None = None) -> int:
@@ -152,7 +154,7 @@ class MilvusStore:
     def _upsert_batch(self, name: str, batch: list[dict[str, Any]],
                       refused: list[RefusedRow] | None) -> int:
         try:
-            _retry(self.client.upsert)(name, batch)
+            self._retry(self.client.upsert)(name, batch)
             return len(batch)
         except MilvusException as exc:
             if refused is None or not is_refusal(exc):
@@ -166,11 +168,11 @@ class MilvusStore:
 
     def delete(self, name: str, pks: Sequence[int], batch: int = 16_384) -> int:
         """Delete rows by primary key (rows of deleted or shrunk inputs); return how many asked."""
-        if not pks or not _retry(self.client.has_collection)(name):
+        if not pks or not self._retry(self.client.has_collection)(name):
             return 0
         for start in range(0, len(pks), batch):
             ids = [int(pk) for pk in pks[start : start + batch]]
-            _retry(self.client.delete)(name, ids=ids)
+            self._retry(self.client.delete)(name, ids=ids)
         return len(pks)
 
     def ensure_index(self, name: str, rows: int, pq_m: int, pq_nbits: int,
@@ -181,15 +183,15 @@ class MilvusStore:
         """
         # Seal what was just written: Milvus Lite searches unflushed rows by brute force, outside
         # the index (and slowly); a server indexes sealed segments.
-        _retry(self.client.flush)(name)
-        if VECTOR not in _retry(self.client.list_indexes)(name):
+        self._retry(self.client.flush)(name)
+        if VECTOR not in self._retry(self.client.list_indexes)(name):
             params = choose_index(self.settings, rows, pq_m, pq_nbits, nlist)
             index = self.client.prepare_index_params()
             index.add_index(VECTOR, index_type=params["index_type"], metric_type="L2",
                             params=params["params"])
-            _retry(self.client.create_index)(name, index)
+            self._retry(self.client.create_index)(name, index)
         self.load(name)
-        return _retry(self.client.describe_index)(name, VECTOR)
+        return self._retry(self.client.describe_index)(name, VECTOR)
 
     def search(self, name: str, vectors: Sequence[Sequence[float]], limit: int,
                output_fields: list[str] | None = None) -> list[list[dict[str, Any]]]:
@@ -198,7 +200,7 @@ class MilvusStore:
                                   output_fields=output_fields or [], anns_field=VECTOR)
 
     def count(self, name: str) -> int:
-        res = _retry(self.client.query)(name, filter="", output_fields=["count(*)"],
+        res = self._retry(self.client.query)(name, filter="", output_fields=["count(*)"],
                                 consistency_level="Strong")
         return int(res[0]["count(*)"])
 

@@ -54,7 +54,11 @@ class LocalPrefectServer:
         env = os.environ | {"PREFECT_HOME": str(Path(self.serve.prefect_home).resolve()),
                             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                             "PREFECT_SERVER_API_HOST": self.serve.host,
-                            "PREFECT_SERVER_API_PORT": str(self.serve.port)}
+                            "PREFECT_SERVER_API_PORT": str(self.serve.port),
+                            # A run waiting for its deployment's one slot looks again this often
+                            # (Prefect's default, 30 s, adds up to 30 s to every queued run).
+                            "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS":
+                                str(self.serve.slot_wait_s)}
         env.pop("PREFECT_API_URL", None)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -79,6 +83,17 @@ class LocalPrefectServer:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+def _check_answers(api_url: str, timeout_s: float) -> None:
+    """A configured Prefect API must answer /health (a server still starting gets a while)."""
+    deadline = time.monotonic() + min(timeout_s, 30)
+    while not _healthy(api_url):
+        if time.monotonic() > deadline:
+            raise PrefectServerError(
+                f"the Prefect API at {api_url} (PREFECT_API_URL or the Prefect profile) does not "
+                "answer; start it, or unset PREFECT_API_URL to let vecpress start a temporary one")
+        time.sleep(1)
 
 
 def _healthy(api_url: str) -> bool:
@@ -205,15 +220,14 @@ def temporary_prefect_api(startup_timeout_s: float = TEMPORARY_STARTUP_TIMEOUT_S
     block exits; then Prefect's log and event queues are flushed, the server is stopped and both
     are restored.
     """
-    if os.environ.get("PREFECT_API_URL"):
-        yield os.environ["PREFECT_API_URL"]
-        return
     # Import Prefect before the environment changes: its root settings must not capture our URL.
     import prefect.context
     from prefect.settings import get_current_settings, temporary_settings
 
-    if get_current_settings().api.url:
-        yield get_current_settings().api.url
+    given = os.environ.get("PREFECT_API_URL") or get_current_settings().api.url
+    if given:
+        _check_answers(str(given), startup_timeout_s)
+        yield str(given)
         return
     server = TemporaryPrefectServer(startup_timeout_s)
     url = server.start()  # a failure keeps the server's home, whose log the error names

@@ -172,6 +172,8 @@ class MilvusSettings(BaseModel):
     nprobe: int = Field(64, ge=1, description="IVF lists probed per search.")
     rescore_factor: int = Field(8, ge=1, description="ANN returns k × this many candidates.")
     insert_batch_bytes: int = Field(8 << 20, ge=1 << 16, description="Bytes per upsert call.")
+    retry_s: float = Field(90.0, ge=0, description="How long a Milvus call that failed for a "
+                           "transient reason (server busy, restarting, unreachable) is retried.")
 
     @property
     def is_lite(self) -> bool:
@@ -182,6 +184,8 @@ class DaskSettings(BaseModel):
     """Which Dask cluster runs the stages."""
 
     address: str | None = Field(None, description="Existing scheduler; default: a local cluster.")
+    connect_timeout_s: float = Field(30.0, gt=0, description="How long to wait for an existing "
+                                     "scheduler to answer before the run fails (exit code 3).")
     n_workers: int | None = Field(None, ge=1, description="Local workers (default: one per GPU, "
                                   "else min(cores, 4)).")
     threads_per_worker: int | None = Field(None, ge=1, description="Threads per local worker; "
@@ -209,6 +213,9 @@ class ServeSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Prefect server address started by serve.")
     port: int = Field(4200, ge=1, le=65535, description="Prefect server port started by serve.")
     prefect_home: str = Field("./data/prefect", description="Prefect server database folder.")
+    slot_wait_s: float = Field(5.0, gt=0, description="How often a run waiting for its "
+                               "deployment's slot (one run at a time) asks again, on the Prefect "
+                               "server serve starts.")
 
     @property
     def watched(self) -> list[str]:
@@ -231,6 +238,9 @@ class Settings(BaseSettings):
     codec: CodecSettings = CodecSettings()
     milvus: MilvusSettings = MilvusSettings()
     dask: DaskSettings = DaskSettings()
+    prefect_startup_s: float = Field(240.0, gt=0, description="How long a CLI run waits for its "
+                                     "temporary Prefect API to answer (without PREFECT_API_URL); "
+                                     "a busy machine may need minutes for the database migrations.")
     gc_grace_s: float = Field(3600.0, ge=0, description="Shards, archives and retired Milvus "
                               "collections no build needs any more are deleted this long after "
                               "they were superseded (searches that started before keep working).")

@@ -38,8 +38,12 @@ def fp32_artifact(model_cache: Path, paragraphs: list[tuple[str, str]]) -> Model
 @pytest.fixture(scope="session")
 def prefect_harness():
     """One Prefect API for every flow test (starting it costs 10–20 s)."""
+    import os
+
     from prefect.testing.utilities import prefect_test_harness
 
+    # As on the server `vecpress serve` starts: queued deployment runs ask for a slot every 5 s.
+    os.environ["PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS"] = "5"
     with prefect_test_harness(server_startup_timeout=120):
         yield
 

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from helpers import milvus_rows
 
@@ -58,7 +59,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, prefect_harness, model_cach
     try:
         _wait_for(lambda: _registered(len(deployment_names(COLLECTION))), 180, root)
         time.sleep(3)  # the trigger's automation must be live before the first event
-        yield {"root": root, "inbox": inbox, "data": root / "data"}
+        yield {"root": root, "inbox": inbox, "data": root / "data", "pid": proc.pid}
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -222,3 +223,63 @@ def test_watched_folder_new_changed_deleted_and_burst(served, paragraphs):
     assert sum(s["passages_embedded"] for s in burst) == len(_rows(served)) == \
         burst[-1]["rows_in_milvus"]
     assert len(rows) > 0
+
+
+def _flow_processes(serve_pid: int) -> list[psutil.Process]:
+    """The flow-run processes `vecpress serve` has started (the runner's `prefect.engine`
+    children; their own children, such as tokeniser processes, are not runs)."""
+    out = []
+    for child in psutil.Process(serve_pid).children():
+        try:
+            if "prefect.engine" in " ".join(child.cmdline()):
+                out.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def test_bursts_of_small_files_and_a_killed_run_strand_nothing(served, paragraphs):
+    """100 small files in five bursts while the collection outgrows its exact stage. Runs that
+    wait for the deployment's slot hold no process; one run is then killed, and every file still
+    ends up in the collection."""
+    inbox, on_change = served["inbox"], deployment_names(COLLECTION)["on-change"]
+    peak, killed, seen = 0, None, []
+    for burst in range(5):
+        for n in range(burst * 20, burst * 20 + 20):
+            (inbox / f"small{n:03d}.md").write_text(_doc(paragraphs, 400 + 4 * n, 4))
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            flows = _flow_processes(served["pid"])
+            if burst < 3 and len(flows) > peak:  # before the kill: one flow process at most
+                peak, seen = len(flows), [(f.pid, f.status()) for f in flows]
+            if flows and killed is None and burst >= 3:
+                killed = flows[0].pid
+                os.kill(killed, signal.SIGKILL)
+            time.sleep(0.3)
+    assert killed is not None, "no flow run was seen running to be killed"
+    wanted = {p.name for p in inbox.glob("*.md")}
+
+    def all_in() -> bool:
+        catalog = Catalog(CollectionPaths(str(served["data"]), COLLECTION).root)
+        active = catalog.active() if catalog.exists() else None
+        if active is None:
+            return False
+        files = catalog.files(active.build)
+        idle = all(r.state and r.state.is_final() for r in _runs(on_change))
+        return idle and {Path(p).name for p in files.column("path").to_pylist()} >= wanted
+
+    _wait_for(all_in, 600, served["root"])
+    assert peak <= 1, f"{peak} flow-run processes at once ({seen}): waiting runs must hold none"
+    runs = _runs(on_change)
+    with _client() as client:
+        waited = [r for r in runs if any(s.name == "AwaitingConcurrencySlot"
+                                         for s in client.read_flow_run_states(r.id))]
+    assert waited, "no run ever waited for the deployment's slot in Prefect"
+    assert any(r.state.type.value in ("CRASHED", "FAILED") for r in runs)  # the killed one
+    catalog = Catalog(CollectionPaths(str(served["data"]), COLLECTION).root)
+    files = catalog.files(catalog.active().build)
+    assert {Path(p).name for p in files.column("path").to_pylist()} == wanted
+    assert milvus_rows(str(served["data"]), COLLECTION, str(served["data"] / "milvus.db")) == \
+        sum(files.column("passages").to_pylist())
+    log = (served["root"] / "serve.log").read_text()
+    assert log.count("file change(s) for 'watched'") >= 5  # serve shows every event it emits

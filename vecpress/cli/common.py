@@ -43,7 +43,16 @@ def settings_from_flags(**overrides: Any) -> Settings:
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    return Settings(**nested)
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**nested)
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"]) or "settings"
+            console.print(f"[red]error:[/red] setting {where} (flag or VECPRESS_"
+                          f"{where.upper().replace('.', '__')}): {error['msg']}")
+        raise typer.Exit(2) from exc
 
 
 class _NoTracebackForUserErrors(logging.Filter):
@@ -74,20 +83,24 @@ def quiet_libraries() -> None:
 
 def run_ingest(sources: list[str], settings: Settings, eval_queries: str | None,
                recreate: bool, full: bool = False) -> IngestSummary:
-    """Run the ingest flow. Exit status 2: a configuration or input error; 3: the storage root
-    (or another path the run writes) is full or not writable, or Milvus stayed unreachable
-    through the retries; nothing committed is lost and a rerun resumes.
+    """Run the ingest flow. Exit status 2: a configuration or input error; 3: infrastructure
+    unavailable: the storage root (or another path the run writes) is full or not writable,
+    Milvus stayed unreachable through the retries, the Prefect API or the Dask scheduler did not
+    answer; nothing committed is lost and a rerun resumes.
 
     Without PREFECT_API_URL the flow reports to a temporary Prefect API of our own (not Prefect's
     ephemeral server, which times out on busy machines and outlives a killed CLI).
     """
     from vecpress.flows.ingest import ingest_flow
-    from vecpress.infra.prefect_server import temporary_prefect_api
+    from vecpress.infra.prefect_server import PrefectServerError, temporary_prefect_api
 
     try:
-        with temporary_prefect_api():
+        with temporary_prefect_api(settings.prefect_startup_s):
             return ingest_flow(sources=sources, settings=settings, eval_queries=eval_queries,
                                recreate=recreate, full=full)
+    except PrefectServerError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(3) from exc
     except (ValueError, LookupError, RuntimeError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc

@@ -23,8 +23,13 @@ def reindex(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Load archived vectors + passage text into a new build of a collection, index it, switch
-    the name over when it is complete."""
+    the name over when it is complete.
+
+    Exit codes: 0 done; 2 a usage or configuration error; 3 Milvus unavailable.
+    """
     quiet_libraries()
+    from pymilvus import MilvusException
+
     from vecpress.infra.milvus import MilvusSchemaError
     from vecpress.tasks.collection.loading import ShardMismatchError
     from vecpress.tasks.collection.reindex import ReindexError
@@ -37,6 +42,10 @@ def reindex(
     except (ReindexError, MilvusSchemaError, ShardMismatchError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
+    except MilvusException as exc:
+        console.print(f"[red]error:[/red] Milvus at {settings.milvus.uri} failed: "
+                      f"{getattr(exc, 'message', exc)}; check that it is up, then run again")
+        raise typer.Exit(3) from exc
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
         return

@@ -42,7 +42,10 @@ def serve(
                                                      "server.")] = None,
     port: Annotated[int | None, typer.Option(help="Port of the Prefect server to start.")] = None,
 ) -> None:
-    """Serve the nightly, manual and on-change deployments (and a Prefect server) until Ctrl-C."""
+    """Serve the nightly, manual and on-change deployments (and a Prefect server) until Ctrl-C.
+
+    Exit codes: 0 stopped; 2 a usage or configuration error; 3 the Prefect server did not start.
+    """
     quiet_libraries()
     settings = settings_from_flags(**{"collection": collection, "milvus.uri": milvus_uri,
                                       "storage_root": storage_root, "model.variant": variant})
@@ -69,7 +72,7 @@ def serve(
             api_url = server.start()
         except PrefectServerError as exc:
             console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from exc
+            raise typer.Exit(3) from exc
     os.environ["PREFECT_API_URL"] = api_url  # for this process and the flow runs it starts
     stop = threading.Event()
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops as cleanly as Ctrl-C
@@ -91,12 +94,25 @@ def _run(settings: Settings, serve_settings: ServeSettings, stop: threading.Even
     from vecpress.deployments.watcher import InputFilter, start_watchers
 
     if not no_watch and serve_settings.watched:
+        _show_watcher_events()
         accept = InputFilter(settings.inputs, [settings.storage_root, serve_settings.prefect_home])
         start_watchers(settings.collection, serve_settings, accept, stop)
         console.print(f"watching {serve_settings.watched} for new, changed and deleted files")
     names = ", ".join(deployment_names(settings.collection).values())
     console.print(f"deployments: {names}\nPrefect UI: {ui_url}  (Ctrl-C stops everything)")
     prefect_serve(*build_deployments(settings, serve_settings), print_starting_message=False)
+
+
+def _show_watcher_events() -> None:
+    """Every event the watcher emits (and any it could not) is a line on serve's console."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    watcher = logging.getLogger("vecpress.watcher")
+    watcher.setLevel(logging.INFO)
+    watcher.addHandler(RichHandler(console=console, show_path=False))
+    watcher.propagate = False
 
 
 def _interrupt(_signum: int, _frame: Any) -> None:

@@ -1,0 +1,138 @@
+"""Every exit code of `vecpress ingest`, through the real CLI: 1 for skipped records under
+--strict (with a folder of every kind of bad input, whose good rows must all land), 2 for usage,
+configuration and no usable input, 3 for infrastructure that does not answer. Each failure is one
+line that says what to do, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from durable import catalog
+from helpers import build_tiny_bert, milvus_rows
+
+pytestmark = pytest.mark.slow
+CLOSED = "127.0.0.1:9"  # the discard port: nothing listens there
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, prefect_harness) -> dict:
+    from prefect.settings import PREFECT_API_URL
+
+    root = tmp_path_factory.mktemp("exits")
+    env = os.environ | {"PREFECT_API_URL": str(PREFECT_API_URL.value()), "COLUMNS": "200",
+                        "VECPRESS_MODEL__CACHE_DIR": str(model_cache),
+                        "VECPRESS_MODEL__PATH": build_tiny_bert(root / "tiny"),
+                        "VECPRESS_CODEC__PCA_DIM": "32", "VECPRESS_CODEC__PQ_M": "8",
+                        "VECPRESS_CHUNK__MAX_TOKENS": "48", "VECPRESS_CHUNK__OVERLAP_TOKENS": "8",
+                        "VECPRESS_DASK__N_WORKERS": "1", "VECPRESS_DASK__THREADS_PER_WORKER": "2"}
+    return {"root": root, "env": env}
+
+
+def _ingest(cli: dict, source: Path | str, collection: str, *extra: str,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "vecpress", "ingest", str(source), "--collection", collection,
+         "--storage-root", str(cli["root"] / "data"), "--milvus-uri",
+         str(cli["root"] / f"{collection}.db"), *extra],
+        env=cli["env"] | (env or {}), capture_output=True, text=True, timeout=600)
+
+
+def _one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:
+    err = result.stderr
+    assert "Traceback" not in err, err[-3000:]
+    assert "error:" in err and all(w in err for w in words), err[-3000:]
+
+
+# (file name, content, where the error is, words of its message); None: the file must load.
+BAD_INPUTS = [
+    ("blank.txt", " \n\t\n  \n", "", "empty file"),
+    ("nul.txt", b"some text\x00\x01\x02 binary", "", "binary file"),
+    ("types.jsonl", "\n".join(json.dumps(r) for r in [
+        {"id": "t1", "text": None}, {"id": "t2", "text": 42}, {"id": "t3", "text": ["a"]},
+        {"id": "t4", "text": "A good record among bad ones, about parsing configuration files."},
+        {"id": "t4", "text": "The same id again, in the same file."}]) + "\n",
+     "line 1", "is null"),
+    ("wrong.parquet", pa.table({"id": ["p1", "p2"], "text": [1, 2]}), "schema", "int64"),
+]
+
+
+def test_strict_exits_1_and_every_good_record_still_lands(cli: dict,
+                                                          paragraphs: list[tuple[str, str]]) -> None:
+    src = cli["root"] / "mixed"
+    src.mkdir()
+    for name, content, _, _ in BAD_INPUTS:
+        if isinstance(content, pa.Table):
+            pq.write_table(content, src / name)
+        elif isinstance(content, bytes):
+            (src / name).write_bytes(content)
+        else:
+            (src / name).write_text(content)
+    (src / "loop").symlink_to(src / "loop")  # a symlink loop
+    # Good inputs of every shape: CJK, emoji and RTL text, a 5 MB paragraph, a 100 KB token.
+    (src / "scripts.txt").write_text("数据压缩把重复的字节序列替换为更短的引用。\n\n"
+                                     "Emoji in prose 🚀📦 still make a passage. 🙂\n\n"
+                                     "ضغط البيانات يقلل حجم الملفات على القرص بشكل كبير.")
+    words = " ".join(t for _, t in paragraphs[:400]).split()
+    (src / "huge.txt").write_text(" ".join(words * (5_000_000 // (len(" ".join(words)) + 1) + 1)))
+    (src / "token.txt").write_text("x" * 100_000)
+    result = _ingest(cli, src, "mixed", "--strict", "--json")
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    summary = json.loads(result.stdout[result.stdout.index("{\n"):])
+    errors = summary["errors"]
+    for name, _, location, words_ in BAD_INPUTS:
+        found = [e for e in errors if e["source"].endswith(name)]
+        assert any(e["location"].startswith(location) and words_ in e["message"] for e in found), \
+            (name, found)
+    assert any(e["location"].startswith("line 5") and "already used" in e["message"]
+               for e in errors if e["source"].endswith("types.jsonl"))
+    run = cli["root"] / "data" / "collections" / "mixed" / "runs" / summary["run_id"]
+    assert [json.loads(line) for line in (run / "quarantine.jsonl").read_text().splitlines()] \
+        == errors
+    # Every good record landed: one row per passage, each good file present.
+    assert milvus_rows(str(cli["root"] / "data"), "mixed", str(cli["root"] / "mixed.db")) == \
+        summary["passages"] > 5_000
+    files = {Path(p).name for p in catalog({"root": cli["root"], "storage_root":
+                                            cli["root"] / "data"}, "mixed")
+             .files(f"mixed__v{1}").column("path").to_pylist()}
+    assert {"scripts.txt", "huge.txt", "token.txt", "types.jsonl"} <= files
+
+
+def test_usage_and_configuration_errors_exit_2(cli: dict) -> None:
+    empty = cli["root"] / "only_empty"
+    empty.mkdir()
+    (empty / "a.txt").write_text("")
+    result = _ingest(cli, empty, "nothing")
+    assert result.returncode == 2
+    _one_line_error(result, "no passages to ingest")
+    result = _ingest(cli, f"{cli['root']}/nowhere/*.txt", "nothing")
+    assert result.returncode == 2
+    _one_line_error(result)
+    result = _ingest(cli, empty, "nothing", env={"VECPRESS_CODEC__PQ_M": "7"})
+    assert result.returncode == 2
+    _one_line_error(result, "codec", "must divide")
+
+
+@pytest.mark.parametrize(("what", "flags", "env", "words"), [
+    ("dask", ["--dask-address", f"tcp://{CLOSED}"], {"VECPRESS_DASK__CONNECT_TIMEOUT_S": "2"},
+     ["Dask scheduler", "--dask-address"]),
+    ("milvus", ["--milvus-uri", f"http://{CLOSED}"], {"VECPRESS_MILVUS__RETRY_S": "2"},
+     ["Milvus at", "server is up"]),
+    ("prefect", [], {"PREFECT_API_URL": f"http://{CLOSED}/api"}, ["Prefect API", "does not answer"]),
+])
+def test_infrastructure_that_does_not_answer_exits_3(cli: dict, paragraphs, what: str,
+                                                     flags: list[str], env: dict,
+                                                     words: list[str]) -> None:
+    src = cli["root"] / "small"
+    src.mkdir(exist_ok=True)
+    (src / "a.txt").write_text("\n\n".join(t for _, t in paragraphs[:30]))
+    result = _ingest(cli, src, f"down_{what}", *flags, env=env)
+    assert result.returncode == 3, result.stderr[-3000:]
+    _one_line_error(result, *words)
