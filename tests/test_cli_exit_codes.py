@@ -74,7 +74,7 @@ def test_strict_exits_1_and_every_good_record_still_lands(cli: dict,
             (src / name).write_bytes(content)
         else:
             (src / name).write_text(content)
-    (src / "loop").symlink_to(src / "loop")  # a symlink loop
+    (src / "loop.txt").symlink_to(src / "loop.txt")  # a symlink loop
     # Good inputs of every shape: CJK, emoji and RTL text, a 5 MB paragraph, a 100 KB token.
     (src / "scripts.txt").write_text("数据压缩把重复的字节序列替换为更短的引用。\n\n"
                                      "Emoji in prose 🚀📦 still make a passage. 🙂\n\n"
@@ -93,6 +93,7 @@ def test_strict_exits_1_and_every_good_record_still_lands(cli: dict,
             (name, found)
     assert any(e["location"].startswith("line 5") and "already used" in e["message"]
                for e in errors if e["source"].endswith("types.jsonl"))
+    assert any("symbolic links" in e["message"] for e in errors if e["source"].endswith("loop.txt"))
     run = cli["root"] / "data" / "collections" / "mixed" / "runs" / summary["run_id"]
     assert [json.loads(line) for line in (run / "quarantine.jsonl").read_text().splitlines()] \
         == errors
@@ -136,3 +137,11 @@ def test_infrastructure_that_does_not_answer_exits_3(cli: dict, paragraphs, what
     result = _ingest(cli, src, f"down_{what}", *flags, env=env)
     assert result.returncode == 3, result.stderr[-3000:]
     _one_line_error(result, *words)
+    if what == "milvus":  # the flow ran and failed: its artifact names the error and the files
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+        with get_client(sync_client=True) as client:
+            (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["vecpress-down-milvus-failed"])))
+        assert "MilvusException" in artifact.data and str(src) in artifact.data

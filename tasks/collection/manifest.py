@@ -117,7 +117,12 @@ def plan_changes(sources: list[str], files: list[SourceFile], errors: list[Input
         if known and known.size == src.size and known.modified == src.modified and not reread_all:
             plan.unchanged.append(src)
             continue
-        digest = content_hash(src.url)
+        try:
+            digest = content_hash(src.url)
+        except OSError as exc:  # a symlink loop, no permission, gone since it was listed
+            errors = [*errors, InputError(src.url, "", f"cannot read file: {exc}",
+                                          "check the file's permissions and links")]
+            continue
         if known is None:
             plan.new.append(src)
         elif known.content_hash == digest and not reread_all:
