@@ -30,7 +30,6 @@ def cli(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, prefect_har
                         "VECPRESS_MODEL__CACHE_DIR": str(model_cache),
                         "VECPRESS_MODEL__PATH": build_tiny_bert(root / "tiny"),
                         "VECPRESS_CODEC__PCA_DIM": "32", "VECPRESS_CODEC__PQ_M": "8",
-                        "VECPRESS_CHUNK__MAX_TOKENS": "48", "VECPRESS_CHUNK__OVERLAP_TOKENS": "8",
                         "VECPRESS_DASK__N_WORKERS": "1", "VECPRESS_DASK__THREADS_PER_WORKER": "2"}
     return {"root": root, "env": env}
 
@@ -99,7 +98,7 @@ def test_strict_exits_1_and_every_good_record_still_lands(cli: dict,
         == errors
     # Every good record landed: one row per passage, each good file present.
     assert milvus_rows(str(cli["root"] / "data"), "mixed", str(cli["root"] / "mixed.db")) == \
-        summary["passages"] > 5_000
+        summary["passages"] > 1_000
     files = {Path(p).name for p in catalog({"root": cli["root"], "storage_root":
                                             cli["root"] / "data"}, "mixed")
              .files(f"mixed__v{1}").column("path").to_pylist()}
@@ -126,7 +125,8 @@ def test_usage_and_configuration_errors_exit_2(cli: dict) -> None:
      ["Dask scheduler", "--dask-address"]),
     ("milvus", ["--milvus-uri", f"http://{CLOSED}"], {"VECPRESS_MILVUS__RETRY_S": "2"},
      ["Milvus at", "server is up"]),
-    ("prefect", [], {"PREFECT_API_URL": f"http://{CLOSED}/api"}, ["Prefect API", "does not answer"]),
+    ("prefect", [], {"PREFECT_API_URL": f"http://{CLOSED}/api", "VECPRESS_PREFECT_STARTUP_S": "3"},
+     ["Prefect API", "does not answer"]),
 ])
 def test_infrastructure_that_does_not_answer_exits_3(cli: dict, paragraphs, what: str,
                                                      flags: list[str], env: dict,

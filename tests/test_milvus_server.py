@@ -22,6 +22,9 @@ def server_workspace(tmp_path_factory, paragraphs, model_cache, milvus_server) -
             fh.write(json.dumps({"id": doc_id, "text": text}) + "\n")
     return {"root": root, "sources": root / "corpus.jsonl", "model_cache": model_cache,
             "uri": milvus_server,
+            # 600 passages: below the default 1,000 a collection keeps whole vectors (FLAT);
+            # the compressed IVF_PQ path on a server is what this test is about.
+            "env": {"VECPRESS_CODEC__MIN_FIT_VECTORS": "300"},
             "args": ["--collection", COLLECTION, "--storage-root", str(root / "data"),
                      "--milvus-uri", milvus_server]}
 

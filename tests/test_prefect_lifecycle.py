@@ -149,10 +149,22 @@ def test_context_manager_sets_the_url_only_while_open(tmp_path: Path) -> None:
     assert list(tmp_path.glob("vecpress-prefect-*")) == []  # the throwaway home is removed
 
 
-def test_an_existing_api_url_is_used_and_nothing_starts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+def test_an_existing_api_url_is_used_and_nothing_starts(monkeypatch: pytest.MonkeyPatch,
+                                                        prefect_harness) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    from vecpress.infra.prefect_server import PrefectServerError
+
+    answering = str(PREFECT_API_URL.value())
+    monkeypatch.setenv("PREFECT_API_URL", answering)
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     with temporary_prefect_api() as url:
-        assert url == "http://127.0.0.1:9/api"
+        assert url == answering
         assert {p.pid for p in psutil.Process().children(recursive=True)} == before
-    assert os.environ["PREFECT_API_URL"] == "http://127.0.0.1:9/api"
+    assert os.environ["PREFECT_API_URL"] == answering
+    # A configured API that does not answer is said plainly (the CLI exits 3), nothing starts.
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    with pytest.raises(PrefectServerError, match="does not answer"), \
+            temporary_prefect_api(startup_timeout_s=2):
+        pass
+    assert {p.pid for p in psutil.Process().children(recursive=True)} == before

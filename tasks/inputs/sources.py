@@ -6,7 +6,6 @@ line/record, and reading goes on with the next record or file, so one bad input 
 
 from __future__ import annotations
 
-import codecs
 import json
 from collections.abc import Iterator
 from pathlib import PurePosixPath
@@ -18,19 +17,20 @@ from fsspec.core import url_to_fs
 
 from vecpress.infra.settings import InputSettings
 from vecpress.tasks.inputs.records import InputError, Record, SourceFile
+from vecpress.tasks.inputs.sniffing import (
+    BINARY_HINT,
+    SNIFF_BYTES,
+    binary_reason,
+    jsonl_binary,
+    unreadable_file,
+)
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 UTF8_HINT = "re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
-UTF16_HINT = "re-encode the file as UTF-8, e.g. `iconv -f utf-16 -t utf-8`"
-BINARY_HINT = "remove it from the input, or give only text/JSONL/Parquet files"
 TYPE_HINT = "the text must be a string; convert it, or set --text-field if another field holds the text"
 DUPLICATE_HINT = "give every record a unique id; the later record was skipped"
 BOM = "\ufeff"
-SNIFF_BYTES = 8192  # how much of a file is looked at to tell binary from text (as git does)
-# Bytes that text hardly ever holds: C0 controls other than tab, newlines, form feed and escape.
-CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, *range(0x0E, 0x1B), *range(0x1C, 0x20), 0x7F])
-BINARY_CONTROL_SHARE = 0.05  # undecodable bytes with this share of control bytes are binary
 
 
 def input_kind(path: str, settings: InputSettings) -> str | None:
@@ -122,7 +122,7 @@ def _read_text(src: SourceFile) -> Iterator[Record | InputError]:
     if not raw.strip():
         yield _empty(src.url)
         return
-    unreadable = _unreadable_file(src.url, raw[:SNIFF_BYTES])
+    unreadable = unreadable_file(src.url, raw[:SNIFF_BYTES])
     if unreadable is not None:
         yield unreadable
         return
@@ -138,63 +138,11 @@ def _read_text(src: SourceFile) -> Iterator[Record | InputError]:
     yield Record(doc_id=src.url, text=text, source=src.url)
 
 
-def _unreadable_file(source: str, head: bytes) -> InputError | None:
-    """A whole-file error when the file's first bytes show it is not UTF-8 text at all.
-
-    Such a file would otherwise be reported as invalid UTF-8 with advice to re-encode it from
-    Latin-1, which cannot help a binary file (or a UTF-16 one, which needs another ``iconv``).
-    """
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return InputError(source, "", "UTF-16 text, not UTF-8", UTF16_HINT)
-    reason = _binary_reason(head)
-    if reason is None:
-        return None
-    return InputError(source, "", f"binary file ({reason}), not text", BINARY_HINT)
-
-
-def _binary_reason(data: bytes) -> str | None:
-    """Why ``data`` looks like binary rather than text, or None when it may be text.
-
-    A NUL byte never occurs in text files; without one, undecodable bytes are binary only when
-    control bytes are common, so Latin-1 text (high bytes, few controls) still gets the re-encoding
-    advice.
-    """
-    nul = data.find(b"\0")
-    if nul >= 0:
-        return f"NUL byte at byte {nul}"
-    if not data or _is_utf8_prefix(data):
-        return None
-    share = (len(data) - len(data.translate(None, CONTROL_BYTES))) / len(data)
-    if share < BINARY_CONTROL_SHARE:
-        return None
-    return f"{share:.0%} control bytes in the first {len(data)} bytes"
-
-
-def _is_utf8_prefix(data: bytes) -> bool:
-    """True when ``data`` is valid UTF-8, allowing a character cut off at its end."""
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(data, final=False)
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _jsonl_binary(source: str, head: bytes) -> InputError | None:
-    """``_unreadable_file`` for JSONL, where a NUL inside a JSON string (on a line that starts a
-    JSON object and decodes as UTF-8 up to it) is data, not a sign of a binary file."""
-    nul = head.find(b"\0")
-    if nul >= 0:
-        line = head[head.rfind(b"\n", 0, nul) + 1 : nul]
-        if line.lstrip().startswith(b"{") and _is_utf8_prefix(line):
-            return None
-    return _unreadable_file(source, head)
-
-
 def _read_jsonl(src: SourceFile, settings: InputSettings) -> Iterator[Record | InputError]:
     seen_content = False
     ids = _SeenIds("line")
     with fsspec.open(src.url, "rb") as fh:
-        unreadable = _jsonl_binary(src.url, fh.read(SNIFF_BYTES))
+        unreadable = jsonl_binary(src.url, fh.read(SNIFF_BYTES))
         if unreadable is not None:
             yield unreadable
             return
@@ -219,7 +167,7 @@ def _jsonl_record(raw: bytes, number: int, source: str, settings: InputSettings
     try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError:
-        reason = _binary_reason(raw)
+        reason = binary_reason(raw)
         if reason is not None:
             return InputError(source, where, f"binary data ({reason} of the line), not text",
                               BINARY_HINT)
