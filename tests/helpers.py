@@ -58,3 +58,16 @@ def build_tiny_bert(root) -> str:
                Normalize()]
     SentenceTransformer(modules=modules, device="cpu").save(str(root / "st"))
     return str(root / "st")
+
+
+def read_inputs(path, settings) -> tuple[list, list]:
+    """(records, input errors) of everything under ``path``, as an ingest's readers see them."""
+    from vecpress.tasks.inputs.records import InputError
+    from vecpress.tasks.inputs.sources import discover, read_records
+
+    files, errors = discover([str(path)], settings)
+    records: list = []
+    for src in files:
+        for item in read_records(src, settings):
+            (errors if isinstance(item, InputError) else records).append(item)
+    return records, errors

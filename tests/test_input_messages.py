@@ -16,10 +16,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import read_inputs
 
 from vecpress.infra.settings import InputSettings
 from vecpress.tasks.inputs.records import InputError, Record
-from vecpress.tasks.inputs.sources import discover, read_records
 
 SETTINGS = InputSettings()
 TYPE_HINT = ("the text must be a string", "convert it", "--text-field if another field")
@@ -147,13 +147,8 @@ CASES = [
 ]
 
 
-def read(path: Path) -> tuple[list[Record], list[InputError]]:
-    files, errors = discover([str(path)], SETTINGS)
-    records: list[Record] = []
-    for src in files:
-        for item in read_records(src, SETTINGS):
-            (errors if isinstance(item, InputError) else records).append(item)
-    return records, errors
+def read(path: Path | str) -> tuple[list[Record], list[InputError]]:
+    return read_inputs(path, SETTINGS)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

@@ -8,6 +8,7 @@ from pathlib import Path
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+from helpers import read_inputs
 
 from vecpress.infra.settings import InputSettings
 from vecpress.tasks.inputs.records import InputError, Record
@@ -17,12 +18,7 @@ SETTINGS = InputSettings()
 
 
 def _read(path: Path | str) -> tuple[list[Record], list[InputError]]:
-    files, errors = discover([str(path)], SETTINGS)
-    records: list[Record] = []
-    for src in files:
-        for item in read_records(src, SETTINGS):
-            (errors if isinstance(item, InputError) else records).append(item)
-    return records, errors
+    return read_inputs(path, SETTINGS)
 
 
 def test_text_file_is_one_document(tmp_path: Path) -> None:
