@@ -67,7 +67,8 @@ def search(
         raise typer.BadParameter("give either a QUERY or --queries FILE")
     items = _one_query(query) if query is not None else _read_queries(queries)
     quiet_libraries()
-    settings = _settings(collection, milvus_uri, storage_root)
+    settings = settings_from_flags(**{"collection": collection, "milvus.uri": milvus_uri,
+                                      "storage_root": storage_root})
     searcher = _open(settings)
     try:
         _search_all(searcher, items, k, as_json)
@@ -123,15 +124,6 @@ def _query_line(path: Path, number: int, line: str) -> tuple[str, str]:
         raise typer.BadParameter(f"{where}: query '{qid}' is empty; give it text or remove the "
                                  "line", param_hint="'--queries'")
     return qid, text
-
-
-def _settings(collection: str, milvus_uri: str | None, storage_root: str | None) -> Settings:
-    """Settings from flags and VECPRESS_* variables; an invalid value is a configuration error."""
-    try:
-        return settings_from_flags(**{"collection": collection, "milvus.uri": milvus_uri,
-                                      "storage_root": storage_root})
-    except ValueError as exc:  # pydantic's ValidationError: a bad VECPRESS_* variable
-        _exit(2, f"invalid settings: {exc}")
 
 
 def _open(settings: Settings) -> Searcher:
