@@ -62,7 +62,20 @@ def test_wrapping_follows_an_xlm_r_style_tokenizer(paragraphs) -> None:
     specials = SpecialTokens.of(tok)
     assert len(specials.prefix) == 1 and len(specials.suffix) == 1
     wrapped = specials.wrap(pa.array([p.token_ids for p in passages], pa.list_(pa.int32())), 48)
-    _assert_same_tokens(wrapped, tokenise(tok, [p.text for p in passages], 48))
+    tokenised = tokenise(tok, [p.text for p in passages], 48)
+    np.testing.assert_array_equal(wrapped.lengths, tokenised.lengths)
+    np.testing.assert_array_equal(wrapped.starts, tokenised.starts)
+    assert wrapped.truncated == tokenised.truncated
+    # Unigram's Viterbi has ties ("9999…" as 9+999…+9 or 9+9+999…), broken differently in a
+    # document and in its passage with some trained vocabularies: the ids may differ only
+    # where both spell the same text.
+    differ = [i for i, (start, n) in enumerate(zip(wrapped.starts, wrapped.lengths, strict=True))
+              if not np.array_equal(wrapped.flat[start:start + n], tokenised.flat[start:start + n])]
+    assert len(differ) <= len(passages) // 100, differ
+    for i in differ:
+        start, n = wrapped.starts[i], wrapped.lengths[i]
+        assert tok.decode(wrapped.flat[start:start + n].tolist()) == \
+            tok.decode(tokenised.flat[start:start + n].tolist())
 
 
 def _chunk(tmp_path, paragraphs, keep: bool) -> str:
