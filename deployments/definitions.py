@@ -40,7 +40,9 @@ def deployment_names(collection: str) -> dict[str, str]:
 def build_deployments(settings: Settings, serve: ServeSettings) -> list[RunnerDeployment]:
     """Deployments for ``settings.collection``; parameters default to these settings."""
     names = deployment_names(settings.collection)
-    params = settings.model_dump(mode="json")
+    # No token in the parameters (the API stores them): runs read VECPRESS_MILVUS__TOKEN from
+    # the serving process's environment, or the Secret block named by milvus.token_secret.
+    params = settings.model_dump(mode="json", exclude={"milvus": {"token"}})
     common = {"tags": ["vecpress", settings.collection],
               "entrypoint_type": EntrypointType.MODULE_PATH,
               "concurrency_limit": ConcurrencyLimitConfig(

@@ -24,6 +24,7 @@ from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks.codec.choose import CodecDriftError, outgrown, reuse_codec
 from vecpress.tasks.collection.builds import check_not_legacy, choose_build, finish_build
 from vecpress.tasks.collection.catalog import Build, Catalog
+from vecpress.tasks.collection.home import check_same_milvus, home_of, located
 from vecpress.tasks.collection.manifest import Manifest, plan_changes
 from vecpress.tasks.collection.state import new_run_id
 from vecpress.tasks.ingest.plan import stream_job
@@ -53,6 +54,7 @@ def ingest_flow(sources: list[str], settings: Settings, eval_queries: str | None
         full: Read every file again (unchanged passage text still reuses its vectors).
     """
     log = get_run_logger()
+    settings = _with_secret_token(settings)
     with collection_lock(settings.storage_root, settings.collection, logger=log):
         try:
             summary = _ingest_or_explain(sources, settings, eval_queries, recreate, full)
@@ -62,6 +64,19 @@ def ingest_flow(sources: list[str], settings: Settings, eval_queries: str | None
     publish_summary(summary, CollectionPaths(settings.storage_root, settings.collection)
                     .run_dir(summary.run_id))
     return summary
+
+
+def _with_secret_token(settings: Settings) -> Settings:
+    """The Milvus token from the Prefect Secret block ``milvus.token_secret``, when one is named
+    and no token was given: deployments then carry the block's name, never the token."""
+    milvus = settings.milvus
+    if not milvus.token_secret or milvus.token.get_secret_value():
+        return settings
+    from prefect.blocks.system import Secret
+    from pydantic import SecretStr
+
+    token = SecretStr(str(Secret.load(milvus.token_secret).get()))
+    return settings.model_copy(update={"milvus": milvus.model_copy(update={"token": token})})
 
 
 def _ingest_or_explain(sources: list[str], settings: Settings, eval_queries: str | None,
@@ -85,6 +100,10 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     catalog = Catalog(paths.root)
     if not recreate:  # --recreate is the way out of a collection written before the catalog
         check_not_legacy(paths, catalog)
+    active = catalog.active()
+    settings = located(settings, active)  # its Milvus and model cache, unless set explicitly
+    if not recreate:
+        check_same_milvus(settings, active)
     run_id = new_run_id()
     summary = IngestSummary(run_id=run_id, collection=settings.collection,
                             milvus_uri=settings.milvus.uri)
@@ -92,7 +111,6 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     artifact = stages.prepare_model(settings)
     summary.stages.append(StageStat("model export (cached)", time.perf_counter() - started, 1,
                                     "models"))
-    active = catalog.active()
     chunking = settings.chunk.model_dump(mode="json")
     build, full = choose_build(catalog, settings.collection, active, artifact, chunking, run_id,
                                recreate, full)
@@ -150,7 +168,8 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     store = MilvusStore(settings.milvus)
     try:
         was = build.status
-        build = finish_build(catalog, store, settings.collection, build, active, chunking)
+        build = finish_build(catalog, store, settings.collection, build, active, chunking,
+                             home_of(settings))
     finally:
         store.close()
     if was == "building":

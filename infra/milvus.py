@@ -23,6 +23,7 @@ from vecpress.infra.settings import MAX_VARCHAR_BYTES, MilvusSettings
 log = logging.getLogger(__name__)
 VECTOR = "vector"
 OUTPUT_FIELDS = ["doc_id", "chunk", "text", "source"]
+FETCH_BATCH = 256  # rows per query: texts of ≤ 64 KiB keep a reply under gRPC's 64 MiB
 MAX_TEXT = MAX_VARCHAR_BYTES
 # Milvus refuses a row for what it holds (a VARCHAR over its max_length, a NaN, a wrong dim):
 # code 1100 "invalid parameter" on a server, the message alone on Milvus Lite.
@@ -77,7 +78,8 @@ class MilvusStore:
         # A dedicated connection is really closed by close(): a pooled one to Milvus Lite goes stale
         # when idle (the Lite server answers keepalive pings with GOAWAY) and holds the file lock.
         self._retry = _retrying(settings.retry_s)
-        self.client = self._retry(MilvusClient)(uri=uri, token=settings.token or "", dedicated=True)
+        self.client = self._retry(MilvusClient)(uri=uri, token=settings.token.get_secret_value(),
+                                                dedicated=True)
 
     def close(self) -> None:
         """Close the connection; for Milvus Lite also stop its in-process server.
@@ -193,11 +195,37 @@ class MilvusStore:
         self.load(name)
         return self._retry(self.client.describe_index)(name, VECTOR)
 
-    def search(self, name: str, vectors: Sequence[Sequence[float]], limit: int,
-               output_fields: list[str] | None = None) -> list[list[dict[str, Any]]]:
+    def search(self, name: str, vectors: Sequence[Sequence[float]], limit: int
+               ) -> list[list[tuple[int, float]]]:
+        """(primary key, distance) of the ``limit`` nearest rows for each vector.
+
+        Only keys and distances travel: the texts of the few rows a search keeps are fetched
+        afterwards (``rows``), not those of every candidate.
+        """
         params = {"params": {"nprobe": self.settings.nprobe, "ef": max(limit, 64)}}
-        return self.client.search(name, data=list(vectors), limit=limit, search_params=params,
-                                  output_fields=output_fields or [], anns_field=VECTOR)
+        found = self.client.search(name, data=list(vectors), limit=limit, search_params=params,
+                                   output_fields=[], anns_field=VECTOR,
+                                   consistency_level=self.settings.search_consistency)
+        return [[(int(h["id"] if "id" in h else h["pk"]), float(h["distance"])) for h in hits]
+                for hits in found]
+
+    def rows(self, name: str, pks: Sequence[int], fields: list[str] = OUTPUT_FIELDS
+             ) -> dict[int, dict[str, Any]]:
+        """``fields`` of the rows with these primary keys (absent ones are left out)."""
+        out: dict[int, dict[str, Any]] = {}
+        keys = sorted(set(pks))
+        for start in range(0, len(keys), FETCH_BATCH):
+            batch = keys[start:start + FETCH_BATCH]
+            for row in self.client.query(name, filter=f"pk in {batch}", output_fields=fields,
+                                         consistency_level=self.settings.search_consistency):
+                out[int(row["pk"])] = row
+        return out
+
+    def index_info(self, name: str) -> dict[str, Any]:
+        """The vector index's type and parameters ({} while there is none)."""
+        if VECTOR not in self._retry(self.client.list_indexes)(name):
+            return {}
+        return self._retry(self.client.describe_index)(name, VECTOR)
 
     def count(self, name: str) -> int:
         res = self._retry(self.client.query)(name, filter="", output_fields=["count(*)"],

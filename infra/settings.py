@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Variant = Literal["fp32", "int8", "fp16"]
@@ -165,12 +165,18 @@ class MilvusSettings(BaseModel):
     """Where vectors are served: a Milvus Lite file (default) or a server URI."""
 
     uri: str = Field("./data/milvus.db", description="Milvus Lite .db path or http://host:19530.")
-    token: str = Field("", description="Milvus token (user:password) for servers with auth.")
+    token: SecretStr = Field(SecretStr(""), description="Milvus token (user:password) for "
+                             "servers with auth; never stored or shown (VECPRESS_MILVUS__TOKEN).")
+    token_secret: str = Field("", description="Name of a Prefect Secret block holding the token: "
+                              "ingest runs read it at run time, so deployments carry no token.")
     index_type: Literal["auto", "FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "HNSW"] = Field(
         "auto", description="auto: IVF_SQ8 on Milvus Lite, IVF_PQ on a server."
     )
     nprobe: int = Field(64, ge=1, description="IVF lists probed per search.")
     rescore_factor: int = Field(8, ge=1, description="ANN returns k × this many candidates.")
+    search_consistency: Literal["Strong", "Bounded", "Session", "Eventually"] = Field(
+        "Bounded", description="Milvus consistency of searches. Bounded (a few seconds stale at "
+        "most) does not wait for the server's time tick; an ingest flushes before it finishes.")
     insert_batch_bytes: int = Field(8 << 20, ge=1 << 16, description="Bytes per upsert call.")
     retry_s: float = Field(90.0, ge=0, description="How long a Milvus call that failed for a "
                            "transient reason (server busy, restarting, unreachable) is retried.")

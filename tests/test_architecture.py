@@ -39,8 +39,10 @@ ALLOWED = {
     "vecpress.flows": {"vecpress.infra", "vecpress.tasks", "vecpress.flows"},
     "vecpress.deployments": {"vecpress.infra", "vecpress.tasks", "vecpress.flows",
                              "vecpress.deployments"},
+    "vecpress.api": {"vecpress.infra", "vecpress.tasks", "vecpress.flows"},
+    "vecpress.web": {"vecpress.api"},
     "vecpress.cli": {"vecpress.infra", "vecpress.tasks", "vecpress.flows", "vecpress.deployments",
-                     "vecpress.cli.common"},
+                     "vecpress.api", "vecpress.web", "vecpress.cli.common"},
 }
 
 

@@ -2,7 +2,7 @@
 pressure, one Dask-CUDA worker per GPU, and codec training on a CUDA torch device.
 
 Skipped where ONNX Runtime has no CUDA provider or torch sees no GPU (CI has neither); run them on a
-GPU machine with ``pytest tests/test_gpu.py`` (see README, "GPU").
+GPU machine with ``pytest tests/test_gpu.py`` (see docs/gpu.md).
 """
 
 from __future__ import annotations

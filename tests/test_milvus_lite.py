@@ -30,8 +30,9 @@ def test_upsert_is_idempotent_and_search_finds_nearest(store: MilvusStore) -> No
     assert store.count("c1") == 600
     index = store.ensure_index("c1", 600, 8, 8)
     assert index["index_type"] == "IVF_SQ8"  # Lite has no IVF_PQ; auto picks SQ8
-    hits = store.search("c1", vectors[[5, 77]], 3, ["doc_id"])
-    assert [h[0]["entity"]["doc_id"] for h in hits] == ["d5", "d77"]
+    hits = store.search("c1", vectors[[5, 77]], 3)
+    best = [h[0][0] for h in hits]
+    assert [store.rows("c1", best)[pk]["doc_id"] for pk in best] == ["d5", "d77"]
 
 
 def test_dimension_mismatch_is_refused(store: MilvusStore) -> None:

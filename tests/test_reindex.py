@@ -118,8 +118,8 @@ def test_reindex_into_a_milvus_server_uses_the_codec_ivf(tmp_path, fp32_artifact
     store = MilvusStore(settings.milvus)
     try:  # the name is an alias of the build on a server: applications query it by name
         query = built["codec"].project(OnnxEmbedder(fp32_artifact).encode([built["items"][5][1]]))
-        assert store.search("reindexed_ivf", query, 3, ["doc_id"])[0][0]["entity"]["doc_id"] == \
-            built["items"][5][0]
+        best = store.search("reindexed_ivf", query, 3)[0][0][0]
+        assert store.rows("reindexed_ivf", [best])[best]["doc_id"] == built["items"][5][0]
         assert store.client.describe_alias("reindexed_ivf")["collection_name"] == summary.build
     finally:
         store.close()

@@ -176,3 +176,20 @@ def test_a_lite_file_held_by_another_process_exits_3(ws: dict) -> None:
         f"error: the Milvus Lite file {ws['uri']} is in use by another process (an ingest?); "
         "search again when it finishes, or serve the collection from a Milvus server")
     assert search(ws, "anything", "-k", "1").exit_code == 0  # free again once the holder is gone
+
+
+def test_the_name_and_storage_root_are_enough_from_another_directory(
+        ws: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No --milvus-uri and no model cache: both come from the collection's catalog; --json
+    carries each hit's text and source."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VECPRESS_MODEL__CACHE_DIR", raising=False)
+    monkeypatch.delenv("VECPRESS_MILVUS__URI", raising=False)
+    query = "read lines from a file"
+    result = search(ws, query, "-k", "3", "--json", flags=ws["args"][:4],
+                    env={"VECPRESS_MODEL__CACHE_DIR": None})
+    assert result.exit_code == 0, result.stderr
+    hits = json.loads(result.stdout)["results"]
+    assert len(hits) == 3 and [h["rank"] for h in hits] == [1, 2, 3]
+    corpus = {json.loads(line)["text"] for line in (ws["root"] / "corpus.jsonl").open()}
+    assert all(h["text"] in corpus and h["source"].endswith("corpus.jsonl") for h in hits)

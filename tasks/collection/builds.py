@@ -12,6 +12,7 @@ finish on it.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from vecpress.infra import storage
 from vecpress.infra.milvus import MilvusStore
@@ -42,16 +43,15 @@ def new_build(catalog: Catalog, collection: str, artifact: str, variant: str, ch
 
 
 def finish_build(catalog: Catalog, store: MilvusStore, collection: str, build: Build,
-                 serving: Build | None, chunking: dict) -> Build:
-    """After a complete run: record its chunking, and switch the name to a new build."""
-    key = json.dumps(chunking, sort_keys=True)
+                 serving: Build | None, chunking: dict, home: dict[str, str]) -> Build:
+    """After a complete run: record its chunking and where it lives (``home.home_of``), and
+    switch the name to a new build."""
+    done = replace(build, chunking=json.dumps(chunking, sort_keys=True), **home)
     if build.status == "building":
-        return switch(catalog, store, collection, Build(**{**vars(build), "chunking": key}),
-                      serving)
-    if build.chunking != key:
-        build = Build(**{**vars(build), "chunking": key})
-        catalog.save_build(build)
-    return build
+        return switch(catalog, store, collection, done, serving)
+    if done != build:
+        catalog.save_build(done)
+    return done
 
 
 def switch(catalog: Catalog, store: MilvusStore, collection: str, new: Build,

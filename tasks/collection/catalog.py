@@ -7,12 +7,16 @@ during a commit leaves the last committed version readable. No hand-written rena
 in-place Parquet rewrites. Three small tables under ``collections/<name>/catalog/``:
 
 - ``builds``: each physical Milvus collection ("build") of this name, with its codec, model
-  artifact and chunking; the one with status ``active`` serves the name. A rebuild is a new
-  build that becomes active in one commit when it is complete.
+  artifact and chunking, and where it lives (Milvus URI, model cache); the one with status
+  ``active`` serves the name. A rebuild is a new build that becomes active in one commit when it
+  is complete.
 - ``files``: the manifest, one row per (build, input file): size, stamp, content hash, and the
   shard group holding its passages.
 - ``shards``: the ledger, one row per (build, shard): how far it got (chunked → embedded →
   encoded → loaded) and the Parquet files it wrote. A resumed run skips what is committed here.
+
+Files under the collection's folder are stored relative to it, so the catalog stays valid when
+the storage root is moved or read from another working directory; callers see full URLs.
 
 Reads go through DataFusion (``QueryBuilder``), which also keeps the process exit clean.
 """
@@ -21,11 +25,13 @@ from __future__ import annotations
 
 import errno
 import json
+import posixpath
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import DeltaTable, QueryBuilder, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
@@ -33,7 +39,8 @@ from vecpress.infra import storage
 
 BUILDS = pa.schema([("build", pa.string()), ("status", pa.string()), ("codec_id", pa.string()),
                     ("model_artifact", pa.string()), ("model_variant", pa.string()),
-                    ("chunking", pa.string()), ("run_id", pa.string()), ("updated", pa.string())])
+                    ("chunking", pa.string()), ("run_id", pa.string()), ("updated", pa.string()),
+                    ("milvus_uri", pa.string()), ("model_cache", pa.string())])
 FILES = pa.schema([("build", pa.string()), ("path", pa.string()), ("size", pa.int64()),
                    ("modified", pa.string()), ("content_hash", pa.string()),
                    ("group_id", pa.string()), ("passages", pa.int64()), ("run_id", pa.string())])
@@ -43,6 +50,8 @@ SHARDS = pa.schema([("build", pa.string()), ("shard_id", pa.string()), ("group_i
                     ("rows", pa.int64()), ("run_id", pa.string())])
 KEYS = {"builds": ["build"], "files": ["build", "path"], "shards": ["build", "shard_id"]}
 SCHEMAS = {"builds": BUILDS, "files": FILES, "shards": SHARDS}
+ADDED = {"builds": ("milvus_uri", "model_cache")}
+URL_COLUMNS = {"shards": ("passages_url", "embeddings_url", "archive_url")}
 STATES = ("chunked", "embedded", "encoded", "loaded")  # a shard's progress, in order
 
 
@@ -62,6 +71,8 @@ class Build:
     chunking: str  # JSON of the chunk settings it was read with
     run_id: str
     updated: str = ""
+    milvus_uri: str = ""  # where it is served: a server URI (no credentials) or a Lite file
+    model_cache: str = ""  # the model cache its artifact is in
 
 
 @dataclass
@@ -105,6 +116,7 @@ class Catalog:
         if "://" not in root:
             root = str(Path(root).resolve())
         self.root = root.removeprefix("file://")
+        self.collection_root = posixpath.dirname(self.root)
 
     def _path(self, table: str) -> str:
         return storage.join(self.root, table)
@@ -128,13 +140,38 @@ class Catalog:
         query = QueryBuilder().register("t", delta)
         result = pa.table(query.execute(f"SELECT * FROM t {'WHERE ' + where if where else ''}")
                           .read_all())
-        return result.select(SCHEMAS[table].names).cast(SCHEMAS[table]) if result.num_rows else \
-            SCHEMAS[table].empty_table()
+        if not result.num_rows:
+            return SCHEMAS[table].empty_table()
+        for name in ADDED.get(table, ()):  # columns added since the table was first written
+            if name not in result.column_names:
+                result = result.append_column(name, pa.array([""] * result.num_rows))
+            else:
+                column = pc.fill_null(result.column(name).cast(pa.string()), "")
+                result = result.set_column(result.column_names.index(name), name, column)
+        for name in URL_COLUMNS.get(table, ()):
+            full = [self._full_url(v) for v in result.column(name).to_pylist()]
+            result = result.set_column(result.column_names.index(name), name, pa.array(full))
+        return result.select(SCHEMAS[table].names).cast(SCHEMAS[table])
+
+    def _stored_url(self, url: str) -> str:
+        """A file under the collection's folder as a path relative to it; others unchanged."""
+        full = url.removeprefix("file://")
+        if full and "://" not in full:
+            full = str(Path(full).resolve())
+        prefix = self.collection_root.rstrip("/") + "/"
+        return full[len(prefix):] if full.startswith(prefix) else url
+
+    def _full_url(self, stored: str | None) -> str:
+        if not stored or "://" in stored or stored.startswith("/"):
+            return stored or ""
+        return storage.join(self.collection_root, stored)
 
     def upsert(self, table: str, rows: list[dict]) -> None:
         """Insert or replace ``rows`` (by the table's key) in one atomic commit."""
         if not rows:
             return
+        if table in URL_COLUMNS:
+            rows = [r | {c: self._stored_url(r[c]) for c in URL_COLUMNS[table]} for r in rows]
         data = pa.Table.from_pylist(rows, schema=SCHEMAS[table])
         path = self._path(table)
         try:
@@ -143,7 +180,8 @@ class Catalog:
                 write_deltalake(path, data, mode="append")
                 return
             match = " AND ".join(f"t.{k} = s.{k}" for k in KEYS[table])
-            (DeltaTable(path).merge(data, predicate=match, source_alias="s", target_alias="t")
+            (DeltaTable(path).merge(data, predicate=match, source_alias="s", target_alias="t",
+                                    merge_schema=True)
              .when_matched_update_all().when_not_matched_insert_all().execute())
         except Exception as exc:
             raise _commit_error(path, exc) from exc

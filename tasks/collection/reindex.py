@@ -20,6 +20,7 @@ from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks.codec.codec import Codec
 from vecpress.tasks.collection.builds import check_not_legacy, live_shards, new_build, switch
 from vecpress.tasks.collection.catalog import Build, Catalog
+from vecpress.tasks.collection.home import home_of
 from vecpress.tasks.collection.loading import load_collection
 from vecpress.tasks.collection.state import new_run_id
 
@@ -73,7 +74,7 @@ def reindex(source: str, settings: Settings) -> ReindexSummary:
         codec.save(target.codec_dir(codec.codec_id))
     build = new_build(catalog, settings.collection, built.model_artifact, built.model_variant,
                       json.loads(built.chunking), new_run_id())
-    build = Build(**{**vars(build), "codec_id": codec.codec_id})
+    build = Build(**{**vars(build), "codec_id": codec.codec_id, **home_of(settings)})
     catalog.save_build(build)
     summary = ReindexSummary(source=source, collection=settings.collection,
                              milvus_uri=settings.milvus.uri, codec_id=codec.codec_id,

@@ -1,13 +1,15 @@
 """Search with rescoring: Milvus ANN over compressed vectors, then exact distances on a short list.
 
-query → embed → PCA → Milvus ANN for k × r candidates → rescore with the archived fp16 PCA
-vectors (memory-mapped from local disk, ``tasks.search.rescore_store``) → top k. Scores are cosine
+query → embed → PCA → Milvus ANN for k × r candidates (keys and distances only) → rescore with
+the archived fp16 PCA vectors (memory-mapped from local disk, ``tasks.search.rescore_store``) →
+top k → their texts and sources, in one Milvus query per batch. Scores are cosine
 estimates, 1 − ‖q − x‖² / 2 in PCA space (the embeddings are unit length, so this equals cosine up
 to the variance PCA dropped).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,11 +19,12 @@ import numpy as np
 from pymilvus import MilvusException
 
 from vecpress.infra import storage
-from vecpress.infra.milvus import OUTPUT_FIELDS, MilvusStore
+from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.settings import Settings
 from vecpress.tasks.codec.codec import Codec
 from vecpress.tasks.collection.builds import check_not_legacy, live_shards
 from vecpress.tasks.collection.catalog import Catalog
+from vecpress.tasks.collection.home import located
 from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.embed.embedder import OnnxEmbedder
 from vecpress.tasks.search.rescore_store import RescoreStore
@@ -58,7 +61,8 @@ class Searcher:
 
     Given ``follow``, the searcher follows the collection: before a search it checks the catalog's
     versions (at most once a second) and moves to a new snapshot when an ingest or a rebuild
-    committed one; each search uses one snapshot from start to end.
+    committed one; each search uses one snapshot from start to end. Searches may run from many
+    threads at once: the model session, codec and rescoring store are shared.
     """
 
     def __init__(self, store: MilvusStore, collection: str, codec: Codec,
@@ -69,6 +73,7 @@ class Searcher:
         self.snapshot = Snapshot(collection, codec, rescore, versions)
         self._follow = follow
         self._checked = time.monotonic()
+        self._lock = threading.Lock()
         store.load(collection)
 
     @property
@@ -84,53 +89,63 @@ class Searcher:
         return self.snapshot.rescore
 
     def _current(self, force: bool = False) -> Snapshot:
-        """The snapshot to search; the catalog is looked at again at most once a second."""
-        if self._follow is not None and (force or time.monotonic() - self._checked >= FOLLOW_S):
-            self._checked = time.monotonic()
-            newer = self._follow(() if force else self.snapshot.versions)
-            if newer is not None:
-                if newer.collection != self.snapshot.collection:
-                    self.store.load(newer.collection)
-                self.snapshot = newer
-        return self.snapshot
+        """The snapshot to search; the catalog is looked at again at most once a second (by one
+        thread; the others search the snapshot they find)."""
+        if self._follow is None or not (force or time.monotonic() - self._checked >= FOLLOW_S):
+            return self.snapshot
+        with self._lock:
+            if force or time.monotonic() - self._checked >= FOLLOW_S:
+                self._checked = time.monotonic()
+                newer = self._follow(() if force else self.snapshot.versions)
+                if newer is not None:
+                    if newer.collection != self.snapshot.collection:
+                        self.store.load(newer.collection)
+                    self.snapshot = newer
+            return self.snapshot
 
     def search(self, texts: list[str], k: int) -> list[list[Hit]]:
         return self.search_embeddings(self.embedder.encode(texts), k)
 
     def search_embeddings(self, embeddings: np.ndarray, k: int, rescore: bool = True
                           ) -> list[list[Hit]]:
+        """The ``k`` best hits per embedding: keys and distances from Milvus for k × r
+        candidates, rescored from the archive, then the texts of the kept ones only."""
         snap = self._current()
-        limit = min(k * self.rescore_factor, 16_384) if rescore else k
         try:
-            queries = snap.codec.project(embeddings)
-            results = self.store.search(snap.collection, queries, limit, OUTPUT_FIELDS)
+            return self._search(snap, embeddings, k, rescore)
         except MilvusException:
             if self._follow is None:
                 raise
-            snap = self._current(force=True)  # the build was switched and dropped meanwhile
-            queries = snap.codec.project(embeddings)
-            results = self.store.search(snap.collection, queries, limit, OUTPUT_FIELDS)
-        return [self._rank(snap, q, hits, k, rescore)
-                for q, hits in zip(queries, results, strict=True)]
+            # the build was switched and dropped meanwhile
+            return self._search(self._current(force=True), embeddings, k, rescore)
 
-    def _rank(self, snap: Snapshot, query: np.ndarray, hits: list[dict], k: int,
-              rescore: bool) -> list[Hit]:
+    def _search(self, snap: Snapshot, embeddings: np.ndarray, k: int, rescore: bool
+                ) -> list[list[Hit]]:
+        limit = min(k * self.rescore_factor, 16_384) if rescore else k
+        queries = snap.codec.project(embeddings)
+        found = self.store.search(snap.collection, queries, limit)
+        ranked = [self._rank(snap, q, hits, k, rescore)
+                  for q, hits in zip(queries, found, strict=True)]
+        rows = self.store.rows(snap.collection, [pk for kept in ranked for pk, _ in kept])
+        # A row deleted between the two calls is left out rather than shown without its text.
+        return [[Hit(pk=pk, doc_id=rows[pk]["doc_id"], chunk=int(rows[pk]["chunk"]),
+                     text=rows[pk]["text"], source=rows[pk]["source"], score=score)
+                 for pk, score in kept if pk in rows] for kept in ranked]
+
+    @staticmethod
+    def _rank(snap: Snapshot, query: np.ndarray, hits: list[tuple[int, float]], k: int,
+              rescore: bool) -> list[tuple[int, float]]:
+        """(pk, cosine estimate) of the best ``k`` candidates, best first."""
         if not hits:
             return []
-        pks = np.array([h["id"] if "id" in h else h["pk"] for h in hits], dtype=np.int64)
-        distances = np.array([h["distance"] for h in hits], dtype=np.float32)
+        pks = np.array([pk for pk, _ in hits], dtype=np.int64)
+        distances = np.array([d for _, d in hits], dtype=np.float32)
         if rescore:
             found, vectors = snap.rescore.lookup(pks)
             exact = np.sum((vectors - query) ** 2, axis=1)
             distances[found] = exact  # candidates missing from the archive keep ANN distances
         order = np.argsort(distances, kind="stable")[:k]
-        out = []
-        for i in order:
-            entity = hits[i]["entity"]
-            out.append(Hit(pk=int(pks[i]), doc_id=entity["doc_id"], chunk=int(entity["chunk"]),
-                           text=entity["text"], source=entity["source"],
-                           score=float(1.0 - distances[i] / 2.0)))
-        return out
+        return [(int(pks[i]), float(1.0 - distances[i] / 2.0)) for i in order]
 
 
 class CollectionNotFoundError(LookupError):
@@ -172,6 +187,7 @@ def open_searcher(settings: Settings) -> Searcher:
     check_not_legacy(paths, catalog)
     first = snapshot(settings, catalog)
     build = catalog.active()
+    settings = located(settings, build)  # its Milvus and model cache, unless set explicitly
     artifact = _load_artifact(settings.model_cache_dir / build.model_artifact)
     embedder = OnnxEmbedder(artifact, settings.model)
     try:

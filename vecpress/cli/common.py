@@ -10,14 +10,17 @@ import json
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from vecpress.infra.settings import Settings
 
 if TYPE_CHECKING:
+    from vecpress.api import Collection as OpenCollection
     from vecpress.tasks.report.summary import IngestSummary
 
 console = Console(stderr=True)
@@ -149,3 +152,73 @@ def machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "python": platform.python_version(),
             "platform": platform.platform(), "onnxruntime": onnxruntime.__version__,
             "pymilvus": pymilvus.__version__}
+
+
+def open_for_search(settings: Settings) -> OpenCollection:
+    """The open collection; every way of not finding or reaching it is one line and an
+    exit code (2: fix a flag or setting, 3: Milvus is busy or down)."""
+    from vecpress.api import open_collection
+    from vecpress.infra import storage
+    from vecpress.tasks.collection.builds import LegacyCollectionError
+    from vecpress.tasks.collection.catalog import Catalog
+    from vecpress.tasks.collection.home import located
+    from vecpress.tasks.search.searcher import CollectionNotFoundError, ModelNotFoundError
+
+    _quiet_milvus_logs()
+    paths = storage.CollectionPaths(settings.storage_root, settings.collection)
+    milvus = located(settings, Catalog(paths.root).active()).milvus  # where it lives
+    if milvus.is_lite and _lite_in_use(milvus.uri):
+        exit_with(3, f"the Milvus Lite file {milvus.uri} is in use by another process (an "
+                 "ingest?); search again when it finishes, or serve the collection from a Milvus "
+                 "server")
+    try:
+        return open_collection(settings=settings)
+    except (CollectionNotFoundError, ModelNotFoundError, LegacyCollectionError) as exc:
+        exit_with(2, str(exc))
+    except Exception as exc:
+        fail_if_milvus(exc, settings)
+        raise
+
+
+def _quiet_milvus_logs() -> None:
+    """pymilvus and the Milvus Lite server log a traceback for each failed call; the failure
+    reaches this command, which reports it in one line (exit 3), so their logs would only bury it."""
+    for name in ("pymilvus", "pymilvus.milvus_client", "milvus_lite"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _lite_in_use(uri: str) -> bool:
+    """True when another process holds the lock of the Milvus Lite data directory ``uri``.
+
+    Milvus Lite allows one process per file; opening a held one fails in a way pymilvus reports
+    as a connection error, which would be retried for 90 s. Asked first, it is one clear line.
+    """
+    lock = Path(uri).expanduser() / "LOCK"
+    try:
+        import fcntl
+    except ImportError:  # Windows: Milvus Lite's own (slower) error is reported instead
+        return False
+    if not lock.is_file():
+        return False
+    with lock.open("rb") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
+
+
+def fail_if_milvus(exc: Exception, settings: Settings) -> None:
+    """Exit 3 with one line for a pymilvus error; other exceptions are left to the caller."""
+    from pymilvus import MilvusException
+
+    if isinstance(exc, MilvusException):
+        reason = getattr(exc, "message", "") or "no reason given"
+        exit_with(3, f"Milvus at {settings.milvus.uri} failed: {reason} (code {exc.code}); check that "
+                 "it is up and holds the collection the ingest wrote (same --milvus-uri)")
+
+
+def exit_with(code: int, message: str) -> NoReturn:
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)

@@ -8,10 +8,9 @@ file held by a running ingest).
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -22,18 +21,21 @@ from vecpress.cli.common import (
     MilvusUri,
     StorageRoot,
     console,
+    fail_if_milvus,
+    open_for_search,
     print_hits,
     quiet_libraries,
     settings_from_flags,
 )
 
 if TYPE_CHECKING:
-    from vecpress.infra.settings import Settings
-    from vecpress.tasks.search.searcher import Hit, Searcher
+    from vecpress.api import Collection as OpenCollection
+    from vecpress.tasks.search.searcher import Hit
 
 # Milvus returns at most 16,384 candidates per query (its topk limit) and search asks it for
 # k × milvus.rescore_factor of them: 1024 keeps the full short list up to a factor of 16 (8 by
 # default); past that the candidates are capped at 16,384 and rescoring sees fewer per result.
+# (vecpress.api.MAX_K, not imported here: the CLI starts without loading the search stack.)
 MAX_K = 1024
 BATCH = 256  # queries embedded and searched together
 K_HELP = (f"Results per query, 1 to {MAX_K}: Milvus returns at most 16,384 candidates, and each "
@@ -69,15 +71,14 @@ def search(
     quiet_libraries()
     settings = settings_from_flags(**{"collection": collection, "milvus.uri": milvus_uri,
                                       "storage_root": storage_root})
-    searcher = _open(settings)
+    collection = open_for_search(settings)
     try:
-        _search_all(searcher, items, k, as_json)
+        _search_all(collection, items, k, as_json)
     except Exception as exc:
-        _fail_if_milvus(exc, settings)
+        fail_if_milvus(exc, collection.settings)
         raise
     finally:
-        searcher.store.close()
-        searcher.embedder.close()
+        collection.close()
 
 
 def _one_query(query: str) -> list[tuple[str, str]]:
@@ -126,84 +127,15 @@ def _query_line(path: Path, number: int, line: str) -> tuple[str, str]:
     return qid, text
 
 
-def _open(settings: Settings) -> Searcher:
-    """The collection's searcher; every way of not finding or reaching it is one line and an
-    exit code (2: fix a flag or setting, 3: Milvus is busy or down)."""
-    from vecpress.tasks.collection.builds import LegacyCollectionError
-    from vecpress.tasks.search.searcher import (
-        CollectionNotFoundError,
-        ModelNotFoundError,
-        open_searcher,
-    )
-
-    _quiet_milvus_logs()
-    if settings.milvus.is_lite and _lite_in_use(settings.milvus.uri):
-        _exit(3, f"the Milvus Lite file {settings.milvus.uri} is in use by another process (an "
-                 "ingest?); search again when it finishes, or serve the collection from a Milvus "
-                 "server")
-    try:
-        return open_searcher(settings)
-    except (CollectionNotFoundError, ModelNotFoundError, LegacyCollectionError) as exc:
-        _exit(2, str(exc))
-    except Exception as exc:
-        _fail_if_milvus(exc, settings)
-        raise
-
-
-def _quiet_milvus_logs() -> None:
-    """pymilvus and the Milvus Lite server log a traceback for each failed call; the failure
-    reaches this command, which reports it in one line (exit 3), so their logs would only bury it."""
-    for name in ("pymilvus", "pymilvus.milvus_client", "milvus_lite"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
-def _lite_in_use(uri: str) -> bool:
-    """True when another process holds the lock of the Milvus Lite data directory ``uri``.
-
-    Milvus Lite allows one process per file; opening a held one fails in a way pymilvus reports
-    as a connection error, which would be retried for 90 s. Asked first, it is one clear line.
-    """
-    lock = Path(uri).expanduser() / "LOCK"
-    try:
-        import fcntl
-    except ImportError:  # Windows: Milvus Lite's own (slower) error is reported instead
-        return False
-    if not lock.is_file():
-        return False
-    with lock.open("rb") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return False
-
-
-def _fail_if_milvus(exc: Exception, settings: Settings) -> None:
-    """Exit 3 with one line for a pymilvus error; other exceptions are left to the caller."""
-    from pymilvus import MilvusException
-
-    if isinstance(exc, MilvusException):
-        reason = getattr(exc, "message", "") or "no reason given"
-        _exit(3, f"Milvus at {settings.milvus.uri} failed: {reason} (code {exc.code}); check that "
-                 "it is up and holds the collection the ingest wrote (same --milvus-uri)")
-
-
-def _exit(code: int, message: str) -> NoReturn:
-    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def _search_all(searcher: Searcher, items: list[tuple[str, str]], k: int, as_json: bool) -> None:
+def _search_all(collection: OpenCollection, items: list[tuple[str, str]], k: int,
+                as_json: bool) -> None:
     """Search in batches, printing results on stdout and notices (short or cut queries) on stderr."""
     out = Console()
-    notes = _Notices(searcher, k)
+    notes = _Notices(collection, k)
     for start in range(0, len(items), BATCH):
         batch = items[start : start + BATCH]
-        truncated_before = searcher.embedder.truncated
-        results = searcher.search([t for _, t in batch], k)
-        if searcher.embedder.truncated > truncated_before:
-            notes.truncated(batch)
+        results = collection.search([t for _, t in batch], k)
+        notes.truncated(batch)
         for (qid, text), hits in zip(batch, results, strict=True):
             notes.short(qid, len(hits))
             if as_json:
@@ -213,16 +145,16 @@ def _search_all(searcher: Searcher, items: list[tuple[str, str]], k: int, as_jso
 
 
 def _json_hits(hits: list[Hit]) -> list[dict]:
-    return [{"rank": r, "doc_id": h.doc_id, "chunk": h.chunk, "pk": h.pk,
-             "score": round(h.score, 6)} for r, h in enumerate(hits, 1)]
+    return [{"rank": r, "score": round(h.score, 6), "doc_id": h.doc_id, "chunk": h.chunk,
+             "pk": h.pk, "source": h.source, "text": h.text} for r, h in enumerate(hits, 1)]
 
 
 class _Notices:
     """One-line notes on stderr about results that are not what the user may think they are;
     stdout (JSON lines, say) stays results only."""
 
-    def __init__(self, searcher: Searcher, k: int) -> None:
-        self.searcher, self.k = searcher, k
+    def __init__(self, collection: OpenCollection, k: int) -> None:
+        self.collection, self.k = collection, k
         self._size: int | None = None
         self._said_size = False
 
@@ -232,7 +164,7 @@ class _Notices:
         if found >= self.k:
             return
         if self._size is None:
-            self._size = self.searcher.store.count(self.searcher.collection)
+            self._size = self.collection.count()
         if self._size < self.k:
             if not self._said_size:
                 self._said_size = True
@@ -244,19 +176,12 @@ class _Notices:
 
     def truncated(self, batch: list[tuple[str, str]]) -> None:
         """Name each query longer than the model's window: only its start was searched."""
-        window = self.searcher.embedder.artifact.max_seq_length
-        for qid, tokens in zip((q for q, _ in batch), self._token_counts(batch), strict=True):
+        window = self.collection.window
+        counts = self.collection.token_counts([t for _, t in batch])
+        for (qid, _), tokens in zip(batch, counts, strict=True):
             if tokens > window:
                 _note(f"query '{qid}' has {tokens} tokens; it was truncated to {window} tokens "
                       "(the model's window), so only its start was searched")
-
-    def _token_counts(self, batch: list[tuple[str, str]]) -> list[int]:
-        """Tokens of each query with the model's special tokens, as the embedder counts them."""
-        from vecpress.tasks.embed.tokenising import bare_tokenizer, model_tokenizer
-
-        artifact = self.searcher.embedder.artifact
-        tok = bare_tokenizer(model_tokenizer(artifact.model_dir, artifact.max_seq_length))
-        return [len(e.ids) for e in tok.encode_batch([t for _, t in batch])]
 
 
 def _note(message: str) -> None:

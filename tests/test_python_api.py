@@ -1,0 +1,208 @@
+"""The Python API end to end: ``vecpress.ingest`` then ``vecpress.open_collection`` by name and
+storage root only, from another working directory, after moving the root, from 8 threads, and
+on a real Milvus server; and ``vecpress api``'s HTTP endpoint with a real client."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from helpers import build_tiny_bert
+
+import vecpress
+from vecpress.infra import storage
+from vecpress.infra.settings import Settings
+from vecpress.infra.storage import CollectionPaths
+from vecpress.tasks.collection.builds import live_shards
+from vecpress.tasks.collection.catalog import Catalog
+from vecpress.tasks.collection.home import OtherMilvusError
+from vecpress.tasks.inputs.corpus import stdlib_docstring_paragraphs
+
+pytestmark = pytest.mark.slow
+
+
+def _settings(root: Path, uri: str, model_cache: Path, tiny: str, name: str = "kb") -> Settings:
+    return Settings(
+        collection=name, storage_root=str(root), milvus={"uri": uri},
+        model={"path": tiny, "cache_dir": str(model_cache)},
+        codec={"pca_dim": 32, "pq_m": 8, "sample_size": 600, "min_fit_vectors": 600},
+        chunk={"max_tokens": 48, "overlap_tokens": 8}, gc_grace_s=0,
+        dask={"n_workers": 1, "threads_per_worker": 2})
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("api-corpus")
+    paragraphs = [t for _, t in itertools.islice(stdlib_docstring_paragraphs(), 900)]
+    for i in range(30):
+        (folder / f"doc{i:02d}.txt").write_text("\n\n".join(paragraphs[i * 30:(i + 1) * 30]))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return build_tiny_bert(tmp_path_factory.mktemp("api-tiny"))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, corpus: Path, tiny: str, model_cache: Path, prefect_harness) -> dict:
+    """A collection ingested through the API into a Milvus Lite file inside its storage root."""
+    root = tmp_path_factory.mktemp("api") / "data"
+    summary = vecpress.ingest(str(corpus), _settings(root, str(root / "kb.db"), model_cache, tiny))
+    assert summary.rows_in_milvus > 600 and not summary.errors
+    return {"root": root, "summary": summary, "queries": _passages(root, "kb", 12)}
+
+
+def _passages(root: Path, name: str, count: int) -> list[str]:
+    """Texts of ``count`` passages of the collection, each found once, spread over its shards."""
+    paths = CollectionPaths(str(root), name)
+    catalog = Catalog(paths.root)
+    texts = [t for passages, _, _ in live_shards(catalog, catalog.active().build)
+             for t in storage.read_parquet(passages, columns=["text"]).column("text").to_pylist()]
+    unique = [t for t in texts if texts.count(t) == 1 and len(t) > 80]
+    return unique[:: max(1, len(unique) // count)][:count]
+
+
+def _own_passage_first(hits: list[list[vecpress.Hit]], queries: list[str]) -> None:
+    """Each passage searched by its own text is ranked first, or within the top 3 when the
+    docstrings hold a near-copy of it (the same sentence without its full stop, say)."""
+    for query, found in zip(queries, hits, strict=True):
+        assert any(query == h.text for h in found[:3]), (query, found[:3])
+
+
+def test_search_needs_only_the_name_and_the_storage_root(built: dict, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # another working directory; Milvus and model from the catalog
+    with vecpress.open_collection("kb", storage_root=str(built["root"])) as kb:
+        hits = kb.search(built["queries"], k=5)
+        info = kb.info()
+    _own_passage_first(hits, built["queries"])
+    own = next(h for h in hits[0] if built["queries"][0] == h.text)
+    assert own.text in Path(own.source.removeprefix("file://")).read_text()
+    assert own.doc_id == own.source and 0 < own.score <= 1.0001
+    assert [h.score for h in hits[0]] == sorted((h.score for h in hits[0]), reverse=True)
+    assert info.rows == built["summary"].rows_in_milvus and info.build == "kb__v1"
+    assert info.milvus_uri == str(built["root"] / "kb.db")
+    assert info.codec["pca_dim"] == 32 and info.index["index_type"] == "IVF_SQ8"
+    assert info.last_run is not None and info.last_run["run_id"] == built["summary"].run_id
+    assert info.bytes_per_vector["FP32 embedding"] == 4 * info.embedding_dim == 256
+
+
+def test_eight_threads_get_what_one_gets(built: dict) -> None:
+    queries = built["queries"]
+    with vecpress.open_collection("kb", storage_root=str(built["root"])) as kb:
+        alone = [kb.search(q, k=10)[0] for q in queries]
+        with ThreadPoolExecutor(8) as pool:
+            together = list(pool.map(lambda q: kb.search(q, k=10)[0], queries * 4))
+    for i, hits in enumerate(together):
+        expected = alone[i % len(queries)]
+        assert [h.pk for h in hits] == [h.pk for h in expected]
+        np.testing.assert_allclose([h.score for h in hits], [h.score for h in expected],
+                                   atol=1e-5)
+
+
+def test_embeddings_in_and_errors_that_name_the_fix(built: dict) -> None:
+    with vecpress.open_collection("kb", storage_root=str(built["root"])) as kb:
+        vectors = kb.embed(built["queries"][:2])
+        assert vectors.shape == (2, 64)
+        _own_passage_first(kb.search_embeddings(vectors, k=3), built["queries"][:2])
+        with pytest.raises(ValueError, match="give 1 to 1024 results per query"):
+            kb.search("anything", k=0)
+        with pytest.raises(ValueError, match="query 1 is empty"):
+            kb.search(["fine", "  "])
+        with pytest.raises(ValueError, match=r"makes \[n, 64\]"):
+            kb.search_embeddings(np.zeros((1, 384), np.float32))
+    with pytest.raises(LookupError, match="no collection 'nope'"):
+        vecpress.open_collection("nope", storage_root=str(built["root"]))
+
+
+def test_a_moved_storage_root_still_searches(built: dict, tmp_path: Path) -> None:
+    moved = tmp_path / "elsewhere"
+    shutil.move(built["root"], moved)
+    try:
+        with vecpress.open_collection("kb", storage_root=str(moved)) as kb:
+            _own_passage_first(kb.search(built["queries"][:4], k=3), built["queries"][:4])
+            assert kb.settings.milvus.uri == str(moved / "kb.db")
+    finally:
+        shutil.move(moved, built["root"])
+
+
+def test_an_ingest_into_another_milvus_is_refused(built: dict, corpus: Path, tiny: str,
+                                                  model_cache: Path, tmp_path: Path) -> None:
+    other = _settings(built["root"], str(tmp_path / "other.db"), model_cache, tiny)
+    with pytest.raises(OtherMilvusError, match=r"lives on Milvus .*kb\.db, not .*other\.db"):
+        vecpress.ingest(str(corpus), other)
+    assert not (tmp_path / "other.db").exists()
+
+
+def test_the_api_on_a_milvus_server(corpus: Path, tiny: str, model_cache: Path, tmp_path: Path,
+                                    milvus_server: str, prefect_harness) -> None:
+    root = tmp_path / "data"
+    summary = vecpress.ingest(str(corpus), _settings(root, milvus_server, model_cache, tiny,
+                                                     name="kb_server"))
+    texts = _passages(root, "kb_server", 6)
+    with vecpress.open_collection("kb_server", storage_root=str(root)) as kb:
+        _own_passage_first(kb.search(texts, k=5), texts)
+        info = kb.info()
+    assert info.milvus_uri == milvus_server and info.rows == summary.rows_in_milvus
+    assert info.index["index_type"] == "IVF_PQ"
+    shutil.rmtree(root / "collections" / "kb_server" / "catalog")  # a root without the catalog
+    with pytest.raises(LookupError, match="ingest first"):
+        vecpress.open_collection("kb_server", storage_root=str(root))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_http_endpoint_with_a_real_client(built: dict) -> None:
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "vecpress", "api", "--collection", "kb", "--storage-root",
+         str(built["root"]), "--port", str(port)], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=60) as client:
+            deadline = time.monotonic() + 120
+            while True:
+                assert server.poll() is None, server.communicate()[1][-3000:]
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "vecpress api did not answer in 120 s"
+                time.sleep(0.5)
+            queries = built["queries"][:3]
+            answer = client.post("/search", json={"queries": queries, "k": 4})
+            assert answer.status_code == 200, answer.text
+            results = answer.json()["results"]
+            assert [len(r) for r in results] == [4, 4, 4]
+            assert all(any(q == hit["text"] for hit in r[:3]) and r[0]["rank"] == 1
+                       for q, r in zip(queries, results, strict=True))
+            one = client.post("/search", json={"query": queries[0], "k": 1}).json()
+            assert one["results"][0][0]["pk"] == results[0][0]["pk"]
+            info = client.get("/collections/kb").json()
+            assert info["rows"] == built["summary"].rows_in_milvus and info["build"] == "kb__v1"
+            assert client.get("/collections/other").status_code == 404
+            assert client.post("/search", json={"query": "x", "k": 0}).status_code == 422
+            assert client.post("/search", json={"k": 3}).status_code == 422
+            assert "/search" in client.get("/openapi.json").json()["paths"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        _, err = server.communicate(timeout=60)
+    assert "Traceback" not in err, err[-3000:]

@@ -1,0 +1,216 @@
+"""The Python API: search a collection, or ingest into one, from an application.
+
+    import vecpress
+
+    with vecpress.open_collection("kb", storage_root="/srv/vecpress") as kb:
+        for hit in kb.search("how do I rotate the logs?", k=5)[0]:
+            print(f"{hit.score:.3f}  {hit.source}  {hit.text[:80]}")
+
+A collection remembers where it lives (its Milvus URI and model cache are in its catalog), so its
+name and storage root are enough. One open collection serves many searches from many threads:
+the model session, the codec and the rescoring vectors are loaded once, and it follows the
+collection as ingests and rebuilds commit. ``vecpress search`` is a thin command over this class;
+``vecpress.ingest`` runs the same Prefect flow as ``vecpress ingest``.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vecpress.infra import storage
+from vecpress.infra.settings import Settings
+from vecpress.tasks.search.searcher import Hit, Searcher, open_searcher
+
+if TYPE_CHECKING:
+    from vecpress.tasks.report.summary import IngestSummary
+
+__all__ = ["MAX_K", "Collection", "CollectionInfo", "Hit", "ingest", "open_collection"]
+
+# Milvus returns at most 16,384 candidates per query and a search asks it for k × rescore_factor
+# of them: up to 1024 results keep the whole short list at the default factor (8).
+MAX_K = 1024
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """What serves a collection now, and how it was built."""
+
+    name: str
+    build: str  # the Milvus collection serving the name (``<name>__v<N>``)
+    milvus_uri: str
+    storage_root: str
+    rows: int  # passages in Milvus
+    model: str  # the exported model's cache directory name (model, variant, content key)
+    model_variant: str
+    embedding_dim: int
+    codec: dict[str, Any]  # the codec's training report: kind, PCA dim, PQ shape, errors
+    index: dict[str, Any]  # Milvus's description of the vector index
+    bytes_per_vector: dict[str, float]
+    last_run: dict[str, Any] | None = field(default=None)  # the newest run summary, if any
+
+
+class Collection:
+    """An open collection. Use ``open_collection``; close it (or use ``with``) when done: a
+    Milvus Lite file stays locked by this process until then."""
+
+    def __init__(self, searcher: Searcher, settings: Settings) -> None:
+        self._searcher, self.settings = searcher, settings
+
+    @property
+    def name(self) -> str:
+        return self.settings.collection
+
+    def search(self, queries: str | Sequence[str], k: int = 10, *, rescore: bool = True
+               ) -> list[list[Hit]]:
+        """The ``k`` best passages for each query, best first (one list per query).
+
+        Scores estimate cosine similarity. A query longer than the model's window is searched by
+        its start. ``rescore=False`` ranks by the compressed index alone (faster, less exact).
+        """
+        texts = [queries] if isinstance(queries, str) else list(queries)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"query {i} is {'empty' if isinstance(text, str) else type(text).__name__}"
+                                 "; give the text to search for")
+        _check_k(k)
+        if not texts:
+            return []
+        return self._searcher.search_embeddings(self._searcher.embedder.encode(texts), k,
+                                                rescore=rescore)
+
+    def search_embeddings(self, embeddings: np.ndarray, k: int = 10, *, rescore: bool = True
+                          ) -> list[list[Hit]]:
+        """``search`` for embeddings made by this collection's model (``embed``), shape [n, dim]."""
+        _check_k(k)
+        vectors = np.asarray(embeddings, dtype=np.float32)
+        dim = self._searcher.embedder.dim
+        if vectors.ndim != 2 or vectors.shape[1] != dim:
+            raise ValueError(f"embeddings have shape {vectors.shape}; this collection's model "
+                             f"makes [n, {dim}]")
+        return self._searcher.search_embeddings(vectors, k, rescore=rescore)
+
+    @property
+    def window(self) -> int:
+        """Tokens the model reads of a text (its special tokens included); the rest is cut."""
+        return self._searcher.embedder.artifact.max_seq_length
+
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text as the model counts them; above ``window``, only the start of
+        the text is searched."""
+        from vecpress.tasks.embed.tokenising import bare_tokenizer, model_tokenizer
+
+        artifact = self._searcher.embedder.artifact
+        tok = bare_tokenizer(model_tokenizer(artifact.model_dir, artifact.max_seq_length))
+        return [len(e.ids) for e in tok.encode_batch(list(texts))]
+
+    def count(self) -> int:
+        """Passages in the serving build."""
+        return self._searcher.store.count(self._searcher.collection)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length embeddings of ``texts`` with the collection's model, float32 [n, dim]."""
+        return self._searcher.embedder.encode(list(texts))
+
+    def info(self) -> CollectionInfo:
+        """The serving build, its size, model, codec, index and bytes per vector, and the
+        summary of the newest run."""
+        from vecpress.tasks.report.summary import bytes_per_vector
+
+        searcher = self._searcher
+        snap = searcher.snapshot
+        artifact = searcher.embedder.artifact
+        index = searcher.store.index_info(snap.collection)
+        kind = {"index_type": index.get("index_type", "?")}
+        return CollectionInfo(
+            name=self.name, build=snap.collection, milvus_uri=self.settings.milvus.uri,
+            storage_root=self.settings.storage_root, rows=self.count(),
+            model=artifact.name, model_variant=artifact.variant, embedding_dim=artifact.dim,
+            codec=dict(snap.codec.report), index=index,
+            bytes_per_vector=bytes_per_vector(artifact.dim, snap.codec.report, kind),
+            last_run=_last_run(self.settings))
+
+    def close(self) -> None:
+        """Release the model session and the Milvus connection (and a Milvus Lite file)."""
+        try:
+            self._searcher.store.close()
+        finally:
+            self._searcher.embedder.close()
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def open_collection(name: str | None = None, storage_root: str | None = None, *,
+                    milvus_uri: str | None = None, settings: Settings | None = None) -> Collection:
+    """Open collection ``name`` under ``storage_root`` for searching (defaults: those of
+    ``settings``, else ``vecpress`` under ``./data``).
+
+    The Milvus URI and model cache are the ones the collection was last ingested with, unless
+    ``milvus_uri`` (or ``settings``) says otherwise. Raises ``LookupError`` when there is no such
+    collection there, ``FileNotFoundError`` when its model is missing, and pymilvus errors when
+    Milvus does not answer.
+    """
+    settings = settings or Settings()
+    update: dict[str, Any] = {}
+    if name is not None:
+        update["collection"] = name
+    if storage_root is not None:
+        update["storage_root"] = str(storage_root)
+    if milvus_uri is not None:
+        update["milvus"] = settings.milvus.model_dump(exclude_unset=True) | {"uri": milvus_uri}
+    if update:  # validated again; what was not set stays unset (taken from the collection)
+        settings = Settings(**settings.model_dump(exclude_unset=True) | update)
+    searcher = open_searcher(settings)
+    return Collection(searcher, _with_milvus(settings, searcher))
+
+
+def _with_milvus(settings: Settings, searcher: Searcher) -> Settings:
+    """``settings`` naming the Milvus the searcher really opened (the collection's own)."""
+    return settings.model_copy(update={"milvus": searcher.store.settings})
+
+
+def ingest(sources: str | Sequence[str], settings: Settings | None = None, *,
+           recreate: bool = False, full: bool = False, eval_queries: str | None = None
+           ) -> IngestSummary:
+    """Ingest files, folders, globs or fsspec URLs into ``settings.collection``; returns the run
+    summary. The same flow as ``vecpress ingest``: it resumes what an interrupted run committed,
+    and reports to ``PREFECT_API_URL`` if set, else to a temporary Prefect API of its own.
+
+    Raises ``ValueError`` for bad input or settings, ``OSError`` for a full or unwritable storage
+    root, pymilvus errors when Milvus stays unreachable, ``PrefectServerError`` when the Prefect
+    API does not answer.
+    """
+    from vecpress.flows.ingest import ingest_flow
+    from vecpress.infra.prefect_server import temporary_prefect_api
+
+    settings = settings or Settings()
+    paths = [sources] if isinstance(sources, str) else list(sources)
+    with temporary_prefect_api(settings.prefect_startup_s):
+        return ingest_flow(sources=paths, settings=settings, eval_queries=eval_queries,
+                           recreate=recreate, full=full)
+
+
+def _check_k(k: int) -> None:
+    if not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise ValueError(f"k={k!r}: give 1 to {MAX_K} results per query")
+
+
+def _last_run(settings: Settings) -> dict[str, Any] | None:
+    """The summary of the newest run of the collection that wrote one (runs sort by start)."""
+    runs = storage.join(storage.CollectionPaths(settings.storage_root, settings.collection).root,
+                        "runs")
+    for run in sorted(storage.listdir(runs), key=posixpath.basename, reverse=True):
+        summary = storage.join(run, "summary.json")
+        if storage.exists(summary):
+            return storage.read_json(summary)
+    return None
