@@ -123,3 +123,21 @@ def test_errors_are_measured_on_held_out_vectors(embeddings: np.ndarray) -> None
 def test_backend_setting_is_validated() -> None:
     with pytest.raises(ValueError, match="train_backend"):
         CodecSettings(train_backend="cuda")
+
+
+@pytest.mark.parametrize("options", [{}, {"random_rotation": True}, {"opq": True},
+                                     {"ivf_nlist": 16, "random_rotation": True}],
+                         ids=["pca", "rotation", "opq", "ivf"])
+def test_project_is_the_faiss_transform_chain(embeddings: np.ndarray, options: dict) -> None:
+    """``project`` applies the chain as one numpy affine map (no OpenMP start per query)."""
+    from vecpress.tasks.codec.codec import fit_exact
+
+    codecs = [fit_codec(embeddings, CodecSettings(pca_dim=64, pq_m=8, sample_size=1500, **options)),
+              fit_exact(embeddings[:100], "small")]
+    for codec in codecs:
+        expected = embeddings[:40].copy()
+        for i in range(codec.index.chain.size()):
+            expected = faiss.downcast_VectorTransform(codec.index.chain.at(i)).apply(expected)
+        projected = codec.project(embeddings[:40])
+        assert projected.dtype == np.float32 and projected.flags.c_contiguous
+        np.testing.assert_allclose(projected, expected, atol=1e-5)

@@ -189,7 +189,7 @@ def open_searcher(settings: Settings) -> Searcher:
     build = catalog.active()
     settings = located(settings, build)  # its Milvus and model cache, unless set explicitly
     artifact = _load_artifact(settings.model_cache_dir / build.model_artifact)
-    embedder = OnnxEmbedder(artifact, settings.model)
+    embedder = OnnxEmbedder(artifact, settings.model, spin=False)
     try:
         store = MilvusStore(settings.milvus)
     except BaseException:

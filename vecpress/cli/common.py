@@ -27,7 +27,8 @@ console = Console(stderr=True)
 
 Collection = Annotated[str, typer.Option("--collection", "-c", help="Milvus collection name.")]
 MilvusUri = Annotated[str | None, typer.Option(help="Milvus Lite .db file or server URI "
-                                                     "(default ./data/milvus.db).")]
+                                                     "(default: the one the collection was built "
+                                                     "on, else ./data/milvus.db).")]
 StorageRoot = Annotated[str | None, typer.Option(help="Where runs, codecs and the model cache "
                                                          "live (default ./data).")]
 
