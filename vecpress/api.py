@@ -24,18 +24,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vecpress.infra import storage
-from vecpress.infra.settings import Settings
+from vecpress.infra.settings import MAX_K, Settings
 from vecpress.tasks.search.searcher import Hit, Searcher, open_searcher
 
 if TYPE_CHECKING:
     from vecpress.tasks.report.summary import IngestSummary
 
 __all__ = ["MAX_K", "Collection", "CollectionInfo", "Hit", "ingest", "open_collection"]
-
-# Milvus returns at most 16,384 candidates per query and a search asks it for k × rescore_factor
-# of them: up to 1024 results keep the whole short list at the default factor (8).
-MAX_K = 1024
-
 
 @dataclass(frozen=True)
 class CollectionInfo:

@@ -74,7 +74,7 @@ def located(settings: Settings, build: Build | None) -> Settings:
         milvus = milvus.model_copy(update={"uri": uri})
     if build.model_cache and "cache_dir" not in model.model_fields_set:
         cache = resolved_path(build.model_cache, settings.storage_root)
-        if cache != str(Path(settings.storage_root).expanduser().resolve() / "models"):
+        if Path(cache) != settings.model_cache_dir.expanduser().resolve():  # not the default
             model = model.model_copy(update={"cache_dir": cache})
     if milvus is settings.milvus and model is settings.model:
         return settings

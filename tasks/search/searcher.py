@@ -20,7 +20,7 @@ from pymilvus import MilvusException
 
 from vecpress.infra import storage
 from vecpress.infra.milvus import MilvusStore
-from vecpress.infra.settings import Settings
+from vecpress.infra.settings import MILVUS_TOPK, Settings
 from vecpress.tasks.codec.codec import Codec
 from vecpress.tasks.collection.builds import check_not_legacy, live_shards
 from vecpress.tasks.collection.catalog import Catalog
@@ -121,7 +121,7 @@ class Searcher:
 
     def _search(self, snap: Snapshot, embeddings: np.ndarray, k: int, rescore: bool
                 ) -> list[list[Hit]]:
-        limit = min(k * self.rescore_factor, 16_384) if rescore else k
+        limit = min(k * self.rescore_factor, MILVUS_TOPK) if rescore else k
         queries = snap.codec.project(embeddings)
         found = self.store.search(snap.collection, queries, limit)
         ranked = [self._rank(snap, q, hits, k, rescore)

@@ -27,18 +27,14 @@ from vecpress.cli.common import (
     quiet_libraries,
     settings_from_flags,
 )
+from vecpress.infra.settings import MAX_K, MILVUS_TOPK
 
 if TYPE_CHECKING:
     from vecpress.api import Collection as OpenCollection
     from vecpress.tasks.search.searcher import Hit
 
-# Milvus returns at most 16,384 candidates per query (its topk limit) and search asks it for
-# k × milvus.rescore_factor of them: 1024 keeps the full short list up to a factor of 16 (8 by
-# default); past that the candidates are capped at 16,384 and rescoring sees fewer per result.
-# (vecpress.api.MAX_K, not imported here: the CLI starts without loading the search stack.)
-MAX_K = 1024
 BATCH = 256  # queries embedded and searched together
-K_HELP = (f"Results per query, 1 to {MAX_K}: Milvus returns at most 16,384 candidates, and each "
+K_HELP = (f"Results per query, 1 to {MAX_K}: Milvus returns at most {MILVUS_TOPK:,} candidates, and each "
           "result is rescored from milvus.rescore_factor of them (8 by default).")
 
 
