@@ -249,10 +249,16 @@ def main() -> None:
     result["fp32_bytes_per_vector"] = 4 * corpus.shape[1]
     result["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(),
                          "faiss": faiss.__version__}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"compression_{facts['variant']}_{len(corpus)}.json"
-    if args.only and path.exists():
-        result["configs"] = json.loads(path.read_text())["configs"] | result["configs"]
+    write_results(RESULTS / f"compression_{facts['variant']}_{len(corpus)}.json", result,
+                  "configs", merge=bool(args.only))
+
+
+def write_results(path: Path, result: dict, key: str, merge: bool) -> None:
+    """Write ``result`` as JSON; ``merge`` keeps the entries under ``key`` of an earlier file
+    that this run did not measure (runs limited to one backend or configuration)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if merge and path.exists():
+        result[key] = json.loads(path.read_text())[key] | result[key]
     path.write_text(json.dumps(result, indent=2, default=str))
     print(f"wrote {path}")
 

@@ -35,7 +35,7 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from compression import BENCH_DIR, K, embedded_corpus, split
+from compression import BENCH_DIR, K, embedded_corpus, split, write_results
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -222,12 +222,8 @@ def main() -> None:
     import pymilvus
 
     result["machine"] |= {"pymilvus": pymilvus.__version__, "milvus_server": "2.3.5 (PyPI milvus)"}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"search_latency_{len(base_rows)}.json"
-    if args.only and path.exists():
-        result["backends"] = json.loads(path.read_text())["backends"] | result["backends"]
-    path.write_text(json.dumps(result, indent=2, default=str))
-    print(f"wrote {path}")
+    write_results(RESULTS / f"search_latency_{len(base_rows)}.json", result, "backends",
+                  merge=bool(args.only))
 
 
 if __name__ == "__main__":
