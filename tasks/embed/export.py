@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 import shutil
 import tempfile
 import warnings
@@ -22,7 +23,7 @@ import numpy as np
 from vecpress.infra.settings import ModelSettings
 from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.embed.embedder import OnnxEmbedder
-from vecpress.tasks.embed.model_files import ModelSpec, content_hash
+from vecpress.tasks.embed.model_files import ModelSpec, content_hash, stat_key
 from vecpress.tasks.recall import neighbour_recall
 
 OPSET = 17
@@ -43,19 +44,59 @@ def export_for_settings(model: ModelSettings, cache_dir: Path) -> ModelArtifact:
                         probe_passages)
 
 
-def _versions() -> str:
-    import onnx
-    import onnxruntime
-    import torch
-    import transformers
+# The packages whose versions shape the exported graph. Read from installed metadata, not by
+# importing them: importing torch and transformers alone cost ~4 s of every command's start-up.
+EXPORT_PACKAGES = ("torch", "onnx", "onnxruntime", "transformers")
 
-    return f"torch={torch.__version__};onnx={onnx.__version__};ort={onnxruntime.__version__};" \
-           f"transformers={transformers.__version__}"
+
+def _versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:  # onnxruntime-gpu replaces onnxruntime
+            return version(f"{name}-gpu") if name == "onnxruntime" else "none"
+
+    return ";".join(f"{name}={installed(name)}" for name in EXPORT_PACKAGES)
+
+
+def _recipe(variant: str) -> str:
+    return f"{variant}|{OPSET}|{EXPORT_FORMAT_VERSION}|{_versions()}"
 
 
 def artifact_key(spec: ModelSpec, variant: str) -> str:
-    raw = f"{content_hash(spec.model_dir)}|{variant}|{OPSET}|{EXPORT_FORMAT_VERSION}|{_versions()}"
+    """The artifact's identity: the model's bytes and everything that shapes the export."""
+    raw = f"{content_hash(spec.model_dir)}|{_recipe(variant)}"
     return hashlib.sha256(raw.encode()).hexdigest()[:20]
+
+
+def _index_entry(spec: ModelSpec, variant: str, cache_dir: Path) -> Path:
+    """Where the cache remembers which artifact a model directory *as it is on disk now* maps to.
+
+    Keyed by every file's path, size and mtime, so a cache hit costs a few ``stat`` calls instead
+    of hashing the weights (about 1 s for a 90 MB model). Any change to a file's size or mtime
+    misses the index and falls back to the content hash, which is the lazy verification.
+    """
+    raw = f"{stat_key(spec.model_dir)}|{_recipe(variant)}"
+    return cache_dir / "index" / hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def cached_artifact(spec: ModelSpec, variant: str, cache_dir: Path) -> ModelArtifact | None:
+    """The cached artifact for this model directory and variant, if the index knows it."""
+    entry = _index_entry(spec, variant, cache_dir)
+    if not entry.is_file():
+        return None
+    target = cache_dir / entry.read_text().strip()
+    return ModelArtifact.load(target) if (target / "meta.json").is_file() else None
+
+
+def _remember(spec: ModelSpec, variant: str, cache_dir: Path, target: Path) -> None:
+    entry = _index_entry(spec, variant, cache_dir)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = entry.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(target.name)
+    tmp.replace(entry)
 
 
 def export_model(
@@ -69,8 +110,12 @@ def export_model(
     """
     if variant not in FIDELITY_FLOORS:
         raise ExportError(f"unknown variant '{variant}'; use fp32, fp16 or int8")
+    known = cached_artifact(spec, variant, cache_dir)
+    if known is not None:
+        return known
     target = cache_dir / f"{spec.model_dir.name}-{variant}-{artifact_key(spec, variant)}"
     if (target / "meta.json").is_file():
+        _remember(spec, variant, cache_dir, target)
         return ModelArtifact.load(target)
     cache_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="export-", dir=cache_dir))
@@ -103,10 +148,13 @@ def export_model(
             probes=len(probe_texts), fusion=fusion, checked_on=device,
         )
         (work / "meta.json").write_text(json.dumps(asdict(artifact), indent=2))
-        if target.exists():  # another process finished first; keep theirs
-            return ModelArtifact.load(target)
-        work.rename(target)
-        return artifact
+        try:
+            work.rename(target)
+        except OSError:  # another process finished the same export first; keep theirs
+            if not (target / "meta.json").is_file():
+                raise
+        _remember(spec, variant, cache_dir, target)
+        return ModelArtifact.load(target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -130,3 +130,12 @@ def content_hash(model_dir: Path) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def stat_key(model_dir: Path) -> str:
+    """SHA-256 over every file's relative path, size and mtime: cheap, changes with any rewrite."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        info = path.stat()
+        digest.update(f"{path.relative_to(model_dir)}|{info.st_size}|{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
