@@ -55,8 +55,8 @@ def baseline_rank(searcher, embeddings: np.ndarray, k: int) -> list[list[int]]:
 
     snap = searcher.snapshot
     queries = snap.codec.project(embeddings)
-    limit = k * searcher.rescore_factor
-    params = {"params": {"nprobe": searcher.store.settings.nprobe, "ef": max(limit, 64)}}
+    limit = k * snap.rescore_factor
+    params = {"params": {"nprobe": snap.nprobe, "ef": max(limit, 64)}}
     found = searcher.store.client.search(snap.collection, data=list(queries), limit=limit,
                                          search_params=params, output_fields=OUTPUT_FIELDS,
                                          anns_field=VECTOR, consistency_level="Strong")
@@ -70,10 +70,10 @@ def baseline_rank(searcher, embeddings: np.ndarray, k: int) -> list[list[int]]:
     return out
 
 
-def bare(store, collection: str, vector: np.ndarray, limit: int, strong: bool) -> None:
+def bare(store, collection: str, vector: np.ndarray, limit: int, strong: bool, nprobe: int) -> None:
     from vecpress.infra.milvus import OUTPUT_FIELDS, VECTOR
 
-    params = {"params": {"nprobe": store.settings.nprobe, "ef": max(limit, 64)}}
+    params = {"params": {"nprobe": nprobe, "ef": max(limit, 64)}}
     store.client.search(collection, data=[vector], limit=limit, search_params=params,
                         output_fields=OUTPUT_FIELDS if strong else [], anns_field=VECTOR,
                         consistency_level="Strong" if strong else "Bounded")
@@ -87,6 +87,7 @@ def measure(label: str, settings, codec_settings, data: dict, latency_queries: i
     from vecpress.infra.milvus import MilvusStore
     from vecpress.infra.storage import write_parquet
     from vecpress.tasks.codec.codec import archive_table, fit_codec
+    from vecpress.tasks.collection.loading import index_collection
     from vecpress.tasks.embed.embedder import OnnxEmbedder
     from vecpress.tasks.recall import recall_at_k
     from vecpress.tasks.search.rescore_store import RescoreStore
@@ -107,8 +108,7 @@ def measure(label: str, settings, codec_settings, data: dict, latency_queries: i
     store.upsert(name, [{"pk": int(pk), "doc_id": f"d{pk}", "chunk": 0, "text": text,
                          "source": f"/corpus/file{pk % 997}.txt", "codec_id": codec.codec_id,
                          "vector": v} for pk, text, v in zip(pks, texts, projected, strict=True)])
-    index = store.ensure_index(name, len(pks), codec.report["pq_m"], codec.report["pq_nbits"],
-                               codec.nlist)
+    plan, index, _ = index_collection(store, name, codec, None)
     if restart is not None:
         store.close()
         settings = settings.model_copy(update={"milvus": settings.milvus.model_copy(
@@ -119,11 +119,11 @@ def measure(label: str, settings, codec_settings, data: dict, latency_queries: i
     # Milvus calls and rescoring follow on the same cores).
     embedder = OnnxEmbedder(data["artifact"], settings.model, threads=os.cpu_count() or 1,
                             spin=False)
-    searcher = Searcher(store, name, codec, embedder, rescore, settings.milvus.rescore_factor)
+    searcher = Searcher(store, name, codec, embedder, rescore, (plan.nprobe, plan.rescore_factor))
     queries, truth = data["query_texts"], data["truth"]
     out: dict = {"backend": label, "index": index, "codec": codec.report,
-                 "rescore_factor": settings.milvus.rescore_factor,
-                 "nprobe": settings.milvus.nprobe, "passages": len(pks)}
+                 "rescore_factor": plan.rescore_factor,
+                 "nprobe": plan.nprobe, "passages": len(pks)}
     # Recall from the same query vectors on both paths (the truth's): dynamic int8 embeds a text
     # a little differently in batches of another composition.
     vectors = data["query_vectors"]
@@ -136,7 +136,7 @@ def measure(label: str, settings, codec_settings, data: dict, latency_queries: i
     timed = {"vecpress end to end": lambda q: searcher.search([q], K),
              "baseline end to end": lambda q: baseline_search(searcher, [q], K)}
     vectors = codec.project(embedder.encode(queries[:latency_queries]))
-    limit = K * settings.milvus.rescore_factor
+    limit = K * plan.rescore_factor
     for key, run in timed.items():
         run(queries[0])  # warm
         times = []
@@ -149,7 +149,7 @@ def measure(label: str, settings, codec_settings, data: dict, latency_queries: i
         times = []
         for v in vectors:
             started = time.perf_counter()
-            bare(store, name, v, limit, strong)
+            bare(store, name, v, limit, strong, plan.nprobe)
             times.append(time.perf_counter() - started)
         out[f"latency_ms {key}"] = percentiles(times)
     started = time.perf_counter()

@@ -10,6 +10,7 @@ Prints a table and writes benchmarks/results/search_recall_<collection>.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import json
 import os
@@ -57,7 +58,7 @@ def main() -> None:
 
     rows = []
     for nprobe in args.nprobe:
-        searcher.store.settings.nprobe = nprobe
+        searcher.snapshot = dataclasses.replace(searcher.snapshot, nprobe=nprobe)
         for rescore in (False, True):
             started = time.perf_counter()
             found = searcher.search_embeddings(queries, K, rescore=rescore)

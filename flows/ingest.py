@@ -108,7 +108,7 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     summary = IngestSummary(run_id=run_id, collection=settings.collection,
                             milvus_uri=settings.milvus.uri)
     started = time.perf_counter()
-    artifact = stages.prepare_model(settings)
+    artifact = stages.prepare_model(settings, sources)
     summary.stages.append(StageStat("model export (cached)", time.perf_counter() - started, 1,
                                     "models"))
     chunking = settings.chunk.model_dump(mode="json")
@@ -149,7 +149,7 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
         raise ValueError(f"no passages to ingest from {sources}: {len(summary.errors)} input "
                          f"error(s), first: {_error_line(first)}")
     build = catalog.builds_by_name()[build.build]
-    indexed, seconds = stages.index_stage(settings, build, codec, streamed.rows_written)
+    indexed, seconds = stages.index_stage(settings, build, codec)
     summary.add_load(indexed, streamed.rows_written, streamed.rows_deleted, seconds)
     if outgrown(codec, indexed.rows_in_milvus, settings.codec):
         log.info("collection '%s' now holds %d passages: fitting its codec into a new build "
@@ -169,7 +169,7 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     try:
         was = build.status
         build = finish_build(catalog, store, settings.collection, build, active, chunking,
-                             home_of(settings))
+                             home_of(settings), indexed.plan)
     finally:
         store.close()
     if was == "building":

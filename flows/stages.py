@@ -14,6 +14,7 @@ from prefect.cache_policies import NONE
 
 from vecpress.flows.progress import StreamProgress
 from vecpress.infra.cluster import dask_client
+from vecpress.infra.index_plan import IndexPlan, search_params
 from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.settings import Settings
 from vecpress.infra.storage import CollectionPaths
@@ -21,13 +22,13 @@ from vecpress.tasks.codec.codec import Codec
 from vecpress.tasks.collection.builds import live_shards
 from vecpress.tasks.collection.catalog import Build, Catalog
 from vecpress.tasks.collection.gc import GcResult, collect_garbage
-from vecpress.tasks.collection.loading import LoadResult
+from vecpress.tasks.collection.loading import LoadResult, index_collection
 from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.embed.embedder import OnnxEmbedder
 from vecpress.tasks.embed.export import export_for_settings
 from vecpress.tasks.ingest.engine import StreamEngine
 from vecpress.tasks.ingest.results import StreamJob, StreamResult
-from vecpress.tasks.inputs.sources import read_texts
+from vecpress.tasks.inputs.sources import read_texts, sample_texts
 from vecpress.tasks.report.results import CheckResult
 from vecpress.tasks.search.evaluation import held_out_recall, own_text_hit_rate
 from vecpress.tasks.search.searcher import RescoreStore, Searcher, rescore_directory
@@ -37,8 +38,10 @@ SANITY_PROBES = 20  # passages searched by their own text after every load
 
 
 @task(cache_policy=NONE)
-def prepare_model(settings: Settings) -> ModelArtifact:
-    return export_for_settings(settings.model, settings.model_cache_dir)
+def prepare_model(settings: Settings, sources: list[str]) -> ModelArtifact:
+    """The model's artifact; a first export also checks its fidelity on the sources' text."""
+    return export_for_settings(settings.model, settings.model_cache_dir,
+                               lambda: sample_texts(sources, settings.inputs))
 
 
 @task(cache_policy=NONE)
@@ -64,16 +67,16 @@ def stream_stage(settings: Settings, job: StreamJob, artifact: ModelArtifact,
 
 
 @task(cache_policy=NONE)
-def index_stage(settings: Settings, build: Build, codec: Codec, rows: int
-                ) -> tuple[LoadResult, float]:
-    """Build the index once (Milvus indexes later segments itself), load, count; the seconds."""
+def index_stage(settings: Settings, build: Build, codec: Codec) -> tuple[LoadResult, float]:
+    """Index for the rows the build holds now (rebuilt when it outgrew its index), load, count;
+    the seconds."""
     started = time.perf_counter()
     store = MilvusStore(settings.milvus)
     try:
         store.ensure_collection(build.build, codec.dim, codec.codec_id)
-        index = store.ensure_index(build.build, max(rows, 1), codec.report["pq_m"],
-                                   codec.report["pq_nbits"], codec.nlist)
-        return LoadResult(0, 0, store.count(build.build), index), time.perf_counter() - started
+        plan, index, rows = index_collection(store, build.build, codec,
+                                             IndexPlan.from_json(build.index))
+        return LoadResult(0, 0, rows, index, plan), time.perf_counter() - started
     finally:
         store.close()
 
@@ -92,7 +95,7 @@ def check_stage(settings: Settings, build: Build, artifact: ModelArtifact, codec
     try:
         searcher = Searcher(store, build.build, codec, OnnxEmbedder(artifact, model),
                             RescoreStore(archives, rescore_directory(paths, build.build)),
-                            settings.milvus.rescore_factor)
+                            search_params(settings.milvus, IndexPlan.from_json(build.index)))
         sanity = own_text_hit_rate(searcher, passages_url, SANITY_PROBES)
         recall = {} if not eval_queries or not embedding_urls else held_out_recall(
             searcher, read_texts(eval_queries, settings.inputs), embedding_urls, EVAL_K)

@@ -17,7 +17,7 @@ from pymilvus import DataType, MilvusClient, MilvusException
 from tenacity import before_sleep_log, retry_if_exception, stop_after_delay, wait_exponential
 from tenacity import retry as retrying
 
-from vecpress.infra.ivf import default_nlist
+from vecpress.infra.index_plan import IndexPlan
 from vecpress.infra.settings import MAX_VARCHAR_BYTES, MilvusSettings
 
 log = logging.getLogger(__name__)
@@ -177,32 +177,43 @@ class MilvusStore:
             self._retry(self.client.delete)(name, ids=ids)
         return len(pks)
 
-    def ensure_index(self, name: str, rows: int, pq_m: int, pq_nbits: int,
-                     nlist: int | None = None) -> dict[str, Any]:
-        """Build the vector index once (Milvus indexes later segments itself) and load.
+    def has_index(self, name: str) -> bool:
+        return VECTOR in self._retry(self.client.list_indexes)(name)
 
-        ``nlist``: the codec's IVF lists when it has a coarse quantizer, else derived from ``rows``.
-        """
+    def flush(self, name: str) -> None:
+        self._retry(self.client.flush)(name)
+
+    def stored_rows(self, name: str) -> int:
+        """Rows in the collection's flushed segments, without loading it (a server loads only
+        indexed collections); deletes not yet compacted still count: good enough to size an index."""
+        return int(self._retry(self.client.get_collection_stats)(name)["row_count"])
+
+    def ensure_index(self, name: str, plan: IndexPlan, rebuild: bool = False) -> dict[str, Any]:
+        """Build the vector index ``plan`` describes unless there is one (``rebuild``: replace
+        it, for a collection that outgrew it; see ``index_plan.replan``), then load."""
         # Seal what was just written: Milvus Lite searches unflushed rows by brute force, outside
         # the index (and slowly); a server indexes sealed segments.
         self._retry(self.client.flush)(name)
-        if VECTOR not in self._retry(self.client.list_indexes)(name):
-            params = choose_index(self.settings, rows, pq_m, pq_nbits, nlist)
-            index = self.client.prepare_index_params()
-            index.add_index(VECTOR, index_type=params["index_type"], metric_type="L2",
-                            params=params["params"])
-            self._retry(self.client.create_index)(name, index)
+        if VECTOR in self._retry(self.client.list_indexes)(name):
+            if not rebuild:
+                self.load(name)
+                return self._retry(self.client.describe_index)(name, VECTOR)
+            self._retry(self.client.release_collection)(name)
+            self._retry(self.client.drop_index)(name, VECTOR)
+        index = self.client.prepare_index_params()
+        index.add_index(VECTOR, index_type=plan.index_type, metric_type="L2", params=plan.params)
+        self._retry(self.client.create_index)(name, index)
         self.load(name)
         return self._retry(self.client.describe_index)(name, VECTOR)
 
-    def search(self, name: str, vectors: Sequence[Sequence[float]], limit: int
+    def search(self, name: str, vectors: Sequence[Sequence[float]], limit: int, nprobe: int = 64
                ) -> list[list[tuple[int, float]]]:
         """(primary key, distance) of the ``limit`` nearest rows for each vector.
 
         Only keys and distances travel: the texts of the few rows a search keeps are fetched
         afterwards (``rows``), not those of every candidate.
         """
-        params = {"params": {"nprobe": self.settings.nprobe, "ef": max(limit, 64)}}
+        params = {"params": {"nprobe": nprobe, "ef": max(limit, 64)}}
         found = self.client.search(name, data=list(vectors), limit=limit, search_params=params,
                                    output_fields=[], anns_field=VECTOR,
                                    consistency_level=self.settings.search_consistency)
@@ -231,28 +242,6 @@ class MilvusStore:
         res = self._retry(self.client.query)(name, filter="", output_fields=["count(*)"],
                                 consistency_level="Strong")
         return int(res[0]["count(*)"])
-
-
-def choose_index(settings: MilvusSettings, rows: int, pq_m: int, pq_nbits: int,
-                 nlist: int | None = None) -> dict[str, Any]:
-    """Index type and build parameters for ``rows`` vectors and the codec's PQ (and IVF) shape.
-
-    ``pq_m`` 0: the codec keeps whole vectors (a small collection's exact stage), searched FLAT.
-    """
-    kind = settings.index_type
-    if pq_m == 0 and kind in ("auto", "IVF_PQ"):
-        kind = "FLAT"
-    elif kind == "auto":
-        kind = "IVF_SQ8" if settings.is_lite else "IVF_PQ"
-    nlist = nlist or default_nlist(rows)
-    params: dict[str, Any] = {}
-    if kind.startswith("IVF"):
-        params["nlist"] = nlist
-    if kind == "IVF_PQ":
-        params |= {"m": pq_m, "nbits": pq_nbits}
-    if kind == "HNSW":
-        params = {"M": 16, "efConstruction": 200}
-    return {"index_type": kind, "params": params}
 
 
 def _byte_batches(rows: Iterable[dict[str, Any]], limit: int) -> Iterable[list[dict[str, Any]]]:

@@ -118,7 +118,14 @@ class ModelSettings(BaseModel):
 class CodecSettings(BaseModel):
     """PCA + FAISS product quantisation fitted on a sample of the embeddings."""
 
-    pca_dim: int = Field(256, ge=8, description="Dimensions kept by PCA (searched with L2).")
+    pca_dim: int | None = Field(None, ge=8, description="Dimensions kept by PCA (searched with "
+                                "L2); default: enough to keep codec.pca_variance of the sample's "
+                                "variance, a multiple of pq_m, at least codec.pca_min_dim.")
+    pca_variance: float = Field(0.99, gt=0.0, le=1.0, description="Share of the variance the "
+                                "default PCA dimension keeps (0.99: 300-320 of MiniLM's 384 on "
+                                "docstrings, READMEs and quotations).")
+    pca_min_dim: int = Field(64, ge=8, description="Floor of the default PCA dimension (capped "
+                             "at the model's dimension).")
     pq_m: int = Field(32, ge=1, description="PQ sub-quantizers; bytes per code at 8 bits.")
     pq_nbits: int = Field(8, ge=4, le=12, description="Bits per PQ sub-code.")
     sample_size: int = Field(20_000, ge=256, description="Vectors sampled to fit PCA and PQ.")
@@ -141,13 +148,24 @@ class CodecSettings(BaseModel):
                                                      "asks for.")
     recall_target: float | None = Field(None, gt=0.0, le=1.0, description="Auto-tune PCA dim and M: "
                                         "smallest code whose rescored recall@10 meets this.")
-    autotune_pca_dims: list[int] = Field([128, 192, 256, 384], description="PCA dims tried.")
-    autotune_pq_m: list[int] = Field([8, 12, 16, 24, 32], description="PQ sub-quantizers tried.")
+    autotune_pca_dims: list[int] = Field([128, 192, 256, 320, 384], description="PCA dims tried "
+                                         "(capped at the embedding dimension).")
+    autotune_pq_m: list[int] = Field([8, 16, 24, 32], description="PQ sub-quantizers tried.")
+    autotune_rotation: list[bool] = Field([False, True], description="Random rotation after PCA, "
+                                          "tried off and on.")
+    autotune_probe_shares: list[float] = Field([0.25, 1.0], description="Shares of "
+                                               "the IVF lists probed, tried (plus the index "
+                                               "plan's own nprobe).")
+    autotune_rescore_factors: list[int] = Field([16, 64], description="Rescoring "
+                                                "factors tried (candidates per result).")
+    autotune_latency_ms: float | None = Field(None, gt=0, description="Latency budget of the "
+                                              "auto-tune's choice: simulated milliseconds per "
+                                              "query (one thread, this machine); none: no limit.")
     autotune_queries: int = Field(200, ge=10, description="Sample vectors held out as queries.")
 
     @model_validator(mode="after")
     def _m_divides_dim(self) -> CodecSettings:
-        if self.pca_dim % self.pq_m:
+        if self.pca_dim is not None and self.pca_dim % self.pq_m:
             raise ValueError(
                 f"codec.pq_m ({self.pq_m}) must divide codec.pca_dim ({self.pca_dim})"
             )
@@ -156,7 +174,7 @@ class CodecSettings(BaseModel):
     @model_validator(mode="after")
     def _enough_to_fit(self) -> CodecSettings:
         """The codec is fitted only on samples it can be fitted on."""
-        needed = max(self.pca_dim + 1, 2 * self.pq_m, 2 * (self.ivf_nlist or 0))
+        needed = max((self.pca_dim or 0) + 1, 2 * self.pq_m, 2 * (self.ivf_nlist or 0))
         if min(self.min_fit_vectors, self.sample_size) < needed:
             raise ValueError(f"codec.min_fit_vectors ({self.min_fit_vectors}) must be at least "
                              f"{needed} to fit PCA-{self.pca_dim}, PQ{self.pq_m}"
@@ -177,8 +195,11 @@ class MilvusSettings(BaseModel):
     index_type: Literal["auto", "FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "HNSW"] = Field(
         "auto", description="auto: IVF_SQ8 on Milvus Lite, IVF_PQ on a server."
     )
-    nprobe: int = Field(64, ge=1, description="IVF lists probed per search.")
-    rescore_factor: int = Field(8, ge=1, description="ANN returns k × this many candidates.")
+    nprobe: int | None = Field(None, ge=1, description="IVF lists probed per search; default: "
+                               "derived from the collection's size when it is indexed (enough "
+                               "lists to scan 50,000 vectors and at least a tenth of the lists).")
+    rescore_factor: int | None = Field(None, ge=1, description="ANN returns k × this many "
+                                       "candidates for rescoring; default 16 for IVF_PQ, else 8.")
     search_consistency: Literal["Strong", "Bounded", "Session", "Eventually"] = Field(
         "Bounded", description="Milvus consistency of searches. Bounded (a few seconds stale at "
         "most) does not wait for the server's time tick; an ingest flushes before it finishes.")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vecpress.infra.milvus import MilvusSchemaError, MilvusStore, choose_index
+from vecpress.infra.index_plan import plan_index, replan
+from vecpress.infra.milvus import MilvusSchemaError, MilvusStore
 from vecpress.infra.settings import MilvusSettings
 
 
@@ -28,7 +29,7 @@ def test_upsert_is_idempotent_and_search_finds_nearest(store: MilvusStore) -> No
     assert store.upsert("c1", _rows(vectors)) == 600
     store.upsert("c1", _rows(vectors[:100]))  # the same primary keys again
     assert store.count("c1") == 600
-    index = store.ensure_index("c1", 600, 8, 8)
+    index = store.ensure_index("c1", plan_index(store.settings, 600, 8, 8))
     assert index["index_type"] == "IVF_SQ8"  # Lite has no IVF_PQ; auto picks SQ8
     hits = store.search("c1", vectors[[5, 77]], 3)
     best = [h[0][0] for h in hits]
@@ -44,9 +45,56 @@ def test_dimension_mismatch_is_refused(store: MilvusStore) -> None:
 def test_server_uri_picks_ivf_pq() -> None:
     settings = MilvusSettings(uri="http://localhost:19530")
     assert not settings.is_lite
-    assert choose_index(MilvusSettings(), 10_000, 16, 8)["index_type"] == "IVF_SQ8"
-    params = choose_index(settings, 10_000, 16, 8)
+    assert plan_index(MilvusSettings(), 10_000, 16, 8).index_type == "IVF_SQ8"
+    plan = plan_index(settings, 10_000, 16, 8)
     # 4·√10,000 = 400 lists would train on 25 points each: capped at 10,000 / 39 = 256.
-    assert params == {"index_type": "IVF_PQ", "params": {"nlist": 256, "m": 16, "nbits": 8}}
-    assert choose_index(settings, 1_000_000, 16, 8)["params"]["nlist"] == 4000
-    assert choose_index(settings, 100, 16, 8)["params"]["nlist"] == 2
+    assert (plan.index_type, plan.params) == ("IVF_PQ", {"nlist": 256, "m": 16, "nbits": 8})
+    # Up to 50,000 rows a search scans every list; PQ codes rank coarsely: 16 candidates a result.
+    assert (plan.nprobe, plan.rescore_factor) == (256, 16)
+    large = plan_index(settings, 1_000_000, 16, 8)
+    # 4,000 lists of 250: 200 lists scan 50,000 vectors, but at least a tenth (400) are probed.
+    assert (large.nlist, large.nprobe) == (4000, 400)
+    assert plan_index(settings, 100, 16, 8).nlist == 2
+    assert plan_index(MilvusSettings(nprobe=7, rescore_factor=3), 10_000, 16, 8).nprobe == 7
+
+
+def test_an_index_is_rebuilt_when_the_collection_outgrows_it() -> None:
+    lite = MilvusSettings()
+    small = plan_index(lite, 20_000, 16, 8)
+    assert replan(None, small, indexed=False) == (small, True)
+    assert replan(None, small, indexed=True) == (small, False)  # unknown plan: kept
+    grown = plan_index(lite, 60_000, 16, 8)
+    kept, rebuild = replan(small, grown, indexed=True)
+    assert not rebuild and kept.nlist == small.nlist
+    # nprobe follows the rows: 60,000 rows in small.nlist lists, scanning 50,000 of them
+    assert kept.nprobe == min(small.nlist, -(-50_000 * small.nlist // 60_000))
+    big = plan_index(lite, 80_000, 16, 8)
+    assert replan(small, big, indexed=True) == (big, True)  # 4x the rows: lists retrained
+    exact = plan_index(lite, 500, 0, 0)
+    assert exact.index_type == "FLAT" and replan(exact, small, indexed=True) == (small, True)
+
+
+def test_a_growing_collection_is_re_indexed_for_its_rows(store: MilvusStore) -> None:
+    """index_collection plans from the stored rows: the first index for 400 rows, the same index
+    (nprobe re-derived) at 1.5x, a rebuilt one at 4x, and searches find their rows throughout."""
+    from vecpress.tasks.codec.codec import fit_exact
+    from vecpress.tasks.collection.loading import index_collection
+
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((1600, 16)).astype(np.float32)
+    codec = fit_exact(vectors[:50], "test")
+    codec.report = codec.report | {"pq_m": 8, "pq_nbits": 8}  # indexed like a fitted codec
+    store.ensure_collection("g", 16, "c")
+    store.upsert("g", _rows(vectors[:400]))
+    first, described, rows = index_collection(store, "g", codec, None)
+    assert (first.index_type, first.rows, rows) == ("IVF_SQ8", 400, 400)
+    assert described["index_type"] == "IVF_SQ8" and first.nlist == 400 // 39
+    store.upsert("g", _rows(vectors[400:600], 400))
+    same, _, rows = index_collection(store, "g", codec, first)
+    assert same.rows == 400 and same.nlist == first.nlist and rows == 600
+    store.upsert("g", _rows(vectors[600:], 600))
+    rebuilt, described, rows = index_collection(store, "g", codec, same)
+    assert (rebuilt.rows, rebuilt.nlist, rows) == (1600, 1600 // 39, 1600)
+    assert described["indexed_rows"] == 1600
+    hits = store.search("g", vectors[[3, 1500]], 1, rebuilt.nprobe)
+    assert [h[0][0] for h in hits] == [3, 1500]

@@ -100,9 +100,16 @@ def test_recall_and_sanity(first_run: dict) -> None:
     assert first_run["sanity_self_top3"] == 1.0
     assert first_run["recall"]["eval queries"] == 60
     assert first_run["recall"]["recall@10 rescored"] >= RECALL_FLOOR
-    assert first_run["codec"]["pca_dim"] == 256
+    # The default PCA keeps 99% of the sample's variance, in a multiple of M (32) dimensions.
+    codec = first_run["codec"]
+    dim = codec["pca_dim"]
+    assert codec["explained_variance"] >= 0.99 and dim % 32 == 0 and 64 <= dim <= 384
+    plan = first_run["index"]["plan"]  # the index is sized for the rows, searches follow it
+    assert plan["index_type"] == "IVF_SQ8" and plan["rows"] == first_run["rows_in_milvus"]
+    assert plan["nprobe"] == plan["params"]["nlist"]  # < 50,000 rows: every list is scanned
     sizes = first_run["bytes_per_vector"]
-    assert sizes["FP32 embedding"] == 1536 and sizes["archive: PCA-256 FP16 (rescoring)"] == 512
+    assert sizes["FP32 embedding"] == 1536
+    assert sizes[f"archive: PCA-{dim} FP16 (rescoring)"] == 2 * dim
     assert not any("PQ" in name and "code" in name for name in sizes)  # no PQ codes are archived
 
 

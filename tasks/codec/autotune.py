@@ -1,21 +1,27 @@
-"""Auto-tune the codec: the smallest PQ code whose rescored recall@10 meets a target.
+"""Auto-tune the codec and its search: the fewest index bytes whose rescored recall@10 meets a
+target within a latency budget.
 
 Some sample vectors are held out as queries; exact FP32 inner-product top-k over the rest is the
-truth. Each (PCA dim, M) candidate is tried the way a Milvus server serves it: FAISS IVF-PQ over the
-PCA vectors (nlist and nprobe as the Milvus layer would use them, 8-bit codes) returns k × r
-candidates, which are rescored with their fp16 PCA vectors, as the archive-backed search does.
-The cheapest candidate (code bytes, then PCA dim) meeting the target wins.
+truth. Each candidate is served the way a Milvus server serves it: FAISS IVF-PQ over the PCA
+vectors (8-bit codes; nlist as the index plan sizes it for the sample) returns k × r candidates
+from ``nprobe`` lists, rescored with their fp16 PCA vectors as the archive-backed search does.
+The grid is PCA dim × random rotation × M (one IVF-PQ trained for each; the coarse lists are
+trained once per PCA space) × probed share of the lists × rescoring factor (searches only).
+Latency is measured: single-threaded milliseconds per query of the simulated search plus its
+rescoring, on this machine. The cheapest candidate (code bytes, then latency) that meets the
+target within ``codec.autotune_latency_ms`` wins; the run report shows it with the Pareto front.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 
 import faiss
 import numpy as np
 
-from vecpress.infra.ivf import default_nlist
+from vecpress.infra.index_plan import plan_index
 from vecpress.infra.settings import CodecSettings, MilvusSettings
 from vecpress.tasks.recall import recall_at_k
 
@@ -29,7 +35,13 @@ class TuneRow:
     code_bytes: int  # PQ code bytes per vector in the IVF_PQ index (ids and centroids not counted)
     recall_ann: float  # recall@10 of the IVF-PQ search alone
     recall_rescored: float  # after rescoring k × r candidates with fp16 PCA vectors
-    seconds: float
+    seconds: float  # training and searching this row took
+    rotation: bool = False
+    nlist: int = 0
+    nprobe: int = 0
+    probe_share: float = 1.0  # nprobe / nlist
+    rescore_factor: int = 8
+    ms_per_query: float = 0.0  # simulated search + rescoring, one thread
 
 
 @dataclass
@@ -43,12 +55,15 @@ class TuneResult:
     rows: list[TuneRow] = field(default_factory=list)
     chosen: TuneRow | None = None
     met: bool = False
+    latency_budget_ms: float | None = None
+    pareto: list[TuneRow] = field(default_factory=list)
 
     def settings(self, base: CodecSettings) -> CodecSettings:
-        """``base`` with the chosen PCA dim and M (unchanged when nothing was tried)."""
+        """``base`` with the chosen PCA dim, M and rotation (unchanged when nothing was tried)."""
         if self.chosen is None:
             return base
-        return base.model_copy(update={"pca_dim": self.chosen.pca_dim, "pq_m": self.chosen.pq_m})
+        return base.model_copy(update={"pca_dim": self.chosen.pca_dim, "pq_m": self.chosen.pq_m,
+                                       "random_rotation": self.chosen.rotation})
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -56,23 +71,40 @@ class TuneResult:
         return data
 
     def lines(self) -> list[str]:
-        """A plain-text table (for logs and the CLI)."""
-        out = [f"auto-tune: recall@{K} target {self.target} after rescoring ×{self.rescore_factor}, "
-               f"{self.queries} held-out queries over {self.base_vectors:,} vectors, IVF{self.nlist} "
-               f"nprobe {self.nprobe}",
-               f"{'PCA':>5} {'M':>4} {'bytes':>6} {'ANN':>7} {'rescored':>9}"]
-        for r in self.rows:
+        """A plain-text table of the Pareto front and the choice (for logs and the CLI)."""
+        budget = f", ≤ {self.latency_budget_ms} ms/query" if self.latency_budget_ms else ""
+        out = [f"auto-tune: recall@{K} target {self.target}{budget}, {self.queries} held-out "
+               f"queries over {self.base_vectors:,} vectors, {len(self.rows)} configurations; "
+               "Pareto front (bytes, recall, latency):",
+               f"{'PCA':>5} {'rot':>4} {'M':>4} {'bytes':>6} {'nprobe':>10} {'×r':>4} {'ANN':>7} "
+               f"{'rescored':>9} {'ms/q':>6}"]
+        shown = self.pareto + ([self.chosen] if self.chosen and self.chosen not in self.pareto
+                               else [])
+        for r in sorted(shown, key=lambda r: (r.code_bytes, r.ms_per_query)):
             mark = " <- chosen" if r == self.chosen else ""
-            out.append(f"{r.pca_dim:>5} {r.pq_m:>4} {r.code_bytes:>6} {r.recall_ann:>7.3f} "
-                       f"{r.recall_rescored:>9.3f}{mark}")
+            out.append(f"{r.pca_dim:>5} {'yes' if r.rotation else 'no':>4} {r.pq_m:>4} "
+                       f"{r.code_bytes:>6} {f'{r.nprobe}/{r.nlist}':>10} {r.rescore_factor:>4} "
+                       f"{r.recall_ann:>7.3f} {r.recall_rescored:>9.3f} {r.ms_per_query:>6.2f}{mark}")
         if not self.met:
             out.append(f"no candidate met {self.target}; chose the highest recall")
         return out
 
 
+def _grid_dims(codec: CodecSettings, d: int) -> list[int]:
+    return sorted({min(x, d) for x in codec.autotune_pca_dims})
+
+
+def _grid_ms(codec: CodecSettings, dim: int) -> list[int]:
+    """M values of the grid that divide ``dim``; a dimension none divides (a narrow model's)
+    gets its largest divisor up to the grid's widest M instead."""
+    widest = max(codec.autotune_pq_m)
+    fits = {m for m in codec.autotune_pq_m if dim % m == 0}
+    return sorted(fits or {max(m for m in range(1, min(widest, dim) + 1) if dim % m == 0)})
+
+
 def autotune(sample: np.ndarray, codec: CodecSettings, milvus: MilvusSettings,
              target: float | None = None) -> TuneResult:
-    """Try every (PCA dim, M) of the grid in ``codec`` with M dividing the dim; pick the cheapest."""
+    """Measure every configuration of the grid in ``codec``; pick the cheapest that qualifies."""
     target = target if target is not None else codec.recall_target
     if target is None:
         raise ValueError("auto-tune needs a recall target (codec.recall_target, e.g. 0.95)")
@@ -87,49 +119,96 @@ def autotune(sample: np.ndarray, codec: CodecSettings, milvus: MilvusSettings,
     exact = faiss.IndexFlatIP(base.shape[1])
     exact.add(base)
     truth = exact.search(queries, K)[1]
-    nlist = codec.ivf_nlist or default_nlist(len(base))
+    # The server's IVF_PQ as the index plan sizes it for this many vectors (the codec's own nlist
+    # when it has one): the configured point, and the lists every candidate is trained with.
+    plan = plan_index(milvus.model_copy(update={"index_type": "IVF_PQ"}), len(base), 8, 8,
+                      codec.ivf_nlist)
+    nlist = int(plan.nlist or 1)
     result = TuneResult(target=target, queries=n_queries, base_vectors=len(base), nlist=nlist,
-                        nprobe=milvus.nprobe, rescore_factor=milvus.rescore_factor)
-    for dim in sorted({d for d in codec.autotune_pca_dims if d <= sample.shape[1]}):
-        pca = faiss.PCAMatrix(sample.shape[1], dim, 0.0, codec.random_rotation)
-        pca.train(base)
-        xb, xq = pca.apply(base), pca.apply(queries)
-        fp16 = xb.astype(np.float16)
-        for m in sorted({m for m in codec.autotune_pq_m if dim % m == 0}):
-            started = time.perf_counter()
-            ann = _ivfpq_search(xb, xq, nlist, m, milvus, codec.seed)
-            rescored = _rescore(fp16, xq, ann, K)
-            result.rows.append(TuneRow(dim, m, m, recall_at_k(truth, ann.tolist(), K),
-                                       recall_at_k(truth, rescored.tolist(), K),
-                                       time.perf_counter() - started))
+                        nprobe=plan.nprobe, rescore_factor=plan.rescore_factor,
+                        latency_budget_ms=codec.autotune_latency_ms)
+    probes = sorted({max(1, math.ceil(s * nlist)) for s in codec.autotune_probe_shares}
+                    | {min(plan.nprobe, nlist)})
+    factors = sorted(set(codec.autotune_rescore_factors) | {plan.rescore_factor})
+    for dim in _grid_dims(codec, sample.shape[1]):
+        for rotation in sorted(set(codec.autotune_rotation)):
+            pca = faiss.PCAMatrix(sample.shape[1], dim, 0.0, rotation)
+            pca.train(base)
+            xb, xq = pca.apply(base), pca.apply(queries)
+            coarse = _coarse_lists(xb, nlist, codec.seed)
+            fp16 = xb.astype(np.float16).astype(np.float32)
+            for m in _grid_ms(codec, dim):
+                result.rows += _measure(xb, xq, fp16, truth, coarse, m, probes, factors,
+                                        rotation, codec.seed)
     if not result.rows:
-        raise ValueError("auto-tune grid is empty: no M in codec.autotune_pq_m divides a PCA dim "
-                         "in codec.autotune_pca_dims (<= the embedding dimension)")
-    meeting = [r for r in result.rows if r.recall_rescored >= target]
-    result.met = bool(meeting)
-    result.chosen = min(meeting, key=lambda r: (r.code_bytes, r.pca_dim)) if meeting else \
-        max(result.rows, key=lambda r: (r.recall_rescored, -r.code_bytes))
+        raise ValueError("auto-tune grid is empty: set codec.autotune_pca_dims and "
+                         "codec.autotune_pq_m")
+    _choose(result, codec.autotune_latency_ms)
     return result
 
 
-def _ivfpq_search(xb: np.ndarray, xq: np.ndarray, nlist: int, m: int, milvus: MilvusSettings,
-                  seed: int) -> np.ndarray:
-    """Candidate ids (k × r per query) from an IVF-PQ index like the one Milvus builds."""
-    index = faiss.IndexIVFPQ(faiss.IndexFlatL2(xb.shape[1]), xb.shape[1], nlist, m, 8)
-    index.cp.seed = index.pq.cp.seed = seed
+def _coarse_lists(xb: np.ndarray, nlist: int, seed: int) -> np.ndarray:
+    """The IVF lists' centroids, trained once per PCA space and shared by every M."""
+    kmeans = faiss.Kmeans(xb.shape[1], nlist, niter=20, seed=seed, min_points_per_centroid=1)
+    kmeans.train(xb)
+    return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
+
+
+def _measure(xb: np.ndarray, xq: np.ndarray, fp16: np.ndarray, truth: np.ndarray,
+             coarse: np.ndarray, m: int, probes: list[int], factors: list[int],
+             rotation: bool, seed: int) -> list[TuneRow]:
+    """One IVF-PQ index (PQ trained on the residuals of ``coarse``), searched at every nprobe
+    and rescoring factor."""
+    started = time.perf_counter()
+    quantizer = faiss.IndexFlatL2(xb.shape[1])
+    quantizer.add(coarse)
+    nlist = len(coarse)
+    index = faiss.IndexIVFPQ(quantizer, xb.shape[1], nlist, m, 8)
+    index.pq.cp.seed = seed
     index.pq.cp.min_points_per_centroid = 1
-    index.cp.min_points_per_centroid = 1
-    index.train(xb)
+    index.train(xb)  # the quantizer is trained and full: only the PQ codebooks are
     index.add(xb)
-    index.nprobe = min(milvus.nprobe, nlist)
-    return index.search(xq, K * milvus.rescore_factor)[1]
+    rows = []
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # latency per query as one search thread sees it
+    try:
+        for nprobe in probes:
+            index.nprobe = min(nprobe, nlist)
+            for factor in factors:
+                t = time.perf_counter()
+                ann = index.search(xq, K * factor)[1]
+                rescored = _rescore(fp16, xq, ann, K)
+                ms = 1e3 * (time.perf_counter() - t) / len(xq)
+                rows.append(TuneRow(xb.shape[1], m, m, recall_at_k(truth, ann[:, :K].tolist(), K),
+                                    recall_at_k(truth, rescored.tolist(), K), 0.0, rotation,
+                                    nlist, index.nprobe, round(index.nprobe / nlist, 4), factor,
+                                    ms))
+    finally:
+        faiss.omp_set_num_threads(threads)
+    seconds = time.perf_counter() - started
+    return [TuneRow(**{**asdict(r), "seconds": seconds / len(rows)}) for r in rows]
+
+
+def _choose(result: TuneResult, budget_ms: float | None) -> None:
+    """The cheapest qualifying row (bytes, then latency); the Pareto front over all rows."""
+    rows = result.rows
+    result.pareto = [r for r in rows if not any(
+        o.code_bytes <= r.code_bytes and o.recall_rescored >= r.recall_rescored and
+        o.ms_per_query <= r.ms_per_query and o != r and
+        (o.code_bytes, -o.recall_rescored, o.ms_per_query) !=
+        (r.code_bytes, -r.recall_rescored, r.ms_per_query) for o in rows)]
+    affordable = [r for r in rows if budget_ms is None or r.ms_per_query <= budget_ms] or rows
+    meeting = [r for r in affordable if r.recall_rescored >= result.target]
+    result.met = bool(meeting)
+    result.chosen = min(meeting, key=lambda r: (r.code_bytes, r.ms_per_query, r.pca_dim)) \
+        if meeting else max(affordable, key=lambda r: (r.recall_rescored, -r.code_bytes))
 
 
 def _rescore(vectors: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
     out = np.empty((len(queries), k), dtype=np.int64)
     for i, (q, ids) in enumerate(zip(queries, candidates, strict=True)):
         ids = ids[ids >= 0]
-        dist = np.sum((vectors[ids].astype(np.float32) - q) ** 2, axis=1)
+        dist = np.sum((vectors[ids] - q) ** 2, axis=1)
         top = ids[np.argsort(dist, kind="stable")[:k]]
         out[i] = np.pad(top, (0, k - len(top)), constant_values=-1)
     return out

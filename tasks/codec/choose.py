@@ -11,7 +11,7 @@ import numpy as np
 
 from vecpress.infra.settings import CodecSettings, MilvusSettings
 from vecpress.tasks.codec.autotune import autotune
-from vecpress.tasks.codec.codec import Codec, fit_codec, fit_exact, is_exact
+from vecpress.tasks.codec.codec import Codec, fit_codec, fit_exact, is_exact, resolve_shape
 from vecpress.tasks.codec.drift import DriftReport, drift_check
 
 REPORT_TARGET = 0.95  # reference line of the recall-vs-bytes curve when no target is set
@@ -30,7 +30,10 @@ def report_grid(codec: CodecSettings) -> CodecSettings:
     """The configured PCA dim with M, M/2 and M/4: the recall-vs-bytes curve around the choice."""
     pq_ms = sorted({m for m in (codec.pq_m // 4, codec.pq_m // 2, codec.pq_m)
                     if m >= 1 and codec.pca_dim % m == 0})
-    return codec.model_copy(update={"autotune_pca_dims": [codec.pca_dim], "autotune_pq_m": pq_ms})
+    return codec.model_copy(update={
+        "autotune_pca_dims": [codec.pca_dim], "autotune_pq_m": pq_ms,
+        "autotune_rotation": [codec.random_rotation], "autotune_probe_shares": [],
+        "autotune_rescore_factors": [], "autotune_latency_ms": None})
 
 
 def fit_new_codec(sample: np.ndarray, codec: CodecSettings,
@@ -45,6 +48,7 @@ def fit_new_codec(sample: np.ndarray, codec: CodecSettings,
     if len(sample) < codec.min_fit_vectors:
         return fit_exact(sample, f"{len(sample)} passages, fewer than codec.min_fit_vectors "
                                  f"({codec.min_fit_vectors})"), []
+    codec = resolve_shape(sample, codec)
     settings, tuned = codec, None
     if codec.recall_target is not None:
         tuned = autotune(sample, codec, milvus)

@@ -15,6 +15,7 @@ import json
 from dataclasses import replace
 
 from vecpress.infra import storage
+from vecpress.infra.index_plan import IndexPlan
 from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks.collection.catalog import Build, Catalog
@@ -43,10 +44,12 @@ def new_build(catalog: Catalog, collection: str, artifact: str, variant: str, ch
 
 
 def finish_build(catalog: Catalog, store: MilvusStore, collection: str, build: Build,
-                 serving: Build | None, chunking: dict, home: dict[str, str]) -> Build:
-    """After a complete run: record its chunking and where it lives (``home.home_of``), and
-    switch the name to a new build."""
-    done = replace(build, chunking=json.dumps(chunking, sort_keys=True), **home)
+                 serving: Build | None, chunking: dict, home: dict[str, str],
+                 plan: IndexPlan | None = None) -> Build:
+    """After a complete run: record its chunking, where it lives (``home.home_of``) and how it
+    is indexed and searched (``plan``), and switch the name to a new build."""
+    done = replace(build, chunking=json.dumps(chunking, sort_keys=True), **home,
+                   index=plan.to_json() if plan else build.index)
     if build.status == "building":
         return switch(catalog, store, collection, done, serving)
     if done != build:

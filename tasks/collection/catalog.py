@@ -40,7 +40,8 @@ from vecpress.infra import storage
 BUILDS = pa.schema([("build", pa.string()), ("status", pa.string()), ("codec_id", pa.string()),
                     ("model_artifact", pa.string()), ("model_variant", pa.string()),
                     ("chunking", pa.string()), ("run_id", pa.string()), ("updated", pa.string()),
-                    ("milvus_uri", pa.string()), ("model_cache", pa.string())])
+                    ("milvus_uri", pa.string()), ("model_cache", pa.string()),
+                    ("index", pa.string())])
 FILES = pa.schema([("build", pa.string()), ("path", pa.string()), ("size", pa.int64()),
                    ("modified", pa.string()), ("content_hash", pa.string()),
                    ("group_id", pa.string()), ("passages", pa.int64()), ("run_id", pa.string())])
@@ -50,7 +51,7 @@ SHARDS = pa.schema([("build", pa.string()), ("shard_id", pa.string()), ("group_i
                     ("rows", pa.int64()), ("run_id", pa.string())])
 KEYS = {"builds": ["build"], "files": ["build", "path"], "shards": ["build", "shard_id"]}
 SCHEMAS = {"builds": BUILDS, "files": FILES, "shards": SHARDS}
-ADDED = {"builds": ("milvus_uri", "model_cache")}
+ADDED = {"builds": ("milvus_uri", "model_cache", "index")}
 URL_COLUMNS = {"shards": ("passages_url", "embeddings_url", "archive_url")}
 STATES = ("chunked", "embedded", "encoded", "loaded")  # a shard's progress, in order
 
@@ -73,6 +74,7 @@ class Build:
     updated: str = ""
     milvus_uri: str = ""  # where it is served: a server URI (no credentials) or a Lite file
     model_cache: str = ""  # the model cache its artifact is in
+    index: str = ""  # JSON of its IndexPlan: index type, nlist, rows, nprobe, rescore factor
 
 
 @dataclass

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vecpress.infra import storage
+from vecpress.infra.index_plan import IndexPlan, plan_index, replan
 from vecpress.infra.milvus import MilvusStore
 from vecpress.tasks.arrays import fixed_list_to_numpy
 from vecpress.tasks.codec.codec import Codec
@@ -45,6 +46,24 @@ class LoadResult:
     rows_deleted: int
     rows_in_milvus: int
     index: dict
+    plan: IndexPlan | None = None  # how it is indexed and searched (recorded with the build)
+
+
+def index_collection(store: MilvusStore, collection: str, codec: Codec,
+                     built: IndexPlan | None) -> tuple[IndexPlan, dict, int]:
+    """Index the collection for the rows it holds now: (plan, Milvus's index description, rows).
+
+    ``built`` is the plan its current index was built with (the build's record): the index is
+    rebuilt when the collection outgrew it, and the search parameters follow the rows.
+    """
+    store.flush(collection)
+    tuned = codec.report.get("autotune") or {}
+    fresh = plan_index(store.settings, max(store.stored_rows(collection), 1),
+                       codec.report["pq_m"], codec.report["pq_nbits"], codec.nlist,
+                       tuned.get("chosen") if tuned.get("applied") else None)
+    plan, rebuild = replan(built, fresh, store.has_index(collection))
+    described = store.ensure_index(collection, plan, rebuild)
+    return plan, described, store.count(collection)
 
 
 def load_collection(store: MilvusStore, collection: str, codec: Codec, pairs: list[tuple[str, str]],
@@ -58,9 +77,8 @@ def load_collection(store: MilvusStore, collection: str, codec: Codec, pairs: li
     store.ensure_collection(collection, codec.dim, codec.codec_id)
     deleted = store.delete(collection, stale or [])
     written = load_shards(store, collection, pairs, codec.codec_id, live)
-    index = store.ensure_index(collection, max(written, 1), codec.report["pq_m"],
-                               codec.report["pq_nbits"], codec.nlist)
-    return LoadResult(written, deleted, store.count(collection), index)
+    plan, index, rows = index_collection(store, collection, codec, None)
+    return LoadResult(written, deleted, rows, index, plan)
 
 
 def load_shards(store: MilvusStore, collection: str, pairs: list[tuple[str, str]],

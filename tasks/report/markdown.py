@@ -56,10 +56,21 @@ def _autotune_section(autotune: dict | None, run_dir: str | None) -> list[str]:
                 "a larger `codec.sample_size` to have one.)"]
     title = (f"Auto-tune: recall@10 target {autotune['target']}" if autotune.get("applied", True)
              else "Recall vs bytes around the configured codec (marked)")
+    chosen = autotune.get("chosen")
+    shown = list(autotune.get("pareto") or autotune["rows"])
+    shown += [chosen] if chosen and chosen not in shown else []
     lines = ["", f"### {title}", "",
-             "| PCA dim | M | bytes | recall ANN | recall rescored |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['pca_dim']} | {r['pq_m']} | {r['code_bytes']} | {r['recall_ann']:.3f} | "
-              f"{r['recall_rescored']:.3f} |" for r in autotune["rows"]]
+             f"{len(autotune['rows'])} configurations measured; the Pareto front (bytes, recall, "
+             "latency) and the choice (**bold**):", "",
+             "| PCA dim | rotation | M | bytes | nprobe / nlist | ×r | recall ANN | recall rescored "
+             "| ms/query |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in sorted(shown, key=lambda r: (r["code_bytes"], r.get("ms_per_query", 0.0))):
+        bold = "**" if r == chosen else ""
+        lines.append(f"| {bold}{r['pca_dim']}{bold} | {'yes' if r.get('rotation') else 'no'} | "
+                     f"{r['pq_m']} | {r['code_bytes']} | {r.get('nprobe', '?')} / "
+                     f"{r.get('nlist', '?')} | {r.get('rescore_factor', '?')} | "
+                     f"{r['recall_ann']:.3f} | {r['recall_rescored']:.3f} | "
+                     f"{r.get('ms_per_query', 0.0):.2f} |")
     png = recall_bytes_png(autotune)
     if run_dir:
         storage.write_bytes(storage.join(run_dir, "recall_vs_bytes.png"), png)

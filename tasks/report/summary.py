@@ -95,6 +95,8 @@ class IngestSummary:
 
     def add_load(self, load: LoadResult, written: int, deleted: int, seconds: float) -> None:
         self.rows_in_milvus, self.index = load.rows_in_milvus, load.index
+        if load.plan is not None:  # how it was sized and is searched: type, nlist, nprobe, ×r
+            self.index = {**load.index, "plan": asdict(load.plan)}
         self.rows_deleted = deleted
         self.stages.append(StageStat("Milvus flush + index + count", seconds, load.rows_in_milvus,
                                      "rows"))

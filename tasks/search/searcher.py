@@ -19,6 +19,7 @@ import numpy as np
 from pymilvus import MilvusException
 
 from vecpress.infra import storage
+from vecpress.infra.index_plan import IndexPlan, search_params
 from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.settings import MILVUS_TOPK, Settings
 from vecpress.tasks.codec.codec import Codec
@@ -54,6 +55,8 @@ class Snapshot:
     codec: Codec
     rescore: RescoreStore
     versions: tuple[int, ...] = ()
+    nprobe: int = 64  # IVF lists probed, and candidates per result: the build's IndexPlan
+    rescore_factor: int = 8
 
 
 class Searcher:
@@ -66,11 +69,12 @@ class Searcher:
     """
 
     def __init__(self, store: MilvusStore, collection: str, codec: Codec,
-                 embedder: OnnxEmbedder, rescore: RescoreStore, rescore_factor: int,
+                 embedder: OnnxEmbedder, rescore: RescoreStore, params: tuple[int, int],
                  follow: Callable[[tuple[int, ...]], Snapshot | None] | None = None,
                  versions: tuple[int, ...] = ()) -> None:
-        self.store, self.embedder, self.rescore_factor = store, embedder, rescore_factor
-        self.snapshot = Snapshot(collection, codec, rescore, versions)
+        """``params``: (nprobe, rescore factor), from ``index_plan.search_params``."""
+        self.store, self.embedder = store, embedder
+        self.snapshot = Snapshot(collection, codec, rescore, versions, *params)
         self._follow = follow
         self._checked = time.monotonic()
         self._lock = threading.Lock()
@@ -121,9 +125,9 @@ class Searcher:
 
     def _search(self, snap: Snapshot, embeddings: np.ndarray, k: int, rescore: bool
                 ) -> list[list[Hit]]:
-        limit = min(k * self.rescore_factor, MILVUS_TOPK) if rescore else k
+        limit = min(k * snap.rescore_factor, MILVUS_TOPK) if rescore else k
         queries = snap.codec.project(embeddings)
-        found = self.store.search(snap.collection, queries, limit)
+        found = self.store.search(snap.collection, queries, limit, snap.nprobe)
         ranked = [self._rank(snap, q, hits, k, rescore)
                   for q, hits in zip(queries, found, strict=True)]
         rows = self.store.rows(snap.collection, [pk for kept in ranked for pk, _ in kept])
@@ -173,7 +177,8 @@ def snapshot(settings: Settings, catalog: Catalog, versions: tuple[int, ...] = (
     codec = Codec.load(paths.codec_dir(build.codec_id))
     archives = [a for _, a, _ in live_shards(catalog, build.build)]
     return Snapshot(build.build, codec,
-                    RescoreStore(archives, rescore_directory(paths, build.build)), now)
+                    RescoreStore(archives, rescore_directory(paths, build.build)), now,
+                    *search_params(settings.milvus, IndexPlan.from_json(build.index)))
 
 
 def open_searcher(settings: Settings) -> Searcher:
@@ -198,7 +203,7 @@ def open_searcher(settings: Settings) -> Searcher:
     try:
         _check_served(store, first.collection, settings)
         return Searcher(store, first.collection, first.codec, embedder, first.rescore,
-                        settings.milvus.rescore_factor,
+                        (first.nprobe, first.rescore_factor),
                         follow=lambda seen: snapshot(settings, catalog, seen),
                         versions=first.versions)
     except BaseException:

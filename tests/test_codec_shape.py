@@ -1,0 +1,47 @@
+"""The codec's default shape follows the data and the model: PCA dimension from the sample's
+explained variance, M a divisor of it, and narrow models need no settings changed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vecpress.infra.settings import CodecSettings, MilvusSettings
+from vecpress.tasks.codec.choose import fit_new_codec
+from vecpress.tasks.codec.codec import resolve_shape
+
+
+def _spectrum(n: int, scales: np.ndarray, seed: int = 0) -> np.ndarray:
+    """``n`` vectors whose principal variances are ``scales`` ** 2, in a random orientation."""
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(rng.standard_normal((len(scales), len(scales))))
+    x = (rng.standard_normal((n, len(scales))) * scales) @ basis.T
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_the_default_pca_dimension_keeps_99_percent_of_the_variance() -> None:
+    # 384 dimensions, variance falling off smoothly, as sentence embeddings do
+    sample = _spectrum(4000, np.exp(-np.arange(384) / 90.0))
+    shape = resolve_shape(sample, CodecSettings())
+    centred = sample - sample.mean(axis=0)
+    eig = np.sort(np.linalg.eigvalsh(centred.T.astype(np.float64) @ centred))[::-1]
+    kept = eig[: shape.pca_dim].sum() / eig.sum()
+    assert shape.pca_dim % shape.pq_m == 0 and shape.pq_m == 32
+    assert kept >= 0.99 and eig[: shape.pca_dim - 32].sum() / eig.sum() < 0.99  # the least such
+    assert resolve_shape(sample, CodecSettings(pca_variance=0.9)).pca_dim < shape.pca_dim
+    # a configured dimension is kept as it is
+    assert resolve_shape(sample, CodecSettings(pca_dim=128, pq_m=16)).pca_dim == 128
+
+
+def test_a_64_d_model_fits_with_default_settings_and_auto_tune() -> None:
+    sample = _spectrum(1000, np.exp(-np.arange(64) / 20.0))
+    for settings in (CodecSettings(), CodecSettings(recall_target=0.95, autotune_queries=100)):
+        codec, lines = fit_new_codec(sample, settings, MilvusSettings())
+        assert codec.dim <= 64 and codec.dim % codec.report["pq_m"] == 0
+        assert codec.project(sample[:5]).shape == (5, codec.dim)
+    assert any("chosen" in line for line in lines)  # the auto-tune ran on its own grid
+
+
+def test_a_dimension_no_default_m_divides_gets_a_divisor() -> None:
+    sample = _spectrum(2000, np.ones(50))  # flat spectrum: every dimension is needed
+    shape = resolve_shape(sample, CodecSettings())
+    assert (shape.pca_dim, shape.pq_m) == (50, 25)
