@@ -10,7 +10,7 @@ import pytest
 
 from vecpress.infra.settings import ModelSettings
 from vecpress.tasks.embed.embedder import OnnxEmbedder
-from vecpress.tasks.embed.export import ExportError, export_model
+from vecpress.tasks.embed.export import ExportError, artifact_key, cached_artifact, export_model
 from vecpress.tasks.embed.model_files import read_model_spec, resolve_model_dir
 
 
@@ -110,3 +110,57 @@ def test_second_export_is_a_cache_hit(fp32_artifact, model_cache: Path, paragrap
 def test_unknown_variant_is_refused(model_cache: Path) -> None:
     with pytest.raises(ExportError, match="use fp32, fp16 or int8"):
         export_model(read_model_spec(resolve_model_dir(None)), "bf16", model_cache, lambda: ["x"])
+
+
+def test_a_cache_hit_reads_file_stats_not_weights(tmp_path: Path, paragraphs) -> None:
+    """The cache index is keyed by each model file's path, size and mtime: a hit never reads
+    the weights (start-up), and any rewrite that changes an mtime is checked by content."""
+    from helpers import build_tiny_bert
+
+    model_dir = Path(build_tiny_bert(tmp_path / "tiny"))
+    cache = tmp_path / "cache"
+    probes = [t for _, t in paragraphs[:16]]
+    first = export_model(read_model_spec(model_dir), "fp32", cache, lambda: probes)
+
+    def no_export() -> list[str]:
+        raise AssertionError("exported again")
+
+    weights = next(model_dir.rglob("model.safetensors"))
+    # Touched but unchanged (a copy, a checkout): the content hash finds the same artifact.
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert export_model(read_model_spec(model_dir), "fp32", cache, no_export) == first
+    stat = weights.stat()
+    # Same size and mtime, other bytes: only a content hash would notice; a hit does not hash.
+    weights.write_bytes(bytes(stat.st_size))
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert export_model(read_model_spec(model_dir), "fp32", cache, no_export) == first
+    # A new mtime misses the index: the content hash decides, and these bytes are another model
+    # (an export would start; its weights are zeros here).
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    spec = read_model_spec(model_dir)
+    assert cached_artifact(spec, "fp32", cache) is None
+    assert not first.name.endswith(artifact_key(spec, "fp32"))
+
+
+def test_the_fidelity_gate_also_probes_the_users_own_text(tmp_path: Path, paragraphs) -> None:
+    from helpers import build_tiny_bert
+
+    from vecpress.infra.settings import InputSettings
+    from vecpress.tasks.inputs.sources import sample_texts
+
+    for n in range(3):
+        (tmp_path / f"f{n}.jsonl").write_text("".join(
+            f'{{"id": "{n}-{i}", "text": "file {n} record {i} {"word " * 200}"}}\n'
+            for i in range(50)))
+    own = sample_texts([str(tmp_path / "f*.jsonl")], InputSettings(), count=12)
+    # a few records of every file in turn, each cut to 120 words
+    assert [t.split()[:4] for t in own[:3]] == [["file", str(n), "record", "0"] for n in range(3)]
+    assert len(own) == 12 and max(len(t.split()) for t in own) == 120
+    model_dir = Path(build_tiny_bert(tmp_path / "tiny"))
+    builtin = [t for _, t in paragraphs[:16]]
+    with pytest.raises(ExportError, match=r"on 28 probe passages \(12 from your inputs\)"):
+        export_model(read_model_spec(model_dir), "fp32", tmp_path / "c1", lambda: builtin,
+                     min_cosine=1.5, own_probes=lambda: own)
+    artifact = export_model(read_model_spec(model_dir), "fp32", tmp_path / "c2", lambda: builtin,
+                            own_probes=lambda: own)
+    assert (artifact.probes, artifact.own_probes) == (28, 12) and artifact.min_cosine > 0.999

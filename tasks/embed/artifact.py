@@ -27,6 +27,7 @@ class ModelArtifact:
     probes: int  # real passages the fidelity figures were measured on
     fusion: str = "none"  # ORT transformer fusion applied: its model_type, or none (and why)
     checked_on: str = "cpu"  # device the fidelity figures were measured on
+    own_probes: int = 0  # of ``probes``, texts of the inputs it was first exported for
 
     @property
     def name(self) -> str:

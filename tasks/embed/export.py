@@ -35,13 +35,16 @@ class ExportError(RuntimeError):
     """The exported model does not reproduce the reference closely enough."""
 
 
-def export_for_settings(model: ModelSettings, cache_dir: Path) -> ModelArtifact:
-    """The artifact for the configured model and variant, probed on real passages if exported."""
+def export_for_settings(model: ModelSettings, cache_dir: Path,
+                        own_texts: Callable[[], list[str]] | None = None) -> ModelArtifact:
+    """The artifact for the configured model and variant, probed on real passages if exported:
+    built-in ones plus ``own_texts`` (a sample of the data about to be embedded), so that the
+    fidelity gate also speaks for the user's kind of text."""
     from vecpress.tasks.embed.model_files import read_model_spec, resolve_model_dir
     from vecpress.tasks.inputs.corpus import probe_passages
 
     return export_model(read_model_spec(resolve_model_dir(model.path)), model.variant, cache_dir,
-                        probe_passages)
+                        probe_passages, own_probes=own_texts)
 
 
 # The packages whose versions shape the exported graph. Read from installed metadata, not by
@@ -101,12 +104,12 @@ def _remember(spec: ModelSpec, variant: str, cache_dir: Path, target: Path) -> N
 
 def export_model(
     spec: ModelSpec, variant: str, cache_dir: Path, probes: Callable[[], list[str]],
-    min_cosine: float | None = None,
+    min_cosine: float | None = None, own_probes: Callable[[], list[str]] | None = None,
 ) -> ModelArtifact:
     """Return the cached artifact for (model, variant), exporting and checking it if missing.
 
-    ``probes`` is called only when an export happens: building a probe set costs seconds, and a
-    cache hit should not pay for it.
+    ``probes`` (and ``own_probes``, texts of the user's data) are called only when an export
+    happens: building a probe set costs seconds, and a cache hit should not pay for it.
     """
     if variant not in FIDELITY_FLOORS:
         raise ExportError(f"unknown variant '{variant}'; use fp32, fp16 or int8")
@@ -130,7 +133,8 @@ def export_model(
             _convert_fp16(onnx_path, work / "fp16.onnx")
             (work / "fp16.onnx").replace(onnx_path)
         (work / "raw.onnx").unlink()
-        probe_texts = probes()
+        own = [t for t in (own_probes() if own_probes else []) if t.strip()]
+        probe_texts = probes() + own
         probe = ModelArtifact(str(onnx_path), str(spec.model_dir), variant, input_names,
                               spec.max_seq_length, spec.dim, 0.0, 0.0, 0.0, len(probe_texts))
         min_cos, mean_cos, recall, device = _fidelity(spec, probe, probe_texts)
@@ -138,14 +142,14 @@ def export_model(
         if min_cos < floor:
             raise ExportError(
                 f"{variant} export of {spec.model_dir} reproduces the reference with min cosine "
-                f"{min_cos:.4f} < {floor} on {len(probe_texts)} probe passages; use fp32 or lower "
-                "the floor knowingly"
+                f"{min_cos:.4f} < {floor} on {len(probe_texts)} probe passages ({len(own)} from "
+                "your inputs); use fp32 or lower the floor knowingly"
             )
         artifact = ModelArtifact(
             onnx_path=str(target / "model.onnx"), model_dir=str(spec.model_dir), variant=variant,
             input_names=input_names, max_seq_length=spec.max_seq_length, dim=spec.dim,
             min_cosine=min_cos, mean_cosine=mean_cos, neighbour_recall_at_10=recall,
-            probes=len(probe_texts), fusion=fusion, checked_on=device,
+            probes=len(probe_texts), fusion=fusion, checked_on=device, own_probes=len(own),
         )
         (work / "meta.json").write_text(json.dumps(asdict(artifact), indent=2))
         try:

@@ -326,3 +326,24 @@ def read_texts(url: str, settings: InputSettings) -> list[str]:
     if errors:
         raise ValueError(f"evaluation queries: {errors[0]}")
     return [r.text for r in records if isinstance(r, Record)]
+
+
+def sample_texts(paths: list[str], settings: InputSettings, count: int = 128,
+                 max_words: int = 120, max_files: int = 64) -> list[str]:
+    """Up to ``count`` texts spread over the first ``max_files`` input files (a few records of
+    each, in turn), each cut to ``max_words`` words: probes of the user's own data for the
+    export's fidelity gate. Unreadable parts are skipped here; the ingest reports them.
+    """
+    files = discover(paths, settings)[0][:max_files]
+    readers = [read_records(src, settings) for src in files]
+    texts: list[str] = []
+    while readers and len(texts) < count:
+        for reader in list(readers):
+            item = next(reader, None)
+            if item is None:
+                readers.remove(reader)
+            elif not isinstance(item, InputError) and item.text.strip():
+                texts.append(" ".join(item.text.split()[:max_words]))
+            if len(texts) >= count:
+                break
+    return texts

@@ -29,12 +29,13 @@ def embed(
     from vecpress.tasks.embed.export import export_for_settings
     from vecpress.tasks.embed.files import embed_records, write_vectors
     from vecpress.tasks.inputs.records import InputError
-    from vecpress.tasks.inputs.sources import discover, read_records
+    from vecpress.tasks.inputs.sources import discover, read_records, sample_texts
 
     settings = settings_from_flags(**{"storage_root": storage_root, "model.variant": variant,
                                       "model.path": model, "inputs.id_field": id_field,
                                       "inputs.text_field": text_field})
-    artifact = export_for_settings(settings.model, settings.model_cache_dir)
+    artifact = export_for_settings(settings.model, settings.model_cache_dir,
+                                   lambda: sample_texts(inputs, settings.inputs))
     embedder = OnnxEmbedder(artifact, settings.model, threads=os.cpu_count() or 1)
     files, errors = discover(inputs, settings.inputs)
 
