@@ -164,3 +164,25 @@ def test_the_fidelity_gate_also_probes_the_users_own_text(tmp_path: Path, paragr
     artifact = export_model(read_model_spec(model_dir), "fp32", tmp_path / "c2", lambda: builtin,
                             own_probes=lambda: own)
     assert (artifact.probes, artifact.own_probes) == (28, 12) and artifact.min_cosine > 0.999
+
+
+def test_int8_keeps_the_first_half_of_the_ffn_outputs_in_fp32(tmp_path: Path, paragraphs) -> None:
+    """The int8 recipe: MatMul/Attention weights int8 per channel, except the feed-forward output
+    MatMuls (fed by the GELU) of the first half of the layers, which the gate then checks."""
+    import onnx
+    from helpers import build_tiny_bert
+
+    from vecpress.tasks.embed.export import _ffn_output_matmuls
+
+    model_dir = Path(build_tiny_bert(tmp_path / "tiny"))
+    probes = [t for _, t in paragraphs[:32]]
+    fp32 = export_model(read_model_spec(model_dir), "fp32", tmp_path / "c", lambda: probes)
+    int8 = export_model(read_model_spec(model_dir), "int8", tmp_path / "c", lambda: probes)
+    fused = onnx.load(fp32.onnx_path)
+    kept = _ffn_output_matmuls(fused)
+    assert len(kept) == 1  # one layer: its FFN output is the first half
+    graph = onnx.load(int8.onnx_path).graph
+    ops = {n.name: n.op_type for n in graph.node}
+    assert ops[kept[0]] == "MatMul"  # still fp32
+    assert sum(op in ("MatMulInteger", "DynamicQuantizeMatMul") for op in ops.values()) >= 1
+    assert int8.min_cosine >= 0.97 and int8.variant == "int8"
