@@ -1,17 +1,20 @@
-"""Compression benchmark: bytes per vector and recall of the codec + Milvus layer on >= 50k passages.
+"""Compression benchmark: bytes per vector and recall of the codec + Milvus layer.
 
-Real passages: docstring paragraphs of the standard library and the installed site-packages
-(`tasks.corpus.docstring_paragraphs`, deterministic order), embedded once with the packaged MiniLM
-ONNX export and cached under data/bench/ (git-ignored). Held-out paragraphs are the queries; exact
-FP32 inner-product top-10 over the corpus embeddings is the truth.
+Real texts of a corpus of benchmarks/corpora.py (docstrings by default: standard library and
+site-packages docstring paragraphs), embedded once with the packaged MiniLM ONNX export and
+cached under data/bench/ (git-ignored). Held-out texts are the queries; exact FP32 inner-product
+top-10 over the corpus embeddings is the truth.
 
-Per backend: bytes per vector in Milvus (Lite: the .db; server: its index files and vector binlogs
-on disk, loaded segments only), in the archive and the rescoring store; recall@10 ANN-only and
-rescored; p50/p95 latency of single-query searches; codec training time. The server codec is the
-auto-tune's choice (random rotation, IVF nlist in the codec) for the recall target.
+Per backend (Milvus Lite and a real Milvus 2.3.5 server): bytes per vector in Milvus (Lite: the
+.db; server: its index files and vector binlogs on disk, loaded segments only), in the archive and
+the rescoring store; recall@10 ANN-only and rescored; p50/p95 latency of single-query searches;
+codec training time. The server codec is the auto-tune's own choice for --recall-target (its
+whole default grid: PCA dim, rotation, M, probed lists, rescoring factor); with --defaults both
+backends get exactly what an ingest without settings gets.
 
     .venv/bin/python benchmarks/compression.py [--passages 50000] [--variant int8] [--embed-only]
-    .venv/bin/python benchmarks/compression.py --only server --rescore-factor 32 --label-suffix _r32
+    .venv/bin/python benchmarks/compression.py --defaults --corpus fortunes --passages 10000 \
+        --variant fp32
     .venv/bin/python benchmarks/compression.py --only server --server-pca-dim 256 --server-pq-m 16 \
         --server-nlist 32 --nprobe 16 --rescore-factor 32 --label-suffix _pq16_r32
 """
@@ -19,11 +22,11 @@ auto-tune's choice (random rotation, IVF nlist in the codec) for the recall targ
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import platform
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -35,24 +38,27 @@ RESULTS = Path(__file__).parent / "results"
 CHECKPOINT = 5000
 
 
-def embedded_corpus(total: int, variant: str, threads: int) -> tuple[list[str], list[str], np.ndarray,
-                                                                      dict]:
-    """(ids, texts, float32 embeddings, engine facts) of the first ``total`` paragraphs, cached."""
+def embedded_corpus(total: int, variant: str, threads: int, corpus: str = "docstrings"
+                    ) -> tuple[list[str], list[str], np.ndarray, dict]:
+    """(ids, texts, float32 embeddings, engine facts) of the first ``total`` texts of ``corpus``
+    (benchmarks/corpora.py), cached."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import corpora
+
     from vecpress.infra.settings import ModelSettings
     from vecpress.tasks.embed.embedder import OnnxEmbedder
     from vecpress.tasks.embed.export import export_for_settings
-    from vecpress.tasks.inputs.corpus import docstring_paragraphs
 
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
-    items = list(itertools.islice(docstring_paragraphs(), total))
+    items = corpora.load(corpus, total)
     if len(items) < total:
-        raise SystemExit(f"only {len(items)} docstring paragraphs installed; ask for fewer passages")
+        raise SystemExit(f"only {len(items)} texts in corpus {corpus}; ask for fewer passages")
     ids, texts = [i for i, _ in items], [t for _, t in items]
-    stem = BENCH_DIR / f"docstrings-{variant}-{total}"
+    stem = BENCH_DIR / f"{corpus}-{variant}-{total}"
     facts_path = stem.with_suffix(".json")
     artifact = export_for_settings(ModelSettings(variant=variant), Path("data/models"))
     facts = {"model": Path(artifact.model_dir).name, "variant": artifact.variant,
-             "onnx": Path(artifact.onnx_path).parent.name, "passages": total}
+             "onnx": Path(artifact.onnx_path).parent.name, "passages": total, "corpus": corpus}
     vec_path = stem.with_suffix(".npy")
     if vec_path.exists() and facts_path.exists():
         return ids, texts, np.load(vec_path), json.loads(facts_path.read_text())
@@ -93,6 +99,7 @@ def milvus_run(name: str, uri: str, codec, corpus: np.ndarray, pks: np.ndarray, 
                truth: np.ndarray, rescore, settings, latency_queries: int) -> dict:
     """Load the corpus's projected vectors, index, then measure recall and latency via Searcher."""
     from vecpress.infra.milvus import MilvusStore
+    from vecpress.tasks.collection.loading import index_collection
     from vecpress.tasks.recall import recall_at_k
     from vecpress.tasks.search.searcher import Searcher
 
@@ -108,13 +115,12 @@ def milvus_run(name: str, uri: str, codec, corpus: np.ndarray, pks: np.ndarray, 
     if not settings.milvus.is_lite:
         store.client.flush(name)
     started = time.perf_counter()
-    index = store.ensure_index(name, len(pks), codec.report["pq_m"], codec.report["pq_nbits"],
-                               codec.nlist)
+    plan, index, _ = index_collection(store, name, codec, None)
     index_s = time.perf_counter() - started
-    searcher = Searcher(store, name, codec, None, rescore, settings.milvus.rescore_factor)
+    searcher = Searcher(store, name, codec, None, rescore, (plan.nprobe, plan.rescore_factor))
     out: dict = {"collection": name, "uri": uri, "index": index, "insert_seconds": insert_s,
-                 "index_build_seconds": index_s, "rescore_factor": settings.milvus.rescore_factor,
-                 "nprobe": settings.milvus.nprobe}
+                 "index_build_seconds": index_s, "rescore_factor": plan.rescore_factor,
+                 "nprobe": plan.nprobe, "nlist": plan.nlist}
     for rescored in (False, True):
         found = []
         for start in range(0, len(queries), 50):
@@ -150,9 +156,10 @@ def cached_autotune(settings, sample: np.ndarray, milvus, key: str):
     if path.exists():
         data = json.loads(path.read_text())
         rows = [TuneRow(**r) for r in data.pop("rows")]
+        pareto = [TuneRow(**r) for r in data.pop("pareto", [])]
         chosen = TuneRow(**data.pop("chosen")) if data.get("chosen") else None
         data.pop("chosen", None)
-        return TuneResult(**data, rows=rows, chosen=chosen)
+        return TuneResult(**data, rows=rows, chosen=chosen, pareto=pareto)
     result = autotune(sample, settings, milvus)
     path.write_text(json.dumps(result.to_dict()))
     return result
@@ -177,15 +184,20 @@ def main() -> None:
     parser.add_argument("--label-suffix", default="",
                         help="Appended to the config names in the JSON (e.g. _r32 for another run).")
     parser.add_argument("--embed-only", action="store_true")
+    parser.add_argument("--corpus", default="docstrings",
+                        help="docstrings, descriptions, summaries or fortunes (benchmarks/corpora.py)")
+    parser.add_argument("--defaults", action="store_true",
+                        help="every setting at its default (no recall target, derived PCA dim "
+                             "and index plan) on both backends: what a new user gets")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from vecpress.infra import storage
     from vecpress.infra.settings import CodecSettings, MilvusSettings, Settings
-    from vecpress.tasks.codec.codec import archive_table, fit_codec
+    from vecpress.tasks.codec.codec import archive_table, fit_codec, resolve_shape
     from vecpress.tasks.search.rescore_store import RescoreStore
 
     _, _, vectors, facts = embedded_corpus(args.passages + args.queries, args.variant,
-                                           args.threads)
+                                           args.threads, args.corpus)
     if args.embed_only:
         print(facts)
         return
@@ -199,7 +211,8 @@ def main() -> None:
     for label in ("lite", "server") if args.only is None else (args.only,):
         for name in (label, "lite.db" if label == "lite" else "milvus-server"):
             shutil.rmtree(work / name, ignore_errors=True)
-    sample = corpus[np.random.default_rng(1).choice(len(corpus), 20_000, replace=False)]
+    sample = corpus[np.random.default_rng(1).choice(len(corpus), min(20_000, len(corpus)),
+                                                    replace=False)]
     result: dict = {"corpus": facts | {"corpus_vectors": len(corpus), "queries": len(queries),
                                        "truth": f"exact inner product top-{K} over the "
                                                 f"{facts['variant']} ONNX embeddings"},
@@ -208,20 +221,22 @@ def main() -> None:
     lite_codec = CodecSettings()  # the default codec: PCA-256, PQ32, Lite serves IVF_SQ8
     milvus_server = MilvusSettings(rescore_factor=args.rescore_factor,
                                    **({"nprobe": args.nprobe} if args.nprobe else {}))
-    if args.server_pca_dim and args.server_pq_m:
+    if args.defaults:  # what `vecpress ingest` does with no settings: resolve_shape, index plan
+        milvus_server = MilvusSettings()
+        server_codec, table = resolve_shape(sample, CodecSettings()), None
+        lite_codec = server_codec
+    elif args.server_pca_dim and args.server_pq_m:
         server_codec = CodecSettings(pca_dim=args.server_pca_dim, pq_m=args.server_pq_m,
                                      random_rotation=True, ivf_nlist=args.server_nlist)
         table = None
-    else:
-        tune_settings = CodecSettings(recall_target=args.recall_target, random_rotation=True,
-                                      ivf_nlist=args.server_nlist, autotune_pca_dims=[256, 384],
-                                      autotune_pq_m=[8, 12, 16, 24, 32])
-        tuned = cached_autotune(tune_settings, sample, milvus_server, f"{facts['variant']}-"
-                                f"{len(corpus)}-{args.recall_target}-{args.server_nlist}-"
-                                f"{args.rescore_factor}")
+    else:  # what --recall-target does in an ingest: the auto-tune alone chooses, all defaults
+        milvus_server = MilvusSettings()
+        tuned = cached_autotune(CodecSettings(recall_target=args.recall_target), sample,
+                                milvus_server, f"{args.corpus}-{facts['variant']}-{len(corpus)}-"
+                                f"{args.recall_target}-v2")
         print("\n".join(tuned.lines()), flush=True)
-        server_codec = tuned.settings(CodecSettings(random_rotation=True, ivf_nlist=args.server_nlist))
-        table = tuned.to_dict()
+        server_codec = tuned.settings(CodecSettings())
+        table = tuned.to_dict() | {"applied": True}
     plans = [("lite", lite_codec, Settings(milvus=MilvusSettings(uri=str(work / "lite.db"))), None),
              ("server", server_codec, None, table)]
     plans = [p for p in plans if args.only in (None, p[0])]
@@ -249,8 +264,9 @@ def main() -> None:
     result["fp32_bytes_per_vector"] = 4 * corpus.shape[1]
     result["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(),
                          "faiss": faiss.__version__}
-    write_results(RESULTS / f"compression_{facts['variant']}_{len(corpus)}.json", result,
-                  "configs", merge=bool(args.only))
+    name = f"compression_{facts['variant']}_{len(corpus)}" if args.corpus == "docstrings" and \
+        not args.defaults else f"compression_defaults_{args.corpus}_{facts['variant']}_{len(corpus)}"
+    write_results(RESULTS / f"{name}.json", result, "configs", merge=bool(args.only))
 
 
 def write_results(path: Path, result: dict, key: str, merge: bool) -> None:

@@ -53,6 +53,36 @@ def build_passages(count: int, max_tokens: int = 192) -> list[str]:
                                             replace=count > len(passages))]
 
 
+def corpus_passages(name: str, count: int, max_words: int = 120) -> list[str]:
+    """``count`` texts of a benchmark corpus (benchmarks/corpora.py), cut to ``max_words`` words,
+    in a seeded random order (repeated when the corpus is smaller)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import corpora
+
+    texts = [" ".join(t.split()[:max_words]) for _, t in corpora.load(name)]
+    rng = np.random.default_rng(0)
+    return [texts[i] for i in rng.choice(len(texts), size=count, replace=count > len(texts))]
+
+
+def whole_command(variant: str, texts: list[str], work: Path, repeats: int = 1) -> dict:
+    """Wall seconds of the user's command, `vecpress embed FILE --variant V`, start-up included
+    (model cache warm: one untimed run first), and its vectors."""
+    exe = str(Path(sys.executable).with_name("vecpress"))
+    source = work / "texts.jsonl"
+    source.write_text("".join(json.dumps({"id": str(i), "text": t}) + "\n"
+                              for i, t in enumerate(texts)))
+    out = work / f"cli-{variant}.npy"
+    cmd = [exe, "embed", str(source), "--variant", variant, "--out", str(out),
+           "--storage-root", str(work / "cli")]
+    subprocess.run(cmd, check=True, capture_output=True)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        times.append(time.perf_counter() - started)
+    return {"seconds": min(times), "vectors": np.load(out)}
+
+
 def run_engine(engine: str, texts_file: str, out_file: str, threads: int, artifact_dir: str,
                device: str, batch_tokens: int, tokenizer_processes: int, sessions: int) -> None:
     """Child process: embed the texts with one engine, save vectors, print timing JSON."""
@@ -138,6 +168,12 @@ def main() -> None:
     parser.add_argument("--batch-tokens", type=int, help="ONNX token budget (default 8192 CPU, "
                         "524288 CUDA)")
     parser.add_argument("--label", default="", help="file name suffix, e.g. _tok7")
+    parser.add_argument("--corpus", default="docstrings-chunked",
+                        help="docstrings-chunked (stdlib docstrings through the chunker), or a "
+                             "corpus of benchmarks/corpora.py: docstrings, descriptions, "
+                             "summaries, fortunes (texts cut to 120 words)")
+    parser.add_argument("--whole-command", action="store_true",
+                        help="also time `vecpress embed` (start-up included) per ONNX variant")
     parser.add_argument("--tokenizer-processes", type=int, default=0,
                         help="ONNX engines tokenise in this many processes (model.tokenizer_processes)")
     parser.add_argument("--sessions", type=int, help="ONNX engines run this many sessions "
@@ -163,7 +199,8 @@ def main() -> None:
     from vecpress.tasks.embed.export import FIDELITY_FLOORS
     from vecpress.tasks.recall import neighbour_recall
 
-    texts = build_passages(args.passages, 192 if device == "cpu" else 126)
+    texts = build_passages(args.passages, 192 if device == "cpu" else 126) \
+        if args.corpus == "docstrings-chunked" else corpus_passages(args.corpus, args.passages)
     work = Path(tempfile.mkdtemp(prefix="embed-bench-"))
     (work / "texts.json").write_text(json.dumps(texts))
     results: dict[str, dict] = {}
@@ -180,6 +217,14 @@ def main() -> None:
             raise SystemExit(f"{engine} failed:\n{proc.stderr[-3000:]}")
         results[engine] = json.loads(proc.stdout.strip().splitlines()[-1])
         vectors[engine] = np.load(out)
+
+    if args.whole_command:
+        for engine in [e for e in engines if e.startswith("onnx-") and not e.endswith("-ids")]:
+            run = whole_command(engine.split("-")[1], texts, work)
+            results[f"vecpress embed --variant {engine.split('-')[1]}"] = {
+                "seconds": run["seconds"], "cpu_seconds": float("nan"), "peak_rss_mb": float("nan"),
+                "whole_command": True}
+            vectors[f"vecpress embed --variant {engine.split('-')[1]}"] = run["vectors"]
 
     base_name = engines[0]
     # Fidelity is always against sentence-transformers FP32 when it ran (on a GPU the speed
@@ -201,8 +246,8 @@ def main() -> None:
                 "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
                 "neighbour_recall@10": neighbour_recall(reference[knn_rows],
                                                         vectors[engine][knn_rows])}
-        variant = engine.split("-")[1]
-        if engine.startswith("onnx-") and variant in FIDELITY_FLOORS:
+        variant = engine.split()[-1] if engine.startswith("vecpress") else engine.split("-")[1]
+        if engine.startswith(("onnx-", "vecpress")) and variant in FIDELITY_FLOORS:
             res["default_gate_min_cosine"] = FIDELITY_FLOORS[variant]
             res["passes_default_gate"] = res["min_cosine"] >= FIDELITY_FLOORS[variant]
 
@@ -234,6 +279,7 @@ def main() -> None:
               "onnx_sessions": sessions, "encode_window": {"text": WINDOW, "ids": IDS_WINDOW},
               "platform": platform.platform(), "torch": torch.__version__,
               "onnxruntime": onnxruntime.__version__, "passages": len(texts),
+              "corpus": args.corpus,
               "token_lengths": {"p10": float(np.percentile(lengths, 10)),
                                 "p50": float(np.percentile(lengths, 50)),
                                 "p90": float(np.percentile(lengths, 90)),
