@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
+MODEL_CACHE = Path("data/models")  # exports are reused between runs (keyed by model and recipe)
 
 
 def build_passages(count: int, max_tokens: int = 192) -> list[str]:
@@ -74,11 +75,13 @@ def whole_command(variant: str, texts: list[str], work: Path, repeats: int = 1) 
     out = work / f"cli-{variant}.npy"
     cmd = [exe, "embed", str(source), "--variant", variant, "--out", str(out),
            "--storage-root", str(work / "cli")]
-    subprocess.run(cmd, check=True, capture_output=True)
+    # the artifacts export_for made: the command finds them in its cache, as a user's second run
+    env = os.environ | {"VECPRESS_MODEL__CACHE_DIR": str(MODEL_CACHE.resolve())}
+    subprocess.run(cmd, check=True, capture_output=True, env=env)
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
+        subprocess.run(cmd, check=True, capture_output=True, env=env)
         times.append(time.perf_counter() - started)
     return {"seconds": min(times), "vectors": np.load(out)}
 
@@ -207,7 +210,7 @@ def main() -> None:
     vectors: dict[str, np.ndarray] = {}
     for engine in engines:
         out = work / f"{engine}.npy"
-        artifact_dir = export_for(engine, work / "models", texts[:64])
+        artifact_dir = export_for(engine, MODEL_CACHE, texts[:64])
         proc = subprocess.run([sys.executable, __file__, "--child", engine, str(work / "texts.json"),
                                str(out), str(args.threads), artifact_dir, device,
                                str(batch_tokens), str(args.tokenizer_processes),
