@@ -73,6 +73,9 @@ def test_reindex_a_run_into_milvus_lite_and_search_it(archive, tmp_path, model_c
     assert summary.index["index_type"] == "IVF_SQ8" and summary.build == "copy__v1"
     copy = Catalog(CollectionPaths(settings.storage_root, "copy").root)
     assert copy.active().codec_id == archive["codec"].codec_id
+    plan = json.loads(copy.active().index)  # how it is searched, recorded with the build
+    assert plan["index_type"] == "IVF_SQ8" and plan["rows"] == 2 * SHARD
+    assert plan["nprobe"] == plan["params"]["nlist"]  # small: every list is scanned
     assert len(live_shards(copy, "copy__v1")) == 2  # the same shards, not copies
 
     again = reindex(str(paths.root), settings)  # a new build, switched to when complete
@@ -82,6 +85,7 @@ def test_reindex_a_run_into_milvus_lite_and_search_it(archive, tmp_path, model_c
 
     searcher = open_searcher(settings)
     try:
+        assert searcher.snapshot.nprobe == json.loads(copy.active().index)["nprobe"]
         probes = archive["items"][::97]
         hits = searcher.search([t for _, t in probes], 3)
         assert all(doc_id in [h.doc_id for h in row] for (doc_id, _), row in

@@ -86,6 +86,8 @@ def reindex(source: str, settings: Settings) -> ReindexSummary:
         summary.rows_written, summary.index = loaded.rows_written, loaded.index
         summary.rows_in_milvus = loaded.rows_in_milvus
         _copy_rows(origin, built.build, catalog, build.build, {p for p, _, _ in parts})
+        if loaded.plan is not None:  # how it is searched: recorded with the build
+            build = Build(**{**vars(build), "index": loaded.plan.to_json()})
         switch(catalog, store, settings.collection, build, serving)
     finally:
         store.close()
