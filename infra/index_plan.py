@@ -87,9 +87,12 @@ def plan_index(settings: MilvusSettings, rows: int, pq_m: int, pq_nbits: int,
     if kind.startswith("IVF"):
         params["nlist"] = nlist or default_nlist(rows)
         nprobe = derived_nprobe(rows, params["nlist"])
-        if tuned:
-            nprobe = min(params["nlist"],
-                         max(nprobe, math.ceil(tuned["probe_share"] * params["nlist"])))
+        if tuned and tuned.get("probe_share") and tuned.get("base_vectors"):
+            # the vectors the tuned point scanned on the sample, not its share of any size's
+            # lists: a share of 1.0 on a 20k sample must not become a full scan of millions
+            scanned = tuned["probe_share"] * tuned["base_vectors"]
+            per_list = max(rows, 1) / params["nlist"]
+            nprobe = min(params["nlist"], max(nprobe, math.ceil(scanned / per_list)))
         nprobe = settings.nprobe or nprobe
     if kind == "IVF_PQ":
         params |= {"m": pq_m, "nbits": pq_nbits}
@@ -106,14 +109,13 @@ def replan(built: IndexPlan | None, fresh: IndexPlan, indexed: bool) -> tuple[In
 
     An index is rebuilt when its type should change or the rows grew ``REBUILD_GROWTH``-fold
     since its lists were trained (nlist follows √rows); otherwise it stays, and only the search
-    parameters follow the rows. An index of unknown plan (built before plans were recorded) stays.
+    parameters follow the rows. An index of unknown plan (built before plans were recorded) is
+    rebuilt once, so that the recorded plan describes the index that serves.
     """
-    if not indexed:
+    if not indexed or built is None:
         return fresh, True
-    if built is None:
-        return fresh, False
-    if fresh.index_type != built.index_type or (
-            built.nlist is not None and fresh.rows >= REBUILD_GROWTH * max(built.rows, 1)):
+    grew = fresh.rows >= REBUILD_GROWTH * max(built.rows, 1) and fresh.nlist != built.nlist
+    if fresh.index_type != built.index_type or (built.nlist is not None and grew):
         return fresh, True
     nprobe = fresh.nprobe
     if built.nlist is not None and fresh.nlist:  # fresh's share of the lists, of built's lists

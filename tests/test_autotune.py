@@ -63,10 +63,14 @@ def test_choice_is_the_cheapest_code_meeting_the_target(table, sample) -> None:
     assert codec.report["autotune"]["chosen"]["pq_m"] == tuned.pq_m
     assert any("<- chosen" in line for line in table.lines())
     # the index plan serves with the chosen point's rescoring factor and at least its probes
-    plan = plan_index(MilvusSettings(uri="http://m:19530"), 1400, tuned.pq_m, 8,
-                      tuned=codec.report["autotune"]["chosen"])
+    chosen = codec.report["autotune"]["chosen"] | {"base_vectors": table.base_vectors}
+    plan = plan_index(MilvusSettings(uri="http://m:19530"), 1400, tuned.pq_m, 8, tuned=chosen)
     assert plan.rescore_factor == table.chosen.rescore_factor
     assert plan.nprobe >= table.chosen.probe_share * plan.nlist
+    # at a million rows the tuned point's scan (its share of the sample) is a floor, not a share
+    big = plan_index(MilvusSettings(uri="http://m:19530"), 1_000_000, tuned.pq_m, 8,
+                     tuned=chosen | {"probe_share": 1.0})
+    assert big.nprobe == 400  # the plan's own rule: 1,400 tuned vectors scan less than 50,000
 
 
 def test_a_latency_budget_limits_the_choice(sample) -> None:

@@ -62,7 +62,7 @@ def test_an_index_is_rebuilt_when_the_collection_outgrows_it() -> None:
     lite = MilvusSettings()
     small = plan_index(lite, 20_000, 16, 8)
     assert replan(None, small, indexed=False) == (small, True)
-    assert replan(None, small, indexed=True) == (small, False)  # unknown plan: kept
+    assert replan(None, small, indexed=True) == (small, True)  # unknown plan: rebuilt once
     grown = plan_index(lite, 60_000, 16, 8)
     kept, rebuild = replan(small, grown, indexed=True)
     assert not rebuild and kept.nlist == small.nlist

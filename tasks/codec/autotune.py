@@ -57,6 +57,7 @@ class TuneResult:
     met: bool = False
     latency_budget_ms: float | None = None
     pareto: list[TuneRow] = field(default_factory=list)
+    budget_met: bool = True  # some configuration ran within the latency budget
 
     def settings(self, base: CodecSettings) -> CodecSettings:
         """``base`` with the chosen PCA dim, M and rotation (unchanged when nothing was tried)."""
@@ -85,6 +86,9 @@ class TuneResult:
             out.append(f"{r.pca_dim:>5} {'yes' if r.rotation else 'no':>4} {r.pq_m:>4} "
                        f"{r.code_bytes:>6} {f'{r.nprobe}/{r.nlist}':>10} {r.rescore_factor:>4} "
                        f"{r.recall_ann:>7.3f} {r.recall_rescored:>9.3f} {r.ms_per_query:>6.2f}{mark}")
+        if not self.budget_met:
+            out.append(f"no configuration ran within {self.latency_budget_ms} ms/query; the "
+                       "budget was ignored")
         if not self.met:
             out.append(f"no candidate met {self.target}; chose the highest recall")
         return out
@@ -197,7 +201,9 @@ def _choose(result: TuneResult, budget_ms: float | None) -> None:
         o.ms_per_query <= r.ms_per_query and o != r and
         (o.code_bytes, -o.recall_rescored, o.ms_per_query) !=
         (r.code_bytes, -r.recall_rescored, r.ms_per_query) for o in rows)]
-    affordable = [r for r in rows if budget_ms is None or r.ms_per_query <= budget_ms] or rows
+    affordable = [r for r in rows if budget_ms is None or r.ms_per_query <= budget_ms]
+    result.budget_met = bool(affordable)
+    affordable = affordable or rows
     meeting = [r for r in affordable if r.recall_rescored >= result.target]
     result.met = bool(meeting)
     result.chosen = min(meeting, key=lambda r: (r.code_bytes, r.ms_per_query, r.pca_dim)) \

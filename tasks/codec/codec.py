@@ -152,16 +152,16 @@ def resolve_shape(sample: np.ndarray, codec: CodecSettings) -> CodecSettings:
     Never more than the embedding dimension or the sample allows; a model narrower than the
     default needs no setting changed (M shrinks to a divisor of the dimension).
     """
-    n, d_in = sample.shape
-    ceiling = max(1, min(d_in, n - 1))
-    dim = codec.pca_dim
-    if dim is None:
-        centred = sample - sample.mean(axis=0)
-        eig = np.linalg.eigvalsh(centred.T.astype(np.float64) @ centred)[::-1]
-        share = np.cumsum(eig) / max(float(eig.sum()), 1e-12)
-        keep = int(np.searchsorted(share, codec.pca_variance) + 1)
-        dim = -(-max(keep, codec.pca_min_dim) // codec.pq_m) * codec.pq_m
-    dim = min(dim, ceiling)
+    if codec.pca_dim is not None:  # configured: kept as it is (fit_codec checks it)
+        return codec
+    d_in = sample.shape[1]
+    train_rows = len(_split_holdout(sample[:, :1], codec.seed)[0])  # what PCA is fitted on
+    centred = sample - sample.mean(axis=0)
+    eig = np.linalg.eigvalsh(centred.T.astype(np.float64) @ centred)[::-1]
+    share = np.cumsum(eig) / max(float(eig.sum()), 1e-12)
+    keep = int(np.searchsorted(share, codec.pca_variance) + 1)
+    dim = -(-max(keep, codec.pca_min_dim) // codec.pq_m) * codec.pq_m
+    dim = max(1, min(dim, d_in, train_rows - 1))
     pq_m = max(m for m in range(1, min(codec.pq_m, dim) + 1) if dim % m == 0)
     return codec.model_copy(update={"pca_dim": dim, "pq_m": pq_m})
 

@@ -60,7 +60,8 @@ def index_collection(store: MilvusStore, collection: str, codec: Codec,
     tuned = codec.report.get("autotune") or {}
     fresh = plan_index(store.settings, max(store.stored_rows(collection), 1),
                        codec.report["pq_m"], codec.report["pq_nbits"], codec.nlist,
-                       tuned.get("chosen") if tuned.get("applied") else None)
+                       {**tuned["chosen"], "base_vectors": tuned.get("base_vectors")}
+                       if tuned.get("applied") and tuned.get("chosen") else None)
     plan, rebuild = replan(built, fresh, store.has_index(collection))
     described = store.ensure_index(collection, plan, rebuild)
     return plan, described, store.count(collection)

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict
@@ -81,7 +82,7 @@ def _index_entry(spec: ModelSpec, variant: str, cache_dir: Path) -> Path:
     of hashing the weights (about 1 s for a 90 MB model). Any change to a file's size or mtime
     misses the index and falls back to the content hash, which is the lazy verification.
     """
-    raw = f"{stat_key(spec.model_dir)}|{_recipe(variant)}"
+    raw = f"{spec.model_dir}|{stat_key(spec.model_dir)}|{_recipe(variant)}"
     return cache_dir / "index" / hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
@@ -97,7 +98,7 @@ def cached_artifact(spec: ModelSpec, variant: str, cache_dir: Path) -> ModelArti
 def _remember(spec: ModelSpec, variant: str, cache_dir: Path, target: Path) -> None:
     entry = _index_entry(spec, variant, cache_dir)
     entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = entry.with_suffix(f".{os.getpid()}.tmp")
+    tmp = entry.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(target.name)
     tmp.replace(entry)
 
@@ -143,7 +144,9 @@ def export_model(
             raise ExportError(
                 f"{variant} export of {spec.model_dir} reproduces the reference with min cosine "
                 f"{min_cos:.4f} < {floor} on {len(probe_texts)} probe passages ({len(own)} from "
-                "your inputs); use fp32 or lower the floor knowingly"
+                "your inputs); use --variant fp32, or export it first with a lower floor, "
+                "knowingly: vecpress export-model MODEL_DIR --variant "
+                f"{variant} --min-cosine X --cache-dir {cache_dir}"
             )
         artifact = ModelArtifact(
             onnx_path=str(target / "model.onnx"), model_dir=str(spec.model_dir), variant=variant,

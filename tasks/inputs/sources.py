@@ -337,13 +337,21 @@ def sample_texts(paths: list[str], settings: InputSettings, count: int = 128,
     files = discover(paths, settings)[0][:max_files]
     readers = [read_records(src, settings) for src in files]
     texts: list[str] = []
-    while readers and len(texts) < count:
-        for reader in list(readers):
-            item = next(reader, None)
-            if item is None:
-                readers.remove(reader)
-            elif not isinstance(item, InputError) and item.text.strip():
-                texts.append(" ".join(item.text.split()[:max_words]))
-            if len(texts) >= count:
-                break
+    try:
+        while readers and len(texts) < count:
+            for reader in list(readers):
+                try:
+                    item = next(reader, None)
+                except Exception:  # a file it cannot read gives no probes; the ingest says why
+                    item = None
+                if item is None:
+                    readers.remove(reader)
+                    reader.close()
+                elif not isinstance(item, InputError) and item.text.strip():
+                    texts.append(" ".join(item.text.split()[:max_words]))
+                if len(texts) >= count:
+                    break
+    finally:
+        for reader in readers:  # open files of the readers not read to the end
+            reader.close()
     return texts
