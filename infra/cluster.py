@@ -100,12 +100,17 @@ def _local_client(settings: DaskSettings, gpus: int) -> Iterator[tuple[Client, C
 
 class _DropComputeFailed(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Failed to communicate with scheduler during heartbeat"):
+            # a local cluster torn down after a failed run: one line, not a traceback
+            record.exc_info, record.exc_text = None, None
         return not str(record.msg).startswith("Compute Failed")
 
 
 class QuietComputeFailures(WorkerPlugin):
     """A local worker does not print a failed task's traceback: the exception reaches the flow,
-    which reports it (with the file and what to do) once, instead of a raw dump per worker."""
+    which reports it (with the file and what to do) once, instead of a raw dump per worker. A
+    heartbeat that meets the scheduler already closed (the cluster's teardown after a failed run)
+    is logged as one line."""
 
     def setup(self, worker: object) -> None:
         logging.getLogger("distributed.worker").addFilter(_DropComputeFailed())
