@@ -23,6 +23,7 @@ import numpy as np
 
 from vecpress.infra.index_plan import plan_index
 from vecpress.infra.settings import CodecSettings, MilvusSettings
+from vecpress.tasks.codec.codec import largest_divisor
 from vecpress.tasks.recall import recall_at_k
 
 K = 10
@@ -101,9 +102,8 @@ def _grid_dims(codec: CodecSettings, d: int) -> list[int]:
 def _grid_ms(codec: CodecSettings, dim: int) -> list[int]:
     """M values of the grid that divide ``dim``; a dimension none divides (a narrow model's)
     gets its largest divisor up to the grid's widest M instead."""
-    widest = max(codec.autotune_pq_m)
     fits = {m for m in codec.autotune_pq_m if dim % m == 0}
-    return sorted(fits or {max(m for m in range(1, min(widest, dim) + 1) if dim % m == 0)})
+    return sorted(fits or {largest_divisor(dim, max(codec.autotune_pq_m))})
 
 
 def autotune(sample: np.ndarray, codec: CodecSettings, milvus: MilvusSettings,

@@ -162,8 +162,12 @@ def resolve_shape(sample: np.ndarray, codec: CodecSettings) -> CodecSettings:
     keep = int(np.searchsorted(share, codec.pca_variance) + 1)
     dim = -(-max(keep, codec.pca_min_dim) // codec.pq_m) * codec.pq_m
     dim = max(1, min(dim, d_in, train_rows - 1))
-    pq_m = max(m for m in range(1, min(codec.pq_m, dim) + 1) if dim % m == 0)
-    return codec.model_copy(update={"pca_dim": dim, "pq_m": pq_m})
+    return codec.model_copy(update={"pca_dim": dim, "pq_m": largest_divisor(dim, codec.pq_m)})
+
+
+def largest_divisor(dim: int, at_most: int) -> int:
+    """The largest M ≤ ``at_most`` that divides ``dim`` (Milvus's IVF_PQ needs M | dim)."""
+    return max(m for m in range(1, min(at_most, dim) + 1) if dim % m == 0)
 
 
 def fit_codec(sample: np.ndarray, settings: CodecSettings, autotune: dict | None = None) -> Codec:
@@ -174,8 +178,7 @@ def fit_codec(sample: np.ndarray, settings: CodecSettings, autotune: dict | None
     """
     from vecpress.tasks.codec.train import train_index
 
-    if settings.pca_dim is None:
-        settings = resolve_shape(sample, settings)
+    settings = resolve_shape(sample, settings)  # unchanged when pca_dim is configured
     n, d_in = sample.shape
     if settings.pca_dim > d_in:
         raise CodecError(f"codec.pca_dim ({settings.pca_dim}) exceeds the embedding dimension "
