@@ -23,7 +23,7 @@ from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
 from vecpress.flows.ingest import ingest_flow
-from vecpress.infra.settings import ServeSettings, Settings
+from vecpress.infra.settings import ServeSettings, Settings, masked
 
 FILES_CHANGED = "vecpress.files.changed"
 
@@ -40,9 +40,11 @@ def deployment_names(collection: str) -> dict[str, str]:
 def build_deployments(settings: Settings, serve: ServeSettings) -> list[RunnerDeployment]:
     """Deployments for ``settings.collection``; parameters default to these settings."""
     names = deployment_names(settings.collection)
-    # No token in the parameters (the API stores them): runs read VECPRESS_MILVUS__TOKEN from
-    # the serving process's environment, or the Secret block named by milvus.token_secret.
+    # No token or storage credential in the parameters (the API stores them): runs read
+    # VECPRESS_MILVUS__TOKEN (or the Secret block named by milvus.token_secret) and the storage
+    # credentials (AWS variables) from the serving process's environment.
     params = settings.model_dump(mode="json", exclude={"milvus": {"token"}})
+    params["storage_options"] = masked(settings.storage_options, drop=True)
     common = {"tags": ["vecpress", settings.collection],
               "entrypoint_type": EntrypointType.MODULE_PATH,
               "concurrency_limit": ConcurrencyLimitConfig(

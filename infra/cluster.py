@@ -13,10 +13,12 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import dask
 from distributed import Client, LocalCluster, WorkerPlugin
 
+from vecpress.infra import storage
 from vecpress.infra.settings import DaskSettings
 
 log = logging.getLogger(__name__)
@@ -47,9 +49,32 @@ class SchedulerUnavailableError(OSError):
     """An external Dask scheduler did not answer (an infrastructure error: exit code 3)."""
 
 
+class StorageOptions(WorkerPlugin):
+    """Every worker opens the storage root with the run's ``storage_options`` (workers on other
+    hosts share no disk with the flow: all they read and write goes through the root)."""
+
+    def __init__(self, storage_root: str, options: dict[str, Any]) -> None:
+        self.storage_root, self.options = storage_root, options
+
+    def setup(self, worker: object) -> None:
+        storage.configure(self.storage_root, self.options)
+
+
 @contextmanager
-def dask_client(settings: DaskSettings) -> Iterator[tuple[Client, ClusterInfo]]:
-    """A connected client for the run; a local cluster is started and stopped around it."""
+def dask_client(settings: DaskSettings, storage_root: str = "",
+                storage_options: dict[str, Any] | None = None
+                ) -> Iterator[tuple[Client, ClusterInfo]]:
+    """A connected client for the run; a local cluster is started and stopped around it. With
+    ``storage_options`` every worker (also one that joins later) is configured with them."""
+    with _client(settings) as (client, info):
+        if storage_options:
+            client.register_plugin(StorageOptions(storage_root, storage_options),
+                                   name="vecpress-storage-options")
+        yield client, info
+
+
+@contextmanager
+def _client(settings: DaskSettings) -> Iterator[tuple[Client, ClusterInfo]]:
     for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core",
                  "distributed.http.proxy"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -2,38 +2,41 @@
 
 The lock is a file lock beside the collection's artifacts when the storage root is a local path,
 so CLI runs, deployment runs and event-triggered runs on one machine (or on hosts sharing that
-file system) take turns. For an object-store root the lock lives in the local temp folder, which
-serialises the runs of this host only.
+file system) take turns. For an object-store root it is a lease on the store (``infra.lease``),
+which holds across hosts and queues the waiting runs in arrival order.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 from fsspec.core import url_to_fs
-from fsspec.implementations.local import LocalFileSystem
+
+from vecpress.infra import storage
+from vecpress.infra.lease import store_lease
 
 log = logging.getLogger("vecpress")
 
 
 def lock_path(storage_root: str, collection: str) -> Path:
-    fs, root = url_to_fs(storage_root)
-    if isinstance(fs, LocalFileSystem):
-        return Path(root) / "collections" / f"{collection}.ingest.lock"
-    digest = hashlib.sha256(f"{storage_root}|{collection}".encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"vecpress-{digest}.ingest.lock"
+    _, root = url_to_fs(storage_root)
+    return Path(root) / "collections" / f"{collection}.ingest.lock"
 
 
 @contextmanager
 def collection_lock(storage_root: str, collection: str, timeout_s: float = -1,
-                    logger: logging.Logger | logging.LoggerAdapter = log) -> Iterator[None]:
+                    logger: logging.Logger | logging.LoggerAdapter = log,
+                    lease_ttl_s: float = 60.0) -> Iterator[None]:
     """Hold the collection's ingest lock; wait (forever by default) while another run holds it."""
+    if storage.is_remote(storage_root):
+        with store_lease(storage.CollectionPaths(storage_root, collection).root, lease_ttl_s,
+                         timeout_s, logger):
+            yield
+        return
     path = lock_path(storage_root, collection)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path))

@@ -7,9 +7,9 @@ Only this module reads the environment (``VECPRESS_*`` variables, nested with ``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_serializer, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Variant = Literal["fp32", "int8", "fp16"]
@@ -21,6 +21,21 @@ MAX_VARCHAR_BYTES = 65_535
 # (8 by default); past that the candidates are capped and rescoring sees fewer per result.
 MILVUS_TOPK = 16_384
 MAX_K = 1024
+SECRET_WORDS = ("key", "secret", "token", "password", "credential", "sas")
+MASK = "**********"
+
+
+def masked(options: Any, drop: bool = False) -> Any:
+    """Storage options with every credential-like value masked, or dropped (nested dicts too)."""
+    if not isinstance(options, dict):
+        return options
+    out = {}
+    for key, value in options.items():
+        if isinstance(value, dict) or not any(w in str(key).lower() for w in SECRET_WORDS):
+            out[key] = masked(value, drop)
+        elif not drop:
+            out[key] = MASK
+    return out
 
 
 class InputSettings(BaseModel):
@@ -263,7 +278,13 @@ class Settings(BaseSettings):
 
     collection: str = Field("vecpress", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$",
                             description="Milvus collection name.")
-    storage_root: str = Field("./data", description="Run artifacts, codecs, archives, model cache.")
+    storage_root: str = Field("./data", description="Run artifacts, codecs, archives, model cache: "
+                              "a local folder or an object-store URL (s3://bucket/prefix).")
+    storage_options: dict[str, Any] = Field(
+        {}, description="fsspec options of the storage root's file system, e.g. s3fs's "
+        "{\"endpoint_url\": \"http://minio:9000\"}; default: the usual AWS variables and files. "
+        "Credentials given here are masked in every dump and left out of deployments: prefer the "
+        "environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) of every host.")
     inputs: InputSettings = InputSettings()
     chunk: ChunkSettings = ChunkSettings()
     model: ModelSettings = ModelSettings()
@@ -273,9 +294,17 @@ class Settings(BaseSettings):
     prefect_startup_s: float = Field(240.0, gt=0, description="How long a CLI run waits for its "
                                      "temporary Prefect API to answer (without PREFECT_API_URL); "
                                      "a busy machine may need minutes for the database migrations.")
+    lease_ttl_s: float = Field(60.0, ge=2, description="Object-store roots: an ingest's lease on "
+                               "the collection (one run at a time, across hosts) is renewed "
+                               "every quarter of this; a run not heard from for this long (killed, "
+                               "host lost) is taken over by the next run in the queue.")
     gc_grace_s: float = Field(3600.0, ge=0, description="Shards, archives and retired Milvus "
                               "collections no build needs any more are deleted this long after "
                               "they were superseded (searches that started before keep working).")
+
+    @field_serializer("storage_options", when_used="json")
+    def _mask_credentials(self, options: dict[str, Any]) -> dict[str, Any]:
+        return masked(options)
 
     @model_validator(mode="after")
     def _token_ids_for_gpu_runs(self) -> Settings:
@@ -286,7 +315,11 @@ class Settings(BaseSettings):
 
     @property
     def model_cache_dir(self) -> Path:
-        """Exported models must be local files for ONNX Runtime, whatever the storage root is."""
+        """Exported models must be local files for ONNX Runtime, whatever the storage root is:
+        under a local root, its models/ folder; under an object store, this host's cache folder
+        (the export is also published to the root, ``tasks.embed.published``)."""
         if self.model.cache_dir:
             return Path(self.model.cache_dir)
-        return Path(self.storage_root) / "models"
+        if "://" in self.storage_root and not self.storage_root.startswith("file://"):
+            return Path.home() / ".cache" / "vecpress" / "models"
+        return Path(self.storage_root.removeprefix("file://")) / "models"

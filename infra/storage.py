@@ -15,12 +15,53 @@ from __future__ import annotations
 
 import json
 import posixpath
+from collections.abc import Mapping
 from typing import Any
 
 import fsspec
+import fsspec.config
+import fsspec.utils
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
+
+
+def is_remote(url: str) -> bool:
+    """An object store or other non-local root: other hosts see it, this host's disk they do not."""
+    return fsspec.utils.get_protocol(url) not in ("file", "local")
+
+
+def configure(storage_root: str, options: Mapping[str, Any]) -> None:
+    """Make every fsspec file system of the storage root's protocol in this process use
+    ``options`` (``storage_options``: endpoint, region, credentials...), through fsspec's own
+    per-protocol defaults, so that every read and write here (and in Delta Lake, see
+    ``delta_options``) reaches the same store. Without options, s3fs and delta-rs read the usual
+    AWS variables and files themselves. Called by each process that opens the root: the CLI, the
+    flow, the Python API, and every Dask worker (``infra.cluster.StorageOptions``)."""
+    if not options:
+        return
+    cls = fsspec.get_filesystem_class(fsspec.utils.get_protocol(storage_root))
+    for protocol in cls.protocol if isinstance(cls.protocol, (tuple, list)) else [cls.protocol]:
+        fsspec.config.conf[protocol] = dict(options)
+    fsspec.AbstractFileSystem.clear_instance_cache()
+
+
+def delta_options(url: str) -> dict[str, str] | None:
+    """The configured fsspec options of ``url``'s store, translated for delta-rs (object_store
+    keys). S3 only; other stores read their usual environment variables. ``allow_http`` lets an
+    ``http://`` endpoint (a local S3-compatible server) be used: the endpoint itself is the user's
+    choice, this never turns an https endpoint into http."""
+    protocol = fsspec.utils.get_protocol(url)
+    if protocol not in ("s3", "s3a"):
+        return None
+    conf = dict(fsspec.config.conf.get(protocol, {}))
+    client = dict(conf.get("client_kwargs") or {})
+    found = {"aws_access_key_id": conf.get("key"), "aws_secret_access_key": conf.get("secret"),
+             "aws_session_token": conf.get("token"),
+             "aws_endpoint": conf.get("endpoint_url") or client.get("endpoint_url"),
+             "aws_region": client.get("region_name"),
+             "aws_skip_signature": "true" if conf.get("anon") else None}
+    return {"allow_http": "true"} | {k: str(v) for k, v in found.items() if v}
 
 
 def join(base: str, *parts: str) -> str:
@@ -48,6 +89,9 @@ def parquet_rows(url: str) -> int:
 
 def write_bytes(url: str, data: bytes) -> None:
     fs, path = url_to_fs(url)
+    if is_remote(url):  # an object store's PUT is atomic already; its "move" is copy + delete
+        fs.pipe_file(path, data)
+        return
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp"
     with fs.open(tmp, "wb") as fh:

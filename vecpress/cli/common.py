@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from vecpress.infra import storage
 from vecpress.infra.settings import Settings
 
 if TYPE_CHECKING:
@@ -50,13 +51,15 @@ def settings_from_flags(**overrides: Any) -> Settings:
     from pydantic import ValidationError
 
     try:
-        return Settings(**nested)
+        settings = Settings(**nested)
     except ValidationError as exc:
         for error in exc.errors():
             where = ".".join(str(p) for p in error["loc"]) or "settings"
             console.print(f"[red]error:[/red] setting {where} (flag or VECPRESS_"
                           f"{where.upper().replace('.', '__')}): {error['msg']}")
         raise typer.Exit(2) from exc
+    storage.configure(settings.storage_root, settings.storage_options)
+    return settings
 
 
 class _NoTracebackForUserErrors(logging.Filter):

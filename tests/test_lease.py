@@ -1,0 +1,113 @@
+"""The cross-host collection lease on a real S3 API (moto's server): one holder, waiting runs
+served in arrival order, and a holder that died is taken over (at once on its own host, after
+``lease_ttl_s`` from another)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from s3 import make_bucket, moto_server, s3fs_of, storage_options
+
+from vecpress.infra import storage
+from vecpress.infra.lease import LeaseTimeoutError, StoreLease
+from vecpress.infra.locks import collection_lock
+
+log = logging.getLogger("test")
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory):
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as server:
+        make_bucket(server, "leases")
+        storage.configure("s3://leases", storage_options(server))
+        yield server
+
+
+def test_waiting_runs_get_the_collection_in_arrival_order(s3: dict) -> None:
+    root = "s3://leases/collections/order"
+    order: list[str] = []
+    holder = StoreLease(root, ttl_s=30)
+    holder.acquire(-1, log)
+
+    def run(name: str) -> None:
+        lease = StoreLease(root, ttl_s=30)
+        lease.acquire(-1, log)
+        order.append(name)
+        time.sleep(0.3)
+        lease.release()
+
+    threads = []
+    for name in ("first", "second", "third"):
+        threads.append(threading.Thread(target=run, args=(name,)))
+        threads[-1].start()
+        time.sleep(1.2)  # S3 orders by LastModified, which has one-second resolution
+    assert order == []  # all wait while the holder holds
+    holder.release()
+    for thread in threads:
+        thread.join(60)
+    assert order == ["first", "second", "third"]
+    fs = s3fs_of(s3)
+    fs.invalidate_cache()
+    assert fs.find("leases/collections/order/lease") == []  # nothing is left behind
+
+
+def test_the_lock_of_an_object_store_root_is_the_lease_and_times_out_clearly(s3: dict) -> None:
+    with collection_lock("s3://leases", "busy", lease_ttl_s=30):
+        with pytest.raises(LeaseTimeoutError, match="stayed locked by another ingest"), \
+                collection_lock("s3://leases", "busy", timeout_s=3, lease_ttl_s=30):
+            pass
+        with collection_lock("s3://leases", "other", timeout_s=0, lease_ttl_s=30):
+            pass  # other collections are free
+    with collection_lock("s3://leases", "busy", timeout_s=5, lease_ttl_s=30):
+        pass  # released
+
+
+def test_a_killed_holder_on_this_host_is_taken_over_at_once(s3: dict, tmp_path) -> None:
+    script = ("import logging, sys, time\n"
+              "from vecpress.infra import storage\n"
+              "from vecpress.infra.lease import StoreLease\n"
+              f"storage.configure('s3://leases', {storage_options(s3)!r})\n"
+              "StoreLease('s3://leases/collections/killed', 600).acquire(-1, logging.getLogger())\n"
+              "print('held', flush=True)\ntime.sleep(600)\n")
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        assert process.stdout.readline().strip() == "held"
+        waiter = StoreLease("s3://leases/collections/killed", ttl_s=600)
+        with pytest.raises(LeaseTimeoutError):
+            waiter.acquire(3, log)  # alive: it holds
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(30)
+        started = time.monotonic()
+        lease = StoreLease("s3://leases/collections/killed", ttl_s=600)
+        lease.acquire(30, log)  # its process is gone: no need to wait for the 600 s expiry
+        assert time.monotonic() - started < 15
+        lease.release()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_a_holder_lost_on_another_host_expires_after_the_ttl(s3: dict) -> None:
+    fs = s3fs_of(s3)
+    base = "leases/collections/lost/lease"
+    fs.pipe(f"{base}/queue/gone", b"{}")
+    fs.pipe(f"{base}/alive/gone", b"")
+    fs.pipe(f"{base}/holder.json", json.dumps({"ticket": "gone", "host": "another-host",
+                                                "pid": 1}).encode())
+    started = time.monotonic()
+    lease = StoreLease("s3://leases/collections/lost", ttl_s=4)
+    lease.acquire(60, log)
+    waited = time.monotonic() - started
+    assert 3 <= waited < 30  # not before the lost holder's lease ran out
+    assert json.loads(fs.cat(f"{base}/holder.json"))["ticket"] == lease.ticket
+    lease.release()
+    assert not fs.exists(f"{base}/queue/gone")
