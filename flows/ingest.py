@@ -55,7 +55,9 @@ def ingest_flow(sources: list[str], settings: Settings, eval_queries: str | None
     """
     log = get_run_logger()
     settings = _with_secret_token(settings)
-    with collection_lock(settings.storage_root, settings.collection, logger=log):
+    storage.configure(settings.storage_root, settings.storage_options)
+    with collection_lock(settings.storage_root, settings.collection, logger=log,
+                         lease_ttl_s=settings.lease_ttl_s):
         try:
             summary = _ingest_or_explain(sources, settings, eval_queries, recreate, full)
         except Exception as exc:
@@ -94,7 +96,7 @@ def _ingest_or_explain(sources: list[str], settings: Settings, eval_queries: str
 
 
 def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
-            recreate: bool, full: bool) -> IngestSummary:
+            recreate: bool, full: bool, retraining: bool = False) -> IngestSummary:
     log = get_run_logger()
     paths = CollectionPaths(settings.storage_root, settings.collection)
     catalog = Catalog(paths.root)
@@ -151,7 +153,10 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     build = catalog.builds_by_name()[build.build]
     indexed, seconds = stages.index_stage(settings, build, codec)
     summary.add_load(indexed, streamed.rows_written, streamed.rows_deleted, seconds)
-    if outgrown(codec, indexed.rows_in_milvus, settings.codec):
+    if outgrown(codec, indexed.rows_in_milvus, settings.codec) and retraining:
+        log.warning("the codec of '%s' was fitted again and still keeps whole vectors (%s); "
+                    "the build serves them", settings.collection, codec.report.get("reason"))
+    elif outgrown(codec, indexed.rows_in_milvus, settings.codec):
         log.info("collection '%s' now holds %d passages: fitting its codec into a new build "
                  "(it kept whole vectors while small)", settings.collection, indexed.rows_in_milvus)
         return _retrain(catalog, build, sources, settings, eval_queries)
@@ -191,7 +196,7 @@ def _retrain(catalog: Catalog, build: Build, sources: list[str], settings: Setti
              eval_queries: str | None) -> IngestSummary:
     """Ingest every file of ``build`` (and ``sources``) again into a new build with a new codec."""
     everything = sorted(set(Manifest.from_table(catalog.files(build.build)).entries) | set(sources))
-    return _ingest(everything, settings, eval_queries, recreate=True, full=True)
+    return _ingest(everything, settings, eval_queries, recreate=True, full=True, retraining=True)
 
 
 def _error_line(error: dict | None) -> str:

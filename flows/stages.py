@@ -13,6 +13,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from vecpress.flows.progress import StreamProgress
+from vecpress.infra import storage
 from vecpress.infra.cluster import dask_client
 from vecpress.infra.index_plan import IndexPlan, search_params
 from vecpress.infra.milvus import MilvusStore
@@ -26,6 +27,7 @@ from vecpress.tasks.collection.loading import LoadResult, index_collection
 from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.embed.embedder import OnnxEmbedder
 from vecpress.tasks.embed.export import export_for_settings
+from vecpress.tasks.embed.published import publish
 from vecpress.tasks.ingest.engine import StreamEngine
 from vecpress.tasks.ingest.results import StreamJob, StreamResult
 from vecpress.tasks.inputs.sources import read_texts, sample_texts
@@ -39,9 +41,13 @@ SANITY_PROBES = 20  # passages searched by their own text after every load
 
 @task(cache_policy=NONE)
 def prepare_model(settings: Settings, sources: list[str]) -> ModelArtifact:
-    """The model's artifact; a first export also checks its fidelity on the sources' text."""
-    return export_for_settings(settings.model, settings.model_cache_dir,
-                               lambda: sample_texts(sources, settings.inputs))
+    """The model's artifact; a first export also checks its fidelity on the sources' text. On an
+    object-store root it is also published there, for workers that share no disk with this one."""
+    artifact = export_for_settings(settings.model, settings.model_cache_dir,
+                                   lambda: sample_texts(sources, settings.inputs))
+    if storage.is_remote(settings.storage_root):
+        artifact = publish(artifact, settings.storage_root)
+    return artifact
 
 
 @task(cache_policy=NONE)
@@ -50,7 +56,8 @@ def stream_stage(settings: Settings, job: StreamJob, artifact: ModelArtifact,
     """Chunk → embed → encode → load every shard of ``job`` on the Dask cluster, streaming."""
     log = get_run_logger()
     catalog = Catalog(CollectionPaths(settings.storage_root, settings.collection).root)
-    with dask_client(settings.dask) as (client, cluster), \
+    with dask_client(settings.dask, settings.storage_root, settings.storage_options) as \
+            (client, cluster), \
             StreamProgress("shards loaded") as progress:
         where = f"{cluster.kind}: {cluster.workers} worker(s) × {cluster.threads_per_worker} " \
                 "thread(s)"
@@ -63,6 +70,8 @@ def stream_stage(settings: Settings, job: StreamJob, artifact: ModelArtifact,
             engine.close()
     for line in result.codec_lines:
         log.info(line)
+    for note in result.notes:
+        log.warning(note)
     return result, where
 
 

@@ -16,14 +16,16 @@ import pyarrow.compute as pc
 
 from vecpress.infra import storage
 from vecpress.infra.milvus import MilvusStore, RefusedRow
+from vecpress.infra.milvus_bulk import BulkImporter, BulkImportError
 from vecpress.infra.settings import CodecSettings, MilvusSettings, ModelSettings
 from vecpress.tasks.arrays import numpy_to_fixed_list, read_embeddings
 from vecpress.tasks.codec.choose import fit_new_codec
 from vecpress.tasks.codec.codec import Codec, archive_table
 from vecpress.tasks.collection.incremental import ReuseIndex, read_old_passages, text_hashes
-from vecpress.tasks.collection.loading import shard_rows
+from vecpress.tasks.collection.loading import shard_rows, shard_table
 from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.embed.embedder import worker_embedder
+from vecpress.tasks.embed.published import local_copy
 from vecpress.tasks.inputs.records import InputError
 from vecpress.tasks.shard_jobs import embed_table
 from vecpress.tasks.worker_cache import per_worker
@@ -65,6 +67,7 @@ def embed_part(passages_url: str, out_url: str, artifact: ModelArtifact, model: 
     FP32 vectors come back for the caller's drift check.
     """
     started = time.perf_counter()
+    artifact = local_copy(artifact)  # a worker sharing no disk with the flow: its own copy
     table = storage.read_parquet(passages_url)
     hit = np.zeros(table.num_rows, bool)
     rows = np.zeros(0, np.int64)
@@ -117,6 +120,8 @@ class LoadedPart:
     written: int
     seconds: float
     refused: list[dict] = field(default_factory=list)
+    bulk: bool = False  # imported by Milvus bulk import, not upserted
+    note: str = ""  # why a bulk import fell back to upserts
 
 
 def refused_url(archive_url: str) -> str:
@@ -146,6 +151,23 @@ def load_part(passages_url: str, archive_url: str, codec_id: str, collection: st
     return LoadedPart(written, time.perf_counter() - started, errors)
 
 
+def bulk_load_part(passages_url: str, archive_url: str, codec_id: str, collection: str,
+                   milvus: MilvusSettings) -> LoadedPart:
+    """Bulk-import one shard pair (a first load only: ``infra.milvus_bulk``); a shard the server
+    does not import is upserted instead, which also quarantines the rows it refuses."""
+    started = time.perf_counter()
+    importer = per_worker("milvus-bulk", lambda: BulkImporter(milvus), milvus)
+    name = archive_url.rstrip("/").rsplit("/", 2)[-2] + "-" + archive_url.rsplit("/", 1)[-1]
+    try:
+        written = importer.import_table(collection, shard_table(passages_url, archive_url, codec_id),
+                                        name.removesuffix(".parquet"))
+    except BulkImportError as exc:
+        done = load_part(passages_url, archive_url, codec_id, collection, milvus)
+        done.note = f"{exc}; the shard was upserted instead"
+        return done
+    return LoadedPart(written, time.perf_counter() - started, bulk=True)
+
+
 def pks_of(parts: list[str], sources: list[str]) -> np.ndarray:
     """Primary keys the passage shards ``parts`` hold for the input files ``sources`` (sorted)."""
     wanted = pa.array(sorted(sources))
@@ -164,15 +186,20 @@ def stale_pks(old_parts: list[str], new_parts: list[str], sources: list[str]) ->
 
 
 def sample_embeddings(urls: list[str], rows: list[int], size: int, seed: int) -> np.ndarray:
-    """A uniform random sample of about ``size`` embeddings from shards of ``rows`` rows each,
-    read one shard at a time."""
-    total = sum(rows)
+    """A uniform random sample of ``min(size, sum(rows))`` embeddings from shards of ``rows``
+    rows each, read one shard at a time. Each shard gives its share, rounded so that the shares
+    add up exactly: a sample one short of ``codec.min_fit_vectors`` would keep whole vectors."""
     rng = np.random.default_rng(seed)
+    counts = np.asarray(rows, np.int64)
+    takes = counts.copy()
+    if counts.sum() > size:
+        quotas = counts * (size / counts.sum())
+        takes = np.floor(quotas).astype(np.int64)
+        takes[np.argsort(takes - quotas, kind="stable")[:size - int(takes.sum())]] += 1
     parts = []
-    for url, shard_rows_ in zip(urls, rows, strict=True):
-        _, vectors = read_embeddings(url)
-        take = len(vectors) if total <= size else round(size * shard_rows_ / total)
+    for url, take in zip(urls, takes.tolist(), strict=True):
         if take:
+            _, vectors = read_embeddings(url)
             parts.append(vectors[rng.choice(len(vectors), size=min(take, len(vectors)),
                                             replace=False)])
     return np.concatenate(parts) if parts else np.empty((0, 0), np.float32)

@@ -21,6 +21,7 @@ from vecpress.tasks.arrays import numpy_to_fixed_list
 from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.embed.embedder import OnnxEmbedder, worker_embedder
 from vecpress.tasks.embed.model_files import load_tokenizer
+from vecpress.tasks.embed.published import local_copy
 from vecpress.tasks.embed.tokenising import Tokens
 from vecpress.tasks.inputs.chunking import Chunker
 from vecpress.tasks.inputs.records import (
@@ -182,11 +183,12 @@ def _chunker_tokens(table: pa.Table, embedder: OnnxEmbedder, url: str) -> Tokens
 
 
 def chunk_group(files: list[SourceFile], folder: str, inputs: InputSettings,
-                chunking: ChunkSettings, model_dir: str, rows_per_shard: int) -> ChunkShard:
+                chunking: ChunkSettings, model: ModelArtifact, rows_per_shard: int) -> ChunkShard:
     """Chunk one shard group into ``folder``: its part files, then ``group.json`` (what a resumed
-    run needs to report the group and record its files without reading it again)."""
-    result = chunk_files(files, storage.join(folder, "part"), inputs, chunking, model_dir,
-                         rows_per_shard)
+    run needs to report the group and record its files without reading it again). The tokenizer
+    is the model's: this host's copy when it was published to the storage root."""
+    result = chunk_files(files, storage.join(folder, "part"), inputs, chunking,
+                         local_copy(model).model_dir, rows_per_shard)
     storage.write_json(storage.join(folder, "group.json"), group_meta(result))
     return result
 

@@ -86,6 +86,7 @@ def shared_nothing_cluster(root: Path, workers: int, env: dict) -> Iterator[tupl
     """A Dask scheduler and ``workers`` worker processes, each with its own empty home, temp and
     working folder and only ``env`` (no VECPRESS_* settings, no path of the flow's): the
     scheduler's address and each worker's home."""
+    root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     processes: list[subprocess.Popen] = []
     homes = []

@@ -141,3 +141,26 @@ def test_project_is_the_faiss_transform_chain(embeddings: np.ndarray, options: d
         projected = codec.project(embeddings[:40])
         assert projected.dtype == np.float32 and projected.flags.c_contiguous
         np.testing.assert_allclose(projected, expected, atol=1e-5)
+
+
+def test_the_codec_sample_has_exactly_the_sample_size(tmp_path) -> None:
+    """Shares rounded per shard once added up to 599 of 600: a collection with
+    min_fit_vectors == sample_size then kept whole vectors and re-fitted itself forever."""
+    import pyarrow as pa
+
+    from vecpress.infra import storage
+    from vecpress.tasks.part_jobs import sample_embeddings
+
+    rows = [128, 128, 64, 128, 33, 128, 128, 100]
+    urls = []
+    for i, n in enumerate(rows):
+        vectors = np.random.default_rng(i).normal(size=(n, 8)).astype(np.float32)
+        urls.append(str(tmp_path / f"embeddings-{i}.parquet"))
+        storage.write_parquet(urls[-1], pa.table({
+            "pk": np.arange(n, dtype=np.int64),
+            "embedding": pa.FixedSizeListArray.from_arrays(vectors.ravel(), 8)}))
+    for size in (600, 601, 7, 837):
+        sample = sample_embeddings(urls, rows, size, seed=1)
+        assert sample.shape == (size, 8)
+        assert len(np.unique(sample, axis=0)) == size  # without replacement
+    assert len(sample_embeddings(urls, rows, 10_000, seed=1)) == sum(rows)

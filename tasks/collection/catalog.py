@@ -123,20 +123,29 @@ class Catalog:
     def _path(self, table: str) -> str:
         return storage.join(self.root, table)
 
+    def _options(self) -> dict[str, str] | None:
+        return storage.delta_options(self.root)
+
+    def _is_table(self, table: str) -> bool:
+        return DeltaTable.is_deltatable(self._path(table), storage_options=self._options())
+
+    def _table(self, table: str) -> DeltaTable:
+        return DeltaTable(self._path(table), storage_options=self._options())
+
     def exists(self) -> bool:
-        return DeltaTable.is_deltatable(self._path("builds"))
+        return self._is_table("builds")
 
     def version(self, table: str = "builds") -> int:
         """The table's committed version (-1 before its first commit); cheap, for change checks."""
         try:
-            return DeltaTable(self._path(table)).version()
+            return self._table(table).version()
         except TableNotFoundError:
             return -1
 
     def read(self, table: str, where: str = "") -> pa.Table:
         """A consistent snapshot of one table (optionally filtered with a SQL condition)."""
         try:
-            delta = DeltaTable(self._path(table))
+            delta = self._table(table)
         except TableNotFoundError:
             return SCHEMAS[table].empty_table()
         query = QueryBuilder().register("t", delta)
@@ -177,12 +186,12 @@ class Catalog:
         data = pa.Table.from_pylist(rows, schema=SCHEMAS[table])
         path = self._path(table)
         try:
-            if not DeltaTable.is_deltatable(path):
+            if not self._is_table(table):
                 storage.makedirs(path)
-                write_deltalake(path, data, mode="append")
+                write_deltalake(path, data, mode="append", storage_options=self._options())
                 return
             match = " AND ".join(f"t.{k} = s.{k}" for k in KEYS[table])
-            (DeltaTable(path).merge(data, predicate=match, source_alias="s", target_alias="t",
+            (self._table(table).merge(data, predicate=match, source_alias="s", target_alias="t",
                                     merge_schema=True)
              .when_matched_update_all().when_not_matched_insert_all().execute())
         except Exception as exc:
@@ -190,12 +199,12 @@ class Catalog:
 
     def delete(self, table: str, keys: list[dict]) -> None:
         """Remove the rows with these keys in one atomic commit."""
-        if not keys or not DeltaTable.is_deltatable(self._path(table)):
+        if not keys or not self._is_table(table):
             return
         schema = pa.schema([SCHEMAS[table].field(k) for k in KEYS[table]])
         match = " AND ".join(f"t.{k} = s.{k}" for k in KEYS[table])
         try:
-            (DeltaTable(self._path(table)).merge(pa.Table.from_pylist(keys, schema=schema),
+            (self._table(table).merge(pa.Table.from_pylist(keys, schema=schema),
                                                  predicate=match, source_alias="s",
                                                  target_alias="t")
              .when_matched_delete().execute())
@@ -205,8 +214,8 @@ class Catalog:
     def compact(self) -> None:
         """Fold small commit files and drop unreferenced data files (after a grace period)."""
         for table in SCHEMAS:
-            if DeltaTable.is_deltatable(self._path(table)):
-                delta = DeltaTable(self._path(table))
+            if self._is_table(table):
+                delta = self._table(table)
                 delta.optimize.compact()
                 delta.create_checkpoint()
                 delta.vacuum(retention_hours=24 * 7, dry_run=False, enforce_retention_duration=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from vecpress.infra import storage
 from vecpress.infra.settings import Settings
 from vecpress.tasks.collection.catalog import Build
 
@@ -49,11 +50,14 @@ def _without_credentials(uri: str) -> str:
 
 
 def home_of(settings: Settings) -> dict[str, str]:
-    """What a build records about where it lives (``Build.milvus_uri`` and ``model_cache``)."""
+    """What a build records about where it lives (``Build.milvus_uri`` and ``model_cache``).
+    Under an object-store root the model cache is each host's own (the model is published on the
+    root), so none is recorded."""
     uri = settings.milvus.uri
+    cache = "" if storage.is_remote(settings.storage_root) else \
+        stored_path(str(settings.model_cache_dir), settings.storage_root)
     return {"milvus_uri": stored_path(uri, settings.storage_root) if settings.milvus.is_lite
-            else _without_credentials(uri),
-            "model_cache": stored_path(str(settings.model_cache_dir), settings.storage_root)}
+            else _without_credentials(uri), "model_cache": cache}
 
 
 def milvus_uri_of(build: Build, storage_root: str) -> str:

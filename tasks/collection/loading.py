@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from vecpress.infra import storage
 from vecpress.infra.index_plan import IndexPlan, plan_index, replan
@@ -36,6 +37,24 @@ def shard_rows(passages_url: str, archive_url: str, codec_id: str,
         yield {"pk": pk, "doc_id": fields["doc_id"][i], "chunk": fields["chunk"][i],
                "text": fields["text"][i], "source": fields["source"][i], "codec_id": codec_id,
                "vector": vectors[i]}
+
+
+def shard_table(passages_url: str, archive_url: str, codec_id: str) -> pa.Table:
+    """The Milvus rows of one shard pair as one Arrow table in the collection's field order: the
+    file a bulk import reads (the vector as a list of floats)."""
+    passages = storage.read_parquet(passages_url, columns=["pk", "doc_id", "chunk", "text", "source"])
+    archive = storage.read_parquet(archive_url, columns=["pk", "pca_fp16"])
+    if not np.array_equal(passages.column("pk").to_numpy(), archive.column("pk").to_numpy()):
+        raise ShardMismatchError(f"{passages_url} and {archive_url} hold different passages; "
+                                 "re-run the ingest")
+    vectors = fixed_list_to_numpy(archive.column("pca_fp16"), np.float32)
+    offsets = pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32))
+    return pa.table({
+        "pk": passages.column("pk"), "doc_id": passages.column("doc_id"),
+        "chunk": passages.column("chunk").cast(pa.int32()), "text": passages.column("text"),
+        "source": passages.column("source"),
+        "codec_id": pa.array([codec_id] * passages.num_rows, pa.string()),
+        "vector": pa.ListArray.from_arrays(offsets, pa.array(vectors.ravel()))})
 
 
 @dataclass(frozen=True)

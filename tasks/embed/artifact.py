@@ -28,6 +28,7 @@ class ModelArtifact:
     fusion: str = "none"  # ORT transformer fusion applied: its model_type, or none (and why)
     checked_on: str = "cpu"  # device the fidelity figures were measured on
     own_probes: int = 0  # of ``probes``, texts of the inputs it was first exported for
+    store_url: str = ""  # where it is published on an object-store root (tasks.embed.published)
 
     @property
     def name(self) -> str:

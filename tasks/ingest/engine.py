@@ -98,7 +98,7 @@ class StreamEngine:
             else:
                 self._submit("chunk", group.group_id, shard_jobs.chunk_group, list(group.files),
                              self.paths.group_dir(group.group_id), inputs=self.settings.inputs,
-                             chunking=self.settings.chunk, model_dir=self.artifact.model_dir,
+                             chunking=self.settings.chunk, model=self.artifact,
                              rows_per_shard=self.settings.model.passages_per_shard)
         try:
             self._maybe_fit()
@@ -228,7 +228,8 @@ class StreamEngine:
         if len(done.sample):
             r.drift_sample.append(done.sample)
         if done.encoded:
-            self._load(self._set(self.rows[shard], state="encoded", archive_url=done.url))
+            self._load(self._set(self.rows[shard], state="encoded", archive_url=done.url),
+                       fresh=True)
         else:
             self._set(self.rows[shard], state="embedded", embeddings_url=done.url)
             r.fp32_urls.append(done.url)
@@ -237,20 +238,30 @@ class StreamEngine:
     def _encode_done(self, shard: str, seconds: float) -> None:
         self.result.busy["encode"] += seconds
         self._load(self._set(self.rows[shard], state="encoded",
-                             archive_url=self._archive_url(self.rows[shard])))
+                             archive_url=self._archive_url(self.rows[shard])), fresh=True)
 
     def _load_args(self, row: ShardRow) -> tuple:
         return (row.passages_url, row.archive_url, self.codec.codec_id, self.build.build,
                 self.settings.milvus)
 
-    def _load(self, row: ShardRow) -> None:
+    def _load(self, row: ShardRow, fresh: bool = False) -> None:
+        """Upsert the shard, or bulk-import it: only on a server, into a new build, once the run
+        has ``milvus.bulk_min_rows`` passages, and when this run encoded it (a shard a killed run
+        may have imported already is upserted, which replaces its rows: exactly once)."""
+        milvus = self.settings.milvus
         if self.lite:  # one writer per Milvus Lite file: this process, between completions
             self.lite_loads.append(row)
+        elif fresh and milvus.bulk_dir and self.build.status == "building" and \
+                self.result.passages >= milvus.bulk_min_rows:
+            self._submit("load", row.shard_id, part_jobs.bulk_load_part, *self._load_args(row))
         else:
             self._submit("load", row.shard_id, part_jobs.load_part, *self._load_args(row))
 
     def _load_done(self, shard: str, done: part_jobs.LoadedPart) -> None:
         self.result.rows_written += done.written
+        self.result.rows_bulk_imported += done.written if done.bulk else 0
+        if done.note:
+            self.result.notes.append(done.note)
         self.result.busy["load"] += done.seconds
         self.result.errors += [InputError(**e) for e in done.refused]
         row = self._set(self.rows[shard], state="loaded")

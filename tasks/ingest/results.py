@@ -35,6 +35,7 @@ class StreamResult:
     reused: int = 0
     truncated: int = 0
     rows_written: int = 0
+    rows_bulk_imported: int = 0  # of rows_written, by Milvus bulk import
     rows_deleted: int = 0
     shards: int = 0
     shards_skipped: int = 0  # already loaded before this run
@@ -50,6 +51,7 @@ class StreamResult:
     drift_sample: list[np.ndarray] = field(default_factory=list)
     fp32_urls: list[str] = field(default_factory=list)  # first-run FP32 shards (deleted by GC)
     first_passages: str | None = None
+    notes: list[str] = field(default_factory=list)  # for the run's log (bulk-import fallbacks)
 
     def drift_vectors(self) -> np.ndarray:
         return np.concatenate(self.drift_sample)

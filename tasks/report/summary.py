@@ -46,6 +46,7 @@ class IngestSummary:
     passages_embedded: int = 0
     passages_reused: int = 0  # unchanged text of changed files: archived vectors reused
     rows_deleted: int = 0
+    rows_bulk_imported: int = 0  # loaded by Milvus bulk import instead of upserts (first loads)
     shards: int = 0  # shards of the groups this run had to bring in
     shards_skipped: int = 0  # already loaded by an earlier, interrupted run
     shards_resumed: int = 0  # part-way done by an earlier run: picked up where it was left
@@ -77,6 +78,7 @@ class IngestSummary:
         self.truncated = result.truncated
         self.shards, self.shards_skipped = result.shards, result.shards_skipped
         self.shards_resumed, self.stream_seconds = result.shards_resumed, result.wall
+        self.rows_bulk_imported = result.rows_bulk_imported
         self.add_errors(result.errors)
         if result.codec is not None:
             self.codec, self.codec_reused = result.codec.report, not result.codec_trained
@@ -89,7 +91,8 @@ class IngestSummary:
                                          self.codec.get("train_vectors", 0), "vectors"))
         self.stages += [StageStat("PCA encode of the codec sample (busy)", busy["encode"],
                                   len(result.fp32_urls), "shards"),
-                        StageStat("Milvus upsert (busy)", busy["load"], result.rows_written),
+                        StageStat("Milvus upsert / bulk import (busy)" if result.rows_bulk_imported
+                                  else "Milvus upsert (busy)", busy["load"], result.rows_written),
                         StageStat("streamed: chunk → embed → encode → load (wall)", result.wall,
                                   result.passages)]
 

@@ -28,6 +28,7 @@ from vecpress.tasks.collection.catalog import Catalog
 from vecpress.tasks.collection.home import located
 from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.embed.embedder import OnnxEmbedder
+from vecpress.tasks.embed.published import load_published
 from vecpress.tasks.search.rescore_store import RescoreStore
 
 FOLLOW_S = 1.0  # how often a searcher looks for a newer catalog version
@@ -187,13 +188,14 @@ def open_searcher(settings: Settings) -> Searcher:
     Raises ``CollectionNotFoundError`` or ``ModelNotFoundError`` (with what to do) when the
     storage root, the model cache or the Milvus URI is not the one the ingest used.
     """
+    storage.configure(settings.storage_root, settings.storage_options)
     paths = storage.CollectionPaths(settings.storage_root, settings.collection)
     catalog = Catalog(paths.root)
     check_not_legacy(paths, catalog)
     first = snapshot(settings, catalog)
     build = catalog.active()
     settings = located(settings, build)  # its Milvus and model cache, unless set explicitly
-    artifact = _load_artifact(settings.model_cache_dir / build.model_artifact)
+    artifact = _load_artifact(settings.model_cache_dir / build.model_artifact, settings.storage_root)
     embedder = OnnxEmbedder(artifact, settings.model, spin=False)
     try:
         store = MilvusStore(settings.milvus)
@@ -216,9 +218,14 @@ class ModelNotFoundError(FileNotFoundError):
     """The exported model a collection was built with is not where this searcher looks for it."""
 
 
-def _load_artifact(directory: Path) -> ModelArtifact:
+def _load_artifact(directory: Path, storage_root: str) -> ModelArtifact:
     """The collection's exported model, or an error that says which cache was looked in: the
-    model cache follows --storage-root unless VECPRESS_MODEL__CACHE_DIR moves it."""
+    model cache follows --storage-root unless VECPRESS_MODEL__CACHE_DIR moves it. On an
+    object-store root a model exported on another host is fetched from the root."""
+    if not (directory / "meta.json").is_file() and storage.is_remote(storage_root):
+        published = load_published(storage_root, directory.name, directory.parent)
+        if published is not None:
+            return published
     if not (directory / "meta.json").is_file():
         raise ModelNotFoundError(
             f"the model this collection was built with is not in the model cache: no "
