@@ -51,3 +51,20 @@ def test_ingest_runs_read_the_token_from_a_prefect_secret_block(prefect_harness)
     assert settings.milvus.token.get_secret_value() == TOKEN
     given = Settings(milvus={"token_secret": "vecpress-test-milvus-token", "token": "other"})
     assert _with_secret_token(given).milvus.token.get_secret_value() == "other"
+
+
+def test_storage_credentials_are_masked_in_dumps_and_left_out_of_deployments() -> None:
+    from vecpress.deployments.definitions import build_deployments
+
+    options = {"key": "AKIAEXAMPLE", "secret": TOKEN,
+               "client_kwargs": {"endpoint_url": "http://minio:9000",
+                                 "aws_session_token": TOKEN}}
+    settings = Settings(collection="kb", storage_root="s3://bucket/vp", storage_options=options)
+    assert settings.storage_options == options  # the run itself gets them
+    dumped = settings.model_dump_json()
+    assert TOKEN not in dumped and "AKIAEXAMPLE" not in dumped and "http://minio:9000" in dumped
+    for deployment in build_deployments(settings, ServeSettings(sources=["s3://bucket/in"])):
+        params = json.dumps(deployment.parameters)
+        assert TOKEN not in params and "AKIAEXAMPLE" not in params and "**" not in params
+        assert deployment.parameters["settings"]["storage_options"] == {
+            "client_kwargs": {"endpoint_url": "http://minio:9000"}}
