@@ -37,8 +37,13 @@ def reindex(
 
     settings = settings_from_flags(**{"collection": collection, "milvus.uri": milvus_uri,
                                       "storage_root": storage_root})
+    from vecpress.infra.locks import collection_lock
+
     try:
-        summary = run_reindex(from_archive, settings).to_dict()
+        # One writer per collection: an ingest of the same collection waits (and vice versa).
+        with collection_lock(settings.storage_root, settings.collection,
+                             lease_ttl_s=settings.lease_ttl_s):
+            summary = run_reindex(from_archive, settings).to_dict()
     except (ReindexError, MilvusSchemaError, ShardMismatchError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
