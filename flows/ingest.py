@@ -56,6 +56,7 @@ def ingest_flow(sources: list[str], settings: Settings, eval_queries: str | None
     log = get_run_logger()
     settings = _with_secret_token(settings)
     storage.configure(settings.storage_root, settings.storage_options)
+    storage.check_root(settings.storage_root)
     with collection_lock(settings.storage_root, settings.collection, logger=log,
                          lease_ttl_s=settings.lease_ttl_s):
         try:

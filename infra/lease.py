@@ -34,6 +34,7 @@ from fsspec.core import url_to_fs
 from vecpress.infra import storage
 
 POLL_S = 2.0
+log = logging.getLogger("vecpress")
 
 
 class LeaseTimeoutError(TimeoutError):
@@ -47,7 +48,7 @@ class StoreLease:
         self.fs, root = url_to_fs(collection_root)
         self.root = root.rstrip("/") + "/lease"
         self.ttl_s = ttl_s
-        host, pid = socket.gethostname(), os.getpid()
+        host, pid = _host(), os.getpid()
         self.ticket = f"{uuid.uuid4().hex}@{pid}@{host}"  # whose it is, readable from a listing
         self.me = {"ticket": self.ticket, "host": host, "pid": pid}
         self._stop = threading.Event()
@@ -69,16 +70,23 @@ class StoreLease:
         """Live tickets, oldest first; dead ones (no liveness mark for ``ttl_s``) are removed."""
         self.fs.invalidate_cache(self.root)
         alive = {e["name"].rsplit("/", 1)[-1]: e["LastModified"].timestamp()
-                 for e in self.fs.ls(f"{self.root}/alive", detail=True, refresh=True)}
+                 for e in self._ls("alive")}
         order = []
-        for entry in self.fs.ls(f"{self.root}/queue", detail=True, refresh=True):
+        for entry in self._ls("queue"):
             name = entry["name"].rsplit("/", 1)[-1]
-            if name != self.ticket and (now - alive.get(name, 0.0) > self.ttl_s
+            stamp = entry["LastModified"].timestamp()  # a newcomer's mark may not be listed yet
+            if name != self.ticket and (now - max(alive.get(name, 0.0), stamp) > self.ttl_s
                                         or self._dead_here(_owner(name))):
                 self._remove(f"{self.root}/queue/{name}", f"{self.root}/alive/{name}")
                 continue
             order.append((entry["LastModified"].timestamp(), name))
         return [name for _, name in sorted(order)]
+
+    def _ls(self, folder: str) -> list[dict]:
+        try:
+            return self.fs.ls(f"{self.root}/{folder}", detail=True, refresh=True)
+        except FileNotFoundError:  # an empty prefix, on an object store
+            return []
 
     def _remove(self, *paths: str) -> None:
         for path in paths:
@@ -96,6 +104,9 @@ class StoreLease:
             return None
         except FileExistsError:
             pass
+        except OSError as exc:  # a conditional write that lost a race (409 / 412 not mapped)
+            if not any(code in str(exc) for code in ("409", "412", "Precondition", "Conflict")):
+                raise
         try:
             holder = json.loads(self.fs.cat_file(path))
             age = now - self._stamp(path)
@@ -109,7 +120,7 @@ class StoreLease:
 
     @staticmethod
     def _dead_here(holder: dict) -> bool:
-        if holder.get("host") != socket.gethostname() or not holder.get("pid"):
+        if holder.get("host") != _host() or not holder.get("pid"):
             return False
         try:
             os.kill(int(holder["pid"]), 0)
@@ -132,12 +143,26 @@ class StoreLease:
                 self._touch()
                 if self.holding and self._ours():
                     self.fs.pipe_file(f"{self.root}/holder.json", json.dumps(self.me).encode())
-            except OSError:
-                pass  # the next beat tries again; a lease not renewed for ttl_s is lost
+                elif self.holding:
+                    log.error("the collection lease at %s was taken over (this run was not heard "
+                              "from for %.0fs): another ingest may now run beside this one",
+                              self.root, self.ttl_s)
+                    self.holding = False  # said once; its holder mark is not this run's to remove
+            except Exception as exc:  # the next beat tries again
+                log.warning("could not renew the collection lease at %s (%s); a lease not "
+                            "renewed for %.0fs is taken over", self.root, exc, self.ttl_s)
 
     # --- public ----------------------------------------------------------------------------------
 
     def acquire(self, timeout_s: float, logger: logging.Logger | logging.LoggerAdapter) -> None:
+        try:
+            self._acquire(timeout_s, logger)
+        except BaseException:
+            self.release()
+            raise
+
+    def _acquire(self, timeout_s: float, logger: logging.Logger | logging.LoggerAdapter) -> None:
+        self._touch()  # alive before it queues: never listed as a ticket without a mark
         self.fs.pipe_file(f"{self.root}/queue/{self.ticket}", json.dumps(self.me).encode())
         self._beat = threading.Thread(target=self._heartbeat, name="vecpress-lease", daemon=True)
         self._beat.start()
@@ -145,6 +170,9 @@ class StoreLease:
         while True:
             now = self._touch()
             queue = self._queue(now)
+            if self.ticket not in queue:  # removed as dead (a stall longer than the ttl): rejoin
+                self.fs.pipe_file(f"{self.root}/queue/{self.ticket}", json.dumps(self.me).encode())
+                continue
             holder = self._try_hold(now) if queue and queue[0] == self.ticket else {"ahead": 1}
             if holder is None:
                 self.holding = True
@@ -156,19 +184,34 @@ class StoreLease:
                             self.root)
                 told = True
             if 0 <= timeout_s < time.monotonic() - started:
-                self.release()
                 raise LeaseTimeoutError(f"the collection stayed locked by another ingest for "
                                         f"{timeout_s:.0f}s ({self.root}); try again later")
             time.sleep(POLL_S)
 
     def release(self) -> None:
+        """Give the lease up; a store that cannot be reached now leaves marks that expire."""
         self._stop.set()
         if self._beat is not None:
             self._beat.join()
-        if self.holding and self._ours():
-            self._remove(f"{self.root}/holder.json")
-        self.holding = False
-        self._remove(f"{self.root}/queue/{self.ticket}", f"{self.root}/alive/{self.ticket}")
+        try:
+            if self.holding and self._ours():
+                self._remove(f"{self.root}/holder.json")
+            self._remove(f"{self.root}/queue/{self.ticket}", f"{self.root}/alive/{self.ticket}")
+        except Exception as exc:  # never hide the run's own outcome
+            log.warning("could not release the collection lease at %s (%s); it expires after "
+                        "%.0fs", self.root, exc, self.ttl_s)
+        finally:
+            self.holding = False
+
+
+def _host() -> str:
+    """This host as the lease names it: the hostname and the PID namespace, so that containers
+    sharing a hostname (host networking) never judge each other's processes."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()}.ns{namespace}"
 
 
 def _owner(ticket: str) -> dict:

@@ -6,10 +6,12 @@ Measured on the Milvus 2.3.5 standalone server, 2 cores (``benchmarks/bulk_load.
 the file writing. So a new build's first load uses it once a run has ``milvus.bulk_min_rows``
 passages; incremental runs keep upserts.
 
-Bulk import inserts: it does not replace rows with the same primary key. A shard is therefore
-bulk-imported only when it is loaded for the first time by the run that encoded it; a resumed run
-upserts what an interrupted one may already have imported (an upsert removes every row with its
-key first), so the load stays exactly-once.
+Bulk import inserts: it does not replace rows with the same primary key. So a shard is
+bulk-imported only when the run that encoded it loads it, after its ``encoded`` state is committed;
+a resumed run first waits until no import into the build is unfinished (a killed run's may be),
+then upserts what it finds ``encoded`` (an upsert removes every row with its key first), and an
+import is idempotent per file name (a task Dask re-runs after losing its worker finds the
+finished or running import of the same file). Each passage is therefore in Milvus once.
 
 Where the files go (``milvus.bulk_dir``) depends on the server: a standalone with local storage
 opens a path on its own machine; a server on object storage reads keys of its own bucket, so
@@ -21,11 +23,13 @@ from __future__ import annotations
 import posixpath
 import time
 import uuid
+from contextlib import suppress
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
+from vecpress.infra import storage
 from vecpress.infra.settings import MilvusSettings
 
 POLL_S = 0.5
@@ -33,6 +37,14 @@ POLL_S = 0.5
 
 class BulkImportError(RuntimeError):
     """The server did not import a file (its reason is in the message); the caller upserts."""
+
+
+class BulkImportTimeoutError(TimeoutError):
+    """An import still runs on the server: upserting now could be overtaken by it (rows twice),
+    so the run stops; the next run waits for the import before it loads anything."""
+
+
+UNFINISHED = ("Pending", "Started", "Persisted")
 
 
 def server_path(url: str) -> str:
@@ -43,7 +55,11 @@ def server_path(url: str) -> str:
 
 
 class BulkImporter:
-    """Imports Arrow tables of collection rows through files under ``milvus.bulk_dir``."""
+    """Imports Arrow tables of collection rows through files under ``milvus.bulk_dir``.
+
+    Imports are idempotent per file name: a file already imported (a task re-run by Dask after
+    its worker was lost) is not imported again, one still importing is waited for.
+    """
 
     def __init__(self, settings: MilvusSettings) -> None:
         from pymilvus import connections
@@ -59,27 +75,69 @@ class BulkImporter:
 
         connections.disconnect(self.alias)
 
-    def import_table(self, collection: str, table: pa.Table, name: str) -> int:
-        """Write ``table`` as one Parquet file, import it, wait; the rows imported."""
+    def _tasks(self, collection: str) -> list:
         from pymilvus import utility
 
+        return utility.list_bulk_insert_tasks(collection_name=collection, using=self.alias)
+
+    def wait_for_imports(self, collection: str) -> None:
+        """Return once no import into ``collection`` is unfinished (a killed run's may be): the
+        upserts that follow then replace what it imported instead of being overtaken by it."""
+        deadline = time.monotonic() + self.settings.bulk_timeout_s
+        while any(t.state_name in UNFINISHED for t in self._tasks(collection)):
+            if time.monotonic() > deadline:
+                raise BulkImportTimeoutError(
+                    f"imports into Milvus collection '{collection}' are still running after "
+                    f"{self.settings.bulk_timeout_s:.0f}s; run the ingest again later")
+            time.sleep(POLL_S)
+
+    def import_table(self, collection: str, table: pa.Table, name: str) -> int:
+        """Write ``table`` as one Parquet file, import it, wait; the rows imported."""
+        from pymilvus import MilvusException, utility
+
         url = posixpath.join(self.settings.bulk_dir.rstrip("/"), collection, f"{name}.parquet")
+        path_for_server = server_path(url)
+        earlier = [t for t in self._tasks(collection) if path_for_server in (t.files or [])]
+        if any(t.state_name == "Completed" for t in earlier):
+            return next(int(t.row_count) for t in earlier if t.state_name == "Completed")
         fs, path = url_to_fs(url)
-        fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        with fs.open(path, "wb") as fh:
-            pq.write_table(table, fh)
+        task = next((t.task_id for t in earlier if t.state_name in UNFINISHED), None)
         try:
-            task = utility.do_bulk_insert(collection, files=[server_path(url)], using=self.alias)
-            deadline = time.monotonic() + self.settings.bulk_timeout_s
-            while True:
-                state = utility.get_bulk_insert_state(task, using=self.alias)
-                if state.state_name == "Completed":
-                    return int(state.row_count)
-                if state.state_name == "Failed":
-                    raise BulkImportError(f"Milvus could not import {url}: {state.failed_reason}")
-                if time.monotonic() > deadline:
-                    raise BulkImportError(f"Milvus did not finish importing {url} within "
-                                          f"{self.settings.bulk_timeout_s:.0f}s (task {task})")
-                time.sleep(POLL_S)
+            if task is None:
+                storage.makedirs(posixpath.dirname(url))
+                with fs.open(path, "wb") as fh:
+                    pq.write_table(table, fh)
+                task = utility.do_bulk_insert(collection, files=[path_for_server],
+                                              using=self.alias)
+            return self._wait(task, url)
+        except MilvusException as exc:
+            raise BulkImportError(f"Milvus refused to import {url}: {exc}") from exc
         finally:
-            fs.rm_file(path)
+            with suppress(FileNotFoundError):
+                fs.rm_file(path)
+
+    def _wait(self, task: int, url: str) -> int:
+        from pymilvus import utility
+
+        deadline = time.monotonic() + self.settings.bulk_timeout_s
+        while True:
+            state = utility.get_bulk_insert_state(task, using=self.alias)
+            if state.state_name == "Completed":
+                return int(state.row_count)
+            if state.state_name.startswith("Failed"):  # nothing of it is visible
+                raise BulkImportError(f"Milvus could not import {url}: {state.failed_reason}")
+            if time.monotonic() > deadline:
+                raise BulkImportTimeoutError(
+                    f"Milvus did not finish importing {url} within "
+                    f"{self.settings.bulk_timeout_s:.0f}s (task {task}); run the ingest again: "
+                    "it waits for the import, then loads the rest")
+            time.sleep(POLL_S)
+
+
+def wait_for_imports(settings: MilvusSettings, collection: str) -> None:
+    """``BulkImporter.wait_for_imports`` with a connection of its own."""
+    importer = BulkImporter(settings)
+    try:
+        importer.wait_for_imports(collection)
+    finally:
+        importer.close()

@@ -111,7 +111,8 @@ class ModelSettings(BaseModel):
     passages_per_shard: int = Field(2048, ge=16, description="Passages per embedding task "
                                     "(fp16 default 65536: many batches per task keep a GPU busy).")
     cache_dir: str | None = Field(
-        None, description="Local folder for exported ONNX models; default: <storage_root>/models."
+        None, description="Local folder for exported ONNX models; default: <storage_root>/models, "
+        "or ~/.cache/vecpress/models when the storage root is an object store."
     )
 
     @model_validator(mode="after")
@@ -293,7 +294,7 @@ class Settings(BaseSettings):
         {}, description="fsspec options of the storage root's file system, e.g. s3fs's "
         "{\"endpoint_url\": \"http://minio:9000\"}; default: the usual AWS variables and files. "
         "Credentials given here are masked in every dump and left out of deployments: prefer the "
-        "environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) of every host.")
+        "environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) of every host.", repr=False)
     inputs: InputSettings = InputSettings()
     chunk: ChunkSettings = ChunkSettings()
     model: ModelSettings = ModelSettings()

@@ -64,13 +64,49 @@ def delta_options(url: str) -> dict[str, str] | None:
     return {"allow_http": "true"} | {k: str(v) for k, v in found.items() if v}
 
 
+class StorageRootError(OSError):
+    """The object-store root cannot be used (an infrastructure error: exit code 3)."""
+
+
+def check_root(storage_root: str) -> None:
+    """Fail at once, saying what to fix, when an object-store root cannot be reached: a missing
+    driver (s3fs), bucket or credentials would otherwise surface mid-run as a client traceback."""
+    if not is_remote(storage_root):
+        return
+    try:
+        fs, path = url_to_fs(storage_root)
+    except ImportError as exc:
+        raise ValueError(f"the storage root {storage_root} needs an fsspec driver that is not "
+                         f"installed ({exc}); for s3:// run: pip install 'vecpress[s3]'") from exc
+    bucket = path.split("/", 1)[0]
+    hint = ("check the bucket name in --storage-root, the credentials (the AWS_* variables or "
+            "VECPRESS_STORAGE_OPTIONS) and the endpoint, then run the same command again")
+    try:
+        fs.info(bucket)
+    except FileNotFoundError as exc:
+        raise StorageRootError(f"the bucket '{bucket}' of the storage root {storage_root} does "
+                               f"not exist or these credentials cannot see it; {hint}") from exc
+    except PermissionError:
+        try:  # credentials limited to a prefix may not read the bucket itself
+            fs.ls(path, refresh=True)
+        except FileNotFoundError:
+            pass
+        except Exception as exc:
+            raise StorageRootError(f"access to the storage root {storage_root} was refused "
+                                   f"({exc}); {hint}") from exc
+    except Exception as exc:  # botocore's credential and connection errors are no OSError
+        raise StorageRootError(f"cannot reach the storage root {storage_root} ({exc}); "
+                               f"{hint}") from exc
+
+
 def join(base: str, *parts: str) -> str:
     return posixpath.join(base.rstrip("/"), *parts)
 
 
 def write_parquet(url: str, table: pa.Table) -> None:
     fs, path = url_to_fs(url)
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    if not is_remote(url):
+        fs.makedirs(posixpath.dirname(path), exist_ok=True)
     with fs.open(path, "wb") as fh:
         pq.write_table(table, fh, compression="zstd")
 
@@ -152,6 +188,10 @@ class CollectionPaths:
 
 
 def makedirs(url: str) -> None:
+    """A local folder; nothing on an object store (no folders there, and a bucket is never
+    created by mistake: s3fs would create a misspelled one)."""
+    if is_remote(url):
+        return
     fs, path = url_to_fs(url)
     fs.makedirs(path, exist_ok=True)
 
@@ -162,6 +202,15 @@ def listdir(url: str) -> list[str]:
     if not fs.exists(path):
         return []
     return [fs.unstrip_protocol(p) if "://" in url else p for p in fs.ls(path, detail=False)]
+
+
+def find(url: str) -> list[str]:
+    """Full URLs of every file under ``url``, recursively: one paged listing on an object store
+    (1,000 keys per request on S3), not one request per folder."""
+    fs, path = url_to_fs(url)
+    if not fs.exists(path):
+        return []
+    return [fs.unstrip_protocol(p) if "://" in url else p for p in fs.find(path)]
 
 
 def modified_age_s(url: str) -> float:

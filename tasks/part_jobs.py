@@ -154,7 +154,8 @@ def load_part(passages_url: str, archive_url: str, codec_id: str, collection: st
 def bulk_load_part(passages_url: str, archive_url: str, codec_id: str, collection: str,
                    milvus: MilvusSettings) -> LoadedPart:
     """Bulk-import one shard pair (a first load only: ``infra.milvus_bulk``); a shard the server
-    does not import is upserted instead, which also quarantines the rows it refuses."""
+    fails to import (nothing of it is visible) is upserted instead, which also quarantines the
+    rows it refuses. An import still running at ``milvus.bulk_timeout_s`` fails the run."""
     started = time.perf_counter()
     importer = per_worker("milvus-bulk", lambda: BulkImporter(milvus), milvus)
     name = archive_url.rstrip("/").rsplit("/", 2)[-2] + "-" + archive_url.rsplit("/", 1)[-1]

@@ -111,3 +111,13 @@ def test_a_holder_lost_on_another_host_expires_after_the_ttl(s3: dict) -> None:
     assert json.loads(fs.cat(f"{base}/holder.json"))["ticket"] == lease.ticket
     lease.release()
     assert not fs.exists(f"{base}/queue/gone")
+
+
+def test_a_missing_bucket_is_said_plainly_and_never_created(s3: dict) -> None:
+    from vecpress.infra.storage import StorageRootError, check_root
+
+    check_root("s3://leases/some/prefix")  # exists: fine, even where no object is yet
+    with pytest.raises(StorageRootError, match=r"bucket 'lease-typo' .* does not exist"):
+        check_root("s3://lease-typo/vecpress")
+    storage.makedirs("s3://lease-typo/vecpress/collections")
+    assert not s3fs_of(s3).exists("lease-typo")  # s3fs would have created the bucket

@@ -38,15 +38,19 @@ def collect_garbage(paths: CollectionPaths, catalog: Catalog, store: MilvusStore
         referenced |= set(catalog.files(build.build).column("group_id").to_pylist())
         if build.status == "building":
             referenced |= set(catalog.shards(build.build).column("group_id").to_pylist())
-    for group_url in storage.listdir(paths.shards):
-        group = posixpath.basename(group_url.rstrip("/"))
+    by_group: dict[str, list[str]] = {}
+    for url in storage.find(paths.shards):  # one listing, not one per group
+        group = posixpath.basename(posixpath.dirname(url))
+        by_group.setdefault(group, []).append(url)
+    for group, urls in by_group.items():
+        group_url = storage.join(paths.shards, group)
+        meta = next((u for u in urls if posixpath.basename(u) == "group.json"), None)
         if group not in referenced:
-            if storage.modified_age_s(storage.join(group_url, "group.json")) >= grace_s or \
-                    not storage.exists(storage.join(group_url, "group.json")):
+            if meta is None or storage.modified_age_s(meta) >= grace_s:
                 storage.remove(group_url)
                 result.groups_removed += 1
             continue
-        for url in storage.listdir(group_url):
+        for url in urls:
             name = posixpath.basename(url)
             old_codec = name.startswith("archive-") and name.split("-")[1] not in codecs
             if (old_codec or name.startswith("embeddings-")) and \
@@ -68,6 +72,7 @@ def collect_garbage(paths: CollectionPaths, catalog: Catalog, store: MilvusStore
             if build.codec_id and build.codec_id not in codecs:
                 storage.remove(paths.codec_dir(build.codec_id))
             result.builds_dropped.append(build.build)
+    catalog.compact()  # fold the run's many small commits (one per second of streaming)
     return result
 
 

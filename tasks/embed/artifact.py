@@ -42,4 +42,7 @@ class ModelArtifact:
         # Where the artifact is now, not where it was written: runs in other working directories
         # (deployment runs, Dask workers) must find the file.
         meta["onnx_path"] = str((directory / "model.onnx").resolve())
+        if (directory / "complete").is_file() and (directory / "tokenizer.json").is_file():
+            # a copy of a published artifact: its tokenizer is here, not where it was exported
+            meta["model_dir"] = str(directory.resolve())
         return cls(**meta)

@@ -24,6 +24,7 @@ from distributed import Client, Future, as_completed
 
 from vecpress.infra import storage
 from vecpress.infra.milvus import MilvusStore
+from vecpress.infra.milvus_bulk import wait_for_imports
 from vecpress.infra.settings import Settings
 from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks import part_jobs, shard_jobs
@@ -62,6 +63,7 @@ class StreamEngine:
         self.futures: dict[str, tuple[str, str]] = {}  # future key → (step, shard or group id)
         self.hold: deque[str] = deque()  # chunked shards waiting for the codec
         self.lite_loads: deque[ShardRow] = deque()  # encoded shards for this process to load
+        self.bulk_ready: list[ShardRow] = []  # encoded shards to bulk-import once committed
         self.fitting = False  # the codec is being fitted on a worker
         # The codec's sample: the first groups in job order (random, reproducible) up to
         # codec.sample_size passages, whichever shards happen to finish first.
@@ -84,6 +86,7 @@ class StreamEngine:
         if job.build.codec_id:
             self._use_codec(Codec.load(self.paths.codec_dir(job.build.codec_id)), trained=False)
         self._delete_files(job)
+        self._wait_for_imports()
         self.queue = as_completed()
         ledger = self.catalog.shards(job.build.build).to_pylist()
         known: dict[str, list[ShardRow]] = {}
@@ -102,7 +105,10 @@ class StreamEngine:
                              rows_per_shard=self.settings.model.passages_per_shard)
         try:
             self._maybe_fit()
-            while not self.queue.is_empty() or self.lite_loads:
+            while not self.queue.is_empty() or self.lite_loads or self.bulk_ready:
+                if self.bulk_ready and self.queue.is_empty():
+                    self._commit(force=True)  # submits them
+                    continue
                 if self.lite_loads and not self.queue.has_ready():
                     # Milvus Lite: this process loads one shard while the workers go on; a
                     # finished shard is committed first, so a kill redoes little.
@@ -143,6 +149,9 @@ class StreamEngine:
         self.catalog.delete("files", self.gone_files)
         self.pending, self.done_files, self.gone_files = {}, [], []
         self.last_commit = time.monotonic()
+        ready, self.bulk_ready = self.bulk_ready, []
+        for row in ready:  # their "encoded" is committed: a resumed run upserts them
+            self._submit("load", row.shard_id, part_jobs.bulk_load_part, *self._load_args(row))
         done = sum(r.state == "loaded" for r in self.rows.values())
         self.on_progress(done, len(self.rows))
 
@@ -246,14 +255,15 @@ class StreamEngine:
 
     def _load(self, row: ShardRow, fresh: bool = False) -> None:
         """Upsert the shard, or bulk-import it: only on a server, into a new build, once the run
-        has ``milvus.bulk_min_rows`` passages, and when this run encoded it (a shard a killed run
-        may have imported already is upserted, which replaces its rows: exactly once)."""
+        has ``milvus.bulk_min_rows`` passages, when this run encoded it, and only after its
+        ``encoded`` state is committed (``_commit`` submits it). A shard a killed run may have
+        imported is found ``encoded`` and upserted, which replaces its rows: exactly once."""
         milvus = self.settings.milvus
         if self.lite:  # one writer per Milvus Lite file: this process, between completions
             self.lite_loads.append(row)
         elif fresh and milvus.bulk_dir and self.build.status == "building" and \
                 self.result.passages >= milvus.bulk_min_rows:
-            self._submit("load", row.shard_id, part_jobs.bulk_load_part, *self._load_args(row))
+            self.bulk_ready.append(row)
         else:
             self._submit("load", row.shard_id, part_jobs.load_part, *self._load_args(row))
 
@@ -323,6 +333,13 @@ class StreamEngine:
                 self._next(row)
         while self.hold:
             self._embed(self.rows[self.hold.popleft()])
+
+    def _wait_for_imports(self) -> None:
+        """Before anything is loaded into a new build: no import of a killed run may still be
+        running (it would land after this run's upserts of the same shards)."""
+        if not self.lite and self.settings.milvus.bulk_dir and self.build.status == "building" \
+                and self.store.client.has_collection(self.build.build):
+            wait_for_imports(self.settings.milvus, self.build.build)
 
     def _delete_files(self, job: StreamJob) -> None:
         """Rows of deleted files go first: a new file may reuse a deleted file's keys."""

@@ -189,6 +189,7 @@ def open_searcher(settings: Settings) -> Searcher:
     storage root, the model cache or the Milvus URI is not the one the ingest used.
     """
     storage.configure(settings.storage_root, settings.storage_options)
+    storage.check_root(settings.storage_root)
     paths = storage.CollectionPaths(settings.storage_root, settings.collection)
     catalog = Catalog(paths.root)
     check_not_legacy(paths, catalog)
