@@ -58,7 +58,7 @@ import tempfile
 import time
 import types
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -68,8 +68,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pymilvus
-from pymilvus import DataType, MilvusClient, connections, utility
+from pymilvus import MilvusClient, connections, utility
 from pymilvus.orm.schema import CollectionSchema
+
+from vecpress.infra.milvus import byte_batches
+from vecpress.infra.milvus import collection_schema as milvus_schema
 
 RESULTS = Path(__file__).parent / "results"
 COLLECTION = "bulk_load_bench"
@@ -139,16 +142,7 @@ def _placeholder_module(name: str) -> types.ModuleType:
 
 def collection_schema() -> CollectionSchema:
     """The schema of ``MilvusStore.ensure_collection`` (infra/milvus.py)."""
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False,
-                                        description="vecpress bulk-load benchmark")
-    schema.add_field("pk", DataType.INT64, is_primary=True)
-    schema.add_field("doc_id", DataType.VARCHAR, max_length=MAX_TEXT)
-    schema.add_field("chunk", DataType.INT32)
-    schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT)
-    schema.add_field("source", DataType.VARCHAR, max_length=MAX_TEXT)
-    schema.add_field("codec_id", DataType.VARCHAR, max_length=64)
-    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
-    return schema
+    return milvus_schema(DIM, "vecpress bulk-load benchmark")
 
 
 def make_columns(n: int, seed: int = 0) -> dict[str, Any]:
@@ -177,21 +171,6 @@ def make_rows(cols: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"pk": pks[i], "doc_id": cols["doc_id"][i], "chunk": chunks[i], "text": cols["text"][i],
              "source": cols["source"][i], "codec_id": cols["codec_id"][i], "vector": vectors[i]}
             for i in range(len(pks))]
-
-
-def byte_batches(rows: Iterable[dict[str, Any]], limit: int) -> Iterator[list[dict[str, Any]]]:
-    """Batches of about ``limit`` bytes, sized as ``infra/milvus._byte_batches`` sizes them."""
-    batch: list[dict[str, Any]] = []
-    size = 0
-    for row in rows:
-        row_bytes = sum(getattr(v, "nbytes", None) or len(str(v)) for v in row.values())
-        if batch and size + row_bytes > limit:
-            yield batch
-            batch, size = [], 0
-        batch.append(row)
-        size += row_bytes
-    if batch:
-        yield batch
 
 
 def fresh_collection(client: MilvusClient) -> None:
@@ -524,7 +503,7 @@ def main() -> None:
         "RemoteBulkWriter not measured: it uploads to MinIO/S3, which this server does not use",
         "end point: flush + get_collection_stats row_count == rows (a 2.3 server loads only an "
         "indexed collection; the index build costs both paths alike and is left out)",
-        f"upsert batches: {BATCH_BYTES >> 20} MiB by infra/milvus._byte_batches' estimate "
+        f"upsert batches: {BATCH_BYTES >> 20} MiB by infra/milvus.byte_batches' estimate "
         "(vector nbytes + len(str(field))); bulk files: a new file per "
         f"{CHUNK_BYTES >> 20} MiB, one import task per file (set)",
     ]

@@ -163,21 +163,27 @@ def python_comments(roots: Callable[[], list[tuple[str, Path]]] = _python_roots)
             text = _read_text(path)
             if text is None:
                 continue
-            block: list[str] = []
-            for lineno, line in enumerate([*text.splitlines(), ""], 1):
-                match = _COMMENT.match(line)
-                if match and match.group(1).strip():
-                    block.append(match.group(1))
-                    continue
-                if block:
-                    clean = corpora._clean(" ".join(block))
-                    if _prose(clean):
-                        yield f"{prefix}{rel}", f"{prefix}{rel}:{lineno - len(block)}", clean
-                    block = []
+            for lineno, clean in _comment_blocks(text, _COMMENT):
+                yield f"{prefix}{rel}", f"{prefix}{rel}:{lineno}", clean
 
 
 _C_BLOCK = re.compile(r"/\*+(.*?)\*+/", re.S)
 _C_LINE = re.compile(r"^\s*//+!?<?\s?(.*)$")
+
+
+def _comment_blocks(text: str, line_comment: re.Pattern) -> Iterator[tuple[int, str]]:
+    """(first line, cleaned prose) of each run of line comments that reads as prose."""
+    block: list[str] = []
+    for lineno, line in enumerate([*text.splitlines(), ""], 1):
+        match = line_comment.match(line)
+        if match and match.group(1).strip():
+            block.append(match.group(1))
+            continue
+        if block:
+            clean = corpora._clean(" ".join(block))
+            if _prose(clean):
+                yield lineno - len(block), clean
+            block = []
 
 
 def c_comments(roots: list[Path] | None = None) -> Iterator[Item]:
@@ -193,17 +199,8 @@ def c_comments(roots: list[Path] | None = None) -> Iterator[Item]:
                 lines = "\n".join(re.sub(r"^\s*\*+ ?", "", line) for line in body.splitlines())
                 for n, para in _paragraphs(lines):
                     yield rel, f"{rel}:b{k}#{n}", para
-            block: list[str] = []
-            for lineno, line in enumerate([*text.splitlines(), ""], 1):
-                match = _C_LINE.match(line)
-                if match and match.group(1).strip():
-                    block.append(match.group(1))
-                    continue
-                if block:
-                    clean = corpora._clean(" ".join(block))
-                    if _prose(clean):
-                        yield rel, f"{rel}:{lineno - len(block)}", clean
-                    block = []
+            for lineno, clean in _comment_blocks(text, _C_LINE):
+                yield rel, f"{rel}:{lineno}", clean
 
 
 def _text_files(root: Path, patterns: tuple[str, ...], label: str,

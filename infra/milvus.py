@@ -104,15 +104,7 @@ class MilvusStore:
                     f"produces {dim}-d; use another --collection or --recreate"
                 )
             return
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False,
-                                            description=f"vecpress codec {codec_id}")
-        schema.add_field("pk", DataType.INT64, is_primary=True)
-        schema.add_field("doc_id", DataType.VARCHAR, max_length=MAX_TEXT)
-        schema.add_field("chunk", DataType.INT32)
-        schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT)
-        schema.add_field("source", DataType.VARCHAR, max_length=MAX_TEXT)
-        schema.add_field("codec_id", DataType.VARCHAR, max_length=64)
-        schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=dim)
+        schema = collection_schema(dim, f"vecpress codec {codec_id}")
         self._retry(self.client.create_collection)(name, schema=schema, consistency_level="Strong")
 
     def load(self, name: str) -> None:
@@ -149,7 +141,7 @@ class MilvusStore:
         raises. Returns the rows written.
         """
         written = 0
-        for batch in _byte_batches(rows, self.settings.insert_batch_bytes):
+        for batch in byte_batches(rows, self.settings.insert_batch_bytes):
             written += self._upsert_batch(name, batch, refused)
         return written
 
@@ -244,7 +236,22 @@ class MilvusStore:
         return int(res[0]["count(*)"])
 
 
-def _byte_batches(rows: Iterable[dict[str, Any]], limit: int) -> Iterable[list[dict[str, Any]]]:
+def collection_schema(dim: int, description: str) -> Any:
+    """The one schema of every vecpress collection (bulk-import files follow its field order)."""
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False,
+                                        description=description)
+    schema.add_field("pk", DataType.INT64, is_primary=True)
+    schema.add_field("doc_id", DataType.VARCHAR, max_length=MAX_TEXT)
+    schema.add_field("chunk", DataType.INT32)
+    schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT)
+    schema.add_field("source", DataType.VARCHAR, max_length=MAX_TEXT)
+    schema.add_field("codec_id", DataType.VARCHAR, max_length=64)
+    schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=dim)
+    return schema
+
+
+def byte_batches(rows: Iterable[dict[str, Any]], limit: int) -> Iterable[list[dict[str, Any]]]:
+    """Batches of about ``limit`` bytes (values' nbytes, or their text's length)."""
     batch: list[dict[str, Any]] = []
     size = 0
     for row in rows:
