@@ -228,7 +228,9 @@ class MilvusSettings(BaseModel):
                                  "workers write Parquet files there. Default: upserts only.")
     bulk_min_rows: int = Field(50_000, ge=0, description="With milvus.bulk_dir: once a run writing "
                                "a new build has this many passages, its shards are bulk-imported "
-                               "(1.6-1.8x faster than upserts at 50k-200k rows, measured).")
+                               "in files of at least this many rows (each import costs the server "
+                               "seconds of fixed time; 1.6-1.8x faster than upserts at 50k-200k "
+                               "rows, measured).")
     bulk_timeout_s: float = Field(600.0, gt=0, description="How long one shard's bulk import may "
                                   "take before the shard is upserted instead.")
 

@@ -7,6 +7,7 @@ the flow process never holds passages; the caller commits the shard's new state 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 
@@ -151,22 +152,25 @@ def load_part(passages_url: str, archive_url: str, codec_id: str, collection: st
     return LoadedPart(written, time.perf_counter() - started, errors)
 
 
-def bulk_load_part(passages_url: str, archive_url: str, codec_id: str, collection: str,
-                   milvus: MilvusSettings) -> LoadedPart:
-    """Bulk-import one shard pair (a first load only: ``infra.milvus_bulk``); a shard the server
-    fails to import (nothing of it is visible) is upserted instead, which also quarantines the
-    rows it refuses. An import still running at ``milvus.bulk_timeout_s`` fails the run."""
+def bulk_load_parts(pairs: list[tuple[str, str]], codec_id: str, collection: str,
+                    milvus: MilvusSettings) -> list[LoadedPart]:
+    """Bulk-import several shard pairs as one file (a first load only: ``infra.milvus_bulk``);
+    if the server fails to import it (nothing of it is visible), each shard is upserted instead,
+    which also quarantines the rows Milvus refuses. An import still running at
+    ``milvus.bulk_timeout_s`` fails the run."""
     started = time.perf_counter()
     importer = per_worker("milvus-bulk", lambda: BulkImporter(milvus), milvus)
-    name = archive_url.rstrip("/").rsplit("/", 2)[-2] + "-" + archive_url.rsplit("/", 1)[-1]
+    tables = [shard_table(passages, archive, codec_id) for passages, archive in pairs]
+    name = hashlib.sha256("|".join(a for _, a in pairs).encode()).hexdigest()[:24]
     try:
-        written = importer.import_table(collection, shard_table(passages_url, archive_url, codec_id),
-                                        name.removesuffix(".parquet"))
+        importer.import_table(collection, pa.concat_tables(tables), name)
     except BulkImportError as exc:
-        done = load_part(passages_url, archive_url, codec_id, collection, milvus)
-        done.note = f"{exc}; the shard was upserted instead"
-        return done
-    return LoadedPart(written, time.perf_counter() - started, bulk=True)
+        parts = [load_part(passages, archive, codec_id, collection, milvus)
+                 for passages, archive in pairs]
+        parts[0].note = f"{exc}; its {len(pairs)} shard(s) were upserted instead"
+        return parts
+    seconds = (time.perf_counter() - started) / len(pairs)
+    return [LoadedPart(t.num_rows, seconds, bulk=True) for t in tables]
 
 
 def pks_of(parts: list[str], sources: list[str]) -> np.ndarray:

@@ -35,7 +35,7 @@ def test_a_first_load_is_bulk_imported_and_later_runs_upsert(tmp_path, paragraph
                 fh.write(json.dumps({"id": doc_id, "text": text}) + "\n")
     bulk_dir = tmp_path / "milvus-reads-here"
     ws = {"model_cache": model_cache,
-          "env": {"VECPRESS_CODEC__MIN_FIT_VECTORS": "300", "VECPRESS_MILVUS__BULK_MIN_ROWS": "0",
+          "env": {"VECPRESS_CODEC__MIN_FIT_VECTORS": "300", "VECPRESS_MILVUS__BULK_MIN_ROWS": "200",
                   "VECPRESS_MILVUS__BULK_DIR": str(bulk_dir),
                   "VECPRESS_INPUTS__FILES_PER_SHARD": "1"}}
     args = ["--collection", COLLECTION, "--storage-root", str(tmp_path / "data"), "--milvus-uri",
@@ -45,6 +45,7 @@ def test_a_first_load_is_bulk_imported_and_later_runs_upsert(tmp_path, paragraph
     assert first.returncode == 0, first.stderr[-3000:]
     summary = json.loads(first.stdout[first.stdout.index("{\n"):])
     build = summary["build"]
+    # Imports of at least 200 rows: several ~150-passage shards per file, the rest at the end.
     assert summary["rows_bulk_imported"] == summary["passages"] == summary["rows_in_milvus"]
     assert summary["rows_in_milvus"] == _count(milvus_server, build) > 0
     assert summary["sanity_self_top3"] == 1.0  # imported rows are indexed and searchable
@@ -68,7 +69,7 @@ def test_an_upsert_after_a_bulk_import_keeps_each_passage_once(tmp_path, fp32_ar
 
     from vecpress.infra import storage
     from vecpress.tasks.codec.codec import archive_table
-    from vecpress.tasks.part_jobs import bulk_load_part, load_part
+    from vecpress.tasks.part_jobs import bulk_load_parts, load_part
 
     n, dim = 200, 16
     passages = str(tmp_path / "shard" / "part-0000.parquet")
@@ -83,7 +84,7 @@ def test_an_upsert_after_a_bulk_import_keeps_each_passage_once(tmp_path, fp32_ar
     store = MilvusStore(settings)
     try:
         store.ensure_collection("bulk_once", dim, "c")
-        done = bulk_load_part(passages, archive, "c", "bulk_once", settings)
+        [done] = bulk_load_parts([(passages, archive)], "c", "bulk_once", settings)
         assert done.bulk and done.written == n and not done.note
         index = store.client.prepare_index_params()
         index.add_index("vector", index_type="FLAT", metric_type="L2")

@@ -64,6 +64,7 @@ class StreamEngine:
         self.hold: deque[str] = deque()  # chunked shards waiting for the codec
         self.lite_loads: deque[ShardRow] = deque()  # encoded shards for this process to load
         self.bulk_ready: list[ShardRow] = []  # encoded shards to bulk-import once committed
+        self.bulk_committed: list[ShardRow] = []  # committed as encoded: to import, in batches
         self.fitting = False  # the codec is being fitted on a worker
         # The codec's sample: the first groups in job order (random, reproducible) up to
         # codec.sample_size passages, whichever shards happen to finish first.
@@ -105,9 +106,11 @@ class StreamEngine:
                              rows_per_shard=self.settings.model.passages_per_shard)
         try:
             self._maybe_fit()
-            while not self.queue.is_empty() or self.lite_loads or self.bulk_ready:
-                if self.bulk_ready and self.queue.is_empty():
-                    self._commit(force=True)  # submits them
+            while not self.queue.is_empty() or self.lite_loads or self.bulk_ready or \
+                    self.bulk_committed:
+                if (self.bulk_ready or self.bulk_committed) and self.queue.is_empty():
+                    self._commit(force=True)
+                    self._submit_bulk(force=True)  # the rest, whatever its size
                     continue
                 if self.lite_loads and not self.queue.has_ready():
                     # Milvus Lite: this process loads one shard while the workers go on; a
@@ -137,6 +140,25 @@ class StreamEngine:
         self.rows[row.shard_id] = self.pending[row.shard_id] = row
         return row
 
+    def _submit_bulk(self, force: bool = False) -> None:
+        """Committed shards go to bulk import in batches of ``milvus.bulk_min_rows`` rows: each
+        import costs the server ~1-3 s of fixed time, so one per small shard would be slower
+        than upserts."""
+        batch_rows = self.settings.milvus.bulk_min_rows
+        while self.bulk_committed and (
+                force or sum(r.rows for r in self.bulk_committed) >= batch_rows):
+            batch, rows = [], 0
+            while self.bulk_committed and (not batch or rows < batch_rows):
+                batch.append(self.bulk_committed.pop(0))
+                rows += batch[-1].rows
+            self._submit("bulk", "|".join(r.shard_id for r in batch), part_jobs.bulk_load_parts,
+                         [(r.passages_url, r.archive_url) for r in batch], self.codec.codec_id,
+                         self.build.build, self.settings.milvus)
+
+    def _bulk_done(self, key: str, parts: list[part_jobs.LoadedPart]) -> None:
+        for shard, done in zip(key.split("|"), parts, strict=True):
+            self._load_done(shard, done)
+
     def _commit(self, force: bool = False) -> None:
         """Commit the shards' new states, then the files of completed groups (in that order: a
         file is recorded only once every shard of its group is committed as loaded)."""
@@ -149,9 +171,9 @@ class StreamEngine:
         self.catalog.delete("files", self.gone_files)
         self.pending, self.done_files, self.gone_files = {}, [], []
         self.last_commit = time.monotonic()
-        ready, self.bulk_ready = self.bulk_ready, []
-        for row in ready:  # their "encoded" is committed: a resumed run upserts them
-            self._submit("load", row.shard_id, part_jobs.bulk_load_part, *self._load_args(row))
+        self.bulk_committed += self.bulk_ready  # a resumed run upserts these: never twice
+        self.bulk_ready = []
+        self._submit_bulk()
         done = sum(r.state == "loaded" for r in self.rows.values())
         self.on_progress(done, len(self.rows))
 
