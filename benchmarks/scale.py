@@ -737,7 +737,7 @@ def main() -> None:
     parser.add_argument("--milvus", choices=["lite", "server"], default="lite")
     parser.add_argument("--storage-root", help="default: a fresh local folder per size")
     parser.add_argument("--bulk", action="store_true", help="server: first loads by Milvus bulk "
-                        "import (milvus.bulk_dir on this machine, bulk_min_rows 0)")
+                        "import (milvus.bulk_dir on this machine, default bulk_min_rows)")
     parser.add_argument("--pool", type=int, help="passages drawn before shuffling (default: the "
                         "largest size); the same pool gives every size the same mix of kinds")
     args = parser.parse_args()
@@ -745,7 +745,7 @@ def main() -> None:
     pool = max(args.pool or 0, sizes[-1])
     env = model_env("tiny", "fp32")
     if args.bulk:
-        env |= {"VECPRESS_MILVUS__BULK_DIR": str(SCALE / "bulk"), "VECPRESS_MILVUS__BULK_MIN_ROWS": "0"}
+        env |= {"VECPRESS_MILVUS__BULK_DIR": str(SCALE / "bulk")}  # imports of >= 50k rows
     RESULTS.mkdir(parents=True, exist_ok=True)
     kind = args.milvus + ("_bulk" if args.bulk else "")
     path = RESULTS / f"scale_tiny_{kind}_{'_'.join(str(s) for s in sizes)}.json"
