@@ -17,7 +17,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from vecpress.infra import storage
 from vecpress.infra.settings import Settings
 
 if TYPE_CHECKING:
@@ -58,7 +57,10 @@ def settings_from_flags(**overrides: Any) -> Settings:
             console.print(f"[red]error:[/red] setting {where} (flag or VECPRESS_"
                           f"{where.upper().replace('.', '__')}): {error['msg']}")
         raise typer.Exit(2) from exc
-    storage.configure(settings.storage_root, settings.storage_options)
+    if settings.storage_options:  # imported here: fsspec and pyarrow cost ~0.3 s of start-up
+        from vecpress.infra import storage
+
+        storage.configure(settings.storage_root, settings.storage_options)
     return settings
 
 
