@@ -154,13 +154,15 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     build = catalog.builds_by_name()[build.build]
     indexed, seconds = stages.index_stage(settings, build, codec)
     summary.add_load(indexed, streamed.rows_written, streamed.rows_deleted, seconds)
-    if outgrown(codec, indexed.rows_in_milvus, settings.codec) and retraining:
-        log.warning("the codec of '%s' was fitted again and still keeps whole vectors (%s); "
-                    "the build serves them", settings.collection, codec.report.get("reason"))
-    elif outgrown(codec, indexed.rows_in_milvus, settings.codec):
-        log.info("collection '%s' now holds %d passages: fitting its codec into a new build "
-                 "(it kept whole vectors while small)", settings.collection, indexed.rows_in_milvus)
-        return _retrain(catalog, build, sources, settings, eval_queries)
+    if outgrown(codec, indexed.rows_in_milvus, settings.codec):
+        if retraining:
+            log.warning("the codec of '%s' was fitted again and still keeps whole vectors (%s); "
+                        "the build serves them", settings.collection, codec.report.get("reason"))
+        else:
+            log.info("collection '%s' now holds %d passages: fitting its codec into a new build "
+                     "(it kept whole vectors while small)", settings.collection,
+                     indexed.rows_in_milvus)
+            return _retrain(catalog, build, sources, settings, eval_queries)
     if not streamed.codec_trained and streamed.drift_sample:
         try:
             report = reuse_codec(codec, streamed.drift_vectors(), settings.codec)

@@ -49,7 +49,7 @@ UNFINISHED = ("Pending", "Started", "Persisted")
 
 def server_path(url: str) -> str:
     """The file as the Milvus server names it: a key of its bucket, or a path on its machine."""
-    if "://" in url and not url.startswith("file://"):
+    if storage.is_remote(url):
         return url.split("://", 1)[1].split("/", 1)[1]
     return posixpath.abspath(url.removeprefix("file://"))
 

@@ -231,8 +231,9 @@ class MilvusSettings(BaseModel):
                                "in files of at least this many rows (each import costs the server "
                                "seconds of fixed time; 1.6-1.8x faster than upserts at 50k-200k "
                                "rows, measured).")
-    bulk_timeout_s: float = Field(600.0, gt=0, description="How long one shard's bulk import may "
-                                  "take before the shard is upserted instead.")
+    bulk_timeout_s: float = Field(600.0, gt=0, description="How long one bulk import may take; "
+                                  "past it the run stops (upserting then could race the import), "
+                                  "and the next run waits for the import before it loads.")
 
     @property
     def is_lite(self) -> bool:

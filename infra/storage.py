@@ -41,7 +41,10 @@ def configure(storage_root: str, options: Mapping[str, Any]) -> None:
     if not options:
         return
     cls = fsspec.get_filesystem_class(fsspec.utils.get_protocol(storage_root))
-    for protocol in cls.protocol if isinstance(cls.protocol, (tuple, list)) else [cls.protocol]:
+    protocols = cls.protocol if isinstance(cls.protocol, (tuple, list)) else [cls.protocol]
+    if all(fsspec.config.conf.get(p) == dict(options) for p in protocols):
+        return  # already in place: cached file systems keep their connections
+    for protocol in protocols:
         fsspec.config.conf[protocol] = dict(options)
     fsspec.AbstractFileSystem.clear_instance_cache()
 
@@ -201,7 +204,7 @@ def listdir(url: str) -> list[str]:
     fs, path = url_to_fs(url)
     if not fs.exists(path):
         return []
-    return [fs.unstrip_protocol(p) if "://" in url else p for p in fs.ls(path, detail=False)]
+    return _named_like(url, fs, fs.ls(path, detail=False))
 
 
 def find(url: str) -> list[str]:
@@ -210,7 +213,12 @@ def find(url: str) -> list[str]:
     fs, path = url_to_fs(url)
     if not fs.exists(path):
         return []
-    return [fs.unstrip_protocol(p) if "://" in url else p for p in fs.find(path)]
+    return _named_like(url, fs, fs.find(path))
+
+
+def _named_like(url: str, fs: fsspec.AbstractFileSystem, paths: list[str]) -> list[str]:
+    """Listed paths as full URLs when ``url`` is one, as plain paths when it is a path."""
+    return [fs.unstrip_protocol(p) if "://" in url else p for p in paths]
 
 
 def modified_age_s(url: str) -> float:

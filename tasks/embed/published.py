@@ -80,8 +80,8 @@ def load_published(storage_root: str, name: str, cache: Path) -> ModelArtifact |
     """A search host's way to the model of a collection built elsewhere: the published artifact
     fetched into ``cache`` (None when the root does not hold it)."""
     url = published_url(storage_root, name)
-    if not storage.exists(storage.join(url, COMPLETE)):
+    try:
+        target = fetch(url, cache)
+    except FileNotFoundError:
         return None
-    target = fetch(url, cache)
-    artifact = ModelArtifact.load(target)
-    return dataclasses.replace(artifact, model_dir=str(target), store_url=url)
+    return dataclasses.replace(ModelArtifact.load(target), store_url=url)
