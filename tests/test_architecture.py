@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Installed package name of each top-level folder (pyproject's package-dir mapping).
+# Installed package name of each top-level folder (through the links vecpress/flows -> ../flows, ...).
 PACKAGES = {"vecpress": "vecpress", "flows": "vecpress.flows", "tasks": "vecpress.tasks",
             "infra": "vecpress.infra", "deployments": "vecpress.deployments"}
 
