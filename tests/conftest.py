@@ -7,10 +7,14 @@ import os
 from pathlib import Path
 
 import pytest
+from leftovers import LEFTOVER_MARK, fail_on_leftovers
 
 # No model hub is reachable here, and none must ever be contacted.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Every process a test starts inherits this mark, also one that outlives its parent and is
+# re-parented to init: the session's finaliser finds leftovers by it (``pytest_sessionfinish``).
+os.environ[LEFTOVER_MARK] = str(os.getpid())
 
 from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.embed.export import export_model
@@ -69,3 +73,10 @@ def durable_ws(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, pref
 
     return durable_workspace(tmp_path_factory.mktemp("durable"), model_cache,
                              str(PREFECT_API_URL.value()))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After every fixture is torn down: a process a test started that still runs fails the run
+    (and is killed), whatever it is: a Dask worker, a Prefect or Milvus server, a pool."""
+    fail_on_leftovers(session)
