@@ -9,7 +9,7 @@ STAMP := $(VENV)/.vecpress-installed
 EXTRAS := dev$(if $(GPU),$(comma)gpu)
 comma := ,
 
-.PHONY: demo test lint clean install serve
+.PHONY: demo test test-fast typecheck lint clean install serve
 
 # What `make serve` ingests nightly and watches (files dropped here are ingested within seconds).
 SOURCES ?= ./inbox
@@ -30,12 +30,22 @@ serve: $(STAMP)
 	mkdir -p $(SOURCES)
 	$(BIN)/vecpress serve $(SOURCES)
 
+# The whole suite: lint, type check, every test (servers, whole CLI runs, failure paths).
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest
+
+# The inner loop (docs/architecture.md): no servers, no whole CLI runs, a few minutes.
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -m "not slow"
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .ruff_cache
+	rm -rf $(VENV) data .pytest_cache .ruff_cache .mypy_cache

@@ -17,6 +17,8 @@ per-collection lock still keeps runs of different deployments and CLI runs from 
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
@@ -45,26 +47,32 @@ def build_deployments(settings: Settings, serve: ServeSettings) -> list[RunnerDe
     # credentials (AWS variables) from the serving process's environment.
     params = settings.model_dump(mode="json", exclude={"milvus": {"token"}})
     params["storage_options"] = masked(settings.storage_options, drop=True)
-    common = {"tags": ["vecpress", settings.collection],
-              "entrypoint_type": EntrypointType.MODULE_PATH,
-              "concurrency_limit": ConcurrencyLimitConfig(
-                  limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)}
-    nightly = ingest_flow.to_deployment(
+
+    def deployment(name: str, **kwargs: Any) -> RunnerDeployment:
+        """One of the collection's deployments: same tags, entrypoint and one-run-at-a-time
+        queue (a run that finds the slot taken waits in AwaitingConcurrencySlot)."""
+        # Called from sync code: Prefect's dual sync/async API returns the deployment itself.
+        return cast(RunnerDeployment, ingest_flow.to_deployment(
+            name, tags=["vecpress", settings.collection],
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            concurrency_limit=ConcurrencyLimitConfig(
+                limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+            **kwargs))
+
+    nightly = deployment(
         names["nightly"],
         schedules=[CronSchedule(cron=serve.cron, timezone=serve.timezone)],
         # Without sources a schedule has nothing to do: keep it, paused, until sources are set.
         paused=not serve.sources,
         parameters={"sources": serve.sources, "settings": params},
         description=f"Incremental ingest of {serve.sources or 'no sources yet'} into "
-                    f"'{settings.collection}' on '{serve.cron}' ({serve.timezone}).",
-        **common)
-    manual = ingest_flow.to_deployment(
+                    f"'{settings.collection}' on '{serve.cron}' ({serve.timezone}).")
+    manual = deployment(
         names["manual"],
         parameters={"sources": serve.sources, "settings": params},
         description=f"Run an ingest into '{settings.collection}' by hand: every setting is a "
-                    "field of the run form.",
-        **common)
-    on_change = ingest_flow.to_deployment(
+                    "field of the run form.")
+    on_change = deployment(
         names["on-change"],
         triggers=[DeploymentEventTrigger(
             name=f"{settings.collection}: files changed",
@@ -73,6 +81,5 @@ def build_deployments(settings: Settings, serve: ServeSettings) -> list[RunnerDe
         )],
         parameters={"sources": serve.watched, "settings": params},
         description=f"Bring '{settings.collection}' up to date with {serve.watched} when the "
-                    "watcher sees files change (new, changed and deleted; the event lists them).",
-        **common)
+                    "watcher sees files change (new, changed and deleted; the event lists them).")
     return [nightly, manual, on_change]

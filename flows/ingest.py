@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import time
+from typing import cast
 
 from prefect import flow, get_run_logger
 
@@ -78,7 +79,9 @@ def _with_secret_token(settings: Settings) -> Settings:
     from prefect.blocks.system import Secret
     from pydantic import SecretStr
 
-    token = SecretStr(str(Secret.load(milvus.token_secret).get()))
+    # In a sync flow Prefect's dual sync/async API returns the block itself.
+    secret = cast(Secret, Secret.load(milvus.token_secret))
+    token = SecretStr(str(secret.get()))
     return settings.model_copy(update={"milvus": milvus.model_copy(update={"token": token})})
 
 

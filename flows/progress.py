@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from typing import cast
+from uuid import UUID
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -23,13 +25,15 @@ class PrefectProgress:
     """A progress artifact on the current Prefect flow run (shown as a bar in the UI), if any."""
 
     def __init__(self, label: str) -> None:
-        self.label, self.id = label, None
+        self.label = label
+        self.id: UUID | None = None
         try:
             from prefect.artifacts import create_progress_artifact
             from prefect.context import FlowRunContext
 
             if FlowRunContext.get() is not None:
-                self.id = create_progress_artifact(0.0, description=f"vecpress: {label}")
+                # In a sync flow Prefect's dual sync/async API returns the id itself.
+                self.id = cast(UUID, create_progress_artifact(0.0, description=f"vecpress: {label}"))
         except Exception:  # progress must never fail the work it reports on
             self.id = None
 

@@ -95,6 +95,8 @@ class BulkImporter:
         """Write ``table`` as one Parquet file, import it, wait; the rows imported."""
         from pymilvus import MilvusException, utility
 
+        if not self.settings.bulk_dir:
+            raise ValueError("bulk import needs milvus.bulk_dir (VECPRESS_MILVUS__BULK_DIR)")
         url = posixpath.join(self.settings.bulk_dir.rstrip("/"), collection, f"{name}.parquet")
         path_for_server = server_path(url)
         earlier = [t for t in self._tasks(collection) if path_for_server in (t.files or [])]

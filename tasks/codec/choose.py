@@ -27,9 +27,13 @@ class CodecDriftError(RuntimeError):
 
 
 def report_grid(codec: CodecSettings) -> CodecSettings:
-    """The configured PCA dim with M, M/2 and M/4: the recall-vs-bytes curve around the choice."""
+    """The configured PCA dim with M, M/2 and M/4: the recall-vs-bytes curve around the choice.
+    ``codec`` has a concrete PCA dim (``resolve_shape``)."""
+    pca_dim = codec.pca_dim
+    if pca_dim is None:
+        raise ValueError("report_grid needs a resolved codec.pca_dim (resolve_shape first)")
     pq_ms = sorted({m for m in (codec.pq_m // 4, codec.pq_m // 2, codec.pq_m)
-                    if m >= 1 and codec.pca_dim % m == 0})
+                    if m >= 1 and pca_dim % m == 0})
     return codec.model_copy(update={
         "autotune_pca_dims": [codec.pca_dim], "autotune_pq_m": pq_ms,
         "autotune_rotation": [codec.random_rotation], "autotune_probe_shares": [],

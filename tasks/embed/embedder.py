@@ -153,6 +153,7 @@ class OnnxEmbedder:
         out = np.empty((count, self.dim), dtype=np.float32)
         pending = self._pool.submit(window, 0) if windows else None
         for k in range(windows):
+            assert pending is not None  # submitted before the loop and at the end of each step
             tokens = pending.result()
             if k + 1 < windows:
                 pending = self._pool.submit(window, k + 1)

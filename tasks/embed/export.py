@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +27,9 @@ from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.embed.embedder import OnnxEmbedder
 from vecpress.tasks.embed.model_files import ModelSpec, content_hash, stat_key
 from vecpress.tasks.recall import neighbour_recall
+
+if TYPE_CHECKING:
+    import onnx
 
 OPSET = 17
 EXPORT_FORMAT_VERSION = 4  # bump when the exported graph or meta.json changes
@@ -237,7 +241,7 @@ def _fuse(spec: ModelSpec, src: Path, dst: Path) -> str:
 GELU_OPS = {"Gelu", "FastGelu", "BiasGelu", "QuickGelu"}
 
 
-def _ffn_output_matmuls(model: object) -> list[str]:
+def _ffn_output_matmuls(model: onnx.ModelProto) -> list[str]:
     """The feed-forward output MatMuls (intermediate → hidden, fed by the GELU), layer by layer.
 
     They see GELU outputs with heavy tails, and per-batch activation scales lose most on them:

@@ -10,6 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer
 
@@ -78,7 +79,7 @@ def _pooling_mode(pool_cfg: dict, where: Path | None) -> str:
 def read_model_spec(model_dir: Path) -> ModelSpec:
     """Pooling, normalisation and window length from the sentence-transformers config files."""
     config = _read_json(model_dir / "config.json")
-    modules = _read_json(model_dir / "modules.json") or []
+    modules: Any = _read_json(model_dir / "modules.json") or []
     pooling_dir, normalize = None, False
     for module in modules if isinstance(modules, list) else []:
         kind = module.get("type", "")

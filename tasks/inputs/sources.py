@@ -7,7 +7,7 @@ line/record, and reading goes on with the next record or file, so one bad input 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import PurePosixPath
 
 import fsspec
@@ -99,7 +99,8 @@ def _supported(settings: InputSettings) -> str:
     return ", ".join([*settings.text_suffixes, *JSONL_SUFFIXES, *PARQUET_SUFFIXES])
 
 
-def read_records(src: SourceFile, settings: InputSettings) -> Iterator[Record | InputError]:
+def read_records(src: SourceFile, settings: InputSettings
+                 ) -> Generator[Record | InputError, None, None]:
     """Yield the records of one source file, and an ``InputError`` for each bad part."""
     try:
         if src.kind == "text":

@@ -142,7 +142,8 @@ def _merge(source: Path, out_dir: Path, new_pks: np.ndarray, new_vecs: np.ndarra
     new_pks, new_vecs = new_pks[order], new_vecs[order]
 
     old_pks = np.load(source / "pks.npy", mmap_mode="r")
-    old_vecs = np.load(source / "vectors.npy", mmap_mode="r") if len(old_pks) else None
+    old_vecs = np.load(source / "vectors.npy", mmap_mode="r") if len(old_pks) else \
+        np.empty((0, new_vecs.shape[1]), np.float16)
     kept = np.flatnonzero(~np.isin(old_pks, new_pks))  # old rows not overwritten by the batch
     kept_pks = np.asarray(old_pks[kept])
     # Positions in the merged order: each new pk goes after the kept pks smaller than it.

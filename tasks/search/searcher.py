@@ -24,7 +24,7 @@ from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.settings import MILVUS_TOPK, Settings
 from vecpress.tasks.codec.codec import Codec
 from vecpress.tasks.collection.builds import check_not_legacy, live_shards
-from vecpress.tasks.collection.catalog import Catalog
+from vecpress.tasks.collection.catalog import Build, Catalog
 from vecpress.tasks.collection.home import located
 from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.embed.embedder import OnnxEmbedder
@@ -166,19 +166,32 @@ def rescore_directory(paths: storage.CollectionPaths, build: str) -> Path | None
 def snapshot(settings: Settings, catalog: Catalog, versions: tuple[int, ...] = ()
              ) -> Snapshot | None:
     """The active build's snapshot; None when the catalog has not moved since ``versions``."""
-    now = tuple(catalog.version(t) for t in ("builds", "files", "shards"))
+    now = _versions(catalog)
     if versions and now == versions:
         return None
+    return _snapshot_of(settings, catalog, _active(settings, catalog), now)
+
+
+def _versions(catalog: Catalog) -> tuple[int, ...]:
+    return tuple(catalog.version(t) for t in ("builds", "files", "shards"))
+
+
+def _active(settings: Settings, catalog: Catalog) -> Build:
     build = catalog.active()
     if build is None:
         raise CollectionNotFoundError(
             f"no collection '{settings.collection}' under {settings.storage_root}; ingest first "
             "(vecpress ingest PATH --collection NAME) or pass the right --storage-root")
+    return build
+
+
+def _snapshot_of(settings: Settings, catalog: Catalog, build: Build, versions: tuple[int, ...]
+                 ) -> Snapshot:
     paths = storage.CollectionPaths(settings.storage_root, settings.collection)
     codec = Codec.load(paths.codec_dir(build.codec_id))
     archives = [a for _, a, _ in live_shards(catalog, build.build)]
     return Snapshot(build.build, codec,
-                    RescoreStore(archives, rescore_directory(paths, build.build)), now,
+                    RescoreStore(archives, rescore_directory(paths, build.build)), versions,
                     *search_params(settings.milvus, IndexPlan.from_json(build.index)))
 
 
@@ -193,8 +206,9 @@ def open_searcher(settings: Settings) -> Searcher:
     paths = storage.CollectionPaths(settings.storage_root, settings.collection)
     catalog = Catalog(paths.root)
     check_not_legacy(paths, catalog)
-    first = snapshot(settings, catalog)
-    build = catalog.active()
+    versions = _versions(catalog)  # read before the build: a newer commit is seen next time
+    build = _active(settings, catalog)
+    first = _snapshot_of(settings, catalog, build, versions)
     settings = located(settings, build)  # its Milvus and model cache, unless set explicitly
     artifact = _load_artifact(settings.model_cache_dir / build.model_artifact, settings.storage_root)
     embedder = OnnxEmbedder(artifact, settings.model, spin=False)
