@@ -6,6 +6,7 @@ import itertools
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from leftovers import LEFTOVER_MARK, fail_on_leftovers
 
@@ -37,6 +38,18 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fp32_artifact(model_cache: Path, paragraphs: list[tuple[str, str]]) -> ModelArtifact:
     spec = read_model_spec(resolve_model_dir(None))
     return export_model(spec, "fp32", model_cache, lambda: [t for _, t in paragraphs[:64]])
+
+
+@pytest.fixture(scope="session")
+def docstring_embeddings(fp32_artifact: ModelArtifact, paragraphs: list[tuple[str, str]]
+                         ) -> np.ndarray:
+    """MiniLM FP32 embeddings of the first 1,500 paragraphs, computed once for every test that
+    needs real embeddings (codec, auto-tune, drift): the tests must not write to it."""
+    from vecpress.tasks.embed.embedder import OnnxEmbedder
+
+    vectors = OnnxEmbedder(fp32_artifact).encode([t for _, t in paragraphs[:1500]])
+    vectors.setflags(write=False)
+    return vectors
 
 
 @pytest.fixture(scope="session")

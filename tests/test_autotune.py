@@ -11,7 +11,6 @@ from vecpress.infra.index_plan import plan_index
 from vecpress.infra.settings import CodecSettings, MilvusSettings
 from vecpress.tasks.codec.autotune import autotune
 from vecpress.tasks.codec.codec import fit_codec
-from vecpress.tasks.embed.embedder import OnnxEmbedder
 
 GRID = {"autotune_pca_dims": [32, 64], "autotune_pq_m": [4, 8, 16], "autotune_queries": 100,
         "autotune_rotation": [False, True], "autotune_probe_shares": [0.25, 1.0],
@@ -19,8 +18,8 @@ GRID = {"autotune_pca_dims": [32, 64], "autotune_pq_m": [4, 8, 16], "autotune_qu
 
 
 @pytest.fixture(scope="module")
-def sample(fp32_artifact, paragraphs) -> np.ndarray:
-    return OnnxEmbedder(fp32_artifact).encode([t for _, t in paragraphs[:1500]])
+def sample(docstring_embeddings) -> np.ndarray:
+    return docstring_embeddings
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,12 @@ import pytest
 from vecpress.infra.settings import CodecSettings
 from vecpress.tasks.arrays import fixed_list_to_numpy
 from vecpress.tasks.codec.codec import Codec, CodecError, archive_table, fit_codec
-from vecpress.tasks.embed.embedder import OnnxEmbedder
 from vecpress.tasks.recall import recall_at_k
 
 
 @pytest.fixture(scope="module")
-def embeddings(fp32_artifact, paragraphs) -> np.ndarray:
-    return OnnxEmbedder(fp32_artifact).encode([t for _, t in paragraphs[:1500]])
+def embeddings(docstring_embeddings) -> np.ndarray:
+    return docstring_embeddings
 
 
 def test_fit_reports_and_pca_keeps_neighbours(embeddings: np.ndarray) -> None:

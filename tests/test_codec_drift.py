@@ -20,8 +20,8 @@ def embedder(fp32_artifact) -> OnnxEmbedder:
 
 
 @pytest.fixture(scope="module")
-def docstrings(embedder, paragraphs) -> np.ndarray:
-    vectors = embedder.encode([t for _, t in paragraphs[:1500]])
+def docstrings(docstring_embeddings) -> np.ndarray:
+    vectors = docstring_embeddings
     return vectors[np.random.default_rng(0).permutation(len(vectors))]
 
 
