@@ -82,7 +82,7 @@ def _prose(text: str) -> bool:
 
 def _paragraphs(text: str) -> Iterator[tuple[int, str]]:
     for n, para in enumerate(re.split(r"\n\s*\n", text)):
-        clean = corpora._clean(para)
+        clean = corpora.clean(para)
         if _prose(clean):
             yield n, clean
 
@@ -180,7 +180,7 @@ def _comment_blocks(text: str, line_comment: re.Pattern) -> Iterator[tuple[int, 
             block.append(match.group(1))
             continue
         if block:
-            clean = corpora._clean(" ".join(block))
+            clean = corpora.clean(" ".join(block))
             if _prose(clean):
                 yield lineno - len(block), clean
             block = []
@@ -265,7 +265,7 @@ def perl_pod() -> Iterator[Item]:
                 elif para.startswith("="):
                     in_pod = True
                 elif in_pod and not para[:1].isspace():
-                    clean = corpora._clean(_POD_CODE.sub(r"\1", para))
+                    clean = corpora.clean(_POD_CODE.sub(r"\1", para))
                     if _prose(clean):
                         yield str(path), f"{path}#{n}", clean
 
