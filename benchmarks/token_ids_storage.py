@@ -9,6 +9,7 @@ Writes benchmarks/results/token_ids_storage.json.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import tempfile
@@ -19,6 +20,8 @@ from harness import RESULTS, write_results
 
 
 def main() -> None:
+    # No options; a parser all the same, so that --help describes the script instead of running it.
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     from vecpress.infra.settings import ChunkSettings, InputSettings
     from vecpress.tasks.embed.model_files import resolve_model_dir
     from vecpress.tasks.inputs.records import SourceFile
