@@ -44,305 +44,39 @@ Parquet size, slowest to write) are left out unless ``--formats`` names them.
 from __future__ import annotations
 
 import argparse
-import importlib.machinery
 import json
-import logging
-import os
-import platform
 import re
 import shutil
 import signal
 import socket
 import sys
 import tempfile
-import time
-import types
-import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-import pymilvus
-from pymilvus import MilvusClient, connections, utility
-from pymilvus.orm.schema import CollectionSchema
-
-from vecpress.infra.milvus import byte_batches
-from vecpress.infra.milvus import collection_schema as milvus_schema
-
-RESULTS = Path(__file__).parent / "results"
-COLLECTION = "bulk_load_bench"
-ALIAS = "bulk_load_bench"  # ORM connection of the bulk-insert calls
-DIM = 128
-MAX_TEXT = 65_535  # vecpress.infra.settings.MAX_VARCHAR_BYTES
-BATCH_BYTES = 8 << 20  # milvus.insert_batch_bytes
-CHUNK_BYTES = 128 << 20  # LocalBulkWriter's default chunk: one import file per 128 MiB
-COUNT_TIMEOUT_S = 600.0
-_VOCABULARY = """the of and to in is that for it as with was on be by this are from or an which at
-vector index search query passage document model embedding cluster server storage quantisation
-compression recall latency memory batch segment collection shard codec milvus dimension distance
-nearest neighbour training sample encoder token sentence language retrieval ranking score result
-field schema primary key import upsert"""
-WORDS = tuple(_VOCABULARY.split())
-
-
-def quiet_pymilvus() -> None:
-    """ORM calls warn that they go in PyMilvus 3.1; the bulk writer logs every file at INFO."""
-    warnings.filterwarnings("ignore", message=".*ORM-style PyMilvus API.*")
-    logging.getLogger("pymilvus.bulk_writer").setLevel(logging.WARNING)
-
-
-def import_bulk_writer() -> tuple[Any, Any, Callable[..., Any], str]:
-    """``LocalBulkWriter``, ``BulkFileType``, ``bulk_import`` and a note on how they were loaded.
-
-    ``pymilvus.bulk_writer/__init__`` refuses to load unless minio and azure are installed (the
-    ``pymilvus[bulk_writer]`` extras), although only RemoteBulkWriter and the Zilliz volume
-    helpers use them. Missing ones are replaced, in this process only, by placeholder modules
-    whose classes raise when called.
-    """
-    try:
-        from pymilvus.bulk_writer import BulkFileType, LocalBulkWriter, bulk_import
-        return LocalBulkWriter, BulkFileType, bulk_import, "pymilvus.bulk_writer imported as is"
-    except ModuleNotFoundError as exc:
-        reason = str(exc)
-    from importlib.util import find_spec
-
-    missing = [root for root in ("minio", "azure") if find_spec(root) is None]
-    for name in ("minio", "minio.error", "minio.helpers", "azure", "azure.core",
-                 "azure.core.exceptions", "azure.storage", "azure.storage.blob"):
-        if name.split(".")[0] in missing:
-            sys.modules[name] = _placeholder_module(name)
-    from pymilvus.bulk_writer import BulkFileType, LocalBulkWriter, bulk_import
-    note = (f"pymilvus.bulk_writer refused to import ({reason}); placeholder modules for "
-            f"{', '.join(missing)} let LocalBulkWriter load (RemoteBulkWriter unusable)")
-    return LocalBulkWriter, BulkFileType, bulk_import, note
-
-
-def _placeholder_module(name: str) -> types.ModuleType:
-    """A module whose every public attribute is a class that raises when called."""
-
-    def refuse(*_: Any, **__: Any) -> None:
-        raise ModuleNotFoundError(f"{name}: placeholder of a missing pymilvus[bulk_writer] extra")
-
-    def attribute(attr: str) -> type:
-        if attr.startswith("__"):
-            raise AttributeError(attr)
-        return type(attr, (Exception,), {"__init__": refuse})
-
-    module = types.ModuleType(name)
-    module.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
-    module.__path__ = []  # type: ignore[attr-defined]
-    module.__getattr__ = attribute  # type: ignore[method-assign]
-    return module
-
-
-def collection_schema() -> CollectionSchema:
-    """The schema of ``MilvusStore.ensure_collection`` (infra/milvus.py)."""
-    return milvus_schema(DIM, "vecpress bulk-load benchmark")
-
-
-def make_columns(n: int, seed: int = 0) -> dict[str, Any]:
-    """n passages: ~300-byte texts of common words, 4 chunks per document, random vectors."""
-    rng = np.random.default_rng(seed)
-    words = np.array(WORDS)
-    picks = words[rng.integers(0, len(words), size=(n, 60))]
-    texts = []
-    for row in picks:
-        text = " ".join(row.tolist())
-        texts.append(text[:text.rfind(" ", 0, 300)].capitalize() + ".")
-    return {
-        "pk": np.arange(n, dtype=np.int64),
-        "doc_id": [f"doc-{i // 4:08d}" for i in range(n)],
-        "chunk": (np.arange(n) % 4).astype(np.int32),
-        "text": texts,
-        "source": [f"corpus/part-{i % 64:03d}.jsonl" for i in range(n)],
-        "codec_id": ["pca128-ivfpq16"] * n,
-        "vector": rng.standard_normal((n, DIM), dtype=np.float32),
-    }
-
-
-def make_rows(cols: dict[str, Any]) -> list[dict[str, Any]]:
-    """Row dicts as ``tasks/collection/loading.shard_rows`` yields them (vector: a float32 row)."""
-    pks, chunks, vectors = cols["pk"].tolist(), cols["chunk"].tolist(), cols["vector"]
-    return [{"pk": pks[i], "doc_id": cols["doc_id"][i], "chunk": chunks[i], "text": cols["text"][i],
-             "source": cols["source"][i], "codec_id": cols["codec_id"][i], "vector": vectors[i]}
-            for i in range(len(pks))]
-
-
-def fresh_collection(client: MilvusClient) -> None:
-    if client.has_collection(COLLECTION):
-        client.drop_collection(COLLECTION)
-    client.create_collection(COLLECTION, schema=collection_schema(), consistency_level="Strong")
-
-
-def flush_and_count(client: MilvusClient, n: int) -> float:
-    """Flush, then wait until the collection's stats count ``n`` rows; the seconds it took."""
-    start = time.perf_counter()
-    client.flush(COLLECTION)
-    while int(client.get_collection_stats(COLLECTION)["row_count"]) < n:
-        if time.perf_counter() - start > COUNT_TIMEOUT_S:
-            raise TimeoutError(f"{COLLECTION} did not count {n} rows in {COUNT_TIMEOUT_S:.0f} s")
-        time.sleep(0.05)
-    return time.perf_counter() - start
-
-
-def run_upserts(uri: str, client: MilvusClient, rows: list[dict[str, Any]], threads: int
-                ) -> dict[str, Any]:
-    """``threads`` connections upsert the 8 MiB batches round-robin; then flush and count."""
-    fresh_collection(client)
-    batches = list(byte_batches(rows, BATCH_BYTES))
-    clients = [MilvusClient(uri=uri, dedicated=True) for _ in range(threads)]
-
-    def work(k: int) -> int:
-        done = 0
-        for batch in batches[k::threads]:
-            clients[k].upsert(COLLECTION, batch)
-            done += len(batch)
-        return done
-
-    try:
-        start = time.perf_counter()
-        with ThreadPoolExecutor(threads) as pool:
-            written = sum(pool.map(work, range(threads)))
-        upsert_s = time.perf_counter() - start
-        count_s = flush_and_count(client, len(rows))
-    finally:
-        for c in clients:
-            c.close()
-    assert written == len(rows)
-    total = upsert_s + count_s
-    return {"method": f"upsert x{threads}", "threads": threads, "batches": len(batches),
-            "rows_per_batch": len(batches[0]), "upsert_s": round(upsert_s, 2),
-            "flush_count_s": round(count_s, 2), "total_s": round(total, 2),
-            "rows_per_s": round(len(rows) / total)}
-
-
-def write_with_bulk_writer(writer_cls: Any, file_type: Any, rows: list[dict[str, Any]], folder: Path
-                           ) -> list[list[str]]:
-    """LocalBulkWriter files (a new file per 128 MiB buffered); the file sets to import."""
-    folder.parent.mkdir(parents=True, exist_ok=True)  # the writer makes only the last level
-    writer = writer_cls(schema=collection_schema(), local_path=str(folder), file_type=file_type,
-                        chunk_size=CHUNK_BYTES)
-    for row in rows:
-        writer.append_row(row)
-    writer.commit()
-    return [list(files) for files in writer.batch_files]
-
-
-def write_with_pyarrow(cols: dict[str, Any], folder: Path) -> list[list[str]]:
-    """Parquet as LocalBulkWriter writes it (vector: list<float>), straight from the arrays."""
-    folder.mkdir(parents=True, exist_ok=True)
-    n = len(cols["pk"])
-    row_bytes = 8 + 4 + 4 * DIM + sum(len(cols[k][0]) for k in ("doc_id", "text", "source", "codec_id"))
-    per_file = max(1, CHUNK_BYTES // row_bytes)
-    files = []
-    for k, start in enumerate(range(0, n, per_file)):
-        end = min(n, start + per_file)
-        vectors = np.ascontiguousarray(cols["vector"][start:end]).reshape(-1)
-        offsets = np.arange(0, (end - start + 1) * DIM, DIM, dtype=np.int32)
-        table = pa.table({
-            "pk": cols["pk"][start:end], "doc_id": cols["doc_id"][start:end],
-            "chunk": cols["chunk"][start:end], "text": cols["text"][start:end],
-            "source": cols["source"][start:end], "codec_id": cols["codec_id"][start:end],
-            "vector": pa.ListArray.from_arrays(pa.array(offsets), pa.array(vectors)),
-        })
-        path = folder / f"{k + 1}.parquet"
-        pq.write_table(table, path)
-        files.append([str(path)])
-    return files
-
-
-def wait_tasks(tasks: list[int]) -> dict[int, Any]:
-    """Poll bulk-insert tasks until each is ``Completed`` or ``Failed``; their final states."""
-    start = time.perf_counter()
-    final: dict[int, Any] = {}
-    while len(final) < len(tasks):
-        for task in tasks:
-            if task not in final:
-                state = utility.get_bulk_insert_state(task, using=ALIAS)
-                if state.state_name in ("Completed", "Failed"):
-                    final[task] = state
-        if time.perf_counter() - start > COUNT_TIMEOUT_S:
-            raise TimeoutError(f"bulk insert tasks {sorted(set(tasks) - set(final))} still running")
-        if len(final) < len(tasks):
-            time.sleep(0.1)
-    return final
-
-
-def import_files(client: MilvusClient, batches: list[list[str]], n: int) -> dict[str, Any]:
-    """Submit every file set with ``utility.do_bulk_insert``, wait for each task, flush, count."""
-    start = time.perf_counter()
-    tasks = [utility.do_bulk_insert(COLLECTION, files=files, using=ALIAS) for files in batches]
-    states = wait_tasks(tasks)
-    failed = [f"task {t}: {s.failed_reason}" for t, s in states.items() if s.state_name == "Failed"]
-    if failed:
-        raise RuntimeError("bulk insert failed: " + "; ".join(failed))
-    import_s = time.perf_counter() - start
-    count_s = flush_and_count(client, n)
-    return {"tasks": len(tasks), "imported_rows": sum(s.row_count for s in states.values()),
-            "import_s": round(import_s, 2), "flush_count_s": round(count_s, 2)}
-
-
-def probe_paths(client: MilvusClient, storage: Path, server_cwd: Path) -> dict[str, str]:
-    """Which path of one Parquet file inside ``localStorage.path`` the server's import accepts."""
-    fresh_collection(client)
-    files = write_with_pyarrow(make_columns(10, seed=1), storage / "bulk-probe")
-    path = Path(files[0][0])
-    inside = str(path.relative_to(storage))
-    candidates = {"absolute": str(path), "relative to localStorage.path": inside,
-                  "relative to the server's working directory": str(path.relative_to(server_cwd)),
-                  "bucket-prefixed": f"a-bucket/{inside}"}
-    out = {}
-    for label, name in candidates.items():
-        try:
-            state = wait_tasks([utility.do_bulk_insert(COLLECTION, files=[name], using=ALIAS)])
-            final = next(iter(state.values()))
-            out[label] = f"{name}: {final.state_name} {final.failed_reason}".strip()
-        except Exception as exc:  # the message is the finding
-            out[label] = f"{name}: submit failed: {getattr(exc, 'message', exc)}"
-    shutil.rmtree(storage / "bulk-probe", ignore_errors=True)
-    return out
-
-
-def run_bulk(client: MilvusClient, label: str, write: Callable[[Path], list[list[str]]],
-             n: int, work: Path) -> dict[str, Any]:
-    """Write the files (timed apart), import them and count; the files are removed afterwards."""
-    fresh_collection(client)
-    folder = work / "bulk-files" / label.replace(" ", "_").replace("(", "").replace(")", "")
-    shutil.rmtree(folder, ignore_errors=True)
-    try:
-        start = time.perf_counter()
-        batches = write(folder)
-        write_s = time.perf_counter() - start
-        size = sum(os.path.getsize(f) for files in batches for f in files)
-        result = import_files(client, batches, n)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    total = write_s + result["import_s"] + result["flush_count_s"]
-    server_s = result["import_s"] + result["flush_count_s"]
-    return {"method": label, "write_s": round(write_s, 2), **result,
-            "file_mib": round(size / 2**20, 1), "total_s": round(total, 2),
-            "rows_per_s": round(n / total), "import_rows_per_s": round(n / server_s)}
-
-
-def probe_rest_import(bulk_import: Callable[..., Any], uri: str, path: str) -> str:
-    """What the REST import (``/v2/vectordb/jobs/import/create``) answers on this server."""
-    log = logging.getLogger("pymilvus.bulk_writer")
-    level = log.level
-    log.setLevel(logging.CRITICAL)  # bulk_import logs its failure at ERROR before raising it
-    try:
-        response = bulk_import(url=uri, collection_name=COLLECTION, files=[[path]])
-        return f"answered {response.status_code}: {response.text[:200]}"
-    except Exception as exc:  # the message is the finding
-        message = str(getattr(exc, "message", exc))
-        status = re.search(r"status code: \d+", message)
-        return f"{type(exc).__name__}: {message.split(', error:')[0]}" + (f", {status[0]}" if status else "")
-    finally:
-        log.setLevel(level)
+from bulk_load_files import (
+    CHUNK_BYTES,
+    DIM,
+    import_bulk_writer,
+    make_columns,
+    make_rows,
+    quiet_pymilvus,
+    write_with_bulk_writer,
+    write_with_pyarrow,
+)
+from bulk_load_methods import (
+    ALIAS,
+    BATCH_BYTES,
+    COLLECTION,
+    probe_paths,
+    probe_rest_import,
+    run_bulk,
+    run_upserts,
+)
+from harness import RESULTS, Stopwatch, machine, milvus_server, server_uri, versions, write_results
+from pymilvus import MilvusClient, connections
 
 
 def crossover(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -413,14 +147,6 @@ def etcd_ports_free() -> bool:
     return True
 
 
-def machine() -> dict[str, Any]:
-    from importlib.metadata import version
-
-    return {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "pymilvus": pymilvus.__version__,
-            "milvus_package": version("milvus"), "numpy": np.__version__, "pyarrow": pa.__version__}
-
-
 def print_table(results: list[dict[str, Any]], header: bool = True) -> None:
     """write: bulk files; load: upsert calls or import tasks; count: flush until counted."""
     if header:
@@ -436,6 +162,57 @@ def print_table(results: list[dict[str, Any]], header: bool = True) -> None:
         write = f"{r['write_s']:>8.2f}" if "write_s" in r else f"{'-':>8}"
         print(f"{r['rows']:>8} {r['method']:<24} {write} {load:>8.2f} {r['flush_count_s']:>8.2f} "
               f"{r['total_s']:>8.2f} {r['rows_per_s']:>8}")
+
+
+def measure_on_server(args: argparse.Namespace, work: Path, writer_cls: Any, file_type: Any,
+                      bulk_import: Callable[..., Any]) -> dict[str, Any]:
+    """Start the server under ``work``, measure every size and method, probe the import paths and
+    the REST import; what was found, the server stopped."""
+    clock = Stopwatch()
+    with milvus_server(work / "milvus") as server:
+        start_s = clock.seconds
+        uri = server_uri(server)
+        client = MilvusClient(uri=uri, dedicated=True)
+        connections.connect(alias=ALIAS, uri=uri)
+        server_version = client.get_server_version()
+        print(f"Milvus {server_version} on {uri} (started in {start_s:.1f} s), base {work / 'milvus'}")
+        print_table([])
+        results: list[dict[str, Any]] = []
+        for n in args.rows:
+            results += measure_size(n, uri, client, args, writer_cls, file_type, work)
+        storage = Path(server.config.get("local_storage_dir"))
+        server_cwd = Path(server.config.base_data_dir)
+        config = (server_cwd / "configs" / "milvus.yaml").read_text()
+        storage_type = re.search(r"^\s*storageType:\s*(\S+)", config, re.M)
+        paths = probe_paths(client, storage, server_cwd)
+        rest = probe_rest_import(bulk_import, uri, str(storage / "none.parquet"))
+        client.drop_collection(COLLECTION)
+        client.close()
+        connections.disconnect(ALIAS)
+    return {"start_s": start_s, "server_version": server_version, "results": results,
+            "storage_type": storage_type.group(1) if storage_type else "?", "paths": paths,
+            "rest": rest}
+
+
+def findings(run: dict[str, Any]) -> list[str]:
+    """The notes of the JSON: how this server takes bulk imports, and what was measured how."""
+    return [
+        f"server: PyPI milvus standalone {run['server_version']} (embedded etcd, rocksmq, "
+        f"common.storageType {run['storage_type']}, localStorage.path <base>/data, no MinIO); the "
+        "client and the server share the machine's CPUs",
+        "bulk import that works: pymilvus.bulk_writer.LocalBulkWriter (Parquet/NumPy/JSON) -> "
+        "utility.do_bulk_insert(collection, files=[one file set]) -> poll "
+        "utility.get_bulk_insert_state(task).state_name until 'Completed'; the server opens the "
+        "paths itself, so the files may lie anywhere on its machine, named by absolute path",
+        *(f"import path {label}: {outcome}" for label, outcome in run["paths"].items()),
+        f"REST bulk_import (pymilvus.bulk_writer.bulk_import) on this server: {run['rest']}",
+        "RemoteBulkWriter not measured: it uploads to MinIO/S3, which this server does not use",
+        "end point: flush + get_collection_stats row_count == rows (a 2.3 server loads only an "
+        "indexed collection; the index build costs both paths alike and is left out)",
+        f"upsert batches: {BATCH_BYTES >> 20} MiB by infra/milvus.byte_batches' estimate "
+        "(vector nbytes + len(str(field))); bulk files: a new file per "
+        f"{CHUNK_BYTES >> 20} MiB, one import task per file (set)",
+    ]
 
 
 def main() -> None:
@@ -454,66 +231,26 @@ def main() -> None:
         sys.exit("127.0.0.1:2379/2380 are taken (another Milvus server's embedded etcd?): "
                  "this server's etcd cannot start")
 
-    from milvus import default_server as server
-
     work = Path(tempfile.mkdtemp(prefix="vecpress-bulk-load-"))
-    results: list[dict[str, Any]] = []
-    notes = [import_note]
 
     def stop_on_signal(signum: int, _: Any) -> None:
         raise SystemExit(128 + signum)  # unwinds through the finally that stops the server
 
     signal.signal(signal.SIGTERM, stop_on_signal)
     try:
-        server.set_base_dir(str(work / "milvus"))
-        start = time.perf_counter()
-        server.start()
-        start_s = time.perf_counter() - start
-        uri = f"http://127.0.0.1:{server.listen_port}"
-        client = MilvusClient(uri=uri, dedicated=True)
-        connections.connect(alias=ALIAS, uri=uri)
-        server_version = client.get_server_version()
-        print(f"Milvus {server_version} on {uri} (started in {start_s:.1f} s), base {work / 'milvus'}")
-        print_table([])
-        for n in args.rows:
-            results += measure_size(n, uri, client, args, writer_cls, file_type, work)
-        storage = Path(server.config.get("local_storage_dir"))
-        server_cwd = Path(server.config.base_data_dir)
-        config = (server_cwd / "configs" / "milvus.yaml").read_text()
-        storage_type = re.search(r"^\s*storageType:\s*(\S+)", config, re.M)
-        paths = probe_paths(client, storage, server_cwd)
-        rest = probe_rest_import(bulk_import, uri, str(storage / "none.parquet"))
-        client.drop_collection(COLLECTION)
-        client.close()
-        connections.disconnect(ALIAS)
+        run = measure_on_server(args, work, writer_cls, file_type, bulk_import)
     finally:
-        server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    kind = storage_type.group(1) if storage_type else "?"
-    notes += [
-        f"server: PyPI milvus standalone {server_version} (embedded etcd, rocksmq, "
-        f"common.storageType {kind}, localStorage.path <base>/data, no MinIO); the client and the "
-        "server share the machine's CPUs",
-        "bulk import that works: pymilvus.bulk_writer.LocalBulkWriter (Parquet/NumPy/JSON) -> "
-        "utility.do_bulk_insert(collection, files=[one file set]) -> poll "
-        "utility.get_bulk_insert_state(task).state_name until 'Completed'; the server opens the "
-        "paths itself, so the files may lie anywhere on its machine, named by absolute path",
-        *(f"import path {label}: {outcome}" for label, outcome in paths.items()),
-        f"REST bulk_import (pymilvus.bulk_writer.bulk_import) on this server: {rest}",
-        "RemoteBulkWriter not measured: it uploads to MinIO/S3, which this server does not use",
-        "end point: flush + get_collection_stats row_count == rows (a 2.3 server loads only an "
-        "indexed collection; the index build costs both paths alike and is left out)",
-        f"upsert batches: {BATCH_BYTES >> 20} MiB by infra/milvus.byte_batches' estimate "
-        "(vector nbytes + len(str(field))); bulk files: a new file per "
-        f"{CHUNK_BYTES >> 20} MiB, one import task per file (set)",
-    ]
+    results = run["results"]
+    notes = [import_note, *findings(run)]
     summary = crossover([r for r in results if "error" not in r])
-    report = {"benchmark": "bulk_load_server", "machine": machine(), "server_version": server_version,
-              "server_start_s": round(start_s, 1), "dim": DIM, "rows": args.rows,
+    report = {"benchmark": "bulk_load_server",
+              "machine": machine("pymilvus", "numpy", "pyarrow", cpus_key="cpu_count") |
+              {"milvus_package": versions("milvus")["milvus"]}, "server_version": run["server_version"],
+              "server_start_s": round(run["start_s"], 1), "dim": DIM, "rows": args.rows,
               "threads": args.threads, "results": results, "summary": summary,
-              "import_paths": paths, "rest_bulk_import": rest, "notes": notes}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+              "import_paths": run["paths"], "rest_bulk_import": run["rest"], "notes": notes}
+    write_results(args.out, report, quiet=True)
     print()
     print_table(results)
     print(json.dumps(summary, indent=2, default=str))

@@ -15,19 +15,18 @@ import platform
 import tempfile
 from pathlib import Path
 
+import corpora
 import numpy as np
-from embed import write_result
+from harness import RESULTS, device_label, write_results
 
 
 def real_vectors(count: int, device: str) -> np.ndarray:
-    from embed import build_passages
-
     from vecpress.infra.settings import ModelSettings
     from vecpress.tasks.embed.embedder import OnnxEmbedder
     from vecpress.tasks.embed.export import export_model
     from vecpress.tasks.embed.model_files import read_model_spec, resolve_model_dir
 
-    passages = list(dict.fromkeys(build_passages(min(count, 20_000))))
+    passages = list(dict.fromkeys(corpora.chunked_docstrings(min(count, 20_000))))
     variant = "fp16" if device == "cuda" else "int8"
     artifact = export_model(read_model_spec(resolve_model_dir(None)), variant,
                             Path(tempfile.mkdtemp(prefix="codec-bench-")), lambda: passages[:64])
@@ -76,7 +75,7 @@ def main() -> None:
               "cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
               "faiss": faiss.__version__, "vectors": args.vectors, "pca_dim": args.pca_dim,
               "pq_m": args.pq_m, "backends": rows}
-    write_result("codec_train", report, device)
+    write_results(RESULTS / f"codec_train_{device_label(device)}.json", report)
 
 
 if __name__ == "__main__":

@@ -24,75 +24,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import sys
-import time
 from pathlib import Path
 
-import faiss
 import numpy as np
-
-BENCH_DIR = Path("data/bench")
-RESULTS = Path(__file__).parent / "results"
-CHECKPOINT = 5000
-
-
-def embedded_corpus(total: int, variant: str, threads: int, corpus: str = "docstrings"
-                    ) -> tuple[list[str], list[str], np.ndarray, dict]:
-    """(ids, texts, float32 embeddings, engine facts) of the first ``total`` texts of ``corpus``
-    (benchmarks/corpora.py), cached."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    import corpora
-
-    from vecpress.infra.settings import ModelSettings
-    from vecpress.tasks.embed.embedder import OnnxEmbedder
-    from vecpress.tasks.embed.export import export_for_settings
-
-    BENCH_DIR.mkdir(parents=True, exist_ok=True)
-    items = corpora.load(corpus, total)
-    if len(items) < total:
-        raise SystemExit(f"only {len(items)} texts in corpus {corpus}; ask for fewer passages")
-    ids, texts = [i for i, _ in items], [t for _, t in items]
-    stem = BENCH_DIR / f"{corpus}-{variant}-{total}"
-    facts_path = stem.with_suffix(".json")
-    artifact = export_for_settings(ModelSettings(variant=variant), Path("data/models"))
-    facts = {"model": Path(artifact.model_dir).name, "variant": artifact.variant,
-             "onnx": Path(artifact.onnx_path).parent.name, "passages": total, "corpus": corpus}
-    vec_path = stem.with_suffix(".npy")
-    if vec_path.exists() and facts_path.exists():
-        return ids, texts, np.load(vec_path), json.loads(facts_path.read_text())
-    embedder = OnnxEmbedder(artifact, threads=threads)
-    parts = []
-    started = time.perf_counter()
-    for start in range(0, total, CHECKPOINT):
-        part = BENCH_DIR / f"{stem.name}.part{start // CHECKPOINT:03d}.npy"
-        if not part.exists():
-            np.save(part, embedder.encode(texts[start : start + CHECKPOINT]))
-            print(f"embedded {min(start + CHECKPOINT, total):,}/{total:,} "
-                  f"({time.perf_counter() - started:.0f} s)", flush=True)
-        parts.append(np.load(part))
-    vectors = np.concatenate(parts)
-    np.save(vec_path, vectors)
-    facts |= {"embed_seconds_this_process": time.perf_counter() - started,
-              "truncated_to_window": embedder.truncated}
-    facts_path.write_text(json.dumps(facts, indent=2))
-    for start in range(0, total, CHECKPOINT):
-        (BENCH_DIR / f"{stem.name}.part{start // CHECKPOINT:03d}.npy").unlink(missing_ok=True)
-    return ids, texts, vectors, facts
-
-
-def split(n_total: int, n_queries: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
-    order = np.random.default_rng(seed).permutation(n_total)
-    return np.sort(order[n_queries:]), np.sort(order[:n_queries])
-
-
-def dir_bytes(path: Path, part: str | None = None) -> int:
-    """Bytes of the files under ``path`` (only those whose path contains ``part``)."""
-    if path.is_file():
-        return path.stat().st_size
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and
-               (part is None or part in f.as_posix()))
+from embedded import K, embedded_corpus, exact_top_k, split, training_sample
+from harness import (
+    BENCH_DIR,
+    RESULTS,
+    Stopwatch,
+    dir_bytes,
+    machine,
+    milvus_server,
+    server_uri,
+    timed,
+    write_results,
+)
 
 
 def milvus_run(name: str, uri: str, codec, corpus: np.ndarray, pks: np.ndarray, queries: np.ndarray,
@@ -107,16 +54,16 @@ def milvus_run(name: str, uri: str, codec, corpus: np.ndarray, pks: np.ndarray, 
     store.drop(name)
     store.ensure_collection(name, codec.dim, codec.codec_id)
     projected = codec.project(corpus)
-    started = time.perf_counter()
+    clock = Stopwatch()
     # Passage text is not part of the vector cost: short placeholder fields keep it out.
     store.upsert(name, [{"pk": int(pk), "doc_id": "", "chunk": 0, "text": "", "source": "",
                          "codec_id": "", "vector": v} for pk, v in zip(pks, projected, strict=True)])
-    insert_s = time.perf_counter() - started
+    insert_s = clock.seconds
     if not settings.milvus.is_lite:
         store.client.flush(name)
-    started = time.perf_counter()
+    clock = Stopwatch()
     plan, index, _ = index_collection(store, name, codec, None)
-    index_s = time.perf_counter() - started
+    index_s = clock.seconds
     searcher = Searcher(store, name, codec, None, rescore, (plan.nprobe, plan.rescore_factor))
     out: dict = {"collection": name, "uri": uri, "index": index, "insert_seconds": insert_s,
                  "index_build_seconds": index_s, "rescore_factor": plan.rescore_factor,
@@ -127,11 +74,8 @@ def milvus_run(name: str, uri: str, codec, corpus: np.ndarray, pks: np.ndarray, 
             found += searcher.search_embeddings(queries[start:start + 50], K, rescore=rescored)
         out[f"recall@10 {'rescored' if rescored else 'ANN only'}"] = recall_at_k(
             truth, [[h.pk for h in row] for row in found], K)
-        times = []
-        for q in queries[:latency_queries]:
-            t = time.perf_counter()
-            searcher.search_embeddings(q[None, :], K, rescore=rescored)
-            times.append(time.perf_counter() - t)
+        times = [timed(lambda q=q, r=rescored: searcher.search_embeddings(q[None, :], K, rescore=r))
+                 for q in queries[:latency_queries]]
         key = "rescored" if rescored else "ANN only"
         out[f"latency_ms {key}"] = {"p50": 1e3 * float(np.percentile(times, 50)),
                                     "p95": 1e3 * float(np.percentile(times, 95))}
@@ -144,8 +88,6 @@ def milvus_run(name: str, uri: str, codec, corpus: np.ndarray, pks: np.ndarray, 
     store.close()
     return out
 
-
-K = 10
 
 
 def cached_autotune(settings, sample: np.ndarray, milvus, key: str):
@@ -204,15 +146,12 @@ def main() -> None:
     base_rows, query_rows = split(len(vectors), args.queries)
     corpus, queries = vectors[base_rows], vectors[query_rows]
     pks = np.arange(len(corpus), dtype=np.int64) * 7919 + 11  # any distinct int64 keys
-    exact = faiss.IndexFlatIP(corpus.shape[1])
-    exact.add(corpus)
-    truth = pks[exact.search(queries, K)[1]]
+    truth = exact_top_k(corpus, queries, pks)
     work = BENCH_DIR / "compression"
     for label in ("lite", "server") if args.only is None else (args.only,):
         for name in (label, "lite.db" if label == "lite" else "milvus-server"):
             shutil.rmtree(work / name, ignore_errors=True)
-    sample = corpus[np.random.default_rng(1).choice(len(corpus), min(20_000, len(corpus)),
-                                                    replace=False)]
+    sample = training_sample(corpus)
     result: dict = {"corpus": facts | {"corpus_vectors": len(corpus), "queries": len(queries),
                                        "truth": f"exact inner product top-{K} over the "
                                                 f"{facts['variant']} ONNX embeddings"},
@@ -262,39 +201,22 @@ def main() -> None:
         result["configs"][label + args.label_suffix] = entry
         print(json.dumps(entry["milvus"], indent=1, default=str), flush=True)
     result["fp32_bytes_per_vector"] = 4 * corpus.shape[1]
-    result["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(),
-                         "faiss": faiss.__version__}
+    result["machine"] = machine("faiss")
     name = f"compression_{facts['variant']}_{len(corpus)}" if args.corpus == "docstrings" and \
         not args.defaults else f"compression_defaults_{args.corpus}_{facts['variant']}_{len(corpus)}"
-    write_results(RESULTS / f"{name}.json", result, "configs", merge=bool(args.only))
-
-
-def write_results(path: Path, result: dict, key: str, merge: bool) -> None:
-    """Write ``result`` as JSON; ``merge`` keeps the entries under ``key`` of an earlier file
-    that this run did not measure (runs limited to one backend or configuration)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if merge and path.exists():
-        result[key] = json.loads(path.read_text())[key] | result[key]
-    path.write_text(json.dumps(result, indent=2, default=str))
-    print(f"wrote {path}")
+    write_results(RESULTS / f"{name}.json", result, merge="configs" if args.only else None)
 
 
 def server_run(work: Path, codec, corpus, pks, queries, truth, rescore, milvus, latency_queries):
     """The same on a real Milvus 2.3.5 standalone server; sizes come from its files on disk."""
-    from milvus import default_server
-
     from vecpress.infra.settings import Settings
 
     base = work / "milvus-server"
-    default_server.set_base_dir(str(base))
-    default_server.start()
-    try:
-        uri = f"http://127.0.0.1:{default_server.listen_port}"
+    with milvus_server(base) as server:
+        uri = server_uri(server)
         settings = Settings(milvus=milvus.model_copy(update={"uri": uri}))
         out = milvus_run("bench_server", uri, codec, corpus, pks, queries, truth, rescore,
                          settings, latency_queries)
-    finally:
-        default_server.stop()
     # Only the loaded segments count: compaction leaves the old segments' files until GC runs.
     # Paths: index_files/<build>/<version>/<partition>/<segment>/IVF_PQ and
     # insert_log/<collection>/<partition>/<segment>/<field id>/<log id>.

@@ -23,66 +23,39 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
-import time
-from collections import defaultdict
 from pathlib import Path
 
+import corpora
 import numpy as np
-
-RESULTS = Path(__file__).parent / "results"
-MODEL_CACHE = Path("data/models")  # exports are reused between runs (keyed by model and recipe)
-
-
-def build_passages(count: int, max_tokens: int = 192) -> list[str]:
-    from vecpress.infra.settings import ChunkSettings
-    from vecpress.tasks.embed.model_files import load_tokenizer, resolve_model_dir
-    from vecpress.tasks.inputs.chunking import Chunker
-    from vecpress.tasks.inputs.corpus import stdlib_docstring_paragraphs
-
-    modules: dict[str, list[str]] = defaultdict(list)
-    for doc_id, text in stdlib_docstring_paragraphs():
-        modules[doc_id.split(":")[0]].append(text)
-    chunker = Chunker(load_tokenizer(resolve_model_dir(None)), ChunkSettings(max_tokens=max_tokens))
-    passages = [p.text for paras in modules.values() for p in chunker.passages("\n\n".join(paras))]
-    rng = np.random.default_rng(0)
-    # GPU runs want more passages than the corpus holds: repeat some then (throughput only).
-    return [passages[i] for i in rng.choice(len(passages), size=count,
-                                            replace=count > len(passages))]
-
-
-def corpus_passages(name: str, count: int, max_words: int = 120) -> list[str]:
-    """``count`` texts of a benchmark corpus (benchmarks/corpora.py), cut to ``max_words`` words,
-    in a seeded random order (repeated when the corpus is smaller)."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    import corpora
-
-    texts = [" ".join(t.split()[:max_words]) for _, t in corpora.load(name)]
-    rng = np.random.default_rng(0)
-    return [texts[i] for i in rng.choice(len(texts), size=count, replace=count > len(texts))]
+from harness import (
+    MODEL_CACHE,
+    RESULTS,
+    Stopwatch,
+    cpu_seconds,
+    device_label,
+    own_peak_rss_mb,
+    timed,
+    write_results,
+)
 
 
 def whole_command(variant: str, texts: list[str], work: Path, repeats: int = 1) -> dict:
     """Wall seconds of the user's command, `vecpress embed FILE --variant V`, start-up included
     (model cache warm: one untimed run first), and its vectors."""
     exe = str(Path(sys.executable).with_name("vecpress"))
-    source = work / "texts.jsonl"
-    source.write_text("".join(json.dumps({"id": str(i), "text": t}) + "\n"
-                              for i, t in enumerate(texts)))
+    source = corpora.write_jsonl(work / "texts.jsonl",
+                                 ({"id": str(i), "text": t} for i, t in enumerate(texts)))
     out = work / f"cli-{variant}.npy"
     cmd = [exe, "embed", str(source), "--variant", variant, "--out", str(out),
            "--storage-root", str(work / "cli")]
     # the artifacts export_for made: the command finds them in its cache, as a user's second run
-    env = os.environ | {"VECPRESS_MODEL__CACHE_DIR": str(MODEL_CACHE.resolve())}
+    env = os.environ | {"VECPRESS_MODEL__CACHE_DIR": str(MODEL_CACHE)}
     subprocess.run(cmd, check=True, capture_output=True, env=env)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True, env=env)
-        times.append(time.perf_counter() - started)
+    times = [timed(lambda: subprocess.run(cmd, check=True, capture_output=True, env=env))
+             for _ in range(repeats)]
     return {"seconds": min(times), "vectors": np.load(out)}
 
 
@@ -102,7 +75,7 @@ def run_engine(engine: str, texts_file: str, out_file: str, threads: int, artifa
             model.half()
         batch = 32 if device == "cpu" else 512  # 512 × ~128 tokens: the ONNX budget on CUDA
         model.encode(texts[:batch])  # warm-up
-        started, cpu_started = time.perf_counter(), _cpu_seconds()
+        clock, cpu_started = Stopwatch(), cpu_seconds()
         vectors = model.encode(texts, batch_size=batch, normalize_embeddings=True)
         if device == "cuda":
             torch.cuda.synchronize()
@@ -119,16 +92,15 @@ def run_engine(engine: str, texts_file: str, out_file: str, threads: int, artifa
         embedder.encode(texts[:256])  # warm-up
         if engine.endswith("-ids"):  # the pipeline's way: ids from the chunker, read from a shard
             ids = _chunker_ids(embedder.artifact.model_dir, texts)
-            started, cpu_started = time.perf_counter(), _cpu_seconds()
+            clock, cpu_started = Stopwatch(), cpu_seconds()
             vectors = embedder.encode_tokens(embedder.special_tokens.wrap(
                 ids, embedder.artifact.max_seq_length))
         else:
-            started, cpu_started = time.perf_counter(), _cpu_seconds()
+            clock, cpu_started = Stopwatch(), cpu_seconds()
             vectors = embedder.encode(texts)
-    seconds, cpu_seconds = time.perf_counter() - started, _cpu_seconds() - cpu_started
+    seconds, cpu_used = clock.seconds, cpu_seconds() - cpu_started
     np.save(out_file, np.asarray(vectors, dtype=np.float32))
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mb": peak_mb}))
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_used, "peak_rss_mb": own_peak_rss_mb()}))
 
 
 def _chunker_ids(model_dir: str, texts: list[str]):
@@ -141,12 +113,6 @@ def _chunker_ids(model_dir: str, texts: list[str]):
     tok = bare_tokenizer(load_tokenizer(Path(model_dir)))
     return pa.array([e.ids for e in tok.encode_batch(texts, add_special_tokens=False)],
                     pa.list_(pa.int32()))
-
-
-def _cpu_seconds() -> float:
-    """User + system CPU time of this process (all threads): robust to other load on the machine."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def export_for(engine: str, cache: Path, probe: list[str]) -> str:
@@ -202,8 +168,8 @@ def main() -> None:
     from vecpress.tasks.embed.export import FIDELITY_FLOORS
     from vecpress.tasks.recall import neighbour_recall
 
-    texts = build_passages(args.passages, 192 if device == "cpu" else 126) \
-        if args.corpus == "docstrings-chunked" else corpus_passages(args.corpus, args.passages)
+    texts = corpora.chunked_docstrings(args.passages, 192 if device == "cpu" else 126) \
+        if args.corpus == "docstrings-chunked" else corpora.cut_passages(args.corpus, args.passages)
     work = Path(tempfile.mkdtemp(prefix="embed-bench-"))
     (work / "texts.json").write_text(json.dumps(texts))
     results: dict[str, dict] = {}
@@ -292,20 +258,7 @@ def main() -> None:
               "cpu_ratio_to_baseline compares CPU seconds used, which other load on a shared "
               "machine distorts less than wall time." if
               device == "cpu" else "GPU run: absolute passages/s are meaningful for this GPU."}
-    write_result("embed" + args.label, report, device)
-
-
-def write_result(prefix: str, report: dict, device: str) -> Path:
-    """benchmarks/results/<prefix>_<cpu_Ncore | cuda_<gpu name>>.json: one file per machine kind."""
-    import torch
-
-    RESULTS.mkdir(exist_ok=True)
-    name = f"cpu_{os.cpu_count()}core" if device == "cpu" else \
-        "cuda_" + torch.cuda.get_device_name(0).lower().replace(" ", "_")
-    path = RESULTS / f"{prefix}_{name}.json"
-    path.write_text(json.dumps(report, indent=2))
-    print(f"wrote {path}")
-    return path
+    write_results(RESULTS / f"embed{args.label}_{device_label(device)}.json", report)
 
 
 if __name__ == "__main__":

@@ -18,17 +18,12 @@ import argparse
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
+import corpora
 import numpy as np
-from embed import _chunker_ids, build_passages, write_result
-
-
-def timed(fn) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
+from embed import _chunker_ids
+from harness import RESULTS, device_label, timed, write_results
 
 
 def main() -> None:
@@ -47,7 +42,7 @@ def main() -> None:
     from vecpress.tasks.embed.model_files import read_model_spec, resolve_model_dir
     from vecpress.tasks.embed.tokenising import TokeniserPool
 
-    texts = build_passages(args.passages, 126)
+    texts = corpora.chunked_docstrings(args.passages, 126)
     artifact = export_model(read_model_spec(resolve_model_dir(None)), "fp16",
                             Path(tempfile.mkdtemp(prefix="breakdown-")), lambda: texts[:64])
     embedder = OnnxEmbedder(artifact, ModelSettings(max_batch_tokens=65536))
@@ -67,7 +62,7 @@ def main() -> None:
         pool.close()
     if args.tokenise_only:
         print(json.dumps(report, indent=2))
-        write_result("embed_breakdown_tokenise", report, embedder.device)
+        write_results(RESULTS / f"embed_breakdown_tokenise_{device_label(embedder.device)}.json", report)
         return
     report["inference_only"] = {}
     for rows, seq in ((256, 128), (512, 128), (1024, 128)):
@@ -102,7 +97,7 @@ def main() -> None:
                 lambda r=run: r.encode(texts))
             run.close()
     print(json.dumps(report, indent=2))
-    write_result("embed_breakdown", report, embedder.device)
+    write_results(RESULTS / f"embed_breakdown_{device_label(embedder.device)}.json", report)
 
 
 if __name__ == "__main__":

@@ -18,16 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
-from pathlib import Path
 
 import faiss
 import numpy as np
+from embedded import K
+from harness import BENCH_DIR, RESULTS, machine, write_results
 
-BENCH_DIR = Path("data/bench")
-RESULTS = Path(__file__).parent / "results"
-K = 10
 SHARES = (0.05, 0.1, 0.25, 0.5, 1.0)
 
 
@@ -103,16 +99,12 @@ def main() -> None:
                                                         "docstrings-int8-50500"])
     parser.add_argument("--queries", type=int, default=500)
     args = parser.parse_args()
-    result: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                "faiss": faiss.__version__},
+    result: dict = {"machine": machine("faiss"),
                     "truth": f"exact inner-product top-{K} over the embeddings", "corpora": {}}
     for name in args.inputs:
         print(f"== {name}", flush=True)
         result["corpora"][name] = measure(np.load(BENCH_DIR / f"{name}.npy"), args.queries)
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "index_plan.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {path}")
+    write_results(RESULTS / "index_plan.json", result)
 
 
 if __name__ == "__main__":

@@ -24,52 +24,30 @@ as on a GPU box, so what the other stages cost shows. Results: benchmarks/result
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
-import platform
-import signal
+import shutil
 import subprocess
-import sys
-import time
+from contextlib import ExitStack
 from pathlib import Path
 
-import psutil
+import corpora
+import harness
+from ingest_runs import TreeMemory, stage_rates, start_ingest, summary_of, watch
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-WORK = ROOT / "data" / "bench" / "pipeline"
-PER_FILE = 500
+WORK = harness.BENCH_DIR / "pipeline"
 
 
 def corpus(passages: int) -> Path:
     """JSONL files of the first ``passages`` docstring paragraphs (one passage each, mostly)."""
-    from vecpress.tasks.inputs.corpus import docstring_paragraphs
-
     folder = WORK / f"corpus-{passages}"
     if (folder / "done").exists():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    items = list(itertools.islice(docstring_paragraphs(), passages))
-    for start in range(0, len(items), PER_FILE):
-        with (folder / f"part{start // PER_FILE:05d}.jsonl").open("w") as fh:
-            for doc_id, text in items[start:start + PER_FILE]:
-                fh.write(json.dumps({"id": doc_id, "text": text}) + "\n")
-    (folder / "done").write_text(str(len(items)))
+    written = corpora.write_parts(folder, ({"id": doc_id, "text": text}
+                                           for doc_id, text in corpora.docstrings(passages)))
+    (folder / "done").write_text(str(written))
     return folder
-
-
-def model_env(model: str, variant: str) -> dict[str, str]:
-    env = {"VECPRESS_MODEL__VARIANT": variant, "VECPRESS_MODEL__CACHE_DIR": str(WORK / "models"),
-           "HF_HUB_OFFLINE": "1", "VECPRESS_GC_GRACE_S": "0",
-           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "240"}
-    if model == "tiny":
-        sys.path.insert(0, str(ROOT / "tests"))
-        from helpers import build_tiny_bert
-
-        env |= {"VECPRESS_MODEL__PATH": build_tiny_bert(WORK / "tiny"),
-                "VECPRESS_CODEC__PCA_DIM": "32", "VECPRESS_CODEC__PQ_M": "8"}
-    return env
 
 
 MILVUS: dict[str, str] = {}  # "uri" of a Milvus server when --milvus server
@@ -80,57 +58,35 @@ def run(folder: Path, collection: str, env: dict[str, str], site: str | None = N
     """One `vecpress ingest` command: wall time, summary, peak RSS per process kind."""
     data = WORK / "runs"
     uri = MILVUS.get("uri") or str(data / f"{collection}.db")
-    cmd = [sys.executable, "-m", "vecpress", "ingest", str(folder), "--collection", collection,
-           "--storage-root", str(data), "--milvus-uri", uri, "--json"]
-    full_env = os.environ | env | ({"PYTHONPATH": site} if site else {})
-    full_env.pop("PREFECT_API_URL", None)
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, cwd=WORK)
-    peak = {"flow": 0, "worker": 0, "prefect_api": 0}
-    parent = psutil.Process(proc.pid)
-    while proc.poll() is None:
-        if kill_after_s is not None and time.perf_counter() - started >= kill_after_s:
-            os.killpg(os.getpgid(proc.pid), signal.SIGKILL)
-            proc.wait()
-            return {"killed_after_s": time.perf_counter() - started, "peak_rss_mb": peak}
-        try:
-            peak["flow"] = max(peak["flow"], parent.memory_info().rss >> 20)
-            for child in parent.children(recursive=True):
-                kind = "prefect_api" if "uvicorn" in " ".join(child.cmdline()) or \
-                    "prefect" in " ".join(child.cmdline()[:4]) else "worker"
-                peak[kind] = max(peak[kind], child.memory_info().rss >> 20)
-        except psutil.Error:
-            pass
-        time.sleep(0.25)
+    clock = harness.Stopwatch()
+    proc = start_ingest(folder, collection, env, str(data), uri, WORK, subprocess.PIPE, subprocess.PIPE,
+                        site)
+    memory = TreeMemory()
+    killed = watch(proc, memory, clock, kill_after_s)
+    by_kind = memory.by_kind_mb()
+    peak = {"flow": max(by_kind.get("flow", [0])),
+            "worker": max([0, *(mb for kind, peaks in by_kind.items()
+                                if kind not in ("flow", "prefect_api") for mb in peaks)]),
+            "prefect_api": max(by_kind.get("prefect_api", [0]))}
+    if killed:
+        return {"killed_after_s": clock.seconds, "peak_rss_mb": peak}
     out, err = proc.communicate()
-    wall = time.perf_counter() - started
+    wall = clock.seconds
     if proc.returncode != 0:
         raise SystemExit(f"ingest failed ({proc.returncode}):\n{err[-4000:]}")
-    summary = json.loads(out[out.index("{\n"):])
-    return {"wall_s": wall, "summary": summary, "peak_rss_mb": peak}
-
-
-def stage_rates(summary: dict) -> dict[str, float]:
-    """Passages (or items) per busy second of each stage: per core, workers have one thread."""
-    return {s["stage"]: round(s["items"] / s["seconds"], 1) if s["seconds"] else None
-            for s in summary["stages"]}
+    return {"wall_s": wall, "summary": summary_of(out), "peak_rss_mb": peak}
 
 
 def embed_only(texts: list[str], env: dict[str, str], threads: int) -> float:
     """Passages/s of embedding ``texts`` in one process with ``threads`` intra-op threads."""
     from vecpress.infra.settings import ModelSettings
     from vecpress.tasks.embed.embedder import OnnxEmbedder
-    from vecpress.tasks.embed.export import export_for_settings
 
     model = ModelSettings(variant=env["VECPRESS_MODEL__VARIANT"],
                           path=env.get("VECPRESS_MODEL__PATH"))
-    artifact = export_for_settings(model, Path(env["VECPRESS_MODEL__CACHE_DIR"]))
-    embedder = OnnxEmbedder(artifact, model, threads=threads)
+    embedder = OnnxEmbedder(harness.export_env_model(env), model, threads=threads)
     embedder.encode(texts[:256])  # warm
-    started = time.perf_counter()
-    embedder.encode(texts)
-    return len(texts) / (time.perf_counter() - started)
+    return len(texts) / harness.timed(lambda: embedder.encode(texts))
 
 
 def passage_texts(collection: str) -> list[str]:
@@ -142,8 +98,6 @@ def passage_texts(collection: str) -> list[str]:
 
 
 def fresh(collection: str) -> None:
-    import shutil
-
     shutil.rmtree(WORK / "runs" / "collections" / collection, ignore_errors=True)
     for suffix in (".db", ".db.lock"):
         path = WORK / "runs" / f"{collection}{suffix}"
@@ -153,17 +107,8 @@ def fresh(collection: str) -> None:
             path.unlink(missing_ok=True)
 
 
-def machine() -> dict:
-    import onnxruntime
-
-    return {"cpus": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "onnxruntime": onnxruntime.__version__,
-            "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                  text=True, cwd=ROOT).stdout.strip()}
-
-
 def ratio(args: argparse.Namespace) -> dict:
-    env = model_env(args.model, args.variant)
+    env = harness.model_env(args.model, args.variant)
     folder = corpus(args.passages[0])
     name = f"ratio_{args.model}"
     fresh(name)
@@ -182,7 +127,7 @@ def ratio(args: argparse.Namespace) -> dict:
 
 
 def stages(args: argparse.Namespace) -> dict:
-    env = model_env(args.model, args.variant)
+    env = harness.model_env(args.model, args.variant)
     out: dict = {}
     for passages in args.passages:
         folder = corpus(passages)
@@ -207,7 +152,7 @@ def stages(args: argparse.Namespace) -> dict:
 def crash(args: argparse.Namespace) -> dict:
     from vecpress.tasks.collection.catalog import Catalog
 
-    env = model_env(args.model, args.variant)
+    env = harness.model_env(args.model, args.variant)
     folder = corpus(args.passages[0])
     fresh("crash_reference")
     reference = run(folder, "crash_reference", env)
@@ -247,26 +192,17 @@ def main() -> None:
                         help="server: a Milvus 2.3.5 standalone (pip milvus) started here; with "
                         "Milvus Lite the flow process also hosts the database")
     args = parser.parse_args()
-    server = None
-    if args.milvus == "server":
-        import shutil
-
-        from milvus import default_server as server
-
-        shutil.rmtree(WORK / "milvus-server", ignore_errors=True)  # every run starts empty
-        server.set_base_dir(str(WORK / "milvus-server"))
-        server.start()
-        MILVUS["uri"] = f"http://127.0.0.1:{server.listen_port}"
-    try:
+    with ExitStack() as stack:
+        if args.milvus == "server":
+            shutil.rmtree(WORK / "milvus-server", ignore_errors=True)  # every run starts empty
+            server = stack.enter_context(harness.milvus_server(WORK / "milvus-server"))
+            MILVUS["uri"] = harness.server_uri(server)
         result = {"mode": args.mode, "model": args.model, "variant": args.variant,
-                  "milvus": args.milvus, "machine": machine()} | globals()[args.mode](args)
-    finally:
-        if server is not None:
-            server.stop()
-    RESULTS.mkdir(parents=True, exist_ok=True)
+                  "milvus": args.milvus, "machine": harness.machine("onnxruntime", git=True)} | \
+            globals()[args.mode](args)
     sizes = "_".join(str(p) for p in args.passages)
-    path = RESULTS / f"pipeline_{args.mode}_{args.model}_{args.variant}_{args.milvus}_{sizes}.json"
-    path.write_text(json.dumps(result, indent=2, default=str))
+    name = f"pipeline_{args.mode}_{args.model}_{args.variant}_{args.milvus}_{sizes}.json"
+    path = harness.write_results(harness.RESULTS / name, result, quiet=True)
     table(result)
     print(f"wrote {path}")
 

@@ -12,15 +12,12 @@ model. So the model is ``--model tiny`` of pipeline.py (a random 1-layer, 64-d B
 tokenizer): embedding is nearly free and every other stage shows at full size.
 
 Real passages: the standard library's and site-packages' docstrings give ~200k, so the corpus adds
-other real text installed on the machine, in this order until the pool is full: installed
-packages' descriptions and summaries, BSD fortunes (``benchmarks/corpora.py``), Python source
-comments, C/C++ header comments, package documentation files, /usr/share/doc, the common licenses,
-English man pages, info manuals, then translated man pages. Paragraphs of 8-200 words, mostly
-letters, whitespace normalised; exact duplicate texts are dropped (first copy wins); ids are unique.
-The pool (the first ``max(--passages)`` of that stream) is shuffled once with a fixed seed and each
-size takes a prefix, so every size of one invocation has the same mix of kinds. The JSON says how
-many passages and distinct source files (or packages) each kind gave. Cached under
-data/bench/scale/ (git-ignored); delete it to rebuild.
+other real text installed on the machine (``scale_corpus.py``: package descriptions, fortunes,
+source comments, documentation files, man pages...): paragraphs of 8-200 words, mostly letters,
+exact duplicates dropped. The pool (the first ``max(--passages)`` of that stream) is shuffled once
+with a fixed seed and each size takes a prefix, so every size of one invocation has the same mix of
+kinds. The JSON says how many passages and distinct source files (or packages) each kind gave.
+Cached under data/bench/scale/ (git-ignored); delete it to rebuild.
 
     .venv/bin/python benchmarks/scale.py --passages 100000 300000 1000000 --milvus lite
     .venv/bin/python benchmarks/scale.py --passages 100000 --milvus server [--storage-root DIR]
@@ -35,459 +32,41 @@ every size: benchmarks/results/scale_tiny_<milvus>_<sizes>.json.
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
 import json
-import os
-import random
-import re
 import shutil
-import site
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from importlib import metadata
 from pathlib import Path
 
+import harness
 import psutil
+from ingest_runs import TreeMemory, stage_rates, start_ingest, summary_of, watch
+from scale_corpus import SCALE, corpus
+from scale_disk import fresh_storage, milvus_bytes, read_summary, storage_bytes
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import corpora
-from pipeline import PER_FILE, machine, model_env, stage_rates
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-SCALE = ROOT / "data" / "bench" / "scale"
-MIN_WORDS, MAX_WORDS = 8, 200
-SAMPLE_S = 0.25
 TIMELINE_POINTS = 240
-SEED = 0
-
-Item = tuple[str, str, str]  # (source file or package, id within the kind, text)
-
-# ---------------------------------------------------------------------------------------------
-# The corpus: real text installed on the machine
-
-
-def _prose(text: str) -> bool:
-    """8-200 words, and at least 70% of the non-space characters are letters (no code, tables)."""
-    words = len(text.split())
-    if not MIN_WORDS <= words <= MAX_WORDS:
-        return False
-    chars = [c for c in text if not c.isspace()]
-    return sum(c.isalpha() for c in chars) >= 0.7 * len(chars)
-
-
-def _paragraphs(text: str) -> Iterator[tuple[int, str]]:
-    for n, para in enumerate(re.split(r"\n\s*\n", text)):
-        clean = corpora._clean(para)
-        if _prose(clean):
-            yield n, clean
-
-
-def _read_text(path: Path) -> str | None:
-    """The file's text (gunzipped if .gz), or None if it is binary, not UTF-8 or unreadable."""
-    try:
-        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-        if b"\0" in data[:4096]:
-            return None
-        return data.decode("utf-8")
-    except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile):
-        return None
-
-
-def _python_roots() -> list[tuple[str, Path]]:
-    stdlib = Path(os.path.dirname(os.__file__))
-    return [("", stdlib)] + [("site:", Path(p)) for p in sorted(set(site.getsitepackages()))
-                             if Path(p).is_dir()]
-
-
-def _files(root: Path, patterns: tuple[str, ...]) -> Iterator[Path]:
-    """Files under ``root`` matching any pattern, sorted, once each (symlinks resolved)."""
-    seen: set[Path] = set()
-    for path in sorted({p for pattern in patterns for p in root.rglob(pattern)}):
-        try:
-            real = path.resolve()
-        except OSError:
-            continue
-        if real in seen or not real.is_file():
-            continue
-        seen.add(real)
-        yield path
-
-
-def docstrings() -> Iterator[Item]:
-    from vecpress.tasks.inputs.corpus import docstring_paragraphs
-
-    for doc_id, text in docstring_paragraphs(MIN_WORDS, MAX_WORDS):
-        yield doc_id.removeprefix("site:").rsplit(":", 1)[0], doc_id, text
-
-
-def _metadata_kind(load: Callable[[], list[tuple[str, str]]]) -> Iterator[Item]:
-    for doc_id, text in load():
-        if load is corpora.summaries or _prose(text):  # summaries: one line, 3+ words
-            yield doc_id.split("#")[0], doc_id, text
-
-
-_COMMENT = re.compile(r"^\s*#(?![!])\s?(.*)$")
-
-
-def _other_python_roots() -> list[tuple[str, Path]]:
-    """Python trees beyond this interpreter's: other installed interpreters' standard libraries
-    (pyenv, the system's), the system's dist-packages, the Google Cloud SDK."""
-    mine = {root.resolve() for _, root in _python_roots()}
-    candidates = sorted(Path.home().glob(".pyenv/versions/*/lib/python[23]*")) + \
-        sorted(Path("/usr/lib").glob("python3*")) + [Path("/usr/lib/google-cloud-sdk")]
-    return [(f"py:{root}/", root) for root in candidates
-            if root.is_dir() and root.resolve() not in mine]
-
-
-def other_docstrings() -> Iterator[Item]:
-    """Docstring paragraphs of the other Python trees (vecpress's own docstring reader)."""
-    from vecpress.tasks.inputs.corpus import _tree_paragraphs
-
-    for prefix, root in _other_python_roots():
-        for doc_id, text in _tree_paragraphs(root, prefix, set(), MIN_WORDS, MAX_WORDS):
-            yield doc_id.rsplit(":", 1)[0], doc_id, text
-
-
-def python_comments(roots: Callable[[], list[tuple[str, Path]]] = _python_roots) -> Iterator[Item]:
-    """Blocks of consecutive ``#`` comment lines in the standard library and site-packages."""
-    for prefix, root in roots():
-        for path in _files(root, ("*.py",)):
-            rel = path.relative_to(root).as_posix()
-            if rel.startswith(("site-packages/", "test/", "idlelib/idle_test/")) or "/tests/" in rel:
-                continue
-            text = _read_text(path)
-            if text is None:
-                continue
-            for lineno, clean in _comment_blocks(text, _COMMENT):
-                yield f"{prefix}{rel}", f"{prefix}{rel}:{lineno}", clean
-
-
-_C_BLOCK = re.compile(r"/\*+(.*?)\*+/", re.S)
-_C_LINE = re.compile(r"^\s*//+!?<?\s?(.*)$")
-
-
-def _comment_blocks(text: str, line_comment: re.Pattern) -> Iterator[tuple[int, str]]:
-    """(first line, cleaned prose) of each run of line comments that reads as prose."""
-    block: list[str] = []
-    for lineno, line in enumerate([*text.splitlines(), ""], 1):
-        match = line_comment.match(line)
-        if match and match.group(1).strip():
-            block.append(match.group(1))
-            continue
-        if block:
-            clean = corpora._clean(" ".join(block))
-            if _prose(clean):
-                yield lineno - len(block), clean
-            block = []
-
-
-def c_comments(roots: list[Path] | None = None) -> Iterator[Item]:
-    """``/* */`` paragraphs and ``//`` blocks of the C/C++ headers and sources in site-packages
-    (or under ``roots``)."""
-    for root in roots if roots is not None else [r for _, r in _python_roots()[1:]]:
-        for path in _files(root, ("*.h", "*.hpp", "*.hxx", "*.cuh", "*.c", "*.cc", "*.cpp")):
-            rel = path.relative_to(root).as_posix() if roots is None else str(path)
-            text = _read_text(path)
-            if text is None:
-                continue
-            for k, body in enumerate(_C_BLOCK.findall(text)):
-                lines = "\n".join(re.sub(r"^\s*\*+ ?", "", line) for line in body.splitlines())
-                for n, para in _paragraphs(lines):
-                    yield rel, f"{rel}:b{k}#{n}", para
-            for lineno, clean in _comment_blocks(text, _C_LINE):
-                yield rel, f"{rel}:{lineno}", clean
-
-
-def _text_files(root: Path, patterns: tuple[str, ...], label: str,
-                skip: Callable[[str], bool] = lambda rel: False) -> Iterator[Item]:
-    for path in _files(root, patterns):
-        rel = path.relative_to(root).as_posix()
-        if skip(rel):
-            continue
-        text = _read_text(path)
-        if text is None:
-            continue
-        for n, para in _paragraphs(text.replace("\x1f", "\n\n")):
-            yield f"{label}{rel}", f"{label}{rel}#{n}", para
-
-
-def package_docs() -> Iterator[Item]:
-    """Documentation files shipped inside site-packages (.rst, .md, .txt), not the .dist-info."""
-    for _, root in _python_roots()[1:]:
-        yield from _text_files(root, ("*.rst", "*.md", "*.txt"), "",
-                               lambda rel: ".dist-info/" in rel or ".egg-info/" in rel)
-
-
-def usr_share_doc() -> Iterator[Item]:
-    """Debian package docs: READMEs, NEWS, changelogs (gunzipped), copyright files."""
-    root = Path("/usr/share/doc")
-    if root.is_dir():
-        yield from _text_files(root, ("*.txt", "*.md", "*.rst", "*.gz", "README*", "NEWS*",
-                                      "copyright", "changelog*", "AUTHORS*", "THANKS*", "TODO*"),
-                               "doc:", lambda rel: rel.endswith((".html.gz", ".ps.gz", ".pdf.gz")))
-
-
-def licenses() -> Iterator[Item]:
-    root = Path("/usr/share/common-licenses")
-    if root.is_dir():
-        yield from _text_files(root, ("*",), "license:")
-
-
-def info_manuals() -> Iterator[Item]:
-    root = Path("/usr/share/info")
-    if root.is_dir():
-        yield from _text_files(root, ("*.info*",), "info:")
-
-
-_POD_CODE = re.compile(r"[BCIFLESXZ]<+\s*([^<>]*?)\s*>+")
-
-
-def perl_pod() -> Iterator[Item]:
-    """POD documentation paragraphs of the installed Perl modules (code examples left out)."""
-    roots = [Path("/usr/share/perl"), Path("/usr/share/perl5"),
-             *sorted(Path("/usr/lib").glob("*-linux-gnu*/perl*"))]
-    for root in roots:
-        if not root.is_dir():
-            continue
-        for path in _files(root, ("*.pm", "*.pod", "*.pl")):
-            text = _read_text(path)
-            if text is None:
-                continue
-            in_pod = False
-            for n, para in enumerate(re.split(r"\n\s*\n", text)):
-                if para.startswith("=cut"):
-                    in_pod = False
-                elif para.startswith("="):
-                    in_pod = True
-                elif in_pod and not para[:1].isspace():
-                    clean = corpora._clean(_POD_CODE.sub(r"\1", para))
-                    if _prose(clean):
-                        yield str(path), f"{path}#{n}", clean
-
-
-_ROFF_SKIP = re.compile(r"\\f(?:\[[^\]]*\]|\(..|.)|\\[*n](?:\[[^\]]*\]|\(..|.)|\\s[+-]?\d+|"
-                        r"\\[&|^%:/,!)dcuh0~]")
-_ROFF_GLYPH = re.compile(r"\\\(..|\\\[[^\]]*\]")
-_ROFF_FONT_MACROS = {"B", "I", "BR", "BI", "IB", "IR", "RB", "RI", "SM", "SB"}
-_ROFF_BLOCKS = {"TS": "TE", "nf": "fi", "EX": "EE", "EQ": "EN", "de": ".", "ig": "."}
-
-
-def _roff_text(source: str) -> str:
-    """The running text of a man page's troff source: macros, tables, examples and escapes out."""
-    out: list[str] = []
-    until: str | None = None
-    for line in source.splitlines():
-        if until is not None:
-            if line.startswith(f".{until}") or (until == "." and line.strip() == ".."):
-                until = None
-            continue
-        if line.startswith(('.\\"', "'\\\"", '\\"')):  # comments
-            continue
-        if line.startswith((".", "'")):
-            macro, _, rest = line[1:].strip().partition(" ")
-            if macro in _ROFF_BLOCKS:
-                until = _ROFF_BLOCKS[macro]
-            elif macro in _ROFF_FONT_MACROS and rest:
-                out.append(rest.replace('"', ""))
-            elif macro not in ("br", "in", "ft", "ad", "na", "hy", "nh", "ne", "ti", "ll"):
-                out.append("")  # PP, SH, SS, TP, IP, sp...: a paragraph break
-            continue
-        out.append(line)
-    text = "\n".join(out).replace("\\-", "-").replace("\\e", "\\").replace("\\ ", " ")
-    return _ROFF_GLYPH.sub(" ", _ROFF_SKIP.sub("", text))
-
-
-def _man_pages(english: bool) -> Iterator[Item]:
-    root = Path("/usr/share/man")
-    if not root.is_dir():
-        return
-    sections = sorted(d for d in root.iterdir() if d.is_dir() and d.name.startswith("man") == english)
-    for folder in sections:
-        for path in _files(folder, ("*",)):
-            rel = path.relative_to(root).as_posix()
-            text = _read_text(path)
-            if text is None or text.lstrip().startswith(".so "):
-                continue
-            for n, para in _paragraphs(_roff_text(text)):
-                yield f"man:{rel}", f"man:{rel}#{n}", para
-
-
-KINDS: dict[str, Callable[[], Iterator[Item]]] = {
-    "docstrings": docstrings,
-    "package_descriptions": lambda: _metadata_kind(corpora.descriptions),
-    "package_summaries": lambda: _metadata_kind(corpora.summaries),
-    "fortunes": lambda: _metadata_kind(corpora.fortunes),
-    "python_comments": python_comments,
-    "c_comments": c_comments,
-    "package_docs": package_docs,
-    "usr_share_doc": usr_share_doc,
-    "common_licenses": licenses,
-    "man_pages_en": lambda: _man_pages(True),
-    "info_manuals": info_manuals,
-    "other_python_docstrings": other_docstrings,
-    "other_python_comments": lambda: python_comments(_other_python_roots),
-    "system_c_comments": lambda: c_comments([Path("/usr/include")]),
-    "perl_pod": perl_pod,
-    "man_pages_translated": lambda: _man_pages(False),
-}
-
-
-def build_pool(size: int) -> Path:
-    """The first ``size`` distinct real passages of the KINDS stream, as JSONL (cached)."""
-    path = SCALE / f"pool-{size}.jsonl"
-    meta_path = path.with_suffix(".json")
-    if meta_path.exists():
-        return path
-    SCALE.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    seen_texts: set[bytes] = set()
-    seen_ids: set[str] = set()
-    kinds: dict[str, dict] = {}
-    count = 0
-    with path.with_suffix(".tmp").open("w", encoding="utf-8") as fh:
-        for kind, make in KINDS.items():
-            sources: set[str] = set()
-            taken = duplicates = 0
-            kind_started = time.perf_counter()
-            for source, local_id, text in make():
-                digest = hashlib.blake2b(text.encode(), digest_size=16).digest()
-                if digest in seen_texts:
-                    duplicates += 1
-                    continue
-                seen_texts.add(digest)
-                doc_id = f"{kind}:{local_id}"
-                suffix = 1
-                while doc_id in seen_ids:
-                    doc_id, suffix = f"{kind}:{local_id}~{suffix}", suffix + 1
-                seen_ids.add(doc_id)
-                sources.add(source)
-                fh.write(json.dumps({"id": doc_id, "text": text, "kind": kind, "source": source}) + "\n")
-                taken += 1
-                count += 1
-                if count >= size:
-                    break
-            kinds[kind] = {"passages": taken, "distinct_sources": len(sources),
-                           "exact_duplicates_dropped": duplicates,
-                           "seconds": round(time.perf_counter() - kind_started, 1)}
-            print(f"corpus: {kind}: {taken:,} passages from {len(sources):,} sources "
-                  f"({count:,}/{size:,})", flush=True)
-            if count >= size:
-                break
-    if count < size:
-        raise SystemExit(f"only {count:,} distinct real passages on this machine; ask for fewer "
-                         f"(kinds: {json.dumps(kinds)})")
-    path.with_suffix(".tmp").rename(path)
-    meta = {"pool": size, "kinds": kinds, "seconds": round(time.perf_counter() - started, 1),
-            "min_words": MIN_WORDS, "max_words": MAX_WORDS, "seed": SEED}
-    meta_path.write_text(json.dumps(meta, indent=2))
-    return path
-
-
-def corpus(passages: int, pool_size: int) -> tuple[Path, dict]:
-    """JSONL files of ``PER_FILE`` records: the first ``passages`` of the shuffled pool (cached),
-    and what it holds per kind."""
-    folder = SCALE / f"corpus-{passages}-of-{pool_size}"
-    if not (folder / "done").exists():
-        pool = build_pool(pool_size)
-        with pool.open(encoding="utf-8") as fh:
-            lines = fh.readlines()
-        order = list(range(len(lines)))
-        random.Random(SEED).shuffle(order)
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        kinds: dict[str, dict] = {}
-        sources: dict[str, set[str]] = {}
-        for start in range(0, passages, PER_FILE):
-            with (folder / f"part{start // PER_FILE:05d}.jsonl").open("w", encoding="utf-8") as out:
-                for index in order[start:min(start + PER_FILE, passages)]:
-                    record = json.loads(lines[index])
-                    kind, source = record.pop("kind"), record.pop("source")
-                    kinds.setdefault(kind, {"passages": 0})["passages"] += 1
-                    sources.setdefault(kind, set()).add(source)
-                    out.write(json.dumps(record) + "\n")
-        for kind, files in sources.items():
-            kinds[kind]["distinct_sources"] = len(files)
-        (folder / "kinds.json").write_text(json.dumps(kinds, indent=2))
-        (folder / "done").write_text(str(passages))
-    return folder, json.loads((folder / "kinds.json").read_text())
-
 
 # ---------------------------------------------------------------------------------------------
 # One ingest command, its process tree and what it left on disk
-
-
-def _process_kind(proc: psutil.Process, workers: set[int]) -> str:
-    cmd = " ".join(proc.cmdline())
-    if "uvicorn" in cmd or "prefect" in " ".join(proc.cmdline()[:4]):
-        return "prefect_api"
-    if "milvus" in cmd.lower():
-        return "milvus"
-    if "resource_tracker" in cmd or "forkserver" in cmd:
-        return "helper"
-    if proc.ppid() in workers:
-        return "worker_child"
-    return "worker"
 
 
 def ingest(folder: Path, collection: str, env: dict[str, str], storage_root: str, milvus_uri: str,
            logs: Path, server_pid: int | None = None) -> dict:
     """One `vecpress ingest` command: wall time, summary, peak RSS of each process (and of the
     Milvus server, ``server_pid``), a timeline."""
-    cmd = [sys.executable, "-m", "vecpress", "ingest", str(folder), "--collection", collection,
-           "--storage-root", storage_root, "--milvus-uri", milvus_uri, "--json"]
-    full_env = os.environ | env
-    full_env.pop("PREFECT_API_URL", None)
     logs.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    clock = harness.Stopwatch()
+    memory = TreeMemory(server_pid)
     # Output to files, not pipes: a long run's log lines would fill a pipe and stall the command.
     with (logs / "stdout.txt").open("w") as out, (logs / "stderr.txt").open("w") as err:
-        proc = subprocess.Popen(cmd, env=full_env, stdout=out, stderr=err, text=True,
-                                start_new_session=True, cwd=logs)
-        parent = psutil.Process(proc.pid)
-        peaks: dict[int, tuple[str, int]] = {}
-        timeline: list[tuple[float, int, int, int, int]] = []
-        server = psutil.Process(server_pid) if server_pid else None
-        while proc.poll() is None:
-            try:
-                flow = parent.memory_info().rss
-                peaks[proc.pid] = ("flow", max(flow, peaks.get(proc.pid, ("", 0))[1]))
-                workers = {p for p, (k, _) in peaks.items() if k == "worker"}
-                total_workers = other = 0
-                for child in parent.children(recursive=True):
-                    try:
-                        kind = peaks[child.pid][0] if child.pid in peaks else \
-                            _process_kind(child, workers)
-                        rss = child.memory_info().rss
-                    except psutil.Error:
-                        continue
-                    peaks[child.pid] = (kind, max(rss, peaks.get(child.pid, ("", 0))[1]))
-                    if kind in ("worker", "worker_child"):
-                        total_workers += rss
-                    else:
-                        other += rss
-                served = server.memory_info().rss if server else 0
-                if server:
-                    peaks[server.pid] = ("milvus_server", max(served, peaks.get(server.pid, ("", 0))[1]))
-                timeline.append((round(time.perf_counter() - started, 1), flow >> 20,
-                                 total_workers >> 20, other >> 20, served >> 20))
-            except psutil.Error:
-                pass
-            time.sleep(SAMPLE_S)
-    wall = time.perf_counter() - started
+        proc = start_ingest(folder, collection, env, storage_root, milvus_uri, logs, out, err)
+        watch(proc, memory, clock)
+    wall = clock.seconds
     if proc.returncode != 0:
         tail = (logs / "stderr.txt").read_text(errors="replace")[-4000:]
         return {"error": f"ingest exited {proc.returncode}", "stderr_tail": tail, "wall_s": wall}
-    stdout = (logs / "stdout.txt").read_text()
-    summary = json.loads(stdout[stdout.index("{\n"):])
-    saved = _read_summary(storage_root, collection, summary.get("run_id", ""))
-    by_kind: dict[str, list[int]] = {}
-    for kind, peak in peaks.values():
-        by_kind.setdefault(kind, []).append(peak >> 20)
+    summary = summary_of((logs / "stdout.txt").read_text())
+    saved = read_summary(storage_root, collection, summary.get("run_id", ""))
+    by_kind = memory.by_kind_mb()
+    timeline = memory.timeline
     step = max(1, len(timeline) // TIMELINE_POINTS)
     return {"wall_s": wall, "summary": saved or summary, "summary_source":
             "summary.json" if saved else "stdout",
@@ -507,114 +86,15 @@ def ingest(folder: Path, collection: str, env: dict[str, str], storage_root: str
                                 "points": timeline[::step]}}
 
 
-def _read_summary(storage_root: str, collection: str, run_id: str) -> dict | None:
-    from vecpress.infra import storage
-
-    url = storage.join(storage_root, "collections", collection, "runs", run_id, "summary.json")
-    try:
-        return storage.read_json(url) if run_id else None
-    except (OSError, ValueError):
-        return None
-
-
-def storage_bytes(storage_root: str, collection: str) -> dict:
-    """Bytes under the storage root (models/ cache excluded): the collection's folders apart,
-    shards split by file kind."""
-    from fsspec.core import url_to_fs
-
-    fs, root = url_to_fs(storage_root)
-    files = fs.find(root, detail=True) if fs.exists(root) else {}
-    base = f"{root.rstrip('/')}/"
-    prefix = f"collections/{collection}/"
-    out: dict[str, int] = {}
-    shards: dict[str, int] = {}
-    total = 0
-    for path, info in files.items():
-        rel = path[len(base):] if path.startswith(base) else path
-        if rel.startswith("models/"):
-            continue
-        size = int(info.get("size") or 0)
-        if not size:  # empty lock and marker files
-            continue
-        total += size
-        if not rel.startswith(prefix):  # a shared --storage-root: other collections
-            out["outside_collection"] = out.get("outside_collection", 0) + size
-            continue
-        part = rel[len(prefix):].split("/", 1)[0]
-        out[part] = out.get(part, 0) + size
-        if part == "shards":
-            name = rel.rsplit("/", 1)[-1]
-            kind = re.split(r"[-.]", name, maxsplit=1)[0]
-            shards[kind] = shards.get(kind, 0) + size
-    commits = {table: sum(1 for p in files if p.startswith(f"{base}{prefix}catalog/{table}/_delta_log/")
-                          and p.endswith(".json"))
-               for table in ("builds", "files", "shards")}
-    data_files = {table: sum(1 for p in files if p.startswith(f"{base}{prefix}catalog/{table}/")
-                             and p.endswith(".parquet") and "/_delta_log/" not in p)
-                  for table in ("builds", "files", "shards")}
-    return {"total_excl_models": total, "collection": out, "shard_files": shards,
-            "catalog_commits": commits, "catalog_data_files": data_files}
-
-
-def dir_bytes(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
-
-
-@contextmanager
-def milvus_server() -> Iterator[tuple[str, Path, int]]:
-    """The Milvus 2.3.5 standalone of the ``milvus`` package, with an empty data folder (its
-    unpacked binaries are kept between sizes); yields (uri, data folder, its process id)."""
-    from milvus import default_server as server
-
-    base = SCALE / "milvus-server"
-    for sub in ("data", "logs"):
-        shutil.rmtree(base / sub, ignore_errors=True)
-    server.set_base_dir(str(base))
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{server.listen_port}", base / "data", server.server_proc.pid
-    finally:
-        server.stop()
-
-
-def milvus_bytes(kind: str, where: Path) -> dict[str, int]:
-    if kind == "lite":
-        return {"db": dir_bytes(where)} if where.exists() else {}
-    if not where.exists():
-        return {}
-    parts = {"etcd": dir_bytes(where / "etcd.data"), "rocksmq_wal": dir_bytes(where / "rocksmq")}
-    parts["segments_and_indexes"] = dir_bytes(where) - sum(parts.values())
-    return parts
-
-
-def fresh_storage(storage_root: str, collection: str) -> None:
-    from vecpress.infra import storage
-
-    storage.remove(storage.join(storage_root, "collections", collection))
-
-
 # ---------------------------------------------------------------------------------------------
 # Per size
 
 
-def warm_model(env: dict[str, str]) -> float:
-    """Export the tiny model into the shared cache before the first size (as pipeline.py's
-    embed_only does), so that no size pays a first export; seconds it took."""
-    from vecpress.infra.settings import ModelSettings
-    from vecpress.tasks.embed.export import export_for_settings
-
-    started = time.perf_counter()
-    model = ModelSettings(variant=env["VECPRESS_MODEL__VARIANT"], path=env["VECPRESS_MODEL__PATH"])
-    export_for_settings(model, Path(env["VECPRESS_MODEL__CACHE_DIR"]))
-    return time.perf_counter() - started
-
-
 def one_size(passages: int, pool_size: int, args: argparse.Namespace, env: dict[str, str]) -> dict:
-    started = time.perf_counter()
+    """One ingest of ``passages`` into a fresh collection (and a fresh Milvus): its row of the JSON."""
+    clock = harness.Stopwatch()
     folder, kinds = corpus(passages, pool_size)
-    corpus_s = time.perf_counter() - started
+    corpus_s = clock.seconds
     collection = f"scale_{args.milvus}_{passages}"
     work = SCALE / "runs" / f"{args.milvus}-{passages}"
     shutil.rmtree(work, ignore_errors=True)
@@ -625,12 +105,16 @@ def one_size(passages: int, pool_size: int, args: argparse.Namespace, env: dict[
         result = ingest(folder, collection, env, storage_root, str(db), work / "logs")
         db_bytes = milvus_bytes("lite", db)
     else:
-        with milvus_server() as (uri, data, pid):
-            result = ingest(folder, collection, env, storage_root, uri, work / "logs", pid)
-            db_bytes = milvus_bytes("server", data)
-    row = {"records": passages, "corpus": str(folder.relative_to(ROOT)), "corpus_kinds": kinds,
+        base = SCALE / "milvus-server"  # a fresh data folder; the unpacked binaries are kept
+        for sub in ("data", "logs"):
+            shutil.rmtree(base / sub, ignore_errors=True)
+        with harness.milvus_server(base) as server:
+            result = ingest(folder, collection, env, storage_root, harness.server_uri(server), work / "logs",
+                            server.server_proc.pid)
+            db_bytes = milvus_bytes("server", base / "data")
+    row = {"records": passages, "corpus": str(folder.relative_to(harness.ROOT)), "corpus_kinds": kinds,
            "corpus_prepare_s": round(corpus_s, 1), "storage_root": storage_root,
-           "logs": str((work / "logs").relative_to(ROOT))}
+           "logs": str((work / "logs").relative_to(harness.ROOT))}
     if "error" in result:
         return row | result
     summary = result["summary"]
@@ -674,15 +158,8 @@ def one_size(passages: int, pool_size: int, args: argparse.Namespace, env: dict[
     }
 
 
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in ("vecpress", "onnxruntime", "pymilvus", "milvus-lite", "milvus", "dask",
-                 "distributed", "prefect", "pyarrow", "deltalake", "faiss-cpu", "numpy"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+VERSIONS = ("vecpress", "onnxruntime", "pymilvus", "milvus-lite", "milvus", "dask", "distributed",
+            "prefect", "pyarrow", "deltalake", "faiss-cpu", "numpy")
 
 
 def table(result: dict) -> None:
@@ -743,25 +220,26 @@ def main() -> None:
     args = parser.parse_args()
     sizes = sorted(args.passages)
     pool = max(args.pool or 0, sizes[-1])
-    env = model_env("tiny", "fp32")
+    env = harness.model_env("tiny", "fp32")
     if args.bulk:
         env |= {"VECPRESS_MILVUS__BULK_DIR": str(SCALE / "bulk")}  # imports of >= 50k rows
-    RESULTS.mkdir(parents=True, exist_ok=True)
     kind = args.milvus + ("_bulk" if args.bulk else "")
-    path = RESULTS / f"scale_tiny_{kind}_{'_'.join(str(s) for s in sizes)}.json"
+    path = harness.RESULTS / f"scale_tiny_{kind}_{'_'.join(str(s) for s in sizes)}.json"
     result: dict = {"benchmark": "scale", "model": "tiny (1 layer, 64 hidden, MiniLM tokenizer)",
                     "variant": "fp32", "milvus": args.milvus, "bulk_import": args.bulk, "pool": pool,
-                    "machine": machine() | {"memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
-                    "versions": versions(), "env": env,
+                    "machine": harness.machine("onnxruntime", git=True) |
+                    {"memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
+                    "versions": harness.versions(*VERSIONS), "env": env,
                     "sizes": {}}
-    result["model_warm_up_s"] = round(warm_model(env), 1)
+    # The tiny model exported into the shared cache first, so that no size pays a first export.
+    result["model_warm_up_s"] = round(harness.timed(lambda: harness.export_env_model(env)), 1)
     for passages in sizes:
         print(f"== {passages:,} passages, Milvus {args.milvus}", flush=True)
         row = one_size(passages, pool, args, env)
         result["sizes"][str(passages)] = row
         result["pool_kinds"] = json.loads((SCALE / f"pool-{pool}.json").read_text())["kinds"] \
             if (SCALE / f"pool-{pool}.json").exists() else None
-        path.write_text(json.dumps(result, indent=2, default=str))  # after every size: a crash keeps them
+        harness.write_results(path, result, quiet=True)  # after every size: a crash keeps them
         print(json.dumps({k: row.get(k) for k in ("passages", "wall_s", "end_to_end_per_s",
                                                   "peak_rss_mb", "error")}), flush=True)
     table(result)

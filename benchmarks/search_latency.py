@@ -25,19 +25,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import sys
-import time
-from pathlib import Path
 
-import faiss
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).parent))
-from compression import BENCH_DIR, K, embedded_corpus, split, write_results
-
-RESULTS = Path(__file__).parent / "results"
+from embedded import K, embedded_corpus, exact_top_k, split, training_sample
+from harness import (
+    BENCH_DIR,
+    MODEL_CACHE,
+    RESULTS,
+    Stopwatch,
+    machine,
+    milvus_server,
+    server_uri,
+    timed,
+    write_results,
+)
 
 
 def percentiles(times: list[float]) -> dict[str, float]:
@@ -133,28 +135,20 @@ def measure(label: str, settings, codec_settings, data: dict, latency_queries: i
            for row in baseline_rank(searcher, vectors[start:start + 8], K)]
     out["recall@10 vecpress"] = recall_at_k(truth, new, K)
     out["recall@10 baseline"] = recall_at_k(truth, old, K)
-    timed = {"vecpress end to end": lambda q: searcher.search([q], K),
+    paths = {"vecpress end to end": lambda q: searcher.search([q], K),
              "baseline end to end": lambda q: baseline_search(searcher, [q], K)}
     vectors = codec.project(embedder.encode(queries[:latency_queries]))
     limit = K * plan.rescore_factor
-    for key, run in timed.items():
+    for key, run in paths.items():
         run(queries[0])  # warm
-        times = []
-        for q in queries[:latency_queries]:
-            started = time.perf_counter()
-            run(q)
-            times.append(time.perf_counter() - started)
-        out[f"latency_ms {key}"] = percentiles(times)
+        out[f"latency_ms {key}"] = percentiles([timed(lambda q=q, r=run: r(q))
+                                                for q in queries[:latency_queries]])
     for key, strong in (("vecpress bare Milvus", False), ("baseline bare Milvus", True)):
-        times = []
-        for v in vectors:
-            started = time.perf_counter()
-            bare(store, name, v, limit, strong, plan.nprobe)
-            times.append(time.perf_counter() - started)
-        out[f"latency_ms {key}"] = percentiles(times)
-    started = time.perf_counter()
+        out[f"latency_ms {key}"] = percentiles([
+            timed(lambda v=v, s=strong: bare(store, name, v, limit, s, plan.nprobe)) for v in vectors])
+    clock = Stopwatch()
     batch = searcher.search(queries[:256], K)
-    out["batch of 256 queries: ms per query"] = 1e3 * (time.perf_counter() - started) / 256
+    out["batch of 256 queries: ms per query"] = 1e3 * clock.seconds / 256
     out["batch of 256 queries: results"] = sum(len(h) for h in batch)
     for key in ("end to end", "bare Milvus"):
         out[f"p50 ratio baseline / vecpress, {key}"] = (
@@ -164,12 +158,10 @@ def measure(label: str, settings, codec_settings, data: dict, latency_queries: i
     return out
 
 
-def _restart() -> str:
-    from milvus import default_server
-
-    default_server.stop()
-    default_server.start()
-    return f"http://127.0.0.1:{default_server.listen_port}"
+def _restart(server) -> str:
+    server.stop()
+    server.start()
+    return server_uri(server)
 
 
 def main() -> None:
@@ -187,17 +179,15 @@ def main() -> None:
                                                os.cpu_count() or 1)
     base_rows, query_rows = split(len(vectors), args.queries)
     pks = np.arange(len(base_rows), dtype=np.int64) * 7919 + 11
-    exact = faiss.IndexFlatIP(vectors.shape[1])
-    exact.add(vectors[base_rows])
     data = {"corpus": vectors[base_rows], "pks": pks, "texts": [texts[i] for i in base_rows],
             "query_texts": [texts[i] for i in query_rows], "query_vectors": vectors[query_rows],
-            "truth": pks[exact.search(vectors[query_rows], K)[1]],
-            "sample": vectors[base_rows][np.random.default_rng(1).choice(
-                len(base_rows), min(20_000, len(base_rows)), replace=False)],
-            "artifact": export_for_settings(ModelSettings(variant="int8"), Path("data/models"))}
+            "truth": exact_top_k(vectors[base_rows], vectors[query_rows], pks),
+            "sample": training_sample(vectors[base_rows]),
+            "artifact": export_for_settings(ModelSettings(variant="int8"), MODEL_CACHE)}
     result = {"corpus": facts | {"passages_loaded": len(base_rows), "queries": len(query_rows)},
-              "k": K, "nq": 1, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                           "faiss": faiss.__version__}, "backends": {}}
+              "k": K, "nq": 1,
+              "machine": machine("faiss", "pymilvus") | {"milvus_server": "2.3.5 (PyPI milvus)"},
+              "backends": {}}
     model = ModelSettings(variant="int8")
     if args.only in (None, "lite"):
         settings = Settings(model=model, milvus={"uri": str(BENCH_DIR / "search_latency.db")})
@@ -205,25 +195,15 @@ def main() -> None:
                                              args.latency_queries)
         print(json.dumps(result["backends"]["lite"], indent=1, default=str), flush=True)
     if args.only in (None, "server"):
-        from milvus import default_server
-
-        default_server.set_base_dir(str(BENCH_DIR / "search_latency" / "milvus-server"))
-        default_server.start()
-        try:
-            settings = Settings(model=model, milvus={
-                "uri": f"http://127.0.0.1:{default_server.listen_port}", "nprobe": 32,
-                "rescore_factor": 64})
+        with milvus_server(BENCH_DIR / "search_latency" / "milvus-server") as server:
+            settings = Settings(model=model, milvus={"uri": server_uri(server), "nprobe": 32,
+                                                     "rescore_factor": 64})
             pq16 = CodecSettings(pca_dim=256, pq_m=16, random_rotation=True, ivf_nlist=32)
-            result["backends"]["server"] = measure("server", settings, pq16, data,
-                                                   args.latency_queries, restart=_restart)
-        finally:
-            default_server.stop()
+            result["backends"]["server"] = measure("server", settings, pq16, data, args.latency_queries,
+                                                   restart=lambda: _restart(server))
         print(json.dumps(result["backends"]["server"], indent=1, default=str), flush=True)
-    import pymilvus
-
-    result["machine"] |= {"pymilvus": pymilvus.__version__, "milvus_server": "2.3.5 (PyPI milvus)"}
-    write_results(RESULTS / f"search_latency_{len(base_rows)}.json", result, "backends",
-                  merge=bool(args.only))
+    write_results(RESULTS / f"search_latency_{len(base_rows)}.json", result,
+                  merge="backends" if args.only else None)
 
 
 if __name__ == "__main__":

@@ -12,15 +12,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import glob
-import json
 import os
-import platform
-import time
-from pathlib import Path
 
 import faiss
 import pyarrow as pa
 import pyarrow.parquet as pq
+from embedded import K, exact_top_k
+from harness import RESULTS, Stopwatch, machine, write_results
 from rich.console import Console
 from rich.table import Table
 
@@ -28,8 +26,6 @@ from vecpress.infra.settings import Settings
 from vecpress.tasks.inputs.sources import read_texts
 from vecpress.tasks.recall import recall_at_k
 from vecpress.tasks.search.searcher import open_searcher
-
-K = 10
 
 
 def main() -> None:
@@ -49,9 +45,7 @@ def main() -> None:
     queries = searcher.embedder.encode(texts)
     corpus = searcher.embedder.encode(table.column("text").to_pylist())
 
-    exact = faiss.IndexFlatIP(corpus.shape[1])
-    exact.add(corpus)
-    truth = pks[exact.search(queries, K)[1]]
+    truth = exact_top_k(corpus, queries, pks)
     pca = faiss.IndexFlatL2(searcher.codec.dim)
     pca.add(searcher.codec.project(corpus))
     ceiling = recall_at_k(truth, pks[pca.search(searcher.codec.project(queries), K)[1]].tolist(), K)
@@ -60,9 +54,9 @@ def main() -> None:
     for nprobe in args.nprobe:
         searcher.snapshot = dataclasses.replace(searcher.snapshot, nprobe=nprobe)
         for rescore in (False, True):
-            started = time.perf_counter()
+            clock = Stopwatch()
             found = searcher.search_embeddings(queries, K, rescore=rescore)
-            seconds = time.perf_counter() - started
+            seconds = clock.seconds
             rows.append({"nprobe": nprobe, "rescore": rescore,
                          "recall@10": recall_at_k(truth, [[h.pk for h in r] for r in found], K),
                          "seconds_for_all_queries": seconds})
@@ -78,11 +72,8 @@ def main() -> None:
     result = {"collection": args.collection, "queries": len(texts), "passages": len(pks),
               "index": settings.milvus.uri, "codec": searcher.codec.report,
               "pca_exact_l2_ceiling": ceiling, "rows": rows,
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
-    path = Path("benchmarks/results") / f"search_recall_{args.collection}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {path}")
+              "machine": machine()}
+    write_results(RESULTS / f"search_recall_{args.collection}.json", result)
 
 
 if __name__ == "__main__":

@@ -11,17 +11,15 @@ benchmarks/results/startup_cpu_<cores>core.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+import corpora
+from harness import RESULTS, Stopwatch, device_label, machine, write_results
+
 TEXTS = ["how do I read a file line by line", "sort a list of dictionaries by a key",
          "open a network connection with a timeout", "parse a date from a string",
          "the quick brown fox jumps over the lazy dog", "compress a directory into an archive",
@@ -31,9 +29,9 @@ TEXTS = ["how do I read a file line by line", "sort a list of dictionaries by a 
 def timed(cmd: list[str], repeats: int) -> dict:
     times = []
     for _ in range(repeats):
-        started = time.perf_counter()
+        clock = Stopwatch()
         done = subprocess.run(cmd, capture_output=True, text=True)
-        times.append(time.perf_counter() - started)
+        times.append(clock.seconds)
         if done.returncode:
             raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr[-2000:]}")
     return {"command": " ".join(cmd), "median_s": statistics.median(times), "min_s": min(times),
@@ -48,9 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     exe = str(Path(sys.executable).with_name("vecpress"))
     work = Path(tempfile.mkdtemp(prefix="startup-"))
-    texts = work / "few.jsonl"
-    texts.write_text("".join(json.dumps({"id": str(i), "text": t}) + "\n"
-                             for i, t in enumerate(TEXTS)))
+    texts = corpora.write_jsonl(work / "few.jsonl", ({"id": str(i), "text": t} for i, t in enumerate(TEXTS)))
     # one untimed run: exports the model into the cache if it is not there yet
     subprocess.run([exe, "embed", str(texts), "--out", str(work / "v.npy")], check=True,
                    capture_output=True)
@@ -66,12 +62,8 @@ def main() -> None:
     print(f"{'command':<36} {'median s':>9} {'min s':>7}")
     for name, row in rows.items():
         print(f"{name:<36} {row['median_s']:>9.2f} {row['min_s']:>7.2f}")
-    cores = os.cpu_count() or 1
-    out = RESULTS / f"startup_cpu_{cores}core.json"
-    out.write_text(json.dumps({"machine": {"cores": cores, "python": platform.python_version(),
-                                           "platform": platform.platform()},
-                               "repeats": args.repeats, "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    write_results(RESULTS / f"startup_{device_label('cpu')}.json",
+                  {"machine": machine(cpus_key="cores"), "repeats": args.repeats, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -9,29 +9,28 @@ Writes benchmarks/results/token_ids_storage.json.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+import corpora
+from harness import RESULTS, write_results
 
 
 def main() -> None:
+    # No options; a parser all the same, so that --help describes the script instead of running it.
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     from vecpress.infra.settings import ChunkSettings, InputSettings
     from vecpress.tasks.embed.model_files import resolve_model_dir
-    from vecpress.tasks.inputs.corpus import stdlib_docstring_paragraphs
     from vecpress.tasks.inputs.records import SourceFile
     from vecpress.tasks.shard_jobs import chunk_files
 
-    modules: dict[str, list[str]] = defaultdict(list)
-    for doc_id, text in stdlib_docstring_paragraphs():
-        modules[doc_id.split(":")[0]].append(text)
+    modules = corpora.stdlib_modules()
     work = Path(tempfile.mkdtemp(prefix="token-ids-"))
-    source = work / "docs.jsonl"
-    source.write_text("".join(json.dumps({"id": m, "text": "\n\n".join(paras)}) + "\n"
-                              for m, paras in modules.items()))
+    source = corpora.write_jsonl(work / "docs.jsonl", ({"id": m, "text": "\n\n".join(paras)}
+                                                       for m, paras in modules.items()))
     report: dict = {"documents": len(modules)}
     for keep in (False, True):
         shard = chunk_files([SourceFile(str(source), source.stat().st_size, "jsonl")],
@@ -43,8 +42,7 @@ def main() -> None:
                                                       "bytes_per_passage": size / shard.passages}
     report["ratio"] = report["with_ids"]["bytes"] / report["text_only"]["bytes"]
     print(json.dumps(report, indent=2))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "token_ids_storage.json").write_text(json.dumps(report, indent=2))
+    write_results(RESULTS / "token_ids_storage.json", report, quiet=True)
 
 
 if __name__ == "__main__":
