@@ -60,9 +60,9 @@ def finish_build(catalog: Catalog, store: MilvusStore, collection: str, build: B
 def switch(catalog: Catalog, store: MilvusStore, collection: str, new: Build,
            old: Build | None) -> Build:
     """Make ``new`` serve the name: one catalog commit, then the server alias follows it."""
-    active = Build(**{**vars(new), "status": "active"})
+    active = replace(new, status="active")
     if old is not None and old.build != new.build:
-        catalog.save_build(active, Build(**{**vars(old), "status": "retired"}))
+        catalog.save_build(active, replace(old, status="retired"))
     else:
         catalog.save_build(active)
     store.point_alias(collection, new.build)
@@ -105,5 +105,5 @@ def choose_build(catalog: Catalog, collection: str, active: Build | None, artifa
     if pending is not None:
         if pending.model_artifact == name and pending.chunking == key:
             return pending, full  # resume the interrupted build
-        catalog.save_build(Build(**{**vars(pending), "status": "retired"}))
+        catalog.save_build(replace(pending, status="retired"))
     return new_build(catalog, collection, name, variant, chunking, run_id), full

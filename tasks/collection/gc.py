@@ -11,7 +11,7 @@ rows). Stale shard rows leave the ledger in the same pass.
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from vecpress.infra import storage
 from vecpress.infra.milvus import MilvusStore
@@ -68,7 +68,7 @@ def collect_garbage(paths: CollectionPaths, catalog: Catalog, store: MilvusStore
             store.drop(build.build)
             files = catalog.files(build.build).column("path").to_pylist()
             catalog.delete("files", [{"build": build.build, "path": p} for p in files])
-            catalog.save_build(type(build)(**{**vars(build), "status": "dropped"}))
+            catalog.save_build(replace(build, status="dropped"))
             if build.codec_id and build.codec_id not in codecs:
                 storage.remove(paths.codec_dir(build.codec_id))
             result.builds_dropped.append(build.build)
