@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from vecpress.infra import storage
 from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.storage import CollectionPaths
-from vecpress.tasks.collection.catalog import Catalog
+from vecpress.tasks.collection.catalog import Catalog, age_s
 
 
 @dataclass
@@ -64,7 +64,7 @@ def collect_garbage(paths: CollectionPaths, catalog: Catalog, store: MilvusStore
         if b not in live_names or g not in referenced]
     catalog.delete("shards", dead)
     for build in builds:
-        if build.status == "retired" and _age_s(build.updated) >= grace_s:
+        if build.status == "retired" and age_s(build.updated) >= grace_s:
             store.drop(build.build)
             files = catalog.files(build.build).column("path").to_pylist()
             catalog.delete("files", [{"build": build.build, "path": p} for p in files])
@@ -74,13 +74,3 @@ def collect_garbage(paths: CollectionPaths, catalog: Catalog, store: MilvusStore
             result.builds_dropped.append(build.build)
     catalog.compact()  # fold the run's many small commits (one per second of streaming)
     return result
-
-
-def _age_s(stamp: str) -> float:
-    from datetime import UTC, datetime
-
-    try:
-        then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    except ValueError:
-        return float("inf")
-    return (datetime.now(UTC) - then).total_seconds()
