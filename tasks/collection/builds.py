@@ -13,12 +13,29 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from typing import Protocol
 
 from vecpress.infra import storage
 from vecpress.infra.index_plan import IndexPlan
 from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks.collection.catalog import Build, Catalog
+
+
+class ArtifactName(Protocol):
+    """What a build records of the exported model it is read with.
+
+    ``tasks.embed.artifact.ModelArtifact`` is the one that fits; ``tasks/collection`` may not import
+    ``tasks/embed`` (docs/architecture.md), so it states the two properties it reads instead.
+    """
+
+    @property
+    def name(self) -> str:
+        """The artifact's cache directory name: model, variant and content key."""
+        ...
+
+    @property
+    def variant(self) -> str: ...
 
 
 class LegacyCollectionError(RuntimeError):
@@ -84,7 +101,7 @@ def live_shards(catalog: Catalog, build: str) -> list[tuple[str, str, tuple[str,
             for r in rows]
 
 
-def choose_build(catalog: Catalog, collection: str, active: Build | None, artifact: object,
+def choose_build(catalog: Catalog, collection: str, active: Build | None, artifact: ArtifactName,
                  chunking: dict, run_id: str, recreate: bool, full: bool) -> tuple[Build, bool]:
     """The build this run writes, and whether every file must be read again.
 
@@ -92,7 +109,7 @@ def choose_build(catalog: Catalog, collection: str, active: Build | None, artifa
     build, or resumes the one an interrupted rebuild left with the same model and chunking.
     Changed chunk settings read every file again into the active build.
     """
-    name, variant = artifact.name, artifact.variant  # type: ignore[attr-defined]
+    name, variant = artifact.name, artifact.variant
     key = json.dumps(chunking, sort_keys=True)
     if active is not None and not recreate:
         if active.model_artifact != name:
