@@ -64,6 +64,41 @@ class MilvusSchemaError(RuntimeError):
     """An existing collection does not fit what this run would write."""
 
 
+class RetryingClient:
+    """A ``MilvusClient`` whose calls are retried with the one transient-failure policy
+    (``_retrying``, for ``milvus.retry_s``), connecting included, so no caller wraps a call itself.
+
+    Not retried, because failing at once is their answer:
+
+    - ``describe_alias``: its ``MilvusException`` is the normal "no such alias" reply of
+      ``MilvusStore.point_alias``; retrying would wait 90 s before creating the alias.
+    - ``search``, and ``query`` when called through ``plain`` (``MilvusStore.rows``): the search
+      path. A searcher catches the ``MilvusException`` of a build dropped under it and retries once
+      on the catalog's newer build; a 90 s retry would hold every search instead.
+    - ``close``, ``prepare_index_params``, ``create_schema``: local, no call to the server.
+
+    ``plain`` is the ``MilvusClient`` itself, for a call that must fail at once where the same
+    method is otherwise retried. Attributes that are not methods pass through.
+    """
+
+    _NOT_RETRIED = frozenset({"describe_alias", "search", "close", "prepare_index_params",
+                              "create_schema"})
+
+    def __init__(self, uri: str, token: str, retry_s: float) -> None:
+        self._retry = _retrying(retry_s)
+        # A dedicated connection is really closed by close(): a pooled one to Milvus Lite goes stale
+        # when idle (the Lite server answers keepalive pings with GOAWAY) and holds the file lock.
+        self.plain: MilvusClient = self._retry(MilvusClient)(uri=uri, token=token, dedicated=True)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # copy and pickle probe an instance whose __init__ has not run
+            raise AttributeError(name)
+        attr = getattr(self.plain, name)
+        if name in self._NOT_RETRIED or not callable(attr):
+            return attr
+        return self._retry(attr)
+
+
 class MilvusStore:
     """Thin, typed wrapper over ``MilvusClient`` with the pipeline's schema and policies."""
 
@@ -75,11 +110,7 @@ class MilvusStore:
             # implement (pymilvus probes AllocTimestamp on upsert); the call itself succeeds.
             logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
             Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-        # A dedicated connection is really closed by close(): a pooled one to Milvus Lite goes stale
-        # when idle (the Lite server answers keepalive pings with GOAWAY) and holds the file lock.
-        self._retry = _retrying(settings.retry_s)
-        self.client = self._retry(MilvusClient)(uri=uri, token=settings.token.get_secret_value(),
-                                                dedicated=True)
+        self.client = RetryingClient(uri, settings.token.get_secret_value(), settings.retry_s)
 
     def close(self) -> None:
         """Close the connection; for Milvus Lite also stop its in-process server.
@@ -95,8 +126,8 @@ class MilvusStore:
 
     def ensure_collection(self, name: str, dim: int, codec_id: str) -> None:
         """Create the collection, or check that the existing one has the same vector space."""
-        if self._retry(self.client.has_collection)(name):
-            fields = self._retry(self.client.describe_collection)(name)["fields"]
+        if self.client.has_collection(name):
+            fields = self.client.describe_collection(name)["fields"]
             vector = next(f for f in fields if f["name"] == VECTOR)
             if int(vector["params"]["dim"]) != dim:
                 raise MilvusSchemaError(
@@ -105,32 +136,32 @@ class MilvusStore:
                 )
             return
         schema = collection_schema(dim, f"vecpress codec {codec_id}")
-        self._retry(self.client.create_collection)(name, schema=schema, consistency_level="Strong")
+        self.client.create_collection(name, schema=schema, consistency_level="Strong")
 
     def load(self, name: str) -> None:
         """Make the collection searchable (a reopened Milvus Lite file starts released)."""
-        self._retry(self.client.load_collection)(name)
+        self.client.load_collection(name)
 
     def drop(self, name: str) -> None:
-        if self._retry(self.client.has_collection)(name):
-            self._retry(self.client.drop_collection)(name)
+        if self.client.has_collection(name):
+            self.client.drop_collection(name)
 
     def point_alias(self, alias: str, name: str) -> None:
         """Make ``alias`` name collection ``name`` on a server (Milvus Lite has no aliases)."""
         if self.settings.is_lite:
             return
-        if alias in self._retry(self.client.list_aliases)(name).get("aliases", []):
+        if alias in self.client.list_aliases(name).get("aliases", []):
             return
         try:
             self.client.describe_alias(alias)
         except MilvusException:
-            if self._retry(self.client.has_collection)(alias):
+            if self.client.has_collection(alias):
                 raise MilvusSchemaError(
                     f"a collection named '{alias}' (not an alias) exists on {self.settings.uri}, "
                     "written by an earlier vecpress; drop it or use another --collection") from None
-            self._retry(self.client.create_alias)(name, alias)
+            self.client.create_alias(name, alias)
             return
-        self._retry(self.client.alter_alias)(name, alias)
+        self.client.alter_alias(name, alias)
 
     def upsert(self, name: str, rows: Sequence[dict[str, Any]],
                refused: list[RefusedRow] | None = None) -> int:
@@ -148,7 +179,7 @@ class MilvusStore:
     def _upsert_batch(self, name: str, batch: list[dict[str, Any]],
                       refused: list[RefusedRow] | None) -> int:
         try:
-            self._retry(self.client.upsert)(name, batch)
+            self.client.upsert(name, batch)
             return len(batch)
         except MilvusException as exc:
             if refused is None or not is_refusal(exc):
@@ -162,41 +193,41 @@ class MilvusStore:
 
     def delete(self, name: str, pks: Sequence[int], batch: int = 16_384) -> int:
         """Delete rows by primary key (rows of deleted or shrunk inputs); return how many asked."""
-        if not pks or not self._retry(self.client.has_collection)(name):
+        if not pks or not self.client.has_collection(name):
             return 0
         for start in range(0, len(pks), batch):
             ids = [int(pk) for pk in pks[start : start + batch]]
-            self._retry(self.client.delete)(name, ids=ids)
+            self.client.delete(name, ids=ids)
         return len(pks)
 
     def has_index(self, name: str) -> bool:
-        return VECTOR in self._retry(self.client.list_indexes)(name)
+        return VECTOR in self.client.list_indexes(name)
 
     def flush(self, name: str) -> None:
-        self._retry(self.client.flush)(name)
+        self.client.flush(name)
 
     def stored_rows(self, name: str) -> int:
         """Rows in the collection's flushed segments, without loading it (a server loads only
         indexed collections); deletes not yet compacted still count: good enough to size an index."""
-        return int(self._retry(self.client.get_collection_stats)(name)["row_count"])
+        return int(self.client.get_collection_stats(name)["row_count"])
 
     def ensure_index(self, name: str, plan: IndexPlan, rebuild: bool = False) -> dict[str, Any]:
         """Build the vector index ``plan`` describes unless there is one (``rebuild``: replace
         it, for a collection that outgrew it; see ``index_plan.replan``), then load."""
         # Seal what was just written: Milvus Lite searches unflushed rows by brute force, outside
         # the index (and slowly); a server indexes sealed segments.
-        self._retry(self.client.flush)(name)
-        if VECTOR in self._retry(self.client.list_indexes)(name):
+        self.client.flush(name)
+        if VECTOR in self.client.list_indexes(name):
             if not rebuild:
                 self.load(name)
-                return self._retry(self.client.describe_index)(name, VECTOR)
-            self._retry(self.client.release_collection)(name)
-            self._retry(self.client.drop_index)(name, VECTOR)
+                return self.client.describe_index(name, VECTOR)
+            self.client.release_collection(name)
+            self.client.drop_index(name, VECTOR)
         index = self.client.prepare_index_params()
         index.add_index(VECTOR, index_type=plan.index_type, metric_type="L2", params=plan.params)
-        self._retry(self.client.create_index)(name, index)
+        self.client.create_index(name, index)
         self.load(name)
-        return self._retry(self.client.describe_index)(name, VECTOR)
+        return self.client.describe_index(name, VECTOR)
 
     def search(self, name: str, vectors: Sequence[Sequence[float]], limit: int, nprobe: int = 64
                ) -> list[list[tuple[int, float]]]:
@@ -219,19 +250,20 @@ class MilvusStore:
         keys = sorted(set(pks))
         for start in range(0, len(keys), FETCH_BATCH):
             batch = keys[start:start + FETCH_BATCH]
-            for row in self.client.query(name, filter=f"pk in {batch}", output_fields=fields,
-                                         consistency_level=self.settings.search_consistency):
+            # The search path fails at once (RetryingClient says why): the plain client's query.
+            for row in self.client.plain.query(name, filter=f"pk in {batch}", output_fields=fields,
+                                               consistency_level=self.settings.search_consistency):
                 out[int(row["pk"])] = row
         return out
 
     def index_info(self, name: str) -> dict[str, Any]:
         """The vector index's type and parameters ({} while there is none)."""
-        if VECTOR not in self._retry(self.client.list_indexes)(name):
+        if VECTOR not in self.client.list_indexes(name):
             return {}
-        return self._retry(self.client.describe_index)(name, VECTOR)
+        return self.client.describe_index(name, VECTOR)
 
     def count(self, name: str) -> int:
-        res = self._retry(self.client.query)(name, filter="", output_fields=["count(*)"],
+        res = self.client.query(name, filter="", output_fields=["count(*)"],
                                 consistency_level="Strong")
         return int(res[0]["count(*)"])
 

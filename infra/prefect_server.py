@@ -47,7 +47,7 @@ class LocalPrefectServer:
         return f"http://{self.serve.host}:{self.serve.port}"
 
     def start(self) -> str:
-        if _healthy(self.api_url):
+        if is_healthy(self.api_url):
             raise PrefectServerError(f"something already answers on {self.api_url}; pass "
                                      f"--api-url {self.api_url} to use it, or choose another --port")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,14 +64,11 @@ class LocalPrefectServer:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "prefect", "server", "start", "--host", self.serve.host,
                  "--port", str(self.serve.port)], env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise PrefectServerError(f"prefect server exited with {self.process.returncode}; "
-                                         f"see {self.log_path}")
-            if _healthy(self.api_url):
-                return self.api_url
-            time.sleep(1)
+        if wait_for_health(self.api_url, self.timeout, process=self.process):
+            return self.api_url
+        if self.process.poll() is not None:
+            raise PrefectServerError(f"prefect server exited with {self.process.returncode}; "
+                                     f"see {self.log_path}")
         self.stop()
         raise PrefectServerError(f"prefect server did not answer within {self.timeout:.0f}s; "
                                  f"see {self.log_path}")
@@ -87,16 +84,34 @@ class LocalPrefectServer:
 
 def _check_answers(api_url: str, timeout_s: float) -> None:
     """A configured Prefect API must answer /health (a server still starting gets a while)."""
-    deadline = time.monotonic() + min(timeout_s, 30)
-    while not _healthy(api_url):
-        if time.monotonic() > deadline:
-            raise PrefectServerError(
-                f"the Prefect API at {api_url} (PREFECT_API_URL or the Prefect profile) does not "
-                "answer; start it, or unset PREFECT_API_URL to let vecpress start a temporary one")
-        time.sleep(1)
+    if not wait_for_health(api_url, min(timeout_s, 30)):
+        raise PrefectServerError(
+            f"the Prefect API at {api_url} (PREFECT_API_URL or the Prefect profile) does not "
+            "answer; start it, or unset PREFECT_API_URL to let vecpress start a temporary one")
 
 
-def _healthy(api_url: str) -> bool:
+def wait_for_health(api_url: str, timeout_s: float, *, process: subprocess.Popen | None = None,
+                    interval_s: float = 1.0) -> bool:
+    """Whether the Prefect API at ``api_url`` answers /health within ``timeout_s``, asking every
+    ``interval_s`` (at least once).
+
+    The one wait for a server, whoever started it: given the ``process`` that serves it, the wait
+    ends (False) as soon as that exits, and the caller tells an exit (``process.poll()``) from a
+    timeout.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process is not None and process.poll() is not None:
+            return False
+        if is_healthy(api_url):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval_s)
+
+
+def is_healthy(api_url: str) -> bool:
+    """Whether the Prefect API at ``api_url`` (``http://host:port/api``) answers /health now."""
     try:
         return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
     except httpx.HTTPError:
@@ -156,20 +171,17 @@ class TemporaryPrefectServer:
         for _ in range(3):  # the free port can be taken before uvicorn binds it: retry
             self.port = _free_port()
             self.process = self._spawn()
-            while time.monotonic() < deadline:
-                code = self.process.poll()
-                if code == _PORT_IN_USE_EXIT:
-                    break
-                if code is not None:
-                    raise PrefectServerError(f"temporary Prefect API exited with {code}; "
-                                             f"see {self.log_path}")
-                if _healthy(self.api_url):
-                    return self.api_url
-                time.sleep(0.25)
-            else:
+            if wait_for_health(self.api_url, deadline - time.monotonic(), process=self.process,
+                               interval_s=0.25):
+                return self.api_url
+            code = self.process.poll()
+            if code is None:
                 raise PrefectServerError(
                     f"temporary Prefect API did not answer within {self.timeout:.0f}s; see "
                     f"{self.log_path} (or set PREFECT_API_URL to a running server)")
+            if code != _PORT_IN_USE_EXIT:
+                raise PrefectServerError(f"temporary Prefect API exited with {code}; "
+                                         f"see {self.log_path}")
         raise PrefectServerError(f"temporary Prefect API found no free port; see {self.log_path}")
 
     def stop(self) -> None:

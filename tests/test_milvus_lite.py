@@ -98,3 +98,35 @@ def test_a_growing_collection_is_re_indexed_for_its_rows(store: MilvusStore) -> 
     assert described["indexed_rows"] == 1600
     hits = store.search("g", vectors[[3, 1500]], 1, rebuilt.nprobe)
     assert [h[0][0] for h in hits] == [3, 1500]
+
+
+def test_transient_failures_are_retried_except_where_failing_is_the_answer(monkeypatch) -> None:
+    """One retry policy for every call (``RetryingClient``); ``describe_alias`` (its exception
+    means "no such alias"), ``search`` and the plain client's ``query`` (the search path) fail at
+    once."""
+    from collections import Counter
+
+    from pymilvus import MilvusException
+
+    from vecpress.infra import milvus
+
+    class FailsEveryOtherCall:
+        def __init__(self, **_: object) -> None:
+            self.calls: Counter[str] = Counter()
+
+        def __getattr__(self, name: str):
+            def call(*_: object, **__: object) -> str:
+                self.calls[name] += 1
+                if self.calls[name] % 2 == 1:
+                    raise MilvusException(message="server busy")
+                return name
+            return call
+
+    monkeypatch.setattr(milvus, "MilvusClient", FailsEveryOtherCall)
+    client = milvus.RetryingClient("http://nowhere:19530", "", retry_s=30)
+    assert client.has_collection("c") == "has_collection"
+    assert client.query("c", filter="") == "query"
+    for once in (client.describe_alias, client.search, client.plain.query):
+        with pytest.raises(MilvusException):
+            once("c")
+    assert client.plain.calls == {"has_collection": 2, "query": 3, "describe_alias": 1, "search": 1}

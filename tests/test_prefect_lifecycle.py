@@ -15,11 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
 
-from vecpress.infra.prefect_server import temporary_prefect_api
+from vecpress.infra.prefect_server import is_healthy, temporary_prefect_api
 
 SERVER_APP = "prefect.server.api.server:create_app"
 STARTUP_S = 240  # as generous as the server's own startup timeout
@@ -48,20 +47,13 @@ def _port(proc: psutil.Process) -> int:
     return int(cmd[cmd.index("--port") + 1])
 
 
-def _healthy(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def _answering_server(parent: psutil.Process, deadline: float) -> psutil.Process:
     """The descendant of ``parent`` that runs the Prefect API, once it answers /api/health."""
     while time.monotonic() < deadline:
         with contextlib.suppress(psutil.Error):
             for child in parent.children(recursive=True):
                 with contextlib.suppress(psutil.Error, ValueError, IndexError):
-                    if SERVER_APP in child.cmdline() and _healthy(_port(child)):
+                    if SERVER_APP in child.cmdline() and is_healthy(f"http://127.0.0.1:{_port(child)}/api"):
                         return child
         if not parent.is_running() or parent.status() == psutil.STATUS_ZOMBIE:
             pytest.fail("the CLI exited before its Prefect API answered")
@@ -168,3 +160,14 @@ def test_an_existing_api_url_is_used_and_nothing_starts(monkeypatch: pytest.Monk
             temporary_prefect_api(startup_timeout_s=2):
         pass
     assert {p.pid for p in psutil.Process().children(recursive=True)} == before
+
+
+def test_the_wait_for_a_server_ends_when_its_process_exits() -> None:
+    """Every start of a Prefect server waits through ``wait_for_health``: a server process that
+    exits ends the wait at once, not at the timeout."""
+    from vecpress.infra.prefect_server import wait_for_health
+
+    process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    started = time.monotonic()
+    assert not wait_for_health("http://127.0.0.1:9/api", 120, process=process, interval_s=0.1)
+    assert time.monotonic() - started < 60 and process.returncode == 3

@@ -13,12 +13,29 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from typing import Protocol
 
 from vecpress.infra import storage
 from vecpress.infra.index_plan import IndexPlan
 from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks.collection.catalog import Build, Catalog
+
+
+class ArtifactName(Protocol):
+    """What a build records of the exported model it is read with.
+
+    ``tasks.embed.artifact.ModelArtifact`` is the one that fits; ``tasks/collection`` may not import
+    ``tasks/embed`` (docs/architecture.md), so it states the two properties it reads instead.
+    """
+
+    @property
+    def name(self) -> str:
+        """The artifact's cache directory name: model, variant and content key."""
+        ...
+
+    @property
+    def variant(self) -> str: ...
 
 
 class LegacyCollectionError(RuntimeError):
@@ -60,9 +77,9 @@ def finish_build(catalog: Catalog, store: MilvusStore, collection: str, build: B
 def switch(catalog: Catalog, store: MilvusStore, collection: str, new: Build,
            old: Build | None) -> Build:
     """Make ``new`` serve the name: one catalog commit, then the server alias follows it."""
-    active = Build(**{**vars(new), "status": "active"})
+    active = replace(new, status="active")
     if old is not None and old.build != new.build:
-        catalog.save_build(active, Build(**{**vars(old), "status": "retired"}))
+        catalog.save_build(active, replace(old, status="retired"))
     else:
         catalog.save_build(active)
     store.point_alias(collection, new.build)
@@ -84,7 +101,7 @@ def live_shards(catalog: Catalog, build: str) -> list[tuple[str, str, tuple[str,
             for r in rows]
 
 
-def choose_build(catalog: Catalog, collection: str, active: Build | None, artifact: object,
+def choose_build(catalog: Catalog, collection: str, active: Build | None, artifact: ArtifactName,
                  chunking: dict, run_id: str, recreate: bool, full: bool) -> tuple[Build, bool]:
     """The build this run writes, and whether every file must be read again.
 
@@ -92,7 +109,7 @@ def choose_build(catalog: Catalog, collection: str, active: Build | None, artifa
     build, or resumes the one an interrupted rebuild left with the same model and chunking.
     Changed chunk settings read every file again into the active build.
     """
-    name, variant = artifact.name, artifact.variant  # type: ignore[attr-defined]
+    name, variant = artifact.name, artifact.variant
     key = json.dumps(chunking, sort_keys=True)
     if active is not None and not recreate:
         if active.model_artifact != name:
@@ -105,5 +122,5 @@ def choose_build(catalog: Catalog, collection: str, active: Build | None, artifa
     if pending is not None:
         if pending.model_artifact == name and pending.chunking == key:
             return pending, full  # resume the interrupted build
-        catalog.save_build(Build(**{**vars(pending), "status": "retired"}))
+        catalog.save_build(replace(pending, status="retired"))
     return new_build(catalog, collection, name, variant, chunking, run_id), full

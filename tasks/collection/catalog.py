@@ -102,8 +102,22 @@ def _commit_error(path: str, exc: Exception) -> Exception:
     return CatalogError(message)
 
 
+STAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+"""How the catalog stamps a row (``Build.updated``): UTC, microseconds; ``age_s`` reads it back."""
+
+
 def now() -> str:
-    return f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%S.%fZ}"
+    return f"{datetime.now(UTC):{STAMP_FORMAT}}"
+
+
+def age_s(stamp: str) -> float:
+    """Seconds since ``stamp`` (written by ``now``); infinite for an empty or unreadable one, so a
+    row without a stamp counts as old enough for garbage collection."""
+    try:
+        then = datetime.strptime(stamp, STAMP_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return float("inf")
+    return (datetime.now(UTC) - then).total_seconds()
 
 
 def chunking_key(chunking: dict) -> str:

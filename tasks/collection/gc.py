@@ -11,12 +11,12 @@ rows). Stale shard rows leave the ledger in the same pass.
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from vecpress.infra import storage
 from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.storage import CollectionPaths
-from vecpress.tasks.collection.catalog import Catalog
+from vecpress.tasks.collection.catalog import Catalog, age_s
 
 
 @dataclass
@@ -64,23 +64,13 @@ def collect_garbage(paths: CollectionPaths, catalog: Catalog, store: MilvusStore
         if b not in live_names or g not in referenced]
     catalog.delete("shards", dead)
     for build in builds:
-        if build.status == "retired" and _age_s(build.updated) >= grace_s:
+        if build.status == "retired" and age_s(build.updated) >= grace_s:
             store.drop(build.build)
             files = catalog.files(build.build).column("path").to_pylist()
             catalog.delete("files", [{"build": build.build, "path": p} for p in files])
-            catalog.save_build(type(build)(**{**vars(build), "status": "dropped"}))
+            catalog.save_build(replace(build, status="dropped"))
             if build.codec_id and build.codec_id not in codecs:
                 storage.remove(paths.codec_dir(build.codec_id))
             result.builds_dropped.append(build.build)
     catalog.compact()  # fold the run's many small commits (one per second of streaming)
     return result
-
-
-def _age_s(stamp: str) -> float:
-    from datetime import UTC, datetime
-
-    try:
-        then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    except ValueError:
-        return float("inf")
-    return (datetime.now(UTC) - then).total_seconds()

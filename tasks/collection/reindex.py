@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from vecpress.infra import storage
 from vecpress.infra.milvus import MilvusStore
@@ -19,7 +19,7 @@ from vecpress.infra.settings import Settings
 from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks.codec.codec import Codec
 from vecpress.tasks.collection.builds import check_not_legacy, live_shards, new_build, switch
-from vecpress.tasks.collection.catalog import Build, Catalog
+from vecpress.tasks.collection.catalog import Catalog
 from vecpress.tasks.collection.home import home_of
 from vecpress.tasks.collection.loading import load_collection
 from vecpress.tasks.collection.state import new_run_id
@@ -69,12 +69,12 @@ def reindex(source: str, settings: Settings) -> ReindexSummary:
     serving = catalog.active()
     pending = catalog.building()
     if pending is not None:  # an interrupted rebuild: this one replaces it
-        catalog.save_build(Build(**{**vars(pending), "status": "retired"}))
+        catalog.save_build(replace(pending, status="retired"))
     if not storage.exists(target.codec_dir(codec.codec_id)):
         codec.save(target.codec_dir(codec.codec_id))
     build = new_build(catalog, settings.collection, built.model_artifact, built.model_variant,
                       json.loads(built.chunking), new_run_id())
-    build = Build(**{**vars(build), "codec_id": codec.codec_id, **home_of(settings)})
+    build = replace(build, codec_id=codec.codec_id, **home_of(settings))
     catalog.save_build(build)
     summary = ReindexSummary(source=source, collection=settings.collection,
                              milvus_uri=settings.milvus.uri, codec_id=codec.codec_id,
@@ -87,7 +87,7 @@ def reindex(source: str, settings: Settings) -> ReindexSummary:
         summary.rows_in_milvus = loaded.rows_in_milvus
         _copy_rows(origin, built.build, catalog, build.build, {p for p, _, _ in parts})
         if loaded.plan is not None:  # how it is searched: recorded with the build
-            build = Build(**{**vars(build), "index": loaded.plan.to_json()})
+            build = replace(build, index=loaded.plan.to_json())
         switch(catalog, store, settings.collection, build, serving)
     finally:
         store.close()

@@ -119,10 +119,8 @@ def run_ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     except Exception as exc:
         if not _is_milvus_error(exc):
             raise
-        console.print(f"[red]error:[/red] Milvus at {settings.milvus.uri} failed: "
-                      f"{getattr(exc, 'message', exc)}. Check that the server is up and reachable, "
-                      "then run the same command again: committed shards are kept.")
-        raise typer.Exit(3) from exc
+        exit_milvus_failed(exc, settings.milvus.uri, "check that the server is up and reachable, "
+                           "then run the same command again: committed shards are kept")
 
 
 def print_summary(summary: IngestSummary, as_json: bool) -> None:
@@ -220,9 +218,17 @@ def fail_if_milvus(exc: Exception, settings: Settings) -> None:
     from pymilvus import MilvusException
 
     if isinstance(exc, MilvusException):
-        reason = getattr(exc, "message", "") or "no reason given"
-        exit_with(3, f"Milvus at {settings.milvus.uri} failed: {reason} (code {exc.code}); check that "
-                 "it is up and holds the collection the ingest wrote (same --milvus-uri)")
+        exit_milvus_failed(exc, settings.milvus.uri, "check that it is up and holds the collection "
+                           "the ingest wrote (same --milvus-uri)")
+
+
+def exit_milvus_failed(exc: BaseException, uri: str, then: str) -> NoReturn:
+    """Exit 3 (infrastructure unavailable) with the one line every command prints when Milvus
+    failed, after the store's retries: where, Milvus's own reason and code, and what to do
+    ``then``, which is each command's own advice."""
+    reason = (exc.message if hasattr(exc, "message") else str(exc)) or "no reason given"
+    code = getattr(exc, "code", None)
+    exit_with(3, f"Milvus at {uri} failed: {reason}{'' if code is None else f' (code {code})'}; {then}")
 
 
 def exit_with(code: int, message: str) -> NoReturn:

@@ -10,7 +10,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vecpress.cli.common import MilvusUri, StorageRoot, console, quiet_libraries, settings_from_flags
+from vecpress.cli.common import (
+    MilvusUri,
+    StorageRoot,
+    console,
+    exit_milvus_failed,
+    quiet_libraries,
+    settings_from_flags,
+)
 
 
 def reindex(
@@ -48,9 +55,7 @@ def reindex(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     except MilvusException as exc:
-        console.print(f"[red]error:[/red] Milvus at {settings.milvus.uri} failed: "
-                      f"{getattr(exc, 'message', exc)}; check that it is up, then run again")
-        raise typer.Exit(3) from exc
+        exit_milvus_failed(exc, settings.milvus.uri, "check that it is up, then run again")
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
         return
