@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 from tenacity import before_sleep_log, retry_if_exception, stop_after_delay, wait_exponential
 from tenacity import retry as retrying
@@ -229,8 +230,8 @@ class MilvusStore:
         self.load(name)
         return self.client.describe_index(name, VECTOR)
 
-    def search(self, name: str, vectors: Sequence[Sequence[float]], limit: int, nprobe: int = 64
-               ) -> list[list[tuple[int, float]]]:
+    def search(self, name: str, vectors: np.ndarray | Sequence[Sequence[float]], limit: int,
+               nprobe: int = 64) -> list[list[tuple[int, float]]]:
         """(primary key, distance) of the ``limit`` nearest rows for each vector.
 
         Only keys and distances travel: the texts of the few rows a search keeps are fetched

@@ -11,7 +11,6 @@ finish on it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from typing import Protocol
 
@@ -19,7 +18,7 @@ from vecpress.infra import storage
 from vecpress.infra.index_plan import IndexPlan
 from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.storage import CollectionPaths
-from vecpress.tasks.collection.catalog import Build, Catalog
+from vecpress.tasks.collection.catalog import Build, Catalog, chunking_key
 
 
 class ArtifactName(Protocol):
@@ -55,7 +54,7 @@ def new_build(catalog: Catalog, collection: str, artifact: str, variant: str, ch
     """A new build, recorded as ``building`` (it serves nothing until switched to)."""
     number = len(catalog.builds()) + 1
     build = Build(f"{collection}__v{number}", "building", "", artifact, variant,
-                  json.dumps(chunking, sort_keys=True), run_id)
+                  chunking_key(chunking), run_id)
     catalog.save_build(build)
     return build
 
@@ -65,7 +64,7 @@ def finish_build(catalog: Catalog, store: MilvusStore, collection: str, build: B
                  plan: IndexPlan | None = None) -> Build:
     """After a complete run: record its chunking, where it lives (``home.home_of``) and how it
     is indexed and searched (``plan``), and switch the name to a new build."""
-    done = replace(build, chunking=json.dumps(chunking, sort_keys=True), **home,
+    done = replace(build, chunking=chunking_key(chunking), **home,
                    index=plan.to_json() if plan else build.index)
     if build.status == "building":
         return switch(catalog, store, collection, done, serving)
@@ -110,7 +109,7 @@ def choose_build(catalog: Catalog, collection: str, active: Build | None, artifa
     Changed chunk settings read every file again into the active build.
     """
     name, variant = artifact.name, artifact.variant
-    key = json.dumps(chunking, sort_keys=True)
+    key = chunking_key(chunking)
     if active is not None and not recreate:
         if active.model_artifact != name:
             raise ValueError(f"collection '{collection}' was built with another model or variant "

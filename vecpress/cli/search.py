@@ -61,20 +61,23 @@ def search(
 
     Exit codes: 0 ok, 2 usage or configuration error, 3 Milvus unavailable or in use.
     """
-    if (query is None) == (queries is None):
+    if query is not None and queries is None:
+        items = _one_query(query)
+    elif queries is not None and query is None:
+        items = _read_queries(queries)
+    else:
         raise typer.BadParameter("give either a QUERY or --queries FILE")
-    items = _one_query(query) if query is not None else _read_queries(queries)
     quiet_libraries()
     settings = settings_from_flags(**{"collection": collection, "milvus.uri": milvus_uri,
                                       "storage_root": storage_root})
-    collection = open_for_search(settings)
+    opened = open_for_search(settings)
     try:
-        _search_all(collection, items, k, as_json)
+        _search_all(opened, items, k, as_json)
     except Exception as exc:
-        fail_if_milvus(exc, collection.settings)
+        fail_if_milvus(exc, opened.settings)
         raise
     finally:
-        collection.close()
+        opened.close()
 
 
 def _one_query(query: str) -> list[tuple[str, str]]:
