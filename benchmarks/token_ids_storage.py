@@ -21,9 +21,9 @@ RESULTS = Path(__file__).parent / "results"
 def main() -> None:
     from vecpress.infra.settings import ChunkSettings, InputSettings
     from vecpress.tasks.embed.model_files import resolve_model_dir
+    from vecpress.tasks.ingest.shard_jobs import chunk_files
     from vecpress.tasks.inputs.corpus import stdlib_docstring_paragraphs
     from vecpress.tasks.inputs.records import SourceFile
-    from vecpress.tasks.shard_jobs import chunk_files
 
     modules: dict[str, list[str]] = defaultdict(list)
     for doc_id, text in stdlib_docstring_paragraphs():

@@ -27,11 +27,11 @@ from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.milvus_bulk import wait_for_imports
 from vecpress.infra.settings import Settings
 from vecpress.infra.storage import CollectionPaths
-from vecpress.tasks import part_jobs, shard_jobs
 from vecpress.tasks.codec.choose import DRIFT_SAMPLE
 from vecpress.tasks.codec.codec import Codec
 from vecpress.tasks.collection.catalog import Catalog, ShardRow
 from vecpress.tasks.embed.artifact import ModelArtifact
+from vecpress.tasks.ingest import part_jobs, shard_jobs
 from vecpress.tasks.ingest.groups import shard_id
 from vecpress.tasks.ingest.results import StreamJob, StreamResult
 from vecpress.tasks.inputs.records import InputError

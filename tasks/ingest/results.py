@@ -10,8 +10,8 @@ import numpy as np
 from vecpress.tasks.codec.codec import Codec
 from vecpress.tasks.collection.catalog import Build
 from vecpress.tasks.ingest.groups import Group
+from vecpress.tasks.ingest.part_jobs import OldPart
 from vecpress.tasks.inputs.records import InputError
-from vecpress.tasks.part_jobs import OldPart
 
 
 @dataclass
