@@ -39,6 +39,7 @@ from vecpress.tasks.ingest.codec_sample import CodecSample
 from vecpress.tasks.ingest.groups import shard_id
 from vecpress.tasks.ingest.ledger import Ledger
 from vecpress.tasks.ingest.loads import Loads
+from vecpress.tasks.ingest.part_jobs import OldPart
 from vecpress.tasks.ingest.results import StreamJob, StreamResult
 from vecpress.tasks.inputs.records import InputError
 
@@ -130,23 +131,18 @@ class StreamEngine:
 
     def _chunk_done(self, group: str, chunked: shard_jobs.ChunkShard) -> None:
         self.result.busy["chunk"] += chunked.seconds
-        self._add_group(group, shard_jobs.group_meta(chunked))
+        meta = shard_jobs.group_meta(chunked)
+        self.ledger.add_group(group, meta)
+        self.result.add_group(meta)
         for part, (url, rows) in enumerate(zip(chunked.urls, chunked.rows, strict=True)):
             row = self.ledger.set(ShardRow(self.build.build, shard_id(group, part), group, part,
                                            "chunked", url, "", "", rows, self.run_id))
             self._next(row)
         self._group_done_if_loaded(group)
 
-    def _add_group(self, group: str, meta: dict) -> None:
-        self.ledger.add_group(group, meta)
-        self.result.documents += meta["documents"]
-        self.result.passages += sum(meta["rows"])
-        self.result.shards += len(meta["urls"])
-        self.result.errors += [InputError(**e) for e in meta["errors"]]
-        self.result.first_passages = self.result.first_passages or next(iter(meta["urls"]), None)
-
     def _resume_group(self, group: str, rows: list[ShardRow], meta: dict) -> None:
-        self._add_group(group, meta)
+        self.ledger.add_group(group, meta)
+        self.result.add_group(meta)
         for row in rows:
             self.ledger.rows[row.shard_id] = row
             if row.state == "loaded":
@@ -197,17 +193,11 @@ class StreamEngine:
                      seed=self.settings.codec.seed + row.part)
 
     def _embed_done(self, shard: str, done: part_jobs.EmbeddedPart) -> None:
-        r = self.result
-        r.busy["embed"] += done.seconds
-        r.embedded, r.reused, r.truncated = (r.embedded + done.embedded, r.reused + done.reused,
-                                             r.truncated + done.truncated)
-        if len(done.sample):
-            r.drift_sample.append(done.sample)
+        self.result.add_embedded(done)
         row = self.ledger.rows[shard]
         if done.encoded:
             self._load(self.ledger.set(row, state="encoded", archive_url=done.url), fresh=True)
         else:
-            r.fp32_urls.append(done.url)
             self._next(self.ledger.set(row, state="embedded", embeddings_url=done.url))
 
     def _encode_done(self, shard: str, seconds: float) -> None:
@@ -221,12 +211,7 @@ class StreamEngine:
         self.loads.load(row, fresh, self.result.passages)
 
     def _load_done(self, shard: str, done: part_jobs.LoadedPart) -> None:
-        self.result.rows_written += done.written
-        self.result.rows_bulk_imported += done.written if done.bulk else 0
-        if done.note:
-            self.result.notes.append(done.note)
-        self.result.busy["load"] += done.seconds
-        self.result.errors += [InputError(**e) for e in done.refused]
+        self.result.add_loaded(done)
         row = self.ledger.set(self.ledger.rows[shard], state="loaded")
         self._group_done_if_loaded(row.group_id)
 
@@ -278,9 +263,7 @@ class StreamEngine:
         """Rows of deleted files go first: a new file may reuse a deleted file's keys."""
         if not job.deleted:
             return
-        stale = part_jobs.stale_pks([p for p, _, _ in job.deleted], [],
-                                    sorted({s for _, _, srcs in job.deleted for s in srcs}))
-        self.result.rows_deleted += self.store.delete(self.build.build, stale.tolist())
+        self._delete_stale(job.deleted, [])
         self.catalog.delete("files", [{"build": self.build.build, "path": p}
                                       for p in job.deleted_paths])
 
@@ -291,7 +274,12 @@ class StreamEngine:
             return
         old = self.job.old_parts.get(group, [])
         if old:
-            stale = part_jobs.stale_pks([p for p, _, _ in old], self.ledger.meta[group]["urls"],
-                                        sorted({s for _, _, srcs in old for s in srcs}))
-            self.result.rows_deleted += self.store.delete(self.build.build, stale.tolist())
+            self._delete_stale(old, self.ledger.meta[group]["urls"])
         self.ledger.record_files(self.build.build, self.groups[group], self.job.hashes)
+
+    def _delete_stale(self, old: list[OldPart], new_parts: list[str]) -> None:
+        """Delete the rows of ``old`` shards (of files changed or deleted) that ``new_parts``,
+        the files' new passages, no longer hold."""
+        stale = part_jobs.stale_pks([p for p, _, _ in old], new_parts,
+                                    sorted({s for _, _, srcs in old for s in srcs}))
+        self.result.rows_deleted += self.store.delete(self.build.build, stale.tolist())
