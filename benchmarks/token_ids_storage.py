@@ -24,8 +24,8 @@ def main() -> None:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     from vecpress.infra.settings import ChunkSettings, InputSettings
     from vecpress.tasks.embed.model_files import resolve_model_dir
+    from vecpress.tasks.ingest.shard_jobs import chunk_files
     from vecpress.tasks.inputs.records import SourceFile
-    from vecpress.tasks.shard_jobs import chunk_files
 
     modules = corpora.stdlib_modules()
     work = Path(tempfile.mkdtemp(prefix="token-ids-"))

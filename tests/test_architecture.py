@@ -18,7 +18,8 @@ PACKAGES = {"vecpress": "vecpress", "flows": "vecpress.flows", "tasks": "vecpres
             "infra": "vecpress.infra", "deployments": "vecpress.deployments"}
 
 # What each part may import from vecpress (besides itself). Sub-packages of tasks/ are stages;
-# arrays, recall and worker_cache are leaves every stage may use; shard_jobs drives the stages.
+# arrays, recall and worker_cache are leaves every stage may use; ingest (the engine and the Dask
+# entry points shard_jobs and part_jobs) drives the stages.
 LEAVES = {"vecpress.tasks.arrays", "vecpress.tasks.recall", "vecpress.tasks.worker_cache"}
 ALLOWED = {
     "vecpress.infra": {"vecpress.infra"},
@@ -33,8 +34,6 @@ ALLOWED = {
     "vecpress.tasks.arrays": {"vecpress.infra"},
     "vecpress.tasks.recall": set(),
     "vecpress.tasks.worker_cache": set(),
-    "vecpress.tasks.shard_jobs": {"vecpress.infra", "vecpress.tasks"},
-    "vecpress.tasks.part_jobs": {"vecpress.infra", "vecpress.tasks"},
     "vecpress.tasks.ingest": {"vecpress.infra", "vecpress.tasks"},
     "vecpress.flows": {"vecpress.infra", "vecpress.tasks", "vecpress.flows"},
     "vecpress.deployments": {"vecpress.infra", "vecpress.tasks", "vecpress.flows",

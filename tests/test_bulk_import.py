@@ -69,7 +69,7 @@ def test_an_upsert_after_a_bulk_import_keeps_each_passage_once(tmp_path, fp32_ar
 
     from vecpress.infra import storage
     from vecpress.tasks.codec.codec import archive_table
-    from vecpress.tasks.part_jobs import bulk_load_parts, load_part
+    from vecpress.tasks.ingest.part_jobs import bulk_load_parts, load_part
 
     n, dim = 200, 16
     passages = str(tmp_path / "shard" / "part-0000.parquet")

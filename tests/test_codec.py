@@ -148,7 +148,7 @@ def test_the_codec_sample_has_exactly_the_sample_size(tmp_path) -> None:
     import pyarrow as pa
 
     from vecpress.infra import storage
-    from vecpress.tasks.part_jobs import sample_embeddings
+    from vecpress.tasks.ingest.part_jobs import sample_embeddings
 
     rows = [128, 128, 64, 128, 33, 128, 128, 100]
     urls = []

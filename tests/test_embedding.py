@@ -75,7 +75,7 @@ def test_local_dask_workers_may_start_tokeniser_processes(fp32_artifact, paragra
     from vecpress.infra.settings import DaskSettings
     from vecpress.tasks.arrays import read_embeddings
     from vecpress.tasks.embed.tokenising import can_spawn_processes
-    from vecpress.tasks.shard_jobs import embed_shard
+    from vecpress.tasks.ingest.shard_jobs import embed_shard
 
     texts = [t for _, t in paragraphs[:64]]
     shard = str(tmp_path / "passages.parquet")

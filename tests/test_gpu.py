@@ -103,7 +103,7 @@ def test_real_gpu_memory_pressure_halves_then_floor_error(fp16_artifact, long_te
 def test_local_cuda_cluster_runs_one_gpu_worker_per_gpu(fp16_artifact, paragraphs, tmp_path) -> None:
     from vecpress.infra.cluster import dask_client
     from vecpress.infra.settings import ChunkSettings, InputSettings
-    from vecpress.tasks import shard_jobs
+    from vecpress.tasks.ingest import shard_jobs
     from vecpress.tasks.inputs.records import SourceFile
 
     source = tmp_path / "docs.jsonl"

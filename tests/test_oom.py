@@ -110,8 +110,8 @@ def test_embed_shard_reports_progress_and_names_passage_ids(fp32_artifact, texts
 
     from vecpress.infra import storage
     from vecpress.tasks.arrays import read_embeddings
+    from vecpress.tasks.ingest.shard_jobs import embed_shard
     from vecpress.tasks.inputs.records import PASSAGE_SCHEMA
-    from vecpress.tasks.shard_jobs import embed_shard
 
     url = str(tmp_path / "passages.parquet")
     storage.write_parquet(url, pa.table({

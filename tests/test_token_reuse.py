@@ -14,9 +14,9 @@ from vecpress.tasks.arrays import read_embeddings
 from vecpress.tasks.embed.embedder import OnnxEmbedder
 from vecpress.tasks.embed.model_files import load_tokenizer, resolve_model_dir
 from vecpress.tasks.embed.tokenising import SpecialTokens, model_tokenizer, tokenise
+from vecpress.tasks.ingest.shard_jobs import _chunker_tokens, chunk_files, embed_shard
 from vecpress.tasks.inputs.chunking import Chunker
 from vecpress.tasks.inputs.records import TOKEN_IDS, TOKENIZER_KEY, SourceFile
-from vecpress.tasks.shard_jobs import _chunker_tokens, chunk_files, embed_shard
 
 
 def _documents(paragraphs: list[tuple[str, str]]) -> list[str]:

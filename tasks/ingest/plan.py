@@ -9,8 +9,8 @@ from vecpress.infra.settings import Settings
 from vecpress.tasks.collection.catalog import Build, Catalog
 from vecpress.tasks.collection.manifest import ChangePlan, Manifest
 from vecpress.tasks.ingest.groups import make_groups
+from vecpress.tasks.ingest.part_jobs import OldPart
 from vecpress.tasks.ingest.results import StreamJob
-from vecpress.tasks.part_jobs import OldPart
 
 
 def stream_job(catalog: Catalog, build: Build, plan: ChangePlan, manifest: Manifest,

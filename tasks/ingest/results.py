@@ -10,8 +10,8 @@ import numpy as np
 from vecpress.tasks.codec.codec import Codec
 from vecpress.tasks.collection.catalog import Build
 from vecpress.tasks.ingest.groups import Group
+from vecpress.tasks.ingest.part_jobs import EmbeddedPart, LoadedPart, OldPart
 from vecpress.tasks.inputs.records import InputError
-from vecpress.tasks.part_jobs import OldPart
 
 
 @dataclass
@@ -55,5 +55,33 @@ class StreamResult:
 
     def drift_vectors(self) -> np.ndarray:
         return np.concatenate(self.drift_sample)
+
+    # What each finished step adds (the engine calls these as the steps land).
+
+    def add_group(self, meta: dict) -> None:
+        """A chunked group (``shard_jobs.group_meta``), chunked by this run or found on resume."""
+        self.documents += meta["documents"]
+        self.passages += sum(meta["rows"])
+        self.shards += len(meta["urls"])
+        self.errors += [InputError(**e) for e in meta["errors"]]
+        self.first_passages = self.first_passages or next(iter(meta["urls"]), None)
+
+    def add_embedded(self, done: EmbeddedPart) -> None:
+        self.busy["embed"] += done.seconds
+        self.embedded += done.embedded
+        self.reused += done.reused
+        self.truncated += done.truncated
+        if len(done.sample):
+            self.drift_sample.append(done.sample)
+        if not done.encoded:
+            self.fp32_urls.append(done.url)
+
+    def add_loaded(self, done: LoadedPart) -> None:
+        self.rows_written += done.written
+        self.rows_bulk_imported += done.written if done.bulk else 0
+        if done.note:
+            self.notes.append(done.note)
+        self.busy["load"] += done.seconds
+        self.errors += [InputError(**e) for e in done.refused]
 
 

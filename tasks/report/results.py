@@ -1,6 +1,6 @@
 """What the check stage returns: a small record the flow adds to the run summary.
 
-The streaming stages report through ``tasks/ingest/engine.StreamResult``.
+The streaming stages report through ``tasks/ingest/results.StreamResult``.
 
 Each stage reports its own work (items, seconds, what it produced), so the flow never counts or
 times anything itself and the summary is built in one place (``IngestSummary.add_*``).

@@ -27,8 +27,8 @@ from vecpress.tasks.collection.loading import shard_rows, shard_table
 from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.embed.embedder import worker_embedder
 from vecpress.tasks.embed.published import local_copy
+from vecpress.tasks.ingest.shard_jobs import embed_table
 from vecpress.tasks.inputs.records import InputError
-from vecpress.tasks.shard_jobs import embed_table
 from vecpress.tasks.worker_cache import per_worker
 
 OldPart = tuple[str, str, tuple[str, ...]]  # (passages URL, archive URL, sources still wanted)

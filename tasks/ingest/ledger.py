@@ -1,0 +1,87 @@
+"""The engine's copy of one build's shard ledger: every shard's latest row, each chunked group's
+metadata, and the changes not yet committed to the catalog.
+
+Kept apart from the engine because it is the part a kill must find consistent: commits are
+batched (each is a Delta Lake commit, at most ``COMMIT_EVERY_S`` apart), and inside one commit the
+shards' states go first, then the files of completed groups, so a file is recorded only once every
+shard of its group is committed as loaded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+from dataclasses import replace
+
+from vecpress.tasks.collection.catalog import Catalog, ShardRow
+from vecpress.tasks.ingest.groups import Group, shard_id
+
+COMMIT_EVERY_S = 1.0  # ledger commits are batched: at most this long between them
+
+
+class Ledger:
+    """Shard rows and files rows of one run, committed to ``catalog`` in batches."""
+
+    def __init__(self, catalog: Catalog, run_id: str) -> None:
+        self.catalog, self.run_id = catalog, run_id
+        self.rows: dict[str, ShardRow] = {}
+        self.parts_of: dict[str, list[str]] = {}
+        self.meta: dict[str, dict] = {}
+        self.pending: dict[str, ShardRow] = {}
+        self.done_files: list[dict] = []  # files rows of completed groups, not yet committed
+        self.gone_files: list[dict] = []  # files of completed groups that produced no rows
+        self.last_commit = time.monotonic()
+
+    def read(self, build: str, groups: Collection[str]) -> dict[str, list[ShardRow]]:
+        """The rows earlier runs of ``build`` committed for ``groups``, by group, in part order."""
+        known: dict[str, list[ShardRow]] = {}
+        for row in self.catalog.shards(build).to_pylist():
+            if row["group_id"] in groups:
+                known.setdefault(row["group_id"], []).append(ShardRow(**row))
+        return {group: sorted(rows, key=lambda r: r.part) for group, rows in known.items()}
+
+    def add_group(self, group: str, meta: dict) -> None:
+        """A chunked group: its metadata (``shard_jobs.group_meta``) and its shards' ids."""
+        self.meta[group] = meta
+        self.parts_of[group] = [shard_id(group, i) for i in range(len(meta["urls"]))]
+
+    def set(self, row: ShardRow, **changes) -> ShardRow:
+        """``row`` with ``changes``, stamped with this run: the shard's latest row, to commit."""
+        row = replace(row, run_id=self.run_id, **changes)
+        self.rows[row.shard_id] = self.pending[row.shard_id] = row
+        return row
+
+    def loaded(self, group: str) -> bool:
+        """Whether ``group`` is chunked and every shard of it is loaded."""
+        return group in self.meta and \
+            all(self.rows[s].state == "loaded" for s in self.parts_of[group])
+
+    def record_files(self, build: str, group: Group, hashes: dict[str, str]) -> None:
+        """The files rows of a loaded group, for the next commit: its files that produced
+        passages are recorded, the ones that produced none are removed."""
+        counts = self.meta[group.group_id]["passages_by_source"]
+        self.done_files += [
+            {"build": build, "path": f.url, "size": f.size, "modified": f.modified,
+             "content_hash": hashes[f.url], "group_id": group.group_id,
+             "passages": counts[f.url], "run_id": self.run_id}
+            for f in group.files if counts.get(f.url)]
+        self.gone_files += [{"build": build, "path": f.url}
+                            for f in group.files if not counts.get(f.url)]
+
+    def commit(self, force: bool = False) -> bool:
+        """Commit the shards' new states, then the files of completed groups; False when there
+        was nothing to commit or (unless ``force``) the last commit is too recent."""
+        if not (self.pending or self.done_files or self.gone_files):
+            return False
+        if not force and time.monotonic() - self.last_commit < COMMIT_EVERY_S:
+            return False
+        self.catalog.record_shards(list(self.pending.values()))
+        self.catalog.upsert("files", self.done_files)
+        self.catalog.delete("files", self.gone_files)
+        self.pending, self.done_files, self.gone_files = {}, [], []
+        self.last_commit = time.monotonic()
+        return True
+
+    def progress(self) -> tuple[int, int]:
+        """(shards loaded, shards known)."""
+        return sum(r.state == "loaded" for r in self.rows.values()), len(self.rows)

@@ -1,0 +1,94 @@
+"""Loading encoded shards into Milvus: from where, and when.
+
+Three paths, chosen per shard, kept out of the engine's loop because each has its own ordering
+rule. A Milvus server is written from the workers in parallel, one upsert per shard. A new build,
+once the run has ``milvus.bulk_min_rows`` passages, is bulk-imported instead, in batches of that
+many rows (each import costs the server ~1-3 s of fixed time, so one per small shard would be
+slower than upserts), and only after the shards' ``encoded`` state is committed. Milvus Lite is
+one process per file, so this process writes it, one shard at a time, between other shards'
+completions.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from vecpress.infra.milvus import MilvusStore
+from vecpress.infra.milvus_bulk import wait_for_imports
+from vecpress.infra.settings import MilvusSettings
+from vecpress.tasks.collection.catalog import Build, ShardRow
+from vecpress.tasks.ingest import part_jobs
+
+
+class Loads:
+    """The encoded shards waiting to be loaded into ``build``. Loads on the workers go through
+    the engine's ``submit`` as steps ``load`` and ``bulk``, whose results the engine records;
+    ``codec_id`` is set by the engine once the codec is known."""
+
+    def __init__(self, milvus: MilvusSettings, store: MilvusStore, build: Build,
+                 submit: Callable[..., None]) -> None:
+        self.milvus, self.store, self.submit = milvus, store, submit
+        self.collection, self.new_build = build.build, build.status == "building"
+        self.codec_id = ""
+        self.lite_rows: deque[ShardRow] = deque()  # encoded shards for this process to load
+        self.bulk_ready: list[ShardRow] = []  # encoded shards to bulk-import once committed
+        self.bulk_committed: list[ShardRow] = []  # committed as encoded: to import, in batches
+
+    def wait_for_imports(self) -> None:
+        """Before anything is loaded into a new build: no import of a killed run may still be
+        running (it would land after this run's upserts of the same shards)."""
+        if not self.milvus.is_lite and self.milvus.bulk_dir and self.new_build \
+                and self.store.client.has_collection(self.collection):
+            wait_for_imports(self.milvus, self.collection)
+
+    def waiting(self) -> bool:
+        """Whether any shard waits for this process to load or to submit it."""
+        return bool(self.lite_rows or self.bulk_waiting())
+
+    def bulk_waiting(self) -> bool:
+        return bool(self.bulk_ready or self.bulk_committed)
+
+    def load(self, row: ShardRow, fresh: bool, passages: int) -> None:
+        """Upsert the shard, or bulk-import it: only on a server, into a new build, once the run
+        has ``milvus.bulk_min_rows`` passages (``passages`` so far), when this run encoded it
+        (``fresh``), and only after its ``encoded`` state is committed (``committed`` submits
+        it). A shard a killed run may have imported is found ``encoded`` and upserted, which
+        replaces its rows: exactly once."""
+        if self.milvus.is_lite:  # one writer per Milvus Lite file: this process, between steps
+            self.lite_rows.append(row)
+        elif fresh and self.milvus.bulk_dir and self.new_build and \
+                passages >= self.milvus.bulk_min_rows:
+            self.bulk_ready.append(row)
+        else:
+            self.submit("load", row.shard_id, part_jobs.load_part, *self._args(row))
+
+    def load_here(self) -> tuple[str, part_jobs.LoadedPart]:
+        """Load the next Milvus Lite shard from this process: its id and what the load did."""
+        row = self.lite_rows.popleft()
+        return row.shard_id, part_jobs.load_part(*self._args(row), store=self.store)
+
+    def committed(self) -> None:
+        """The shards' states are committed: the encoded ones may now be bulk-imported (a
+        resumed run upserts these: never twice)."""
+        self.bulk_committed += self.bulk_ready
+        self.bulk_ready = []
+        self.submit_bulk()
+
+    def submit_bulk(self, force: bool = False) -> None:
+        """Committed shards go to bulk import in batches of ``milvus.bulk_min_rows`` rows; with
+        ``force``, the rest too, whatever its size."""
+        batch_rows = self.milvus.bulk_min_rows
+        while self.bulk_committed and (
+                force or sum(r.rows for r in self.bulk_committed) >= batch_rows):
+            batch: list[ShardRow] = []
+            rows = 0
+            while self.bulk_committed and (not batch or rows < batch_rows):
+                batch.append(self.bulk_committed.pop(0))
+                rows += batch[-1].rows
+            self.submit("bulk", "|".join(r.shard_id for r in batch), part_jobs.bulk_load_parts,
+                        [(r.passages_url, r.archive_url) for r in batch], self.codec_id,
+                        self.collection, self.milvus)
+
+    def _args(self, row: ShardRow) -> tuple[str, str, str, str, MilvusSettings]:
+        return row.passages_url, row.archive_url, self.codec_id, self.collection, self.milvus
