@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import replace
 
 from distributed import Client, Future, as_completed
@@ -60,7 +60,8 @@ class StreamEngine:
         self.store = MilvusStore(settings.milvus)
         self.ledger = Ledger(catalog, run_id)
         self.sample = CodecSample(settings.codec.sample_size, self.ledger)
-        self.futures: dict[str, tuple[str, str]] = {}  # future key → (step, shard or group id)
+        # future key → (step, shard or group id)
+        self.futures: dict[Hashable, tuple[str, str]] = {}
         self.result = StreamResult()
         self.codec: Codec | None = None
         self.codec_dir: str | None = None
@@ -173,6 +174,8 @@ class StreamEngine:
             self._load(row)
 
     def _archive_url(self, row: ShardRow) -> str:
+        if self.codec is None:
+            raise RuntimeError(f"shard {row.shard_id}: an archive needs the codec, not fitted yet")
         return storage.join(self.paths.group_dir(row.group_id),
                             f"archive-{self.codec.codec_id}-{row.part:04d}.parquet")
 

@@ -92,7 +92,7 @@ def embed_part(passages_url: str, out_url: str, artifact: ModelArtifact, model: 
     else:
         codec = _codec(codec_dir)
         pca = np.empty((table.num_rows, codec.dim), np.float32)
-        if hit.any():
+        if index is not None and hit.any():
             pca[hit] = index.pca_fp16[rows]
         if len(vectors):
             pca[~hit] = codec.project(vectors)
