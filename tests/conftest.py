@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,16 @@ def paragraphs() -> list[tuple[str, str]]:
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One random 1-layer, 64-d BERT (``helpers.build_tiny_bert``) for every test whose subject
+    is not the model: built once, and exported once into ``model_cache``. Read-only: a test that
+    changes model files copies it first."""
+    from helpers import build_tiny_bert
+
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +77,23 @@ def prefect_harness():
 
 
 @pytest.fixture(scope="session")
+def dask_address() -> Iterator[str]:
+    """One local Dask cluster (2 worker processes, as a run's own local cluster on 2 cores) that
+    CLI runs reach with ``VECPRESS_DASK__ADDRESS``, the documented way to use an existing
+    cluster, instead of starting and stopping their own each time. Tests about a run's own
+    cluster (its process group killed, a worker killed) keep starting theirs."""
+    import logging
+
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set({"distributed.worker.daemon": False}), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                         dashboard_address=None, silence_logs=logging.WARNING) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture(scope="session")
 def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A real Milvus 2.3.5 standalone server (from the ``milvus`` package); yields its URI."""
     from milvus import default_server
@@ -79,13 +107,25 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
-def durable_ws(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, prefect_harness):
+def durable_ws(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, tiny_model: str,
+               dask_address: str, prefect_harness):
     """A corpus, a tiny model and a reference ingest for the durability tests (``durable.py``)."""
     from durable import durable_workspace
     from prefect.settings import PREFECT_API_URL
 
-    return durable_workspace(tmp_path_factory.mktemp("durable"), model_cache,
-                             str(PREFECT_API_URL.value()))
+    return durable_workspace(tmp_path_factory.mktemp("durable"), model_cache, tiny_model,
+                             str(PREFECT_API_URL.value()), dask_address)
+
+
+# Fixtures that start a server (or need one): a test using any of them is ``slow``, outside
+# ``make test-fast`` (no servers, no whole CLI runs), whether or not its module says so.
+SERVER_FIXTURES = {"prefect_harness", "milvus_server", "dask_address", "durable_ws"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.hookimpl(trylast=True)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import psutil
-from helpers import build_tiny_bert, milvus_rows
+from helpers import milvus_rows
 
 from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks.collection.catalog import Catalog
@@ -22,8 +22,10 @@ from vecpress.tasks.inputs.corpus import stdlib_docstring_paragraphs
 FILES = 120
 
 
-def durable_workspace(root: Path, model_cache: Path, api_url: str) -> dict:
-    """120 text files of real paragraphs, and the environment of a tiny-model ingest."""
+def durable_workspace(root: Path, model_cache: Path, tiny_model: str, api_url: str,
+                      dask_address: str) -> dict:
+    """120 text files of real paragraphs, and the environment of a tiny-model ingest on the
+    session's Dask cluster (a run that is killed starts its own: ``kill_group_when``)."""
     corpus = root / "corpus"
     corpus.mkdir()
     paragraphs = [t for _, t in itertools.islice(stdlib_docstring_paragraphs(), 3000)]
@@ -32,12 +34,13 @@ def durable_workspace(root: Path, model_cache: Path, api_url: str) -> dict:
     env = os.environ | {
         "PREFECT_API_URL": api_url, "COLUMNS": "200",
         "VECPRESS_MODEL__CACHE_DIR": str(model_cache),
-        "VECPRESS_MODEL__PATH": build_tiny_bert(root / "tiny"),
+        "VECPRESS_MODEL__PATH": tiny_model,
         "VECPRESS_CODEC__PCA_DIM": "32", "VECPRESS_CODEC__PQ_M": "8",
         "VECPRESS_CODEC__SAMPLE_SIZE": "600", "VECPRESS_CHUNK__MAX_TOKENS": "48",
         "VECPRESS_CHUNK__OVERLAP_TOKENS": "8", "VECPRESS_INPUTS__FILES_PER_SHARD": "2",
         "VECPRESS_MODEL__PASSAGES_PER_SHARD": "64", "VECPRESS_GC_GRACE_S": "0",
-        "VECPRESS_DASK__N_WORKERS": "2", "VECPRESS_DASK__THREADS_PER_WORKER": "1"}
+        "VECPRESS_DASK__N_WORKERS": "2", "VECPRESS_DASK__THREADS_PER_WORKER": "1",
+        "VECPRESS_DASK__ADDRESS": dask_address}
     ws = {"root": root, "corpus": corpus, "env": env}
     reference = ingest(ws, "reference")
     assert reference.returncode == 0, reference.stderr[-3000:]
@@ -80,8 +83,10 @@ def rows(ws: dict, collection: str) -> int:
 
 def kill_group_when(ws: dict, collection: str, loaded_share: float) -> dict[str, int]:
     """Start an ingest in its own process group; SIGKILL the whole group once this share of the
-    reference run's shards is loaded; return the ledger as committed at the kill."""
-    process = subprocess.Popen(args(ws, collection), env=ws["env"], start_new_session=True,
+    reference run's shards is loaded; return the ledger as committed at the kill. The run starts
+    its own local cluster, so that its workers are in the group the kill takes down."""
+    own_cluster = {k: v for k, v in ws["env"].items() if k != "VECPRESS_DASK__ADDRESS"}
+    process = subprocess.Popen(args(ws, collection), env=own_cluster, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     target = ws["reference"]["shards"] * loaded_share
     deadline = time.monotonic() + 600

@@ -15,22 +15,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from durable import catalog
-from helpers import build_tiny_bert, milvus_rows
+from helpers import milvus_rows
 
 pytestmark = pytest.mark.slow
 CLOSED = "127.0.0.1:9"  # the discard port: nothing listens there
 
 
 @pytest.fixture(scope="module")
-def cli(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, prefect_harness) -> dict:
+def cli(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, tiny_model: str,
+        dask_address: str, prefect_harness) -> dict:
     from prefect.settings import PREFECT_API_URL
 
     root = tmp_path_factory.mktemp("exits")
     env = os.environ | {"PREFECT_API_URL": str(PREFECT_API_URL.value()), "COLUMNS": "200",
                         "VECPRESS_MODEL__CACHE_DIR": str(model_cache),
-                        "VECPRESS_MODEL__PATH": build_tiny_bert(root / "tiny"),
+                        "VECPRESS_MODEL__PATH": tiny_model,
                         "VECPRESS_CODEC__PCA_DIM": "32", "VECPRESS_CODEC__PQ_M": "8",
-                        "VECPRESS_DASK__N_WORKERS": "1", "VECPRESS_DASK__THREADS_PER_WORKER": "2"}
+                        "VECPRESS_DASK__ADDRESS": dask_address}
     return {"root": root, "env": env}
 
 

@@ -36,7 +36,7 @@ def _doc(paragraphs: list[tuple[str, str]], start: int, count: int = 12) -> str:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, prefect_harness, model_cache):
+def served(tmp_path_factory: pytest.TempPathFactory, prefect_harness, model_cache, dask_address):
     from prefect.settings import PREFECT_API_URL
 
     root = tmp_path_factory.mktemp("served")
@@ -46,7 +46,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, prefect_harness, model_cach
         # Small corpora: short passages and a small codec (PCA needs pca_dim training vectors).
         "VECPRESS_CHUNK__MAX_TOKENS": "48", "VECPRESS_CHUNK__OVERLAP_TOKENS": "8",
         "VECPRESS_CODEC__PCA_DIM": "32", "VECPRESS_CODEC__PQ_M": "8",
-        "VECPRESS_DASK__N_WORKERS": "1",
+        "VECPRESS_DASK__ADDRESS": dask_address,
         "PREFECT_API_URL": str(PREFECT_API_URL.value()),
         "PREFECT_RUNNER_POLL_FREQUENCY": "2",
     }
@@ -57,8 +57,10 @@ def served(tmp_path_factory: pytest.TempPathFactory, prefect_harness, model_cach
          "--api-url", str(PREFECT_API_URL.value()), "--cron", "30 3 * * *", "--debounce", "1"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_for(lambda: _registered(len(deployment_names(COLLECTION))), 180, root)
-        time.sleep(3)  # the trigger's automation must be live before the first event
+        # Registered, and the trigger's automation stored (on SQLite the server loads it into
+        # its trigger cache as that write commits): events from here on start runs.
+        _wait_for(lambda: _registered(len(deployment_names(COLLECTION))) and _automations(), 180,
+                  root)
         yield {"root": root, "inbox": inbox, "data": root / "data", "pid": proc.pid}
     finally:
         proc.send_signal(signal.SIGINT)
@@ -85,6 +87,13 @@ def _registered(expected: int) -> bool:
         found = client.read_deployments(deployment_filter=DeploymentFilter(
             tags=DeploymentFilterTags(all_=[COLLECTION])))
     return len(found) == expected
+
+
+def _automations() -> list:
+    with _client() as client:
+        on_change = client.read_deployment_by_name(
+            f"{FLOW}/{deployment_names(COLLECTION)['on-change']}")
+        return client.read_resource_related_automations(f"prefect.deployment.{on_change.id}")
 
 
 def _client():
@@ -244,25 +253,58 @@ def _live_runs(serve_pid: int) -> list[tuple[int, str]]:
     return live
 
 
+def _events_emitted(served: dict) -> int:
+    return (served["root"] / "serve.log").read_text().count(f"file change(s) for '{COLLECTION}'")
+
+
 def test_bursts_of_small_files_and_a_killed_run_strand_nothing(served, paragraphs):
-    """100 small files in five bursts while the collection outgrows its exact stage. Runs that
-    wait for the deployment's slot hold no process; one run is then killed, and every file still
-    ends up in the collection."""
+    """100 small files in five bursts while the collection outgrows its exact stage. The first
+    burst's run is held still (SIGSTOP) while the second burst arrives, so that the second run
+    must wait for the deployment's slot in Prefect, holding no process; a later run is killed;
+    and every file still ends up in the collection. Each step waits on what it needs to see, so
+    the test causes the contention it asserts on a machine of any speed."""
     inbox, on_change = served["inbox"], deployment_names(COLLECTION)["on-change"]
-    peak, killed, seen = 0, None, []
-    for burst in range(5):
-        for n in range(burst * 20, burst * 20 + 20):
-            (inbox / f"small{n:03d}.md").write_text(_doc(paragraphs, 400 + 4 * n, 4))
-        deadline = time.monotonic() + 8
-        while time.monotonic() < deadline:
+    peak, seen = 0, []
+
+    def burst(n: int) -> None:
+        emitted = _events_emitted(served)
+        for i in range(n * 20, n * 20 + 20):
+            (inbox / f"small{i:03d}.md").write_text(_doc(paragraphs, 400 + 4 * i, 4))
+        _wait_for(lambda: _events_emitted(served) > emitted, 120, served["root"])
+
+    def live_run() -> int:
+        """The pid of a flow-run process; every wait also checks that one runs at most."""
+        found: list[int] = []
+
+        def check() -> bool:
+            nonlocal peak, seen
             live = _live_runs(served["pid"])
-            if burst < 3 and len(live) > peak:  # before the kill: one live run process at most
+            if len(live) > peak:
                 peak, seen = len(live), live
-            if live and killed is None and burst >= 3:
-                killed = live[0][0]
-                os.kill(killed, signal.SIGKILL)
-            time.sleep(0.3)
-    assert killed is not None, "no flow run was seen running to be killed"
+            found[:] = [pid for pid, _ in live]
+            return bool(found)
+
+        _wait_for(check, 300, served["root"])
+        return found[0]
+
+    def waiting_for_the_slot() -> bool:
+        return any(r.state and r.state.name == "AwaitingConcurrencySlot" for r in _runs(on_change))
+
+    burst(0)
+    held = live_run()
+    os.kill(held, signal.SIGSTOP)  # it holds the deployment's one slot while the next burst comes
+    try:
+        burst(1)
+        _wait_for(waiting_for_the_slot, 300, served["root"])
+        assert [pid for pid, _ in _live_runs(served["pid"])] == [held]  # the waiter holds none
+    finally:
+        os.kill(held, signal.SIGCONT)
+    burst(2)
+    live_run()
+    burst(3)
+    killed = live_run()
+    os.kill(killed, signal.SIGKILL)
+    burst(4)
     wanted = {p.name for p in inbox.glob("*.md")}
 
     def all_in() -> bool:
@@ -287,5 +329,4 @@ def test_bursts_of_small_files_and_a_killed_run_strand_nothing(served, paragraph
     assert {Path(p).name for p in files.column("path").to_pylist()} == wanted
     assert milvus_rows(str(served["data"]), COLLECTION, str(served["data"] / "milvus.db")) == \
         sum(files.column("passages").to_pylist())
-    log = (served["root"] / "serve.log").read_text()
-    assert log.count("file change(s) for 'watched'") >= 5  # serve shows every event it emits
+    assert _events_emitted(served) >= 5  # serve shows every event it emits

@@ -36,11 +36,15 @@ def _nonsense(seed: int) -> str:
     return "\n\n".join(" ".join(rng.sample(words, 30)) for _ in range(120))
 
 
-def test_drift_warns_then_retrains_and_rebuilds(tmp_path, paragraphs, model_cache, prefect_harness):
+def test_drift_warns_then_retrains_and_rebuilds(tmp_path, paragraphs, model_cache, dask_address,
+                                               prefect_harness):
     src = tmp_path / "src"
     src.mkdir()
     (src / "docs.md").write_text("\n\n".join(t for _, t in paragraphs[:400]))
-    workspace = {"root": tmp_path, "src": src, "model_cache": model_cache}
+    # The real model: a random tiny one does not tell this nonsense from docstrings (tried). The
+    # session's Dask workers keep its ONNX session from one run to the next.
+    workspace = {"root": tmp_path, "src": src, "model_cache": model_cache,
+                 "env": {"VECPRESS_DASK__ADDRESS": dask_address}}
     first = _ingest(workspace)
 
     (src / "same-kind.md").write_text("\n\n".join(t for _, t in paragraphs[400:500]))

@@ -10,7 +10,6 @@ import time
 
 import pytest
 from durable import catalog, ledger, summary_of
-from helpers import build_tiny_bert
 
 from vecpress.infra import storage
 from vecpress.infra.settings import Settings
@@ -98,7 +97,7 @@ def _settings(ws: dict, collection: str) -> Settings:
     return Settings(collection=collection, storage_root=str(ws["root"] / "data"),
                     milvus={"uri": ws["uri"]},
                     model={"cache_dir": ws["env"]["VECPRESS_MODEL__CACHE_DIR"],
-                           "path": build_tiny_bert(ws["root"] / "tiny")},
+                           "path": ws["env"]["VECPRESS_MODEL__PATH"]},
                     codec={"pca_dim": 32, "pq_m": 8})
 
 
@@ -124,9 +123,16 @@ def test_search_beside_an_ingest_and_a_rebuild_never_fails(server_ws: dict) -> N
                 errors.append(exc)
             time.sleep(0.05)
 
+    def answered_from(build: str) -> None:
+        deadline = time.monotonic() + 120
+        while not any(c == build for c, _ in answers) and not errors:
+            assert time.monotonic() < deadline, f"no answer from {build} within 120 s"
+            time.sleep(0.1)
+
     thread = threading.Thread(target=loop)
     thread.start()
     try:
+        answered_from("live__v1")
         (ws["corpus"] / "extra.txt").write_text("A new file about durable ingest and rebuilds.")
         grown = subprocess.run(_cli(ws, "live"), env=ws["env"], capture_output=True, text=True,
                                timeout=900)
@@ -134,7 +140,7 @@ def test_search_beside_an_ingest_and_a_rebuild_never_fails(server_ws: dict) -> N
         rebuilt = subprocess.run(_cli(ws, "live", "--recreate"), env=ws["env"],
                                  capture_output=True, text=True, timeout=900)
         assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
-        time.sleep(2)
+        answered_from("live__v2")  # the searcher follows the switch
     finally:
         stop.set()
         thread.join()

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from durable import catalog, ingest, summary_of
-from helpers import build_tiny_bert
 
 from vecpress.infra.milvus import MAX_TEXT, MilvusStore, RefusedRow
 from vecpress.infra.settings import MilvusSettings
@@ -25,8 +24,8 @@ MIN_FIT = 150
 
 
 @pytest.fixture(scope="module")
-def edges(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, prefect_harness,
-          paragraphs: list[tuple[str, str]]) -> dict:
+def edges(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, tiny_model: str,
+          dask_address: str, prefect_harness, paragraphs: list[tuple[str, str]]) -> dict:
     from prefect.settings import PREFECT_API_URL
 
     root = tmp_path_factory.mktemp("edges")
@@ -40,10 +39,10 @@ def edges(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, prefect_h
             + "\n" for i in range(5)))
     env = {"PREFECT_API_URL": str(PREFECT_API_URL.value()), "COLUMNS": "200",
            "VECPRESS_MODEL__CACHE_DIR": str(model_cache),
-           "VECPRESS_MODEL__PATH": build_tiny_bert(root / "tiny"),
+           "VECPRESS_MODEL__PATH": tiny_model,
            "VECPRESS_CODEC__PCA_DIM": "32", "VECPRESS_CODEC__PQ_M": "8",
            "VECPRESS_CODEC__MIN_FIT_VECTORS": str(MIN_FIT), "VECPRESS_GC_GRACE_S": "0",
-           "VECPRESS_DASK__N_WORKERS": "1", "VECPRESS_DASK__THREADS_PER_WORKER": "2"}
+           "VECPRESS_DASK__ADDRESS": dask_address}
     return {"root": root, "corpus": corpus, "env": os.environ | env, "paragraphs": paragraphs}
 
 

@@ -66,6 +66,7 @@ def test_tokeniser_processes_give_the_same_embeddings(fp32_artifact, paragraphs)
     assert pooled.truncated == here.truncated >= 1
 
 
+@pytest.mark.slow  # a local Dask cluster
 def test_local_dask_workers_may_start_tokeniser_processes(fp32_artifact, paragraphs, tmp_path) -> None:
     """dask_client's workers are not daemonic, so an embedder there gets its tokeniser pool."""
     import pyarrow as pa
@@ -112,12 +113,13 @@ def test_unknown_variant_is_refused(model_cache: Path) -> None:
         export_model(read_model_spec(resolve_model_dir(None)), "bf16", model_cache, lambda: ["x"])
 
 
-def test_a_cache_hit_reads_file_stats_not_weights(tmp_path: Path, paragraphs) -> None:
+def test_a_cache_hit_reads_file_stats_not_weights(tmp_path: Path, paragraphs, tiny_model) -> None:
     """The cache index is keyed by each model file's path, size and mtime: a hit never reads
     the weights (start-up), and any rewrite that changes an mtime is checked by content."""
-    from helpers import build_tiny_bert
+    import shutil
 
-    model_dir = Path(build_tiny_bert(tmp_path / "tiny"))
+    # A copy with the same files, sizes and mtimes: this test rewrites its weights.
+    model_dir = Path(shutil.copytree(tiny_model, tmp_path / "tiny"))
     cache = tmp_path / "cache"
     probes = [t for _, t in paragraphs[:16]]
     first = export_model(read_model_spec(model_dir), "fp32", cache, lambda: probes)
@@ -142,9 +144,8 @@ def test_a_cache_hit_reads_file_stats_not_weights(tmp_path: Path, paragraphs) ->
     assert not first.name.endswith(artifact_key(spec, "fp32"))
 
 
-def test_the_fidelity_gate_also_probes_the_users_own_text(tmp_path: Path, paragraphs) -> None:
-    from helpers import build_tiny_bert
-
+def test_the_fidelity_gate_also_probes_the_users_own_text(tmp_path: Path, paragraphs,
+                                                          tiny_model) -> None:
     from vecpress.infra.settings import InputSettings
     from vecpress.tasks.inputs.sources import sample_texts
 
@@ -156,7 +157,7 @@ def test_the_fidelity_gate_also_probes_the_users_own_text(tmp_path: Path, paragr
     # a few records of every file in turn, each cut to 120 words
     assert [t.split()[:4] for t in own[:3]] == [["file", str(n), "record", "0"] for n in range(3)]
     assert len(own) == 12 and max(len(t.split()) for t in own) == 120
-    model_dir = Path(build_tiny_bert(tmp_path / "tiny"))
+    model_dir = Path(tiny_model)
     builtin = [t for _, t in paragraphs[:16]]
     with pytest.raises(ExportError, match=r"on 28 probe passages \(12 from your inputs\)"):
         export_model(read_model_spec(model_dir), "fp32", tmp_path / "c1", lambda: builtin,
@@ -166,15 +167,15 @@ def test_the_fidelity_gate_also_probes_the_users_own_text(tmp_path: Path, paragr
     assert (artifact.probes, artifact.own_probes) == (28, 12) and artifact.min_cosine > 0.999
 
 
-def test_int8_keeps_the_first_half_of_the_ffn_outputs_in_fp32(tmp_path: Path, paragraphs) -> None:
+def test_int8_keeps_the_first_half_of_the_ffn_outputs_in_fp32(tmp_path: Path, paragraphs,
+                                                              tiny_model) -> None:
     """The int8 recipe: MatMul/Attention weights int8 per channel, except the feed-forward output
     MatMuls (fed by the GELU) of the first half of the layers, which the gate then checks."""
     import onnx
-    from helpers import build_tiny_bert
 
     from vecpress.tasks.embed.export import _ffn_output_matmuls
 
-    model_dir = Path(build_tiny_bert(tmp_path / "tiny"))
+    model_dir = Path(tiny_model)
     probes = [t for _, t in paragraphs[:32]]
     fp32 = export_model(read_model_spec(model_dir), "fp32", tmp_path / "c", lambda: probes)
     int8 = export_model(read_model_spec(model_dir), "int8", tmp_path / "c", lambda: probes)

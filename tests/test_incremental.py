@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import threading
 import time
 from dataclasses import asdict
@@ -66,20 +68,21 @@ def test_a_named_file_that_is_gone_is_a_deletion_not_an_error(tmp_path: Path):
 
 def test_second_ingest_of_a_collection_waits_for_the_first(tmp_path: Path):
     order: list[str] = []
-    holding = threading.Event()
+    holding, timed_out = threading.Event(), threading.Event()
 
     def first() -> None:
         with collection_lock(str(tmp_path), "kb"):
             holding.set()
-            time.sleep(1.0)
+            timed_out.wait(30)  # held until the second has seen it held, however slow the machine
             order.append("first done")
 
     thread = threading.Thread(target=first)
     thread.start()
-    holding.wait(5)
+    assert holding.wait(30)
     with pytest.raises(TimeoutError, match="stayed locked by another ingest"), \
             collection_lock(str(tmp_path), "kb", timeout_s=0.2):
         pass
+    timed_out.set()
     with collection_lock(str(tmp_path), "kb"):  # queues behind the first run
         order.append("second ran")
     thread.join()
@@ -88,29 +91,57 @@ def test_second_ingest_of_a_collection_waits_for_the_first(tmp_path: Path):
         pass
 
 
+def _live_watcher(source, poke) -> queue.Queue:
+    """Consume ``source`` (change sets) in a thread; return once it reports ``poke()``'s change
+    to ``probe.md``: the watcher is then known to be watching, on a machine of any speed."""
+    got: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [got.put(c) for c in source], daemon=True).start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        poke()
+        with contextlib.suppress(queue.Empty):
+            if any(Path(p).name == "probe.md" for p in got.get(timeout=2).paths):
+                return got
+    raise AssertionError("the watcher never reported a change within 60 s")
+
+
+def _change_sets(got: queue.Queue, quiet_s: float) -> list[FileChanges]:
+    """The change sets reported until ``quiet_s`` passes without one after the first, with the
+    probe file (a late echo of ``_live_watcher``'s pokes) left out."""
+    sets: list[FileChanges] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            change = got.get(timeout=quiet_s)
+        except queue.Empty:
+            if sets:
+                break
+            continue
+        real = FileChanges(*({p for p in group if Path(p).name != "probe.md"}
+                             for group in (change.added, change.modified, change.deleted)))
+        if real:
+            sets.append(real)
+    return sets
+
+
 def test_local_watcher_turns_a_burst_into_one_change_set(tmp_path: Path):
     inbox, data = tmp_path / "inbox", tmp_path / "inbox" / "data"
     data.mkdir(parents=True)
     stop = threading.Event()
     accept = InputFilter(INPUTS, [str(data)])
-    got: list[FileChanges] = []
-    thread = threading.Thread(target=lambda: got.extend(
-        watch_local([str(inbox)], accept, debounce_s=1.0, stop=stop)))
-    thread.start()
-    time.sleep(1.0)
+    pokes = iter(range(1000))
+    got = _live_watcher(watch_local([str(inbox)], accept, debounce_s=1.0, stop=stop),
+                        lambda: (inbox / "probe.md").write_text(f"probe {next(pokes)}"))
     for n in range(20):
         (inbox / f"f{n:02d}.md").write_text(f"file {n}")
     (inbox / "image.png").write_bytes(b"\x89PNG")  # not an input
     (data / "own-output.parquet").write_bytes(b"x")  # the pipeline's own storage
-    deadline = time.monotonic() + 15
-    while not got and time.monotonic() < deadline:
-        time.sleep(0.2)
+    sets = _change_sets(got, quiet_s=4)
     stop.set()
-    thread.join(10)
-    assert len(got) == 1
-    assert sorted(Path(p).name for p in got[0].added | got[0].modified) == \
+    assert len(sets) == 1, sets
+    assert sorted(Path(p).name for p in sets[0].added | sets[0].modified) == \
         [f"f{n:02d}.md" for n in range(20)]
-    assert not got[0].deleted
+    assert not sets[0].deleted
 
 
 def test_polling_watcher_reports_new_changed_deleted_on_an_object_store():
@@ -118,20 +149,14 @@ def test_polling_watcher_reports_new_changed_deleted_on_an_object_store():
     root = "memory://vecpress-poll"
     fs.pipe({f"{root}/a.md": b"alpha", f"{root}/b.md": b"beta"})
     stop = threading.Event()
-    got: list[FileChanges] = []
-    thread = threading.Thread(target=lambda: got.extend(
-        poll_urls([root], InputFilter(INPUTS, []), poll_s=0.3, stop=stop)))
-    thread.start()
-    time.sleep(0.5)
+    pokes = iter(range(1000))
+    got = _live_watcher(poll_urls([root], InputFilter(INPUTS, []), poll_s=0.3, stop=stop),
+                        lambda: fs.pipe({f"{root}/probe.md": f"probe {next(pokes)}".encode()}))
     fs.pipe({f"{root}/c.md": b"gamma", f"{root}/a.md": b"alpha, longer now"})
     fs.rm(f"{root}/b.md")
-    deadline = time.monotonic() + 10
-    while not got and time.monotonic() < deadline:
-        time.sleep(0.1)
+    sets = _change_sets(got, quiet_s=2)
     stop.set()
-    thread.join(5)
-    assert got, "no change reported"
-    change = got[0]
-    assert {Path(p).name for p in change.added} == {"c.md"}
-    assert {Path(p).name for p in change.modified} == {"a.md"}
-    assert {Path(p).name for p in change.deleted} == {"b.md"}
+    assert len(sets) == 1, sets
+    assert {Path(p).name for p in sets[0].added} == {"c.md"}
+    assert {Path(p).name for p in sets[0].modified} == {"a.md"}
+    assert {Path(p).name for p in sets[0].deleted} == {"b.md"}

@@ -15,7 +15,8 @@ COLLECTION = "server_e2e"
 
 
 @pytest.fixture(scope="module")
-def server_workspace(tmp_path_factory, paragraphs, model_cache, milvus_server) -> dict:
+def server_workspace(tmp_path_factory, paragraphs, model_cache, milvus_server,
+                     dask_address: str) -> dict:
     root = tmp_path_factory.mktemp("server")
     with (root / "corpus.jsonl").open("w") as fh:
         for doc_id, text in paragraphs[1500:2100]:
@@ -24,7 +25,8 @@ def server_workspace(tmp_path_factory, paragraphs, model_cache, milvus_server) -
             "uri": milvus_server,
             # 600 passages: below the default 1,000 a collection keeps whole vectors (FLAT);
             # the compressed IVF_PQ path on a server is what this test is about.
-            "env": {"VECPRESS_CODEC__MIN_FIT_VECTORS": "300"},
+            "env": {"VECPRESS_CODEC__MIN_FIT_VECTORS": "300",
+                    "VECPRESS_DASK__ADDRESS": dask_address},
             "args": ["--collection", COLLECTION, "--storage-root", str(root / "data"),
                      "--milvus-uri", milvus_server]}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from durable import ingest, kill_group_when, summary_of
-from helpers import build_tiny_bert, milvus_rows
+from helpers import milvus_rows
 from s3 import make_bucket, moto_server, s3fs_of, shared_nothing_cluster, storage_options, without_aws
 
 from vecpress.infra import storage
@@ -31,13 +32,13 @@ TINY = {"VECPRESS_CODEC__PCA_DIM": "32", "VECPRESS_CODEC__PQ_M": "8",
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory):
+def s3(tmp_path_factory: pytest.TempPathFactory, tiny_model: str):
     root = tmp_path_factory.mktemp("s3")
     with moto_server(root / "moto.log") as server:
         make_bucket(server, "vpress")
         storage.configure("s3://vpress", storage_options(server))  # this process reads what runs wrote
         server["fs"] = s3fs_of(server)
-        server["model"] = build_tiny_bert(root / "tiny")
+        server["model"] = tiny_model
         paragraphs = [t for _, t in itertools.islice(stdlib_docstring_paragraphs(), 1500)]
         server["docs"] = {f"doc{i:03d}.txt": "\n\n".join(paragraphs[i * 25:(i + 1) * 25])
                           for i in range(48)}
@@ -52,6 +53,19 @@ def _base_env(tmp: Path, server: dict) -> dict:
     return without_aws(os.environ) | TINY | {
         "HOME": str(tmp), "TMPDIR": str(tmp / "tmp"), "VECPRESS_MODEL__PATH": server["model"],
         "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+
+
+def _wait_until(condition, process: subprocess.Popen, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"not reached within {timeout_s:.0f} s"
+        time.sleep(0.2)
+
+
+def _listing(s3: dict, folder: str) -> list[str]:
+    s3["fs"].invalidate_cache()
+    return s3["fs"].ls(folder) if s3["fs"].exists(folder) else []
 
 
 def _vecpress(env: dict, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -133,6 +147,7 @@ def test_ingest_update_search_reindex_and_gc_on_s3_with_workers_sharing_no_disk(
 def test_two_hosts_take_turns_on_one_s3_collection(s3: dict, tmp_path: Path,
                                                    prefect_harness) -> None:
     _upload(s3, "vpress/turns", sorted(s3["docs"])[:12])
+    lease = "vpress/root/collections/turns/lease"
     runs = []
     for host in ("host-a", "host-b"):
         env = _base_env(tmp_path / host, s3) | s3["env"] | {
@@ -142,7 +157,13 @@ def test_two_hosts_take_turns_on_one_s3_collection(s3: dict, tmp_path: Path,
              "s3://vpress/root", "--milvus-uri", str(tmp_path / "turns.db"), "--collection",
              "turns", "--json"], env=env, cwd=tmp_path / host, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True))
-        time.sleep(1.5)  # host-a is first in the queue
+        if host == "host-a":  # host-a holds the lease, and is held still while host-b queues
+            _wait_until(lambda: "holder.json" in str(_listing(s3, lease)), runs[0])
+            os.kill(runs[0].pid, signal.SIGSTOP)
+    try:
+        _wait_until(lambda: len(_listing(s3, f"{lease}/queue")) == 2, runs[1])
+    finally:
+        os.kill(runs[0].pid, signal.SIGCONT)
     outputs = [run.communicate(timeout=900) for run in runs]
     for run, (_, err) in zip(runs, outputs, strict=True):
         assert run.returncode == 0, err[-3000:]
@@ -151,7 +172,7 @@ def test_two_hosts_take_turns_on_one_s3_collection(s3: dict, tmp_path: Path,
     assert first["changes"]["new"] == 12 and first["passages_embedded"] > 0
     assert second["changes"]["unchanged"] == 12 and second["passages_embedded"] == 0
     assert "another ingest of this collection is running" in outputs[1][1]
-    assert not s3["fs"].exists("vpress/root/collections/turns/lease/holder.json")
+    assert "holder.json" not in str(_listing(s3, lease))
 
 
 def test_a_killed_run_on_s3_is_finished_by_the_next(s3: dict, durable_ws: dict) -> None:

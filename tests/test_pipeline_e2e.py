@@ -20,7 +20,8 @@ COLLECTION = "e2e"
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory, paragraphs, model_cache) -> dict:
+def workspace(tmp_path_factory: pytest.TempPathFactory, paragraphs, model_cache,
+              dask_address: str) -> dict:
     root = tmp_path_factory.mktemp("e2e")
     src = root / "sources"
     (src / "notes" / "deep").mkdir(parents=True)
@@ -48,7 +49,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, paragraphs, model_cache)
             "model_cache": model_cache,
             # ~900 passages: below the default 1,000 a collection keeps whole vectors; this test
             # is about the compressed path (the small-collection path has its own test).
-            "env": {"VECPRESS_CODEC__MIN_FIT_VECTORS": "500"},
+            "env": {"VECPRESS_CODEC__MIN_FIT_VECTORS": "500",
+                    "VECPRESS_DASK__ADDRESS": dask_address},
             "args": ["--collection", COLLECTION, "--storage-root", str(root / "data"),
                      "--milvus-uri", str(root / "data" / "milvus.db")]}
 
@@ -146,9 +148,8 @@ def test_search_queries_file_writes_json_lines(first_run: dict, workspace: dict)
 
 
 def test_reingest_is_incremental_and_runs_on_an_external_dask_cluster(
-        first_run: dict, workspace: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    from distributed import LocalCluster
-
+        first_run: dict, workspace: dict, dask_address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Nothing changed: good files are only compared with the manifest; the 3 files that gave no
     # passage at all are read (and reported) again until they are fixed.
     code, same, output = _ingest(workspace)
@@ -165,12 +166,11 @@ def test_reingest_is_incremental_and_runs_on_an_external_dask_cluster(
     shards = workspace["root"] / "data" / "collections" / COLLECTION / "shards"
     before = set(shards.glob("*/part-*.parquet"))
     try:
-        with LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
-                          dashboard_address=None) as cluster, monkeypatch.context() as env:
+        with monkeypatch.context() as env:
             # This run's shards carry the chunker's token ids (as fp16 runs do), and the embed
-            # stage on the external cluster embeds from them.
+            # stage on the external cluster (the session's, named by the flag) embeds from them.
             env.setenv("VECPRESS_CHUNK__KEEP_TOKEN_IDS", "true")
-            code, again, output = _ingest(workspace, "--dask-address", cluster.scheduler_address)
+            code, again, output = _ingest(workspace, "--dask-address", dask_address)
     finally:
         extra.unlink()
     assert code == 0, output

@@ -22,7 +22,7 @@ from vecpress.infra.prefect_server import is_healthy, temporary_prefect_api
 
 SERVER_APP = "prefect.server.api.server:create_app"
 STARTUP_S = 240  # as generous as the server's own startup timeout
-GONE_S = 15
+GONE_S = 60  # "outlived" means for good: generous for a loaded machine
 
 
 def _env(tmp_path: Path) -> dict[str, str]:

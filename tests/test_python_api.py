@@ -18,7 +18,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from helpers import build_tiny_bert
 
 import vecpress
 from vecpress.infra import storage
@@ -51,8 +50,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return build_tiny_bert(tmp_path_factory.mktemp("api-tiny"))
+def tiny(tiny_model: str) -> str:
+    return tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import build_tiny_bert
 from typer.testing import CliRunner
 
 from vecpress.cli import app
@@ -27,8 +26,8 @@ PASSAGES = 40  # paragraphs ingested; short ones give one passage each
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory: pytest.TempPathFactory, paragraphs, model_cache: Path,
-       prefect_harness) -> dict:
+def ws(tmp_path_factory: pytest.TempPathFactory, paragraphs, model_cache: Path, tiny_model: str,
+       dask_address: str, prefect_harness) -> dict:
     """A collection of a few dozen passages, ingested by the real CLI with a tiny model."""
     from prefect.settings import PREFECT_API_URL
 
@@ -39,10 +38,9 @@ def ws(tmp_path_factory: pytest.TempPathFactory, paragraphs, model_cache: Path,
     env = os.environ | {
         "PREFECT_API_URL": str(PREFECT_API_URL.value()), "COLUMNS": "200",
         "VECPRESS_MODEL__CACHE_DIR": str(model_cache),
-        "VECPRESS_MODEL__PATH": build_tiny_bert(root / "tiny"),
+        "VECPRESS_MODEL__PATH": tiny_model,
         "VECPRESS_CODEC__PCA_DIM": "32", "VECPRESS_CODEC__PQ_M": "8",
-        "VECPRESS_CODEC__SAMPLE_SIZE": "600", "VECPRESS_DASK__N_WORKERS": "1",
-        "VECPRESS_DASK__THREADS_PER_WORKER": "1"}
+        "VECPRESS_CODEC__SAMPLE_SIZE": "600", "VECPRESS_DASK__ADDRESS": dask_address}
     uri = str(root / "milvus.db")
     args = ["--collection", COLLECTION, "--storage-root", str(root / "data"), "--milvus-uri", uri]
     ingest = subprocess.run([sys.executable, "-m", "vecpress", "ingest", str(corpus), *args,
