@@ -85,12 +85,20 @@ def dask_address() -> Iterator[str]:
     import logging
 
     import dask
-    from distributed import LocalCluster
+    import psutil
+    from distributed import Client, LocalCluster
 
     with dask.config.set({"distributed.worker.daemon": False}), \
             LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                          dashboard_address=None, silence_logs=logging.WARNING) as cluster:
+        with Client(cluster) as client:
+            workers = [psutil.Process(pid) for pid in client.run(os.getpid).values()]
         yield cluster.scheduler_address
+    # The cluster's close stops its workers; one still exiting after 30 s is stopped here, by the
+    # fixture that started it (the session's leftover check is for processes nobody stops).
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    for proc in alive:
+        proc.kill()
 
 
 @pytest.fixture(scope="session")
