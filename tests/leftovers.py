@@ -9,7 +9,6 @@ server) are not leftovers.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 
 import psutil
@@ -77,4 +76,3 @@ def fail_on_leftovers(session: pytest.Session) -> None:
     else:
         print(message)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    os.environ.pop(LEFTOVER_MARK, None)
