@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from leftovers import LEFTOVER_MARK, fail_on_leftovers
+from leftovers import LEFTOVER_MARK, fail_on_leftovers, note_children, print_report
 
 # No model hub is reachable here, and none must ever be contacted.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -141,3 +141,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """After every fixture is torn down: a process a test started that still runs fails the run
     (and is killed), whatever it is: a Dask worker, a Prefect or Milvus server, a pool."""
     fail_on_leftovers(session)
+
+
+def pytest_runtest_logfinish(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    note_children(nodeid)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    print_report()

@@ -9,6 +9,7 @@ server) are not leftovers.
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 
 import psutil
@@ -47,9 +48,32 @@ def leftover_processes() -> list[psutil.Process]:
     return alive
 
 
-def _describe(proc: psutil.Process) -> str:
+# (pid, create time) of each child process -> the test during which it was first seen: a
+# leftover's report names the test that started it (or the first test that used its fixture).
+_first_seen: dict[tuple[int, float], str] = {}
+_report: list[str] = []
+
+
+def _key(proc: psutil.Process) -> tuple[int, float] | None:
     try:
-        return f"pid {proc.pid}: {' '.join(proc.cmdline())[:200]}"
+        return proc.pid, proc.create_time()
+    except psutil.Error:
+        return None
+
+
+def note_children(test_id: str) -> None:
+    """Record the processes alive under pytest after ``test_id`` (cheap: one walk of the tree)."""
+    for proc in psutil.Process().children(recursive=True):
+        key = _key(proc)
+        if key is not None:
+            _first_seen.setdefault(key, test_id)
+
+
+def _describe(proc: psutil.Process) -> str:
+    key = _key(proc)
+    origin = _first_seen.get(key, "no test saw it") if key else "gone"
+    try:
+        return f"pid {proc.pid} (first seen after {origin}): {' '.join(proc.cmdline())[:200]}"
     except psutil.Error:
         return f"pid {proc.pid}: (gone)"
 
@@ -68,11 +92,14 @@ def fail_on_leftovers(session: pytest.Session) -> None:
     for proc in alive:
         with contextlib.suppress(psutil.Error):
             proc.kill()
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    message = (f"{len(lines)} process(es) started by the tests still ran {GRACE_S:.0f} s after "
-               "the session ended (killed now):\n  " + "\n  ".join(lines))
-    if reporter is not None:
-        reporter.write_line(message, red=True, bold=True)
-    else:
-        print(message)
+    _report.append(f"FAILED: {len(lines)} process(es) started by the tests still ran "
+                   f"{GRACE_S:.0f} s after the session ended (killed now):\n  "
+                   + "\n  ".join(lines))
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def print_report() -> None:
+    """Print the leftovers last of all (``pytest_unconfigure``), below pytest's summary, where a
+    CI log's tail shows why a run with every test passed still failed."""
+    for message in _report:
+        print(message, file=sys.stderr, flush=True)
