@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +69,35 @@ def test_tokeniser_processes_give_the_same_embeddings(fp32_artifact, paragraphs)
         assert pooled.truncated == here.truncated >= 1
     finally:
         pooled.close()  # its two tokeniser processes (the session's leftover check found them)
+
+
+_POOL_THEN_SLEEP = """
+import sys, time
+from vecpress.tasks.embed.tokenising import TokeniserPool
+pool = TokeniserPool(sys.argv[1], 128, 2)
+pool.tokenise(["start both tokenisers"] * 4)
+print(" ".join(str(pid) for pid in pool._pool._processes), flush=True)
+time.sleep(600)
+"""
+
+
+def test_tokeniser_processes_end_when_the_process_that_started_them_is_killed(fp32_artifact
+                                                                            ) -> None:
+    """A Dask worker terminated by its nanny cannot shut its pool down: the pool's processes must
+    not run on as orphans (the session's leftover check found two after a work-pool run)."""
+    import psutil
+
+    parent = subprocess.Popen([sys.executable, "-c", _POOL_THEN_SLEEP, fp32_artifact.model_dir],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        pool = [psutil.Process(int(pid)) for pid in parent.stdout.readline().split()]
+        assert len(pool) == 2 and all(p.ppid() == parent.pid for p in pool)
+    finally:
+        parent.kill()
+        parent.wait()
+    _, alive = psutil.wait_procs(pool, timeout=15)
+    assert not alive, f"tokeniser processes outlived their parent: {alive}"
 
 
 @pytest.mark.slow  # a local Dask cluster

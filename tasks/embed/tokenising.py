@@ -19,6 +19,8 @@ import itertools
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,7 +168,8 @@ class TokeniserPool:
         self.max_seq_length = max_seq_length
         self._pool = ProcessPoolExecutor(
             max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_child_init, initargs=(model_dir, max_seq_length, threads_per_process))
+            initializer=_child_init,
+            initargs=(model_dir, max_seq_length, threads_per_process, os.getpid()))
 
     def tokenise(self, texts: list[str]) -> Tokens:
         size = -(-len(texts) // self.processes)
@@ -185,10 +188,22 @@ def can_spawn_processes() -> bool:
 _CHILD: tuple[Tokenizer, int] | None = None
 
 
-def _child_init(model_dir: str, max_seq_length: int, threads: int) -> None:
+def _child_init(model_dir: str, max_seq_length: int, threads: int, parent: int) -> None:
     global _CHILD
     os.environ["RAYON_NUM_THREADS"] = str(threads)  # read when Rust's thread pool first starts
     _CHILD = (model_tokenizer(model_dir, max_seq_length), max_seq_length)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True,
+                     name="exit-with-parent").start()
+
+
+def _exit_with_parent(parent: int, interval_s: float = 0.5) -> None:
+    """End this tokeniser when the process that started the pool is gone. A parent killed
+    (a Dask worker its nanny terminates, a run's process group on SIGKILL) cannot shut the pool
+    down, and a pool process blocked on its call queue never sees EOF (it holds the queue's
+    writer too): without this it would run on, orphaned, for ever."""
+    while os.getppid() == parent:
+        time.sleep(interval_s)
+    os._exit(0)
 
 
 def _child_tokenise(texts: list[str]) -> Tokens:
