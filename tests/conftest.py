@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from groups import check, make_scheduler, order
 from leftovers import LEFTOVER_MARK, fail_on_leftovers, note_children, print_report
 
 # No model hub is reachable here, and none must ever be contacted.
@@ -16,7 +17,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # Every process a test starts inherits this mark, also one that outlives its parent and is
 # re-parented to init: the session's finaliser finds leftovers by it (``pytest_sessionfinish``).
-os.environ[LEFTOVER_MARK] = str(os.getpid())
+# Under xdist (``make test``) the workers keep the controller's mark, and only the controller checks.
+if "PYTEST_XDIST_WORKER" not in os.environ:
+    os.environ[LEFTOVER_MARK] = str(os.getpid())
 
 from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.embed.export import export_model
@@ -134,17 +137,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    check(items)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        order(items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """``make test`` runs ``pytest -n 2``: whole groups per worker (tests/groups.py)."""
+    return make_scheduler(config, log)
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """After every fixture is torn down: a process a test started that still runs fails the run
     (and is killed), whatever it is: a Dask worker, a Prefect or Milvus server, a pool."""
-    fail_on_leftovers(session)
+    if not hasattr(session.config, "workerinput"):  # the controller, or a run without xdist
+        fail_on_leftovers(session)
 
 
-def pytest_runtest_logfinish(nodeid: str, location: tuple[str, int | None, str]) -> None:
-    note_children(nodeid)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown":  # also in the xdist controller, whose children the workers are
+        note_children(report.nodeid)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
