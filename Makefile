@@ -34,7 +34,7 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -n 3
+	$(BIN)/pytest -n 2
 
 # The inner loop (docs/architecture.md): no servers, no whole CLI runs, a few minutes.
 test-fast: $(STAMP)
