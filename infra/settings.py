@@ -1,7 +1,8 @@
 """The one settings object that flows from the CLI / Prefect UI parameters to every stage.
 
-Only this module reads the environment (``VECPRESS_*`` variables, nested with ``__``, e.g.
-``VECPRESS_MILVUS__URI``); every other module receives a ``Settings`` (or one of its parts).
+Only this module (and ``infra.search_settings``, with the HTTP server's own ``ApiSettings``) reads
+the environment (``VECPRESS_*`` variables, nested with ``__``, e.g. ``VECPRESS_MILVUS__URI``); every
+other module receives a ``Settings`` (or one of its parts).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_serializer, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vecpress.infra.search_settings import SearchSettings
 
 Variant = Literal["fp32", "int8", "fp16"]
 # Milvus VARCHAR fields hold at most 65,535 bytes (a server counts UTF-8 bytes, Milvus Lite
@@ -304,6 +307,7 @@ class Settings(BaseSettings):
     codec: CodecSettings = CodecSettings()
     milvus: MilvusSettings = MilvusSettings()
     dask: DaskSettings = DaskSettings()
+    search: SearchSettings = SearchSettings()
     prefect_startup_s: float = Field(240.0, gt=0, description="How long a CLI run waits for its "
                                      "temporary Prefect API to answer (without PREFECT_API_URL); "
                                      "a busy machine may need minutes for the database migrations.")

@@ -1,21 +1,14 @@
 """The Python API end to end: ``vecpress.ingest`` then ``vecpress.open_collection`` by name and
-storage root only, from another working directory, after moving the root, from 8 threads, and
-on a real Milvus server; and ``vecpress api``'s HTTP endpoint with a real client."""
+storage root only, from another working directory, after moving the root, from 8 threads,
+and on a real Milvus server, with every search bounded (``vecpress api``: test_api_server)."""
 
 from __future__ import annotations
 
 import itertools
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
@@ -126,6 +119,33 @@ def test_embeddings_in_and_errors_that_name_the_fix(built: dict) -> None:
         vecpress.open_collection("nope", storage_root=str(built["root"]))
 
 
+def test_a_search_over_a_bound_is_refused_before_any_work(built: dict) -> None:
+    """1,024 queries × k=1,024 once grew a server to 23 GB: now a ValueError naming the setting,
+    at once; the largest search the bounds allow works."""
+    query = built["queries"][0]
+    with vecpress.open_collection("kb", storage_root=str(built["root"])) as kb:
+        with pytest.raises(vecpress.LimitExceeded, match="VECPRESS_SEARCH__MAX_QUERIES") as over:
+            kb.search([query] * 1024, k=1024)
+        assert over.value.setting == "search.max_queries"
+        with pytest.raises(ValueError, match=r"100 queries × k=100 = 10,000 results: the limit "
+                                             r"is 4,096 \(setting search.max_hits"):
+            kb.search([query] * 100, k=100)
+        with pytest.raises(ValueError, match=r"query 1 has 20,000 bytes.*search\.max_query_bytes"):
+            kb.search([query, "word " * 4000])
+        with pytest.raises(ValueError, match=r"search\.max_hits"):
+            kb.search_embeddings(kb.embed([query] * 100), k=100)
+        hits = kb.search([query] * 256, k=16)
+        assert len(hits) == 256 and all(h[0].text == hits[0][0].text for h in hits)
+        assert kb.query_cache.hits >= 255  # one text embedded once
+    tight = Settings(collection="kb", storage_root=str(built["root"]),
+                     search={"max_queries": 2, "max_candidates": 16})
+    with vecpress.open_collection(settings=tight) as kb:
+        with pytest.raises(ValueError, match="3 queries in one search: the limit is 2"):
+            kb.search(built["queries"][:3])
+        # 16 candidates per Milvus call: one query per call, each still ranked right
+        _own_passage_first(kb.search(built["queries"][:2], k=2), built["queries"][:2])
+
+
 def test_a_moved_storage_root_still_searches(built: dict, tmp_path: Path) -> None:
     moved = tmp_path / "elsewhere"
     shutil.move(built["root"], moved)
@@ -159,49 +179,3 @@ def test_the_api_on_a_milvus_server(corpus: Path, tiny: str, model_cache: Path, 
     shutil.rmtree(root / "collections" / "kb_server" / "catalog")  # a root without the catalog
     with pytest.raises(LookupError, match="ingest first"):
         vecpress.open_collection("kb_server", storage_root=str(root))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_the_http_endpoint_with_a_real_client(built: dict) -> None:
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "vecpress", "api", "--collection", "kb", "--storage-root",
-         str(built["root"]), "--port", str(port)], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=base, timeout=60) as client:
-            deadline = time.monotonic() + 120
-            while True:
-                assert server.poll() is None, server.communicate()[1][-3000:]
-                try:
-                    if client.get("/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "vecpress api did not answer in 120 s"
-                time.sleep(0.5)
-            queries = built["queries"][:3]
-            answer = client.post("/search", json={"queries": queries, "k": 4})
-            assert answer.status_code == 200, answer.text
-            results = answer.json()["results"]
-            assert [len(r) for r in results] == [4, 4, 4]
-            assert all(any(q == hit["text"] for hit in r[:3]) and r[0]["rank"] == 1
-                       for q, r in zip(queries, results, strict=True))
-            one = client.post("/search", json={"query": queries[0], "k": 1}).json()
-            assert one["results"][0][0]["pk"] == results[0][0]["pk"]
-            info = client.get("/collections/kb").json()
-            assert info["rows"] == built["summary"].rows_in_milvus and info["build"] == "kb__v1"
-            assert client.get("/collections/other").status_code == 404
-            assert client.post("/search", json={"query": "x", "k": 0}).status_code == 422
-            assert client.post("/search", json={"k": 3}).status_code == 422
-            assert "/search" in client.get("/openapi.json").json()["paths"]
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        _, err = server.communicate(timeout=60)
-    assert "Traceback" not in err, err[-3000:]

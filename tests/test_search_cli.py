@@ -97,6 +97,28 @@ def test_an_empty_query_line_names_file_and_line(ws: dict, tmp_path: Path) -> No
     assert "'--queries'" in result.stderr
 
 
+def test_a_queries_file_over_the_search_limits_is_sent_in_batches(ws: dict, tmp_path: Path
+                                                                  ) -> None:
+    """Eleven queries at k=4 with at most 3 queries and 8 hits per search: six searches of two,
+    one result line per query, in order."""
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text("".join(json.dumps({"id": f"q{n}", "text": f"open file number {n}"}) + "\n"
+                               for n in range(11)))
+    result = search(ws, "--queries", str(queries), "-k", "4", "--json",
+                    env={"VECPRESS_SEARCH__MAX_QUERIES": "3", "VECPRESS_SEARCH__MAX_HITS": "8"})
+    assert result.exit_code == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["id"] for line in lines] == [f"q{n}" for n in range(11)]
+    assert all(len(line["results"]) == 4 for line in lines)
+
+
+def test_a_query_over_the_byte_limit_is_a_usage_error(ws: dict) -> None:
+    result = search(ws, "word " * 4000)
+    assert result.exit_code == 2
+    assert "query 'query' has 20,000 bytes: the limit is 16,384 (setting " \
+           "search.max_query_bytes" in " ".join(result.stderr.split())
+
+
 def test_fewer_results_than_k_is_noted_on_stderr_only(ws: dict) -> None:
     passages = ws["summary"]["passages"]
     assert passages < 1024

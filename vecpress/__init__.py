@@ -13,10 +13,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from vecpress.api import Collection, CollectionInfo, Hit, ingest, open_collection
+    from vecpress.api import (
+        Collection,
+        CollectionInfo,
+        Hit,
+        LimitExceeded,
+        ingest,
+        open_collection,
+    )
     from vecpress.infra.settings import Settings
 
-__all__ = ["Collection", "CollectionInfo", "Hit", "Settings", "ingest", "open_collection"]
+__all__ = ["Collection", "CollectionInfo", "Hit", "LimitExceeded", "Settings", "ingest",
+           "open_collection"]
 
 
 def __getattr__(name: str) -> Any:

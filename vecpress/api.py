@@ -25,12 +25,15 @@ import numpy as np
 
 from vecpress.infra import storage
 from vecpress.infra.settings import MAX_K, Settings
+from vecpress.tasks.search.limits import LimitExceeded, check_search, check_shape
+from vecpress.tasks.search.query_cache import QueryEmbeddingCache
 from vecpress.tasks.search.searcher import Hit, Searcher, open_searcher
 
 if TYPE_CHECKING:
     from vecpress.tasks.report.summary import IngestSummary
 
-__all__ = ["MAX_K", "Collection", "CollectionInfo", "Hit", "ingest", "open_collection"]
+__all__ = ["MAX_K", "Collection", "CollectionInfo", "Hit", "LimitExceeded", "ingest",
+           "open_collection"]
 
 @dataclass(frozen=True)
 class CollectionInfo:
@@ -56,6 +59,7 @@ class Collection:
 
     def __init__(self, searcher: Searcher, settings: Settings) -> None:
         self._searcher, self.settings = searcher, settings
+        self.query_cache = QueryEmbeddingCache(settings.search.query_cache_size)
 
     @property
     def name(self) -> str:
@@ -67,22 +71,25 @@ class Collection:
 
         Scores estimate cosine similarity. A query longer than the model's window is searched by
         its start. ``rescore=False`` ranks by the compressed index alone (faster, less exact).
+        Bounded by ``settings.search`` (queries, bytes per query, queries × k): a search over a
+        bound raises ``LimitExceeded`` (a ``ValueError``) naming the setting, before any work.
         """
         texts = [queries] if isinstance(queries, str) else list(queries)
-        for i, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"query {i} is {'empty' if isinstance(text, str) else type(text).__name__}"
-                                 "; give the text to search for")
-        _check_k(k)
+        check_search(texts, k, self.settings.search)
         if not texts:
             return []
-        return self._searcher.search_embeddings(self._searcher.embedder.encode(texts), k,
-                                                rescore=rescore)
+        return self._searcher.search_embeddings(self.embed_queries(texts), k, rescore=rescore)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Query embeddings, float32 [n, dim]: a repeated query comes from the bounded cache
+        (``search.query_cache_size``), emptied when the serving build changes."""
+        return self.query_cache.embed(list(texts), self._searcher.snapshot.collection,
+                                      self._searcher.embedder.encode)
 
     def search_embeddings(self, embeddings: np.ndarray, k: int = 10, *, rescore: bool = True
                           ) -> list[list[Hit]]:
         """``search`` for embeddings made by this collection's model (``embed``), shape [n, dim]."""
-        _check_k(k)
+        check_shape(len(embeddings), k, self.settings.search)
         vectors = np.asarray(embeddings, dtype=np.float32)
         dim = self._searcher.embedder.dim
         if vectors.ndim != 2 or vectors.shape[1] != dim:
@@ -193,11 +200,6 @@ def ingest(sources: str | Sequence[str], settings: Settings | None = None, *,
     with temporary_prefect_api(settings.prefect_startup_s):
         return ingest_flow(sources=paths, settings=settings, eval_queries=eval_queries,
                            recreate=recreate, full=full)
-
-
-def _check_k(k: int) -> None:
-    if not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise ValueError(f"k={k!r}: give 1 to {MAX_K} results per query")
 
 
 def _last_run(settings: Settings) -> dict[str, Any] | None:

@@ -72,9 +72,11 @@ class Searcher:
     def __init__(self, store: MilvusStore, collection: str, codec: Codec,
                  embedder: OnnxEmbedder, rescore: RescoreStore, params: tuple[int, int],
                  follow: Callable[[tuple[int, ...]], Snapshot | None] | None = None,
-                 versions: tuple[int, ...] = ()) -> None:
-        """``params``: (nprobe, rescore factor), from ``index_plan.search_params``."""
+                 versions: tuple[int, ...] = (), max_candidates: int = 65_536) -> None:
+        """``params``: (nprobe, rescore factor), from ``index_plan.search_params``;
+        ``max_candidates``: ``search.max_candidates``."""
         self.store, self.embedder = store, embedder
+        self.max_candidates = max_candidates
         self.snapshot = Snapshot(collection, codec, rescore, versions, *params)
         self._follow = follow
         self._checked = time.monotonic()
@@ -126,11 +128,17 @@ class Searcher:
 
     def _search(self, snap: Snapshot, embeddings: np.ndarray, k: int, rescore: bool
                 ) -> list[list[Hit]]:
-        limit = min(k * snap.rescore_factor, MILVUS_TOPK) if rescore else k
+        limit = min(k * snap.rescore_factor if rescore else k, MILVUS_TOPK, self.max_candidates)
         queries = snap.codec.project(embeddings)
-        found = self.store.search(snap.collection, queries, limit, snap.nprobe)
-        ranked = [self._rank(snap, q, hits, k, rescore)
-                  for q, hits in zip(queries, found, strict=True)]
+        # At most max_candidates (key, distance) pairs per Milvus call, each call's ranked to k
+        # before the next: a large batch costs time, never memory beyond one call's answer.
+        per_call = max(1, self.max_candidates // limit)
+        ranked = []
+        for start in range(0, len(queries), per_call):
+            part = queries[start : start + per_call]
+            found = self.store.search(snap.collection, part, limit, snap.nprobe)
+            ranked += [self._rank(snap, q, hits, k, rescore)
+                       for q, hits in zip(part, found, strict=True)]
         rows = self.store.rows(snap.collection, [pk for kept in ranked for pk, _ in kept])
         # A row deleted between the two calls is left out rather than shown without its text.
         return [[Hit(pk=pk, doc_id=rows[pk]["doc_id"], chunk=int(rows[pk]["chunk"]),
@@ -222,7 +230,7 @@ def open_searcher(settings: Settings) -> Searcher:
         return Searcher(store, first.collection, first.codec, embedder, first.rescore,
                         (first.nprobe, first.rescore_factor),
                         follow=lambda seen: snapshot(settings, catalog, seen),
-                        versions=first.versions)
+                        versions=first.versions, max_candidates=settings.search.max_candidates)
     except BaseException:
         store.close()  # a Milvus Lite file stays locked until its server is stopped
         embedder.close()

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from vecpress.api import Collection as OpenCollection
     from vecpress.tasks.search.searcher import Hit
 
-BATCH = 256  # queries embedded and searched together
 K_HELP = (f"Results per query, 1 to {MAX_K}: Milvus returns at most {MILVUS_TOPK:,} candidates, and each "
           "result is rescored from milvus.rescore_factor of them (8; 16 on IVF_PQ).")
 
@@ -70,6 +69,7 @@ def search(
     quiet_libraries()
     settings = settings_from_flags(**{"collection": collection, "milvus.uri": milvus_uri,
                                       "storage_root": storage_root})
+    _check_lengths(items, settings.search.max_query_bytes)
     opened = open_for_search(settings)
     try:
         _search_all(opened, items, k, as_json)
@@ -126,13 +126,28 @@ def _query_line(path: Path, number: int, line: str) -> tuple[str, str]:
     return qid, text
 
 
+def _check_lengths(items: list[tuple[str, str]], max_bytes: int) -> None:
+    """A query over ``search.max_query_bytes`` stops the command before any search, by its id."""
+    for qid, text in items:
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > max_bytes:
+            raise typer.BadParameter(
+                f"query '{qid}' has {size:,} bytes: the limit is {max_bytes:,} (setting "
+                "search.max_query_bytes, VECPRESS_SEARCH__MAX_QUERY_BYTES); the model reads only "
+                "its first few hundred tokens, so give that part", param_hint="QUERY / --queries")
+
+
 def _search_all(collection: OpenCollection, items: list[tuple[str, str]], k: int,
                 as_json: bool) -> None:
-    """Search in batches, printing results on stdout and notices (short or cut queries) on stderr."""
+    """Search in batches (as many queries as ``search.max_queries`` and ``search.max_hits``
+    allow at this k), printing results on stdout and notices (short or cut queries) on stderr."""
+    from vecpress.tasks.search.limits import batch_size
+
     out = Console()
     notes = _Notices(collection, k)
-    for start in range(0, len(items), BATCH):
-        batch = items[start : start + BATCH]
+    size = batch_size(k, collection.settings.search)
+    for start in range(0, len(items), size):
+        batch = items[start : start + size]
         results = collection.search([t for _, t in batch], k)
         notes.truncated(batch)
         for (qid, text), hits in zip(batch, results, strict=True):
