@@ -100,6 +100,21 @@ class RetryingClient:
         return self._retry(attr)
 
 
+# Milvus Lite files this process has open, with how many stores use each: one in-process server
+# per file serves them all (``vecpress api`` serving several collections of one file), and it is
+# stopped when the last of them closes.
+_LITE_OPEN: dict[str, int] = {}
+
+
+def _lite_key(uri: str) -> str:
+    return str(Path(uri).expanduser().resolve())
+
+
+def lite_open_here(uri: str) -> bool:
+    """True when this process already serves the Milvus Lite file ``uri`` (its lock is ours)."""
+    return _LITE_OPEN.get(_lite_key(uri), 0) > 0
+
+
 class MilvusStore:
     """Thin, typed wrapper over ``MilvusClient`` with the pipeline's schema and policies."""
 
@@ -112,6 +127,8 @@ class MilvusStore:
             logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
             Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
         self.client = RetryingClient(uri, settings.token.get_secret_value(), settings.retry_s)
+        if settings.is_lite:
+            _LITE_OPEN[_lite_key(uri)] = _LITE_OPEN.get(_lite_key(uri), 0) + 1
 
     def close(self) -> None:
         """Close the connection; for Milvus Lite also stop its in-process server.
@@ -121,6 +138,11 @@ class MilvusStore:
         """
         self.client.close()
         if self.settings.is_lite:
+            key = _lite_key(self.settings.uri)
+            _LITE_OPEN[key] = _LITE_OPEN.get(key, 1) - 1
+            if _LITE_OPEN[key] > 0:  # another store of this process still uses the file
+                return
+            del _LITE_OPEN[key]
             from milvus_lite.server_manager import server_manager_instance
 
             server_manager_instance.release_server(self.settings.uri)

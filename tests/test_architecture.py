@@ -39,7 +39,7 @@ ALLOWED = {
     "vecpress.deployments": {"vecpress.infra", "vecpress.tasks", "vecpress.flows",
                              "vecpress.deployments"},
     "vecpress.api": {"vecpress.infra", "vecpress.tasks", "vecpress.flows"},
-    "vecpress.web": {"vecpress.api"},
+    "vecpress.web": {"vecpress.api", "vecpress.web", "vecpress.infra", "vecpress.tasks.search"},
     "vecpress.cli": {"vecpress.infra", "vecpress.tasks", "vecpress.flows", "vecpress.deployments",
                      "vecpress.api", "vecpress.web", "vecpress.cli.common"},
 }

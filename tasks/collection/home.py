@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from vecpress.infra import storage
 from vecpress.infra.settings import Settings
-from vecpress.tasks.collection.catalog import Build
+from vecpress.tasks.collection.catalog import Build, Catalog
 
 
 class OtherMilvusError(ValueError):
@@ -96,3 +96,14 @@ def check_same_milvus(settings: Settings, build: Build | None) -> None:
             f"collection '{settings.collection}' lives on Milvus {lives_on}, not "
             f"{settings.milvus.uri}; leave --milvus-uri out to use it, or move the collection "
             "with --recreate (it is rebuilt there from its files)")
+
+
+def collection_names(storage_root: str) -> list[str]:
+    """The collections under ``storage_root`` that have a serving build, sorted (``vecpress api
+    --all-collections``)."""
+    names = []
+    for url in storage.listdir(storage.join(storage_root, "collections")):
+        name = url.rstrip("/").rsplit("/", 1)[-1]
+        if Catalog(storage.CollectionPaths(storage_root, name).root).active() is not None:
+            names.append(name)
+    return sorted(names)

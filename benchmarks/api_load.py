@@ -1,0 +1,190 @@
+"""`vecpress api` under load: 64 concurrent clients for 60 s, before and after a change.
+
+A 50,000-passage collection (docstring paragraphs, the packaged MiniLM int8 model, default codec)
+is ingested once onto a Milvus 2.3.5 server (cached under data/bench/api_load/). Then each
+checkout's ``vecpress api`` serves it in turn (``--before PATH``: another checkout, run with
+``PYTHONPATH=PATH``; the current checkout is "after"), and an asyncio client keeps 64 requests in
+flight for 60 s, each one query of held-out docstring text (distinct: the query cache does not
+help; ``--repeat`` draws from 200 queries instead), k = 10. Reported per checkout: queries/s,
+p50/p95/p99 latency, errors by status, and the server's peak RSS (sampled every 0.2 s), with
+the ratio after/before. The client, the server and Milvus share the machine's cores.
+
+    .venv/bin/python benchmarks/api_load.py --before /tmp/before [--clients 64] [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+from corpora import docstrings, write_jsonl
+from harness import BENCH_DIR, RESULTS, ROOT, machine, milvus_server, server_uri, write_results
+
+WORK = BENCH_DIR / "api_load"
+COLLECTION = "load"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ingest(uri: str, passages: int) -> Path:
+    """The collection on the server (once; a marker file says it is complete)."""
+    root = WORK / "data"
+    done = WORK / f"ingested-{passages}"
+    if done.exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    corpus = write_jsonl(WORK / "corpus.jsonl",
+                         ({"id": i, "text": t} for i, t in docstrings(passages)))
+    run = subprocess.run([sys.executable, "-m", "vecpress", "ingest", str(corpus), "--collection",
+                          COLLECTION, "--storage-root", str(root), "--milvus-uri", uri,
+                          "--json"], capture_output=True, text=True, cwd=ROOT)
+    if run.returncode != 0:
+        raise SystemExit(run.stderr[-3000:])
+    done.write_text(run.stdout[-2000:])
+    return root
+
+
+def queries(passages: int, count: int) -> list[str]:
+    """Held-out docstring paragraphs (after the ingested ones), cut to their first 30 words."""
+    texts = [t for _, t in docstrings(passages + count)][passages:]
+    return [" ".join(t.split()[:30]) for t in texts]
+
+
+class Sampler(threading.Thread):
+    """The peak RSS of a process, sampled every 0.2 s."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.process, self.peak, self.stop = psutil.Process(pid), 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.2):
+            try:
+                self.peak = max(self.peak, self.process.memory_info().rss)
+            except psutil.NoSuchProcess:
+                return
+
+
+async def load(base: str, texts: list[str], clients: int, seconds: float) -> dict:
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    deadline = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+
+        async def one_client(seed: int) -> None:
+            pick = random.Random(seed)
+            while time.monotonic() < deadline:
+                start = time.monotonic()
+                try:
+                    answer = await client.post("/search", json={"query": pick.choice(texts),
+                                                                "k": 10})
+                    code = str(answer.status_code)
+                except httpx.HTTPError as exc:
+                    code = type(exc).__name__
+                if code == "200":
+                    latencies.append(time.monotonic() - start)
+                else:
+                    errors[code] = errors.get(code, 0) + 1
+
+        began = time.monotonic()
+        await asyncio.gather(*[one_client(i) for i in range(clients)])
+        wall = time.monotonic() - began
+    ms = np.array(latencies) * 1000
+    return {"queries_per_s": round(len(latencies) / wall, 1), "answered": len(latencies),
+            "errors": errors, "p50_ms": round(float(np.percentile(ms, 50)), 1),
+            "p95_ms": round(float(np.percentile(ms, 95)), 1),
+            "p99_ms": round(float(np.percentile(ms, 99)), 1)}
+
+
+def serve(checkout: Path, root: Path, texts: list[str], args: argparse.Namespace) -> dict:
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vecpress", "api", "--collection", COLLECTION, "--storage-root",
+         str(root), "--port", str(port)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait(base, process)
+        for text in texts[:20]:  # warm: the model's first calls, Milvus's loaded segments
+            httpx.post(f"{base}/search", json={"query": text, "k": 10}, timeout=60)
+        idle = psutil.Process(process.pid).memory_info().rss
+        sampler = Sampler(process.pid)
+        sampler.start()
+        result = asyncio.run(load(base, texts, args.clients, args.seconds))
+        sampler.stop.set()
+        result |= {"idle_rss_mb": round(idle / 2**20), "peak_rss_mb": round(sampler.peak / 2**20)}
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            result = locals().get("result", {}) | {"stopped": "SIGKILL after 30 s"}
+    return result
+
+
+def _wait(base: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(process.stderr.read()[-3000:] if process.stderr else "exited")
+        for path in ("/readyz", "/healthz"):  # the old server has no /readyz
+            try:
+                if httpx.get(base + path, timeout=5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                break
+        time.sleep(0.5)
+    raise SystemExit("the server did not become ready in 180 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--before", type=Path, required=True, help="checkout of the baseline")
+    parser.add_argument("--passages", type=int, default=50_000)
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--repeat", action="store_true", help="200 distinct queries, repeated")
+    args = parser.parse_args()
+    texts = queries(args.passages, 200 if args.repeat else 20_000)
+    with milvus_server(WORK / "milvus") as server:
+        root = ingest(server_uri(server), args.passages)
+        runs = {name: serve(checkout, root, texts, args)
+                for name, checkout in (("before", args.before), ("after", ROOT))}
+    before, after = runs["before"], runs["after"]
+    result = {"machine": machine("onnxruntime", "pymilvus", git=True), "passages": args.passages,
+              "clients": args.clients, "seconds": args.seconds, "queries": len(texts),
+              "repeated_queries": args.repeat, "k": 10, "before": before, "after": after,
+              "ratio_queries_per_s": round(after["queries_per_s"] / before["queries_per_s"], 2)}
+    print(f"{'':8} {'q/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>10} "
+          f"{'peak RSS MB':>12}")
+    for name, run in runs.items():
+        print(f"{name:8} {run['queries_per_s']:8.1f} {run['p50_ms']:8.1f} {run['p95_ms']:8.1f} "
+              f"{run['p99_ms']:8.1f} {sum(run['errors'].values()):10} {run['peak_rss_mb']:12}")
+    print(f"after / before queries/s: {result['ratio_queries_per_s']}")
+    suffix = "_repeated" if args.repeat else ""
+    write_results(RESULTS / f"api_load_{args.passages}{suffix}.json", result)
+    print(json.dumps(result["after"]))
+
+
+if __name__ == "__main__":
+    main()
