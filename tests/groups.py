@@ -25,8 +25,8 @@ GROUP_OF_MODULE = {module: group for group, modules in SHARED.items() for module
 # The groups that take longest, started first so that none is left to run alone at the end
 # (measured: docs/operations.md "Tests"); the rest keep their collection order.
 LONG_FIRST = ("milvus_server", "test_deployments", "test_object_store", "test_api_server",
-              "test_drift_flow",
-              "test_durable", "test_cli_exit_codes", "docstring_embeddings", "test_edges")
+              "test_drift_flow", "test_durable", "test_cli_exit_codes", "docstring_embeddings",
+              "test_edges")
 
 
 def module_of(nodeid: str) -> str:
