@@ -64,3 +64,21 @@ def test_noise_below_min_tokens_is_dropped(tokenizer) -> None:
 def test_overlap_must_be_smaller_than_window() -> None:
     with pytest.raises(ValueError, match="overlap_tokens"):
         ChunkSettings(max_tokens=16, overlap_tokens=16)
+
+
+def test_documents_chunked_together_are_chunked_as_one_by_one(tokenizer, paragraphs) -> None:
+    """``passages_many`` (one encode_batch for many documents, paragraph ids reused) gives each
+    document exactly the passages and token ids it gets alone, and every passage's ids are its
+    own text's encoding: real docstrings, packed and single paragraphs, a paragraph longer than
+    the window, leading and trailing whitespace, a passage split at the byte bound, noise."""
+    chunker = Chunker(tokenizer, ChunkSettings(max_tokens=48, overlap_tokens=8), max_bytes=600)
+    texts = ["\n\n".join(p for _, p in paragraphs[i : i + 7]) for i in range(0, 700, 7)]
+    texts += ["  leading space.\n\n\tand a tab paragraph\n\n", "x", "",
+              " ".join(f"word{n}" for n in range(300)), "é" * 900 + " " + "ü" * 900,
+              "Short.\n\n" + " ".join(p for _, p in paragraphs[700:720])]
+    together = chunker.passages_many(texts)
+    alone = [chunker.passages_many([t])[0] for t in texts]
+    assert together == alone
+    assert sum(len(p) for p in together) > 200
+    for passage in (p for doc in together for p in doc):
+        assert passage.token_ids == tokenizer.encode(passage.text, add_special_tokens=False).ids

@@ -39,6 +39,10 @@ from vecpress.tasks.worker_cache import per_worker
 log = logging.getLogger(__name__)
 
 MAX_ERRORS_PER_FILE = 20
+# Records chunked together (one encode_batch for all their paragraphs): enough for the
+# tokenizer's threads, few enough characters to bound what a batch holds.
+CHUNK_BATCH_RECORDS = 512
+CHUNK_BATCH_CHARS = 4_000_000
 
 
 @dataclass
@@ -90,6 +94,31 @@ def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
             for values in columns.values():
                 values.clear()
 
+    pending: list[Record] = []
+    pending_chars = 0
+
+    def chunk_pending() -> None:
+        """Chunk the records read so far in one batch, then add them document by document
+        (shards are cut after the document that fills one, as when chunked one by one)."""
+        nonlocal pending_chars
+        for item, passages in zip(pending, chunker.passages_many([r.text for r in pending]),
+                                  strict=True):
+            result.documents += 1
+            for number, passage in enumerate(passages):
+                result.passages_by_source[item.source] = \
+                    result.passages_by_source.get(item.source, 0) + 1
+                columns["pk"].append(passage_pk(item.source, item.doc_id, number))
+                columns["doc_id"].append(item.doc_id)
+                columns["chunk"].append(number)
+                columns["text"].append(passage.text)
+                columns["source"].append(item.source)
+                if TOKEN_IDS in columns:
+                    columns[TOKEN_IDS].append(passage.token_ids)
+            if len(columns["pk"]) >= rows_per_shard:
+                flush()
+        pending.clear()
+        pending_chars = 0
+
     for src in files:
         file_errors = 0
         for item in read_records(src, inputs):
@@ -103,19 +132,11 @@ def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
                     result.errors.append(InputError(src.url, "", "more errors in this file "
                                                     "were not listed", "fix the ones above first"))
                 continue
-            result.documents += 1
-            for number, passage in enumerate(chunker.passages(item.text)):
-                result.passages_by_source[item.source] = \
-                    result.passages_by_source.get(item.source, 0) + 1
-                columns["pk"].append(passage_pk(item.source, item.doc_id, number))
-                columns["doc_id"].append(item.doc_id)
-                columns["chunk"].append(number)
-                columns["text"].append(passage.text)
-                columns["source"].append(item.source)
-                if TOKEN_IDS in columns:
-                    columns[TOKEN_IDS].append(passage.token_ids)
-            if len(columns["pk"]) >= rows_per_shard:
-                flush()
+            pending.append(item)
+            pending_chars += len(item.text)
+            if len(pending) >= CHUNK_BATCH_RECORDS or pending_chars >= CHUNK_BATCH_CHARS:
+                chunk_pending()
+    chunk_pending()
     flush()
     result.seconds = time.perf_counter() - started
     return result

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from vecpress.infra.settings import MAX_VARCHAR_BYTES, ChunkSettings
 from vecpress.tasks.embed.tokenising import bare_tokenizer, tokenizer_fingerprint
@@ -47,16 +47,40 @@ class Chunker:
         self.tokenizer_fingerprint = tokenizer_fingerprint(self._tok)
 
     def passages(self, text: str) -> list[Passage]:
-        spans = self._paragraph_spans(text)
-        texts, split = [], []
-        for span in self._pack(text, spans):
-            pieces = split_to_bytes(text[span.start : span.end].strip(), self._max_bytes)
-            texts += pieces
-            split += [len(pieces) > 1] * len(pieces)
-        encodings = self._tok.encode_batch(texts, add_special_tokens=False)
-        # Short passages are noise, but a piece of a split passage is kept whatever its tokens.
-        return [Passage(t, e.ids) for t, e, cut in zip(texts, encodings, split, strict=True)
-                if cut or len(e.ids) >= self._settings.min_tokens]
+        return self.passages_many([text])[0]
+
+    def passages_many(self, texts: list[str]) -> list[list[Passage]]:
+        """The passages of each text, as ``passages`` makes them, from two ``encode_batch`` calls
+        for all the texts (the tokenizer's threads get whole batches, not one document's few
+        paragraphs). A passage that is exactly one paragraph's text takes that paragraph's ids:
+        the same string, so the same ids; the others (packed, windowed, split at a byte
+        bound) are encoded again, together."""
+        spans = [self._paragraph_spans(text) for text in texts]
+        encodings = self._tok.encode_batch(
+            [text[s:e] for text, doc in zip(texts, spans, strict=True) for s, e in doc],
+            add_special_tokens=False)
+        pieces: list[tuple[int, str, bool, list[int] | None]] = []  # (text #, piece, cut, ids)
+        at = 0
+        for number, (text, doc) in enumerate(zip(texts, spans, strict=True)):
+            own = encodings[at : at + len(doc)]
+            at += len(doc)
+            alone = {(s, e): enc for (s, e), enc in zip(doc, own, strict=True)}
+            for span in self._pack(text, doc, own):
+                cut = split_to_bytes(text[span.start : span.end].strip(), self._max_bytes)
+                one = alone.get((span.start, span.end))
+                for piece in cut:
+                    same = one is not None and len(cut) == 1 and piece == text[span.start:span.end]
+                    pieces.append((number, piece, len(cut) > 1, one.ids if same else None))
+        again = self._tok.encode_batch([p for _, p, _, ids in pieces if ids is None],
+                                       add_special_tokens=False)
+        redone = iter(again)
+        out: list[list[Passage]] = [[] for _ in texts]
+        for number, piece, cut, ids in pieces:
+            token_ids = ids if ids is not None else next(redone).ids
+            # Short passages are noise, but a piece of a split passage is kept whatever its tokens.
+            if cut or len(token_ids) >= self._settings.min_tokens:
+                out[number].append(Passage(piece, token_ids))
+        return out
 
     def _paragraph_spans(self, text: str) -> list[tuple[int, int]]:
         spans, start = [], 0
@@ -66,12 +90,11 @@ class Chunker:
         spans.append((start, len(text)))
         return [(s, e) for s, e in spans if text[s:e].strip()]
 
-    def _pack(self, text: str, paragraphs: list[tuple[int, int]]) -> list[_Span]:
-        """Greedy packing of paragraph spans; long paragraphs become token windows."""
+    def _pack(self, text: str, paragraphs: list[tuple[int, int]], encodings: list[Encoding]
+              ) -> list[_Span]:
+        """Greedy packing of paragraph spans (``encodings``: theirs); long paragraphs become
+        token windows."""
         limit = self._settings.max_tokens
-        encodings = self._tok.encode_batch(
-            [text[s:e] for s, e in paragraphs], add_special_tokens=False
-        )
         pieces: list[_Span] = []
         for (start, end), enc in zip(paragraphs, encodings, strict=True):
             if len(enc.ids) <= limit:
