@@ -66,11 +66,12 @@ class Chunker:
             at += len(doc)
             alone = {(s, e): enc for (s, e), enc in zip(doc, own, strict=True)}
             for span in self._pack(text, doc, own):
-                cut = split_to_bytes(text[span.start : span.end].strip(), self._max_bytes)
+                parts = split_to_bytes(text[span.start : span.end].strip(), self._max_bytes)
                 one = alone.get((span.start, span.end))
-                for piece in cut:
-                    same = one is not None and len(cut) == 1 and piece == text[span.start:span.end]
-                    pieces.append((number, piece, len(cut) > 1, one.ids if same else None))
+                for piece in parts:
+                    reuse = (one.ids if one is not None and len(parts) == 1
+                             and piece == text[span.start : span.end] else None)
+                    pieces.append((number, piece, len(parts) > 1, reuse))
         again = self._tok.encode_batch([p for _, p, _, ids in pieces if ids is None],
                                        add_special_tokens=False)
         redone = iter(again)
