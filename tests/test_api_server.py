@@ -124,6 +124,9 @@ def test_no_keys_on_a_public_address_is_refused(root: Path) -> None:
                           "-c", "kb", "--host", "0.0.0.0"], capture_output=True, text=True,
                          timeout=120)
     assert run.returncode == 2 and "without API keys" in run.stderr and "--insecure" in run.stderr
+    bad = subprocess.run([sys.executable, "-m", "vecpress", "api", "--storage-root", str(root),
+                          "--port", "0"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "setting api.port (flag or VECPRESS_API_PORT)" in bad.stderr
 
 
 def _stats(base: str, name: str = "kb") -> dict:

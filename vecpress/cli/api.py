@@ -19,6 +19,7 @@ from vecpress.cli.common import (
     MilvusUri,
     StorageRoot,
     console,
+    exit_invalid,
     exit_with,
     fail_if_milvus,
     open_for_search,
@@ -114,11 +115,7 @@ def _api_settings(**flags: Any) -> ApiSettings:
     try:
         return ApiSettings(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as exc:
-        for error in exc.errors():
-            where = ".".join(str(p) for p in error["loc"]) or "api"
-            console.print(f"[red]error:[/red] setting api.{where} (flag or VECPRESS_API_"
-                          f"{where.upper()}): {error['msg']}")
-        raise typer.Exit(2) from exc
+        exit_invalid(exc, "api.", "VECPRESS_API_", "_")
 
 
 def _exit_for(error: BaseException | None, settings: Settings) -> None:

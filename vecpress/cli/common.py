@@ -20,6 +20,8 @@ from rich.markup import escape
 from vecpress.infra.settings import Settings
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
+
     from vecpress.api import Collection as OpenCollection
     from vecpress.tasks.report.summary import IngestSummary
 
@@ -52,11 +54,7 @@ def settings_from_flags(**overrides: Any) -> Settings:
     try:
         settings = Settings(**nested)
     except ValidationError as exc:
-        for error in exc.errors():
-            where = ".".join(str(p) for p in error["loc"]) or "settings"
-            console.print(f"[red]error:[/red] setting {where} (flag or VECPRESS_"
-                          f"{where.upper().replace('.', '__')}): {error['msg']}")
-        raise typer.Exit(2) from exc
+        exit_invalid(exc, "", "VECPRESS_", "__")
     if settings.storage_options:  # imported here: fsspec and pyarrow cost ~0.3 s of start-up
         from vecpress.infra import storage
 
@@ -233,6 +231,16 @@ def exit_milvus_failed(exc: BaseException, uri: str, then: str) -> NoReturn:
     reason = (exc.message if hasattr(exc, "message") else str(exc)) or "no reason given"
     code = getattr(exc, "code", None)
     exit_with(3, f"Milvus at {uri} failed: {reason}{'' if code is None else f' (code {code})'}; {then}")
+
+
+def exit_invalid(exc: ValidationError, prefix: str, env_prefix: str, nested: str) -> NoReturn:
+    """Exit 2, naming each invalid setting as ``prefix`` + its path and its environment variable
+    (``env_prefix`` + the path upper-cased, parts joined by ``nested``)."""
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or prefix.rstrip(".") or "settings"
+        console.print(f"[red]error:[/red] setting {prefix}{where} (flag or {env_prefix}"
+                      f"{where.upper().replace('.', nested)}): {error['msg']}")
+    raise typer.Exit(2) from exc
 
 
 def exit_with(code: int, message: str) -> NoReturn:
