@@ -1,6 +1,6 @@
 """The HTTP routes of ``vecpress api``: search, describe, health and readiness.
 
-Every request is bounded before work starts (``guards.PayloadLimit``; ``search.*`` limits: 413
+Every request is bounded before work starts (``guards.Guard``; ``search.*`` limits: 413
 naming the setting), then queued for micro-batching (``SearchBatcher``: 503 with Retry-After when
 too much waits, 504 past the deadline). Milvus failing is 503 with its reason.
 """
@@ -205,8 +205,7 @@ async def _search(served: Served, name: str, request: SearchRequest) -> JSONResp
     try:
         cost = served.budget.admit(len(texts), request.k)
     except Overloaded:
-        raise HTTPException(503, "too many searches are waiting; retry shortly",
-                            {"Retry-After": str(Overloaded.retry_after_s)}) from None
+        raise _overloaded() from None
     try:
         found = await _searched(served, batcher, texts, request, collection)
     except BaseException:
@@ -223,8 +222,7 @@ async def _searched(served: Served, batcher: SearchBatcher, texts: list[str],
     try:
         return await batcher.search(texts, request.k, request.rescore)
     except Overloaded:
-        raise HTTPException(503, "too many searches are waiting; retry shortly",
-                            {"Retry-After": str(Overloaded.retry_after_s)}) from None
+        raise _overloaded() from None
     except DeadlineExceeded:
         raise HTTPException(504, f"not answered within {served.api.timeout_s:g} s (setting "
                             "api.timeout_s, VECPRESS_API_TIMEOUT_S); the search was dropped") from None
@@ -234,6 +232,12 @@ async def _searched(served: Served, batcher: SearchBatcher, texts: list[str],
         raise HTTPException(422, str(exc)) from exc
     except Exception as exc:
         raise _unavailable(exc, collection) from exc
+
+
+def _overloaded() -> HTTPException:
+    """503 for a request the hit budget (or a stopping server) turns away."""
+    return HTTPException(503, "too many searches are waiting; retry shortly",
+                         {"Retry-After": str(Overloaded.retry_after_s)})
 
 
 def _texts(request: SearchRequest) -> list[str]:
