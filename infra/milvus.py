@@ -91,6 +91,20 @@ class RetryingClient:
         # when idle (the Lite server answers keepalive pings with GOAWAY) and holds the file lock.
         self.plain: MilvusClient = self._retry(MilvusClient)(uri=uri, token=token, dedicated=True)
 
+    def upsert_columns(self, name: str, columns: list[dict[str, Any]], schema: dict[str, Any]
+                       ) -> None:
+        """One Upsert of column arrays (``[{"name", "type", "values"}]``, ``schema`` from
+        ``describe_collection``), retried like every other call.
+
+        This is the column-wise call pymilvus's ORM ``Collection.upsert`` makes; ``MilvusClient``
+        takes rows only and converts each in Python: 48-50 µs a row against 12 µs for columns.
+        A whole upsert took 57 against 20 µs a row on a Milvus server and 78 against 42 on Milvus
+        Lite (benchmarks/results/upsert_columns.json).
+        """
+        handler = self.plain._get_connection()
+        context = self.plain._generate_call_context()
+        self._retry(handler.upsert)(name, columns, schema=schema, context=context)
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):  # copy and pickle probe an instance whose __init__ has not run
             raise AttributeError(name)
@@ -127,6 +141,7 @@ class MilvusStore:
             logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
             Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
         self.client = RetryingClient(uri, settings.token.get_secret_value(), settings.retry_s)
+        self._schemas: dict[str, dict[str, Any]] = {}
         if settings.is_lite:
             _LITE_OPEN[_lite_key(uri)] = _LITE_OPEN.get(_lite_key(uri), 0) + 1
 
@@ -159,13 +174,22 @@ class MilvusStore:
                 )
             return
         schema = collection_schema(dim, f"vecpress codec {codec_id}")
+        self._schemas.pop(name, None)
         self.client.create_collection(name, schema=schema, consistency_level="Strong")
 
     def load(self, name: str) -> None:
         """Make the collection searchable (a reopened Milvus Lite file starts released)."""
         self.client.load_collection(name)
 
+    def _schema(self, name: str) -> dict[str, Any]:
+        """The collection's schema as pymilvus describes it, read once per collection (dropping
+        or creating it through this store forgets it)."""
+        if name not in self._schemas:
+            self._schemas[name] = self.client.describe_collection(name)
+        return self._schemas[name]
+
     def drop(self, name: str) -> None:
+        self._schemas.pop(name, None)
         if self.client.has_collection(name):
             self.client.drop_collection(name)
 
@@ -202,7 +226,8 @@ class MilvusStore:
     def _upsert_batch(self, name: str, batch: list[dict[str, Any]],
                       refused: list[RefusedRow] | None) -> int:
         try:
-            self.client.upsert(name, batch)
+            schema = self._schema(name)
+            self.client.upsert_columns(name, as_columns(batch, schema["fields"]), schema)
             return len(batch)
         except MilvusException as exc:
             if refused is None or not is_refusal(exc):
@@ -303,6 +328,19 @@ def collection_schema(dim: int, description: str) -> Any:
     schema.add_field("codec_id", DataType.VARCHAR, max_length=64)
     schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=dim)
     return schema
+
+
+def as_columns(rows: Sequence[dict[str, Any]], fields: list[dict[str, Any]]
+               ) -> list[dict[str, Any]]:
+    """Rows as the column list of a column-wise upsert, in the schema's field order (the vector
+    as one float32 matrix)."""
+    columns = []
+    for field in fields:
+        values = [row[field["name"]] for row in rows]
+        if field["type"] == DataType.FLOAT_VECTOR:
+            values = np.asarray(values, dtype=np.float32)  # type: ignore[assignment]
+        columns.append({"name": field["name"], "type": field["type"], "values": values})
+    return columns
 
 
 def byte_batches(rows: Iterable[dict[str, Any]], limit: int) -> Iterable[list[dict[str, Any]]]:
