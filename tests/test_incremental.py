@@ -16,8 +16,9 @@ import pytest
 from vecpress.deployments.watcher import FileChanges, InputFilter, poll_urls, watch_local
 from vecpress.infra.locks import collection_lock
 from vecpress.infra.settings import InputSettings
-from vecpress.tasks.collection.catalog import Catalog
+from vecpress.tasks.collection.catalog import Catalog, ShardRow
 from vecpress.tasks.collection.manifest import FileEntry, Manifest, content_hash, plan_changes
+from vecpress.tasks.ingest.ledger import COMMIT_EVERY_S, COMMIT_SHARE, Ledger
 from vecpress.tasks.inputs.sources import discover
 
 INPUTS = InputSettings()
@@ -160,3 +161,28 @@ def test_polling_watcher_reports_new_changed_deleted_on_an_object_store():
     assert {Path(p).name for p in sets[0].added} == {"c.md"}
     assert {Path(p).name for p in sets[0].modified} == {"a.md"}
     assert {Path(p).name for p in sets[0].deleted} == {"b.md"}
+
+
+def test_ledger_commits_are_batched_and_spaced_by_their_own_cost(tmp_path: Path):
+    """A commit right after another waits (unless forced), and the spacing grows with what a
+    commit costs, so commits stay a small share of a run; nothing pending is lost either way."""
+    catalog = Catalog(str(tmp_path / "catalog"))
+    ledger = Ledger(catalog, "run-1")
+    row = ShardRow("b1", "g1-0", "g1", 0, "chunked", "p", "", "", 5, "")
+    ledger.set(row)
+    record = catalog.record_shards
+
+    def slow_store(rows: list[ShardRow]) -> None:  # a store where a commit takes 0.1 s or more
+        time.sleep(0.1)
+        record(rows)
+
+    catalog.record_shards = slow_store  # type: ignore[method-assign]
+    assert ledger.commit(force=True)
+    assert ledger.spacing >= 0.1 / COMMIT_SHARE > COMMIT_EVERY_S
+    ledger.set(row, state="embedded")
+    assert not ledger.commit()  # too soon: stays pending
+    assert [r["state"] for r in catalog.shards("b1").to_pylist()] == ["chunked"]
+    ledger.last_commit -= ledger.spacing  # as if the spacing had passed
+    assert ledger.commit()
+    assert [r["state"] for r in catalog.shards("b1").to_pylist()] == ["embedded"]
+    assert not ledger.commit(force=True)  # nothing pending

@@ -2,9 +2,13 @@
 metadata, and the changes not yet committed to the catalog.
 
 Kept apart from the engine because it is the part a kill must find consistent: commits are
-batched (each is a Delta Lake commit, at most ``COMMIT_EVERY_S`` apart), and inside one commit the
-shards' states go first, then the files of completed groups, so a file is recorded only once every
-shard of its group is committed as loaded.
+batched (each is a Delta Lake commit), and inside one commit the shards' states go first, then the
+files of completed groups, so a file is recorded only once every shard of its group is committed
+as loaded.
+
+Commits are spaced by at least ``COMMIT_EVERY_S`` and by ``1 / COMMIT_SHARE`` times the last one's
+duration, so they take at most ~2% of the run's wall time however slow the catalog's store is
+(a 300k-passage run made 83 commits a second apart: 5.7 s of merges, 4% of its 138 s).
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from dataclasses import replace
 from vecpress.tasks.collection.catalog import Catalog, ShardRow
 from vecpress.tasks.ingest.groups import Group, shard_id
 
-COMMIT_EVERY_S = 1.0  # ledger commits are batched: at most this long between them
+COMMIT_EVERY_S = 1.0  # ledger commits are batched: at least this long between them
+COMMIT_SHARE = 0.02  # ... and at least the last commit's duration / this
 
 
 class Ledger:
@@ -31,6 +36,7 @@ class Ledger:
         self.done_files: list[dict] = []  # files rows of completed groups, not yet committed
         self.gone_files: list[dict] = []  # files of completed groups that produced no rows
         self.last_commit = time.monotonic()
+        self.spacing = COMMIT_EVERY_S
 
     def read(self, build: str, groups: Collection[str]) -> dict[str, list[ShardRow]]:
         """The rows earlier runs of ``build`` committed for ``groups``, by group, in part order."""
@@ -73,13 +79,15 @@ class Ledger:
         was nothing to commit or (unless ``force``) the last commit is too recent."""
         if not (self.pending or self.done_files or self.gone_files):
             return False
-        if not force and time.monotonic() - self.last_commit < COMMIT_EVERY_S:
+        started = time.monotonic()
+        if not force and started - self.last_commit < self.spacing:
             return False
         self.catalog.record_shards(list(self.pending.values()))
         self.catalog.upsert("files", self.done_files)
         self.catalog.delete("files", self.gone_files)
         self.pending, self.done_files, self.gone_files = {}, [], []
         self.last_commit = time.monotonic()
+        self.spacing = max(COMMIT_EVERY_S, (self.last_commit - started) / COMMIT_SHARE)
         return True
 
     def progress(self) -> tuple[int, int]:
