@@ -67,6 +67,28 @@ def queries(passages: int, count: int) -> list[str]:
     return [" ".join(t.split()[:30]) for t in texts]
 
 
+def embed_ceiling(root: Path, texts: list[str], batch: int = 16, count: int = 1000) -> dict:
+    """Queries/s of embedding ``count`` of the load's queries alone, in this process, on every
+    core, ``batch`` at a time (the API's ``max_batch_queries`` default): no HTTP, no Milvus, no
+    rescoring. The most any server could answer on this machine with this model."""
+    from vecpress.infra.settings import Settings
+    from vecpress.tasks.embed.embedder import OnnxEmbedder
+    from vecpress.tasks.embed.export import export_for_settings
+
+    settings = Settings(storage_root=str(root))
+    artifact = export_for_settings(settings.model, settings.model_cache_dir)
+    embedder = OnnxEmbedder(artifact, settings.model, threads=0, spin=False)
+    sample = texts[:count]
+    embedder.encode(sample[:batch])  # warm
+    started = time.perf_counter()
+    for start in range(0, len(sample), batch):
+        embedder.encode(sample[start:start + batch])
+    seconds = time.perf_counter() - started
+    embedder.close()
+    return {"queries_per_s": round(len(sample) / seconds, 1), "batch": batch,
+            "variant": artifact.variant, "queries": len(sample)}
+
+
 class Sampler(threading.Thread):
     """The peak RSS of a process, sampled every 0.2 s."""
 
@@ -168,19 +190,23 @@ def main() -> None:
     texts = queries(args.passages, 200 if args.repeat else 20_000)
     with milvus_server(WORK / "milvus") as server:
         root = ingest(server_uri(server), args.passages)
+        ceiling = embed_ceiling(root, texts)
         runs = {name: serve(checkout, root, texts, args)
                 for name, checkout in (("before", args.before), ("after", ROOT))}
     before, after = runs["before"], runs["after"]
     result = {"machine": machine("onnxruntime", "pymilvus", git=True), "passages": args.passages,
               "clients": args.clients, "seconds": args.seconds, "queries": len(texts),
               "repeated_queries": args.repeat, "k": 10, "before": before, "after": after,
-              "ratio_queries_per_s": round(after["queries_per_s"] / before["queries_per_s"], 2)}
+              "ratio_queries_per_s": round(after["queries_per_s"] / before["queries_per_s"], 2),
+              "embed_only_ceiling": ceiling,
+              "after_over_ceiling": round(after["queries_per_s"] / ceiling["queries_per_s"], 2)}
     print(f"{'':8} {'q/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>10} "
           f"{'peak RSS MB':>12}")
     for name, run in runs.items():
         print(f"{name:8} {run['queries_per_s']:8.1f} {run['p50_ms']:8.1f} {run['p95_ms']:8.1f} "
               f"{run['p99_ms']:8.1f} {sum(run['errors'].values()):10} {run['peak_rss_mb']:12}")
-    print(f"after / before queries/s: {result['ratio_queries_per_s']}")
+    print(f"after / before queries/s: {result['ratio_queries_per_s']}; embedding alone, no "
+          f"server: {ceiling['queries_per_s']} q/s (after / that: {result['after_over_ceiling']})")
     suffix = "_repeated" if args.repeat else ""
     write_results(RESULTS / f"api_load_{args.passages}{suffix}.json", result)
     print(json.dumps(result["after"]))

@@ -1,7 +1,8 @@
 """Loading speed of a Milvus 2.3.5 server: concurrent upserts against bulk import from files.
 
-vecpress loads a collection with ``MilvusStore.upsert`` (``MilvusClient.upsert`` in batches of
-about ``milvus.insert_batch_bytes`` = 8 MiB). Milvus also offers bulk import: files written on the
+vecpress loads a collection with ``MilvusStore.upsert`` (column-wise upsert requests in batches
+of about ``milvus.insert_batch_bytes`` = 8 MiB; row-wise ``MilvusClient.upsert`` until 3c10256).
+Milvus also offers bulk import: files written on the
 client (``pymilvus.bulk_writer.LocalBulkWriter``: Parquet, NumPy or JSON) that the server reads
 itself (``utility.do_bulk_insert``, polled with ``utility.get_bulk_insert_state``). This script
 measures both, on the real standalone server of the PyPI ``milvus==2.3.5`` package started here

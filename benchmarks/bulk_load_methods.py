@@ -20,7 +20,8 @@ from bulk_load_files import collection_schema, make_columns, write_with_pyarrow
 from harness import Stopwatch
 from pymilvus import MilvusClient, utility
 
-from vecpress.infra.milvus import byte_batches
+from vecpress.infra.milvus import MilvusStore, byte_batches
+from vecpress.infra.settings import MilvusSettings
 
 COLLECTION = "bulk_load_bench"
 ALIAS = "bulk_load_bench"  # ORM connection of the bulk-insert calls
@@ -48,17 +49,15 @@ def flush_and_count(client: MilvusClient, n: int) -> float:
 
 def run_upserts(uri: str, client: MilvusClient, rows: list[dict[str, Any]], threads: int
                 ) -> dict[str, Any]:
-    """``threads`` connections upsert the 8 MiB batches round-robin; then flush and count."""
+    """``threads`` connections upsert the 8 MiB batches round-robin, as vecpress does
+    (``MilvusStore.upsert``: column-wise requests); then flush and count."""
     fresh_collection(client)
     batches = list(byte_batches(rows, BATCH_BYTES))
-    clients = [MilvusClient(uri=uri, dedicated=True) for _ in range(threads)]
+    clients = [MilvusStore(MilvusSettings(uri=uri, insert_batch_bytes=BATCH_BYTES))
+               for _ in range(threads)]
 
     def work(k: int) -> int:
-        done = 0
-        for batch in batches[k::threads]:
-            clients[k].upsert(COLLECTION, batch)
-            done += len(batch)
-        return done
+        return sum(clients[k].upsert(COLLECTION, batch) for batch in batches[k::threads])
 
     try:
         clock = Stopwatch()
