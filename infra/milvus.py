@@ -271,11 +271,16 @@ class MilvusStore:
                 return self.client.describe_index(name, VECTOR)
             self.client.release_collection(name)
             self.client.drop_index(name, VECTOR)
+        self.create_index(name, plan)
+        self.load(name)
+        return self.client.describe_index(name, VECTOR)
+
+    def create_index(self, name: str, plan: IndexPlan) -> None:
+        """Create the vector index ``plan`` describes (the collection is not loaded). A server
+        then indexes each segment when it is sealed, also those written afterwards."""
         index = self.client.prepare_index_params()
         index.add_index(VECTOR, index_type=plan.index_type, metric_type="L2", params=plan.params)
         self.client.create_index(name, index)
-        self.load(name)
-        return self.client.describe_index(name, VECTOR)
 
     def search(self, name: str, vectors: np.ndarray | Sequence[Sequence[float]], limit: int,
                nprobe: int = 64) -> list[list[tuple[int, float]]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from helpers import vecpress
@@ -60,3 +61,49 @@ def test_ingest_and_search_on_a_milvus_server(server_workspace: dict, prefect_ha
         found = vecpress(ws, "search", text, "-k", "3", "--json", *ws["args"])
         assert found.returncode == 0, found.stderr
         assert doc_id in [r["doc_id"] for r in json.loads(found.stdout)["results"]]
+
+
+def test_a_new_build_on_a_server_is_indexed_before_its_rows(milvus_server: str, tmp_path) -> None:
+    """The index exists before the load, planned for the run's estimate, and the rows loaded
+    afterwards are indexed by the server as their segments are sealed (flushes every FLUSH_ROWS);
+    Milvus Lite and a build that has its index already are left alone."""
+    import time
+
+    import numpy as np
+
+    from vecpress.infra.settings import CodecSettings
+    from vecpress.tasks.codec.codec import fit_codec
+    from vecpress.tasks.collection.catalog import Build
+    from vecpress.tasks.ingest.loads import Loads
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((3000, 32)).astype(np.float32)
+    codec = fit_codec(vectors, CodecSettings(pca_dim=16, pq_m=4, sample_size=3000))
+    build = Build("early_index", "building", codec.codec_id, "m", "fp32", "{}", "run")
+    store = MilvusStore(MilvusSettings(uri=milvus_server))
+    lite = MilvusStore(MilvusSettings(uri=str(tmp_path / "lite.db")))
+    try:
+        store.drop(build.build)
+        store.ensure_collection(build.build, codec.dim, codec.codec_id)
+        loads = Loads(store.settings, store, build, lambda *a, **k: None)
+        plan = loads.index_early(codec, 40_000)
+        assert plan is not None and plan.rows == 40_000 and plan.index_type == "IVF_PQ"
+        assert store.has_index(build.build)
+        assert loads.index_early(codec, 40_000) is None  # already indexed
+        projected = codec.project(vectors)
+        rows = [{"pk": i, "doc_id": f"d{i}", "chunk": 0, "text": "t", "source": "s",
+                 "codec_id": codec.codec_id, "vector": projected[i]} for i in range(3000)]
+        store.upsert(build.build, rows)
+        store.flush(build.build)
+        deadline = time.monotonic() + 120
+        while store.index_info(build.build).get("indexed_rows") != 3000:
+            assert time.monotonic() < deadline, store.index_info(build.build)
+            time.sleep(0.5)
+        lite.ensure_collection("c", codec.dim, codec.codec_id)
+        assert Loads(lite.settings, lite, replace(build, build="c"), lambda *a, **k: None
+                     ).index_early(codec, 40_000) is None
+        assert not lite.has_index("c")
+    finally:
+        store.drop(build.build)
+        store.close()
+        lite.close()

@@ -11,6 +11,7 @@ import pyarrow as pa
 from vecpress.infra import storage
 from vecpress.infra.index_plan import IndexPlan, plan_index, replan
 from vecpress.infra.milvus import MilvusStore
+from vecpress.infra.settings import MilvusSettings
 from vecpress.tasks.arrays import fixed_list_to_numpy
 from vecpress.tasks.codec.codec import Codec
 
@@ -68,6 +69,15 @@ class LoadResult:
     plan: IndexPlan | None = None  # how it is indexed and searched (recorded with the build)
 
 
+def plan_for(settings: MilvusSettings, codec: Codec, rows: int) -> IndexPlan:
+    """The index plan of ``codec``'s vectors at ``rows`` rows (an applied auto-tune's choice as
+    its floor)."""
+    tuned = codec.report.get("autotune") or {}
+    return plan_index(settings, max(rows, 1), codec.report["pq_m"], codec.report["pq_nbits"],
+                      codec.nlist, {**tuned["chosen"], "base_vectors": tuned.get("base_vectors")}
+                      if tuned.get("applied") and tuned.get("chosen") else None)
+
+
 def index_collection(store: MilvusStore, collection: str, codec: Codec,
                      built: IndexPlan | None) -> tuple[IndexPlan, dict, int]:
     """Index the collection for the rows it holds now: (plan, Milvus's index description, rows).
@@ -76,11 +86,7 @@ def index_collection(store: MilvusStore, collection: str, codec: Codec,
     rebuilt when the collection outgrew it, and the search parameters follow the rows.
     """
     store.flush(collection)
-    tuned = codec.report.get("autotune") or {}
-    fresh = plan_index(store.settings, max(store.stored_rows(collection), 1),
-                       codec.report["pq_m"], codec.report["pq_nbits"], codec.nlist,
-                       {**tuned["chosen"], "base_vectors": tuned.get("base_vectors")}
-                       if tuned.get("applied") and tuned.get("chosen") else None)
+    fresh = plan_for(store.settings, codec, store.stored_rows(collection))
     plan, rebuild = replan(built, fresh, store.has_index(collection))
     described = store.ensure_index(collection, plan, rebuild)
     return plan, described, store.count(collection)

@@ -70,6 +70,7 @@ class StreamEngine:
         self.result = StreamResult()
         self.codec: Codec | None = None
         self.codec_dir: str | None = None
+        self.indexed_early = False
 
     def close(self) -> None:
         self.store.close()
@@ -141,6 +142,7 @@ class StreamEngine:
         meta = shard_jobs.group_meta(chunked)
         self.ledger.add_group(group, meta)
         self.result.add_group(meta)
+        self._index_early()
         for part, (url, rows) in enumerate(zip(chunked.urls, chunked.rows, strict=True)):
             row = self.ledger.set(ShardRow(self.build.build, shard_id(group, part), group, part,
                                            "chunked", url, "", "", rows, self.run_id))
@@ -221,6 +223,7 @@ class StreamEngine:
 
     def _load_done(self, shard: str, done: part_jobs.LoadedPart) -> None:
         self.result.add_loaded(done)
+        self.loads.loaded(done.written)
         row = self.ledger.set(self.ledger.rows[shard], state="loaded")
         self._group_done_if_loaded(row.group_id)
 
@@ -235,6 +238,22 @@ class StreamEngine:
         self.loads.codec_id = codec.codec_id
         self.result.codec_trained = trained
         self.store.ensure_collection(self.build.build, codec.dim, codec.codec_id)
+        self._index_early()
+
+    def _index_early(self) -> None:
+        """Once the codec is known and the run's size can be estimated: a new build's index on a
+        server (``Loads.index_early``), recorded with the build, which the index stage keeps
+        unless the collection outgrew it."""
+        if self.indexed_early or self.codec is None:
+            return
+        rows = self.ledger.expected_rows(self.job.groups)
+        if not rows:
+            return
+        self.indexed_early = True
+        plan = self.loads.index_early(self.codec, rows)
+        if plan is not None:
+            self.build = replace(self.build, index=plan.to_json())
+            self.catalog.save_build(self.build)
 
     def _maybe_fit(self) -> None:
         """Grow the codec's sample as groups are chunked; fit the codec (on a worker: this loop

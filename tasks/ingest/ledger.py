@@ -90,6 +90,16 @@ class Ledger:
         self.spacing = max(COMMIT_EVERY_S, (self.last_commit - started) / COMMIT_SHARE)
         return True
 
+    def expected_rows(self, groups: list[Group]) -> int:
+        """The run's passages, estimated from the groups chunked so far (passages per input
+        byte × every group's bytes); 0 before any group is chunked."""
+        chunked = [g for g in groups if g.group_id in self.meta]
+        size = sum(f.size for g in chunked for f in g.files)
+        if not size:
+            return 0
+        rows = sum(sum(self.meta[g.group_id]["rows"]) for g in chunked)
+        return round(rows / size * sum(f.size for g in groups for f in g.files))
+
     def progress(self) -> tuple[int, int]:
         """(shards loaded, shards known)."""
         return sum(r.state == "loaded" for r in self.rows.values()), len(self.rows)
