@@ -165,8 +165,9 @@ class MilvusStore:
     def ensure_collection(self, name: str, dim: int, codec_id: str) -> None:
         """Create the collection, or check that the existing one has the same vector space."""
         if self.client.has_collection(name):
-            fields = self.client.describe_collection(name)["fields"]
-            vector = next(f for f in fields if f["name"] == VECTOR)
+            # Described afresh (the check is the point) and kept for the upserts (``_schema``).
+            self._schemas[name] = self.client.describe_collection(name)
+            vector = next(f for f in self._schemas[name]["fields"] if f["name"] == VECTOR)
             if int(vector["params"]["dim"]) != dim:
                 raise MilvusSchemaError(
                     f"collection '{name}' stores {vector['params']['dim']}-d vectors but the codec "

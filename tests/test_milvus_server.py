@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from helpers import vecpress
 
 from vecpress.infra.milvus import MilvusStore
-from vecpress.infra.settings import MilvusSettings
+from vecpress.infra.settings import CodecSettings, MilvusSettings
+from vecpress.tasks.codec.codec import fit_codec
+from vecpress.tasks.collection.catalog import Build
+from vecpress.tasks.ingest.loads import Loads
 
 pytestmark = pytest.mark.slow
 COLLECTION = "server_e2e"
@@ -67,15 +72,6 @@ def test_a_new_build_on_a_server_is_indexed_before_its_rows(milvus_server: str, 
     """The index exists before the load, planned for the run's estimate, and the rows loaded
     afterwards are indexed by the server as their segments are sealed (flushes every FLUSH_ROWS);
     Milvus Lite and a build that has its index already are left alone."""
-    import time
-
-    import numpy as np
-
-    from vecpress.infra.settings import CodecSettings
-    from vecpress.tasks.codec.codec import fit_codec
-    from vecpress.tasks.collection.catalog import Build
-    from vecpress.tasks.ingest.loads import Loads
-
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((3000, 32)).astype(np.float32)
     codec = fit_codec(vectors, CodecSettings(pca_dim=16, pq_m=4, sample_size=3000))

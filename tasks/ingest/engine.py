@@ -223,7 +223,7 @@ class StreamEngine:
 
     def _load_done(self, shard: str, done: part_jobs.LoadedPart) -> None:
         self.result.add_loaded(done)
-        self.loads.loaded(done.written)
+        self.loads.loaded(done)
         row = self.ledger.set(self.ledger.rows[shard], state="loaded")
         self._group_done_if_loaded(row.group_id)
 

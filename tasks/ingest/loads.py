@@ -33,6 +33,7 @@ from vecpress.tasks.ingest import part_jobs
 
 FLUSH_ROWS = 65_536
 
+
 class Loads:
     """The encoded shards waiting to be loaded into ``build``. Loads on the workers go through
     the engine's ``submit`` as steps ``load`` and ``bulk``, whose results the engine records;
@@ -81,9 +82,12 @@ class Loads:
         row = self.lite_rows.popleft()
         return row.shard_id, part_jobs.load_part(*self._args(row), store=self.store)
 
-    def loaded(self, rows: int) -> None:
-        """``rows`` more are in the collection (any path): flush it every ``FLUSH_ROWS``."""
-        self.unflushed += rows
+    def loaded(self, part: part_jobs.LoadedPart) -> None:
+        """A shard is in the collection: flush it every ``FLUSH_ROWS`` upserted rows (bulk-imported
+        rows arrive in sealed segments, with nothing to flush)."""
+        if part.bulk:
+            return
+        self.unflushed += part.written
         if self.unflushed >= FLUSH_ROWS:
             self.store.flush(self.collection)
             self.unflushed = 0
