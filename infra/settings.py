@@ -324,6 +324,18 @@ class Settings(BaseSettings):
         return masked(options)
 
     @model_validator(mode="after")
+    def _absolute_local_paths(self) -> Settings:
+        """The workers of an existing Dask cluster (``dask.address``) run in their own folder: a
+        relative local root or model cache means where the command was given, so it is made
+        absolute here, before any stage sees it."""
+        if "://" not in self.storage_root:
+            self.storage_root = str(Path(self.storage_root).expanduser().absolute())
+        if self.model.cache_dir and "://" not in self.model.cache_dir:
+            self.model = self.model.model_copy(
+                update={"cache_dir": str(Path(self.model.cache_dir).expanduser().absolute())})
+        return self
+
+    @model_validator(mode="after")
     def _token_ids_for_gpu_runs(self) -> Settings:
         if self.chunk.keep_token_ids is None:
             self.chunk = self.chunk.model_copy(

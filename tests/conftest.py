@@ -24,7 +24,7 @@ if "PYTEST_XDIST_WORKER" not in os.environ:
 from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.embed.export import export_model
 from vecpress.tasks.embed.model_files import read_model_spec, resolve_model_dir
-from vecpress.tasks.inputs.corpus import stdlib_docstring_paragraphs
+from vecpress.tasks.inputs.corpus import probe_passages, stdlib_docstring_paragraphs
 
 
 @pytest.fixture(scope="session")
@@ -34,24 +34,43 @@ def paragraphs() -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("models")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of this pytest run that both xdist workers see, so that a model is built and
+    exported once per run rather than once per worker (an export costs 5-40 s); each build or
+    export holds a lock there while the other worker waits for its result."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if "PYTEST_XDIST_WORKER" in os.environ else base
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One random 1-layer, 64-d BERT (``helpers.build_tiny_bert``) for every test whose subject
-    is not the model: built once, and exported once into ``model_cache``. Read-only: a test that
-    changes model files copies it first."""
+def model_cache(run_dir: Path) -> Path:
+    path = run_dir / "models"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(run_dir: Path, model_cache: Path) -> str:
+    """One random 1-layer, 64-d BERT (``helpers.build_tiny_bert``, seeded) for every test whose
+    subject is not the model: built once, and exported once into ``model_cache``. Read-only: a
+    test that changes model files copies it first."""
+    from filelock import FileLock
     from helpers import build_tiny_bert
 
-    return build_tiny_bert(tmp_path_factory.mktemp("tiny"))
+    with FileLock(run_dir / "tiny.lock"):
+        path = build_tiny_bert(run_dir / "tiny")
+        export_model(read_model_spec(Path(path)), "fp32", model_cache, probe_passages)
+    return path
 
 
 @pytest.fixture(scope="session")
-def fp32_artifact(model_cache: Path, paragraphs: list[tuple[str, str]]) -> ModelArtifact:
+def fp32_artifact(run_dir: Path, model_cache: Path, paragraphs: list[tuple[str, str]]
+                  ) -> ModelArtifact:
+    from filelock import FileLock
+
     spec = read_model_spec(resolve_model_dir(None))
-    return export_model(spec, "fp32", model_cache, lambda: [t for _, t in paragraphs[:64]])
+    with FileLock(run_dir / "minilm.lock"):
+        return export_model(spec, "fp32", model_cache, lambda: [t for _, t in paragraphs[:64]])
 
 
 @pytest.fixture(scope="session")

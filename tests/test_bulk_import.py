@@ -26,7 +26,8 @@ def _count(uri: str, name: str) -> int:
 
 
 def test_a_first_load_is_bulk_imported_and_later_runs_upsert(tmp_path, paragraphs, model_cache,
-                                                             milvus_server, prefect_harness) -> None:
+                                                             tiny_model, milvus_server,
+                                                             prefect_harness) -> None:
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for part in range(4):
@@ -34,8 +35,10 @@ def test_a_first_load_is_bulk_imported_and_later_runs_upsert(tmp_path, paragraph
             for doc_id, text in paragraphs[2100 + part * 150:2100 + (part + 1) * 150]:
                 fh.write(json.dumps({"id": doc_id, "text": text}) + "\n")
     bulk_dir = tmp_path / "milvus-reads-here"
-    ws = {"model_cache": model_cache,
-          "env": {"VECPRESS_CODEC__MIN_FIT_VECTORS": "300", "VECPRESS_MILVUS__BULK_MIN_ROWS": "200",
+    ws = {"model_cache": model_cache,  # bulk import is the subject: the tiny random BERT
+          "env": {"VECPRESS_MODEL__PATH": tiny_model, "VECPRESS_CODEC__PCA_DIM": "32",
+                  "VECPRESS_CODEC__PQ_M": "8",
+                  "VECPRESS_CODEC__MIN_FIT_VECTORS": "300", "VECPRESS_MILVUS__BULK_MIN_ROWS": "200",
                   "VECPRESS_MILVUS__BULK_DIR": str(bulk_dir),
                   "VECPRESS_INPUTS__FILES_PER_SHARD": "1"}}
     args = ["--collection", COLLECTION, "--storage-root", str(tmp_path / "data"), "--milvus-uri",

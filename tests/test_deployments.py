@@ -36,13 +36,16 @@ def _doc(paragraphs: list[tuple[str, str]], start: int, count: int = 12) -> str:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, prefect_harness, model_cache, dask_address):
+def served(tmp_path_factory: pytest.TempPathFactory, prefect_harness, model_cache, dask_address,
+           tiny_model: str):
     from prefect.settings import PREFECT_API_URL
 
     root = tmp_path_factory.mktemp("served")
     inbox = root / "inbox"
     env = os.environ | {
         "VECPRESS_MODEL__CACHE_DIR": str(model_cache),
+        # Deployments, triggers and runs are the subject, not the model: the tiny random BERT.
+        "VECPRESS_MODEL__PATH": tiny_model,
         # Small corpora: short passages and a small codec (PCA needs pca_dim training vectors).
         "VECPRESS_CHUNK__MAX_TOKENS": "48", "VECPRESS_CHUNK__OVERLAP_TOKENS": "8",
         "VECPRESS_CODEC__PCA_DIM": "32", "VECPRESS_CODEC__PQ_M": "8",
@@ -162,7 +165,7 @@ def test_deployments_exist_with_schedule_and_typed_form(served):
     assert len(automations) == 1 and automations[0].trigger.expect == {"vecpress.files.changed"}
 
 
-def test_manual_run_with_parameters_loads_rows(served, paragraphs, tmp_path):
+def test_manual_run_with_parameters_loads_rows(served, paragraphs, tmp_path, tiny_model):
     from prefect.deployments import run_deployment
 
     src = tmp_path / "manual"
@@ -172,6 +175,7 @@ def test_manual_run_with_parameters_loads_rows(served, paragraphs, tmp_path):
     db = served["root"] / "manual.db"
     settings = Settings(collection="manual_run", storage_root=str(served["data"]),
                         milvus={"uri": str(db)}, codec={"pca_dim": 32, "pq_m": 8},
+                        model={"path": tiny_model},
                         chunk={"max_tokens": 48, "overlap_tokens": 8},
                         dask={"n_workers": 1})
     run = run_deployment(f"{FLOW}/{deployment_names(COLLECTION)['manual']}", timeout=600,

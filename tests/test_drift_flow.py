@@ -33,21 +33,21 @@ def _ingest(workspace: dict, *env: tuple[str, str]) -> dict:
 def _nonsense(seed: int) -> str:
     rng = random.Random(seed)
     words = ["zq" + "".join(rng.choice("xkvjwz") for _ in range(6)) for _ in range(2000)]
-    return "\n\n".join(" ".join(rng.sample(words, 30)) for _ in range(120))
+    return "\n\n".join(" ".join(rng.sample(words, 30)) for _ in range(40))
 
 
-def test_drift_warns_then_retrains_and_rebuilds(tmp_path, paragraphs, model_cache, dask_address,
-                                               prefect_harness):
+def test_drift_warns_then_retrains_and_rebuilds(tmp_path, paragraphs, model_cache, fp32_artifact,
+                                               dask_address, prefect_harness):
     src = tmp_path / "src"
     src.mkdir()
-    (src / "docs.md").write_text("\n\n".join(t for _, t in paragraphs[:400]))
+    (src / "docs.md").write_text("\n\n".join(t for _, t in paragraphs[:200]))
     # The real model: a random tiny one does not tell this nonsense from docstrings (tried). The
     # session's Dask workers keep its ONNX session from one run to the next.
     workspace = {"root": tmp_path, "src": src, "model_cache": model_cache,
                  "env": {"VECPRESS_DASK__ADDRESS": dask_address}}
     first = _ingest(workspace)
 
-    (src / "same-kind.md").write_text("\n\n".join(t for _, t in paragraphs[400:500]))
+    (src / "same-kind.md").write_text("\n\n".join(t for _, t in paragraphs[200:260]))
     similar = _ingest(workspace, ("VECPRESS_CODEC__DRIFT_TOLERANCE", "10"))
     assert similar["codec_reused"] and similar["codec"]["codec_id"] == first["codec"]["codec_id"]
     assert similar["codec"]["drift"]["drifted"] is False

@@ -21,7 +21,7 @@ COLLECTION = "server_e2e"
 
 
 @pytest.fixture(scope="module")
-def server_workspace(tmp_path_factory, paragraphs, model_cache, milvus_server,
+def server_workspace(tmp_path_factory, paragraphs, model_cache, tiny_model, milvus_server,
                      dask_address: str) -> dict:
     root = tmp_path_factory.mktemp("server")
     with (root / "corpus.jsonl").open("w") as fh:
@@ -30,8 +30,10 @@ def server_workspace(tmp_path_factory, paragraphs, model_cache, milvus_server,
     return {"root": root, "sources": root / "corpus.jsonl", "model_cache": model_cache,
             "uri": milvus_server,
             # 600 passages: below the default 1,000 a collection keeps whole vectors (FLAT);
-            # the compressed IVF_PQ path on a server is what this test is about.
-            "env": {"VECPRESS_CODEC__MIN_FIT_VECTORS": "300",
+            # the compressed IVF_PQ path on a server is what this test is about, not the model
+            # (the tiny random BERT, 64-d, with a 32-d PCA and 8 sub-quantisers).
+            "env": {"VECPRESS_CODEC__MIN_FIT_VECTORS": "300", "VECPRESS_MODEL__PATH": tiny_model,
+                    "VECPRESS_CODEC__PCA_DIM": "32", "VECPRESS_CODEC__PQ_M": "8",
                     "VECPRESS_DASK__ADDRESS": dask_address},
             "args": ["--collection", COLLECTION, "--storage-root", str(root / "data"),
                      "--milvus-uri", milvus_server]}
@@ -51,7 +53,7 @@ def test_ingest_and_search_on_a_milvus_server(server_workspace: dict, prefect_ha
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout[result.stdout.index("{\n"):])
     assert summary["index"]["index_type"] == "IVF_PQ"
-    assert summary["index"]["m"] == "32" and summary["index"]["nbits"] == "8"
+    assert summary["index"]["m"] == "8" and summary["index"]["nbits"] == "8"
     assert summary["rows_in_milvus"] == summary["passages"] == _count(ws["uri"]) >= 600
     assert summary["sanity_self_top3"] == 1.0
 

@@ -20,8 +20,9 @@ COLLECTION = "e2e"
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory, paragraphs, model_cache,
+def workspace(tmp_path_factory: pytest.TempPathFactory, paragraphs, model_cache, fp32_artifact,
               dask_address: str) -> dict:
+    """(``fp32_artifact``: the packaged model exported once for the run, not by this CLI run.)"""
     root = tmp_path_factory.mktemp("e2e")
     src = root / "sources"
     (src / "notes" / "deep").mkdir(parents=True)

@@ -16,6 +16,19 @@ def test_defaults_are_the_embedded_ones() -> None:
     assert s.dask.address is None
 
 
+def test_local_paths_are_absolute_where_the_command_runs(monkeypatch, tmp_path) -> None:
+    """Workers of an existing Dask cluster run in their own folder: a relative root given to a
+    command must name the same folder for them (it failed with FileNotFoundError there)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    s = Settings(storage_root="data", model={"cache_dir": "~/models"})
+    assert s.storage_root == str(tmp_path / "data")
+    assert s.model.cache_dir == str(tmp_path / "home" / "models")
+    assert s.model_cache_dir == tmp_path / "home" / "models"
+    assert Settings(storage_root="s3://bucket/root").storage_root == "s3://bucket/root"
+    assert Settings.model_validate_json(s.model_dump_json()).storage_root == s.storage_root
+
+
 def test_environment_then_cli_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VECPRESS_MILVUS__URI", "http://milvus:19530")
     monkeypatch.setenv("VECPRESS_CODEC__PCA_DIM", "128")

@@ -26,7 +26,7 @@ def _prefect(env: dict, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_the_work_pool_deployments_deploy_and_a_worker_runs_one(tmp_path, paragraphs, model_cache,
-                                                                prefect_harness) -> None:
+                                                                tiny_model, prefect_harness) -> None:
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL
@@ -48,6 +48,9 @@ def test_the_work_pool_deployments_deploy_and_a_worker_runs_one(tmp_path, paragr
     run_env = {"VECPRESS_STORAGE_ROOT": str(tmp_path / "data"),
                "VECPRESS_MILVUS__URI": str(tmp_path / "kb.db"), "VECPRESS_DASK__ADDRESS": "",
                "VECPRESS_MODEL__VARIANT": "fp32", "VECPRESS_MODEL__CACHE_DIR": str(model_cache),
+               # the work pool is the subject, not the model: the tiny random BERT
+               "VECPRESS_MODEL__PATH": tiny_model, "VECPRESS_CODEC__PCA_DIM": "32",
+               "VECPRESS_CODEC__PQ_M": "8",
                "VECPRESS_DASK__N_WORKERS": "1", "HF_HUB_OFFLINE": "1"}
     flow_run = run_deployment("vecpress-ingest/kb-manual", parameters={"sources": [str(corpus)]},
                               job_variables={"env": run_env}, timeout=0)

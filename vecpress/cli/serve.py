@@ -49,7 +49,8 @@ def serve(
     quiet_libraries()
     settings = settings_from_flags(**{"collection": collection, "milvus.uri": milvus_uri,
                                       "storage_root": storage_root, "model.variant": variant})
-    # Flow runs start in other processes: every local path they get must be absolute.
+    # Flow runs start in other processes: every local path they get must be absolute, and
+    # resolved (the watcher tells the storage root's own writes from new inputs by path).
     settings.storage_root = _absolute(settings.storage_root)
     if settings.milvus.is_lite:
         settings.milvus.uri = _absolute(settings.milvus.uri)
@@ -76,6 +77,9 @@ def serve(
     os.environ["PREFECT_API_URL"] = api_url  # for this process and the flow runs it starts
     stop = threading.Event()
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops as cleanly as Ctrl-C
+    # A shell starting this in the background (``cmd &`` in a script, CI) leaves SIGINT ignored,
+    # and Python keeps that: Ctrl-C or ``kill -INT`` then did nothing. Stopping is what it means.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         _run(settings, serve_settings, stop, no_watch, server.ui_url if server else api_url)
     except KeyboardInterrupt:
