@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from groups import check, make_scheduler, order
+from groups import check, group_of, make_scheduler, order
 from leftovers import LEFTOVER_MARK, fail_on_leftovers, note_children, print_report
 
 # No model hub is reachable here, and none must ever be contacted.
@@ -64,6 +64,13 @@ def tiny_model(run_dir: Path, model_cache: Path) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_artifact(tiny_model: str, model_cache: Path) -> ModelArtifact:
+    """The tiny model's ONNX artifact (exported by ``tiny_model``): for tests of the embedder's
+    own machinery (batching, windows, sessions, processes), which any model exercises alike."""
+    return export_model(read_model_spec(Path(tiny_model)), "fp32", model_cache, probe_passages)
+
+
+@pytest.fixture(scope="session")
 def fp32_artifact(run_dir: Path, model_cache: Path, paragraphs: list[tuple[str, str]]
                   ) -> ModelArtifact:
     from filelock import FileLock
@@ -110,7 +117,10 @@ def dask_address() -> Iterator[str]:
     import psutil
     from distributed import Client, LocalCluster
 
-    with dask.config.set({"distributed.worker.daemon": False}), \
+    from vecpress.infra.cluster import QUIET_CLUSTER
+
+    # Quiet while idle (most of the session), as a run's own local cluster is.
+    with dask.config.set({"distributed.worker.daemon": False, **QUIET_CLUSTER}), \
             LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                          dashboard_address=None, silence_logs=logging.WARNING) as cluster:
         with Client(cluster) as client:
@@ -130,20 +140,35 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> str:
 
     default_server.set_base_dir(str(tmp_path_factory.mktemp("milvus-server")))
     default_server.start()
+    _RUNNING_MILVUS.append(default_server)
     try:
         yield f"http://127.0.0.1:{default_server.listen_port}"
     finally:
-        default_server.stop()
+        _stop_milvus()
+
+
+# The Milvus server while it runs: stopped after the last test that uses it rather than at the
+# end of the session, through which it would idle at ~10% of a core (pytest_runtest_teardown).
+_RUNNING_MILVUS: list = []
+_LAST_MILVUS_TEST: list[str] = []
+
+
+def _stop_milvus() -> None:
+    while _RUNNING_MILVUS:
+        _RUNNING_MILVUS.pop().stop()
 
 
 @pytest.fixture(scope="session")
-def durable_ws(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, tiny_model: str,
-               dask_address: str, prefect_harness):
-    """A corpus, a tiny model and a reference ingest for the durability tests (``durable.py``)."""
+def durable_ws(tmp_path_factory: pytest.TempPathFactory, run_dir: Path, model_cache: Path,
+               tiny_model: str, dask_address: str, prefect_harness):
+    """A corpus, a tiny model and a reference ingest for the durability tests (``durable.py``):
+    the corpus and the reference made once per run, for both workers."""
     from durable import durable_workspace
     from prefect.settings import PREFECT_API_URL
 
-    return durable_workspace(tmp_path_factory.mktemp("durable"), model_cache, tiny_model,
+    shared = run_dir / "durable"
+    shared.mkdir(exist_ok=True)
+    return durable_workspace(tmp_path_factory.mktemp("durable"), shared, model_cache, tiny_model,
                              str(PREFECT_API_URL.value()), dask_address)
 
 
@@ -159,6 +184,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     check(items)
     if os.environ.get("PYTEST_XDIST_WORKER"):
         order(items)
+    # Every user of the server is in its group (``check``), so none runs after the group's last.
+    _LAST_MILVUS_TEST[:] = [item.nodeid for item in items
+                            if group_of(item.nodeid) == "milvus_server"][-1:]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if item.nodeid in _LAST_MILVUS_TEST:
+        _stop_milvus()
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -22,15 +22,17 @@ from vecpress.tasks.inputs.corpus import stdlib_docstring_paragraphs
 FILES = 120
 
 
-def durable_workspace(root: Path, model_cache: Path, tiny_model: str, api_url: str,
+def durable_workspace(root: Path, shared: Path, model_cache: Path, tiny_model: str, api_url: str,
                       dask_address: str) -> dict:
     """120 text files of real paragraphs, and the environment of a tiny-model ingest on the
-    session's Dask cluster (a run that is killed starts its own: ``kill_group_when``)."""
-    corpus = root / "corpus"
-    corpus.mkdir()
-    paragraphs = [t for _, t in itertools.islice(stdlib_docstring_paragraphs(), 3000)]
-    for i in range(FILES):
-        (corpus / f"doc{i:03d}.txt").write_text("\n\n".join(paragraphs[i * 25:(i + 1) * 25]))
+    session's Dask cluster (a run that is killed starts its own: ``kill_group_when``).
+
+    The corpus and the reference ingest's summary are made once per pytest run in ``shared``
+    (both xdist workers read them); each worker's tests write their collections under ``root``.
+    """
+    from filelock import FileLock
+
+    corpus = shared / "corpus"
     env = os.environ | {
         "PREFECT_API_URL": api_url, "COLUMNS": "200",
         "VECPRESS_MODEL__CACHE_DIR": str(model_cache),
@@ -41,11 +43,18 @@ def durable_workspace(root: Path, model_cache: Path, tiny_model: str, api_url: s
         "VECPRESS_MODEL__PASSAGES_PER_SHARD": "64", "VECPRESS_GC_GRACE_S": "0",
         "VECPRESS_DASK__N_WORKERS": "2", "VECPRESS_DASK__THREADS_PER_WORKER": "1",
         "VECPRESS_DASK__ADDRESS": dask_address}
-    ws = {"root": root, "corpus": corpus, "env": env}
-    reference = ingest(ws, "reference")
-    assert reference.returncode == 0, reference.stderr[-3000:]
-    ws["reference"] = summary_of(reference)
-    return ws
+    with FileLock(shared / "durable.lock"):
+        if not (shared / "reference.json").exists():
+            corpus.mkdir(exist_ok=True)
+            paragraphs = [t for _, t in itertools.islice(stdlib_docstring_paragraphs(), 3000)]
+            for i in range(FILES):
+                (corpus / f"doc{i:03d}.txt").write_text(
+                    "\n\n".join(paragraphs[i * 25:(i + 1) * 25]))
+            reference = ingest({"root": shared, "corpus": corpus, "env": env}, "reference")
+            assert reference.returncode == 0, reference.stderr[-3000:]
+            (shared / "reference.json").write_text(json.dumps(summary_of(reference)))
+    return {"root": root, "corpus": corpus, "env": env,
+            "reference": json.loads((shared / "reference.json").read_text())}
 
 
 def args(ws: dict, collection: str, *extra: str) -> list[str]:

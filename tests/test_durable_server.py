@@ -3,6 +3,7 @@ ingest and a rebuild never fail and never mix builds."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import threading
@@ -102,7 +103,9 @@ def _settings(ws: dict, collection: str) -> Settings:
 
 
 def test_search_beside_an_ingest_and_a_rebuild_never_fails(server_ws: dict) -> None:
-    ws = server_ws
+    # Its own copy of the corpus, which it grows (the shared one is read by the other worker).
+    ws = dict(server_ws, corpus=server_ws["root"] / "corpus_live")
+    shutil.copytree(server_ws["corpus"], ws["corpus"])
     first = subprocess.run(_cli(ws, "live"), env=ws["env"], capture_output=True, text=True,
                            timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -144,7 +147,6 @@ def test_search_beside_an_ingest_and_a_rebuild_never_fails(server_ws: dict) -> N
     finally:
         stop.set()
         thread.join()
-        (ws["corpus"] / "extra.txt").unlink(missing_ok=True)
         searcher.store.close()
     assert not errors, errors[:3]
     builds = {collection for collection, _ in answers}

@@ -1,4 +1,5 @@
-"""ONNX export and inference against the sentence-transformers reference (real model, real text)."""
+"""ONNX export and inference against the sentence-transformers reference (real model, real text);
+the embedder's own machinery (batching, windows, sessions, tokeniser processes) on the tiny model."""
 
 from __future__ import annotations
 
@@ -29,40 +30,40 @@ def test_fp32_matches_sentence_transformers(fp32_artifact, paragraphs) -> None:
     assert fp32_artifact.min_cosine >= 0.999  # the gate recorded at export
 
 
-def test_token_budget_changes_batching_not_results(fp32_artifact, paragraphs) -> None:
+def test_token_budget_changes_batching_not_results(tiny_artifact, paragraphs) -> None:
     texts = [t for _, t in paragraphs[:200]]
-    small = OnnxEmbedder(fp32_artifact, ModelSettings(max_batch_tokens=128)).encode(texts)
-    large = OnnxEmbedder(fp32_artifact, ModelSettings(max_batch_tokens=16384)).encode(texts)
+    small = OnnxEmbedder(tiny_artifact, ModelSettings(max_batch_tokens=128)).encode(texts)
+    large = OnnxEmbedder(tiny_artifact, ModelSettings(max_batch_tokens=16384)).encode(texts)
     np.testing.assert_allclose(small, large, atol=2e-5)
 
 
-def test_tokenising_windows_keep_input_order(fp32_artifact, paragraphs, monkeypatch) -> None:
+def test_tokenising_windows_keep_input_order(tiny_artifact, paragraphs, monkeypatch) -> None:
     """Windows tokenised ahead (here of 37 passages) give the same rows as one window."""
     import vecpress.tasks.embed.embedder as embedding
 
     texts = [t for _, t in paragraphs[:200]] + ["word " * 600]
-    single = OnnxEmbedder(fp32_artifact)
+    single = OnnxEmbedder(tiny_artifact)
     whole = single.encode(texts)
     monkeypatch.setattr(embedding, "WINDOW", 37)
-    embedder = OnnxEmbedder(fp32_artifact)
+    embedder = OnnxEmbedder(tiny_artifact)
     done: list[int] = []
     windowed = embedder.encode(texts, on_progress=done.append)
     np.testing.assert_allclose(windowed, whole, atol=2e-5)
     assert sum(done) == len(texts) and embedder.truncated == single.truncated >= 1
 
 
-def test_concurrent_sessions_give_the_same_rows(fp32_artifact, paragraphs) -> None:
+def test_concurrent_sessions_give_the_same_rows(tiny_artifact, paragraphs) -> None:
     texts = [t for _, t in paragraphs[:300]]
-    one = OnnxEmbedder(fp32_artifact, ModelSettings(max_batch_tokens=1024)).encode(texts)
-    three = OnnxEmbedder(fp32_artifact, ModelSettings(max_batch_tokens=1024, sessions=3))
+    one = OnnxEmbedder(tiny_artifact, ModelSettings(max_batch_tokens=1024)).encode(texts)
+    three = OnnxEmbedder(tiny_artifact, ModelSettings(max_batch_tokens=1024, sessions=3))
     assert three._depth == 4 and three._sessions.qsize() == 3
     np.testing.assert_allclose(three.encode(texts), one, atol=2e-5)
 
 
-def test_tokeniser_processes_give_the_same_embeddings(fp32_artifact, paragraphs) -> None:
+def test_tokeniser_processes_give_the_same_embeddings(tiny_artifact, paragraphs) -> None:
     texts = [t for _, t in paragraphs[:300]] + ["word " * 600]
-    here = OnnxEmbedder(fp32_artifact)
-    pooled = OnnxEmbedder(fp32_artifact, ModelSettings(tokenizer_processes=2))
+    here = OnnxEmbedder(tiny_artifact)
+    pooled = OnnxEmbedder(tiny_artifact, ModelSettings(tokenizer_processes=2))
     try:
         assert pooled._tokenisers is not None and pooled._tokenisers.processes == 2
         np.testing.assert_allclose(pooled.encode(texts), here.encode(texts), atol=2e-5)
@@ -101,7 +102,7 @@ def test_tokeniser_processes_end_when_the_process_that_started_them_is_killed(fp
 
 
 @pytest.mark.slow  # a local Dask cluster
-def test_local_dask_workers_may_start_tokeniser_processes(fp32_artifact, paragraphs, tmp_path) -> None:
+def test_local_dask_workers_may_start_tokeniser_processes(tiny_artifact, paragraphs, tmp_path) -> None:
     """dask_client's workers are not daemonic, so an embedder there gets its tokeniser pool."""
     import pyarrow as pa
 
@@ -118,13 +119,13 @@ def test_local_dask_workers_may_start_tokeniser_processes(fp32_artifact, paragra
                                            "chunk": list(range(64)), "text": texts}))
     with dask_client(DaskSettings(n_workers=1, threads_per_worker=1)) as (client, _):
         assert all(client.run(can_spawn_processes).values())
-        done = client.submit(embed_shard, shard, str(tmp_path / "e.parquet"), fp32_artifact,
+        done = client.submit(embed_shard, shard, str(tmp_path / "e.parquet"), tiny_artifact,
                              ModelSettings(tokenizer_processes=2), 1).result()
         pools = client.run(lambda: [o._tokenisers is not None for o in __import__("gc").get_objects()
                                     if isinstance(o, OnnxEmbedder)])
     assert done.rows == 64 and list(pools.values()) == [[True]]
     _, vectors = read_embeddings(done.url)
-    np.testing.assert_allclose(vectors, OnnxEmbedder(fp32_artifact).encode(texts), atol=2e-5)
+    np.testing.assert_allclose(vectors, OnnxEmbedder(tiny_artifact).encode(texts), atol=2e-5)
 
 
 def test_overlong_passages_are_counted(fp32_artifact) -> None:
