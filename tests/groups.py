@@ -24,9 +24,9 @@ SHARED = {
 GROUP_OF_MODULE = {module: group for group, modules in SHARED.items() for module in modules}
 # The groups that take longest, started first so that none is left to run alone at the end
 # (measured: benchmarks/results/test_suite_cpu_2core_xdist.json); the rest keep their order.
-LONG_FIRST = ("milvus_server", "test_deployments", "test_object_store", "test_api_server",
-              "test_drift_flow", "test_durable", "test_cli_exit_codes", "docstring_embeddings",
-              "test_edges")
+LONG_FIRST = ("milvus_server", "test_durable", "test_object_store", "test_pipeline_e2e",
+              "test_deployments", "test_cli_exit_codes", "docstring_embeddings", "test_drift_flow",
+              "test_api_server", "test_prefect_lifecycle", "test_oom", "test_fp16")
 
 
 def module_of(nodeid: str) -> str:
