@@ -149,3 +149,10 @@ def test_every_module_imports_in_a_fresh_interpreter() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_the_readme_stays_short() -> None:
+    """The README is for users: what it does, the two commands, usage, limits. It grew past 250
+    lines twice; internals and figures belong in docs/."""
+    lines = (ROOT / "README.md").read_text().count("\n")
+    assert lines < 250, f"README.md has {lines} lines; move details to docs/ (limit 249)"
