@@ -50,24 +50,23 @@ def model_cache(run_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model(run_dir: Path, model_cache: Path) -> str:
-    """One random 1-layer, 64-d BERT (``helpers.build_tiny_bert``, seeded) for every test whose
-    subject is not the model: built once, and exported once into ``model_cache``. Read-only: a
-    test that changes model files copies it first."""
+def tiny_artifact(run_dir: Path, model_cache: Path) -> ModelArtifact:
+    """One random 1-layer, 64-d BERT (``helpers.build_tiny_bert``, seeded), built once and
+    exported once into ``model_cache``: its ONNX artifact, for tests of the embedder's own
+    machinery (batching, windows, sessions, processes), which any model exercises alike."""
     from filelock import FileLock
     from helpers import build_tiny_bert
 
     with FileLock(run_dir / "tiny.lock"):
-        path = build_tiny_bert(run_dir / "tiny")
-        export_model(read_model_spec(Path(path)), "fp32", model_cache, probe_passages)
-    return path
+        spec = read_model_spec(Path(build_tiny_bert(run_dir / "tiny")))
+        return export_model(spec, "fp32", model_cache, probe_passages)
 
 
 @pytest.fixture(scope="session")
-def tiny_artifact(tiny_model: str, model_cache: Path) -> ModelArtifact:
-    """The tiny model's ONNX artifact (exported by ``tiny_model``): for tests of the embedder's
-    own machinery (batching, windows, sessions, processes), which any model exercises alike."""
-    return export_model(read_model_spec(Path(tiny_model)), "fp32", model_cache, probe_passages)
+def tiny_model(tiny_artifact: ModelArtifact) -> str:
+    """The tiny BERT's folder, for every test whose subject is not the model (its export is in
+    ``model_cache``). Read-only: a test that changes model files copies it first."""
+    return tiny_artifact.model_dir
 
 
 @pytest.fixture(scope="session")

@@ -12,12 +12,15 @@ from pathlib import Path
 _WS = re.compile(r"\s+")
 
 
-def stdlib_docstring_paragraphs(min_words: int = 8, max_words: int = 200) -> Iterator[tuple[str, str]]:
-    """Yield (id, paragraph) for every docstring paragraph of the Python standard library.
+def stdlib_docstring_paragraphs(min_words: int = 8, max_words: int = 200, file_stride: int = 1
+                                ) -> Iterator[tuple[str, str]]:
+    """Yield (id, paragraph) for every docstring paragraph of the Python standard library (of
+    every ``file_stride``-th source file).
 
     Deterministic order (sorted files, source order); ids are ``module/path.py:lineno#n``.
     """
-    yield from _tree_paragraphs(Path(os.path.dirname(os.__file__)), "", set(), min_words, max_words)
+    yield from _tree_paragraphs(Path(os.path.dirname(os.__file__)), "", set(), min_words,
+                                max_words, file_stride)
 
 
 def docstring_paragraphs(min_words: int = 8, max_words: int = 200) -> Iterator[tuple[str, str]]:
@@ -65,8 +68,7 @@ def probe_passages(count: int = 256, file_stride: int = 16) -> list[str]:
     """Real passages spread over the whole standard library, for fidelity checks of exported
     models: the paragraphs of every ``file_stride``-th source file (~670; parsing every file
     took 13 s of a first export, these take under 1 s), ``count`` of them evenly spread."""
-    items = [text for _, text in _tree_paragraphs(Path(os.path.dirname(os.__file__)), "", set(),
-                                                  8, 200, file_stride)]
+    items = [text for _, text in stdlib_docstring_paragraphs(file_stride=file_stride)]
     return items[:: max(1, len(items) // count)][:count]
 
 
