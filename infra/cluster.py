@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 # What a local cluster's processes do beside the work, and while there is none: each worker's
 # statistical profiler samples its threads every 10 ms and every event loop ticks every 20 ms.
-# With Dask's defaults a scheduler and two idle workers took 13% of a core, 4.5% with these
-# (benchmarks/dask_idle.py). A pipeline run has no dashboard whose profile page would need them.
+# With Dask's defaults a scheduler and two idle workers took 13.2% of a core, 3.6% with these
+# (benchmarks/dask_idle.py, results/dask_idle.json). A pipeline run has no dashboard whose
+# profile page would need them.
 QUIET_CLUSTER: dict[str, Any] = {
     "distributed.worker.profile.enabled": False,
     "distributed.admin.tick.interval": "1s",

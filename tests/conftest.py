@@ -36,7 +36,7 @@ def paragraphs() -> list[tuple[str, str]]:
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder of this pytest run that both xdist workers see, so that a model is built and
-    exported once per run rather than once per worker (an export costs 5-40 s); each build or
+    exported once per run rather than once per worker (an export takes seconds); each build or
     export holds a lock there while the other worker waits for its result."""
     base = tmp_path_factory.getbasetemp()
     return base.parent if "PYTEST_XDIST_WORKER" in os.environ else base
@@ -147,7 +147,7 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 # The Milvus server while it runs: stopped after the last test that uses it rather than at the
-# end of the session, through which it would idle at ~10% of a core (pytest_runtest_teardown).
+# end of the session, through which it would keep running idle (pytest_runtest_teardown).
 _RUNNING_MILVUS: list = []
 _LAST_MILVUS_TEST: list[str] = []
 

@@ -67,7 +67,7 @@ def _tree_paragraphs(root: Path, prefix: str, seen: set[str], min_words: int,
 def probe_passages(count: int = 256, file_stride: int = 16) -> list[str]:
     """Real passages spread over the whole standard library, for fidelity checks of exported
     models: the paragraphs of every ``file_stride``-th source file (~670; parsing every file
-    took 13 s of a first export, these take under 1 s), ``count`` of them evenly spread."""
+    was most of a small model's first export), ``count`` of them evenly spread."""
     items = [text for _, text in stdlib_docstring_paragraphs(file_stride=file_stride)]
     return items[:: max(1, len(items) // count)][:count]
 
