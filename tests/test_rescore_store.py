@@ -34,6 +34,7 @@ def test_lookup_merge_and_latest_wins(tmp_path, monkeypatch) -> None:
     # A second run re-writes 500 passages (new vectors) and adds 1000; small merge batches force
     # several merges into the on-disk arrays.
     monkeypatch.setattr(rescore_store, "BATCH_BYTES", 1)
+    monkeypatch.setattr(rescore_store, "PRUNE_AFTER_S", 0.0)
     b_pks = np.concatenate([a_pks[:500], rng.choice(10**12, size=1000).astype(np.int64) + 10**12])
     b_vecs = rng.standard_normal((1500, 16)).astype(np.float32)
     second = _shard(tmp_path, "r2", b_pks[:700], b_vecs[:700])
@@ -69,3 +70,38 @@ def test_empty_archive_finds_nothing(tmp_path) -> None:
     store = RescoreStore([], directory=tmp_path / "r")
     found, vectors = store.lookup(np.array([1, 2]))
     assert not found.any() and len(vectors) == 0
+
+
+def test_opening_beside_writers_that_publish_and_prune_never_fails(tmp_path) -> None:
+    """An ingest's check and a following searcher sync one folder at the same moment: each prunes
+    versions the other may have just resolved. Opening starts over then; it never fails."""
+    import threading
+
+    rng = np.random.default_rng(1)
+    urls = [_shard(tmp_path, f"r{i}", rng.choice(10**9, 200).astype(np.int64) + i * 10**9,
+                   rng.standard_normal((200, 8)).astype(np.float32)) for i in range(6)]
+    directory = tmp_path / "rescore"
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def publish(offset: int) -> None:
+        turn = offset
+        while not stop.is_set():  # alternate shard lists: every call publishes a new version
+            try:
+                RescoreStore(urls[: 2 + (turn % 4)], directory=directory)
+            except BaseException as exc:
+                errors.append(exc)
+            turn += 1
+
+    writers = [threading.Thread(target=publish, args=(i,)) for i in range(2)]
+    for writer in writers:
+        writer.start()
+    try:
+        for _ in range(150):
+            store = RescoreStore(urls[:3], directory=directory)
+            assert len(store) == 600
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join()
+    assert not errors, errors[:3]

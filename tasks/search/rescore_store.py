@@ -18,10 +18,12 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 
 import numpy as np
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from vecpress.infra import storage
 from vecpress.tasks.arrays import fixed_list_to_numpy, sorted_lookup
@@ -29,6 +31,7 @@ from vecpress.tasks.arrays import fixed_list_to_numpy, sorted_lookup
 FORMAT = 1
 BATCH_BYTES = 256 << 20  # archive rows read per merge step; bounds the build's memory
 COPY_ROWS = 1 << 18
+PRUNE_AFTER_S = 30.0  # a superseded version stays this long for readers that just resolved it
 
 
 class RescoreStore:
@@ -43,9 +46,7 @@ class RescoreStore:
     def __init__(self, archive_urls: list[str], directory: str | os.PathLike | None = None) -> None:
         self.directory = Path(directory) if directory else default_directory(archive_urls)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.merged, version = sync(self.directory, list(archive_urls))
-        self._pks = np.load(version / "pks.npy", mmap_mode="r")
-        self._vectors = np.load(version / "vectors.npy", mmap_mode="r")
+        self.merged, self._pks, self._vectors = _open(self.directory, list(archive_urls))
         self.nbytes = int(self._pks.nbytes + self._vectors.nbytes)  # on disk, not in RAM
 
     def __len__(self) -> int:
@@ -65,6 +66,17 @@ class RescoreStore:
         vectors = np.empty((len(rows), self.dim), np.float32)
         vectors[order] = self._vectors[rows[order]]
         return found, vectors
+
+
+@retry(retry=retry_if_exception_type(FileNotFoundError), stop=stop_after_attempt(3),
+       wait=wait_fixed(0.1), reraise=True)
+def _open(directory: Path, archive_urls: list[str]) -> tuple[int, np.ndarray, np.ndarray]:
+    """(shards merged, mapped pks, mapped vectors) of the synced store. Another process (an
+    ingest's check, a second searcher) may publish and prune versions of the same folder at the
+    same moment, so a version resolved a moment ago can be gone: then the sync starts over."""
+    merged, version = sync(directory, archive_urls)
+    return (merged, np.load(version / "pks.npy", mmap_mode="r"),
+            np.load(version / "vectors.npy", mmap_mode="r"))
 
 
 def default_directory(archive_urls: list[str]) -> Path:
@@ -127,10 +139,16 @@ def sync(directory: Path, archive_urls: list[str]) -> tuple[int, Path]:
 
 
 def _prune(directory: Path, keep: set[str]) -> None:
-    """Old versions go (open maps of them stay valid); the previous one stays for late readers."""
+    """Old versions go (open maps of them stay valid). The previous one stays for late readers,
+    and so does any published in the last ``PRUNE_AFTER_S``: another process may have resolved
+    ``current`` to it a moment ago and not mapped it yet."""
+    recent = time.time() - PRUNE_AFTER_S
     for old in directory.glob("v-*"):
-        if old.name not in keep:
-            shutil.rmtree(old, ignore_errors=True)
+        try:
+            if old.name not in keep and old.stat().st_mtime < recent:
+                shutil.rmtree(old, ignore_errors=True)
+        except FileNotFoundError:  # pruned by another process meanwhile
+            pass
 
 
 def _merge(source: Path, out_dir: Path, new_pks: np.ndarray, new_vecs: np.ndarray) -> None:

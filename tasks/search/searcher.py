@@ -9,6 +9,7 @@ to the variance PCA dropped).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from pymilvus import MilvusException
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from vecpress.infra import storage
 from vecpress.infra.index_plan import IndexPlan, search_params
@@ -31,6 +33,7 @@ from vecpress.tasks.embed.embedder import OnnxEmbedder
 from vecpress.tasks.embed.published import load_published
 from vecpress.tasks.search.rescore_store import RescoreStore
 
+log = logging.getLogger(__name__)
 FOLLOW_S = 1.0  # how often a searcher looks for a newer catalog version
 
 __all__ = ["CollectionNotFoundError", "Hit", "ModelNotFoundError", "RescoreStore", "Searcher",
@@ -103,7 +106,14 @@ class Searcher:
         with self._lock:
             if force or time.monotonic() - self._checked >= FOLLOW_S:
                 self._checked = time.monotonic()
-                newer = self._follow(() if force else self.snapshot.versions)
+                try:
+                    newer = self._follow(() if force else self.snapshot.versions)
+                except FileNotFoundError as exc:  # the catalog moves on under it: look again
+                    if force:
+                        raise
+                    log.info("kept serving %s; its successor could not be opened yet: %s",
+                             self.snapshot.collection, exc)
+                    newer = None
                 if newer is not None:
                     if newer.collection != self.snapshot.collection:
                         self.store.load(newer.collection)
@@ -171,9 +181,15 @@ def rescore_directory(paths: storage.CollectionPaths, build: str) -> Path | None
     return None if "://" in root else Path(root) / "rescore" / build
 
 
+@retry(retry=retry_if_exception_type(FileNotFoundError), stop=stop_after_attempt(3),
+       wait=wait_fixed(0.2), reraise=True)
 def snapshot(settings: Settings, catalog: Catalog, versions: tuple[int, ...] = ()
              ) -> Snapshot | None:
-    """The active build's snapshot; None when the catalog has not moved since ``versions``."""
+    """The active build's snapshot; None when the catalog has not moved since ``versions``.
+
+    A rebuild can retire the build that was active when the catalog was read, and its garbage
+    collection (at once under ``gc_grace_s`` 0) remove its archives before they are read: the
+    catalog is then read again, and names the new build."""
     now = _versions(catalog)
     if versions and now == versions:
         return None
