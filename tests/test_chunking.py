@@ -82,3 +82,38 @@ def test_documents_chunked_together_are_chunked_as_one_by_one(tokenizer, paragra
     assert sum(len(p) for p in together) > 200
     for passage in (p for doc in together for p in doc):
         assert passage.token_ids == tokenizer.encode(passage.text, add_special_tokens=False).ids
+
+
+@pytest.mark.parametrize("kind", ["minilm", "byte_bpe", "metaspace_unigram"])
+def test_a_long_paragraph_tokenised_in_pieces_gives_the_passages_of_the_whole(
+        kind, tokenizer, paragraphs, monkeypatch) -> None:
+    """A paragraph longer than ``PIECE_CHARS`` is tokenised in pieces cut at whitespace (the
+    tokenizer's threads share them); the passages and their ids are those of one encode of the
+    whole, for WordPiece, byte-level BPE (the space joins the next token) and Metaspace."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from vecpress.tasks.inputs import chunking
+
+    if kind == "minilm":
+        tok = tokenizer
+    else:
+        corpus = [p for _, p in paragraphs[:400]]
+        if kind == "byte_bpe":
+            tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+            tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+            trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["[UNK]"])
+        else:
+            tok = Tokenizer(models.Unigram())
+            tok.pre_tokenizer = pre_tokenizers.Metaspace()
+            trainer = trainers.UnigramTrainer(vocab_size=600, special_tokens=["<unk>"],
+                                              unk_token="<unk>")
+        tok.train_from_iterator(corpus, trainer)
+    words = " ".join(p for _, p in paragraphs[:60]).split()
+    texts = ["  ".join(words) + " \t " + "y" * 700 + " end",  # double spaces, a long token
+             "Short first.\n\n" + " ".join(words[::-1]), "x" * 500]
+    chunker = Chunker(tok, ChunkSettings(max_tokens=48, overlap_tokens=8))
+    whole = chunker.passages_many(texts)
+    monkeypatch.setattr(chunking, "PIECE_CHARS", 97)
+    pieces = chunker.passages_many(texts)
+    assert pieces == whole
+    assert sum(len(p) for p in whole) > 50
