@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from vecpress.infra.settings import CodecSettings, MilvusSettings
-from vecpress.tasks.codec.choose import fit_new_codec
+from vecpress.tasks.codec.choose import curve_due, fit_new_codec, recall_curve
 from vecpress.tasks.codec.codec import resolve_shape
 
 
@@ -39,6 +39,14 @@ def test_a_64_d_model_fits_with_default_settings_and_auto_tune() -> None:
         assert codec.dim <= 64 and codec.dim % codec.report["pq_m"] == 0
         assert codec.project(sample[:5]).shape == (5, codec.dim)
     assert any("chosen" in line for line in lines)  # the auto-tune ran on its own grid
+    # Without a target the codec is fitted as configured; the curve around it comes apart.
+    settings = CodecSettings(autotune_queries=100)
+    codec, lines = fit_new_codec(sample, settings, MilvusSettings())
+    assert lines == [] and curve_due(codec, len(sample), settings)
+    assert not curve_due(codec, 700, CodecSettings())  # 700 vectors < 4 x 200 queries
+    table, lines = recall_curve(sample, settings, MilvusSettings())
+    assert table["applied"] is False and table["chosen"]["pq_m"] == codec.report["pq_m"]
+    assert {r["pq_m"] for r in table["rows"]} >= {codec.report["pq_m"]} and lines
 
 
 def test_a_dimension_no_default_m_divides_gets_a_divisor() -> None:

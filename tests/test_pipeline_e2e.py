@@ -124,6 +124,11 @@ def test_run_report_has_the_recall_vs_bytes_curve(first_run: dict, workspace: di
     assert rescored[8] <= rescored[16] <= rescored[32] + 0.02  # more bytes, better recall
     run = workspace["root"] / "data" / "collections" / COLLECTION / "runs" / first_run["run_id"]
     assert (run / "recall_vs_bytes.png").read_bytes()[:4] == b"\x89PNG"
+    # Measured beside the stream (not before its encoding), and kept with the codec.
+    assert any(s["stage"].startswith("recall-vs-bytes curve") for s in first_run["stages"])
+    codec_dir = workspace["root"] / "data" / "collections" / COLLECTION / "codecs" / \
+        first_run["codec"]["codec_id"]
+    assert json.loads((codec_dir / "report.json").read_text())["autotune"] == curve
 
 
 def test_search_finds_a_passage_by_its_own_text(first_run: dict, workspace: dict) -> None:

@@ -49,7 +49,7 @@ DRIFT_ROWS_PER_SHARD = 64
 # in flight is finished before more input is read: intermediates stay small, loading starts early,
 # and the codec's sample is embedded as soon as it is chunked rather than after every chunk task
 # of the run (300k passages, nano model: loads began 52 s into a 77 s stream before).
-PRIORITY = {"chunk": 0, "embed": 1, "encode": 2, "load": 3, "bulk": 3, "fit": 10}
+PRIORITY = {"chunk": 0, "embed": 1, "encode": 2, "load": 3, "bulk": 3, "fit": 10, "curve": 1}
 
 
 class StreamEngine:
@@ -71,6 +71,7 @@ class StreamEngine:
         self.codec: Codec | None = None
         self.codec_dir: str | None = None
         self.indexed_early = False
+        self.fit_inputs: tuple[list[str], list[int]] = ([], [])  # the codec sample's shards
 
     def close(self) -> None:
         self.store.close()
@@ -265,8 +266,9 @@ class StreamEngine:
         if not parts:
             return
         held = self.sample.start_fit()
-        self._submit("fit", "codec", part_jobs.fit_codec_job, [r.embeddings_url for r in parts],
-                     [r.rows for r in parts], self.settings.codec, self.settings.milvus,
+        self.fit_inputs = ([r.embeddings_url for r in parts], [r.rows for r in parts])
+        self._submit("fit", "codec", part_jobs.fit_codec_job, *self.fit_inputs,
+                     self.settings.codec, self.settings.milvus,
                      storage.join(self.paths.root, "codecs"))  # before the held
         self._embed_all(held)
 
@@ -282,10 +284,18 @@ class StreamEngine:
         self.result.codec_lines, self.result.codec_seconds = fitted.lines, fitted.seconds
         log.info("codec %s fitted on %d vectors in %.1f s", codec.codec_id, fitted.vectors,
                  fitted.seconds)
+        if fitted.curve_due:  # the report's curve, measured while the shards encode and load
+            self._submit("curve", "codec", part_jobs.curve_job, *self.fit_inputs,
+                         self.settings.codec, self.settings.milvus, self.codec_dir)
         for row in self.ledger.rows.values():
             if row.state == "embedded":
                 self._next(row)
         self._embed_all(self.sample.release())
+
+    def _curve_done(self, _: str, curve: part_jobs.CodecCurve) -> None:
+        if self.codec is not None:
+            self.codec.report["autotune"] = curve.table
+        self.result.codec_lines, self.result.curve_seconds = curve.lines, curve.seconds
 
     def _delete_files(self, job: StreamJob) -> None:
         """Rows of deleted files go first: a new file may reuse a deleted file's keys."""

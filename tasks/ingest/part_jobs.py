@@ -20,7 +20,7 @@ from vecpress.infra.milvus import MilvusStore, RefusedRow
 from vecpress.infra.milvus_bulk import BulkImporter, BulkImportError
 from vecpress.infra.settings import CodecSettings, MilvusSettings, ModelSettings
 from vecpress.tasks.arrays import numpy_to_fixed_list, read_embeddings
-from vecpress.tasks.codec.choose import fit_new_codec
+from vecpress.tasks.codec.choose import curve_due, fit_new_codec, recall_curve
 from vecpress.tasks.codec.codec import Codec, archive_table
 from vecpress.tasks.collection.incremental import ReuseIndex, read_old_passages, text_hashes
 from vecpress.tasks.collection.loading import shard_rows, shard_table
@@ -216,6 +216,7 @@ class FittedCodec:
     lines: list[str]
     seconds: float
     vectors: int
+    curve_due: bool = False  # the recall-vs-bytes curve is still to measure (``curve_job``)
 
 
 def fit_codec_job(urls: list[str], rows: list[int], settings: CodecSettings,
@@ -225,4 +226,25 @@ def fit_codec_job(urls: list[str], rows: list[int], settings: CodecSettings,
     sample = sample_embeddings(urls, rows, settings.sample_size, settings.seed)
     codec, lines = fit_new_codec(sample, settings, milvus)
     codec.save(storage.join(codecs_root, codec.codec_id))
-    return FittedCodec(codec.codec_id, lines, time.perf_counter() - started, len(sample))
+    return FittedCodec(codec.codec_id, lines, time.perf_counter() - started, len(sample),
+                       curve_due(codec, len(sample), settings))
+
+
+@dataclass
+class CodecCurve:
+    table: dict
+    lines: list[str]
+    seconds: float
+
+
+def curve_job(urls: list[str], rows: list[int], settings: CodecSettings,
+              milvus: MilvusSettings, codec_dir: str) -> CodecCurve:
+    """The recall-vs-bytes curve around a codec just fitted on the same sample (the same seed
+    draws the same vectors), run beside the encoding and loading; its table joins the codec's
+    report (one atomic write: encoders read only the index)."""
+    started = time.perf_counter()
+    sample = sample_embeddings(urls, rows, settings.sample_size, settings.seed)
+    table, lines = recall_curve(sample, settings, milvus)
+    report = storage.read_json(storage.join(codec_dir, "report.json")) | {"autotune": table}
+    storage.write_json(storage.join(codec_dir, "report.json"), report)
+    return CodecCurve(table, lines, time.perf_counter() - started)

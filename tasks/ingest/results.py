@@ -48,6 +48,7 @@ class StreamResult:
     codec_trained: bool = False
     codec_lines: list[str] = field(default_factory=list)
     codec_seconds: float = 0.0
+    curve_seconds: float = 0.0  # the codec's recall-vs-bytes curve, beside the stream
     drift_sample: list[np.ndarray] = field(default_factory=list)
     fp32_urls: list[str] = field(default_factory=list)  # first-run FP32 shards (deleted by GC)
     first_passages: str | None = None

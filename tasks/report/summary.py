@@ -89,6 +89,11 @@ class IngestSummary:
         if result.codec_trained:
             self.stages.append(StageStat("codec fit (PCA + PQ)", result.codec_seconds,
                                          self.codec.get("train_vectors", 0), "vectors"))
+        if result.curve_seconds:
+            self.stages.append(StageStat("recall-vs-bytes curve (beside the stream)",
+                                         result.curve_seconds,
+                                         self.codec.get("autotune", {}).get("queries", 0),
+                                         "queries"))
         self.stages += [StageStat("PCA encode of the codec sample (busy)", busy["encode"],
                                   len(result.fp32_urls), "shards"),
                         StageStat("Milvus upsert / bulk import (busy)" if result.rows_bulk_imported
