@@ -32,13 +32,16 @@ TINY = {"VECPRESS_CODEC__PCA_DIM": "32", "VECPRESS_CODEC__PQ_M": "8",
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory, tiny_model: str):
+def s3(tmp_path_factory: pytest.TempPathFactory, tiny_model: str, model_cache: Path):
     root = tmp_path_factory.mktemp("s3")
     with moto_server(root / "moto.log") as server:
         make_bucket(server, "vpress")
         storage.configure("s3://vpress", storage_options(server))  # this process reads what runs wrote
         server["fs"] = s3fs_of(server)
         server["model"] = tiny_model
+        # The flow's own cache holds the run's tiny-model export (a hit, published to the root
+        # by the first ingest); workers and the searcher start empty and fetch it from the root.
+        server["flow_cache"] = {"VECPRESS_MODEL__CACHE_DIR": str(model_cache)}
         paragraphs = [t for _, t in itertools.islice(stdlib_docstring_paragraphs(), 1500)]
         server["docs"] = {f"doc{i:03d}.txt": "\n\n".join(paragraphs[i * 25:(i + 1) * 25])
                           for i in range(48)}
@@ -82,7 +85,7 @@ def test_ingest_update_search_reindex_and_gc_on_s3_with_workers_sharing_no_disk(
         s3: dict, tmp_path: Path, prefect_harness) -> None:
     names = sorted(s3["docs"])[:40]
     _upload(s3, "vpress/corpus", names)
-    flow_env = _base_env(tmp_path / "flow", s3) | {
+    flow_env = _base_env(tmp_path / "flow", s3) | s3["flow_cache"] | {
         # the flow's credentials come from the storage_options setting, not AWS variables
         "VECPRESS_STORAGE_OPTIONS": json.dumps(storage_options(s3))}
     worker_env = without_aws(os.environ) | {"HF_HUB_OFFLINE": "1"}  # no credentials, no settings
@@ -150,7 +153,7 @@ def test_two_hosts_take_turns_on_one_s3_collection(s3: dict, tmp_path: Path,
     lease = "vpress/root/collections/turns/lease"
     runs = []
     for host in ("host-a", "host-b"):
-        env = _base_env(tmp_path / host, s3) | s3["env"] | {
+        env = _base_env(tmp_path / host, s3) | s3["env"] | s3["flow_cache"] | {
             "VECPRESS_DASK__N_WORKERS": "1", "VECPRESS_DASK__THREADS_PER_WORKER": "1"}
         runs.append(subprocess.Popen(
             [sys.executable, "-m", "vecpress", "ingest", "s3://vpress/turns", "--storage-root",
