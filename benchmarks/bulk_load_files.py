@@ -26,7 +26,7 @@ from pymilvus.orm.schema import CollectionSchema
 from vecpress.infra.milvus import collection_schema as milvus_schema
 
 DIM = 128
-MAX_TEXT = 65_535  # vecpress.infra.settings.MAX_VARCHAR_BYTES
+MAX_TEXT = 65_535  # vecpress.infra.bounds.MAX_VARCHAR_BYTES
 CHUNK_BYTES = 128 << 20  # LocalBulkWriter's default chunk: one import file per 128 MiB
 _VOCABULARY = """the of and to in is that for it as with was on be by this are from or an which at
 vector index search query passage document model embedding cluster server storage quantisation

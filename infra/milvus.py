@@ -18,8 +18,9 @@ from pymilvus import DataType, MilvusClient, MilvusException
 from tenacity import before_sleep_log, retry_if_exception, stop_after_delay, wait_exponential
 from tenacity import retry as retrying
 
+from vecpress.infra.bounds import MAX_VARCHAR_BYTES
 from vecpress.infra.index_plan import IndexPlan
-from vecpress.infra.settings import MAX_VARCHAR_BYTES, MilvusSettings
+from vecpress.infra.settings import MilvusSettings
 
 log = logging.getLogger(__name__)
 VECTOR = "vector"

@@ -156,3 +156,16 @@ def test_the_readme_stays_short() -> None:
     lines twice; internals and figures belong in docs/."""
     lines = (ROOT / "README.md").read_text().count("\n")
     assert lines < 250, f"README.md has {lines} lines; move details to docs/ (limit 249)"
+
+
+def test_the_command_line_starts_without_heavy_libraries() -> None:
+    """``vecpress --help`` and every command's option parsing import typer and rich only: the
+    settings models (pydantic), Prefect, Dask, Milvus, Arrow and the model runtimes are imported
+    by the command that needs them, when it runs."""
+    heavy = ["pydantic", "prefect", "pymilvus", "pandas", "distributed", "pyarrow", "numpy",
+             "onnxruntime", "faiss", "torch", "tokenizers", "fsspec", "fastapi", "uvicorn"]
+    code = ("import sys, vecpress.cli; "
+            f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert loaded == "", f"imported at start-up: {loaded}"

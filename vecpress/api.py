@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vecpress.infra import storage
-from vecpress.infra.settings import MAX_K, Settings
+from vecpress.infra.bounds import MAX_K
+from vecpress.infra.settings import Settings
 from vecpress.tasks.search.limits import LimitExceeded, check_search, check_shape
 from vecpress.tasks.search.query_cache import QueryEmbeddingCache
 from vecpress.tasks.search.searcher import Hit, Searcher, open_searcher

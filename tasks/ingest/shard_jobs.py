@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow as pa
 
 from vecpress.infra import storage
-from vecpress.infra.settings import MAX_VARCHAR_BYTES, ChunkSettings, InputSettings, ModelSettings
+from vecpress.infra.bounds import MAX_VARCHAR_BYTES
+from vecpress.infra.settings import ChunkSettings, InputSettings, ModelSettings
 from vecpress.tasks.arrays import numpy_to_fixed_list
 from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.embed.embedder import OnnxEmbedder, worker_embedder

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from tokenizers import Encoding, Tokenizer
 
-from vecpress.infra.settings import MAX_VARCHAR_BYTES, ChunkSettings
+from vecpress.infra.bounds import MAX_VARCHAR_BYTES
+from vecpress.infra.settings import ChunkSettings
 from vecpress.tasks.embed.tokenising import bare_tokenizer, tokenizer_fingerprint
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")

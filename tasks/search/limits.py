@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from vecpress.infra.bounds import MAX_K
 from vecpress.infra.search_settings import SearchSettings
-from vecpress.infra.settings import MAX_K
 
 
 class LimitExceeded(ValueError):

@@ -21,9 +21,10 @@ from pymilvus import MilvusException
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from vecpress.infra import storage
+from vecpress.infra.bounds import MILVUS_TOPK
 from vecpress.infra.index_plan import IndexPlan, search_params
 from vecpress.infra.milvus import MilvusStore
-from vecpress.infra.settings import MILVUS_TOPK, Settings
+from vecpress.infra.settings import Settings
 from vecpress.tasks.codec.codec import Codec
 from vecpress.tasks.collection.builds import check_not_legacy, live_shards
 from vecpress.tasks.collection.catalog import Build, Catalog

@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -26,8 +26,10 @@ from vecpress.cli.common import (
     quiet_libraries,
     settings_from_flags,
 )
-from vecpress.infra.search_settings import ApiSettings, check_consistent
-from vecpress.infra.settings import Settings
+
+if TYPE_CHECKING:
+    from vecpress.infra.search_settings import ApiSettings
+    from vecpress.infra.settings import Settings
 
 Collections = Annotated[list[str] | None, typer.Option(
     "--collection", "-c", help="A collection to serve; repeat for several (default: vecpress).")]
@@ -56,6 +58,7 @@ def api(
     """
     import uvicorn
 
+    from vecpress.infra.search_settings import check_consistent
     from vecpress.tasks.collection.home import collection_names
     from vecpress.web import KeyCheck, Served, create_app
     from vecpress.web.keys import KeySourceError, load_keys
@@ -111,6 +114,8 @@ def api(
 
 def _api_settings(**flags: Any) -> ApiSettings:
     from pydantic import ValidationError
+
+    from vecpress.infra.search_settings import ApiSettings
 
     try:
         return ApiSettings(**{k: v for k, v in flags.items() if v is not None})

@@ -17,12 +17,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from vecpress.infra.settings import Settings
-
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
     from vecpress.api import Collection as OpenCollection
+    from vecpress.infra.settings import Settings
     from vecpress.tasks.report.summary import IngestSummary
 
 console = Console(stderr=True)
@@ -50,6 +49,8 @@ def settings_from_flags(**overrides: Any) -> Settings:
             node = node.setdefault(part, {})
         node[leaf] = value
     from pydantic import ValidationError
+
+    from vecpress.infra.settings import Settings  # imported here: --help needs no pydantic
 
     try:
         settings = Settings(**nested)

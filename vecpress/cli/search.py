@@ -27,7 +27,7 @@ from vecpress.cli.common import (
     quiet_libraries,
     settings_from_flags,
 )
-from vecpress.infra.settings import MAX_K, MILVUS_TOPK
+from vecpress.infra.bounds import MAX_K, MILVUS_TOPK
 
 if TYPE_CHECKING:
     from vecpress.api import Collection as OpenCollection

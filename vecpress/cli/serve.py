@@ -10,7 +10,7 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,7 +22,9 @@ from vecpress.cli.common import (
     quiet_libraries,
     settings_from_flags,
 )
-from vecpress.infra.settings import ServeSettings, Settings
+
+if TYPE_CHECKING:
+    from vecpress.infra.settings import ServeSettings, Settings
 
 
 def serve(
@@ -59,6 +61,8 @@ def serve(
     overrides: dict[str, Any] = {"sources": [_absolute(s) for s in sources or []], "cron": cron,
                                  "watch": [_absolute(w) for w in watch or []],
                                  "debounce_s": debounce, "port": port}
+    from vecpress.infra.settings import ServeSettings
+
     serve_settings = ServeSettings(**{k: v for k, v in overrides.items() if v not in (None, [])})
     if not serve_settings.sources:
         serve_settings.sources = [serve_settings.watched[0]] if serve_settings.watched else []
