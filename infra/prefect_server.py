@@ -233,16 +233,37 @@ def temporary_prefect_api(startup_timeout_s: float = TEMPORARY_STARTUP_TIMEOUT_S
     are restored.
     """
     # Import Prefect before the environment changes: its root settings must not capture our URL.
-    import prefect.context
-    from prefect.settings import get_current_settings, temporary_settings
+    import prefect.context  # noqa: F401
 
-    given = os.environ.get("PREFECT_API_URL") or get_current_settings().api.url
+    given = configured_api_url()
     if given:
-        _check_answers(str(given), startup_timeout_s)
-        yield str(given)
+        _check_answers(given, startup_timeout_s)
+        yield given
         return
     server = TemporaryPrefectServer(startup_timeout_s)
     url = server.start()  # a failure keeps the server's home, whose log the error names
+    try:
+        with using_api(url):
+            yield url
+    finally:
+        server.stop()
+
+
+def configured_api_url() -> str | None:
+    """The Prefect API the user configured (PREFECT_API_URL or the Prefect profile), if any."""
+    from prefect.settings import get_current_settings
+
+    given = os.environ.get("PREFECT_API_URL") or get_current_settings().api.url
+    return str(given) if given else None
+
+
+@contextmanager
+def using_api(url: str) -> Iterator[None]:
+    """Point this process (and child processes) at the Prefect API ``url`` for the block; then
+    flush Prefect's log and event queues while that server still listens, and restore."""
+    import prefect.context
+    from prefect.settings import temporary_settings
+
     os.environ["PREFECT_API_URL"] = url
     try:
         # The global settings context too: threads Prefect starts (log and event workers) do not
@@ -250,12 +271,11 @@ def temporary_prefect_api(startup_timeout_s: float = TEMPORARY_STARTUP_TIMEOUT_S
         with temporary_settings(updates={"api.url": url}), \
                 prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()):
             try:
-                yield url
+                yield
             finally:
                 _flush_prefect_queues()
     finally:
         os.environ.pop("PREFECT_API_URL", None)
-        server.stop()
 
 
 def _flush_prefect_queues(timeout_s: float = 30) -> None:

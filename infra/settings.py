@@ -277,6 +277,31 @@ class ServeSettings(BaseSettings):
         return self.watch or self.sources
 
 
+class LocalServerSettings(BaseSettings):
+    """The local Prefect server CLI commands share (``vecpress server``): it outlives a command,
+    so the run links a command prints still open, and the next command starts in seconds.
+
+    Separate from ``Settings`` like ``ServeSettings``: not a flow parameter. Environment:
+    ``VECPRESS_SERVER_*``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="VECPRESS_SERVER_", extra="forbid")
+
+    auto_start: bool = Field(True, description="`vecpress ingest` without PREFECT_API_URL starts "
+                             "the local server on first use; false (or --no-server): a temporary "
+                             "API that lives as long as the command.")
+    home: str = Field("~/.vecpress/prefect-server", description="Its database, log and state.")
+    port: int = Field(4477, ge=1, le=65535, description="Its stable local port (API and UI).")
+    idle_stop_s: float = Field(3600.0, gt=0, description="It stops itself after this long "
+                               "without a command or a running flow.")
+    startup_s: float = Field(240.0, gt=0, description="How long a command waits for it to answer "
+                             "(the first start migrates its database).")
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home).expanduser().resolve()
+
+
 class Settings(BaseSettings):
     """Everything one ingest or search needs. CLI flags and Prefect parameters fill it."""
 

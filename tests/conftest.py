@@ -15,6 +15,9 @@ from leftovers import LEFTOVER_MARK, fail_on_leftovers, note_children, print_rep
 # No model hub is reachable here, and none must ever be contacted.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# A CLI run without PREFECT_API_URL gets a temporary API, as with --no-server: no test leaves the
+# shared local Prefect server running in the user's home (test_local_server starts its own).
+os.environ["VECPRESS_SERVER_AUTO_START"] = "false"
 # Every process a test starts inherits this mark, also one that outlives its parent and is
 # re-parented to init: the session's finaliser finds leftovers by it (``pytest_sessionfinish``).
 # Under xdist (``make test``) the workers keep the controller's mark, and only the controller checks.

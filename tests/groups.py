@@ -26,6 +26,7 @@ GROUP_OF_MODULE = {module: group for group, modules in SHARED.items() for module
 # (measured: benchmarks/results/test_suite_cpu_2core_xdist.json); the rest keep their order.
 LONG_FIRST = ("milvus_server", "test_durable", "test_object_store", "test_pipeline_e2e",
               "test_deployments", "test_cli_exit_codes", "docstring_embeddings", "test_drift_flow",
+              "test_local_server",
               "test_api_server", "test_prefect_lifecycle", "test_oom", "test_fp16")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from vecpress.cli import api, demo, embed, export_model, ingest, reindex, search, serve
+from vecpress.cli import api, demo, embed, export_model, ingest, reindex, search, serve, server
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Text → ONNX embeddings → PCA + PQ → Milvus, orchestrated by Prefect + Dask.")
@@ -22,6 +22,7 @@ app.command("demo")(demo.demo)
 app.command("reindex")(reindex.reindex)
 app.command("serve")(serve.serve)
 app.command("api")(api.api)
+app.add_typer(server.server, name="server")
 
 
 def main() -> None:  # pragma: no cover - console entry point

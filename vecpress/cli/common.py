@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from pydantic import ValidationError
 
     from vecpress.api import Collection as OpenCollection
-    from vecpress.infra.settings import Settings
+    from vecpress.infra.settings import LocalServerSettings, Settings
     from vecpress.tasks.report.summary import IngestSummary
 
 console = Console(stderr=True)
@@ -63,6 +63,18 @@ def settings_from_flags(**overrides: Any) -> Settings:
     return settings
 
 
+def local_server_settings(**overrides: Any) -> LocalServerSettings:
+    """The local Prefect server's settings (``VECPRESS_SERVER_*``), overridden by CLI flags."""
+    from pydantic import ValidationError
+
+    from vecpress.infra.settings import LocalServerSettings
+
+    try:
+        return LocalServerSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        exit_invalid(exc, "server.", "VECPRESS_SERVER_", "_")
+
+
 class _NoTracebackForUserErrors(logging.Filter):
     """Prefect logs a failed run's traceback; for errors the CLI explains itself (bad input or
     settings, a full disk) the message stays and the traceback goes. Bugs keep their traceback."""
@@ -90,20 +102,24 @@ def quiet_libraries() -> None:
 
 
 def run_ingest(sources: list[str], settings: Settings, eval_queries: str | None,
-               recreate: bool, full: bool = False) -> IngestSummary:
+               recreate: bool, full: bool = False, no_server: bool = False) -> IngestSummary:
     """Run the ingest flow. Exit status 2: a configuration or input error; 3: infrastructure
     unavailable: the storage root (or another path the run writes) is full or not writable,
     Milvus stayed unreachable through the retries, the Prefect API or the Dask scheduler did not
     answer; nothing committed is lost and a rerun resumes.
 
-    Without PREFECT_API_URL the flow reports to a temporary Prefect API of our own (not Prefect's
-    ephemeral server, which times out on busy machines and outlives a killed CLI).
+    Without PREFECT_API_URL the flow reports to the shared local Prefect server (``vecpress
+    server``), started on first use; with ``no_server`` (or ``VECPRESS_SERVER_AUTO_START=false``)
+    to a temporary API of our own that lives as long as the command (not Prefect's ephemeral
+    server, which times out on busy machines and outlives a killed CLI).
     """
     from vecpress.flows.ingest import ingest_flow
-    from vecpress.infra.prefect_server import PrefectServerError, temporary_prefect_api
+    from vecpress.infra.local_prefect import prefect_api
+    from vecpress.infra.prefect_server import PrefectServerError
 
     try:
-        with temporary_prefect_api(settings.prefect_startup_s):
+        with prefect_api(local_server_settings(auto_start=False if no_server else None),
+                         settings.prefect_startup_s):
             return ingest_flow(sources=sources, settings=settings, eval_queries=eval_queries,
                                recreate=recreate, full=full)
     except PrefectServerError as exc:

@@ -37,6 +37,9 @@ def ingest(
         help="Auto-tune PCA dim and M for this recall@10 (new codecs only).")] = None,
     strict: Annotated[bool, typer.Option(help="Exit 1 if any input was skipped.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    no_server: Annotated[bool, typer.Option(
+        "--no-server", help="Without PREFECT_API_URL, report to a temporary Prefect API that "
+        "lives as long as this command, not the shared local server (vecpress server).")] = False,
 ) -> None:
     """Read, chunk, embed, compress and load SOURCES into a Milvus collection.
 
@@ -50,7 +53,7 @@ def ingest(
                                       "model.variant": variant, "model.path": model,
                                       "inputs.id_field": id_field, "inputs.text_field": text_field,
                                       "codec.recall_target": recall_target})
-    summary = run_ingest(sources, settings, eval_queries, recreate, full)
+    summary = run_ingest(sources, settings, eval_queries, recreate, full, no_server)
     print_summary(summary, as_json)
     if strict and summary.errors:
         raise typer.Exit(1)

@@ -1,0 +1,188 @@
+"""The local Prefect server CLI commands share: it outlives the command that started it.
+
+A command without ``PREFECT_API_URL`` used to start a temporary API and wait ~13 s for it, and
+the run link it printed was dead once it exited. This server stays up (API and UI on a stable
+port, its SQLite database under ``server.home``), so the next command starts at once, links open
+in a browser afterwards, and the UI holds the history of CLI runs.
+
+It runs under a small watcher (``infra.local_prefect_watch``) in a session of its own: the watcher
+stops it after ``server.idle_stop_s`` without a command or a running flow, and exits when it dies.
+``state.json`` names the watcher; a server that died is noticed (no live watcher, or no answer)
+and started again. Two commands starting at the same moment take ``server.lock`` in turn: the
+second finds the first one's server and starts none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+from vecpress.infra.prefect_server import (
+    PrefectServerError,
+    configured_api_url,
+    is_healthy,
+    temporary_prefect_api,
+    using_api,
+    wait_for_health,
+)
+from vecpress.infra.settings import LocalServerSettings
+
+STOP_WAIT_S = 20.0
+
+
+@dataclass(frozen=True)
+class ServerState:
+    pid: int  # the watcher's, also its process group's
+    port: int
+    started: float  # time.time()
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class LocalPrefectServer:
+    """Start, find, use and stop the shared local server of ``settings``."""
+
+    def __init__(self, settings: LocalServerSettings) -> None:
+        self.settings = settings
+        self.home = settings.home_path
+        self.state_path = self.home / "state.json"
+        self.log_path = self.home / "server.log"
+        self.used_path = self.home / "last_used"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.port}/api"
+
+    def status(self) -> ServerState | None:
+        """The running server's state; None when none runs (or it no longer answers)."""
+        state = self._read_state()
+        if state is None or not _alive(state.pid) or not is_healthy(self._url(state.port)):
+            return None
+        return state
+
+    def ensure(self) -> str:
+        """The server's API URL, starting it when none runs; marks it used."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        with FileLock(self.home / "server.lock", timeout=self.settings.startup_s + 30):
+            state = self.status()
+            if state is None:
+                state = self._start()
+            self.touch()
+            return self._url(state.port)
+
+    def idle_s(self) -> float:
+        """Seconds since a command last used the server."""
+        try:
+            return time.time() - self.used_path.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def touch(self) -> None:
+        """Mark the server used now: its idle time starts again."""
+        self.used_path.touch()
+
+    def stop(self) -> bool:
+        """Stop the server (watcher and uvicorn, one process group); whether one was running."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        with FileLock(self.home / "server.lock", timeout=STOP_WAIT_S + 30):
+            state = self._read_state()
+            running = state is not None and _alive(state.pid)
+            if state is not None and running:
+                _stop_group(state.pid)
+            self.state_path.unlink(missing_ok=True)
+            return running
+
+    def _start(self) -> ServerState:
+        if is_healthy(self.api_url):
+            raise PrefectServerError(
+                f"another server answers on port {self.settings.port} and it is not vecpress's "
+                f"local server ({self.state_path} names none); stop it, or set "
+                "VECPRESS_SERVER_PORT to a free port (or PREFECT_API_URL to use that server)")
+        self.state_path.unlink(missing_ok=True)  # a dead server's
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("PREFECT_API_URL", "PREFECT_API_KEY")}
+        with self.log_path.open("ab") as log:
+            watcher = subprocess.Popen(
+                [sys.executable, "-m", "vecpress.infra.local_prefect_watch", str(self.home),
+                 str(self.settings.port), str(self.settings.idle_stop_s)],
+                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)  # outlives this command, and its Ctrl-C
+        state = ServerState(watcher.pid, self.settings.port, time.time())
+        if not wait_for_health(self._url(state.port), self.settings.startup_s, process=watcher,
+                               interval_s=0.25):
+            if watcher.poll() is None:
+                _stop_group(watcher.pid)
+            raise PrefectServerError(
+                f"the local Prefect server did not answer on port {self.settings.port} within "
+                f"{self.settings.startup_s:.0f} s; see {self.log_path}")
+        self.state_path.write_text(json.dumps(asdict(state)))
+        return state
+
+    def _read_state(self) -> ServerState | None:
+        try:
+            return ServerState(**json.loads(self.state_path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    @staticmethod
+    def _url(port: int) -> str:
+        return f"http://127.0.0.1:{port}/api"
+
+
+@contextmanager
+def prefect_api(local: LocalServerSettings, startup_timeout_s: float) -> Iterator[str]:
+    """The Prefect API a CLI run reports to: PREFECT_API_URL (or the Prefect profile) when set;
+    else the shared local server, started on first use (``local.auto_start``); else a temporary
+    API that lives as long as the command (``startup_timeout_s``: how long it may take)."""
+    import prefect.context  # noqa: F401  (before the environment changes, as temporary_prefect_api)
+
+    given = configured_api_url()
+    if given or not local.auto_start:
+        with temporary_prefect_api(startup_timeout_s) as url:
+            yield url
+        return
+    server = LocalPrefectServer(local)
+    url = server.ensure()
+    try:
+        with using_api(url):
+            yield url
+    finally:
+        server.touch()  # its idle time counts from the end of the run
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped) is not alive
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _stop_group(pid: int) -> None:
+    """SIGTERM to the watcher's group (it stops uvicorn), then SIGKILL after ``STOP_WAIT_S``."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + STOP_WAIT_S
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    with suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
