@@ -3,9 +3,11 @@
 - ``vecpress --help``;
 - the first ``vecpress ingest`` of 20 short notes with the packaged model, its ONNX export
   included (each repeat in a new folder with an empty model cache);
-- one new note, ingested again into the 20-note collection: with the shared local Prefect server
-  (``vecpress server``, already up after the first ingest), and with ``--no-server`` (a temporary
-  Prefect API per command, what every ingest did before) as the baseline of the same run;
+- one new note, ingested again into the 20-note collection, three ways in the same run: the
+  shared local Prefect server (``vecpress server``, up since the first ingest) with the small
+  run's stages in the flow's process (``dask.in_process_bytes``); the same with local worker
+  processes; and ``--no-server`` with worker processes (a temporary Prefect API per command: what
+  every ingest did before), the baseline;
 - ``vecpress search`` of one query.
 
 No PREFECT_API_URL: the local server gets its own home and a free port, and is stopped at the
@@ -66,7 +68,9 @@ def main() -> None:
     times: dict[str, list[float]] = {k: [] for k in (
         "help", "first ingest (20 notes, export included)",
         "one-file incremental ingest (local server)",
+        "one-file incremental ingest (local server, worker processes)",
         "one-file incremental ingest (--no-server, temporary API)", "search (one query)")}
+    processes = env | {"VECPRESS_DASK__IN_PROCESS_BYTES": "0"}
     try:
         for _ in range(args.repeats):
             times["help"].append(_run([vecpress, "--help"], env, base))
@@ -81,8 +85,11 @@ def main() -> None:
             times["one-file incremental ingest (local server)"].append(
                 _run([vecpress, "ingest", "notes"], env, folder))
             _notes(folder / "notes", 1, start=200 + r)
+            times["one-file incremental ingest (local server, worker processes)"].append(
+                _run([vecpress, "ingest", "notes"], processes, folder))
+            _notes(folder / "notes", 1, start=300 + r)
             times["one-file incremental ingest (--no-server, temporary API)"].append(
-                _run([vecpress, "ingest", "notes", "--no-server"], env, folder))
+                _run([vecpress, "ingest", "notes", "--no-server"], processes, folder))
             times["search (one query)"].append(
                 _run([vecpress, "search", "when is the index rebuilt"], env, folder))
     finally:

@@ -56,8 +56,8 @@ def stream_stage(settings: Settings, job: StreamJob, artifact: ModelArtifact,
     """Chunk → embed → encode → load every shard of ``job`` on the Dask cluster, streaming."""
     log = get_run_logger()
     catalog = Catalog(CollectionPaths(settings.storage_root, settings.collection).root)
-    with dask_client(settings.dask, settings.storage_root, settings.storage_options) as \
-            (client, cluster), \
+    with dask_client(settings.dask, settings.storage_root, settings.storage_options,
+                     job.input_bytes) as (client, cluster), \
             StreamProgress("shards loaded") as progress:
         where = f"{cluster.kind}: {cluster.workers} worker(s) × {cluster.threads_per_worker} " \
                 "thread(s)"

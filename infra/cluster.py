@@ -73,11 +73,13 @@ class StorageOptions(WorkerPlugin):
 
 @contextmanager
 def dask_client(settings: DaskSettings, storage_root: str = "",
-                storage_options: dict[str, Any] | None = None
+                storage_options: dict[str, Any] | None = None, input_bytes: int | None = None
                 ) -> Iterator[tuple[Client, ClusterInfo]]:
     """A connected client for the run; a local cluster is started and stopped around it. With
-    ``storage_options`` every worker (also one that joins later) is configured with them."""
-    with _client(settings) as (client, info):
+    ``storage_options`` every worker (also one that joins later) is configured with them. A local
+    run of at most ``dask.in_process_bytes`` of ``input_bytes`` gets one in-process worker."""
+    small = input_bytes is not None and input_bytes <= settings.in_process_bytes
+    with _client(settings, small) as (client, info):
         if storage_options:
             client.register_plugin(StorageOptions(storage_root, storage_options),
                                    name="vecpress-storage-options")
@@ -85,7 +87,7 @@ def dask_client(settings: DaskSettings, storage_root: str = "",
 
 
 @contextmanager
-def _client(settings: DaskSettings) -> Iterator[tuple[Client, ClusterInfo]]:
+def _client(settings: DaskSettings, small: bool = False) -> Iterator[tuple[Client, ClusterInfo]]:
     for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core",
                  "distributed.http.proxy"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -103,6 +105,10 @@ def _client(settings: DaskSettings) -> Iterator[tuple[Client, ClusterInfo]]:
             yield client, ClusterInfo("external", len(info), threads, 0)
         return
     gpus = gpu_count()
+    if small and not gpus:
+        with _in_process_client(settings) as pair:
+            yield pair
+        return
     # Non-daemonic local workers may start children: the embedder's tokeniser processes
     # (model.tokenizer_processes). An external cluster needs this in its own Dask config.
     with dask.config.set({"distributed.worker.daemon": False, **QUIET_CLUSTER}), \
@@ -132,6 +138,19 @@ def _local_client(settings: DaskSettings, gpus: int) -> Iterator[tuple[Client, C
             Client(cluster) as client:
         client.register_plugin(QuietComputeFailures(), name="vecpress-quiet-failures")
         yield client, ClusterInfo("LocalCluster", workers, threads, 0)
+
+
+@contextmanager
+def _in_process_client(settings: DaskSettings) -> Iterator[tuple[Client, ClusterInfo]]:
+    """One worker in this process, its threads the cores: a small run's stages start at once
+    (worker processes spend seconds importing the model runtime, Arrow and FAISS before their
+    first task)."""
+    threads = settings.threads_per_worker or os.cpu_count() or 1
+    with dask.config.set(QUIET_CLUSTER), \
+            LocalCluster(n_workers=1, threads_per_worker=threads, processes=False,
+                         dashboard_address=None, silence_logs=logging.WARNING) as cluster, \
+            Client(cluster) as client:
+        yield client, ClusterInfo("LocalCluster (in process)", 1, threads, 0)
 
 
 class _DropComputeFailed(logging.Filter):

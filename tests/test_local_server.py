@@ -107,6 +107,8 @@ def test_an_ingest_restarts_a_dead_server_and_its_run_link_opens_after_it_exited
         link = re.search(rf"http://127\.0\.0\.1:{port}/runs/flow-run/([0-9a-f-]{{36}})",
                          run.stdout + run.stderr)
         assert link, (run.stdout + run.stderr)[-3000:]  # the link names the shared server
+        # 5 short notes, under dask.in_process_bytes: no worker processes were started
+        assert "LocalCluster (in process): 1 worker(s)" in run.stdout + run.stderr
         assert len(_watchers(home)) == 1  # noticed dead, started again
         # The command has exited; its run is still there, finished, where the link points.
         answer = httpx.get(f"http://127.0.0.1:{port}/api/flow_runs/{link.group(1)}", timeout=10)

@@ -26,6 +26,11 @@ class StreamJob:
     deleted_paths: list[str] = field(default_factory=list)
     restamped: list[dict] = field(default_factory=list)  # files rows: same bytes, new stamp
 
+    @property
+    def input_bytes(self) -> int:
+        """Bytes of the files this run reads (its size, before anything is chunked)."""
+        return sum(f.size for group in self.groups for f in group.files)
+
 
 @dataclass
 class StreamResult:
