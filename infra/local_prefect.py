@@ -110,9 +110,9 @@ class LocalPrefectServer:
                 f"another server answers on port {self.settings.port} and it is not vecpress's "
                 f"local server ({self.state_path} names none); stop it, or set "
                 "VECPRESS_SERVER_PORT to a free port (or PREFECT_API_URL to use that server)")
-        self.state_path.unlink(missing_ok=True)  # a dead server's
         env = {k: v for k, v in os.environ.items()
                if k not in ("PREFECT_API_URL", "PREFECT_API_KEY")}
+        self.touch()
         with self.log_path.open("ab") as log:
             watcher = subprocess.Popen(
                 [sys.executable, "-m", "vecpress.infra.local_prefect_watch", str(self.home),
@@ -120,14 +120,17 @@ class LocalPrefectServer:
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)  # outlives this command, and its Ctrl-C
         state = ServerState(watcher.pid, self.settings.port, time.time())
+        # Written before it answers: the watcher, which removes it when it stops the server
+        # itself, must never find it missing and then have it written after it stopped.
+        self.state_path.write_text(json.dumps(asdict(state)))
         if not wait_for_health(self._url(state.port), self.settings.startup_s, process=watcher,
                                interval_s=0.25):
             if watcher.poll() is None:
                 _stop_group(watcher.pid)
+            self.state_path.unlink(missing_ok=True)
             raise PrefectServerError(
                 f"the local Prefect server did not answer on port {self.settings.port} within "
                 f"{self.settings.startup_s:.0f} s; see {self.log_path}")
-        self.state_path.write_text(json.dumps(asdict(state)))
         return state
 
     def _read_state(self) -> ServerState | None:
@@ -142,18 +145,19 @@ class LocalPrefectServer:
 
 
 @contextmanager
-def prefect_api(local: LocalServerSettings, startup_timeout_s: float) -> Iterator[str]:
-    """The Prefect API a CLI run reports to: PREFECT_API_URL (or the Prefect profile) when set;
-    else the shared local server, started on first use (``local.auto_start``); else a temporary
-    API that lives as long as the command (``startup_timeout_s``: how long it may take)."""
+def prefect_api(local: LocalServerSettings, startup_timeout_s: float, start: bool = True
+                ) -> Iterator[str]:
+    """The Prefect API a run reports to: PREFECT_API_URL (or the Prefect profile) when set; else
+    the shared local server (``local.auto_start``), started on first use unless ``start`` is
+    False (the Python API uses it only when it is up); else a temporary API that lives as long as
+    the command (``startup_timeout_s``: how long it may take to answer)."""
     import prefect.context  # noqa: F401  (before the environment changes, as temporary_prefect_api)
 
-    given = configured_api_url()
-    if given or not local.auto_start:
+    server = LocalPrefectServer(local)
+    if configured_api_url() or not local.auto_start or (not start and server.status() is None):
         with temporary_prefect_api(startup_timeout_s) as url:
             yield url
         return
-    server = LocalPrefectServer(local)
     url = server.ensure()
     try:
         with using_api(url):

@@ -55,6 +55,13 @@ def _flows_active(port: int) -> bool:
         return True
 
 
+def _answers(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def _idle_s(home: Path, started: float) -> float:
     try:
         last = max((home / "last_used").stat().st_mtime, started)
@@ -76,9 +83,12 @@ def main(home: Path, port: int, idle_stop_s: float) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    started = time.time()
+    started = 0.0  # idle time counts from the first answer: a slow start is not idleness
     while server.poll() is None:
         time.sleep(min(CHECK_S, idle_stop_s / 4))
+        if not started:
+            started = time.time() if _answers(port) else 0.0
+            continue
         if _idle_s(home, started) > idle_stop_s and not _flows_active(port):
             print(f"idle for {idle_stop_s:.0f} s: stopping", flush=True)
             (home / "state.json").unlink(missing_ok=True)

@@ -245,10 +245,11 @@ class DaskSettings(BaseModel):
                                   "else min(cores, 4)).")
     threads_per_worker: int | None = Field(None, ge=1, description="Threads per local worker; "
                                            "also ONNX Runtime's intra-op threads.")
-    in_process_bytes: int = Field(262_144, ge=0, description="A run whose new and changed input "
+    in_process_bytes: int = Field(0, ge=0, description="A local run whose new and changed input "
                                   "is at most this many bytes runs its stages in threads of the "
-                                  "flow's own process: no local worker processes to start and "
-                                  "import (seconds on a small machine); 0: always processes.")
+                                  "flow's own process: no worker processes to start and import "
+                                  "(seconds on a small machine). 0 (default, until a search "
+                                  "difference seen after such runs is understood): processes.")
 
 
 class ServeSettings(BaseSettings):

@@ -90,7 +90,7 @@ def test_an_ingest_restarts_a_dead_server_and_its_run_link_opens_after_it_exited
         home: Path, tmp_path: Path, tiny_model: str, model_cache: Path) -> None:
     port = free_port()
     env = _env(home, port, VECPRESS_MODEL__PATH=tiny_model,
-               VECPRESS_MODEL__CACHE_DIR=str(model_cache))
+               VECPRESS_MODEL__CACHE_DIR=str(model_cache), VECPRESS_DASK__IN_PROCESS_BYTES="262144")
     assert _cli(env, "server", "start").returncode == 0
     [watcher] = _watchers(home)
     for child in watcher.children():  # uvicorn dies: the watcher follows it
@@ -107,12 +107,22 @@ def test_an_ingest_restarts_a_dead_server_and_its_run_link_opens_after_it_exited
         link = re.search(rf"http://127\.0\.0\.1:{port}/runs/flow-run/([0-9a-f-]{{36}})",
                          run.stdout + run.stderr)
         assert link, (run.stdout + run.stderr)[-3000:]  # the link names the shared server
-        # 5 short notes, under dask.in_process_bytes: no worker processes were started
+        # 5 short notes, under dask.in_process_bytes (opted in): no worker processes started
         assert "LocalCluster (in process): 1 worker(s)" in run.stdout + run.stderr
         assert len(_watchers(home)) == 1  # noticed dead, started again
         # The command has exited; its run is still there, finished, where the link points.
         answer = httpx.get(f"http://127.0.0.1:{port}/api/flow_runs/{link.group(1)}", timeout=10)
         assert answer.status_code == 200 and answer.json()["state"]["type"] == "COMPLETED"
+        # The Python API reports to the server while it is up (and starts none).
+        (notes / "n9.txt").write_text("Note 9: a quiet day, no wind at all.")
+        code = ("import vecpress; from vecpress.infra.settings import Settings; "
+                f"s = Settings(collection='notes', storage_root={str(tmp_path / 'data')!r}); "
+                f"print(vecpress.ingest([{str(notes)!r}], s).run_id)")
+        api_run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                 text=True, timeout=600)
+        assert api_run.returncode == 0, api_run.stderr[-3000:]
+        runs = httpx.post(f"http://127.0.0.1:{port}/api/flow_runs/count", json={}, timeout=10)
+        assert runs.json() == 2 and len(_watchers(home)) == 1
     finally:
         _cli(env, "server", "stop")
     assert not _watchers(home)
@@ -131,7 +141,7 @@ def test_a_configured_api_url_wins_and_no_local_server_starts(
 
 
 def test_an_idle_server_stops_itself(home: Path) -> None:
-    env = _env(home, free_port(), VECPRESS_SERVER_IDLE_STOP_S="2")
+    env = _env(home, free_port(), VECPRESS_SERVER_IDLE_STOP_S="4")
     try:
         assert _cli(env, "server", "start").returncode == 0
         [watcher] = _watchers(home)

@@ -187,18 +187,20 @@ def ingest(sources: str | Sequence[str], settings: Settings | None = None, *,
            ) -> IngestSummary:
     """Ingest files, folders, globs or fsspec URLs into ``settings.collection``; returns the run
     summary. The same flow as ``vecpress ingest``: it resumes what an interrupted run committed,
-    and reports to ``PREFECT_API_URL`` if set, else to a temporary Prefect API of its own.
+    and reports to ``PREFECT_API_URL`` if set, else to the local Prefect server (``vecpress
+    server``) when it is up, else to a temporary Prefect API of its own.
 
     Raises ``ValueError`` for bad input or settings, ``OSError`` for a full or unwritable storage
     root, pymilvus errors when Milvus stays unreachable, ``PrefectServerError`` when the Prefect
     API does not answer.
     """
     from vecpress.flows.ingest import ingest_flow
-    from vecpress.infra.prefect_server import temporary_prefect_api
+    from vecpress.infra.local_prefect import prefect_api
+    from vecpress.infra.settings import LocalServerSettings
 
     settings = settings or Settings()
     paths = [sources] if isinstance(sources, str) else list(sources)
-    with temporary_prefect_api(settings.prefect_startup_s):
+    with prefect_api(LocalServerSettings(), settings.prefect_startup_s, start=False):
         return ingest_flow(sources=paths, settings=settings, eval_queries=eval_queries,
                            recreate=recreate, full=full)
 
