@@ -1,7 +1,7 @@
 """Hard bounds of Milvus that settings, the search limits and the CLI's help text all quote.
 
 Kept apart from ``infra.settings`` so that ``vecpress --help`` and the CLI's option text can name
-them without importing pydantic and the settings models (~0.2 s of every command's start).
+them without importing pydantic and the settings models at every command's start.
 """
 
 from __future__ import annotations

@@ -105,19 +105,20 @@ def _client(settings: DaskSettings, small: bool = False) -> Iterator[tuple[Clien
             yield client, ClusterInfo("external", len(info), threads, 0)
         return
     gpus = gpu_count()
-    if small and not gpus:
-        with _in_process_client(settings) as pair:
-            yield pair
-        return
     # Non-daemonic local workers may start children: the embedder's tokeniser processes
     # (model.tokenizer_processes). An external cluster needs this in its own Dask config.
     with dask.config.set({"distributed.worker.daemon": False, **QUIET_CLUSTER}), \
-            _local_client(settings, gpus) as pair:
+            _local_client(settings, gpus, in_process=small and not gpus) as pair:
         yield pair
 
 
 @contextmanager
-def _local_client(settings: DaskSettings, gpus: int) -> Iterator[tuple[Client, ClusterInfo]]:
+def _local_client(settings: DaskSettings, gpus: int, in_process: bool
+                  ) -> Iterator[tuple[Client, ClusterInfo]]:
+    """A LocalCUDACluster with GPUs, else a LocalCluster of worker processes; ``in_process``:
+    one worker in this process, its threads the cores, so that a small run's stages start at once
+    (worker processes spend seconds importing the model runtime, Arrow and FAISS before their
+    first task)."""
     if gpus:
         try:
             from dask_cuda import LocalCUDACluster
@@ -131,26 +132,17 @@ def _local_client(settings: DaskSettings, gpus: int) -> Iterator[tuple[Client, C
                                           settings.threads_per_worker or 1, gpus)
             return
     cores = os.cpu_count() or 1
-    workers = settings.n_workers or min(cores, 4)
-    threads = settings.threads_per_worker or max(1, cores // workers)
-    with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
+    if in_process:
+        workers, threads = 1, settings.threads_per_worker or cores
+    else:
+        workers = settings.n_workers or min(cores, 4)
+        threads = settings.threads_per_worker or max(1, cores // workers)
+    with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=not in_process,
                       dashboard_address=None, silence_logs=logging.WARNING) as cluster, \
             Client(cluster) as client:
         client.register_plugin(QuietComputeFailures(), name="vecpress-quiet-failures")
-        yield client, ClusterInfo("LocalCluster", workers, threads, 0)
-
-
-@contextmanager
-def _in_process_client(settings: DaskSettings) -> Iterator[tuple[Client, ClusterInfo]]:
-    """One worker in this process, its threads the cores: a small run's stages start at once
-    (worker processes spend seconds importing the model runtime, Arrow and FAISS before their
-    first task)."""
-    threads = settings.threads_per_worker or os.cpu_count() or 1
-    with dask.config.set(QUIET_CLUSTER), \
-            LocalCluster(n_workers=1, threads_per_worker=threads, processes=False,
-                         dashboard_address=None, silence_logs=logging.WARNING) as cluster, \
-            Client(cluster) as client:
-        yield client, ClusterInfo("LocalCluster (in process)", 1, threads, 0)
+        kind = "LocalCluster (in process)" if in_process else "LocalCluster"
+        yield client, ClusterInfo(kind, workers, threads, 0)
 
 
 class _DropComputeFailed(logging.Filter):

@@ -21,6 +21,8 @@ from types import FrameType
 
 import httpx
 
+from vecpress.infra.prefect_server import is_healthy
+
 CHECK_S = 10.0  # how often the watcher looks at the idle time and the child
 ACTIVE_STATES = ["PENDING", "RUNNING", "CANCELLING"]
 
@@ -55,13 +57,6 @@ def _flows_active(port: int) -> bool:
         return True
 
 
-def _answers(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def _idle_s(home: Path, started: float) -> float:
     try:
         last = max((home / "last_used").stat().st_mtime, started)
@@ -87,7 +82,7 @@ def main(home: Path, port: int, idle_stop_s: float) -> int:
     while server.poll() is None:
         time.sleep(min(CHECK_S, idle_stop_s / 4))
         if not started:
-            started = time.time() if _answers(port) else 0.0
+            started = time.time() if is_healthy(f"http://127.0.0.1:{port}/api") else 0.0
             continue
         if _idle_s(home, started) > idle_stop_s and not _flows_active(port):
             print(f"idle for {idle_stop_s:.0f} s: stopping", flush=True)

@@ -249,7 +249,9 @@ class DaskSettings(BaseModel):
                                   "is at most this many bytes runs its stages in threads of the "
                                   "flow's own process: no worker processes to start and import "
                                   "(seconds on a small machine). 0 (default, until a search "
-                                  "difference seen after such runs is understood): processes.")
+                                  "difference seen after such runs is understood): worker "
+                                  "processes for every run that reads input (a run with "
+                                  "nothing to read starts none).")
 
 
 class ServeSettings(BaseSettings):

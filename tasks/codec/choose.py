@@ -48,7 +48,7 @@ def fit_new_codec(sample: np.ndarray, codec: CodecSettings,
     the collection grows (``outgrown``). With ``codec.recall_target`` the auto-tuned PCA dim and
     M are used. Without one the codec is fitted as configured, and the recall-vs-bytes curve
     around it is ``recall_curve``'s, measured beside the run rather than before its encoding
-    (it costs ~5x the fit: 15.7 s against 2.6 s on a 20k x 384 sample, one thread).
+    (it costs several fits: benchmarks/results/codec_critical_path.json).
     """
     if len(sample) < codec.min_fit_vectors:
         return fit_exact(sample, f"{len(sample)} passages, fewer than codec.min_fit_vectors "

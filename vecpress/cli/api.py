@@ -19,9 +19,9 @@ from vecpress.cli.common import (
     MilvusUri,
     StorageRoot,
     console,
-    exit_invalid,
     exit_with,
     fail_if_milvus,
+    flat_settings,
     open_for_search,
     quiet_libraries,
     settings_from_flags,
@@ -113,14 +113,9 @@ def api(
 
 
 def _api_settings(**flags: Any) -> ApiSettings:
-    from pydantic import ValidationError
-
     from vecpress.infra.search_settings import ApiSettings
 
-    try:
-        return ApiSettings(**{k: v for k, v in flags.items() if v is not None})
-    except ValidationError as exc:
-        exit_invalid(exc, "api.", "VECPRESS_API_", "_")
+    return flat_settings(ApiSettings, "api.", "VECPRESS_API_", **flags)
 
 
 def _exit_for(error: BaseException | None, settings: Settings) -> None:

@@ -11,20 +11,21 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 if TYPE_CHECKING:
-    from pydantic import ValidationError
+    from pydantic import BaseModel, ValidationError
 
     from vecpress.api import Collection as OpenCollection
     from vecpress.infra.settings import LocalServerSettings, Settings
     from vecpress.tasks.report.summary import IngestSummary
 
 console = Console(stderr=True)
+M = TypeVar("M", bound="BaseModel")
 
 Collection = Annotated[str, typer.Option("--collection", "-c", help="Milvus collection name.")]
 MilvusUri = Annotated[str | None, typer.Option(help="Milvus Lite .db file or server URI "
@@ -63,16 +64,23 @@ def settings_from_flags(**overrides: Any) -> Settings:
     return settings
 
 
-def local_server_settings(**overrides: Any) -> LocalServerSettings:
-    """The local Prefect server's settings (``VECPRESS_SERVER_*``), overridden by CLI flags."""
+def flat_settings(model: type[M], prefix: str, env_prefix: str, **flags: Any) -> M:
+    """A flat settings model (``ApiSettings``, ``LocalServerSettings``: its environment variables
+    are ``env_prefix`` + the field) overridden by the given CLI flags (None: flag not given); an
+    invalid value exits 2 naming the setting."""
     from pydantic import ValidationError
 
+    try:
+        return model(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        exit_invalid(exc, prefix, env_prefix, "_")
+
+
+def local_server_settings(**flags: Any) -> LocalServerSettings:
+    """The local Prefect server's settings (``VECPRESS_SERVER_*``), overridden by CLI flags."""
     from vecpress.infra.settings import LocalServerSettings
 
-    try:
-        return LocalServerSettings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        exit_invalid(exc, "server.", "VECPRESS_SERVER_", "_")
+    return flat_settings(LocalServerSettings, "server.", "VECPRESS_SERVER_", **flags)
 
 
 class _NoTracebackForUserErrors(logging.Filter):

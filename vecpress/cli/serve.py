@@ -19,6 +19,7 @@ from vecpress.cli.common import (
     MilvusUri,
     StorageRoot,
     console,
+    flat_settings,
     quiet_libraries,
     settings_from_flags,
 )
@@ -63,7 +64,8 @@ def serve(
                                  "debounce_s": debounce, "port": port}
     from vecpress.infra.settings import ServeSettings
 
-    serve_settings = ServeSettings(**{k: v for k, v in overrides.items() if v not in (None, [])})
+    serve_settings = flat_settings(ServeSettings, "serve.", "VECPRESS_SERVE_",
+                                   **{k: v for k, v in overrides.items() if v != []})
     if not serve_settings.sources:
         serve_settings.sources = [serve_settings.watched[0]] if serve_settings.watched else []
 
