@@ -17,6 +17,7 @@ from prefect import flow, get_run_logger
 
 from vecpress.flows import stages
 from vecpress.flows.artifacts import publish_failure, publish_summary
+from vecpress.flows.progress import HEADLINE
 from vecpress.infra import storage
 from vecpress.infra.locks import collection_lock
 from vecpress.infra.milvus import MilvusStore
@@ -30,6 +31,7 @@ from vecpress.tasks.collection.manifest import Manifest, plan_changes
 from vecpress.tasks.collection.state import new_run_id
 from vecpress.tasks.ingest.plan import stream_job
 from vecpress.tasks.inputs.sources import discover
+from vecpress.tasks.report import headlines
 from vecpress.tasks.report.summary import IngestSummary, StageStat, bytes_per_vector
 
 
@@ -115,14 +117,16 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
                             milvus_uri=settings.milvus.uri)
     started = time.perf_counter()
     artifact = stages.prepare_model(settings, sources)
-    summary.stages.append(StageStat("model export (cached)", time.perf_counter() - started, 1,
-                                    "models"))
+    seconds = time.perf_counter() - started
+    summary.stages.append(StageStat("model: export, or its cache", seconds, 1, "models"))
+    log.info(headlines.model_line(artifact, seconds), extra=HEADLINE)
     chunking = settings.chunk.model_dump(mode="json")
     build, full = choose_build(catalog, settings.collection, active, artifact, chunking, run_id,
                                recreate, full)
     summary.build = build.build
     if build.build != getattr(active, "build", None):
-        log.info("writing build %s (serving: %s)", build.build, getattr(active, "build", "none"))
+        log.info("writing build %s (serving: %s)", build.build, getattr(active, "build", "none"),
+                 extra=HEADLINE)
 
     started = time.perf_counter()
     manifest = Manifest.from_table(catalog.files(build.build))
@@ -132,12 +136,13 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     summary.add_errors(errors)
     for err in errors:
         log.warning("input error: %s", err)
-    log.info("files: %s", plan.counts())
+    log.info(headlines.files_line(plan.counts()), extra=HEADLINE)
     job = stream_job(catalog, build, plan, manifest, settings, artifact.name)
     summary.stages.append(StageStat("discover + compare with catalog",
                                     time.perf_counter() - started, len(files), "files"))
     if plan.is_empty and build.status == "active" and (len(manifest) or not errors):
-        log.info("collection '%s' is up to date with %s", settings.collection, sources)
+        log.info("collection '%s' is up to date with %s", settings.collection, sources,
+                 extra=HEADLINE)
         catalog.upsert("files", job.restamped)
         summary.add_gc(stages.gc_stage(settings))
         summary.save(paths.run_dir(run_id))
@@ -145,6 +150,9 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
 
     streamed, summary.cluster = stages.stream_stage(settings, job, artifact, run_id)
     summary.add_stream(streamed)
+    log.info(headlines.stream_line(streamed), extra=HEADLINE)
+    for line in headlines.skipped_lines(streamed.errors, paths.run_dir(run_id)):
+        log.warning(line)
     catalog.upsert("files", job.restamped)
     codec = streamed.codec
     if codec is None or (plan.to_read and not streamed.passages and not streamed.rows_deleted
@@ -157,6 +165,7 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     build = catalog.builds_by_name()[build.build]
     indexed, seconds = stages.index_stage(settings, build, codec)
     summary.add_load(indexed, streamed.rows_written, streamed.rows_deleted, seconds)
+    log.info(headlines.index_line(indexed, seconds), extra=HEADLINE)
     if outgrown(codec, indexed.rows_in_milvus, settings.codec):
         if retraining:
             log.warning("the codec of '%s' was fitted again and still keeps whole vectors (%s); "
@@ -164,7 +173,7 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
         else:
             log.info("collection '%s' now holds %d passages: fitting its codec into a new build "
                      "(it kept whole vectors while small)", settings.collection,
-                     indexed.rows_in_milvus)
+                     indexed.rows_in_milvus, extra=HEADLINE)
             return _retrain(catalog, build, sources, settings, eval_queries)
     if not streamed.codec_trained and streamed.drift_sample:
         try:
@@ -184,12 +193,13 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     finally:
         store.close()
     if was == "building":
-        log.info("build %s now serves '%s'", build.build, settings.collection)
+        log.info("build %s now serves '%s'", build.build, settings.collection, extra=HEADLINE)
     if streamed.first_passages:
         whole = len(streamed.fp32_urls) == streamed.shards  # exact truth needs every FP32 vector
-        summary.add_check(stages.check_stage(settings, build, artifact, codec,
-                                             streamed.first_passages,
-                                             streamed.fp32_urls if whole else [], eval_queries))
+        checked = stages.check_stage(settings, build, artifact, codec, streamed.first_passages,
+                                     streamed.fp32_urls if whole else [], eval_queries)
+        summary.add_check(checked)
+        log.info(headlines.check_line(checked), extra=HEADLINE)
     for url in streamed.fp32_urls:  # FP32 embeddings are an intermediate: the archive stays
         storage.remove(url)
     summary.add_gc(stages.gc_stage(settings))

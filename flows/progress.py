@@ -11,6 +11,13 @@ from uuid import UUID
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+# A log record logged with ``extra=HEADLINE`` is one of a run's headline lines (a stage done, the
+# files found, the build that serves): the lines a terminal shows by default, with the run's link,
+# progress bars and warnings. Prefect's own lines (task states) are shown with ``--verbose``
+# (vecpress/cli/run_console.py). Every line still reaches the Prefect API and its UI.
+STAGE_LINE = "vecpress_headline"
+HEADLINE = {STAGE_LINE: True}
+
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
     try:
@@ -72,5 +79,7 @@ class StreamProgress:
         self.bar.update(self.task, completed=done, total=total)
         self.prefect.update(done, total, "shards")
         if time.monotonic() - self.last >= self.every_s or done == total:
-            self.log.info("%s: %d/%d shards", self.label, done, total)
+            # A headline where no bar is drawn (a log file, CI): the bar is the terminal's line.
+            extra = HEADLINE if self.bar.disable else {}
+            self.log.info("%s: %d/%d shards", self.label, done, total, extra=extra)
             self.last = time.monotonic()

@@ -12,7 +12,7 @@ import time
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from vecpress.flows.progress import StreamProgress
+from vecpress.flows.progress import HEADLINE, StreamProgress
 from vecpress.infra import storage
 from vecpress.infra.cluster import dask_client
 from vecpress.infra.index_plan import IndexPlan, search_params
@@ -61,7 +61,9 @@ def stream_stage(settings: Settings, job: StreamJob, artifact: ModelArtifact,
             StreamProgress("shards loaded") as progress:
         where = f"{cluster.kind}: {cluster.workers} worker(s) × {cluster.threads_per_worker} " \
                 "thread(s)"
-        log.info("run %s on %s: %d shard group(s) to read", run_id, where, len(job.groups))
+        dashboard = f" (dashboard {cluster.dashboard})" if cluster.dashboard else ""
+        log.info("run %s on %s%s: %d shard group(s) to read", run_id, where, dashboard,
+                 len(job.groups), extra=HEADLINE)
         engine = StreamEngine(client, settings, catalog, artifact, cluster.threads_per_worker,
                               run_id, progress.update)
         try:
@@ -69,7 +71,7 @@ def stream_stage(settings: Settings, job: StreamJob, artifact: ModelArtifact,
         finally:
             engine.close()
     for line in result.codec_lines:
-        log.info(line)
+        log.info(line, extra=HEADLINE)
     for note in result.notes:
         log.warning(note)
     return result, where

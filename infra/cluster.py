@@ -34,6 +34,10 @@ QUIET_CLUSTER: dict[str, Any] = {
     "distributed.admin.system-monitor.interval": "2s",
 }
 
+# A local cluster's dashboard: a free port on this host only. Dask's default, :8787 on every
+# interface, is taken by the first of two local runs, and the second printed a UserWarning.
+LOCAL_DASHBOARD = "127.0.0.1:0"
+
 
 @dataclass(frozen=True)
 class ClusterInfo:
@@ -41,6 +45,14 @@ class ClusterInfo:
     workers: int
     threads_per_worker: int
     gpus: int
+    dashboard: str = ""  # the Dask dashboard's URL, where one is served (bokeh installed)
+
+
+def _dashboard(client: Client) -> str:
+    """The cluster's dashboard URL, or "" where it has no pages to show (bokeh not installed)."""
+    from importlib.util import find_spec
+
+    return client.dashboard_link if find_spec("bokeh") is not None else ""
 
 
 def gpu_count() -> int:
@@ -102,7 +114,7 @@ def _client(settings: DaskSettings, small: bool = False) -> Iterator[tuple[Clien
         with client:
             info = client.scheduler_info()["workers"].values()
             threads = max((w["nthreads"] for w in info), default=1)
-            yield client, ClusterInfo("external", len(info), threads, 0)
+            yield client, ClusterInfo("external", len(info), threads, 0, _dashboard(client))
         return
     gpus = gpu_count()
     # Non-daemonic local workers may start children: the embedder's tokeniser processes
@@ -126,10 +138,11 @@ def _local_client(settings: DaskSettings, gpus: int, in_process: bool
             log.warning("%d GPU(s) found but dask-cuda is not installed; running on CPU "
                         "(pip install 'vecpress[gpu]')", gpus)
         else:
-            with LocalCUDACluster(threads_per_worker=settings.threads_per_worker or 1) as cluster, \
+            with LocalCUDACluster(threads_per_worker=settings.threads_per_worker or 1,
+                                  dashboard_address=LOCAL_DASHBOARD) as cluster, \
                     Client(cluster) as client:
                 yield client, ClusterInfo("LocalCUDACluster", gpus,
-                                          settings.threads_per_worker or 1, gpus)
+                                          settings.threads_per_worker or 1, gpus, _dashboard(client))
             return
     cores = os.cpu_count() or 1
     if in_process:
@@ -138,11 +151,11 @@ def _local_client(settings: DaskSettings, gpus: int, in_process: bool
         workers = settings.n_workers or min(cores, 4)
         threads = settings.threads_per_worker or max(1, cores // workers)
     with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=not in_process,
-                      dashboard_address=None, silence_logs=logging.WARNING) as cluster, \
+                      dashboard_address=LOCAL_DASHBOARD, silence_logs=logging.WARNING) as cluster, \
             Client(cluster) as client:
         client.register_plugin(QuietComputeFailures(), name="vecpress-quiet-failures")
         kind = "LocalCluster (in process)" if in_process else "LocalCluster"
-        yield client, ClusterInfo(kind, workers, threads, 0)
+        yield client, ClusterInfo(kind, workers, threads, 0, _dashboard(client))
 
 
 class _DropComputeFailed(logging.Filter):

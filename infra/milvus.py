@@ -24,6 +24,7 @@ from vecpress.infra.settings import MilvusSettings
 
 log = logging.getLogger(__name__)
 VECTOR = "vector"
+METADATA = "metadata"  # the JSON field of a passage's metadata (collections built before lack it)
 OUTPUT_FIELDS = ["doc_id", "chunk", "text", "source"]
 FETCH_BATCH = 256  # rows per query: texts of ≤ 64 KiB keep a reply under gRPC's 64 MiB
 MAX_TEXT = MAX_VARCHAR_BYTES
@@ -285,15 +286,16 @@ class MilvusStore:
         self.client.create_index(name, index)
 
     def search(self, name: str, vectors: np.ndarray | Sequence[Sequence[float]], limit: int,
-               nprobe: int = 64) -> list[list[tuple[int, float]]]:
-        """(primary key, distance) of the ``limit`` nearest rows for each vector.
+               nprobe: int = 64, expression: str = "") -> list[list[tuple[int, float]]]:
+        """(primary key, distance) of the ``limit`` nearest rows for each vector (of the rows
+        that match the boolean ``expression``, when one is given).
 
         Only keys and distances travel: the texts of the few rows a search keeps are fetched
         afterwards (``rows``), not those of every candidate.
         """
         params = {"params": {"nprobe": nprobe, "ef": max(limit, 64)}}
         found = self.client.search(name, data=list(vectors), limit=limit, search_params=params,
-                                   output_fields=[], anns_field=VECTOR,
+                                   output_fields=[], anns_field=VECTOR, filter=expression,
                                    consistency_level=self.settings.search_consistency)
         return [[(int(h["id"] if "id" in h else h["pk"]), float(h["distance"])) for h in hits]
                 for hits in found]
@@ -322,6 +324,27 @@ class MilvusStore:
                                 consistency_level="Strong")
         return int(res[0]["count(*)"])
 
+    # The search path's filter calls fail at once, as search does (``RetryingClient``): a
+    # malformed expression is the caller's to fix, and a retry would hold the search for 90 s.
+
+    def count_matching(self, name: str, expression: str) -> int:
+        """Rows that match the boolean ``expression`` ("": every row)."""
+        res = self.client.plain.query(name, filter=expression, output_fields=["count(*)"],
+                                      consistency_level=self.settings.search_consistency)
+        return int(res[0]["count(*)"])
+
+    def pks_where(self, name: str, expression: str, limit: int) -> np.ndarray:
+        """Primary keys of at most ``limit`` (≤ 16,384, Milvus's query window) rows that match."""
+        found = self.client.plain.query(name, filter=expression, output_fields=["pk"],
+                                        limit=limit,
+                                        consistency_level=self.settings.search_consistency)
+        return np.array(sorted(int(row["pk"]) for row in found), dtype=np.int64)
+
+    def has_field(self, name: str, field: str) -> bool:
+        """Whether the collection's schema has ``field`` (collections built by earlier versions
+        lack the fields added since: the metadata)."""
+        return any(f["name"] == field for f in self._schema(name)["fields"])
+
 
 def collection_schema(dim: int, description: str) -> Any:
     """The one schema of every vecpress collection (bulk-import files follow its field order)."""
@@ -333,6 +356,7 @@ def collection_schema(dim: int, description: str) -> Any:
     schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT)
     schema.add_field("source", DataType.VARCHAR, max_length=MAX_TEXT)
     schema.add_field("codec_id", DataType.VARCHAR, max_length=64)
+    schema.add_field(METADATA, DataType.JSON)  # the record's other fields: filters name them
     schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=dim)
     return schema
 

@@ -34,6 +34,13 @@ class SearchSettings(BaseModel):
     max_candidates: int = Field(65_536, ge=16, description="Candidates (k × rescore factor per "
                                 "query) Milvus returns per search call: a larger search is sent "
                                 "in several calls, and one query's are capped at this.")
+    max_filter_bytes: int = Field(4096, ge=16, description="UTF-8 bytes of one search's filter "
+                                  "expression.")
+    filter_exact_rows: int = Field(16_384, ge=0, le=16_384, description="A filter that keeps at "
+                                   "most this many rows is searched exactly over all of them (no "
+                                   "ANN recall lost); one that keeps more searches the index with "
+                                   "its probes widened by 1 / selectivity. At most 16,384: "
+                                   "Milvus's query window.")
     query_cache_size: int = Field(10_000, ge=0, description="Query embeddings kept (LRU, ~1.6 KB "
                                   "each at 384 dims) so a repeated query skips the model; emptied "
                                   "when the serving build changes. 0: no cache.")

@@ -114,10 +114,17 @@ def write_parquet(url: str, table: pa.Table) -> None:
         pq.write_table(table, fh, compression="zstd")
 
 
-def read_parquet(url: str, columns: list[str] | None = None) -> pa.Table:
+def read_parquet(url: str, columns: list[str] | None = None,
+                 optional: tuple[str, ...] = ()) -> pa.Table:
+    """The table at ``url`` (``columns`` of it), plus those of the ``optional`` columns the file
+    has: a column added to a format later (passage metadata) is absent from older files."""
     fs, path = url_to_fs(url)
     with fs.open(path, "rb") as fh:
-        return pq.read_table(fh, columns=columns)
+        if not optional or columns is None:
+            return pq.read_table(fh, columns=columns)
+        parquet = pq.ParquetFile(fh)
+        names = set(parquet.schema_arrow.names)
+        return parquet.read(columns=columns + [c for c in optional if c in names])
 
 
 def parquet_rows(url: str) -> int:

@@ -119,12 +119,12 @@ def dask_address() -> Iterator[str]:
     import psutil
     from distributed import Client, LocalCluster
 
-    from vecpress.infra.cluster import QUIET_CLUSTER
+    from vecpress.infra.cluster import LOCAL_DASHBOARD, QUIET_CLUSTER
 
     # Quiet while idle (most of the session), as a run's own local cluster is.
     with dask.config.set({"distributed.worker.daemon": False, **QUIET_CLUSTER}), \
             LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                         dashboard_address=None, silence_logs=logging.WARNING) as cluster:
+                         dashboard_address=LOCAL_DASHBOARD, silence_logs=logging.WARNING) as cluster:
         with Client(cluster) as client:
             workers = [psutil.Process(pid) for pid in client.run(os.getpid).values()]
         yield cluster.scheduler_address

@@ -103,7 +103,12 @@ def test_tokeniser_processes_end_when_the_process_that_started_them_is_killed(fp
 
 @pytest.mark.slow  # a local Dask cluster
 def test_local_dask_workers_may_start_tokeniser_processes(tiny_artifact, paragraphs, tmp_path) -> None:
-    """dask_client's workers are not daemonic, so an embedder there gets its tokeniser pool."""
+    """dask_client's workers are not daemonic, so an embedder there gets its tokeniser pool. Its
+    dashboard takes a free port on this host: a run beside another (holding Dask's default
+    :8787) starts without a warning in the user's terminal."""
+    import socket
+    import warnings
+
     import pyarrow as pa
 
     from vecpress.infra import storage
@@ -117,12 +122,22 @@ def test_local_dask_workers_may_start_tokeniser_processes(tiny_artifact, paragra
     shard = str(tmp_path / "passages.parquet")
     storage.write_parquet(shard, pa.table({"pk": list(range(64)), "doc_id": ["d"] * 64,
                                            "chunk": list(range(64)), "text": texts}))
-    with dask_client(DaskSettings(n_workers=1, threads_per_worker=1)) as (client, _):
-        assert all(client.run(can_spawn_processes).values())
-        done = client.submit(embed_shard, shard, str(tmp_path / "e.parquet"), tiny_artifact,
-                             ModelSettings(tokenizer_processes=2), 1).result()
-        pools = client.run(lambda: [o._tokenisers is not None for o in __import__("gc").get_objects()
-                                    if isinstance(o, OnnxEmbedder)])
+    with socket.socket() as other, warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        try:
+            other.bind(("", 8787))
+            other.listen()
+        except OSError:  # already held, by another run: the same situation
+            pass
+        with dask_client(DaskSettings(n_workers=1, threads_per_worker=1)) as (client, info):
+            assert all(client.run(can_spawn_processes).values())
+            done = client.submit(embed_shard, shard, str(tmp_path / "e.parquet"), tiny_artifact,
+                                 ModelSettings(tokenizer_processes=2), 1).result()
+            pools = client.run(lambda: [o._tokenisers is not None
+                                        for o in __import__("gc").get_objects()
+                                        if isinstance(o, OnnxEmbedder)])
+    assert not [w for w in warned if "already in use" in str(w.message)]
+    assert info.dashboard == "" or info.dashboard.startswith("http://127.0.0.1:")
     assert done.rows == 64 and list(pools.values()) == [[True]]
     _, vectors = read_embeddings(done.url)
     np.testing.assert_allclose(vectors, OnnxEmbedder(tiny_artifact).encode(texts), atol=2e-5)

@@ -28,8 +28,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, paragraphs, model_cache,
     (src / "notes" / "deep").mkdir(parents=True)
     corpus, held_out = paragraphs[:700], paragraphs[2900:2960]
     with (src / "corpus.jsonl").open("w") as fh:
-        for doc_id, text in corpus:
-            fh.write(json.dumps({"id": doc_id, "text": text}) + "\n")
+        # Metadata of three selectivities for the filtered searches: 50%, 10% and 1%.
+        for n, (doc_id, text) in enumerate(corpus):
+            fh.write(json.dumps({"id": doc_id, "text": text, "half": n % 2 == 0,
+                                 "team": f"t{n % 10}", "rare": n % 100 == 0}) + "\n")
     # Multi-paragraph Markdown documents: chunked into several passages each.
     for n in range(3):
         body = "\n\n".join(t for _, t in paragraphs[1000 + 40 * n : 1040 + 40 * n])
@@ -73,7 +75,22 @@ def _count(workspace: dict) -> int:
 def first_run(workspace: dict, prefect_harness) -> dict:
     code, summary, output = _ingest(workspace, "--eval-queries", str(workspace["queries"]))
     assert code == 0, output
+    workspace["first_output"] = output
     return summary
+
+
+def test_the_terminal_shows_the_run_link_one_line_per_stage_and_warnings(
+        first_run: dict, workspace: dict) -> None:
+    lines = workspace["first_output"].splitlines()
+    assert any(line.startswith("run: http://") for line in lines)
+    for headline in ("model all-MiniLM-L6-v2 (fp32 ONNX) ready in",
+                     f"files: {first_run['changes']['new']} new, 0 changed", "streamed in",
+                     "index IVF_SQ8 over", "checks: own text in the top 3"):
+        assert any(line.startswith(headline) for line in lines), (headline, lines)
+    # Each bad input is a warning; Prefect's own lines (task states) only with --verbose.
+    warned = [line for line in lines if line.startswith("warning: input error: ")]
+    assert len(warned) == len(first_run["errors"]) >= 4, lines
+    assert not any("Finished in state" in line or " | INFO " in line for line in lines)
 
 
 def test_one_row_per_passage(first_run: dict, workspace: dict) -> None:
@@ -114,6 +131,63 @@ def test_recall_and_sanity(first_run: dict) -> None:
     assert sizes["FP32 embedding"] == 1536
     assert sizes[f"archive: PCA-{dim} FP16 (rescoring)"] == 2 * dim
     assert not any("PQ" in name and "code" in name for name in sizes)  # no PQ codes are archived
+
+
+# Each filter with which passages it keeps (their metadata).
+FILTERS = {"half == true": lambda m: m.get("half") is True,
+           'team == "t7"': lambda m: m.get("team") == "t7",
+           "rare == true and chunk >= 0": lambda m: m.get("rare") is True}
+
+
+def test_filtered_search_returns_only_matches_with_recall_vs_exact_fp32(
+        first_run: dict, workspace: dict, fp32_artifact) -> None:
+    """At 50%, 10% and 1% selectivity, searched exactly over the matches (the default up to
+    search.filter_exact_rows) and through the index with widened probes: only matching passages,
+    recall@10 ≥ 0.95 against exact FP32 search within the filtered set."""
+    import numpy as np
+
+    from vecpress.api import open_collection
+    from vecpress.infra.settings import Settings
+    from vecpress.tasks.embed.embedder import OnnxEmbedder
+
+    shards = workspace["root"] / "data" / "collections" / COLLECTION / "shards"
+    passages = pa.concat_tables([pq.read_table(p, columns=["pk", "text", "metadata"])
+                                 for p in sorted(shards.glob("*/part-*.parquet"))])
+    metadata = [json.loads(m) if m else {} for m in passages.column("metadata").to_pylist()]
+    queries = [json.loads(line)["text"] for line in workspace["queries"].read_text().splitlines()]
+    embedder = OnnxEmbedder(fp32_artifact)
+    query_vectors = embedder.encode(queries)
+    truths = {}  # per filter: the exact FP32 top 10 of the passages it keeps
+    for text, keeps in FILTERS.items():
+        rows = [i for i, m in enumerate(metadata) if keeps(m)]
+        assert rows, text
+        vectors = embedder.encode([passages.column("text")[i].as_py() for i in rows])
+        pks = passages.column("pk").to_numpy()[rows]
+        truths[text] = [set(pks[t].tolist())
+                        for t in np.argsort(-(query_vectors @ vectors.T), axis=1)[:, :10]]
+    recalls = {}
+    for exact_rows in (16_384, 0):
+        kb = open_collection(COLLECTION, workspace["root"] / "data",
+                             settings=Settings(search={"filter_exact_rows": exact_rows}))
+        try:
+            for text, keeps in FILTERS.items():
+                found = kb.search(queries, k=10, filter=text)
+                assert all(keeps(hit.metadata) for hits in found for hit in hits), text
+                recalls[(text, exact_rows)] = float(np.mean(
+                    [len({h.pk for h in hits} & truth) / len(truth)
+                     for hits, truth in zip(found, truths[text], strict=True)]))
+        finally:
+            kb.close()
+    assert min(recalls.values()) >= 0.95, recalls
+    # A malformed filter is a ValueError that says what is wrong, before results.
+    from vecpress.api import FilterError
+
+    kb = open_collection(COLLECTION, workspace["root"] / "data")
+    try:
+        with pytest.raises(FilterError, match="not a valid expression"):
+            kb.search("anything", k=3, filter="team === 3")
+    finally:
+        kb.close()
 
 
 def test_run_report_has_the_recall_vs_bytes_curve(first_run: dict, workspace: dict) -> None:
@@ -158,8 +232,9 @@ def test_reingest_is_incremental_and_runs_on_an_external_dask_cluster(
 ) -> None:
     # Nothing changed: good files are only compared with the manifest; the 3 files that gave no
     # passage at all are read (and reported) again until they are fixed.
-    code, same, output = _ingest(workspace)
+    code, same, output = _ingest(workspace, "--verbose")
     assert code == 0, output
+    assert "Finished in state Completed()" in output  # --verbose: Prefect's lines as well
     assert same["changes"]["new"] == 3 and same["changes"]["changed"] == 0
     assert len(same["errors"]) == 3
     assert same["passages_embedded"] == 0 and _count(workspace) == first_run["rows_in_milvus"]

@@ -104,3 +104,41 @@ def test_fsspec_urls(tmp_path: Path) -> None:
     # Sources keep their protocol, so ids stay distinct from local paths and re-openable.
     assert records[0].source.startswith("memory://")
     assert records[0].source.endswith("/bucket/docs.jsonl")
+
+
+def test_jsonl_fields_beyond_id_and_text_are_the_records_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    lines = [{"id": "a", "text": "alpha text", "team": "t7", "year": 2021, "tags": ["x"]},
+             {"id": "b", "text": "beta text"},
+             {"id": "c", "text": "gamma text", "score": float("nan")},
+             {"id": "d", "text": "delta text", "blob": "y" * 70_000}]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    records, errors = _read(path)
+    assert [(r.doc_id, r.metadata) for r in records] == [
+        ("a", '{"tags":["x"],"team":"t7","year":2021}'), ("b", None)]
+    # Values Milvus's JSON field cannot hold: the record is skipped, with the field and line.
+    assert [(e.location, e.message.split(" holds")[0].split(" is ")[0]) for e in errors] == [
+        ("line 3", "metadata field 'score'"), ("line 4", "metadata")]
+    assert "64 KiB" in errors[1].hint and "--metadata-fields" in errors[1].hint
+    # Only the named fields; [] keeps none.
+    only_team, _ = read_inputs(path, InputSettings(metadata_fields=["team"]))
+    assert only_team[0].metadata == '{"team":"t7"}'
+    none, errors = read_inputs(path, InputSettings(metadata_fields=[]))
+    assert [r.metadata for r in none] == [None] * 4 and errors == []
+
+
+def test_parquet_columns_beyond_id_and_text_are_metadata_dates_as_iso_text(tmp_path: Path
+                                                                           ) -> None:
+    import datetime as dt
+
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["alpha text", "beta text"],
+                             "when": [dt.datetime(2024, 5, 1, 12, 0), None],
+                             "raw": [b"\x00", b"\x01"]}), path)
+    records, errors = read_inputs(path, InputSettings(metadata_fields=["when"]))
+    assert errors == []
+    assert [r.metadata for r in records] == ['{"when":"2024-05-01T12:00:00"}', '{"when":null}']
+    # Bytes have no JSON type: each row is reported with the column's name.
+    records, errors = _read(path)
+    assert records == [] and [e.location for e in errors] == ["row 1", "row 2"]
+    assert "metadata field 'raw' holds a bytes value" in errors[0].message

@@ -26,6 +26,7 @@ import numpy as np
 from vecpress.infra import storage
 from vecpress.infra.bounds import MAX_K
 from vecpress.infra.settings import Settings
+from vecpress.tasks.search.filters import FilterError
 from vecpress.tasks.search.limits import LimitExceeded, check_search, check_shape
 from vecpress.tasks.search.query_cache import QueryEmbeddingCache
 from vecpress.tasks.search.searcher import Hit, Searcher, open_searcher
@@ -33,7 +34,7 @@ from vecpress.tasks.search.searcher import Hit, Searcher, open_searcher
 if TYPE_CHECKING:
     from vecpress.tasks.report.summary import IngestSummary
 
-__all__ = ["MAX_K", "Collection", "CollectionInfo", "Hit", "LimitExceeded", "ingest",
+__all__ = ["MAX_K", "Collection", "CollectionInfo", "FilterError", "Hit", "LimitExceeded", "ingest",
            "open_collection"]
 
 @dataclass(frozen=True)
@@ -66,12 +67,15 @@ class Collection:
     def name(self) -> str:
         return self.settings.collection
 
-    def search(self, queries: str | Sequence[str], k: int = 10, *, rescore: bool = True
-               ) -> list[list[Hit]]:
+    def search(self, queries: str | Sequence[str], k: int = 10, *, rescore: bool = True,
+               filter: str | None = None) -> list[list[Hit]]:
         """The ``k`` best passages for each query, best first (one list per query).
 
         Scores estimate cosine similarity. A query longer than the model's window is searched by
         its start. ``rescore=False`` ranks by the compressed index alone (faster, less exact).
+        ``filter``: a Milvus boolean expression over metadata keys and the passage fields
+        (``team == "t7" and year >= 2020``); only matching passages are returned, and a
+        malformed one raises ``FilterError`` (a ``ValueError``) saying where.
         Bounded by ``settings.search`` (queries, bytes per query, queries × k): a search over a
         bound raises ``LimitExceeded`` (a ``ValueError``) naming the setting, before any work.
         """
@@ -79,7 +83,8 @@ class Collection:
         check_search(texts, k, self.settings.search)
         if not texts:
             return []
-        return self._searcher.search_embeddings(self.embed_queries(texts), k, rescore=rescore)
+        return self._searcher.search_embeddings(self.embed_queries(texts), k, rescore=rescore,
+                                                filter=filter or "")
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Query embeddings, float32 [n, dim]: a repeated query comes from the bounded cache
@@ -87,8 +92,8 @@ class Collection:
         return self.query_cache.embed(list(texts), self._searcher.snapshot.collection,
                                       self._searcher.embedder.encode)
 
-    def search_embeddings(self, embeddings: np.ndarray, k: int = 10, *, rescore: bool = True
-                          ) -> list[list[Hit]]:
+    def search_embeddings(self, embeddings: np.ndarray, k: int = 10, *, rescore: bool = True,
+                          filter: str | None = None) -> list[list[Hit]]:
         """``search`` for embeddings made by this collection's model (``embed``), shape [n, dim]."""
         check_shape(len(embeddings), k, self.settings.search)
         vectors = np.asarray(embeddings, dtype=np.float32)
@@ -96,7 +101,7 @@ class Collection:
         if vectors.ndim != 2 or vectors.shape[1] != dim:
             raise ValueError(f"embeddings have shape {vectors.shape}; this collection's model "
                              f"makes [n, {dim}]")
-        return self._searcher.search_embeddings(vectors, k, rescore=rescore)
+        return self._searcher.search_embeddings(vectors, k, rescore=rescore, filter=filter or "")
 
     @property
     def window(self) -> int:

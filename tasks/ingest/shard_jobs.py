@@ -26,6 +26,7 @@ from vecpress.tasks.embed.published import local_copy
 from vecpress.tasks.embed.tokenising import Tokens
 from vecpress.tasks.inputs.chunking import Chunker
 from vecpress.tasks.inputs.records import (
+    METADATA,
     TOKEN_IDS,
     TOKENIZER_KEY,
     InputError,
@@ -113,6 +114,7 @@ def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
                 columns["chunk"].append(number)
                 columns["text"].append(passage.text)
                 columns["source"].append(item.source)
+                columns[METADATA].append(item.metadata)
                 if TOKEN_IDS in columns:
                     columns[TOKEN_IDS].append(passage.token_ids)
             if len(columns["pk"]) >= rows_per_shard:

@@ -17,14 +17,17 @@ PASSAGE_SCHEMA = pa.schema(
     ]
 )
 TOKEN_IDS = "token_ids"  # optional passage column: the chunker's content ids of the text
+METADATA = "metadata"  # passage column: its record's metadata as JSON text (absent in old shards)
 TOKENIZER_KEY = b"vecpress.tokenizer"  # passage-shard metadata: fingerprint of the ids' tokenizer
 
 
 def passage_schema(tokenizer_fingerprint: str | None) -> pa.Schema:
-    """``PASSAGE_SCHEMA``, plus token ids tagged with their tokenizer when they are kept."""
+    """``PASSAGE_SCHEMA`` and the metadata, plus token ids tagged with their tokenizer when they
+    are kept."""
+    schema = PASSAGE_SCHEMA.append(pa.field(METADATA, pa.string()))
     if tokenizer_fingerprint is None:
-        return PASSAGE_SCHEMA
-    return PASSAGE_SCHEMA.append(pa.field(TOKEN_IDS, pa.list_(pa.int32()))).with_metadata(
+        return schema
+    return schema.append(pa.field(TOKEN_IDS, pa.list_(pa.int32()))).with_metadata(
         {TOKENIZER_KEY: tokenizer_fingerprint.encode()})
 
 
@@ -66,6 +69,7 @@ class Record:
     doc_id: str
     text: str
     source: str
+    metadata: str | None = None  # its other fields as JSON text (tasks.inputs.metadata)
 
 
 @dataclass(frozen=True)

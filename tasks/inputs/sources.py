@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from vecpress.infra.settings import InputSettings
+from vecpress.tasks.inputs.metadata import record_metadata
 from vecpress.tasks.inputs.records import InputError, Record, SourceFile
 from vecpress.tasks.inputs.sniffing import (
     BINARY_HINT,
@@ -245,7 +246,10 @@ def _record_from_mapping(
         return None  # an empty document has no passages; nothing is lost by skipping it
     raw_id = obj.get(settings.id_field)
     doc_id = fallback_id if raw_id is None else str(raw_id)
-    return Record(doc_id=doc_id, text=text, source=source)
+    metadata = record_metadata(obj, source, where, settings)
+    if isinstance(metadata, InputError):
+        return metadata
+    return Record(doc_id=doc_id, text=text, source=source, metadata=metadata)
 
 
 def _names(obj: dict, most: int = 10) -> str:
@@ -269,26 +273,25 @@ def _read_parquet(src: SourceFile, settings: InputSettings) -> Iterator[Record |
             return
         names = pf.schema_arrow.names
         columns = [settings.text_field]
-        has_id = settings.id_field in names
-        if has_id:
+        if settings.id_field in names:
             columns.append(settings.id_field)
+        keep = settings.metadata_fields
+        columns += [n for n in names if n not in columns and (keep is None or n in keep)]
         if pf.metadata.num_rows == 0:
             yield InputError(src.url, "", "empty file, nothing to index",
                              "remove the file or give it rows")
             return
-        yield from _parquet_rows(src.url, pf, columns, has_id, settings)
+        yield from _parquet_rows(src.url, pf, columns, settings)
 
 
-def _parquet_rows(source: str, pf: pq.ParquetFile, columns: list[str], has_id: bool,
+def _parquet_rows(source: str, pf: pq.ParquetFile, columns: list[str],
                   settings: InputSettings) -> Iterator[Record | InputError]:
     ids_seen = _SeenIds("row")
     row = 0
     for batch in pf.iter_batches(columns=columns, batch_size=4096):
-        texts = batch.column(settings.text_field).to_pylist()
-        ids = batch.column(settings.id_field).to_pylist() if has_id else [None] * len(texts)
-        for text, raw_id in zip(texts, ids, strict=True):
+        for obj in batch.to_pylist():  # the row's id, text and metadata columns
             row += 1
-            obj = {settings.text_field: text, settings.id_field: raw_id}
+            obj.setdefault(settings.id_field, None)
             item = _record_from_mapping(obj, source, f"row {row}", f"{source}#R{row}", settings)
             if isinstance(item, Record):
                 item = ids_seen.claim(item, row, f"{source}#R{row}", f"row {row}")

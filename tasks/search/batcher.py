@@ -34,7 +34,8 @@ class Target(Protocol):
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray: ...
 
-    def search_embeddings(self, embeddings: np.ndarray, k: int = 10, *, rescore: bool = True
+    def search_embeddings(self, embeddings: np.ndarray, k: int = 10, *, rescore: bool = True,
+                          filter: str | None = None
                           ) -> list[list[Hit]]: ...
 
 
@@ -70,6 +71,7 @@ class _Job:
     texts: list[str]
     k: int
     rescore: bool
+    filter: str
     future: asyncio.Future[list[list[Hit]]]
     started: bool = False
     results: list[list[Hit]] = field(default_factory=list)
@@ -95,12 +97,13 @@ class SearchBatcher:
             thread.start()
         self._dispatcher = self._loop.create_task(self._dispatch())
 
-    async def search(self, texts: list[str], k: int, rescore: bool = True) -> list[list[Hit]]:
+    async def search(self, texts: list[str], k: int, rescore: bool = True, filter: str = ""
+                     ) -> list[list[Hit]]:
         """The hits of ``texts`` (already checked against ``search.*`` and admitted against the
         budget), or ``Overloaded`` / ``DeadlineExceeded``."""
         if self._closed:
             raise Overloaded()
-        job = _Job(texts, k, rescore, self._loop.create_future())
+        job = _Job(texts, k, rescore, filter, self._loop.create_future())
         self._pending.append(job)
         self._wake.set()
         try:
@@ -180,17 +183,17 @@ class SearchBatcher:
         for group in self._groups(batch):
             found = self.target.search_embeddings(
                 np.concatenate([rows[id(job)] for job in group]), group[0].k,
-                rescore=group[0].rescore)
+                rescore=group[0].rescore, filter=group[0].filter)
             start = 0
             for job in group:
                 job.results = found[start : start + len(job.texts)]
                 start += len(job.texts)
 
     def _groups(self, batch: list[_Job]) -> list[list[_Job]]:
-        """Jobs of equal (k, rescore), split to stay within one search's bounds."""
-        by_kind: dict[tuple[int, bool], list[list[_Job]]] = {}
+        """Jobs of equal (k, rescore, filter), split to stay within one search's bounds."""
+        by_kind: dict[tuple[int, bool, str], list[list[_Job]]] = {}
         for job in batch:
-            parts = by_kind.setdefault((job.k, job.rescore), [[]])
+            parts = by_kind.setdefault((job.k, job.rescore, job.filter), [[]])
             queries = sum(len(j.texts) for j in parts[-1]) + len(job.texts)
             if parts[-1] and (queries > self.limits.max_queries
                               or queries * job.k > self.limits.max_hits):

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fi
 from vecpress.infra import storage
 from vecpress.infra.bounds import MILVUS_TOPK
 from vecpress.infra.index_plan import IndexPlan, search_params
-from vecpress.infra.milvus import MilvusStore
+from vecpress.infra.milvus import METADATA, OUTPUT_FIELDS, MilvusStore
 from vecpress.infra.settings import Settings
 from vecpress.tasks.codec.codec import Codec
 from vecpress.tasks.collection.builds import check_not_legacy, live_shards
@@ -32,6 +32,7 @@ from vecpress.tasks.collection.home import located
 from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.embed.embedder import OnnxEmbedder
 from vecpress.tasks.embed.published import load_published
+from vecpress.tasks.search import filters
 from vecpress.tasks.search.rescore_store import RescoreStore
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class Hit:
     text: str
     source: str
     score: float
+    metadata: dict = field(default_factory=dict)  # the record's other fields ({} before kept)
 
 
 @dataclass(frozen=True)
@@ -76,11 +78,14 @@ class Searcher:
     def __init__(self, store: MilvusStore, collection: str, codec: Codec,
                  embedder: OnnxEmbedder, rescore: RescoreStore, params: tuple[int, int],
                  follow: Callable[[tuple[int, ...]], Snapshot | None] | None = None,
-                 versions: tuple[int, ...] = (), max_candidates: int = 65_536) -> None:
-        """``params``: (nprobe, rescore factor), from ``index_plan.search_params``;
-        ``max_candidates``: ``search.max_candidates``."""
+                 versions: tuple[int, ...] = (), max_candidates: int = 65_536,
+                 filter_exact_rows: int = 16_384,
+                 max_filter_bytes: int = 4096) -> None:
+        """``params``: (nprobe, rescore factor), from ``index_plan.search_params``; the limits:
+        ``search.max_candidates``, ``search.filter_exact_rows``, ``search.max_filter_bytes``."""
         self.store, self.embedder = store, embedder
         self.max_candidates = max_candidates
+        self.filter_exact_rows, self.max_filter_bytes = filter_exact_rows, max_filter_bytes
         self.snapshot = Snapshot(collection, codec, rescore, versions, *params)
         self._follow = follow
         self._checked = time.monotonic()
@@ -121,39 +126,60 @@ class Searcher:
                     self.snapshot = newer
             return self.snapshot
 
-    def search(self, texts: list[str], k: int) -> list[list[Hit]]:
-        return self.search_embeddings(self.embedder.encode(texts), k)
+    def search(self, texts: list[str], k: int, filter: str = "") -> list[list[Hit]]:
+        return self.search_embeddings(self.embedder.encode(texts), k, filter=filter)
 
-    def search_embeddings(self, embeddings: np.ndarray, k: int, rescore: bool = True
-                          ) -> list[list[Hit]]:
+    def search_embeddings(self, embeddings: np.ndarray, k: int, rescore: bool = True,
+                          filter: str = "") -> list[list[Hit]]:
         """The ``k`` best hits per embedding: keys and distances from Milvus for k × r
-        candidates, rescored from the archive, then the texts of the kept ones only."""
+        candidates, rescored from the archive, then the texts of the kept ones only. With a
+        ``filter`` (``tasks.search.filters``), only passages that match it."""
         snap = self._current()
         try:
-            return self._search(snap, embeddings, k, rescore)
+            return self._search(snap, embeddings, k, rescore, filter)
         except MilvusException:
             if self._follow is None:
                 raise
             # the build was switched and dropped meanwhile
-            return self._search(self._current(force=True), embeddings, k, rescore)
+            return self._search(self._current(force=True), embeddings, k, rescore, filter)
 
-    def _search(self, snap: Snapshot, embeddings: np.ndarray, k: int, rescore: bool
-                ) -> list[list[Hit]]:
-        limit = min(k * snap.rescore_factor if rescore else k, MILVUS_TOPK, self.max_candidates)
+    def _search(self, snap: Snapshot, embeddings: np.ndarray, k: int, rescore: bool,
+                filter: str = "") -> list[list[Hit]]:
         queries = snap.codec.project(embeddings)
+        wanted = filters.translate(filter, self.store.has_field(snap.collection, METADATA),
+                                   self.max_filter_bytes)
+        plan = None if wanted is None else filters.plan(
+            self.store, snap.collection, wanted, snap.nprobe, self.filter_exact_rows)
+        if plan is not None and plan.matches == 0:
+            return [[] for _ in range(len(queries))]
+        if plan is not None and plan.exact_pks is not None:
+            have, vectors = snap.rescore.lookup(plan.exact_pks)
+            if have.all():  # every match is scored: nothing an ANN probe could miss
+                return self._hits(snap, [filters.exact_rank(q, plan.exact_pks, vectors, k)
+                                         for q in queries])
+        nprobe = plan.nprobe if plan is not None else snap.nprobe
+        expression = wanted.expression if wanted is not None else ""
+        limit = min(k * snap.rescore_factor if rescore else k, MILVUS_TOPK, self.max_candidates)
         # At most max_candidates (key, distance) pairs per Milvus call, each call's ranked to k
         # before the next: a large batch costs time, never memory beyond one call's answer.
         per_call = max(1, self.max_candidates // limit)
         ranked = []
         for start in range(0, len(queries), per_call):
             part = queries[start : start + per_call]
-            found = self.store.search(snap.collection, part, limit, snap.nprobe)
+            found = self.store.search(snap.collection, part, limit, nprobe, expression)
             ranked += [self._rank(snap, q, hits, k, rescore)
                        for q, hits in zip(part, found, strict=True)]
-        rows = self.store.rows(snap.collection, [pk for kept in ranked for pk, _ in kept])
+        return self._hits(snap, ranked)
+
+    def _hits(self, snap: Snapshot, ranked: list[list[tuple[int, float]]]) -> list[list[Hit]]:
+        """The kept (pk, score) pairs with their rows' fields, fetched in one go."""
+        metadata = self.store.has_field(snap.collection, METADATA)
+        rows = self.store.rows(snap.collection, [pk for kept in ranked for pk, _ in kept],
+                               [*OUTPUT_FIELDS, METADATA] if metadata else OUTPUT_FIELDS)
         # A row deleted between the two calls is left out rather than shown without its text.
         return [[Hit(pk=pk, doc_id=rows[pk]["doc_id"], chunk=int(rows[pk]["chunk"]),
-                     text=rows[pk]["text"], source=rows[pk]["source"], score=score)
+                     text=rows[pk]["text"], source=rows[pk]["source"], score=score,
+                     metadata=rows[pk].get(METADATA) or {})
                  for pk, score in kept if pk in rows] for kept in ranked]
 
     @staticmethod
@@ -249,7 +275,9 @@ def open_searcher(settings: Settings) -> Searcher:
         return Searcher(store, first.collection, first.codec, embedder, first.rescore,
                         (first.nprobe, first.rescore_factor),
                         follow=lambda seen: snapshot(settings, catalog, seen),
-                        versions=first.versions, max_candidates=settings.search.max_candidates)
+                        versions=first.versions, max_candidates=settings.search.max_candidates,
+                        filter_exact_rows=settings.search.filter_exact_rows,
+                        max_filter_bytes=settings.search.max_filter_bytes)
     except BaseException:
         store.close()  # a Milvus Lite file stays locked until its server is stopped
         embedder.close()

@@ -33,6 +33,8 @@ MilvusUri = Annotated[str | None, typer.Option(help="Milvus Lite .db file or ser
                                                      "on, else ./data/milvus.db).")]
 StorageRoot = Annotated[str | None, typer.Option(help="Where runs, codecs and the model cache "
                                                          "live (default ./data).")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Also print Prefect's own log "
+                                                               "lines (task states).")]
 
 
 def settings_from_flags(**overrides: Any) -> Settings:
@@ -110,7 +112,8 @@ def quiet_libraries() -> None:
 
 
 def run_ingest(sources: list[str], settings: Settings, eval_queries: str | None,
-               recreate: bool, full: bool = False, no_server: bool = False) -> IngestSummary:
+               recreate: bool, full: bool = False, no_server: bool = False,
+               verbose: bool = False) -> IngestSummary:
     """Run the ingest flow. Exit status 2: a configuration or input error; 3: infrastructure
     unavailable: the storage root (or another path the run writes) is full or not writable,
     Milvus stayed unreachable through the retries, the Prefect API or the Dask scheduler did not
@@ -119,12 +122,15 @@ def run_ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     Without PREFECT_API_URL the flow reports to the shared local Prefect server (``vecpress
     server``), started on first use; with ``no_server`` (or ``VECPRESS_SERVER_AUTO_START=false``)
     to a temporary API of our own that lives as long as the command (not Prefect's ephemeral
-    server, which times out on busy machines and outlives a killed CLI).
+    server, which times out on busy machines and outlives a killed CLI). The terminal shows the
+    run's link, one line per stage and warnings; ``verbose`` adds Prefect's own lines.
     """
+    from vecpress.cli import run_console
     from vecpress.flows.ingest import ingest_flow
     from vecpress.infra.local_prefect import prefect_api
     from vecpress.infra.prefect_server import PrefectServerError
 
+    run_console.configure(verbose)
     try:
         with prefect_api(local_server_settings(auto_start=False if no_server else None),
                          settings.prefect_startup_s):
@@ -156,16 +162,19 @@ def print_summary(summary: IngestSummary, as_json: bool) -> None:
     render(summary, Console())
 
 
-def print_hits(out: Console, text: str, hits: list) -> None:
-    """Print one query's hits as a table (long passages cut to 160 characters)."""
+def print_hits(out: Console, text: str, hits: list, show_metadata: bool = False) -> None:
+    """Print one query's hits as a table (long passages cut to 160 characters), with their
+    metadata as compact JSON when asked."""
     from rich.table import Table
 
     table = Table(title=f"query: {text}", title_justify="left")
-    for col in ("#", "score", "doc id", "chunk", "text"):
+    for col in ("#", "score", "doc id", "chunk", "text", *(["metadata"] if show_metadata else [])):
         table.add_column(col, overflow="fold")
     for rank, hit in enumerate(hits, start=1):
         snippet = hit.text if len(hit.text) <= 160 else hit.text[:157] + "…"
-        table.add_row(str(rank), f"{hit.score:.3f}", hit.doc_id, str(hit.chunk), snippet)
+        meta = [escape(json.dumps(hit.metadata, ensure_ascii=False))] if show_metadata else []
+        table.add_row(str(rank), f"{hit.score:.3f}", escape(hit.doc_id), str(hit.chunk),
+                      escape(snippet), *meta)
     out.print(table)
 
 

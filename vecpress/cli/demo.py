@@ -12,6 +12,7 @@ from rich.console import Console
 from vecpress.cli.common import (
     MilvusUri,
     StorageRoot,
+    Verbose,
     console,
     machine,
     print_hits,
@@ -27,6 +28,7 @@ def demo(
     storage_root: StorageRoot = None,
     milvus_uri: MilvusUri = None,
     summary_out: Annotated[Path | None, typer.Option(help="Also write the run summary JSON here.")] = None,
+    verbose: Verbose = False,
 ) -> None:
     """The main job on embedded defaults: the stdlib docstring corpus into Milvus Lite."""
     quiet_libraries()
@@ -39,7 +41,7 @@ def demo(
                                                n_queries=queries)
     console.print(f"demo corpus: {size:,} docstring paragraphs of this Python's standard library "
                   f"→ {corpus} ({queries} held out as queries)")
-    summary = run_ingest([corpus], settings, held_out, recreate=True)
+    summary = run_ingest([corpus], settings, held_out, recreate=True, verbose=verbose)
     print_summary(summary, as_json=False)
     if summary_out is not None:
         summary_out.parent.mkdir(parents=True, exist_ok=True)

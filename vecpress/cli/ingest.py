@@ -10,6 +10,7 @@ from vecpress.cli.common import (
     Collection,
     MilvusUri,
     StorageRoot,
+    Verbose,
     print_summary,
     quiet_libraries,
     run_ingest,
@@ -28,6 +29,9 @@ def ingest(
     model: Annotated[str | None, typer.Option(help="Local sentence-transformers model dir.")] = None,
     id_field: Annotated[str | None, typer.Option(help="JSONL/Parquet id field.")] = None,
     text_field: Annotated[str | None, typer.Option(help="JSONL/Parquet text field.")] = None,
+    metadata_fields: Annotated[str | None, typer.Option(
+        help="JSONL/Parquet fields kept as metadata, comma-separated (default: all but the id and "
+        "text; '' keeps none).")] = None,
     eval_queries: Annotated[str | None, typer.Option(
         help="JSONL of held-out {id,text} queries: report recall@10 vs exact FP32.")] = None,
     recreate: Annotated[bool, typer.Option(help="Drop the collection and its codec first.")] = False,
@@ -40,6 +44,7 @@ def ingest(
     no_server: Annotated[bool, typer.Option(
         "--no-server", help="Without PREFECT_API_URL, report to a temporary Prefect API that "
         "lives as long as this command, not the shared local server (vecpress server).")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Read, chunk, embed, compress and load SOURCES into a Milvus collection.
 
@@ -52,8 +57,11 @@ def ingest(
                                       "dask.address": dask_address, "storage_root": storage_root,
                                       "model.variant": variant, "model.path": model,
                                       "inputs.id_field": id_field, "inputs.text_field": text_field,
+                                      "inputs.metadata_fields": None if metadata_fields is None
+                                      else [f.strip() for f in metadata_fields.split(",")
+                                            if f.strip()],
                                       "codec.recall_target": recall_target})
-    summary = run_ingest(sources, settings, eval_queries, recreate, full, no_server)
+    summary = run_ingest(sources, settings, eval_queries, recreate, full, no_server, verbose)
     print_summary(summary, as_json)
     if strict and summary.errors:
         raise typer.Exit(1)

@@ -21,6 +21,7 @@ from vecpress.cli.common import (
     MilvusUri,
     StorageRoot,
     console,
+    exit_with,
     fail_if_milvus,
     open_for_search,
     print_hits,
@@ -53,6 +54,12 @@ def search(
         exists=True, dir_okay=False, readable=True,
         help="JSONL of {id,text} queries, one per line.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per query.")] = False,
+    filter: Annotated[str | None, typer.Option(
+        "--filter", help='Only passages that match this Milvus expression over metadata keys and '
+        'passage fields, e.g. \'team == "t7" and year >= 2020\'.')] = None,
+    show_metadata: Annotated[bool, typer.Option(
+        "--show-metadata", help="Add each hit's metadata to the table (--json always has it).")
+    ] = False,
     milvus_uri: MilvusUri = None,
     storage_root: StorageRoot = None,
 ) -> None:
@@ -71,8 +78,12 @@ def search(
                                       "storage_root": storage_root})
     _check_lengths(items, settings.search.max_query_bytes)
     opened = open_for_search(settings)
+    from vecpress.tasks.search.filters import FilterError
+
     try:
-        _search_all(opened, items, k, as_json)
+        _search_all(opened, items, k, as_json, filter or "", show_metadata)
+    except FilterError as exc:
+        exit_with(2, str(exc))
     except Exception as exc:
         fail_if_milvus(exc, opened.settings)
         raise
@@ -138,37 +149,38 @@ def _check_lengths(items: list[tuple[str, str]], max_bytes: int) -> None:
 
 
 def _search_all(collection: OpenCollection, items: list[tuple[str, str]], k: int,
-                as_json: bool) -> None:
+                as_json: bool, filter: str = "", show_metadata: bool = False) -> None:
     """Search in batches (as many queries as ``search.max_queries`` and ``search.max_hits``
     allow at this k), printing results on stdout and notices (short or cut queries) on stderr."""
     from vecpress.tasks.search.limits import batch_size
 
     out = Console()
-    notes = _Notices(collection, k)
+    notes = _Notices(collection, k, filter)
     size = batch_size(k, collection.settings.search)
     for start in range(0, len(items), size):
         batch = items[start : start + size]
-        results = collection.search([t for _, t in batch], k)
+        results = collection.search([t for _, t in batch], k, filter=filter)
         notes.truncated(batch)
         for (qid, text), hits in zip(batch, results, strict=True):
             notes.short(qid, len(hits))
             if as_json:
                 sys.stdout.write(json.dumps({"id": qid, "results": _json_hits(hits)}) + "\n")
             else:
-                print_hits(out, text, hits)
+                print_hits(out, text, hits, show_metadata)
 
 
 def _json_hits(hits: list[Hit]) -> list[dict]:
     return [{"rank": r, "score": round(h.score, 6), "doc_id": h.doc_id, "chunk": h.chunk,
-             "pk": h.pk, "source": h.source, "text": h.text} for r, h in enumerate(hits, 1)]
+             "pk": h.pk, "source": h.source, "text": h.text, "metadata": h.metadata}
+            for r, h in enumerate(hits, 1)]
 
 
 class _Notices:
     """One-line notes on stderr about results that are not what the user may think they are;
     stdout (JSON lines, say) stays results only."""
 
-    def __init__(self, collection: OpenCollection, k: int) -> None:
-        self.collection, self.k = collection, k
+    def __init__(self, collection: OpenCollection, k: int, filter: str = "") -> None:
+        self.collection, self.k, self.filter = collection, k, filter
         self._size: int | None = None
         self._said_size = False
 
@@ -176,6 +188,9 @@ class _Notices:
         """Fewer than k results: say why once when the collection is smaller than k, else per
         query (the index found fewer candidates than asked)."""
         if found >= self.k:
+            return
+        if self.filter:
+            _note(f"query '{qid}': only {found} of {self.k} results match the filter")
             return
         if self._size is None:
             self._size = self.collection.count()

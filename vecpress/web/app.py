@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vecpress.api import MAX_K, Collection, LimitExceeded
 from vecpress.tasks.search.batcher import DeadlineExceeded, Overloaded, SearchBatcher
+from vecpress.tasks.search.filters import translate
 from vecpress.tasks.search.limits import check_search
 from vecpress.web.guards import NO_KEY, Guard, KeyCheck, Receive, Scope, Send
 from vecpress.web.served import Served
@@ -35,6 +36,9 @@ class SearchRequest(BaseModel):
                                       "search.max_queries; queries × k at most search.max_hits).")
     k: Annotated[int, Field(ge=1, le=MAX_K, description="Results per query.")] = 10
     rescore: bool = Field(True, description="Rescore candidates with the archived vectors.")
+    filter: str | None = Field(None, description='A Milvus boolean expression over metadata keys '
+                               'and passage fields, e.g. team == "t7" and year >= 2020: only '
+                               'matching passages are returned (at most search.max_filter_bytes).')
 
 
 class HitOut(BaseModel):
@@ -45,6 +49,7 @@ class HitOut(BaseModel):
     source: str
     text: str
     pk: int
+    metadata: dict[str, Any] = Field(default_factory=dict, description="The record's other fields.")
 
 
 class SearchResponse(BaseModel):
@@ -196,6 +201,8 @@ async def _search(served: Served, name: str, request: SearchRequest) -> JSONResp
     texts = _texts(request)
     try:
         check_search(texts, request.k, collection.settings.search)
+        # Its syntax, before any work (whether the collection has its keys: when searched).
+        translate(request.filter or "", True, collection.settings.search.max_filter_bytes)
     except LimitExceeded:
         raise  # 413, naming the setting
     except ValueError as exc:
@@ -213,14 +220,15 @@ async def _search(served: Served, name: str, request: SearchRequest) -> JSONResp
         raise
     return _Answer({"collection": name, "results": [
         [{"rank": r, "score": round(h.score, 6), "doc_id": h.doc_id, "chunk": h.chunk,
-          "source": h.source, "text": h.text, "pk": h.pk} for r, h in enumerate(hits, 1)]
+          "source": h.source, "text": h.text, "pk": h.pk, "metadata": h.metadata}
+         for r, h in enumerate(hits, 1)]
         for hits in found]}, lambda: served.budget.release(cost))
 
 
 async def _searched(served: Served, batcher: SearchBatcher, texts: list[str],
                     request: SearchRequest, collection: Collection) -> list[list[Any]]:
     try:
-        return await batcher.search(texts, request.k, request.rescore)
+        return await batcher.search(texts, request.k, request.rescore, request.filter or "")
     except Overloaded:
         raise _overloaded() from None
     except DeadlineExceeded:
