@@ -29,9 +29,9 @@ from vecpress.tasks.collection.catalog import Build, Catalog
 from vecpress.tasks.collection.home import check_same_milvus, home_of, located
 from vecpress.tasks.collection.manifest import Manifest, plan_changes
 from vecpress.tasks.collection.state import new_run_id
+from vecpress.tasks.ingest import headlines
 from vecpress.tasks.ingest.plan import stream_job
 from vecpress.tasks.inputs.sources import discover
-from vecpress.tasks.report import headlines
 from vecpress.tasks.report.summary import IngestSummary, StageStat, bytes_per_vector
 
 

@@ -367,7 +367,10 @@ def as_columns(rows: Sequence[dict[str, Any]], fields: list[dict[str, Any]]
     as one float32 matrix)."""
     columns = []
     for field in fields:
-        values = [row[field["name"]] for row in rows]
+        if field["type"] == DataType.JSON:  # rows made without metadata have none: {}
+            values = [row.get(field["name"]) or "{}" for row in rows]
+        else:
+            values = [row[field["name"]] for row in rows]
         if field["type"] == DataType.FLOAT_VECTOR:
             values = np.asarray(values, dtype=np.float32)  # type: ignore[assignment]
         columns.append({"name": field["name"], "type": field["type"], "values": values})

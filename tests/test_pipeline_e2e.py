@@ -241,9 +241,14 @@ def test_reingest_is_incremental_and_runs_on_an_external_dask_cluster(
 
     # One new file: only its passages are read and embedded, on the external cluster.
     extra = workspace["sources"] / "extra.jsonl"
-    extra.write_text("".join(json.dumps({"id": f"extra-{n}", "text": f"Extra record {n} about "
-                                         "incremental loading of vector collections."}) + "\n"
-                             for n in range(5)))
+
+    def write_extra(version: int) -> None:
+        extra.write_text("".join(json.dumps({"id": f"extra-{n}", "version": version,
+                                             "text": f"Extra record {n} about incremental "
+                                             "loading of vector collections."}) + "\n"
+                                 for n in range(5)))
+
+    write_extra(1)
     shards = workspace["root"] / "data" / "collections" / COLLECTION / "shards"
     before = set(shards.glob("*/part-*.parquet"))
     try:
@@ -252,9 +257,20 @@ def test_reingest_is_incremental_and_runs_on_an_external_dask_cluster(
             # stage on the external cluster (the session's, named by the flag) embeds from them.
             env.setenv("VECPRESS_CHUNK__KEEP_TOKEN_IDS", "true")
             code, again, output = _ingest(workspace, "--dask-address", dask_address)
+        # Its metadata alone changes: the rows are rewritten, nothing is embedded again.
+        write_extra(2)
+        code_meta, meta_only, output_meta = _ingest(workspace)
     finally:
         extra.unlink()
     assert code == 0, output
+    assert code_meta == 0, output_meta
+    assert meta_only["changes"]["changed"] == 1 and meta_only["passages_embedded"] == 0
+    assert meta_only["passages_reused"] == 5
+    from vecpress.api import open_collection
+
+    with open_collection(COLLECTION, workspace["root"] / "data") as kb:
+        hits = kb.search("incremental loading of vector collections", k=5, filter="version == 2")
+    assert sorted(h.doc_id for h in hits[0]) == [f"extra-{n}" for n in range(5)]
     new_shards = list(set(shards.glob("*/part-*.parquet")) - before)
     assert new_shards and all("token_ids" in pq.read_schema(s).names for s in new_shards)
     assert again["changes"]["new"] == 3 + 1 and again["passages_embedded"] == 5

@@ -1,7 +1,7 @@
 """A run's headline lines: one short line per stage, for the terminal and the run's log.
 
 They say what a stage did in the user's terms (files, passages, rows, seconds); the run summary's
-tables (``summary.render``) hold the rest.
+tables (``tasks.report.summary.render``) hold the rest.
 """
 
 from __future__ import annotations
