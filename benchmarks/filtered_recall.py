@@ -51,7 +51,9 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="vecpress-filtered-"))
     source = write_jsonl(root / "corpus.jsonl", ({"id": doc_id, "text": text, **_metadata(n)}
                                                  for n, (doc_id, text) in enumerate(corpus)))
-    settings = Settings(collection="filtered", storage_root=str(root / "data"))
+    # Its own Lite file: the default ./data/milvus.db would be shared with earlier runs' roots.
+    settings = Settings(collection="filtered", storage_root=str(root / "data"),
+                        milvus={"uri": str(root / "data" / "milvus.db")})
     clock = Stopwatch()
     summary = vecpress.ingest([str(source)], settings)
     ingest_s = clock.seconds
@@ -65,8 +67,8 @@ def main() -> None:
     kb = vecpress.open_collection("filtered", root / "data")
     try:
         embedder = kb._searcher.embedder
-        queries = embedder.encode([t for _, t in held_out])
-        everything = embedder.encode(passages.column("text").to_pylist())  # exact FP32 truth
+        queries = embedder.encode_queries([t for _, t in held_out])
+        everything = embedder.encode_documents(passages.column("text").to_pylist())  # truth
         base_nprobe = kb._searcher.snapshot.nprobe
         for text in FILTERS:
             key, value = text.split(" == ")

@@ -42,8 +42,8 @@ def main() -> None:
     table = pa.concat_tables([pq.read_table(f) for f in sorted(glob.glob(f"{runs[-1]}/passages/*"))])
     pks = table.column("pk").to_numpy()
     texts = read_texts(args.queries, settings.inputs)
-    queries = searcher.embedder.encode(texts)
-    corpus = searcher.embedder.encode(table.column("text").to_pylist())
+    queries = searcher.embedder.encode_queries(texts)
+    corpus = searcher.embedder.encode_documents(table.column("text").to_pylist())
 
     truth = exact_top_k(corpus, queries, pks)
     pca = faiss.IndexFlatL2(searcher.codec.dim)

@@ -340,6 +340,12 @@ class MilvusStore:
                                         consistency_level=self.settings.search_consistency)
         return np.array(sorted(int(row["pk"]) for row in found), dtype=np.int64)
 
+    def metadata_keys(self, name: str, rows: int = 1000) -> set[str]:
+        """The metadata keys of up to ``rows`` rows: what an error about an unknown key lists."""
+        found = self.client.plain.query(name, filter="", output_fields=[METADATA], limit=rows,
+                                        consistency_level=self.settings.search_consistency)
+        return {str(key) for row in found for key in (row.get(METADATA) or {})}
+
     def has_field(self, name: str, field: str) -> bool:
         """Whether the collection's schema has ``field`` (collections built by earlier versions
         lack the fields added since: the metadata)."""

@@ -108,6 +108,13 @@ class ModelSettings(BaseModel):
     )
     passages_per_shard: int = Field(2048, ge=16, description="Passages per embedding task "
                                     "(fp16 default 65536: many batches per task keep a GPU busy).")
+    query_prompt: str | None = Field(
+        None, description="Text put before each query (e5: 'query: '). Default: the model's own "
+        "query prompt (sentence-transformers `prompts`), if any; '' for none. Part of the "
+        "model's identity: a collection is searched with the prompts it was built with.")
+    document_prompt: str | None = Field(
+        None, description="Text put before each passage at ingest (e5: 'passage: '). Default: "
+        "the model's own document prompt, if any; '' for none.")
     cache_dir: str | None = Field(
         None, description="Local folder for exported ONNX models; default: <storage_root>/models, "
         "or ~/.cache/vecpress/models when the storage root is an object store."

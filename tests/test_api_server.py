@@ -62,7 +62,9 @@ def root(tmp_path_factory: pytest.TempPathFactory, tiny_model: str, model_cache:
         folder = base / name
         folder.mkdir()
         for i in range(10):
-            (folder / f"{name}{i}.txt").write_text("\n\n".join(part[i * 60:(i + 1) * 60]))
+            # kb's files carry YAML front matter: their passages' metadata, filtered on below.
+            matter = f"---\nshelf: {i % 2}\nlabel: kb-{i}\n---\n" if name == "kb" else ""
+            (folder / f"{name}{i}.txt").write_text(matter + "\n\n".join(part[i * 60:(i + 1) * 60]))
         summary = vecpress.ingest(str(folder), _settings(data, model_cache, tiny_model, name))
         assert summary.rows_in_milvus > 400 and not summary.errors
     return data
@@ -231,6 +233,18 @@ def test_two_collections_one_process_and_api_keys(server: Server, root: Path) ->
             assert answer.status_code == 200, answer.text
             assert all(any(q == h["text"] for h in hits)
                        for q, hits in zip(own, answer.json()["results"], strict=True))
+        # Metadata (from the files' front matter) comes back, and filters keep only its matches.
+        shelf = client.post("/collections/kb/search", headers=auth(),
+                            json={"queries": kb, "k": 5, "filter": "shelf == 1"})
+        assert shelf.status_code == 200, shelf.text
+        hits = [h for found in shelf.json()["results"] for h in found]
+        assert len(hits) == 15 and {h["metadata"]["shelf"] for h in hits} == {1}
+        assert all(h["metadata"]["label"] in {f"kb-{i}" for i in (1, 3, 5, 7, 9)} for h in hits)
+        for bad, says in (('shelf == "1', "unclosed string at position 10"),
+                          ("shlef == 1", "no passage has the metadata key 'shlef'")):
+            refused = client.post("/collections/kb/search", headers=auth(),
+                                  json={"query": kb[0], "filter": bad})
+            assert refused.status_code == 422 and says in refused.json()["detail"], refused.text
         default = client.post("/search", headers={"X-API-Key": KEY}, json={"query": kb[0], "k": 1})
         assert default.json()["collection"] == "kb" and default.json()["results"][0][0]["text"] == kb[0]
         assert client.get("/collections", headers=auth()).json() == {"collections": ["kb", "notes"]}

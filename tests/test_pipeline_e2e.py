@@ -186,6 +186,11 @@ def test_filtered_search_returns_only_matches_with_recall_vs_exact_fp32(
     try:
         with pytest.raises(FilterError, match="not a valid expression"):
             kb.search("anything", k=3, filter="team === 3")
+        # A key no passage has (a typo) is named with its position and the keys there are.
+        with pytest.raises(FilterError, match=r"no passage has the metadata key 'teem' at "
+                                              r"position 11 .* keys of this collection: half, "
+                                              r"rare, team"):
+            kb.search("anything", k=3, filter='half and teem == "t7"')
     finally:
         kb.close()
 
@@ -257,9 +262,9 @@ def test_reingest_is_incremental_and_runs_on_an_external_dask_cluster(
             # stage on the external cluster (the session's, named by the flag) embeds from them.
             env.setenv("VECPRESS_CHUNK__KEEP_TOKEN_IDS", "true")
             code, again, output = _ingest(workspace, "--dask-address", dask_address)
-        # Its metadata alone changes: the rows are rewritten, nothing is embedded again.
-        write_extra(2)
-        code_meta, meta_only, output_meta = _ingest(workspace)
+            # Its metadata alone changes: the rows are rewritten, nothing is embedded again.
+            write_extra(2)
+            code_meta, meta_only, output_meta = _ingest(workspace)
     finally:
         extra.unlink()
     assert code == 0, output

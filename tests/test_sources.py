@@ -142,3 +142,20 @@ def test_parquet_columns_beyond_id_and_text_are_metadata_dates_as_iso_text(tmp_p
     records, errors = _read(path)
     assert records == [] and [e.location for e in errors] == ["row 1", "row 2"]
     assert "metadata field 'raw' holds a bytes value" in errors[0].message
+
+
+def test_front_matter_of_a_text_file_is_its_metadata(tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text("---\ntitle: Rotating logs\nteam: ops\nyear: 2021\n"
+                                   "published: 2021-05-01\n---\n# Rotating logs\n\nUse logrotate.\n")
+    (tmp_path / "b.md").write_text("---\n[not, a, mapping]\n---\nBody.\n")
+    (tmp_path / "c.md").write_text("---\nkey: [unclosed\n---\nBody.\n")
+    (tmp_path / "d.md").write_text("--- not front matter, a rule\n\nBody.\n")
+    records, errors = _read(tmp_path)
+    by_name = {Path(r.source).name: r for r in records}
+    assert by_name["a.md"].text == "# Rotating logs\n\nUse logrotate.\n"
+    assert json.loads(by_name["a.md"].metadata) == {"title": "Rotating logs", "team": "ops",
+                                                    "year": 2021, "published": "2021-05-01"}
+    assert by_name["d.md"].metadata is None and by_name["d.md"].text.startswith("--- not")
+    located = {Path(e.source).name: (e.location, e.message) for e in errors}
+    assert located["b.md"] == ("line 1", "front matter must be a YAML mapping of keys to values")
+    assert located["c.md"][0] == "line 3" and "not valid YAML" in located["c.md"][1]

@@ -90,7 +90,7 @@ class Collection:
         """Query embeddings, float32 [n, dim]: a repeated query comes from the bounded cache
         (``search.query_cache_size``), emptied when the serving build changes."""
         return self.query_cache.embed(list(texts), self._searcher.snapshot.collection,
-                                      self._searcher.embedder.encode)
+                                      self._searcher.embedder.encode_queries)
 
     def search_embeddings(self, embeddings: np.ndarray, k: int = 10, *, rescore: bool = True,
                           filter: str | None = None) -> list[list[Hit]]:
@@ -122,8 +122,9 @@ class Collection:
         return self._searcher.store.count(self._searcher.collection)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit-length embeddings of ``texts`` with the collection's model, float32 [n, dim]."""
-        return self._searcher.embedder.encode(list(texts))
+        """Unit-length embeddings of ``texts`` as queries (after the model's query prompt, if it
+        has one) with the collection's model, float32 [n, dim]: what ``search_embeddings`` takes."""
+        return self._searcher.embedder.encode_queries(list(texts))
 
     def info(self) -> CollectionInfo:
         """The serving build, its size, model, codec, index and bytes per vector, and the

@@ -112,7 +112,8 @@ def choose_build(catalog: Catalog, collection: str, active: Build | None, artifa
     key = chunking_key(chunking)
     if active is not None and not recreate:
         if active.model_artifact != name:
-            raise ValueError(f"collection '{collection}' was built with another model or variant "
+            raise ValueError(f"collection '{collection}' was built with another model, variant or "
+                             "prompts "
                              f"({active.model_artifact}); use --recreate or a new collection")
         if active.chunking != key:
             return active, True  # every file is read again; finish_build records the chunking

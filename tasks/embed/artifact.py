@@ -29,6 +29,8 @@ class ModelArtifact:
     checked_on: str = "cpu"  # device the fidelity figures were measured on
     own_probes: int = 0  # of ``probes``, texts of the inputs it was first exported for
     store_url: str = ""  # where it is published on an object-store root (tasks.embed.published)
+    query_prompt: str = ""  # put before each query (the model's own prompts, or settings)
+    document_prompt: str = ""  # put before each passage, at ingest and in the fidelity probe
 
     @property
     def name(self) -> str:

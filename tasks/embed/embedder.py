@@ -126,6 +126,15 @@ class OnnxEmbedder:
         return self._encode_windows(
             bounds, lambda k: self._tokenise(texts[bounds[k]:bounds[k + 1]]), ids, on_progress)
 
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        """``encode`` of search queries: each after the model's query prompt, if it has one."""
+        return self.encode(_prompted(self.artifact.query_prompt, texts))
+
+    def encode_documents(self, texts: list[str], ids: list[str] | None = None,
+                         on_progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """``encode`` of passages: each after the model's document prompt, if it has one."""
+        return self.encode(_prompted(self.artifact.document_prompt, texts), ids, on_progress)
+
     def encode_tokens(self, tokens: Tokens, ids: list[str] | None = None,
                       on_progress: Callable[[int], None] | None = None) -> np.ndarray:
         """``encode`` for texts tokenised beforehand (``SpecialTokens.wrap`` of the chunker's ids)."""
@@ -231,6 +240,10 @@ class OnnxEmbedder:
             return _run_cuda(session, feeds)
         finally:
             self._sessions.put(session)
+
+
+def _prompted(prompt: str, texts: list[str]) -> list[str]:
+    return [prompt + text for text in texts] if prompt else texts
 
 
 def _window_bounds(count: int, size: int) -> list[int]:

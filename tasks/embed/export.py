@@ -45,11 +45,12 @@ def export_for_settings(model: ModelSettings, cache_dir: Path,
     """The artifact for the configured model and variant, probed on real passages if exported:
     built-in ones plus ``own_texts`` (a sample of the data about to be embedded), so that the
     fidelity gate also speaks for the user's kind of text."""
-    from vecpress.tasks.embed.model_files import read_model_spec, resolve_model_dir
+    from vecpress.tasks.embed.model_files import read_model_spec, resolve_model_dir, with_prompts
     from vecpress.tasks.inputs.corpus import probe_passages
 
-    return export_model(read_model_spec(resolve_model_dir(model.path)), model.variant, cache_dir,
-                        probe_passages, own_probes=own_texts)
+    spec = with_prompts(read_model_spec(resolve_model_dir(model.path)), model.query_prompt,
+                        model.document_prompt)
+    return export_model(spec, model.variant, cache_dir, probe_passages, own_probes=own_texts)
 
 
 # The packages whose versions shape the exported graph. Read from installed metadata, not by
@@ -73,9 +74,17 @@ def _recipe(variant: str) -> str:
     return f"{variant}|{OPSET}|{EXPORT_FORMAT_VERSION}|{_versions()}"
 
 
+def _prompts_key(spec: ModelSpec) -> str:
+    """The prompts' part of a key ("" without prompts: the keys of earlier exports stay valid)."""
+    if not (spec.query_prompt or spec.document_prompt):
+        return ""
+    return f"|prompts={json.dumps([spec.query_prompt, spec.document_prompt])}"
+
+
 def artifact_key(spec: ModelSpec, variant: str) -> str:
-    """The artifact's identity: the model's bytes and everything that shapes the export."""
-    raw = f"{content_hash(spec.model_dir)}|{_recipe(variant)}"
+    """The artifact's identity: the model's bytes, everything that shapes the export, and the
+    prompts (a collection is never searched with other prompts than it was built with)."""
+    raw = f"{content_hash(spec.model_dir)}|{_recipe(variant)}{_prompts_key(spec)}"
     return hashlib.sha256(raw.encode()).hexdigest()[:20]
 
 
@@ -86,7 +95,7 @@ def _index_entry(spec: ModelSpec, variant: str, cache_dir: Path) -> Path:
     of hashing the weights (about 1 s for a 90 MB model). Any change to a file's size or mtime
     misses the index and falls back to the content hash, which is the lazy verification.
     """
-    raw = f"{spec.model_dir}|{stat_key(spec.model_dir)}|{_recipe(variant)}"
+    raw = f"{spec.model_dir}|{stat_key(spec.model_dir)}|{_recipe(variant)}{_prompts_key(spec)}"
     return cache_dir / "index" / hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
@@ -141,7 +150,9 @@ def export_model(
         own = [t for t in (own_probes() if own_probes else []) if t.strip()]
         probe_texts = probes() + own
         probe = ModelArtifact(str(onnx_path), str(spec.model_dir), variant, input_names,
-                              spec.max_seq_length, spec.dim, 0.0, 0.0, 0.0, len(probe_texts))
+                              spec.max_seq_length, spec.dim, 0.0, 0.0, 0.0, len(probe_texts),
+                              query_prompt=spec.query_prompt,
+                              document_prompt=spec.document_prompt)
         min_cos, mean_cos, recall, device = _fidelity(spec, probe, probe_texts)
         floor = FIDELITY_FLOORS[variant] if min_cosine is None else min_cosine
         if min_cos < floor:
@@ -157,6 +168,7 @@ def export_model(
             input_names=input_names, max_seq_length=spec.max_seq_length, dim=spec.dim,
             min_cosine=min_cos, mean_cosine=mean_cos, neighbour_recall_at_10=recall,
             probes=len(probe_texts), fusion=fusion, checked_on=device, own_probes=len(own),
+            query_prompt=spec.query_prompt, document_prompt=spec.document_prompt,
         )
         (work / "meta.json").write_text(json.dumps(asdict(artifact), indent=2))
         try:
@@ -300,10 +312,12 @@ def _fidelity(spec: ModelSpec, probe: ModelArtifact,
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    # Probed as passages are embedded: with the document prompt (as encode(prompt=...) applies it).
     reference = SentenceTransformer(str(spec.model_dir), device="cpu").encode(
-        probe_texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True)
+        probe_texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True,
+        prompt=spec.document_prompt)
     embedder = OnnxEmbedder(probe)
-    ours = embedder.encode(probe_texts)
+    ours = embedder.encode_documents(probe_texts)
     ours = ours / np.linalg.norm(ours, axis=1, keepdims=True)
     cosines = np.sum(reference * ours, axis=1)
     return (float(cosines.min()), float(cosines.mean()), neighbour_recall(reference, ours),

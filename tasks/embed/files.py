@@ -26,8 +26,8 @@ def embed_records(records: Iterable[Record], embedder: OnnxEmbedder,
     def flush() -> None:
         if pending:
             block_ids = [r.doc_id for r in pending]
-            blocks.append(embedder.encode([r.text for r in pending], ids=block_ids,
-                                          on_progress=on_progress))
+            blocks.append(embedder.encode_documents([r.text for r in pending], ids=block_ids,
+                                                    on_progress=on_progress))
             ids.extend(block_ids)
             pending.clear()
 

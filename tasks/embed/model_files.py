@@ -31,6 +31,10 @@ class ModelSpec:
     model_type: str
     num_heads: int
     hidden_size: int
+    # Text put before each query / document, as sentence-transformers' encode(prompt_name=...)
+    # does: the model's own ``prompts`` (config_sentence_transformers.json), or settings.
+    query_prompt: str = ""
+    document_prompt: str = ""
 
 
 def packaged_model_dir() -> Path:
@@ -108,6 +112,7 @@ def read_model_spec(model_dir: Path) -> ModelSpec:
         _read_json(model_dir / "tokenizer_config.json").get("model_max_length")
     max_len = min(int(window), positions) if window and int(window) < 1_000_000 else positions
     hidden = int(config.get("hidden_size", config.get("dim", 0)))
+    query_prompt, document_prompt = _own_prompts(model_dir)
     return ModelSpec(
         model_dir=model_dir,
         pooling=_pooling_mode(pool_cfg, pooling_dir),
@@ -117,7 +122,33 @@ def read_model_spec(model_dir: Path) -> ModelSpec:
         model_type=model_type,
         num_heads=int(config.get("num_attention_heads", config.get("n_heads", 0))),
         hidden_size=hidden,
+        query_prompt=query_prompt,
+        document_prompt=document_prompt,
     )
+
+
+# The names sentence-transformers models give their document prompt (e5: "passage", BEIR-style
+# configs: "document" or "corpus").
+DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
+
+
+def _own_prompts(model_dir: Path) -> tuple[str, str]:
+    """(query, document) prompts a sentence-transformers config declares: its ``query`` prompt
+    and its document one (``DOCUMENT_PROMPT_NAMES``), each else the ``default_prompt_name``'s
+    (which ``SentenceTransformer.encode`` applies to every text), else none."""
+    config = _read_json(model_dir / "config_sentence_transformers.json")
+    prompts = {str(k): str(v) for k, v in (config.get("prompts") or {}).items()}
+    default = prompts.get(str(config.get("default_prompt_name") or ""), "")
+    document = next((prompts[n] for n in DOCUMENT_PROMPT_NAMES if n in prompts), default)
+    return prompts.get("query", default), document
+
+
+def with_prompts(spec: ModelSpec, query: str | None, document: str | None) -> ModelSpec:
+    """``spec`` with the prompts the settings give (None: keep the model's own; "": none)."""
+    from dataclasses import replace
+
+    return replace(spec, query_prompt=spec.query_prompt if query is None else query,
+                   document_prompt=spec.document_prompt if document is None else document)
 
 
 def load_tokenizer(model_dir: Path) -> Tokenizer:

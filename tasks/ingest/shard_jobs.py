@@ -183,10 +183,12 @@ def embed_table(table: pa.Table, embedder: OnnxEmbedder, url: str,
     tokenizer, else from the text. Passage ids (``doc_id#chunk``) name a batch that fails."""
     ids = [f"{d}#{c}" for d, c in zip(table.column("doc_id").to_pylist(),
                                       table.column("chunk").to_pylist(), strict=True)]
-    tokens = _chunker_tokens(table, embedder, url)
+    # The chunker's ids are of the text alone: a model with a document prompt embeds from text.
+    tokens = None if embedder.artifact.document_prompt else _chunker_tokens(table, embedder, url)
     if tokens is not None:
         return embedder.encode_tokens(tokens, ids=ids, on_progress=on_progress)
-    return embedder.encode(table.column("text").to_pylist(), ids=ids, on_progress=on_progress)
+    return embedder.encode_documents(table.column("text").to_pylist(), ids=ids,
+                                     on_progress=on_progress)
 
 
 def _chunker_tokens(table: pa.Table, embedder: OnnxEmbedder, url: str) -> Tokens | None:

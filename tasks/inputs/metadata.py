@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -60,6 +61,40 @@ def record_metadata(obj: dict[str, Any], source: str, where: str, settings: Inpu
         return InputError(source, where, f"metadata is {len(text.encode()):,} bytes as JSON, over "
                           f"the {MAX_METADATA_BYTES:,} Milvus stores", METADATA_HINT)
     return text
+
+
+# A Markdown-style front matter block: "---" on the first line, YAML, "---" (or "...") alone.
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)",
+                          re.DOTALL | re.MULTILINE)
+
+
+def front_matter(text: str, source: str, settings: InputSettings
+                 ) -> tuple[str, str | None] | InputError:
+    """(the text without its front matter, the front matter as metadata JSON) of a text file;
+    the text as it is when it has none. Front matter that is not a YAML mapping is an error
+    naming the file and line, rather than text that silently loses its metadata."""
+    match = _FRONT_MATTER.match(text)
+    if match is None:
+        return text, None
+    import yaml
+
+    try:
+        fields = yaml.safe_load(match.group(1))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 2}" if mark is not None else "front matter"
+        return InputError(source, where, f"front matter is not valid YAML "
+                          f"({getattr(exc, 'problem', None) or exc})",
+                          "fix it, or start the file without a '---' line")
+    if fields is None:
+        return text[match.end():], None
+    if not isinstance(fields, dict):
+        return InputError(source, "line 1", "front matter must be a YAML mapping of keys to "
+                          "values", "write key: value lines between the '---' lines")
+    metadata = record_metadata(fields, source, "front matter", settings)
+    if isinstance(metadata, InputError):
+        return metadata
+    return text[match.end():], metadata
 
 
 def _fails(value: Any) -> bool:

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from vecpress.infra.settings import InputSettings
-from vecpress.tasks.inputs.metadata import record_metadata
+from vecpress.tasks.inputs.metadata import front_matter, record_metadata
 from vecpress.tasks.inputs.records import InputError, Record, SourceFile
 from vecpress.tasks.inputs.sniffing import (
     BINARY_HINT,
@@ -105,7 +105,7 @@ def read_records(src: SourceFile, settings: InputSettings
     """Yield the records of one source file, and an ``InputError`` for each bad part."""
     try:
         if src.kind == "text":
-            yield from _read_text(src)
+            yield from _read_text(src, settings)
         elif src.kind == "jsonl":
             yield from _read_jsonl(src, settings)
         else:
@@ -118,7 +118,7 @@ def _empty(source: str, what: str = "empty file") -> InputError:
     return InputError(source, "", f"{what}, nothing to index", "remove the file or give it content")
 
 
-def _read_text(src: SourceFile) -> Iterator[Record | InputError]:
+def _read_text(src: SourceFile, settings: InputSettings) -> Iterator[Record | InputError]:
     with fsspec.open(src.url, "rb") as fh:
         raw = fh.read()
     if not raw.strip():
@@ -134,10 +134,15 @@ def _read_text(src: SourceFile) -> Iterator[Record | InputError]:
         line = raw[: exc.start].count(b"\n") + 1
         yield InputError(src.url, f"line {line} (byte {exc.start})", "invalid UTF-8", UTF8_HINT)
         return
+    matter = front_matter(text, src.url, settings)
+    if isinstance(matter, InputError):
+        yield matter
+        return
+    text, metadata = matter
     if not text.strip():  # Unicode whitespace (no-break spaces, a lone BOM) is empty too
         yield _empty(src.url, "empty file (whitespace only)")
         return
-    yield Record(doc_id=src.url, text=text, source=src.url)
+    yield Record(doc_id=src.url, text=text, source=src.url, metadata=metadata)
 
 
 def _read_jsonl(src: SourceFile, settings: InputSettings) -> Iterator[Record | InputError]:

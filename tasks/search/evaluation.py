@@ -36,7 +36,7 @@ def own_text_hit_rate(searcher: Searcher, passages_url: str, probes: int = 20, k
 def held_out_recall(searcher: Searcher, texts: list[str], embedding_urls: list[str],
                     k: int = 10) -> dict[str, float]:
     """recall@k of the compressed search, with and without rescoring, vs exact FP32 search."""
-    queries = searcher.embedder.encode(texts)
+    queries = searcher.embedder.encode_queries(texts)
     truth = exact_topk(queries, embedding_urls, k)
     out: dict[str, float] = {}
     for label, rescore in (("rescored", True), ("ANN only", False)):

@@ -101,10 +101,13 @@ class FilterPlan:
     nprobe: int
 
 
-def plan(store: MilvusStore, collection: str, wanted: Filter, nprobe: int, exact_rows: int
-         ) -> FilterPlan:
+def plan(store: MilvusStore, collection: str, wanted: Filter, nprobe: int, exact_rows: int,
+         known: set[str] | None = None) -> FilterPlan:
     """How to search ``wanted``: count its rows first (a malformed expression fails here, said as
-    a ``FilterError``), then score up to ``exact_rows`` of them exactly, or widen the probes."""
+    a ``FilterError``), then score up to ``exact_rows`` of them exactly, or widen the probes.
+    Metadata keys no passage has are a ``FilterError`` (a typo would match nothing, silently);
+    ``known`` remembers the keys found, so each is asked about once."""
+    check_keys(store, collection, wanted, set() if known is None else known)
     try:
         matches = store.count_matching(collection, wanted.expression)
     except MilvusException as exc:
@@ -116,6 +119,28 @@ def plan(store: MilvusStore, collection: str, wanted: Filter, nprobe: int, exact
         return FilterPlan(matches, store.pks_where(collection, wanted.expression, matches), nprobe)
     rows = store.count_matching(collection, "")
     return FilterPlan(matches, None, widened_nprobe(nprobe, matches, rows))
+
+
+def check_keys(store: MilvusStore, collection: str, wanted: Filter, known: set[str]) -> None:
+    """``FilterError`` naming the first metadata key of ``wanted`` that no passage has, where it
+    is in the filter, and keys the collection does have."""
+    for key in wanted.metadata_keys:
+        if key in known:
+            continue
+        try:
+            found = store.count_matching(collection, f'exists {METADATA}["{key}"]') > 0
+        except MilvusException:  # a Milvus without EXISTS: the filter itself is checked next
+            return
+        if found:
+            known.add(key)
+            continue
+        position = re.search(rf"\b{re.escape(key)}\b", wanted.text)
+        where = f" at position {position.start() + 1}" if position else ""
+        sample = store.metadata_keys(collection)
+        raise FilterError(f"no passage has the metadata key '{key}'{where} of the filter "
+                          f"{wanted.text!r}; keys of this collection: "
+                          f"{', '.join(sorted(sample)) or 'none'} (and the passage fields "
+                          f"{', '.join(sorted(FIELDS))})")
 
 
 def widened_nprobe(nprobe: int, matches: int, rows: int) -> int:

@@ -86,6 +86,7 @@ class Searcher:
         self.store, self.embedder = store, embedder
         self.max_candidates = max_candidates
         self.filter_exact_rows, self.max_filter_bytes = filter_exact_rows, max_filter_bytes
+        self._known_keys: dict[str, set[str]] = {}  # metadata keys seen to exist, per collection
         self.snapshot = Snapshot(collection, codec, rescore, versions, *params)
         self._follow = follow
         self._checked = time.monotonic()
@@ -127,7 +128,7 @@ class Searcher:
             return self.snapshot
 
     def search(self, texts: list[str], k: int, filter: str = "") -> list[list[Hit]]:
-        return self.search_embeddings(self.embedder.encode(texts), k, filter=filter)
+        return self.search_embeddings(self.embedder.encode_queries(texts), k, filter=filter)
 
     def search_embeddings(self, embeddings: np.ndarray, k: int, rescore: bool = True,
                           filter: str = "") -> list[list[Hit]]:
@@ -149,7 +150,8 @@ class Searcher:
         wanted = filters.translate(filter, self.store.has_field(snap.collection, METADATA),
                                    self.max_filter_bytes)
         plan = None if wanted is None else filters.plan(
-            self.store, snap.collection, wanted, snap.nprobe, self.filter_exact_rows)
+            self.store, snap.collection, wanted, snap.nprobe, self.filter_exact_rows,
+            self._known_keys.setdefault(snap.collection, set()))
         if plan is not None and plan.matches == 0:
             return [[] for _ in range(len(queries))]
         if plan is not None and plan.exact_pks is not None:

@@ -202,8 +202,10 @@ def open_for_search(settings: Settings) -> OpenCollection:
 
     _quiet_milvus_logs()
     paths = storage.CollectionPaths(settings.storage_root, settings.collection)
-    milvus = located(settings, Catalog(paths.root).active()).milvus  # where it lives
-    if milvus.is_lite and _lite_in_use(milvus.uri):
+    active = Catalog(paths.root).active()
+    milvus = located(settings, active).milvus  # where it lives
+    # A missing collection is said as such (below), whoever holds the Lite file meanwhile.
+    if active is not None and milvus.is_lite and _lite_in_use(milvus.uri):
         exit_with(3, f"the Milvus Lite file {milvus.uri} is in use by another process (an "
                  "ingest?); search again when it finishes, or serve the collection from a Milvus "
                  "server")
