@@ -11,12 +11,9 @@ from uuid import UUID
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-# A log record logged with ``extra=HEADLINE`` is one of a run's headline lines (a stage done, the
-# files found, the build that serves): the lines a terminal shows by default, with the run's link,
-# progress bars and warnings. Prefect's own lines (task states) are shown with ``--verbose``
-# (vecpress/cli/run_console.py). Every line still reaches the Prefect API and its UI.
-STAGE_LINE = "vecpress_headline"
-HEADLINE = {STAGE_LINE: True}
+from vecpress.infra.log_marks import HEADLINE, STAGE_LINE
+
+__all__ = ["HEADLINE", "STAGE_LINE", "PrefectProgress", "StreamProgress"]
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:

@@ -32,6 +32,7 @@ from contextlib import contextmanager, suppress
 from fsspec.core import url_to_fs
 
 from vecpress.infra import storage
+from vecpress.infra.log_marks import HEADLINE
 
 POLL_S = 2.0
 log = logging.getLogger("vecpress")
@@ -181,7 +182,7 @@ class StoreLease:
                 logger.info("another ingest of this collection is running (%s); waiting for it: "
                             "%d run(s) ahead in the queue (%s)", holder.get("host", "?"),
                             max(1, queue.index(self.ticket) if self.ticket in queue else 1),
-                            self.root)
+                            self.root, extra=HEADLINE)
                 told = True
             if 0 <= timeout_s < time.monotonic() - started:
                 raise LeaseTimeoutError(f"the collection stayed locked by another ingest for "

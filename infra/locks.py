@@ -18,6 +18,7 @@ from fsspec.core import url_to_fs
 
 from vecpress.infra import storage
 from vecpress.infra.lease import store_lease
+from vecpress.infra.log_marks import HEADLINE
 
 log = logging.getLogger("vecpress")
 
@@ -44,7 +45,7 @@ def collection_lock(storage_root: str, collection: str, timeout_s: float = -1,
         lock.acquire(timeout=0)
     except Timeout:
         logger.info("another ingest of collection '%s' is running; waiting for it (%s)",
-                    collection, path)
+                    collection, path, extra=HEADLINE)
         try:
             lock.acquire(timeout=timeout_s)
         except Timeout as exc:

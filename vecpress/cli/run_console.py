@@ -51,7 +51,7 @@ def configure(verbose: bool) -> None:
     import installs the console handler this changes)."""
     from prefect.logging.handlers import PrefectConsoleHandler
 
-    from vecpress.flows.progress import STAGE_LINE
+    from vecpress.infra.log_marks import STAGE_LINE
 
     if verbose:
         return
