@@ -122,7 +122,7 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     log.info(headlines.model_line(artifact, seconds), extra=HEADLINE)
     chunking = settings.chunk.model_dump(mode="json")
     build, full = choose_build(catalog, settings.collection, active, artifact, chunking, run_id,
-                               recreate, full, settings.milvus)
+                               recreate, full)
     summary.build = build.build
     if build.build != getattr(active, "build", None):
         log.info("writing build %s (serving: %s)", build.build, getattr(active, "build", "none"),

@@ -165,23 +165,6 @@ def test_an_ingest_into_another_milvus_is_refused(built: dict, corpus: Path, tin
     assert not (tmp_path / "other.db").exists()
 
 
-def test_a_second_storage_root_on_the_same_milvus_never_writes_into_the_firsts(
-        built: dict, corpus: Path, tiny: str, model_cache: Path, tmp_path: Path) -> None:
-    """Two storage roots, one Lite file, one collection name (as two folders using the default
-    ./data/milvus.db): the second root's first build takes the next free name, and neither
-    collection gets the other's rows."""
-    small = tmp_path / "small"
-    small.mkdir()
-    for path in sorted(corpus.glob("*.txt"))[:2]:
-        shutil.copy(path, small / path.name)
-    other = vecpress.ingest(str(small), _settings(tmp_path / "other", str(built["root"] / "kb.db"),
-                                                  model_cache, tiny))
-    assert other.build == "kb__v2" and other.rows_in_milvus == other.passages  # v1: the first's
-    with vecpress.open_collection("kb", storage_root=str(built["root"])) as kb:
-        assert kb.count() == built["summary"].rows_in_milvus
-        _own_passage_first(kb.search(built["queries"][:4], k=3), built["queries"][:4])
-
-
 def test_the_api_on_a_milvus_server(corpus: Path, tiny: str, model_cache: Path, tmp_path: Path,
                                     milvus_server: str, prefect_harness) -> None:
     root = tmp_path / "data"

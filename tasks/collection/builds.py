@@ -17,7 +17,6 @@ from typing import Protocol
 from vecpress.infra import storage
 from vecpress.infra.index_plan import IndexPlan
 from vecpress.infra.milvus import MilvusStore
-from vecpress.infra.settings import MilvusSettings
 from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks.collection.catalog import Build, Catalog, chunking_key
 
@@ -51,15 +50,9 @@ def check_not_legacy(paths: CollectionPaths, catalog: Catalog) -> None:
 
 
 def new_build(catalog: Catalog, collection: str, artifact: str, variant: str, chunking: dict,
-              run_id: str, milvus: MilvusSettings | None = None) -> Build:
-    """A new build, recorded as ``building`` (it serves nothing until switched to).
-
-    Its name is the next ``<collection>__v<N>`` that ``milvus`` holds no collection of: another
-    storage root's collection of the same name on the same Milvus (two roots sharing the default
-    Lite file, say) is never written into, and its rows never mixed with this one's."""
+              run_id: str) -> Build:
+    """A new build, recorded as ``building`` (it serves nothing until switched to)."""
     number = len(catalog.builds()) + 1
-    while milvus is not None and _exists_in(milvus, f"{collection}__v{number}"):
-        number += 1
     build = Build(f"{collection}__v{number}", "building", "", artifact, variant,
                   chunking_key(chunking), run_id)
     catalog.save_build(build)
@@ -107,17 +100,8 @@ def live_shards(catalog: Catalog, build: str) -> list[tuple[str, str, tuple[str,
             for r in rows]
 
 
-def _exists_in(milvus: MilvusSettings, name: str) -> bool:
-    store = MilvusStore(milvus)
-    try:
-        return bool(store.client.has_collection(name))
-    finally:
-        store.close()
-
-
 def choose_build(catalog: Catalog, collection: str, active: Build | None, artifact: ArtifactName,
-                 chunking: dict, run_id: str, recreate: bool, full: bool,
-                 milvus: MilvusSettings | None = None) -> tuple[Build, bool]:
+                 chunking: dict, run_id: str, recreate: bool, full: bool) -> tuple[Build, bool]:
     """The build this run writes, and whether every file must be read again.
 
     An incremental run writes the active build. ``recreate`` (and the first run) writes a new
@@ -139,4 +123,4 @@ def choose_build(catalog: Catalog, collection: str, active: Build | None, artifa
         if pending.model_artifact == name and pending.chunking == key:
             return pending, full  # resume the interrupted build
         catalog.save_build(replace(pending, status="retired"))
-    return new_build(catalog, collection, name, variant, chunking, run_id, milvus), full
+    return new_build(catalog, collection, name, variant, chunking, run_id), full

@@ -73,7 +73,7 @@ def reindex(source: str, settings: Settings) -> ReindexSummary:
     if not storage.exists(target.codec_dir(codec.codec_id)):
         codec.save(target.codec_dir(codec.codec_id))
     build = new_build(catalog, settings.collection, built.model_artifact, built.model_variant,
-                      json.loads(built.chunking), new_run_id(), settings.milvus)
+                      json.loads(built.chunking), new_run_id())
     build = replace(build, codec_id=codec.codec_id, **home_of(settings))
     catalog.save_build(build)
     summary = ReindexSummary(source=source, collection=settings.collection,
