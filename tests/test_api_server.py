@@ -184,7 +184,10 @@ def test_requests_that_arrive_together_share_batches_and_a_full_queue_gets_503(r
 
 def test_past_its_deadline_a_request_gets_504_and_its_work_is_dropped(root: Path) -> None:
     late = Server(["-c", "kb", "--storage-root", str(root)],
-                  {"VECPRESS_API_TIMEOUT_S": "0.001", "VECPRESS_API_CONCURRENCY": "1"})
+                  # One query per batch: the first batch runs, the rest wait past the deadline
+                  # (with larger batches all 8 could start together, and none be dropped).
+                  {"VECPRESS_API_TIMEOUT_S": "0.001", "VECPRESS_API_CONCURRENCY": "1",
+                   "VECPRESS_API_MAX_BATCH_QUERIES": "1"})
     try:
         late.wait_ready()
         query = _texts(root, "kb", 1)[0]
