@@ -153,9 +153,15 @@ def widened_nprobe(nprobe: int, matches: int, rows: int) -> int:
     return max(nprobe, min(math.ceil(nprobe * rows / max(matches, 1)), 65_536))
 
 
+def top_k(pks: np.ndarray, distances: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """(pk, cosine estimate 1 − d/2) of the ``k`` smallest squared distances, best first. Ties
+    (the same text stored twice has the same vector) go by pk, not by the order Milvus returned
+    them in, which differs between a batched and a single search."""
+    order = np.lexsort((pks, distances))[:k]
+    return [(int(pks[i]), float(1.0 - distances[i] / 2.0)) for i in order]
+
+
 def exact_rank(query: np.ndarray, pks: np.ndarray, vectors: np.ndarray, k: int
                ) -> list[tuple[int, float]]:
     """(pk, cosine estimate) of the ``k`` nearest of ``vectors``, ties by pk."""
-    distances = np.sum((vectors - query) ** 2, axis=1)
-    order = np.lexsort((pks, distances))[:k]
-    return [(int(pks[i]), float(1.0 - distances[i] / 2.0)) for i in order]
+    return top_k(pks, np.sum((vectors - query) ** 2, axis=1), k)

@@ -196,10 +196,7 @@ class Searcher:
             found, vectors = snap.rescore.lookup(pks)
             exact = np.sum((vectors - query) ** 2, axis=1)
             distances[found] = exact  # candidates missing from the archive keep ANN distances
-        # Ties (the same text stored twice has the same vector) go by pk, not by the order Milvus
-        # returned them in, which differs between a batched and a single search.
-        order = np.lexsort((pks, distances))[:k]
-        return [(int(pks[i]), float(1.0 - distances[i] / 2.0)) for i in order]
+        return filters.top_k(pks, distances, k)
 
 
 class CollectionNotFoundError(LookupError):
