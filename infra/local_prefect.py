@@ -28,6 +28,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from vecpress.infra import prefect_db
 from vecpress.infra.prefect_server import (
     PrefectServerError,
     configured_api_url,
@@ -119,6 +120,8 @@ class LocalPrefectServer:
         env = {k: v for k, v in os.environ.items()
                if k not in ("PREFECT_API_URL", "PREFECT_API_KEY")}
         self.touch()
+        db = self.home / prefect_db.DB_NAME  # the watcher's uvicorn keeps its SQLite file here
+        empty = prefect_db.seed(db, self.settings.templates_path)
         with self.log_path.open("ab") as log:
             watcher = subprocess.Popen(
                 [sys.executable, "-m", "vecpress.infra.local_prefect_watch", str(self.home),
@@ -137,6 +140,8 @@ class LocalPrefectServer:
             raise PrefectServerError(
                 f"the local Prefect server did not answer on port {self.settings.port} within "
                 f"{self.settings.startup_s:.0f} s; see {self.log_path}")
+        if empty:
+            prefect_db.keep_as_template(db, self.settings.templates_path)
         return state
 
     def _read_state(self) -> ServerState | None:
@@ -155,7 +160,7 @@ def prefect_api(local: LocalServerSettings, startup_timeout_s: float, start: boo
     the command (``startup_timeout_s``: how long it may take to answer)."""
     server = LocalPrefectServer(local)
     if configured_api_url() or not local.auto_start or (not start and server.status() is None):
-        with temporary_prefect_api(startup_timeout_s) as url:
+        with temporary_prefect_api(startup_timeout_s, local.templates_path) as url:
             yield url
         return
     url = server.ensure()

@@ -21,6 +21,7 @@ from types import FrameType
 
 import httpx
 
+from vecpress.infra.prefect_db import DB_NAME
 from vecpress.infra.prefect_server import is_healthy
 
 CHECK_S = 10.0  # how often the watcher looks at the idle time and the child
@@ -35,7 +36,7 @@ def _uvicorn(home: Path, port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items()
            if k not in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_API_DATABASE_CONNECTION_URL")}
     env |= {"PREFECT_HOME": str(home),
-            "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/{DB_NAME}",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_ENABLED": "true",
             "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",

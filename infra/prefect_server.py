@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from vecpress.infra import prefect_db
 from vecpress.infra.settings import ServeSettings
 
 
@@ -32,9 +33,11 @@ class PrefectServerError(RuntimeError):
 class LocalPrefectServer:
     """``prefect server start`` on SQLite under ``serve.prefect_home``."""
 
-    def __init__(self, serve: ServeSettings, startup_timeout_s: float = 180) -> None:
+    def __init__(self, serve: ServeSettings, startup_timeout_s: float = 180,
+                 templates: Path | None = None) -> None:
         self.serve = serve
         self.timeout = startup_timeout_s
+        self.templates = templates  # a migrated database to start a new home from (prefect_db)
         self.process: subprocess.Popen | None = None
         self.log_path = Path(serve.prefect_home) / "server.log"
 
@@ -60,11 +63,17 @@ class LocalPrefectServer:
                             "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS":
                                 str(self.serve.slot_wait_s)}
         env.pop("PREFECT_API_URL", None)
+        # Prefect's own SQLite file under PREFECT_HOME, unless the user named another database.
+        db = None if "PREFECT_SERVER_DATABASE_CONNECTION_URL" in env else \
+            Path(env["PREFECT_HOME"]) / prefect_db.DB_NAME
+        empty = db is not None and prefect_db.seed(db, self.templates)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "prefect", "server", "start", "--host", self.serve.host,
                  "--port", str(self.serve.port)], env=env, stdout=log, stderr=subprocess.STDOUT)
         if wait_for_health(self.api_url, self.timeout, process=self.process):
+            if db is not None and empty:
+                prefect_db.keep_as_template(db, self.templates)
             return self.api_url
         if self.process.poll() is not None:
             raise PrefectServerError(f"prefect server exited with {self.process.returncode}; "
@@ -140,8 +149,10 @@ class TemporaryPrefectServer:
     this process is SIGKILLed (so start it from the main thread).
     """
 
-    def __init__(self, startup_timeout_s: float = TEMPORARY_STARTUP_TIMEOUT_S) -> None:
+    def __init__(self, startup_timeout_s: float = TEMPORARY_STARTUP_TIMEOUT_S,
+                 templates: Path | None = None) -> None:
         self.timeout = startup_timeout_s
+        self.templates = templates
         self.home = Path(tempfile.mkdtemp(prefix="vecpress-prefect-"))
         self.log_path = self.home / "server.log"
         self.port = 0
@@ -168,11 +179,14 @@ class TemporaryPrefectServer:
 
     def _start(self) -> str:
         deadline = time.monotonic() + self.timeout
+        empty = prefect_db.seed(self.home / prefect_db.DB_NAME, self.templates)
         for _ in range(3):  # the free port can be taken before uvicorn binds it: retry
             self.port = _free_port()
             self.process = self._spawn()
             if wait_for_health(self.api_url, deadline - time.monotonic(), process=self.process,
                                interval_s=0.25):
+                if empty:
+                    prefect_db.keep_as_template(self.home / prefect_db.DB_NAME, self.templates)
                 return self.api_url
             code = self.process.poll()
             if code is None:
@@ -197,7 +211,8 @@ class TemporaryPrefectServer:
         env = {k: v for k, v in os.environ.items()
                if k not in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_API_DATABASE_CONNECTION_URL")}
         env |= {"PREFECT_HOME": str(self.home),
-                "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.home}/prefect.db",
+                "PREFECT_SERVER_DATABASE_CONNECTION_URL":
+                    f"sqlite+aiosqlite:///{self.home}/{prefect_db.DB_NAME}",
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "PREFECT_UI_ENABLED": "false",
                 "PREFECT__SERVER_EPHEMERAL": "1",  # no UI, only the services ephemeral servers run
@@ -223,8 +238,10 @@ class TemporaryPrefectServer:
 
 
 @contextmanager
-def temporary_prefect_api(startup_timeout_s: float = TEMPORARY_STARTUP_TIMEOUT_S) -> Iterator[str]:
-    """Yield a Prefect API URL for one command, starting a ``TemporaryPrefectServer`` if none is set.
+def temporary_prefect_api(startup_timeout_s: float = TEMPORARY_STARTUP_TIMEOUT_S,
+                          templates: Path | None = None) -> Iterator[str]:
+    """Yield a Prefect API URL for one command, starting a ``TemporaryPrefectServer`` if none is set
+    (from the migrated database in ``templates``: ``infra.prefect_db``).
 
     With PREFECT_API_URL (environment or Prefect profile) set, that URL is used and nothing starts.
     Otherwise PREFECT_API_URL is set, in the environment (for Dask workers and other child
@@ -240,7 +257,7 @@ def temporary_prefect_api(startup_timeout_s: float = TEMPORARY_STARTUP_TIMEOUT_S
         _check_answers(given, startup_timeout_s)
         yield given
         return
-    server = TemporaryPrefectServer(startup_timeout_s)
+    server = TemporaryPrefectServer(startup_timeout_s, templates)
     url = server.start()  # a failure keeps the server's home, whose log the error names
     try:
         with using_api(url):

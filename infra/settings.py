@@ -313,10 +313,20 @@ class LocalServerSettings(BaseSettings):
                                "without a command or a running flow.")
     startup_s: float = Field(240.0, gt=0, description="How long a command waits for it to answer "
                              "(the first start migrates its database).")
+    database_templates: str = Field(
+        "~/.vecpress/prefect-templates", description="A migrated Prefect database per Prefect "
+        "version, kept by the first server that starts on an empty one; later new servers "
+        "(temporary APIs, new homes, `vecpress serve` in a new folder) start from a copy. Empty: "
+        "every new server migrates its own.")
 
     @property
     def home_path(self) -> Path:
         return Path(self.home).expanduser().resolve()
+
+    @property
+    def templates_path(self) -> Path | None:
+        return Path(self.database_templates).expanduser().resolve() if self.database_templates \
+            else None
 
 
 class Settings(BaseSettings):

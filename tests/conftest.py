@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,10 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # A CLI run without PREFECT_API_URL gets a temporary API, as with --no-server: no test leaves the
 # shared local Prefect server running in the user's home (test_local_server starts its own).
 os.environ["VECPRESS_SERVER_AUTO_START"] = "false"
+# New Prefect servers start from a migrated database (infra/prefect_db.py) kept outside the user's
+# home; its first server of this Prefect version makes it (test_prefect_lifecycle checks how).
+os.environ.setdefault("VECPRESS_SERVER_DATABASE_TEMPLATES",
+                      os.path.join(tempfile.gettempdir(), "vecpress-test-prefect-templates"))
 # Every process a test starts inherits this mark, also one that outlives its parent and is
 # re-parented to init: the session's finaliser finds leftovers by it (``pytest_sessionfinish``).
 # Under xdist (``make test``) the workers keep the controller's mark, and only the controller checks.

@@ -19,12 +19,12 @@ from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks.collection.catalog import Catalog
 from vecpress.tasks.inputs.corpus import stdlib_docstring_paragraphs
 
-FILES = 120
+FILES = 60
 
 
 def durable_workspace(root: Path, shared: Path, model_cache: Path, tiny_model: str, api_url: str,
                       dask_address: str) -> dict:
-    """120 text files of real paragraphs, and the environment of a tiny-model ingest on the
+    """60 text files of real paragraphs, and the environment of a tiny-model ingest on the
     session's Dask cluster (a run that is killed starts its own: ``kill_group_when``).
 
     The corpus and the reference ingest's summary are made once per pytest run in ``shared``

@@ -69,7 +69,7 @@ def test_a_milvus_server_stopped_mid_load_is_ridden_out(server_ws: dict) -> None
             break
         time.sleep(0.2)
     assert process.poll() is None, "the run finished before the server could be stopped"
-    _restart_on_the_same_port(10)
+    _restart_on_the_same_port(2)
     _, err = process.communicate(timeout=900)
     if process.returncode != 0:  # a clear message, and the rerun repairs
         assert process.returncode == 3 and "Traceback" not in err and "error:" in err, err[-3000:]

@@ -171,3 +171,52 @@ def test_the_wait_for_a_server_ends_when_its_process_exits() -> None:
     started = time.monotonic()
     assert not wait_for_health("http://127.0.0.1:9/api", 120, process=process, interval_s=0.1)
     assert time.monotonic() - started < 60 and process.returncode == 3
+
+
+@pytest.mark.slow
+def test_a_new_server_starts_from_the_migrated_database_of_the_first(tmp_path: Path) -> None:
+    """The first server on an empty database leaves a migrated copy; the next new one starts
+    from it (and is ready sooner), and an existing database or template is never replaced."""
+    import sqlite3
+
+    import httpx
+
+    from vecpress.infra import prefect_db
+    from vecpress.infra.prefect_server import TemporaryPrefectServer
+
+    templates = tmp_path / "templates"
+    template = prefect_db.template_of(templates)
+    times = []
+    for _ in range(2):
+        server = TemporaryPrefectServer(templates=templates)
+        started = time.monotonic()
+        try:
+            server.start()
+            times.append(time.monotonic() - started)
+            if len(times) == 1:  # mark the template: the next server's database must have it
+                assert template.is_file()
+                with sqlite3.connect(template) as db:
+                    assert db.execute("select count(*) from alembic_version").fetchone() == (1,)
+                    db.execute("create table copied_from_template (x int)")
+            else:  # the seeded database serves: a flow is created in it
+                made = httpx.post(f"{server.api_url}/flows/", json={"name": "seeded"}, timeout=30)
+                assert made.status_code in (200, 201), made.text
+                with sqlite3.connect(server.home / prefect_db.DB_NAME) as db:
+                    names = {row[0] for row in db.execute("select name from sqlite_master")}
+                    assert "copied_from_template" in names
+                    assert db.execute("select count(*) from flow where name = 'seeded'"
+                                      ).fetchone() == (1,)
+        finally:
+            server.stop()
+    print(f"temporary Prefect API answered after {times[0]:.1f} s from an empty database, "
+          f"{times[1]:.1f} s from the template")
+    # An existing database is never replaced, and a version's template is never rewritten.
+    existing = tmp_path / "home" / prefect_db.DB_NAME
+    existing.parent.mkdir()
+    existing.write_bytes(b"not replaced")
+    assert not prefect_db.seed(existing, templates) and existing.read_bytes() == b"not replaced"
+    before = template.stat().st_mtime_ns
+    prefect_db.keep_as_template(existing, templates)
+    assert template.stat().st_mtime_ns == before
+    # No template folder (the setting empty): nothing is copied, nothing is kept.
+    assert not prefect_db.seed(tmp_path / "other" / prefect_db.DB_NAME, None)

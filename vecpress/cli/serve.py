@@ -20,6 +20,7 @@ from vecpress.cli.common import (
     StorageRoot,
     console,
     flat_settings,
+    local_server_settings,
     quiet_libraries,
     settings_from_flags,
 )
@@ -73,7 +74,8 @@ def serve(
     if api_url is None:
         from vecpress.infra.prefect_server import LocalPrefectServer, PrefectServerError
 
-        server = LocalPrefectServer(serve_settings)
+        server = LocalPrefectServer(serve_settings,
+                                    templates=local_server_settings().templates_path)
         console.print(f"starting a Prefect server (database under {serve_settings.prefect_home}) …")
         try:
             api_url = server.start()
