@@ -24,11 +24,18 @@ def texts(paragraphs) -> list[str]:
     return [t for _, t in paragraphs[:160]]
 
 
+@pytest.fixture(scope="module")
+def uncapped(fp32_artifact, texts) -> np.ndarray:
+    """The texts' embeddings without a cap: what every capped run must match."""
+    return OnnxEmbedder(fp32_artifact, ModelSettings(max_batch_tokens=16384)).encode(texts)
+
+
 @pytest.mark.parametrize("sessions", [1, 2])
-def test_capped_arena_halves_and_matches_uncapped(fp32_artifact, texts, caplog, sessions) -> None:
+def test_capped_arena_halves_and_matches_uncapped(fp32_artifact, texts, uncapped, caplog,
+                                                  sessions) -> None:
     """With two sessions, batches run concurrently from one capped arena; a failed batch's
     successors in flight are redone after the halving."""
-    reference = OnnxEmbedder(fp32_artifact, ModelSettings(max_batch_tokens=16384)).encode(texts)
+    reference = uncapped
     capped = OnnxEmbedder(fp32_artifact, ModelSettings(max_batch_tokens=16384, min_batch_tokens=256,
                                                        arena_max_mb=ARENA_MB, sessions=sessions))
     done: list[int] = []
