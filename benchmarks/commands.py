@@ -8,7 +8,9 @@
   run's stages in the flow's process (``dask.in_process_bytes`` 256 KiB, opted in); the same with
   local worker
   processes; and ``--no-server`` with worker processes (a temporary Prefect API per command: what
-  every ingest did before), the baseline;
+  every ingest did before), the baseline, twice: its server started from the migrated database
+  template (``server.database_templates``, made by the local server's first start) and, as
+  before templates, migrating an empty database;
 - ``vecpress search`` of one query.
 
 No PREFECT_API_URL: the local server gets its own home and a free port, and is stopped at the
@@ -65,12 +67,15 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="commands-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_", "VECPRESS_"))}
     env |= {"VECPRESS_SERVER_HOME": str(base / "prefect-server"),
+            "VECPRESS_SERVER_DATABASE_TEMPLATES": str(base / "prefect-templates"),
             "VECPRESS_SERVER_PORT": str(_free_port()), "HF_HUB_OFFLINE": "1"}
     times: dict[str, list[float]] = {k: [] for k in (
         "help", "first ingest (20 notes, export included)",
         "one-file incremental ingest (local server)",
         "one-file incremental ingest (local server, worker processes)",
-        "one-file incremental ingest (--no-server, temporary API)", "search (one query)")}
+        "one-file incremental ingest (--no-server, temporary API)",
+        "one-file incremental ingest (--no-server, temporary API, no template)",
+        "search (one query)")}
     processes = env | {"VECPRESS_DASK__IN_PROCESS_BYTES": "0"}
     env |= {"VECPRESS_DASK__IN_PROCESS_BYTES": "262144"}  # opt-in (off by default)
     try:
@@ -92,6 +97,10 @@ def main() -> None:
             _notes(folder / "notes", 1, start=300 + r)
             times["one-file incremental ingest (--no-server, temporary API)"].append(
                 _run([vecpress, "ingest", "notes", "--no-server"], processes, folder))
+            _notes(folder / "notes", 1, start=400 + r)
+            times["one-file incremental ingest (--no-server, temporary API, no template)"].append(
+                _run([vecpress, "ingest", "notes", "--no-server"],
+                     processes | {"VECPRESS_SERVER_DATABASE_TEMPLATES": ""}, folder))
             times["search (one query)"].append(
                 _run([vecpress, "search", "when is the index rebuilt"], env, folder))
     finally:
@@ -100,9 +109,12 @@ def main() -> None:
                    "target_s": TARGETS.get(name)} for name, t in times.items()}
     local = rows["one-file incremental ingest (local server)"]["median_s"]
     temporary = rows["one-file incremental ingest (--no-server, temporary API)"]["median_s"]
+    untemplated = rows["one-file incremental ingest (--no-server, temporary API, no template)"][
+        "median_s"]
     result = {"what": __doc__.split("\n\n")[0], "machine": machine(git=True),
               "repeats": args.repeats, "rows": rows,
-              "incremental_local_over_temporary": round(local / temporary, 3)}
+              "incremental_local_over_temporary": round(local / temporary, 3),
+              "temporary_with_template_over_without": round(temporary / untemplated, 3)}
     for name, row in rows.items():
         target = f"(target ≤ {row['target_s']} s)" if row["target_s"] else ""
         print(f"{name:58s} {row['median_s']:7.2f} s {target}")
