@@ -120,8 +120,8 @@ class LocalPrefectServer:
         env = {k: v for k, v in os.environ.items()
                if k not in ("PREFECT_API_URL", "PREFECT_API_KEY")}
         self.touch()
-        db = self.home / prefect_db.DB_NAME  # the watcher's uvicorn keeps its SQLite file here
-        empty = prefect_db.seed(db, self.settings.templates_path)
+        # The watcher's uvicorn keeps its SQLite file here.
+        ready = prefect_db.seed(self.home / prefect_db.DB_NAME, self.settings.templates_path)
         with self.log_path.open("ab") as log:
             watcher = subprocess.Popen(
                 [sys.executable, "-m", "vecpress.infra.local_prefect_watch", str(self.home),
@@ -140,8 +140,7 @@ class LocalPrefectServer:
             raise PrefectServerError(
                 f"the local Prefect server did not answer on port {self.settings.port} within "
                 f"{self.settings.startup_s:.0f} s; see {self.log_path}")
-        if empty:
-            prefect_db.keep_as_template(db, self.settings.templates_path)
+        ready()
         return state
 
     def _read_state(self) -> ServerState | None:

@@ -18,6 +18,8 @@ import os
 import shutil
 import sqlite3
 import tempfile
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 DB_NAME = "prefect.db"  # what Prefect names its SQLite file under PREFECT_HOME
@@ -30,52 +32,51 @@ def template_of(templates: Path) -> Path:
     return templates / f"prefect-{prefect.__version__}.db"
 
 
-def seed(db: Path, templates: Path | None) -> bool:
-    """Put a copy of the template at ``db`` when there is no database there yet.
-
-    Returns whether the server will start on an empty file (no database yet, no template to copy):
-    then ``keep_as_template`` once it answers. An existing database is never touched.
+def seed(db: Path, templates: Path | None) -> Callable[[], None]:
+    """Put a copy of the template at ``db`` when there is no database there yet; return what to
+    call once the server answers: it keeps the server's database as the template when the server
+    started on an empty file (no database yet, no template to copy), and does nothing otherwise.
+    An existing database is never touched.
     """
     if templates is None or db.exists():
-        return False
+        return _nothing
     template = template_of(templates)
-    if not template.is_file():
-        return True
-    db.parent.mkdir(parents=True, exist_ok=True)
-    partial = db.with_name(db.name + ".seeding")
-    try:
-        shutil.copyfile(template, partial)
-        os.replace(partial, db)
-    except OSError:  # the template went, or no room: the server migrates an empty file
-        partial.unlink(missing_ok=True)
-        return not db.exists()
-    return False
+    if template.is_file():
+        db.parent.mkdir(parents=True, exist_ok=True)
+        partial = db.with_name(db.name + ".seeding")
+        try:
+            shutil.copyfile(template, partial)
+            os.replace(partial, db)
+            return _nothing
+        except OSError:  # the template went, or no room: the server migrates an empty file
+            partial.unlink(missing_ok=True)
+            if db.exists():
+                return _nothing
+    return lambda: _keep_as_template(db, template)
 
 
-def keep_as_template(db: Path, templates: Path | None) -> None:
-    """Keep a snapshot of the live database ``db`` as the template, when there is none yet.
+def _nothing() -> None:
+    pass
 
-    Called right after a server that started on an empty file answered. A failure only means the
-    next server migrates again, so it is ignored.
+
+def _keep_as_template(db: Path, template: Path) -> None:
+    """Keep a snapshot of the live database ``db`` as ``template``, when there is none yet.
+
+    A failure only means the next server migrates again, so it is ignored.
     """
-    if templates is None or not db.is_file():
-        return
-    template = template_of(templates)
-    if template.exists():
+    if template.exists() or not db.is_file():
         return
     try:
-        templates.mkdir(parents=True, exist_ok=True)
-        handle, partial = tempfile.mkstemp(dir=templates, prefix=".template-", suffix=".db")
+        template.parent.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(dir=template.parent, prefix=".template-", suffix=".db")
         os.close(handle)
         try:
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as source, \
-                    sqlite3.connect(partial) as copy:
+            with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as source, \
+                    closing(sqlite3.connect(partial)) as copy:
                 source.backup(copy)
                 # One self-contained file (the live database may be in WAL mode, whose pages a
                 # plain file copy would miss): ``seed`` copies just this file.
                 copy.execute("pragma journal_mode=delete")
-            source.close()
-            copy.close()
             os.replace(partial, template)
         finally:
             Path(partial).unlink(missing_ok=True)

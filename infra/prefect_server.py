@@ -64,16 +64,15 @@ class LocalPrefectServer:
                                 str(self.serve.slot_wait_s)}
         env.pop("PREFECT_API_URL", None)
         # Prefect's own SQLite file under PREFECT_HOME, unless the user named another database.
-        db = None if "PREFECT_SERVER_DATABASE_CONNECTION_URL" in env else \
-            Path(env["PREFECT_HOME"]) / prefect_db.DB_NAME
-        empty = db is not None and prefect_db.seed(db, self.templates)
+        ready = prefect_db.seed(Path(env["PREFECT_HOME"]) / prefect_db.DB_NAME, None
+                                if "PREFECT_SERVER_DATABASE_CONNECTION_URL" in env
+                                else self.templates)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "prefect", "server", "start", "--host", self.serve.host,
                  "--port", str(self.serve.port)], env=env, stdout=log, stderr=subprocess.STDOUT)
         if wait_for_health(self.api_url, self.timeout, process=self.process):
-            if db is not None and empty:
-                prefect_db.keep_as_template(db, self.templates)
+            ready()
             return self.api_url
         if self.process.poll() is not None:
             raise PrefectServerError(f"prefect server exited with {self.process.returncode}; "
@@ -179,14 +178,13 @@ class TemporaryPrefectServer:
 
     def _start(self) -> str:
         deadline = time.monotonic() + self.timeout
-        empty = prefect_db.seed(self.home / prefect_db.DB_NAME, self.templates)
+        ready = prefect_db.seed(self.home / prefect_db.DB_NAME, self.templates)
         for _ in range(3):  # the free port can be taken before uvicorn binds it: retry
             self.port = _free_port()
             self.process = self._spawn()
             if wait_for_health(self.api_url, deadline - time.monotonic(), process=self.process,
                                interval_s=0.25):
-                if empty:
-                    prefect_db.keep_as_template(self.home / prefect_db.DB_NAME, self.templates)
+                ready()
                 return self.api_url
             code = self.process.poll()
             if code is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -210,13 +211,28 @@ def test_a_new_server_starts_from_the_migrated_database_of_the_first(tmp_path: P
             server.stop()
     print(f"temporary Prefect API answered after {times[0]:.1f} s from an empty database, "
           f"{times[1]:.1f} s from the template")
-    # An existing database is never replaced, and a version's template is never rewritten.
+    # An existing database is never replaced, and nothing of it becomes a template.
+    before = template.stat().st_mtime_ns
     existing = tmp_path / "home" / prefect_db.DB_NAME
     existing.parent.mkdir()
     existing.write_bytes(b"not replaced")
-    assert not prefect_db.seed(existing, templates) and existing.read_bytes() == b"not replaced"
-    before = template.stat().st_mtime_ns
-    prefect_db.keep_as_template(existing, templates)
-    assert template.stat().st_mtime_ns == before
+    prefect_db.seed(existing, templates)()
+    assert existing.read_bytes() == b"not replaced" and template.stat().st_mtime_ns == before
+    # A new home gets a copy of the template, which stays as it was.
+    fresh = tmp_path / "fresh" / prefect_db.DB_NAME
+    prefect_db.seed(fresh, templates)()
+    assert fresh.read_bytes() == template.read_bytes() and template.stat().st_mtime_ns == before
+    # Two servers that both started on an empty file: the second one's database does not
+    # replace the template the first one kept.
+    raced = tmp_path / "raced"
+    keep_second = prefect_db.seed(tmp_path / "second" / prefect_db.DB_NAME, raced)
+    (tmp_path / "second" / prefect_db.DB_NAME).parent.mkdir()
+    shutil.copyfile(fresh, tmp_path / "second" / prefect_db.DB_NAME)
+    raced.mkdir()
+    prefect_db.template_of(raced).write_bytes(b"the first server's")
+    keep_second()
+    assert prefect_db.template_of(raced).read_bytes() == b"the first server's"
     # No template folder (the setting empty): nothing is copied, nothing is kept.
-    assert not prefect_db.seed(tmp_path / "other" / prefect_db.DB_NAME, None)
+    other = tmp_path / "other" / prefect_db.DB_NAME
+    prefect_db.seed(other, None)()
+    assert not other.exists() and not list(tmp_path.glob("other"))
