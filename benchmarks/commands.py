@@ -5,9 +5,8 @@
   included (each repeat in a new folder with an empty model cache);
 - one new note, ingested again into the 20-note collection, three ways in the same run: the
   shared local Prefect server (``vecpress server``, up since the first ingest) with the small
-  run's stages in the flow's process (``dask.in_process_bytes`` 256 KiB, opted in); the same with
-  local worker
-  processes; and ``--no-server`` with worker processes (a temporary Prefect API per command: what
+  run's stages in the flow's process (``dask.in_process_bytes``, 256 KiB by default); the same with local
+  worker processes; and ``--no-server`` with worker processes (a temporary Prefect API per command: what
   every ingest did before), the baseline, twice: its server started from the migrated database
   template (``server.database_templates``, made by the local server's first start) and, as
   before templates, migrating an empty database;
@@ -77,7 +76,6 @@ def main() -> None:
         "one-file incremental ingest (--no-server, temporary API, no template)",
         "search (one query)")}
     processes = env | {"VECPRESS_DASK__IN_PROCESS_BYTES": "0"}
-    env |= {"VECPRESS_DASK__IN_PROCESS_BYTES": "262144"}  # opt-in (off by default)
     try:
         for _ in range(args.repeats):
             times["help"].append(_run([vecpress, "--help"], env, base))

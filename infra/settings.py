@@ -255,13 +255,12 @@ class DaskSettings(BaseModel):
                                   "else min(cores, 4)).")
     threads_per_worker: int | None = Field(None, ge=1, description="Threads per local worker; "
                                            "also ONNX Runtime's intra-op threads.")
-    in_process_bytes: int = Field(0, ge=0, description="A local run whose new and changed input "
-                                  "is at most this many bytes runs its stages in threads of the "
-                                  "flow's own process: no worker processes to start and import "
-                                  "(seconds on a small machine). 0 (default, until a search "
-                                  "difference seen after such runs is understood): worker "
-                                  "processes for every run that reads input (a run with "
-                                  "nothing to read starts none).")
+    in_process_bytes: int = Field(256 << 10, ge=0, description="A local run whose new and "
+                                  "changed input is at most this many bytes runs its stages in "
+                                  "threads of the flow's own process: no worker processes to "
+                                  "start and import (seconds on a small machine). 0: worker "
+                                  "processes for every run that reads input (a run with nothing "
+                                  "to read starts none).")
 
 
 class ServeSettings(BaseSettings):

@@ -140,6 +140,11 @@ def test_project_is_the_faiss_transform_chain(embeddings: np.ndarray, options: d
         projected = codec.project(embeddings[:40])
         assert projected.dtype == np.float32 and projected.flags.c_contiguous
         np.testing.assert_allclose(projected, expected, atol=1e-5)
+        # A query's bits do not depend on its batch (micro-batched search = a search alone).
+        batch = codec.project_queries(embeddings[:40])
+        np.testing.assert_allclose(batch, expected, atol=1e-5)
+        alone = np.concatenate([codec.project_queries(embeddings[i : i + 1]) for i in range(40)])
+        assert np.array_equal(batch, alone)
 
 
 def test_the_codec_sample_has_exactly_the_sample_size(tmp_path) -> None:

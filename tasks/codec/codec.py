@@ -78,6 +78,17 @@ class Codec:
         x = np.ascontiguousarray(embeddings, dtype=np.float32)
         return np.ascontiguousarray(x @ matrix + bias, dtype=np.float32)
 
+    def project_queries(self, embeddings: np.ndarray) -> np.ndarray:
+        """``project``, row by row, so that a query's bits do not depend on the batch it came in:
+        BLAS rounds a product of many rows differently from one row's, and a micro-batched query
+        must find what it finds alone (its IVF candidates can flip on the last bit)."""
+        matrix, bias = self._affine
+        x = np.ascontiguousarray(embeddings, dtype=np.float32)
+        out = np.empty((len(x), matrix.shape[1]), dtype=np.float32)
+        for i, row in enumerate(x):
+            np.matmul(row, matrix, out=out[i])
+        return out + bias
+
     @functools.cached_property
     def _affine(self) -> tuple[np.ndarray, np.ndarray]:
         """(M, b) with project(x) = x M + b: the chain's linear transforms composed."""

@@ -146,7 +146,7 @@ class Searcher:
 
     def _search(self, snap: Snapshot, embeddings: np.ndarray, k: int, rescore: bool,
                 filter: str = "") -> list[list[Hit]]:
-        queries = snap.codec.project(embeddings)
+        queries = snap.codec.project_queries(embeddings)
         wanted = filters.translate(filter, self.store.has_field(snap.collection, METADATA),
                                    self.max_filter_bytes)
         plan = None if wanted is None else filters.plan(
