@@ -159,3 +159,49 @@ def test_front_matter_of_a_text_file_is_its_metadata(tmp_path: Path) -> None:
     located = {Path(e.source).name: (e.location, e.message) for e in errors}
     assert located["b.md"] == ("line 1", "front matter must be a YAML mapping of keys to values")
     assert located["c.md"][0] == "line 3" and "not valid YAML" in located["c.md"][1]
+
+
+# Lines where orjson and the standard parser differ, or either fails: the JSONL fast path must give
+# exactly what json.loads(strict=False) gives (its value or its error's message and column).
+_TRICKY_LINES = [
+    '{"id": 123456789012345678901234567890, "text": "x"}', '{"id": -9999999999999999999}',
+    '{"id": 18446744073709551615}', '{"x": 1e309}', '{"x": NaN}', '{"x": -Infinity}',
+    '{"x": "\\ud800"}', '{"x": "a\tb\x00c"}', '{"a": 1, "a": 2}', '\ufeff{"a": 1}', '{"a": 1}x',
+    '{"a": ', '[1, 2]', '"s"', '{"x": -0.0, "y": 1E2, "z": 1.5e-320, "w": 0.1}', '{"t": "é\u2028"}',
+    "{'single': 1}", '{"deep": ' + "[" * 2000 + "]" * 2000 + "}",
+]
+
+
+def _outcome(parse: object, line: str) -> tuple[str, str]:
+    try:
+        return "value", repr(parse(line))  # type: ignore[operator]
+    except json.JSONDecodeError as exc:
+        return "error", f"{exc.msg} {exc.colno}"
+    except RecursionError:
+        return "error", "recursion"
+
+
+def test_the_jsonl_fast_path_parses_exactly_as_json_loads() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from vecpress.tasks.inputs.sources import parse_json_line
+
+    def standard(line: str) -> object:
+        return json.loads(line, strict=False)
+
+    for line in _TRICKY_LINES:
+        assert _outcome(parse_json_line, line) == _outcome(standard, line), line
+
+    values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+        max_leaves=12)
+
+    @settings(max_examples=300, deadline=None)
+    @given(values, st.sampled_from(["", " ", "x", "}", "\t"]))
+    def same(value: object, tail: str) -> None:
+        line = json.dumps(value, ensure_ascii=False) + tail
+        assert _outcome(parse_json_line, line) == _outcome(standard, line)
+
+    same()

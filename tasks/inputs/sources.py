@@ -7,10 +7,12 @@ line/record, and reading goes on with the next record or file, so one bad input 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Generator, Iterator
 from pathlib import PurePosixPath
 
 import fsspec
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
@@ -182,12 +184,30 @@ def _jsonl_record(raw: bytes, number: int, source: str, settings: InputSettings
     if number == 1:
         line = line.removeprefix(BOM)  # written by some Windows tools; not part of the JSON
     try:
-        # strict=False: control characters (a NUL, a tab) inside strings are kept, not rejected
-        obj = json.loads(line, strict=False)
+        obj = parse_json_line(line)
     except json.JSONDecodeError as exc:
         return InputError(source, where, f"malformed JSON ({exc.msg}, column {exc.colno})",
                           "fix or remove the line")
     return _record_from_mapping(obj, source, where, f"{source}#L{number}", settings)
+
+
+_LONG_DIGITS = re.compile(r"\d{19}")  # a number orjson might turn into a float (> 64 bits)
+
+
+def parse_json_line(line: str) -> object:
+    """``json.loads(line, strict=False)``, exactly, at orjson's speed (~1 µs a line instead of ~4).
+
+    orjson refuses what the standard parser keeps (control characters inside strings, NaN,
+    1e309, lone surrogates) and reads integers over 64 bits as floats; those lines, and any it
+    refuses, go to the standard parser (strict=False: a NUL or a tab inside a string is kept),
+    whose result or error is the one users have always had.
+    """
+    if _LONG_DIGITS.search(line) is None:
+        try:
+            return orjson.loads(line)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(line, strict=False)
 
 
 class _SeenIds:
