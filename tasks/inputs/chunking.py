@@ -43,13 +43,6 @@ class _Joined:
         return len(self.ids)
 
 
-@dataclass(frozen=True)
-class _Span:
-    start: int
-    end: int
-    tokens: int
-
-
 class Chunker:
     """Splits text into passages of at most ``settings.max_tokens`` model tokens."""
 
@@ -68,50 +61,76 @@ class Chunker:
         for all the texts (the tokenizer's threads get whole batches, not one document's few
         paragraphs). A passage that is exactly one paragraph's text takes that paragraph's ids:
         the same string, so the same ids; the others (packed, windowed, split at a byte
-        bound) are encoded again, together."""
+        bound) are encoded again, together. The loop is per passage, so it is kept lean: spans
+        are tuples and the usual passage (one paragraph, under the byte bound) takes no call."""
         spans = [self._paragraph_spans(text) for text in texts]
         encodings = self._encode_paragraphs(texts, spans)
-        pieces: list[tuple[int, str, bool, list[int] | None]] = []  # (text #, piece, cut, ids)
+        max_bytes, min_tokens = self._max_bytes, self._settings.min_tokens
+        out: list[list[Passage | None]] = []  # None: a piece encoded again, or dropped
+        again: list[str] = []  # the pieces to encode again, in order
+        slots: list[tuple[list[Passage | None], int, bool]] = []  # (doc's list, position, cut)
         at = 0
-        for number, (text, doc) in enumerate(zip(texts, spans, strict=True)):
+        for text, doc in zip(texts, spans, strict=True):
             own = encodings[at : at + len(doc)]
             at += len(doc)
-            alone = {(s, e): enc for (s, e), enc in zip(doc, own, strict=True)}
-            for span in self._pack(text, doc, own):
-                parts = split_to_bytes(text[span.start : span.end].strip(), self._max_bytes)
-                one = alone.get((span.start, span.end))
+            mine: list[Passage | None] = []
+            out.append(mine)
+            for start, end, single in self._pack(doc, own):
+                raw = text[start:end]
+                stripped = raw.strip()
+                parts = ([stripped] if 0 < len(stripped) * 4 <= max_bytes
+                         else split_to_bytes(stripped, max_bytes))
+                cut = len(parts) > 1
+                if single >= 0 and not cut and len(stripped) == len(raw):
+                    ids = own[single].ids
+                    if len(ids) >= min_tokens:  # short passages are noise
+                        mine.append(Passage(stripped, ids))
+                    continue
                 for piece in parts:
-                    reuse = (one.ids if one is not None and len(parts) == 1
-                             and piece == text[span.start : span.end] else None)
-                    pieces.append((number, piece, len(parts) > 1, reuse))
-        again = self._tok.encode_batch([p for _, p, _, ids in pieces if ids is None],
-                                       add_special_tokens=False)
-        redone = iter(again)
-        out: list[list[Passage]] = [[] for _ in texts]
-        for number, piece, cut, ids in pieces:
-            token_ids = ids if ids is not None else next(redone).ids
-            # Short passages are noise, but a piece of a split passage is kept whatever its tokens.
-            if cut or len(token_ids) >= self._settings.min_tokens:
-                out[number].append(Passage(piece, token_ids))
-        return out
+                    slots.append((mine, len(mine), cut))
+                    mine.append(None)
+                    again.append(piece)
+        encoded = self._tok.encode_batch_fast(again, add_special_tokens=False) if again else []
+        for (mine, position, cut), piece, encoding in zip(slots, again, encoded, strict=True):
+            ids = encoding.ids
+            # A piece of a split passage is kept whatever its tokens.
+            if cut or len(ids) >= min_tokens:
+                mine[position] = Passage(piece, ids)
+        return [[p for p in mine if p is not None] for mine in out]
 
     def _encode_paragraphs(self, texts: list[str], spans: list[list[tuple[int, int]]]
                            ) -> list[Encoding | _Joined]:
-        """Each paragraph's encoding, from one ``encode_batch``. A paragraph longer than
+        """Each paragraph's encoding, from one ``encode_batch_fast``. A paragraph longer than
         ``PIECE_CHARS`` (a book without blank lines, a log) is encoded in pieces cut at
         whitespace, joined again: one huge string runs on one tokenizer thread (a 5 MB paragraph
         chunks 1.52x faster in pieces: benchmarks/results/chunk_long_paragraph.json)."""
         pieces: list[str] = []
-        bounds: list[tuple[int, list[int]]] = []  # (first piece, piece offsets in the paragraph)
+        # (first piece, piece offsets in the paragraph; None: the paragraph is one piece)
+        bounds: list[tuple[int, list[int] | None]] = []
         for text, doc in zip(texts, spans, strict=True):
             for start, end in doc:
-                cuts = _whitespace_cuts(text, start, end, PIECE_CHARS)
-                bounds.append((len(pieces), cuts))
-                pieces += [text[a:b] for a, b in itertools.pairwise(cuts)]
-        encoded = self._tok.encode_batch(pieces, add_special_tokens=False)
+                if end - start <= PIECE_CHARS:  # the usual paragraph: one piece
+                    bounds.append((len(pieces), None))
+                    pieces.append(text[start:end])
+                    continue
+                whitespace_cuts = _whitespace_cuts(text, start, end, PIECE_CHARS)
+                bounds.append((len(pieces), whitespace_cuts))
+                pieces += [text[a:b] for a, b in itertools.pairwise(whitespace_cuts)]
+        encoded = self._tok.encode_batch_fast(pieces, add_special_tokens=False)
+        # Offsets (for token windows) only where they are read: ``encode_batch_fast`` skips them
+        # and costs ~3/4 of ``encode_batch``; the ids are the same.
+        limit = self._settings.max_tokens
+        windowed = [index for first, cuts in bounds
+                    if cuts is not None or len(encoded[first]) > limit
+                    for index in range(first, first + (1 if cuts is None else len(cuts) - 1))]
+        if windowed:
+            with_offsets = self._tok.encode_batch([pieces[i] for i in windowed],
+                                                  add_special_tokens=False)
+            for index, encoding in zip(windowed, with_offsets, strict=True):
+                encoded[index] = encoding
         out: list[Encoding | _Joined] = []
         for first, cuts in bounds:
-            if len(cuts) == 2:
+            if cuts is None or len(cuts) == 2:
                 out.append(encoded[first])
                 continue
             ids: list[int] = []
@@ -131,36 +150,36 @@ class Chunker:
         spans.append((start, len(text)))
         return [(s, e) for s, e in spans if text[s:e].strip()]
 
-    def _pack(self, text: str, paragraphs: list[tuple[int, int]],
-              encodings: list[Encoding | _Joined]) -> list[_Span]:
+    def _pack(self, paragraphs: list[tuple[int, int]], encodings: list[Encoding | _Joined]
+              ) -> list[tuple[int, int, int]]:
         """Greedy packing of paragraph spans (``encodings``: theirs); long paragraphs become
-        token windows."""
+        token windows. Each packed span is (start, end, the paragraph's index when it is exactly
+        one paragraph, else -1)."""
         limit = self._settings.max_tokens
-        pieces: list[_Span] = []
-        for (start, end), enc in zip(paragraphs, encodings, strict=True):
-            tokens = len(enc)  # an Encoding's length without building its ids list (~1.3 µs)
-            if tokens <= limit:
-                pieces.append(_Span(start, end, tokens))
-            else:
-                pieces.extend(self._windows(start, enc.offsets))
-        packed: list[_Span] = []
-        for piece in pieces:
-            last = packed[-1] if packed else None
+        packed: list[tuple[int, int, int]] = []
+        tokens: list[int] = []  # of each packed span
+        for index, ((start, end), enc) in enumerate(zip(paragraphs, encodings, strict=True)):
+            count = len(enc)  # an Encoding's length without building its ids list (~1.3 µs)
+            if count > limit:  # a full-size window is "full": nothing is packed onto it
+                for window in self._windows(start, enc.offsets):
+                    packed.append((*window, -1))
+                    tokens.append(limit)
             # +1 approximates the separator between paragraphs; windows are never merged.
-            if last is not None and last.tokens + piece.tokens + 1 <= limit:
-                packed[-1] = _Span(last.start, piece.end, last.tokens + piece.tokens + 1)
+            elif packed and tokens[-1] + count + 1 <= limit:
+                packed[-1] = (packed[-1][0], end, -1)
+                tokens[-1] += count + 1
             else:
-                packed.append(piece)
+                packed.append((start, end, index))
+                tokens.append(count)
         return packed
 
-    def _windows(self, base: int, offsets: list[tuple[int, int]]) -> list[_Span]:
+    def _windows(self, base: int, offsets: list[tuple[int, int]]) -> list[tuple[int, int]]:
         limit, overlap = self._settings.max_tokens, self._settings.overlap_tokens
         step = limit - overlap
-        windows: list[_Span] = []
+        windows: list[tuple[int, int]] = []
         for first in range(0, len(offsets), step):
             window = offsets[first : first + limit]
-            # A full-size window marks the span as "full" so that nothing is packed onto it.
-            windows.append(_Span(base + window[0][0], base + window[-1][1], limit))
+            windows.append((base + window[0][0], base + window[-1][1]))
             if first + limit >= len(offsets):
                 break
         return windows
