@@ -10,6 +10,7 @@ per kind; older ones are dropped (not closed: another thread of the worker may s
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import threading
 from collections import OrderedDict
@@ -46,6 +47,11 @@ def per_worker(kind: str, build: Callable[[], T], *config: object) -> T:
             cache.move_to_end(key)
             return cache[key]
         obj = build()
+        # What the process holds by now (modules, the model's session, the tokenizer) lives as
+        # long as it does: the collector's full passes stop scanning it (~470k objects, 0.12 s a
+        # pass, ~7% of a chunking task's wall time). Only cyclic garbage among these objects is
+        # never collected; plain reference counting still frees them.
+        gc.freeze()
         cache[key] = obj
         while len(cache) > KEEP_PER_KIND:
             cache.popitem(last=False)

@@ -24,15 +24,14 @@ from vecpress.tasks.embed.embedder import OnnxEmbedder, worker_embedder
 from vecpress.tasks.embed.model_files import load_tokenizer
 from vecpress.tasks.embed.published import local_copy
 from vecpress.tasks.embed.tokenising import Tokens
+from vecpress.tasks.ingest.passage_columns import PassageColumns
 from vecpress.tasks.inputs.chunking import Chunker
 from vecpress.tasks.inputs.records import (
-    METADATA,
     TOKEN_IDS,
     TOKENIZER_KEY,
     InputError,
     Record,
     SourceFile,
-    passage_pk,
     passage_schema,
 )
 from vecpress.tasks.inputs.sources import read_records
@@ -84,17 +83,16 @@ def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
     chunker = _chunker(model_dir, chunking)
     result = ChunkShard()
     schema = passage_schema(chunker.tokenizer_fingerprint if chunking.keep_token_ids else None)
-    columns: dict[str, list] = {name: [] for name in schema.names}
+    shard = PassageColumns(schema)
 
     def flush() -> None:
-        if columns["pk"]:
+        if len(shard):
             url = f"{out_prefix}-{len(result.urls):04d}.parquet"
-            storage.write_parquet(url, pa.table(columns, schema=schema))
+            storage.write_parquet(url, shard.table())
             result.urls.append(url)
-            result.rows.append(len(columns["pk"]))
-            result.passages += len(columns["pk"])
-            for values in columns.values():
-                values.clear()
+            result.rows.append(len(shard))
+            result.passages += len(shard)
+            shard.clear()
 
     pending: list[Record] = []
     pending_chars = 0
@@ -103,21 +101,14 @@ def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
         """Chunk the records read so far in one batch, then add them document by document
         (shards are cut after the document that fills one, as when chunked one by one)."""
         nonlocal pending_chars
+        by_source = result.passages_by_source
         for item, passages in zip(pending, chunker.passages_many([r.text for r in pending]),
                                   strict=True):
             result.documents += 1
-            for number, passage in enumerate(passages):
-                result.passages_by_source[item.source] = \
-                    result.passages_by_source.get(item.source, 0) + 1
-                columns["pk"].append(passage_pk(item.source, item.doc_id, number))
-                columns["doc_id"].append(item.doc_id)
-                columns["chunk"].append(number)
-                columns["text"].append(passage.text)
-                columns["source"].append(item.source)
-                columns[METADATA].append(item.metadata)
-                if TOKEN_IDS in columns:
-                    columns[TOKEN_IDS].append(passage.token_ids)
-            if len(columns["pk"]) >= rows_per_shard:
+            if passages:
+                by_source[item.source] = by_source.get(item.source, 0) + len(passages)
+                shard.add(item, passages)
+            if len(shard) >= rows_per_shard:
                 flush()
         pending.clear()
         pending_chars = 0
