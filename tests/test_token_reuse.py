@@ -117,3 +117,33 @@ def test_ids_of_a_missing_passage_are_an_error(paragraphs) -> None:
     tok = model_tokenizer(str(resolve_model_dir(None)), 128)
     with pytest.raises(ValueError, match="1 passages have no token ids"):
         SpecialTokens.of(tok).wrap(pa.array([[5, 6], None], pa.list_(pa.int32())), 128)
+
+
+def test_chunk_files_rows_are_each_documents_passages_and_an_over_long_id_is_reported(
+        paragraphs, tmp_path) -> None:
+    """The shard, built column by column with flat token ids, holds exactly each document's own
+    passages in order (pk, chunk number, text, ids), and a record whose id Milvus cannot store
+    is an input error while the records beside it are chunked."""
+    from vecpress.infra.bounds import MAX_VARCHAR_BYTES
+    from vecpress.tasks.inputs.records import passage_pk
+
+    docs = _documents(paragraphs)[:6]
+    long_id = "é" * (MAX_VARCHAR_BYTES // 2 + 1)  # under the bound in characters, over in bytes
+    source = tmp_path / "docs.jsonl"
+    source.write_text("".join(json.dumps({"id": doc_id, "text": doc}) + "\n" for doc_id, doc in
+                              [*((f"d{i}", d) for i, d in enumerate(docs)), (long_id, docs[0])]))
+    src = SourceFile(str(source), source.stat().st_size, "jsonl")
+    shard = chunk_files([src], str(tmp_path / "passages"), InputSettings(),
+                        ChunkSettings(keep_token_ids=True), str(resolve_model_dir(None)),
+                        rows_per_shard=5)
+    assert [e.message for e in shard.errors] == [
+        f"document id is {len(long_id.encode()):,} bytes, more than Milvus stores "
+        f"({MAX_VARCHAR_BYTES:,})"]
+    assert shard.documents == len(docs)
+    rows = [row for url in shard.urls for row in storage.read_parquet(url).to_pylist()]
+    chunker = Chunker(load_tokenizer(resolve_model_dir(None)), ChunkSettings())
+    expected = [(passage_pk(str(source), f"d{i}", n), f"d{i}", n, p.text, p.token_ids)
+                for i, doc in enumerate(docs) for n, p in enumerate(chunker.passages(doc))]
+    assert [(r["pk"], r["doc_id"], r["chunk"], r["text"], r[TOKEN_IDS]) for r in rows] == expected
+    assert shard.rows == [len(storage.read_parquet(url)) for url in shard.urls]
+    assert len(shard.urls) > 1  # shards were cut, and each was cleared after it was written
