@@ -62,8 +62,10 @@ def measure(passages: int) -> dict:
             "gc_us": round(1e6 * collecting["seconds"] / n, 1)}
 
 
-def run_child(passages: int, pythonpath: str | None) -> dict:
+def run_child(passages: int, pythonpath: str | None, one_thread: bool) -> dict:
     env = dict(os.environ)
+    if one_thread:  # what one busy core of a worker does: no tokenizer threads
+        env["TOKENIZERS_PARALLELISM"] = "false"
     if pythonpath:
         env["PYTHONPATH"] = pythonpath  # ahead of the editable install: the baseline's vecpress
     done = subprocess.run([sys.executable, __file__, "--child", "--passages", str(passages)],
@@ -77,6 +79,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", help="a checkout of the code to compare with")
     parser.add_argument("--label", default="")
+    parser.add_argument("--one-thread", action="store_true",
+                        help="the tokenizer on one thread (TOKENIZERS_PARALLELISM=false)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -86,13 +90,14 @@ def main() -> None:
     runs: dict[str, list[dict]] = {name: [] for name in checkouts}
     for _ in range(args.repeats):
         for name, path in checkouts.items():
-            runs[name].append(run_child(args.passages, path))
+            runs[name].append(run_child(args.passages, path, args.one_thread))
             print(name, runs[name][-1], flush=True)
     medians = {name: {key: statistics.median(r[key] for r in rs)
                       for key in ("wall_us", "cpu_us", "gc_us")} for name, rs in runs.items()}
     result = {"what": __doc__.split("\n\n")[0], "machine": harness.machine("tokenizers", git=True),
               "baseline": _commit(args.baseline) if args.baseline else None,
-              "passages": runs["this"][0]["passages"], "repeats": args.repeats, "runs": runs,
+              "passages": runs["this"][0]["passages"], "repeats": args.repeats,
+              "one_thread": args.one_thread, "runs": runs,
               "median_us_per_passage": medians}
     if args.baseline:
         result["this_over_baseline"] = {key: round(medians["this"][key] / medians["baseline"][key], 3)
