@@ -49,8 +49,9 @@ def per_worker(kind: str, build: Callable[[], T], *config: object) -> T:
         obj = build()
         # What the process holds by now (modules, the model's session, the tokenizer) lives as
         # long as it does: the collector's full passes stop scanning it (~470k objects, 0.12 s a
-        # pass, ~7% of a chunking task's wall time). Only cyclic garbage among these objects is
-        # never collected; plain reference counting still frees them.
+        # pass, ~7% of a chunking task's wall time). Garbage is collected first, so that only
+        # live objects are frozen; reference counting still frees them when they go.
+        gc.collect()
         gc.freeze()
         cache[key] = obj
         while len(cache) > KEEP_PER_KIND:

@@ -4,6 +4,7 @@ and on a real Milvus server, with every search bounded (``vecpress api``: test_a
 
 from __future__ import annotations
 
+import gc
 import itertools
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -51,8 +52,12 @@ def tiny(tiny_model: str) -> str:
 def built(tmp_path_factory, corpus: Path, tiny: str, model_cache: Path, prefect_harness) -> dict:
     """A collection ingested through the API into a Milvus Lite file inside its storage root."""
     root = tmp_path_factory.mktemp("api") / "data"
+    frozen = gc.get_freeze_count()
     summary = vecpress.ingest(str(corpus), _settings(root, str(root / "kb.db"), model_cache, tiny))
     assert summary.rows_in_milvus > 600 and not summary.errors
+    # The run freezes the process's objects out of the collector's passes (its stages ran here,
+    # in-process) and hands them back when it ends: the caller's process is left as it was.
+    assert gc.get_freeze_count() == frozen
     return {"root": root, "summary": summary, "queries": _passages(root, "kb", 12)}
 
 

@@ -82,9 +82,16 @@ class StreamEngine:
     def run(self, job: StreamJob) -> StreamResult:
         started = time.perf_counter()
         # What this process holds now (modules, Prefect's engine, the Dask client, the Milvus
-        # client) lives through the run: the collector's full passes stop scanning it. They
-        # took ~2 s of the flow process in a 300k-passage Lite run (Lite loads run here).
+        # client) lives through the run: the collector's full passes stop scanning it until the
+        # run ends (unfrozen then, so a long-lived process collects it as before). They took
+        # ~2 s of the flow process in a 300k-passage Lite run (Lite loads run here).
         gc.freeze()
+        try:
+            return self._run(job, started)
+        finally:
+            gc.unfreeze()
+
+    def _run(self, job: StreamJob, started: float) -> StreamResult:
         self.job, self.build = job, job.build
         self.groups = {g.group_id: g for g in job.groups}
         self.loads = Loads(self.settings.milvus, self.store, job.build, self._submit)
