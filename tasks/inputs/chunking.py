@@ -57,7 +57,7 @@ class Chunker:
         return self.passages_many([text])[0]
 
     def passages_many(self, texts: list[str]) -> list[list[Passage]]:
-        """The passages of each text, as ``passages`` makes them, from two ``encode_batch`` calls
+        """The passages of each text, as ``passages`` makes them, from two batched encodes
         for all the texts (the tokenizer's threads get whole batches, not one document's few
         paragraphs). A passage that is exactly one paragraph's text takes that paragraph's ids:
         the same string, so the same ids; the others (packed, windowed, split at a byte
