@@ -4,7 +4,8 @@ baseline checkout, in the same run (issue 24).
 ``profile_stages.py`` explains where the time goes, but cProfile charges each Python call and
 counts the garbage collector's passes in whichever call allocated: it cannot show a change that
 removes calls or collections. Here ``shard_jobs.chunk_files`` runs on the same docstring JSONL
-(``pipeline.corpus``) in a fresh process per repeat, the two checkouts alternating, and reports
+(``pipeline.corpus``) in a fresh process per repeat (started by multiprocessing, as Dask's worker
+processes are: ``per_worker`` freezes only there), the two checkouts alternating, and reports
 per passage: wall time, the process's CPU time (the tokenizer's threads included) and the time
 spent in collections (``gc.callbacks``). The ratio is this checkout's median over the baseline's.
 
@@ -17,12 +18,14 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import harness
@@ -83,8 +86,10 @@ def main() -> None:
                         help="the tokenizer on one thread (TOKENIZERS_PARALLELISM=false)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        print(json.dumps(measure(args.passages)))
+    if args.child:  # in a process that multiprocessing started, as Dask's workers are
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+            print(json.dumps(pool.submit(measure, args.passages).result()))
         return
     checkouts = {"baseline": args.baseline, "this": None} if args.baseline else {"this": None}
     runs: dict[str, list[dict]] = {name: [] for name in checkouts}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import multiprocessing
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -47,12 +48,14 @@ def per_worker(kind: str, build: Callable[[], T], *config: object) -> T:
             cache.move_to_end(key)
             return cache[key]
         obj = build()
-        # What the process holds by now (modules, the model's session, the tokenizer) lives as
-        # long as it does: the collector's full passes stop scanning it (~470k objects, 0.12 s a
-        # pass, ~7% of a chunking task's wall time). Garbage is collected first, so that only
-        # live objects are frozen; reference counting still frees them when they go.
-        gc.collect()
-        gc.freeze()
+        if multiprocessing.parent_process() is not None:
+            # A worker process (Dask's nanny starts it): what it holds by now (modules, the
+            # model's session, the tokenizer) lives as long as it does, so the collector's full
+            # passes stop scanning it (~470k objects, 0.12 s a pass, ~7% of a chunking task's
+            # wall time). Garbage is collected first, so only live objects are frozen. A user's
+            # process, or the command's own (in-process stages), is left as it is.
+            gc.collect()
+            gc.freeze()
         cache[key] = obj
         while len(cache) > KEEP_PER_KIND:
             cache.popitem(last=False)

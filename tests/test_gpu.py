@@ -120,8 +120,10 @@ def test_local_cuda_cluster_runs_one_gpu_worker_per_gpu(fp16_artifact, paragraph
         shard = client.submit(shard_jobs.embed_shard, chunked.urls[0], str(tmp_path / "emb.parquet"),
                               fp16_artifact, ModelSettings(max_batch_tokens=65536),
                               info.threads_per_worker).result()
-        devices = client.run(lambda: [o.device for o in __import__("gc").get_objects()
-                                      if isinstance(o, OnnxEmbedder)])
+        # From the worker's per-process cache: gc.get_objects() misses what a worker froze.
+        devices = client.run(lambda: [
+            o.device for kind in __import__("vecpress.tasks.worker_cache", fromlist=["_"])
+            ._objects.values() for o in kind.values() if isinstance(o, OnnxEmbedder)])
     assert shard.rows == chunked.passages > 0
     assert all(d == ["cuda"] for d in devices.values())
     _, vectors = shard_jobs.read_embeddings(shard.url)

@@ -55,8 +55,8 @@ def built(tmp_path_factory, corpus: Path, tiny: str, model_cache: Path, prefect_
     frozen = gc.get_freeze_count()
     summary = vecpress.ingest(str(corpus), _settings(root, str(root / "kb.db"), model_cache, tiny))
     assert summary.rows_in_milvus > 600 and not summary.errors
-    # The run freezes the process's objects out of the collector's passes (its stages ran here,
-    # in-process) and hands them back when it ends: the caller's process is left as it was.
+    # Worker processes freeze their long-lived objects out of the collector's passes; the
+    # caller's process, where this small run's stages ran, is left as it was.
     assert gc.get_freeze_count() == frozen
     return {"root": root, "summary": summary, "queries": _passages(root, "kb", 12)}
 

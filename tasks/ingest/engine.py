@@ -19,7 +19,6 @@ it (``codec_sample.CodecSample``), and the choice between Lite loads, upserts an
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from collections.abc import Callable, Hashable
@@ -81,17 +80,6 @@ class StreamEngine:
 
     def run(self, job: StreamJob) -> StreamResult:
         started = time.perf_counter()
-        # What this process holds now (modules, Prefect's engine, the Dask client, the Milvus
-        # client) lives through the run: the collector's full passes stop scanning it until the
-        # run ends (unfrozen then, so a long-lived process collects it as before). They took
-        # ~2 s of the flow process in a 300k-passage Lite run (Lite loads run here).
-        gc.freeze()
-        try:
-            return self._run(job, started)
-        finally:
-            gc.unfreeze()
-
-    def _run(self, job: StreamJob, started: float) -> StreamResult:
         self.job, self.build = job, job.build
         self.groups = {g.group_id: g for g in job.groups}
         self.loads = Loads(self.settings.milvus, self.store, job.build, self._submit)
