@@ -60,3 +60,10 @@ def per_worker(kind: str, build: Callable[[], T], *config: object) -> T:
         while len(cache) > KEEP_PER_KIND:
             cache.popitem(last=False)
         return obj
+
+
+def cached(kind: str) -> list[Any]:
+    """This process's objects of ``kind`` (tests ask a worker what it built: ``gc.get_objects()``
+    does not list what a worker process froze)."""
+    with _lock:
+        return list(_objects.get(kind, {}).values())

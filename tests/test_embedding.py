@@ -15,6 +15,7 @@ from vecpress.infra.settings import ModelSettings
 from vecpress.tasks.embed.embedder import OnnxEmbedder
 from vecpress.tasks.embed.export import ExportError, artifact_key, cached_artifact, export_model
 from vecpress.tasks.embed.model_files import read_model_spec, resolve_model_dir
+from vecpress.tasks.worker_cache import cached
 
 
 def test_fp32_matches_sentence_transformers(fp32_artifact, paragraphs) -> None:
@@ -102,12 +103,6 @@ def test_tokeniser_processes_end_when_the_process_that_started_them_is_killed(fp
 
 
 @pytest.mark.slow  # a local Dask cluster
-def _worker_objects() -> dict:
-    from vecpress.tasks import worker_cache
-
-    return worker_cache._objects
-
-
 def test_local_dask_workers_may_start_tokeniser_processes(tiny_artifact, paragraphs, tmp_path) -> None:
     """dask_client's workers are not daemonic, so an embedder there gets its tokeniser pool. Its
     dashboard takes a free port on this host: a run beside another (holding Dask's default
@@ -139,11 +134,7 @@ def test_local_dask_workers_may_start_tokeniser_processes(tiny_artifact, paragra
             assert all(client.run(can_spawn_processes).values())
             done = client.submit(embed_shard, shard, str(tmp_path / "e.parquet"), tiny_artifact,
                                  ModelSettings(tokenizer_processes=2), 1).result()
-            # The worker's embedders, from its per-process cache (gc.get_objects() no longer
-            # lists them: a worker freezes its long-lived objects out of the collector's view).
-            pools = client.run(lambda: [o._tokenisers is not None
-                                        for kind in _worker_objects().values()
-                                        for o in kind.values() if isinstance(o, OnnxEmbedder)])
+            pools = client.run(lambda: [o._tokenisers is not None for o in cached("embedder")])
     assert not [w for w in warned if "already in use" in str(w.message)]
     assert info.dashboard == "" or info.dashboard.startswith("http://127.0.0.1:")
     assert done.rows == 64 and list(pools.values()) == [[True]]

@@ -19,6 +19,7 @@ from vecpress.tasks.embed.embedder import OnnxEmbedder
 from vecpress.tasks.embed.export import export_model
 from vecpress.tasks.embed.model_files import read_model_spec, resolve_model_dir
 from vecpress.tasks.embed.oom import OutOfMemoryFloorError
+from vecpress.tasks.worker_cache import cached
 
 
 def _cuda_ready() -> bool:
@@ -120,10 +121,7 @@ def test_local_cuda_cluster_runs_one_gpu_worker_per_gpu(fp16_artifact, paragraph
         shard = client.submit(shard_jobs.embed_shard, chunked.urls[0], str(tmp_path / "emb.parquet"),
                               fp16_artifact, ModelSettings(max_batch_tokens=65536),
                               info.threads_per_worker).result()
-        # From the worker's per-process cache: gc.get_objects() misses what a worker froze.
-        devices = client.run(lambda: [
-            o.device for kind in __import__("vecpress.tasks.worker_cache", fromlist=["_"])
-            ._objects.values() for o in kind.values() if isinstance(o, OnnxEmbedder)])
+        devices = client.run(lambda: [o.device for o in cached("embedder")])
     assert shard.rows == chunked.passages > 0
     assert all(d == ["cuda"] for d in devices.values())
     _, vectors = shard_jobs.read_embeddings(shard.url)
