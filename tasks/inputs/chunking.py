@@ -61,8 +61,7 @@ class Chunker:
         for all the texts (the tokenizer's threads get whole batches, not one document's few
         paragraphs). A passage that is exactly one paragraph's text takes that paragraph's ids:
         the same string, so the same ids; the others (packed, windowed, split at a byte
-        bound) are encoded again, together. The loop is per passage, so it is kept lean: spans
-        are tuples and the usual passage (one paragraph, under the byte bound) takes no call."""
+        bound) are encoded again, together."""
         spans = [self._paragraph_spans(text) for text in texts]
         encodings = self._encode_paragraphs(texts, spans)
         max_bytes, min_tokens = self._max_bytes, self._settings.min_tokens
@@ -78,8 +77,7 @@ class Chunker:
             for start, end, single in self._pack(doc, own):
                 raw = text[start:end]
                 stripped = raw.strip()
-                parts = ([stripped] if 0 < len(stripped) * 4 <= max_bytes
-                         else split_to_bytes(stripped, max_bytes))
+                parts = split_to_bytes(stripped, max_bytes)
                 cut = len(parts) > 1
                 if single >= 0 and not cut and len(stripped) == len(raw):
                     ids = own[single].ids
