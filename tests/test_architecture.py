@@ -40,6 +40,7 @@ ALLOWED = {
                              "vecpress.deployments"},
     "vecpress.api": {"vecpress.infra", "vecpress.tasks", "vecpress.flows"},
     "vecpress.web": {"vecpress.api", "vecpress.web", "vecpress.infra", "vecpress.tasks.search"},
+    "vecpress.integrations": {"vecpress.api", "vecpress.integrations", "vecpress.tasks.search"},
     "vecpress.cli": {"vecpress.infra", "vecpress.tasks", "vecpress.flows", "vecpress.deployments",
                      "vecpress.api", "vecpress.web", "vecpress.cli.common"},
 }

@@ -25,6 +25,19 @@ def test_metadata_keys_become_json_paths_and_the_rest_stays() -> None:
     assert translate("   ", True, 4096) is None
 
 
+def test_a_keys_membership_becomes_equalities_which_milvus_lite_takes() -> None:
+    """Milvus Lite refuses ``metadata["team"] in [...]`` ("left side of 'in' must be a field
+    reference"); equalities joined by ``or`` mean the same on both backends."""
+    found = translate('team in ["a", "]"] and year NOT IN [2020, -1.5] or pk in [1, 2]', True, 4096)
+    assert found is not None and found.expression == (
+        '(metadata["team"] == "a" or metadata["team"] == "]") and '
+        'not (metadata["year"] == 2020 or metadata["year"] == -1.5) or pk in [1, 2]')
+    # Not a list of literals: left to Milvus as written (which says what is wrong).
+    for text in ("team in []", "team in [other, 1]", 'team in [-"a"]'):
+        found = translate(text, True, 4096)
+        assert found is not None and " or " not in found.expression and "in [" in found.expression
+
+
 @pytest.mark.parametrize(("text", "says"), [
     ('team == "t7', "unclosed string at position 9"),
     ("(year > 1", "'(' at position 1"),

@@ -195,6 +195,52 @@ def test_filtered_search_returns_only_matches_with_recall_vs_exact_fp32(
         kb.close()
 
 
+def test_framework_retrievers_return_text_score_metadata_within_filters(
+        first_run: dict, workspace: dict) -> None:
+    """LangChain's and LlamaIndex's retrievers over the real collection: the same passages as
+    ``Collection.search``, with text, score and metadata, under their own kinds of filters."""
+    import asyncio
+
+    from langchain_core.documents import Document
+    from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
+
+    from vecpress.api import open_collection
+    from vecpress.integrations import langchain, llamaindex
+
+    query = workspace["corpus"][7][1]
+    with open_collection(COLLECTION, workspace["root"] / "data") as kb:
+        expected = kb.search(query, k=5, filter='team == "t7"')[0]
+        retriever = langchain.VecpressRetriever(collection=kb, k=5, filter={"team": "t7"})
+        docs = retriever.invoke(query)
+        assert all(isinstance(d, Document) for d in docs)
+        assert [(d.id, d.page_content, d.metadata["score"]) for d in docs] == \
+            [(str(h.pk), h.text, h.score) for h in expected] and len(docs) == 5
+        assert docs[0].metadata | {"score": 0} == {"team": "t7", "half": False, "rare": False,
+                                                   "source": expected[0].source, "score": 0,
+                                                   "doc_id": expected[0].doc_id, "chunk": 0,
+                                                   "pk": expected[0].pk}
+        # A call's filter and k apply with the retriever's: t7 rows are all odd, never half.
+        assert retriever.invoke(query, filter="half == true") == []
+        assert [d.id for d in asyncio.run(retriever.ainvoke(query, k=2))] == \
+            [d.id for d in docs[:2]]
+        # A value is data: a quote in it cannot open a second condition.
+        assert langchain.VecpressRetriever(
+            collection=kb, filter={"team": 't7" or team == "t3'}).invoke(query) == []
+
+        nodes = llamaindex.VecpressRetriever(kb, k=8, filters=MetadataFilters(
+            condition="or", filters=[MetadataFilter(key="team", value="t1"),
+                                     MetadataFilter(key="team", value=["t2", "t7"],
+                                                    operator="in")])).retrieve(query)
+        assert len(nodes) == 8 and nodes[0].node.node_id == str(expected[0].pk)
+        assert {n.node.metadata["team"] for n in nodes} <= {"t1", "t2", "t7"}
+        assert [n.score for n in nodes] == sorted((n.score for n in nodes), reverse=True)
+        assert nodes[0].node.get_content() == expected[0].text
+        outside = llamaindex.VecpressRetriever(kb, k=10, filters=MetadataFilters(filters=[
+            MetadataFilter(key="team", value=[f"t{n}" for n in range(9)], operator="nin"),
+            MetadataFilter(key="team", value="t", operator=">")])).retrieve(query)
+        assert len(outside) == 10 and {n.node.metadata["team"] for n in outside} == {"t9"}
+
+
 def test_run_report_has_the_recall_vs_bytes_curve(first_run: dict, workspace: dict) -> None:
     curve = first_run["codec"]["autotune"]
     assert curve["applied"] is False  # measured for the report; the configured codec is kept

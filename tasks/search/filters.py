@@ -59,11 +59,20 @@ def translate(text: str, has_metadata: bool, max_bytes: int) -> Filter | None:
     out: list[str] = []
     keys: list[str] = []
     opened: list[int] = []
-    for match in _TOKEN.finditer(text):
+    tokens = list(_TOKEN.finditer(text))
+    at = 0
+    while at < len(tokens):
+        match = tokens[at]
         token, kind = match.group(), match.lastgroup
+        at += 1
         if kind == "name" and not _kept(token, text, match.end()):
             keys.append(token)
             token = f'{METADATA}["{token}"]'
+            membership = _membership(tokens, at)
+            if membership is not None:
+                negated, values, at = membership
+                token = ("not " if negated else "") + "(" + " or ".join(
+                    f"{token} == {value}" for value in values) + ")"
         elif kind == "other" and token in "\"'":
             raise FilterError(f"unclosed string at position {match.start() + 1} of the filter "
                               f"{text!r}: close it with {token}")
@@ -83,6 +92,34 @@ def translate(text: str, has_metadata: bool, max_bytes: int) -> Filter | None:
             f"before vecpress kept metadata: it can filter on {', '.join(sorted(FIELDS))}; run "
             "vecpress ingest --recreate to keep the records' other fields as metadata")
     return Filter(text, "".join(out), tuple(dict.fromkeys(keys)))
+
+
+def _membership(tokens: list[re.Match[str]], at: int) -> tuple[bool, list[str], int] | None:
+    """``[not] in [v, ...]`` after a metadata key, as (negated, the values, where it ends).
+    Milvus Lite takes ``in`` on a field only (``metadata["team"] in [...]`` is refused there), so
+    a key's membership becomes equalities joined by ``or``, which both backends take. Anything
+    but a list of literals is left to Milvus as written."""
+    words = [m for m in tokens[at:] if not m.group().isspace()]
+    negated = bool(words) and words[0].group().lower() == "not"
+    words = words[1:] if negated else words
+    if len(words) < 3 or words[0].group().lower() != "in" or words[1].group() != "[":
+        return None
+    values: list[str] = []
+    sign = ""
+    for match in words[2:]:
+        token, kind = match.group(), match.lastgroup
+        if token == "]":
+            end = tokens.index(match) + 1
+            return (negated, values, end) if values and not sign else None
+        if token == "-" and not sign:
+            sign = "-"
+        elif kind == "number" or (not sign and (kind == "string"
+                                                or token.lower() in ("true", "false"))):
+            values.append(sign + token)
+            sign = ""
+        elif token != "," or sign:
+            return None
+    return None
 
 
 def _kept(name: str, text: str, end: int) -> bool:
