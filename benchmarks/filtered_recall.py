@@ -9,6 +9,10 @@ build's own probes (what a plain Milvus filter does). Ground truth: the FP32 emb
 matching passages, searched exactly. Writes benchmarks/results/filtered_recall.json.
 
     .venv/bin/python benchmarks/filtered_recall.py [--docs 5000]
+    .venv/bin/python benchmarks/filtered_recall.py --docs 50000 --milvus lite server --variant int8
+
+``--milvus server`` starts the Milvus 2.3.5 standalone (the ``milvus`` dev dependency); both
+backends search the same passages against the same exact ground truth (embedded once).
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import dataclasses
 import json
 import os
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from corpora import docstrings, write_jsonl
-from harness import RESULTS, Stopwatch, machine, write_results
+from harness import RESULTS, Stopwatch, machine, milvus_server, server_uri, write_results
 from rich.console import Console
 from rich.table import Table
 
@@ -40,46 +45,76 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=5000)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--latency-queries", type=int, default=50,
+                        help="queries also searched one at a time, for p50 / p95 latency")
     parser.add_argument("--nprobe", type=int, default=16,
                         help="IVF lists a search probes before widening (a large collection's "
                         "auto-tuned nprobe probes a small share of its lists; a 5,000-passage "
                         "one probes all of them, where every path is exhaustive)")
+    parser.add_argument("--milvus", nargs="+", choices=["lite", "server"], default=["lite"])
+    parser.add_argument("--variant", default="fp32", help="the packaged model's variant")
     parser.add_argument("--root", help="A folder an earlier run of this script ingested into: "
                         "search it again without ingesting")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ["VECPRESS_SERVER_AUTO_START"] = "false"
 
-    import vecpress
-    from vecpress.infra.settings import Settings
-
     paragraphs = docstrings(args.docs + args.queries)
     corpus, held_out = paragraphs[: args.docs], paragraphs[args.docs :]
     root = Path(args.root or tempfile.mkdtemp(prefix="vecpress-filtered-"))
-    # Its own Lite file: the default ./data/milvus.db would be shared with earlier runs' roots.
-    settings = Settings(collection="filtered", storage_root=str(root / "data"),
-                        milvus={"uri": str(root / "data" / "milvus.db")})
-    clock = Stopwatch()
-    if not args.root:
-        source = write_jsonl(root / "corpus.jsonl", ({"id": doc_id, "text": text, **_metadata(n)}
-                                                     for n, (doc_id, text) in enumerate(corpus)))
-        vecpress.ingest([str(source)], settings)
-    ingest_s = clock.seconds
+    source = root / "corpus.jsonl"
+    if not source.exists():
+        write_jsonl(source, ({"id": doc_id, "text": text, **_metadata(n)}
+                             for n, (doc_id, text) in enumerate(corpus)))
+    truth_cache: dict[str, np.ndarray] = {}
+    results: dict[str, dict] = {}
+    for backend in args.milvus:
+        with ExitStack() as stack:
+            uri = str(root / "data" / "milvus.db")
+            if backend == "server":
+                server = stack.enter_context(milvus_server(root / "milvus-server"))
+                uri = server_uri(server)
+            results[backend] = _measure(args, root, source, uri, held_out, truth_cache)
+        _print(results[backend], backend, args)
+    name = "filtered_recall.json" if (args.docs, args.milvus) == (5000, ["lite"]) else \
+        f"filtered_recall_{args.docs}_{args.variant}.json"
+    write_results(RESULTS / name, {
+        "what": __doc__.splitlines()[0], "queries": len(held_out), "variant": args.variant,
+        "searched_nprobe": args.nprobe, "latency_queries": args.latency_queries,
+        "backends": results, "machine": machine()})
 
-    shards = root / "data" / "collections" / "filtered" / "shards"
+
+def _measure(args: argparse.Namespace, root: Path, source: Path, uri: str,
+             held_out: list[tuple[str, str]], truth_cache: dict[str, np.ndarray]) -> dict:
+    """Ingest ``source`` into a collection on ``uri`` (unless done), then every filter by every
+    path: recall@10 within the filter (batch of all queries) and single-query latency."""
+    import vecpress
+    from vecpress.infra.settings import Settings
+    from vecpress.tasks.search import filters
+
+    collection = "filtered_server" if uri.startswith("http") else "filtered"
+    settings = Settings(collection=collection, storage_root=str(root / "data"),
+                        milvus={"uri": uri}, model={"variant": args.variant})
+    clock = Stopwatch()
+    if not (root / "data" / "collections" / collection).exists() or uri.startswith("http"):
+        vecpress.ingest([str(source)], settings, recreate=uri.startswith("http"))
+    ingest_s = clock.seconds
+    shards = root / "data" / "collections" / collection / "shards"
     passages = pa.concat_tables([pq.read_table(p, columns=["pk", "text", "metadata"])
                                  for p in sorted(shards.glob("*/part-*.parquet"))])
     metadata = [json.loads(m) for m in passages.column("metadata").to_pylist()]
     pks = passages.column("pk").to_numpy()
     rows = []
-    kb = vecpress.open_collection("filtered", root / "data", settings=settings)
+    kb = vecpress.open_collection(collection, root / "data", settings=settings)
     try:
         build_nprobe = kb._searcher.snapshot.nprobe
         index = kb._searcher.store.index_info(kb._searcher.collection)
         kb._searcher.snapshot = dataclasses.replace(kb._searcher.snapshot, nprobe=args.nprobe)
         embedder = kb._searcher.embedder
         queries = embedder.encode_queries([t for _, t in held_out])
-        everything = embedder.encode_documents(passages.column("text").to_pylist())  # truth
+        if "docs" not in truth_cache:  # the same passages and model on every backend
+            truth_cache["docs"] = embedder.encode_documents(passages.column("text").to_pylist())
+        everything = truth_cache["docs"]
         for text in FILTERS:
             key, value = text.split(" == ")
             keep = np.array([m.get(key) == json.loads(value) for m in metadata])
@@ -89,38 +124,46 @@ def main() -> None:
                                             ("index, probes widened", 0, True),
                                             ("index, build's probes (baseline)", 0, False)):
                 kb._searcher.filter_exact_rows = exact_rows
+                widened = filters.widened_nprobe
                 if not widen:  # a plain Milvus filter: the build's nprobe, whatever it keeps
-                    from vecpress.tasks.search import filters
-                    widened = filters.widened_nprobe
                     filters.widened_nprobe = lambda nprobe, matches, rows: nprobe  # type: ignore
-                clock = Stopwatch()
-                found = kb.search_embeddings(queries, 10, filter=text)
-                seconds = clock.seconds
-                if not widen:
+                try:
+                    clock = Stopwatch()
+                    found = kb.search_embeddings(queries, 10, filter=text)
+                    seconds = clock.seconds
+                    single = []
+                    for query in queries[: args.latency_queries]:
+                        clock = Stopwatch()
+                        kb.search_embeddings(query[None, :], 10, filter=text)
+                        single.append(1000 * clock.seconds)
+                finally:
                     filters.widened_nprobe = widened
                 recall = float(np.mean([len({h.pk for h in hits} & t) / len(t)
                                         for hits, t in zip(found, truth, strict=True)]))
                 assert all(h.metadata.get(key) == json.loads(value) for f in found for h in f)
                 rows.append({"filter": text, "selectivity": round(float(keep.mean()), 4),
                              "matches": int(keep.sum()), "path": path, "recall@10": round(recall, 4),
-                             "ms_per_query": round(1000 * seconds / len(queries), 2)})
+                             "ms_per_query_batched": round(1000 * seconds / len(queries), 2),
+                             "single_p50_ms": round(float(np.percentile(single, 50)), 1),
+                             "single_p95_ms": round(float(np.percentile(single, 95)), 1)})
     finally:
         kb.close()
+    return {"passages": len(pks), "ingest_s": round(ingest_s, 1), "index": index,
+            "build_nprobe": build_nprobe, "rows": rows}
 
-    out = Table(title=f"filtered recall@10 vs exact FP32 within the filter: {len(pks):,} passages, "
-                      f"{len(held_out)} queries, nprobe {args.nprobe} (the build's: "
-                      f"{build_nprobe})")
-    for col in ("filter", "selectivity", "matches", "path", "recall@10", "ms/query"):
+
+def _print(result: dict, backend: str, args: argparse.Namespace) -> None:
+    out = Table(title=f"filtered recall@10 vs exact FP32 within the filter, Milvus {backend}: "
+                      f"{result['passages']:,} passages, {args.queries} queries, nprobe "
+                      f"{args.nprobe} (the build's: {result['build_nprobe']})")
+    for col in ("filter", "selectivity", "matches", "path", "recall@10", "ms/query batched",
+                "p50 ms", "p95 ms"):
         out.add_column(col, justify="left" if col in ("filter", "path") else "right")
-    for row in rows:
+    for row in result["rows"]:
         out.add_row(row["filter"], f"{row['selectivity']:.1%}", str(row["matches"]), row["path"],
-                    f"{row['recall@10']:.3f}", f"{row['ms_per_query']:.1f}")
+                    f"{row['recall@10']:.3f}", f"{row['ms_per_query_batched']:.1f}",
+                    f"{row['single_p50_ms']:.1f}", f"{row['single_p95_ms']:.1f}")
     Console().print(out)
-    write_results(RESULTS / "filtered_recall.json", {
-        "what": __doc__.splitlines()[0], "passages": len(pks), "queries": len(held_out),
-        "ingest_s": round(ingest_s, 1), "index": index,
-        "build_nprobe": build_nprobe, "searched_nprobe": args.nprobe,
-        "rows": rows, "machine": machine()})
 
 
 if __name__ == "__main__":

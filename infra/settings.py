@@ -39,8 +39,9 @@ class InputSettings(BaseModel):
     id_field: str = Field("id", description="Record field holding the document id (JSONL/Parquet).")
     text_field: str = Field("text", description="Record field holding the text (JSONL/Parquet).")
     metadata_fields: list[str] | None = Field(
-        None, description="JSONL/Parquet fields kept as each passage's metadata (searchable with "
-        "a filter). Default: every field but the id and the text; [] keeps none.")
+        None, description="JSONL/Parquet fields (and front matter keys) kept as each passage's "
+        "metadata (searchable with a filter), with the file's file_bytes and file_modified. "
+        "Default: every field but the id and the text; [] keeps none.")
     text_suffixes: list[str] = Field(
         [".txt", ".md", ".markdown", ".rst", ".text"],
         description="File endings read as plain text; one file is one document.",

@@ -188,8 +188,8 @@ def test_filtered_search_returns_only_matches_with_recall_vs_exact_fp32(
             kb.search("anything", k=3, filter="team === 3")
         # A key no passage has (a typo) is named with its position and the keys there are.
         with pytest.raises(FilterError, match=r"no passage has the metadata key 'teem' at "
-                                              r"position 10 .* keys of this collection: half, "
-                                              r"rare, team"):
+                                              r"position 10 .* keys of this collection: "
+                                              r"file_bytes, file_modified, half, rare, team"):
             kb.search("anything", k=3, filter='half and teem == "t7"')
     finally:
         kb.close()
@@ -215,10 +215,11 @@ def test_framework_retrievers_return_text_score_metadata_within_filters(
         assert all(isinstance(d, Document) for d in docs)
         assert [(d.id, d.page_content, d.metadata["score"]) for d in docs] == \
             [(str(h.pk), h.text, h.score) for h in expected] and len(docs) == 5
-        assert docs[0].metadata | {"score": 0} == {"team": "t7", "half": False, "rare": False,
-                                                   "source": expected[0].source, "score": 0,
-                                                   "doc_id": expected[0].doc_id, "chunk": 0,
-                                                   "pk": expected[0].pk}
+        source = workspace["sources"] / "corpus.jsonl"
+        assert docs[0].metadata | {"score": 0, "file_modified": 0} == {
+            "team": "t7", "half": False, "rare": False, "file_bytes": source.stat().st_size,
+            "file_modified": 0, "source": expected[0].source, "score": 0,
+            "doc_id": expected[0].doc_id, "chunk": 0, "pk": expected[0].pk}
         # A call's filter and k apply with the retriever's: t7 rows are all odd, never half.
         assert retriever.invoke(query, filter="half == true") == []
         assert [d.id for d in asyncio.run(retriever.ainvoke(query, k=2))] == \
@@ -235,6 +236,8 @@ def test_framework_retrievers_return_text_score_metadata_within_filters(
         assert {n.node.metadata["team"] for n in nodes} <= {"t1", "t2", "t7"}
         assert [n.score for n in nodes] == sorted((n.score for n in nodes), reverse=True)
         assert nodes[0].node.get_content() == expected[0].text
+        assert [n.node.node_id for n in asyncio.run(llamaindex.VecpressRetriever(
+            kb, k=3, filters={"team": "t7"}).aretrieve(query))] == [d.id for d in docs[:3]]
         outside = llamaindex.VecpressRetriever(kb, k=10, filters=MetadataFilters(filters=[
             MetadataFilter(key="team", value=[f"t{n}" for n in range(9)], operator="nin"),
             MetadataFilter(key="team", value="t", operator=">")])).retrieve(query)
@@ -320,7 +323,8 @@ def test_reingest_is_incremental_and_runs_on_an_external_dask_cluster(
     from vecpress.api import open_collection
 
     with open_collection(COLLECTION, workspace["root"] / "data") as kb:
-        hits = kb.search("incremental loading of vector collections", k=5, filter="version == 2")
+        hits = kb.search("incremental loading of vector collections", k=5,
+                         filter='version == 2 and file_bytes > 100 and file_modified > "2000"')
     assert sorted(h.doc_id for h in hits[0]) == [f"extra-{n}" for n in range(5)]
     new_shards = list(set(shards.glob("*/part-*.parquet")) - before)
     assert new_shards and all("token_ids" in pq.read_schema(s).names for s in new_shards)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import fsspec
@@ -11,6 +12,7 @@ import pyarrow.parquet as pq
 from helpers import read_inputs
 
 from vecpress.infra.settings import InputSettings
+from vecpress.tasks.inputs.metadata import modified_time
 from vecpress.tasks.inputs.records import InputError, Record
 from vecpress.tasks.inputs.sources import discover, read_records
 
@@ -63,7 +65,9 @@ def test_configurable_fields(tmp_path: Path) -> None:
     settings = InputSettings(id_field="key", text_field="body")
     files, _ = discover([str(tmp_path)], settings)
     records = list(read_records(files[0], settings))
-    assert records == [Record("k1", "hello there", files[0].url)]
+    assert records == [Record("k1", "hello there", files[0].url,
+                              json.dumps({"file_bytes": 37, "file_modified": files[0].modified_at},
+                                         separators=(",", ":")))]
 
 
 def test_parquet_without_text_column(tmp_path: Path) -> None:
@@ -111,11 +115,18 @@ def test_jsonl_fields_beyond_id_and_text_are_the_records_metadata(tmp_path: Path
     lines = [{"id": "a", "text": "alpha text", "team": "t7", "year": 2021, "tags": ["x"]},
              {"id": "b", "text": "beta text"},
              {"id": "c", "text": "gamma text", "score": float("nan")},
-             {"id": "d", "text": "delta text", "blob": "y" * 70_000}]
+             {"id": "d", "text": "delta text", "blob": "y" * 70_000},
+             {"id": "e", "text": "epsilon text", "file_bytes": "its own"}]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    os.utime(path, (1_700_000_000, 1_700_000_000.5))
     records, errors = _read(path)
+    # Every record also gets its file's size and modification time; its own fields win.
+    stamp = {"file_bytes": path.stat().st_size, "file_modified": "2023-11-14T22:13:20Z"}
     assert [(r.doc_id, r.metadata) for r in records] == [
-        ("a", '{"tags":["x"],"team":"t7","year":2021}'), ("b", None)]
+        ("a", json.dumps(stamp | {"tags": ["x"], "team": "t7", "year": 2021}, sort_keys=True,
+                         separators=(",", ":"))),
+        ("b", json.dumps(stamp, separators=(",", ":"))),
+        ("e", json.dumps(stamp | {"file_bytes": "its own"}, separators=(",", ":")))]
     # Values Milvus's JSON field cannot hold: the record is skipped, with the field and line.
     assert [(e.location, e.message.split(" holds")[0].split(" is ")[0]) for e in errors] == [
         ("line 3", "metadata field 'score'"), ("line 4", "metadata")]
@@ -124,7 +135,22 @@ def test_jsonl_fields_beyond_id_and_text_are_the_records_metadata(tmp_path: Path
     only_team, _ = read_inputs(path, InputSettings(metadata_fields=["team"]))
     assert only_team[0].metadata == '{"team":"t7"}'
     none, errors = read_inputs(path, InputSettings(metadata_fields=[]))
-    assert [r.metadata for r in none] == [None] * 4 and errors == []
+    assert [r.metadata for r in none] == [None] * 5 and errors == []
+    with_time, _ = read_inputs(path, InputSettings(metadata_fields=["team", "file_modified"]))
+    assert [r.metadata for r in with_time[:2]] == [
+        '{"file_modified":"2023-11-14T22:13:20Z","team":"t7"}',
+        '{"file_modified":"2023-11-14T22:13:20Z"}']
+
+
+def test_modification_times_of_every_backend_become_iso_utc() -> None:
+    import datetime as dt
+
+    assert modified_time({"mtime": 1_700_000_000.9}) == "2023-11-14T22:13:20Z"
+    assert modified_time({"ETag": '"abc"', "LastModified": dt.datetime(
+        2024, 5, 1, 14, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))}) == "2024-05-01T12:00:00Z"
+    assert modified_time({"updated": "2024-05-01T12:00:00.123Z"}) == "2024-05-01T12:00:00Z"
+    assert modified_time({"updated": "yesterday", "created": 0}) == "1970-01-01T00:00:00Z"
+    assert modified_time({"size": 3}) == ""
 
 
 def test_parquet_columns_beyond_id_and_text_are_metadata_dates_as_iso_text(tmp_path: Path
@@ -153,9 +179,13 @@ def test_front_matter_of_a_text_file_is_its_metadata(tmp_path: Path) -> None:
     records, errors = _read(tmp_path)
     by_name = {Path(r.source).name: r for r in records}
     assert by_name["a.md"].text == "# Rotating logs\n\nUse logrotate.\n"
-    assert json.loads(by_name["a.md"].metadata) == {"title": "Rotating logs", "team": "ops",
-                                                    "year": 2021, "published": "2021-05-01"}
-    assert by_name["d.md"].metadata is None and by_name["d.md"].text.startswith("--- not")
+    assert json.loads(by_name["a.md"].metadata) == {
+        "title": "Rotating logs", "team": "ops", "year": 2021, "published": "2021-05-01",
+        "file_bytes": (tmp_path / "a.md").stat().st_size,
+        "file_modified": json.loads(by_name["a.md"].metadata)["file_modified"]}
+    d_stamp = json.loads(by_name["d.md"].metadata)  # no front matter: the file's keys only
+    assert sorted(d_stamp) == ["file_bytes", "file_modified"]
+    assert by_name["d.md"].text.startswith("--- not")
     located = {Path(e.source).name: (e.location, e.message) for e in errors}
     assert located["b.md"] == ("line 1", "front matter must be a YAML mapping of keys to values")
     assert located["c.md"][0] == "line 3" and "not valid YAML" in located["c.md"][1]

@@ -60,6 +60,7 @@ class SourceFile:
     size: int
     kind: str  # "text" | "jsonl" | "parquet"
     modified: str = ""  # modification stamp (mtime, ETag, ...): a cheap first change check
+    modified_at: str = ""  # when it was modified, ISO 8601 UTC ("" if unknown): its metadata
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,14 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from vecpress.infra.settings import InputSettings
-from vecpress.tasks.inputs.metadata import front_matter, record_metadata
+from vecpress.tasks.inputs.metadata import (
+    NO_FILE,
+    FileMetadata,
+    file_metadata,
+    front_matter,
+    modified_time,
+    record_metadata,
+)
 from vecpress.tasks.inputs.records import InputError, Record, SourceFile
 from vecpress.tasks.inputs.sniffing import (
     BINARY_HINT,
@@ -81,7 +88,7 @@ def discover(paths: list[str], settings: InputSettings) -> tuple[list[SourceFile
                 continue
             url = fs.unstrip_protocol(path)
             found[url] = SourceFile(url=url, size=int(info.get("size") or 0), kind=kind,
-                                    modified=modified_stamp(info))
+                                    modified=modified_stamp(info), modified_at=modified_time(info))
             matched += 1
         if matched == 0 and len(candidates) != 1:
             errors.append(InputError(given, "", "no readable files found",
@@ -115,6 +122,10 @@ def read_records(src: SourceFile, settings: InputSettings
         yield InputError(src.url, "", f"cannot read file: {exc}", "check permissions and storage")
 
 
+def _file(src: SourceFile, settings: InputSettings) -> FileMetadata:
+    return file_metadata(src.size, src.modified_at, settings)
+
+
 def _empty(source: str, what: str = "empty file") -> InputError:
     return InputError(source, "", f"{what}, nothing to index", "remove the file or give it content")
 
@@ -135,7 +146,7 @@ def _read_text(src: SourceFile, settings: InputSettings) -> Iterator[Record | In
         line = raw[: exc.start].count(b"\n") + 1
         yield InputError(src.url, f"line {line} (byte {exc.start})", "invalid UTF-8", UTF8_HINT)
         return
-    matter = front_matter(text, src.url, settings)
+    matter = front_matter(text, src.url, settings, _file(src, settings))
     if isinstance(matter, InputError):
         yield matter
         return
@@ -149,6 +160,7 @@ def _read_text(src: SourceFile, settings: InputSettings) -> Iterator[Record | In
 def _read_jsonl(src: SourceFile, settings: InputSettings) -> Iterator[Record | InputError]:
     seen_content = False
     ids = _SeenIds("line")
+    file = _file(src, settings)
     with fsspec.open(src.url, "rb") as fh:
         unreadable = jsonl_binary(src.url, fh.read(SNIFF_BYTES))
         if unreadable is not None:
@@ -159,7 +171,7 @@ def _read_jsonl(src: SourceFile, settings: InputSettings) -> Iterator[Record | I
             if not raw.strip():
                 continue
             seen_content = True
-            item = _jsonl_record(raw, number, src.url, settings)
+            item = _jsonl_record(raw, number, src.url, settings, file)
             if isinstance(item, Record):
                 item = ids.claim(item, number, f"{src.url}#L{number}", f"line {number}")
             if item is not None:
@@ -168,8 +180,8 @@ def _read_jsonl(src: SourceFile, settings: InputSettings) -> Iterator[Record | I
         yield _empty(src.url)
 
 
-def _jsonl_record(raw: bytes, number: int, source: str, settings: InputSettings
-                  ) -> Record | InputError | None:
+def _jsonl_record(raw: bytes, number: int, source: str, settings: InputSettings,
+                  file: FileMetadata = NO_FILE) -> Record | InputError | None:
     """The record of one JSONL line (None for whitespace-only text), or what is wrong with it."""
     where = f"line {number}"
     try:
@@ -187,7 +199,7 @@ def _jsonl_record(raw: bytes, number: int, source: str, settings: InputSettings
     except json.JSONDecodeError as exc:
         return InputError(source, where, f"malformed JSON ({exc.msg}, column {exc.colno})",
                           "fix or remove the line")
-    return _record_from_mapping(obj, source, where, f"{source}#L{number}", settings)
+    return _record_from_mapping(obj, source, where, f"{source}#L{number}", settings, file)
 
 
 def parse_json_line(line: str) -> object:
@@ -260,7 +272,8 @@ def _json_type(value: object) -> str:
 
 
 def _record_from_mapping(
-    obj: object, source: str, where: str, fallback_id: str, settings: InputSettings
+    obj: object, source: str, where: str, fallback_id: str, settings: InputSettings,
+    file: FileMetadata = NO_FILE,
 ) -> Record | InputError | None:
     field = settings.text_field
     if not isinstance(obj, dict):
@@ -280,7 +293,7 @@ def _record_from_mapping(
         return None  # an empty document has no passages; nothing is lost by skipping it
     raw_id = obj.get(settings.id_field)
     doc_id = fallback_id if raw_id is None else str(raw_id)
-    metadata = record_metadata(obj, source, where, settings)
+    metadata = record_metadata(obj, source, where, settings, file)
     if isinstance(metadata, InputError):
         return metadata
     return Record(doc_id=doc_id, text=text, source=source, metadata=metadata)
@@ -315,18 +328,19 @@ def _read_parquet(src: SourceFile, settings: InputSettings) -> Iterator[Record |
             yield InputError(src.url, "", "empty file, nothing to index",
                              "remove the file or give it rows")
             return
-        yield from _parquet_rows(src.url, pf, columns, settings)
+        yield from _parquet_rows(src.url, pf, columns, settings, _file(src, settings))
 
 
-def _parquet_rows(source: str, pf: pq.ParquetFile, columns: list[str],
-                  settings: InputSettings) -> Iterator[Record | InputError]:
+def _parquet_rows(source: str, pf: pq.ParquetFile, columns: list[str], settings: InputSettings,
+                  file: FileMetadata) -> Iterator[Record | InputError]:
     ids_seen = _SeenIds("row")
     row = 0
     for batch in pf.iter_batches(columns=columns, batch_size=4096):
         for obj in batch.to_pylist():  # the row's id, text and metadata columns
             row += 1
             obj.setdefault(settings.id_field, None)
-            item = _record_from_mapping(obj, source, f"row {row}", f"{source}#R{row}", settings)
+            item = _record_from_mapping(obj, source, f"row {row}", f"{source}#R{row}", settings,
+                                        file)
             if isinstance(item, Record):
                 item = ids_seen.claim(item, row, f"{source}#R{row}", f"row {row}")
             if item is not None:

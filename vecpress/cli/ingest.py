@@ -30,8 +30,8 @@ def ingest(
     id_field: Annotated[str | None, typer.Option(help="JSONL/Parquet id field.")] = None,
     text_field: Annotated[str | None, typer.Option(help="JSONL/Parquet text field.")] = None,
     metadata_fields: Annotated[str | None, typer.Option(
-        help="JSONL/Parquet fields kept as metadata, comma-separated (default: all but the id and "
-        "text; '' keeps none).")] = None,
+        help="JSONL/Parquet fields kept as metadata, comma-separated, with file_bytes and "
+        "file_modified (default: all but the id and text, and both; '' keeps none).")] = None,
     eval_queries: Annotated[str | None, typer.Option(
         help="JSONL of held-out {id,text} queries: report recall@10 vs exact FP32.")] = None,
     recreate: Annotated[bool, typer.Option(help="Drop the collection and its codec first.")] = False,

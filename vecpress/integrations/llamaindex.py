@@ -11,12 +11,14 @@
 
 Each ``NodeWithScore`` holds a ``TextNode`` with the passage's text, its metadata (``source``,
 ``doc_id``, ``chunk``, ``pk`` and the record's own keys) and its primary key as ``id_``.
-``filters`` takes LlamaIndex's ``MetadataFilters`` (nested, with and / or / not), a vecpress
-expression string or a dict of equalities; all become one Milvus expression over metadata keys.
+``aretrieve`` runs the search in a worker thread. ``filters`` takes LlamaIndex's
+``MetadataFilters`` (nested, with and / or / not), a vecpress expression string or a dict of
+equalities; all become one Milvus expression over metadata keys.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from llama_index.core.retrievers import BaseRetriever
@@ -84,6 +86,10 @@ class VecpressRetriever(BaseRetriever):
                                       filter=self.expression)[0]
         return [NodeWithScore(node=TextNode(id_=str(h.pk), text=h.text, metadata=hit_metadata(h)),
                               score=h.score) for h in hits]
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        """The search blocks (the model, Milvus): run it in a worker thread, not the loop."""
+        return await asyncio.to_thread(self._retrieve, query_bundle)
 
 
 __all__ = ["VecpressRetriever", "metadata_filters"]
