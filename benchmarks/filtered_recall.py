@@ -66,26 +66,24 @@ def main() -> None:
     if not source.exists():
         write_jsonl(source, ({"id": doc_id, "text": text, **_metadata(n)}
                              for n, (doc_id, text) in enumerate(corpus)))
-    truth_cache: dict[str, np.ndarray] = {}
-    results: dict[str, dict] = {}
-    for backend in args.milvus:
+    name = "filtered_recall.json" if (args.docs, args.milvus) == (5000, ["lite"]) else \
+        f"filtered_recall_{args.docs}_{args.variant}.json"
+    for backend in args.milvus:  # written after each backend, merged with earlier runs' others
         with ExitStack() as stack:
             uri = str(root / "data" / "milvus.db")
             if backend == "server":
                 server = stack.enter_context(milvus_server(root / "milvus-server"))
                 uri = server_uri(server)
-            results[backend] = _measure(args, root, source, uri, held_out, truth_cache)
-        _print(results[backend], backend, args)
-    name = "filtered_recall.json" if (args.docs, args.milvus) == (5000, ["lite"]) else \
-        f"filtered_recall_{args.docs}_{args.variant}.json"
-    write_results(RESULTS / name, {
-        "what": __doc__.splitlines()[0], "queries": len(held_out), "variant": args.variant,
-        "searched_nprobe": args.nprobe, "latency_queries": args.latency_queries,
-        "backends": results, "machine": machine()})
+            result = _measure(args, root, source, uri, held_out)
+        _print(result, backend, args)
+        write_results(RESULTS / name, {
+            "what": __doc__.splitlines()[0], "queries": len(held_out), "variant": args.variant,
+            "searched_nprobe": args.nprobe, "latency_queries": args.latency_queries,
+            "backends": {backend: result}, "machine": machine()}, merge="backends")
 
 
 def _measure(args: argparse.Namespace, root: Path, source: Path, uri: str,
-             held_out: list[tuple[str, str]], truth_cache: dict[str, np.ndarray]) -> dict:
+             held_out: list[tuple[str, str]]) -> dict:
     """Ingest ``source`` into a collection on ``uri`` (unless done), then every filter by every
     path: recall@10 within the filter (batch of all queries) and single-query latency."""
     import vecpress
@@ -112,9 +110,14 @@ def _measure(args: argparse.Namespace, root: Path, source: Path, uri: str,
         kb._searcher.snapshot = dataclasses.replace(kb._searcher.snapshot, nprobe=args.nprobe)
         embedder = kb._searcher.embedder
         queries = embedder.encode_queries([t for _, t in held_out])
-        if "docs" not in truth_cache:  # the same passages and model on every backend
-            truth_cache["docs"] = embedder.encode_documents(passages.column("text").to_pylist())
-        everything = truth_cache["docs"]
+        # Ground truth: the same passages and model on every backend, kept in the root.
+        cached = root / f"truth-{args.variant}-{len(pks)}.npz"
+        if not cached.exists():
+            np.savez(cached, pks=pks,
+                     vectors=embedder.encode_documents(passages.column("text").to_pylist()))
+        saved = np.load(cached)
+        row_of = {int(pk): i for i, pk in enumerate(saved["pks"])}  # shards may list them apart
+        everything = saved["vectors"][[row_of[int(pk)] for pk in pks]]
         for text in FILTERS:
             key, value = text.split(" == ")
             keep = np.array([m.get(key) == json.loads(value) for m in metadata])
