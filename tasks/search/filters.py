@@ -99,18 +99,17 @@ def _membership(tokens: list[re.Match[str]], at: int) -> tuple[bool, list[str], 
     Milvus Lite takes ``in`` on a field only (``metadata["team"] in [...]`` is refused there), so
     a key's membership becomes equalities joined by ``or``, which both backends take. Anything
     but a list of literals is left to Milvus as written."""
-    words = [m for m in tokens[at:] if not m.group().isspace()]
-    negated = bool(words) and words[0].group().lower() == "not"
+    words = [(i, m) for i, m in enumerate(tokens[at:], start=at) if not m.group().isspace()]
+    negated = bool(words) and words[0][1].group().lower() == "not"
     words = words[1:] if negated else words
-    if len(words) < 3 or words[0].group().lower() != "in" or words[1].group() != "[":
+    if len(words) < 3 or words[0][1].group().lower() != "in" or words[1][1].group() != "[":
         return None
     values: list[str] = []
     sign = ""
-    for match in words[2:]:
+    for index, match in words[2:]:
         token, kind = match.group(), match.lastgroup
         if token == "]":
-            end = tokens.index(match) + 1
-            return (negated, values, end) if values and not sign else None
+            return (negated, values, index + 1) if values and not sign else None
         if token == "-" and not sign:
             sign = "-"
         elif kind == "number" or (not sign and (kind == "string"

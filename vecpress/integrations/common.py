@@ -37,14 +37,19 @@ def literal(value: Any) -> str:
                       f"{type(value).__name__} ({value!r})")
 
 
+def plain_key(key: Any) -> str:
+    """``key`` as a name the expression can hold; ``FilterError`` for anything else."""
+    if not str(key).isidentifier():
+        raise FilterError(f"filter key {key!r} is not a plain name (letters, digits, _)")
+    return str(key)
+
+
 def equalities(fields: Mapping[str, Any]) -> str:
     """``{"team": "t7", "year": [2020, 2021]}`` as ``team == "t7" and year in [2020, 2021]``."""
     parts = []
     for key, value in fields.items():
-        if not str(key).isidentifier():
-            raise FilterError(f"filter key {key!r} is not a plain name (letters, digits, _)")
         op = "in" if isinstance(value, list | tuple) else "=="
-        parts.append(f"{key} {op} {literal(value)}")
+        parts.append(f"{plain_key(key)} {op} {literal(value)}")
     return " and ".join(parts)
 
 

@@ -31,7 +31,7 @@ from llama_index.core.vector_stores.types import (
 )
 
 from vecpress.api import Collection
-from vecpress.integrations.common import expression, hit_metadata, literal
+from vecpress.integrations.common import expression, hit_metadata, literal, plain_key
 from vecpress.tasks.search.filters import FilterError
 
 _COMPARE = {FilterOperator.EQ: "==", FilterOperator.NE: "!=", FilterOperator.GT: ">",
@@ -43,13 +43,12 @@ _ARRAY = {FilterOperator.CONTAINS: "json_contains", FilterOperator.ANY: "json_co
 
 
 def _one(item: MetadataFilter) -> str:
-    if not item.key.isidentifier():
-        raise FilterError(f"filter key {item.key!r} is not a plain name (letters, digits, _)")
+    key = plain_key(item.key)
     operator = FilterOperator(item.operator)
     if operator in _COMPARE:
-        return f"{item.key} {_COMPARE[operator]} {literal(item.value)}"
+        return f"{key} {_COMPARE[operator]} {literal(item.value)}"
     if operator in _ARRAY:
-        return f"{_ARRAY[operator]}({item.key}, {literal(item.value)})"
+        return f"{_ARRAY[operator]}({key}, {literal(item.value)})"
     raise FilterError(f"the {operator.value!r} filter operator is not supported; use one of "
                       f"{', '.join(repr(o.value) for o in (*_COMPARE, *_ARRAY))}")
 
