@@ -137,7 +137,7 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     for err in errors:
         log.warning("input error: %s", err)
     log.info(headlines.files_line(plan.counts()), extra=HEADLINE)
-    job = stream_job(catalog, build, plan, manifest, settings, artifact.name)
+    job = stream_job(catalog, build, plan, manifest, settings, artifact.name, active)
     summary.stages.append(StageStat("discover + compare with catalog",
                                     time.perf_counter() - started, len(files), "files"))
     if plan.is_empty and build.status == "active" and (len(manifest) or not errors):

@@ -8,26 +8,32 @@ quantisation, the most compact index Lite offers) and IVF_PQ with the codec's M/
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pymilvus import DataType, MilvusClient, MilvusException
+from pymilvus import MilvusClient, MilvusException
 from tenacity import before_sleep_log, retry_if_exception, stop_after_delay, wait_exponential
 from tenacity import retry as retrying
 
-from vecpress.infra.bounds import MAX_VARCHAR_BYTES
 from vecpress.infra.index_plan import IndexPlan
+from vecpress.infra.metadata_settings import MetadataSettings
+from vecpress.infra.milvus_fields import (
+    METADATA,
+    VECTOR,
+    as_columns,
+    byte_batches,
+    collection_schema,
+    scalar_index_type,
+    typed_fields,
+)
 from vecpress.infra.settings import MilvusSettings
 
 log = logging.getLogger(__name__)
-VECTOR = "vector"
-METADATA = "metadata"  # the JSON field of a passage's metadata (collections built before lack it)
 OUTPUT_FIELDS = ["doc_id", "chunk", "text", "source"]
 FETCH_BATCH = 256  # rows per query: texts of ≤ 64 KiB keep a reply under gRPC's 64 MiB
-MAX_TEXT = MAX_VARCHAR_BYTES
 # Milvus refuses a row for what it holds (a VARCHAR over its max_length, a NaN, a wrong dim):
 # code 1100 "invalid parameter" on a server, the message alone on Milvus Lite.
 _REFUSAL_CODES = {1100}
@@ -65,6 +71,10 @@ class RefusedRow:
 
 class MilvusSchemaError(RuntimeError):
     """An existing collection does not fit what this run would write."""
+
+
+def _typed(fields: Mapping[str, str]) -> str:
+    return ", ".join(f"{k}:{v}" for k, v in fields.items()) or "none"
 
 
 class RetryingClient:
@@ -164,8 +174,11 @@ class MilvusStore:
 
             server_manager_instance.release_server(self.settings.uri)
 
-    def ensure_collection(self, name: str, dim: int, codec_id: str) -> None:
-        """Create the collection, or check that the existing one has the same vector space."""
+    def ensure_collection(self, name: str, dim: int, codec_id: str,
+                          metadata: MetadataSettings | None = None) -> None:
+        """Create the collection (with ``metadata``'s typed fields and their scalar indexes), or
+        check that the existing one has the same vector space and, when ``metadata`` is given,
+        the same typed fields."""
         if self.client.has_collection(name):
             # Described afresh (the check is the point) and kept for the upserts (``_schema``).
             self._schemas[name] = self.client.describe_collection(name)
@@ -175,10 +188,43 @@ class MilvusStore:
                     f"collection '{name}' stores {vector['params']['dim']}-d vectors but the codec "
                     f"produces {dim}-d; use another --collection or --recreate"
                 )
+            have = typed_fields(self._schemas[name])
+            if metadata is not None and have != metadata.fields:
+                raise MilvusSchemaError(
+                    f"collection '{name}' has the typed fields {_typed(have)} but metadata.fields "
+                    f"(--typed-fields) declares {_typed(metadata.fields)}; give the same, or "
+                    "rebuild it with them: vecpress ingest --recreate, or vecpress reindex")
             return
-        schema = collection_schema(dim, f"vecpress codec {codec_id}")
+        schema = collection_schema(dim, f"vecpress codec {codec_id}", metadata)
         self._schemas.pop(name, None)
         self.client.create_collection(name, schema=schema, consistency_level="Strong")
+        if metadata is not None and metadata.scalar_index:
+            self._index_typed_fields(name, metadata.fields)
+
+    def _index_typed_fields(self, name: str, fields: Mapping[str, str]) -> None:
+        """A scalar index on each typed field the backend can index (``scalar_index_type``)."""
+        for field, kind in fields.items():
+            index_type = scalar_index_type(kind, self.settings.is_lite)
+            if index_type is None:
+                continue
+            params = self.client.prepare_index_params()
+            params.add_index(field, index_type=index_type, index_name=field)
+            self.client.create_index(name, params)
+
+    def typed_fields(self, name: str) -> dict[str, str]:
+        """The collection's typed metadata fields: name -> varchar | int64 | double | bool."""
+        return typed_fields(self._schema(name))
+
+    def resolve_typed(self, declared: MetadataSettings, *collections: str) -> MetadataSettings:
+        """``declared`` where its caller set ``metadata.fields``; else the typed fields of the
+        first of ``collections`` that exists (the build being written, then the one serving),
+        so that a run without ``--typed-fields`` keeps them, in a new build too."""
+        if "fields" in declared.model_fields_set:
+            return declared
+        for name in collections:
+            if name and self.client.has_collection(name):
+                return declared.model_copy(update={"fields": self.typed_fields(name)})
+        return declared
 
     def load(self, name: str) -> None:
         """Make the collection searchable (a reopened Milvus Lite file starts released)."""
@@ -350,49 +396,3 @@ class MilvusStore:
         """Whether the collection's schema has ``field`` (collections built by earlier versions
         lack the fields added since: the metadata)."""
         return any(f["name"] == field for f in self._schema(name)["fields"])
-
-
-def collection_schema(dim: int, description: str) -> Any:
-    """The one schema of every vecpress collection (bulk-import files follow its field order)."""
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False,
-                                        description=description)
-    schema.add_field("pk", DataType.INT64, is_primary=True)
-    schema.add_field("doc_id", DataType.VARCHAR, max_length=MAX_TEXT)
-    schema.add_field("chunk", DataType.INT32)
-    schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT)
-    schema.add_field("source", DataType.VARCHAR, max_length=MAX_TEXT)
-    schema.add_field("codec_id", DataType.VARCHAR, max_length=64)
-    schema.add_field(METADATA, DataType.JSON)  # the record's other fields: filters name them
-    schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=dim)
-    return schema
-
-
-def as_columns(rows: Sequence[dict[str, Any]], fields: list[dict[str, Any]]
-               ) -> list[dict[str, Any]]:
-    """Rows as the column list of a column-wise upsert, in the schema's field order (the vector
-    as one float32 matrix)."""
-    columns = []
-    for field in fields:
-        if field["type"] == DataType.JSON:  # rows made without metadata have none: {}
-            values = [row.get(field["name"]) or "{}" for row in rows]
-        else:
-            values = [row[field["name"]] for row in rows]
-        if field["type"] == DataType.FLOAT_VECTOR:
-            values = np.asarray(values, dtype=np.float32)  # type: ignore[assignment]
-        columns.append({"name": field["name"], "type": field["type"], "values": values})
-    return columns
-
-
-def byte_batches(rows: Iterable[dict[str, Any]], limit: int) -> Iterable[list[dict[str, Any]]]:
-    """Batches of about ``limit`` bytes (values' nbytes, or their text's length)."""
-    batch: list[dict[str, Any]] = []
-    size = 0
-    for row in rows:
-        row_bytes = sum(getattr(v, "nbytes", None) or len(str(v)) for v in row.values())
-        if batch and size + row_bytes > limit:
-            yield batch
-            batch, size = [], 0
-        batch.append(row)
-        size += row_bytes
-    if batch:
-        yield batch

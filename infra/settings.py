@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_serializer, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vecpress.infra.metadata_settings import MetadataSettings
 from vecpress.infra.search_settings import SearchSettings
 
 Variant = Literal["fp32", "int8", "fp16"]
@@ -346,6 +347,7 @@ class Settings(BaseSettings):
         "Credentials given here are masked in every dump and left out of deployments: prefer the "
         "environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) of every host.", repr=False)
     inputs: InputSettings = InputSettings()
+    metadata: MetadataSettings = MetadataSettings()
     chunk: ChunkSettings = ChunkSettings()
     model: ModelSettings = ModelSettings()
     codec: CodecSettings = CodecSettings()

@@ -9,6 +9,7 @@ import json
 import pytest
 from helpers import vecpress
 
+from vecpress.infra.metadata_settings import MetadataSettings
 from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.settings import MilvusSettings
 
@@ -66,7 +67,8 @@ def test_a_first_load_is_bulk_imported_and_later_runs_upsert(tmp_path, paragraph
 def test_an_upsert_after_a_bulk_import_keeps_each_passage_once(tmp_path, fp32_artifact,
                                                                paragraphs, milvus_server) -> None:
     """A killed run may have imported a shard it had not committed as loaded; the rerun upserts
-    it. Milvus's upsert deletes every row of a key first, so nothing is doubled."""
+    it. Milvus's upsert deletes every row of a key first, so nothing is doubled. Typed metadata
+    fields travel both ways (a server indexes varchar and int64, not bool, on Milvus 2.3)."""
     import numpy as np
     import pyarrow as pa
 
@@ -80,22 +82,32 @@ def test_an_upsert_after_a_bulk_import_keeps_each_passage_once(tmp_path, fp32_ar
     storage.write_parquet(passages, pa.table({
         "pk": np.arange(n, dtype=np.int64), "doc_id": [f"d{i}" for i in range(n)],
         "chunk": np.zeros(n, np.int32), "text": [t for _, t in paragraphs[:n]],
-        "source": ["file:///x.jsonl"] * n}))
+        "source": ["file:///x.jsonl"] * n,
+        "metadata": [json.dumps({"team": f"t{i % 4}", "year": 2000 + i % 20, "ok": i % 2 == 0})
+                     if i % 10 else None for i in range(n)]}))
     vectors = np.random.default_rng(0).normal(size=(n, dim)).astype(np.float32)
     storage.write_parquet(archive, archive_table(np.arange(n, dtype=np.int64), vectors))
-    settings = MilvusSettings(uri=milvus_server, bulk_dir=str(tmp_path / "bulk"))
+    settings = MilvusSettings(uri=milvus_server, bulk_dir=str(tmp_path / "bulk"),
+                              search_consistency="Strong")
     store = MilvusStore(settings)
+    typed = {"ok": "bool", "team": "varchar", "year": "int64"}
+    matching = 'team == "t1" and year >= 2010 and ok == false'
     try:
-        store.ensure_collection("bulk_once", dim, "c")
-        [done] = bulk_load_parts([(passages, archive)], "c", "bulk_once", settings)
+        store.ensure_collection("bulk_once", dim, "c", MetadataSettings(fields=typed))
+        assert set(store.client.list_indexes("bulk_once")) == {"team", "year"}
+        [done] = bulk_load_parts([(passages, archive)], "c", "bulk_once", settings, typed)
         assert done.bulk and done.written == n and not done.note
         index = store.client.prepare_index_params()
         index.add_index("vector", index_type="FLAT", metric_type="L2")
         store.client.create_index("bulk_once", index)
         store.load("bulk_once")
         assert _count(milvus_server, "bulk_once") == n
-        assert load_part(passages, archive, "c", "bulk_once", settings).written == n
+        # i % 4 == 1 (odd, so ok is false) and i % 20 >= 10: 13 and 17 of every 20.
+        assert store.count_matching("bulk_once", matching) == 20
+        assert store.count_matching("bulk_once", 'team == ""') == n // 10  # no metadata: empty
+        assert load_part(passages, archive, "c", "bulk_once", settings, typed).written == n
         assert _count(milvus_server, "bulk_once") == n
+        assert store.count_matching("bulk_once", matching) == 20
     finally:
         store.drop("bulk_once")
         store.close()

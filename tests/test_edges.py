@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from durable import catalog, ingest, summary_of
 
-from vecpress.infra.milvus import MAX_TEXT, MilvusStore, RefusedRow
+from vecpress.infra.milvus import MilvusStore, RefusedRow
+from vecpress.infra.milvus_fields import MAX_TEXT
 from vecpress.infra.settings import MilvusSettings
 from vecpress.tasks.inputs.chunking import split_to_bytes
 

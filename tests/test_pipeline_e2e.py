@@ -44,7 +44,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, paragraphs, model_cache,
     (src / "broken.jsonl").write_text(
         json.dumps({"id": "good-1", "text": "A perfectly fine record about parsing files."})
         + "\n{this is not json\n"
-        + json.dumps({"id": "good-2", "text": "Another fine record about sockets."}) + "\n")
+        + json.dumps({"id": "good-2", "text": "Another fine record about sockets."}) + "\n"
+        # team is a typed varchar field (the first run's --typed-fields): a number is refused.
+        + json.dumps({"id": "bad-team", "text": "A record whose team is a number.", "team": 7})
+        + "\n")
     pq.write_table(pa.table({"id": ["x"], "body": ["no text column"]}), src / "notext.parquet")
     queries = root / "queries.jsonl"
     queries.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in held_out))
@@ -73,7 +76,9 @@ def _count(workspace: dict) -> int:
 
 @pytest.fixture(scope="module")
 def first_run(workspace: dict, prefect_harness) -> dict:
-    code, summary, output = _ingest(workspace, "--eval-queries", str(workspace["queries"]))
+    # team and half get typed, indexed fields; later runs keep them without the flag.
+    code, summary, output = _ingest(workspace, "--eval-queries", str(workspace["queries"]),
+                                    "--typed-fields", "team:varchar,half:bool")
     assert code == 0, output
     workspace["first_output"] = output
     return summary
@@ -108,7 +113,9 @@ def test_bad_inputs_are_reported_and_the_rest_loaded(first_run: dict, workspace:
     assert any(name == "broken.jsonl" and loc == "line 2" and "malformed JSON" in msg
                for name, loc, msg in errors)
     assert any(name == "notext.parquet" and loc == "schema" for name, loc, _ in errors)
-    assert len(errors) == 4
+    assert ("broken.jsonl", "record bad-team", "metadata field 'team' holds the number 7, but "
+            "metadata.fields declares it varchar") in errors
+    assert len(errors) == 5
     saved = workspace["root"] / "data" / "collections" / COLLECTION / "runs" / first_run["run_id"]
     quarantined = [json.loads(line) for line in (saved / "quarantine.jsonl").read_text().splitlines()]
     assert quarantined == first_run["errors"]
@@ -184,6 +191,8 @@ def test_filtered_search_returns_only_matches_with_recall_vs_exact_fp32(
 
     kb = open_collection(COLLECTION, workspace["root"] / "data")
     try:
+        # team and half are filtered on their typed fields, rare on the JSON field.
+        assert kb.info().typed_fields == {"half": "bool", "team": "varchar"}
         with pytest.raises(FilterError, match="not a valid expression"):
             kb.search("anything", k=3, filter="team === 3")
         # A key no passage has (a typo) is named with its position and the keys there are.
@@ -350,6 +359,11 @@ def test_reindex_after_incremental_runs_brings_back_no_deleted_row(first_run: di
     assert result.returncode == 0, result.stderr[-3000:]
     copy = json.loads(result.stdout[result.stdout.index("{"):])
     assert copy["rows_in_milvus"] == first_run["rows_in_milvus"] == _count(workspace)
+    from vecpress.api import open_collection
+
+    # The rebuilt collection keeps the typed fields of the one it was rebuilt from.
+    with open_collection("e2e_copy", workspace["root"] / "data") as kb:
+        assert kb.info().typed_fields == {"half": "bool", "team": "varchar"}
 
 
 def test_a_run_with_only_bad_input_fails_clearly_and_loses_nothing(first_run: dict,

@@ -53,6 +53,7 @@ class CollectionInfo:
     index: dict[str, Any]  # Milvus's description of the vector index
     bytes_per_vector: dict[str, float]
     last_run: dict[str, Any] | None = field(default=None)  # the newest run summary, if any
+    typed_fields: dict[str, str] = field(default_factory=dict)  # metadata keys with own fields
 
 
 class Collection:
@@ -142,7 +143,8 @@ class Collection:
             model=artifact.name, model_variant=artifact.variant, embedding_dim=artifact.dim,
             codec=dict(snap.codec.report), index=index,
             bytes_per_vector=bytes_per_vector(artifact.dim, snap.codec.report, kind),
-            last_run=_last_run(self.settings))
+            last_run=_last_run(self.settings),
+            typed_fields=searcher.store.typed_fields(snap.collection))
 
     def close(self) -> None:
         """Release the model session and the Milvus connection (and a Milvus Lite file)."""

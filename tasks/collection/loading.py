@@ -11,10 +11,12 @@ import pyarrow.compute as pc
 
 from vecpress.infra import storage
 from vecpress.infra.index_plan import IndexPlan, plan_index, replan
+from vecpress.infra.metadata_settings import MetadataSettings
 from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.settings import MilvusSettings
 from vecpress.tasks.arrays import fixed_list_to_numpy
 from vecpress.tasks.codec.codec import Codec
+from vecpress.tasks.collection.typed_columns import typed_columns
 from vecpress.tasks.inputs.records import METADATA
 
 
@@ -34,9 +36,11 @@ def _metadata(passages: pa.Table) -> pa.Array:
 
 
 def shard_rows(passages_url: str, archive_url: str, codec_id: str,
-               sources: set[str] | None = None) -> Iterator[dict]:
-    """Milvus rows of one shard pair; with ``sources``, only the rows of those input files. A
-    collection without a metadata field (built before it) ignores the rows' metadata."""
+               sources: set[str] | None = None, typed: dict[str, str] | None = None
+               ) -> Iterator[dict]:
+    """Milvus rows of one shard pair; with ``sources``, only the rows of those input files;
+    ``typed``: the collection's typed metadata fields. A collection without a metadata field
+    (built before it) ignores the rows' metadata."""
     passages = storage.read_parquet(passages_url, columns=PASSAGE_FIELDS, optional=(METADATA,))
     archive = storage.read_parquet(archive_url, columns=["pk", "pca_fp16"])
     pks = passages.column("pk").to_numpy()
@@ -46,18 +50,23 @@ def shard_rows(passages_url: str, archive_url: str, codec_id: str,
     vectors = fixed_list_to_numpy(archive.column("pca_fp16"), np.float32)
     fields = {name: passages.column(name).to_pylist() for name in ("doc_id", "chunk", "text",
                                                                    "source")}
-    metadata = _metadata(passages).to_pylist()
+    metadata = _metadata(passages)
+    values = {name: column.to_pylist()
+              for name, column in typed_columns(metadata, typed or {}, passages_url).items()}
+    metadata_texts = metadata.to_pylist()
     for i, pk in enumerate(pks.tolist()):
         if sources is not None and fields["source"][i] not in sources:
             continue
         yield {"pk": pk, "doc_id": fields["doc_id"][i], "chunk": fields["chunk"][i],
                "text": fields["text"][i], "source": fields["source"][i], "codec_id": codec_id,
-               METADATA: metadata[i], "vector": vectors[i]}
+               METADATA: metadata_texts[i], "vector": vectors[i],
+               **{name: column[i] for name, column in values.items()}}
 
 
-def shard_table(passages_url: str, archive_url: str, codec_id: str) -> pa.Table:
+def shard_table(passages_url: str, archive_url: str, codec_id: str,
+                typed: dict[str, str] | None = None) -> pa.Table:
     """The Milvus rows of one shard pair as one Arrow table in the collection's field order: the
-    file a bulk import reads (the vector as a list of floats)."""
+    file a bulk import reads (the vector as a list of floats; ``typed`` fields before it)."""
     passages = storage.read_parquet(passages_url, columns=PASSAGE_FIELDS, optional=(METADATA,))
     archive = storage.read_parquet(archive_url, columns=["pk", "pca_fp16"])
     if not np.array_equal(passages.column("pk").to_numpy(), archive.column("pk").to_numpy()):
@@ -65,12 +74,13 @@ def shard_table(passages_url: str, archive_url: str, codec_id: str) -> pa.Table:
                                  "re-run the ingest")
     vectors = fixed_list_to_numpy(archive.column("pca_fp16"), np.float32)
     offsets = pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32))
+    metadata = _metadata(passages)
     return pa.table({
         "pk": passages.column("pk"), "doc_id": passages.column("doc_id"),
         "chunk": passages.column("chunk").cast(pa.int32()), "text": passages.column("text"),
         "source": passages.column("source"),
         "codec_id": pa.array([codec_id] * passages.num_rows, pa.string()),
-        METADATA: _metadata(passages),
+        METADATA: metadata, **typed_columns(metadata, typed or {}, passages_url),
         "vector": pa.ListArray.from_arrays(offsets, pa.array(vectors.ravel()))})
 
 
@@ -110,13 +120,15 @@ def index_collection(store: MilvusStore, collection: str, codec: Codec,
 
 def load_collection(store: MilvusStore, collection: str, codec: Codec, pairs: list[tuple[str, str]],
                     stale: list[int] | None = None,
-                    live: dict[tuple[str, str], set[str]] | None = None) -> LoadResult:
-    """Create (or check) the collection, delete ``stale`` rows, upsert ``pairs``, index, count.
+                    live: dict[tuple[str, str], set[str]] | None = None,
+                    metadata: MetadataSettings | None = None) -> LoadResult:
+    """Create (or check) the collection (``metadata``: its typed fields), delete ``stale`` rows,
+    upsert ``pairs``, index, count.
 
     Stale rows go first: a new file may reuse a deleted file's keys. A server loads only indexed
     collections, so the index is built before counting.
     """
-    store.ensure_collection(collection, codec.dim, codec.codec_id)
+    store.ensure_collection(collection, codec.dim, codec.codec_id, metadata)
     deleted = store.delete(collection, stale or [])
     written = load_shards(store, collection, pairs, codec.codec_id, live)
     plan, index, rows = index_collection(store, collection, codec, None)
@@ -130,6 +142,8 @@ def load_shards(store: MilvusStore, collection: str, pairs: list[tuple[str, str]
     ``live`` limits each pair to the input files whose current rows it holds (a shard also keeps
     rows of files deleted or rewritten by later runs).
     """
+    typed = store.typed_fields(collection)
     return sum(store.upsert(collection, list(shard_rows(p, a, codec_id,
-                                                        live.get((p, a)) if live else None)))
+                                                        live.get((p, a)) if live else None,
+                                                        typed)))
                for p, a in pairs)

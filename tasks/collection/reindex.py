@@ -81,8 +81,10 @@ def reindex(source: str, settings: Settings) -> ReindexSummary:
                              shards=len(parts), build=build.build)
     store = MilvusStore(settings.milvus)
     try:
+        # Without --typed-fields, the new build keeps the typed fields of the one it rebuilds.
+        typed = store.resolve_typed(settings.metadata, build.build, built.build)
         loaded = load_collection(store, build.build, codec, [(p, a) for p, a, _ in parts],
-                                 live={(p, a): set(s) for p, a, s in parts})
+                                 live={(p, a): set(s) for p, a, s in parts}, metadata=typed)
         summary.rows_written, summary.index = loaded.rows_written, loaded.index
         summary.rows_in_milvus = loaded.rows_in_milvus
         _copy_rows(origin, built.build, catalog, build.build, {p for p, _, _ in parts})

@@ -83,6 +83,7 @@ class StreamEngine:
         self.job, self.build = job, job.build
         self.groups = {g.group_id: g for g in job.groups}
         self.loads = Loads(self.settings.milvus, self.store, job.build, self._submit)
+        self.typed = self.store.resolve_typed(self.settings.metadata, job.build.build, job.serving)
         if job.build.codec_id:
             self._use_codec(Codec.load(self.paths.codec_dir(job.build.codec_id)), trained=False)
         self._delete_files(job)
@@ -98,7 +99,8 @@ class StreamEngine:
                 self._submit("chunk", group.group_id, shard_jobs.chunk_group, list(group.files),
                              self.paths.group_dir(group.group_id), inputs=self.settings.inputs,
                              chunking=self.settings.chunk, model=self.artifact,
-                             rows_per_shard=self.settings.model.passages_per_shard)
+                             rows_per_shard=self.settings.model.passages_per_shard,
+                             typed=self.typed)
         try:
             self._maybe_fit()
             while not self.queue.is_empty() or self.loads.waiting():
@@ -238,7 +240,8 @@ class StreamEngine:
         self.codec, self.codec_dir = codec, self.paths.codec_dir(codec.codec_id)
         self.loads.codec_id = codec.codec_id
         self.result.codec_trained = trained
-        self.store.ensure_collection(self.build.build, codec.dim, codec.codec_id)
+        self.store.ensure_collection(self.build.build, codec.dim, codec.codec_id, self.typed)
+        self.loads.typed = self.store.typed_fields(self.build.build)
         self._index_early()
 
     def _index_early(self) -> None:

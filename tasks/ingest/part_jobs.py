@@ -131,8 +131,9 @@ def refused_url(archive_url: str) -> str:
 
 
 def load_part(passages_url: str, archive_url: str, codec_id: str, collection: str,
-              milvus: MilvusSettings, store: MilvusStore | None = None) -> LoadedPart:
-    """Upsert one shard pair into the physical collection.
+              milvus: MilvusSettings, typed: dict[str, str] | None = None,
+              store: MilvusStore | None = None) -> LoadedPart:
+    """Upsert one shard pair into the physical collection (``typed``: its typed metadata fields).
 
     A row Milvus refuses is quarantined (reported with Milvus's reason) while the rest of the
     shard loads. On a Milvus server each worker keeps its own connection; Milvus Lite (one
@@ -141,8 +142,8 @@ def load_part(passages_url: str, archive_url: str, codec_id: str, collection: st
     started = time.perf_counter()
     store = store or _store(milvus)
     refused: list[RefusedRow] = []
-    written = store.upsert(collection, list(shard_rows(passages_url, archive_url, codec_id)),
-                           refused)
+    rows = shard_rows(passages_url, archive_url, codec_id, typed=typed)
+    written = store.upsert(collection, list(rows), refused)
     errors = [InputError(r.row["source"], f"record {r.row['doc_id']} passage {r.row['chunk']}",
                          f"Milvus refused the passage: {r.reason}",
                          "it was not loaded; fix the record and ingest again").to_dict()
@@ -153,19 +154,20 @@ def load_part(passages_url: str, archive_url: str, codec_id: str, collection: st
 
 
 def bulk_load_parts(pairs: list[tuple[str, str]], codec_id: str, collection: str,
-                    milvus: MilvusSettings) -> list[LoadedPart]:
+                    milvus: MilvusSettings, typed: dict[str, str] | None = None
+                    ) -> list[LoadedPart]:
     """Bulk-import several shard pairs as one file (a first load only: ``infra.milvus_bulk``);
     if the server fails to import it (nothing of it is visible), each shard is upserted instead,
     which also quarantines the rows Milvus refuses. An import still running at
     ``milvus.bulk_timeout_s`` fails the run."""
     started = time.perf_counter()
     importer = per_worker("milvus-bulk", lambda: BulkImporter(milvus), milvus)
-    tables = [shard_table(passages, archive, codec_id) for passages, archive in pairs]
+    tables = [shard_table(passages, archive, codec_id, typed) for passages, archive in pairs]
     name = hashlib.sha256("|".join(a for _, a in pairs).encode()).hexdigest()[:24]
     try:
         importer.import_table(collection, pa.concat_tables(tables), name)
     except BulkImportError as exc:
-        parts = [load_part(passages, archive, codec_id, collection, milvus)
+        parts = [load_part(passages, archive, codec_id, collection, milvus, typed)
                  for passages, archive in pairs]
         parts[0].note = f"{exc}; its {len(pairs)} shard(s) were upserted instead"
         return parts

@@ -14,7 +14,7 @@ from vecpress.tasks.ingest.results import StreamJob
 
 
 def stream_job(catalog: Catalog, build: Build, plan: ChangePlan, manifest: Manifest,
-               settings: Settings, artifact: str) -> StreamJob:
+               settings: Settings, artifact: str, serving: Build | None = None) -> StreamJob:
     # A build without a codec fits it on its first groups: take them in random order.
     groups = make_groups(plan.to_read, plan.hashes, settings, artifact,
                          shuffle_seed=None if build.codec_id else settings.codec.seed)
@@ -37,4 +37,4 @@ def stream_job(catalog: Catalog, build: Build, plan: ChangePlan, manifest: Manif
         deleted.extend((p, a, tuple(sorted(paths))) for p, a in loaded.get(old_group, []))
     restamped = [asdict(manifest.entries[p]) | {"build": build.build} for p in plan.restamped]
     return StreamJob(build, groups, plan.hashes, old_parts, deleted, list(plan.deleted),
-                     restamped)
+                     restamped, serving.build if serving is not None else "")

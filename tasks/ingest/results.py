@@ -25,6 +25,7 @@ class StreamJob:
     deleted: list[OldPart] = field(default_factory=list)  # old shards of deleted files
     deleted_paths: list[str] = field(default_factory=list)
     restamped: list[dict] = field(default_factory=list)  # files rows: same bytes, new stamp
+    serving: str = ""  # the build serving the name while this one is written ("" if none)
 
     @property
     def input_bytes(self) -> int:

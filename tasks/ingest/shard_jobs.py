@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from vecpress.infra import storage
 from vecpress.infra.bounds import MAX_VARCHAR_BYTES
+from vecpress.infra.metadata_settings import MetadataSettings
 from vecpress.infra.settings import ChunkSettings, InputSettings, ModelSettings
 from vecpress.tasks.arrays import numpy_to_fixed_list
 from vecpress.tasks.embed.artifact import ModelArtifact
@@ -35,11 +36,13 @@ from vecpress.tasks.inputs.records import (
     passage_schema,
 )
 from vecpress.tasks.inputs.sources import read_records
+from vecpress.tasks.inputs.typed_values import check_record
 from vecpress.tasks.worker_cache import per_worker
 
 log = logging.getLogger(__name__)
 
 MAX_ERRORS_PER_FILE = 20
+NO_TYPED_FIELDS = MetadataSettings()
 # Records chunked together (one encode_batch for all their paragraphs): enough for the
 # tokenizer's threads, few enough characters to bound what a batch holds.
 CHUNK_BATCH_RECORDS = 512
@@ -74,10 +77,12 @@ def _chunker(model_dir: str, settings: ChunkSettings) -> Chunker:
 
 
 def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
-                chunking: ChunkSettings, model_dir: str, rows_per_shard: int) -> ChunkShard:
+                chunking: ChunkSettings, model_dir: str, rows_per_shard: int,
+                typed: MetadataSettings = NO_TYPED_FIELDS) -> ChunkShard:
     """Read and chunk a group of files into passage shards of at most ``rows_per_shard`` rows.
 
-    Bad input becomes ``InputError`` entries; the other records and files are still chunked.
+    Bad input becomes ``InputError`` entries (a record whose metadata does not fit ``typed``
+    too); the other records and files are still chunked.
     """
     started = time.perf_counter()
     chunker = _chunker(model_dir, chunking)
@@ -117,7 +122,7 @@ def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
         file_errors = 0
         for item in read_records(src, inputs):
             if isinstance(item, Record):
-                item = _too_long_id(item) or item
+                item = _too_long_id(item) or check_record(item, typed) or item
             if isinstance(item, InputError):
                 file_errors += 1
                 if file_errors <= MAX_ERRORS_PER_FILE:
@@ -202,12 +207,13 @@ def _chunker_tokens(table: pa.Table, embedder: OnnxEmbedder, url: str) -> Tokens
 
 
 def chunk_group(files: list[SourceFile], folder: str, inputs: InputSettings,
-                chunking: ChunkSettings, model: ModelArtifact, rows_per_shard: int) -> ChunkShard:
+                chunking: ChunkSettings, model: ModelArtifact, rows_per_shard: int,
+                typed: MetadataSettings = NO_TYPED_FIELDS) -> ChunkShard:
     """Chunk one shard group into ``folder``: its part files, then ``group.json`` (what a resumed
     run needs to report the group and record its files without reading it again). The tokenizer
     is the model's: this host's copy when it was published to the storage root."""
     result = chunk_files(files, storage.join(folder, "part"), inputs, chunking,
-                         local_copy(model).model_dir, rows_per_shard)
+                         local_copy(model).model_dir, rows_per_shard, typed)
     storage.write_json(storage.join(folder, "group.json"), group_meta(result))
     return result
 

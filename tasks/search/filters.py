@@ -46,10 +46,12 @@ class Filter:
     metadata_keys: tuple[str, ...]  # the names that became metadata["..."]
 
 
-def translate(text: str, has_metadata: bool, max_bytes: int) -> Filter | None:
+def translate(text: str, has_metadata: bool, max_bytes: int,
+              typed: frozenset[str] = frozenset()) -> Filter | None:
     """``text`` as a Milvus expression (None for no filter); ``FilterError`` for an unclosed
     string or parenthesis, a filter over ``search.max_filter_bytes``, or metadata keys in a
-    collection built before metadata was kept."""
+    collection built before metadata was kept. Names in ``typed`` (the collection's typed
+    metadata fields) stay as they are: Milvus evaluates them on their own columns."""
     if not text or not text.strip():
         return None
     if len(text.encode()) > max_bytes:
@@ -65,7 +67,7 @@ def translate(text: str, has_metadata: bool, max_bytes: int) -> Filter | None:
         match = tokens[at]
         token, kind = match.group(), match.lastgroup
         at += 1
-        if kind == "name" and not _kept(token, text, match.end()):
+        if kind == "name" and token not in typed and not _kept(token, text, match.end()):
             keys.append(token)
             token = f'{METADATA}["{token}"]'
             membership = _membership(tokens, at)

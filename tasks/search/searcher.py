@@ -148,7 +148,8 @@ class Searcher:
                 filter: str = "") -> list[list[Hit]]:
         queries = snap.codec.project_queries(embeddings)
         wanted = filters.translate(filter, self.store.has_field(snap.collection, METADATA),
-                                   self.max_filter_bytes)
+                                   self.max_filter_bytes,
+                                   frozenset(self.store.typed_fields(snap.collection)))
         plan = None if wanted is None else filters.plan(
             self.store, snap.collection, wanted, snap.nprobe, self.filter_exact_rows,
             self._known_keys.setdefault(snap.collection, set()))

@@ -35,6 +35,22 @@ StorageRoot = Annotated[str | None, typer.Option(help="Where runs, codecs and th
                                                          "live (default ./data).")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Also print Prefect's own log "
                                                                "lines (task states).")]
+TypedFields = Annotated[str | None, typer.Option(
+    "--typed-fields", help="Metadata keys stored as typed, indexed Milvus fields, e.g. "
+    "team:varchar,year:int64 (varchar, int64, double, bool): fast filters on them. Needs a new collection "
+    "(--recreate, or reindex).")]
+
+
+def typed_fields(flag: str | None) -> dict[str, str] | None:
+    """The ``--typed-fields`` flag as ``metadata.fields`` (None: not given); exit 2 if malformed."""
+    if flag is None:
+        return None
+    from vecpress.infra.metadata_settings import parse_typed_fields
+
+    try:
+        return parse_typed_fields(flag)
+    except ValueError as exc:
+        exit_with(2, str(exc))
 
 
 def settings_from_flags(**overrides: Any) -> Settings:

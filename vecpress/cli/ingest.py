@@ -10,11 +10,13 @@ from vecpress.cli.common import (
     Collection,
     MilvusUri,
     StorageRoot,
+    TypedFields,
     Verbose,
     print_summary,
     quiet_libraries,
     run_ingest,
     settings_from_flags,
+    typed_fields,
 )
 
 
@@ -32,6 +34,7 @@ def ingest(
     metadata_fields: Annotated[str | None, typer.Option(
         help="JSONL/Parquet fields kept as metadata, comma-separated, with file_bytes and "
         "file_modified (default: all but the id and text, and both; '' keeps none).")] = None,
+    typed: TypedFields = None,
     eval_queries: Annotated[str | None, typer.Option(
         help="JSONL of held-out {id,text} queries: report recall@10 vs exact FP32.")] = None,
     recreate: Annotated[bool, typer.Option(help="Drop the collection and its codec first.")] = False,
@@ -60,6 +63,7 @@ def ingest(
                                       "inputs.metadata_fields": None if metadata_fields is None
                                       else [f.strip() for f in metadata_fields.split(",")
                                             if f.strip()],
+                                      "metadata.fields": typed_fields(typed),
                                       "codec.recall_target": recall_target})
     summary = run_ingest(sources, settings, eval_queries, recreate, full, no_server, verbose)
     print_summary(summary, as_json)

@@ -13,10 +13,12 @@ from rich.table import Table
 from vecpress.cli.common import (
     MilvusUri,
     StorageRoot,
+    TypedFields,
     console,
     exit_milvus_failed,
     quiet_libraries,
     settings_from_flags,
+    typed_fields,
 )
 
 
@@ -27,6 +29,7 @@ def reindex(
     collection: Annotated[str, typer.Option("--collection", "-c", help="The collection to (re)build.")],
     milvus_uri: MilvusUri = None,
     storage_root: StorageRoot = None,
+    typed: TypedFields = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Load archived vectors + passage text into a new build of a collection, index it, switch
@@ -41,9 +44,11 @@ def reindex(
     from vecpress.tasks.collection.loading import ShardMismatchError
     from vecpress.tasks.collection.reindex import ReindexError
     from vecpress.tasks.collection.reindex import reindex as run_reindex
+    from vecpress.tasks.collection.typed_columns import TypedValueError
 
     settings = settings_from_flags(**{"collection": collection, "milvus.uri": milvus_uri,
-                                      "storage_root": storage_root})
+                                      "storage_root": storage_root,
+                                      "metadata.fields": typed_fields(typed)})
     from vecpress.infra.locks import collection_lock
 
     try:
@@ -51,7 +56,8 @@ def reindex(
         with collection_lock(settings.storage_root, settings.collection,
                              lease_ttl_s=settings.lease_ttl_s):
             summary = run_reindex(from_archive, settings).to_dict()
-    except (ReindexError, MilvusSchemaError, ShardMismatchError, FileNotFoundError) as exc:
+    except (ReindexError, MilvusSchemaError, ShardMismatchError, TypedValueError,
+            FileNotFoundError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     except MilvusException as exc:

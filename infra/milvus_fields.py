@@ -1,0 +1,89 @@
+"""The collection's fields: the one schema of every vecpress collection, its typed metadata
+fields and their scalar indexes, and rows as the columns of an upsert.
+
+A typed field (``metadata.fields``) sits between the JSON ``metadata`` field and the vector, in
+name order, so bulk-import files (``tasks.collection.loading.shard_table``) follow one order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from pymilvus import DataType, MilvusClient
+
+from vecpress.infra.bounds import MAX_VARCHAR_BYTES
+from vecpress.infra.metadata_settings import MetadataSettings
+
+VECTOR = "vector"
+METADATA = "metadata"  # the JSON field of a passage's metadata (collections built before lack it)
+PASSAGE_FIELDS = ("pk", "doc_id", "chunk", "text", "source", "codec_id", METADATA, VECTOR)
+MAX_TEXT = MAX_VARCHAR_BYTES
+DATA_TYPES = {"varchar": DataType.VARCHAR, "int64": DataType.INT64, "double": DataType.DOUBLE,
+              "bool": DataType.BOOL}
+_TYPE_NAMES = {data_type: name for name, data_type in DATA_TYPES.items()}
+
+
+def collection_schema(dim: int, description: str, metadata: MetadataSettings | None = None) -> Any:
+    """The schema of a vecpress collection, with ``metadata.fields`` as typed fields."""
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False,
+                                        description=description)
+    schema.add_field("pk", DataType.INT64, is_primary=True)
+    schema.add_field("doc_id", DataType.VARCHAR, max_length=MAX_TEXT)
+    schema.add_field("chunk", DataType.INT32)
+    schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT)
+    schema.add_field("source", DataType.VARCHAR, max_length=MAX_TEXT)
+    schema.add_field("codec_id", DataType.VARCHAR, max_length=64)
+    schema.add_field(METADATA, DataType.JSON)  # the record's other fields: filters name them
+    for name, kind in (metadata.fields if metadata else {}).items():
+        extra = {"max_length": metadata.varchar_max_bytes} if kind == "varchar" else {}  # type: ignore[union-attr]
+        schema.add_field(name, DATA_TYPES[kind], **extra)
+    schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=dim)
+    return schema
+
+
+def typed_fields(described: dict[str, Any]) -> dict[str, str]:
+    """The typed metadata fields of a collection as ``describe_collection`` gives it."""
+    return {f["name"]: _TYPE_NAMES[f["type"]] for f in described["fields"]
+            if f["name"] not in PASSAGE_FIELDS and f["type"] in _TYPE_NAMES}
+
+
+def scalar_index_type(kind: str, lite: bool) -> str | None:
+    """The scalar index of a typed field: INVERTED on Milvus Lite (its only one); the server's
+    default for the type otherwise ("": Trie for varchar, STL_SORT for numbers on Milvus 2.3,
+    INVERTED on 2.4+). Milvus 2.3 indexes no BOOL field: None."""
+    if lite:
+        return "INVERTED"
+    return None if kind == "bool" else ""
+
+
+def as_columns(rows: Sequence[dict[str, Any]], fields: list[dict[str, Any]]
+               ) -> list[dict[str, Any]]:
+    """Rows as the column list of a column-wise upsert, in the schema's field order (the vector
+    as one float32 matrix)."""
+    columns = []
+    for field in fields:
+        if field["type"] == DataType.JSON:  # rows made without metadata have none: {}
+            values = [row.get(field["name"]) or "{}" for row in rows]
+        else:
+            values = [row[field["name"]] for row in rows]
+        if field["type"] == DataType.FLOAT_VECTOR:
+            values = np.asarray(values, dtype=np.float32)  # type: ignore[assignment]
+        columns.append({"name": field["name"], "type": field["type"], "values": values})
+    return columns
+
+
+def byte_batches(rows: Iterable[dict[str, Any]], limit: int) -> Iterable[list[dict[str, Any]]]:
+    """Batches of about ``limit`` bytes (values' nbytes, or their text's length)."""
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for row in rows:
+        row_bytes = sum(getattr(v, "nbytes", None) or len(str(v)) for v in row.values())
+        if batch and size + row_bytes > limit:
+            yield batch
+            batch, size = [], 0
+        batch.append(row)
+        size += row_bytes
+    if batch:
+        yield batch
