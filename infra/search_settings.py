@@ -41,6 +41,12 @@ class SearchSettings(BaseModel):
                                    "ANN recall lost); one that keeps more searches the index with "
                                    "its probes widened by 1 / selectivity. At most 16,384: "
                                    "Milvus's query window.")
+    filter_count_ttl_s: float = Field(300.0, ge=0, description="How long the count of a filter "
+                                      "that keeps more than filter_exact_rows rows is reused "
+                                      "(it only widens the probes; Milvus Lite takes seconds to "
+                                      "count 25k matches). 0: count every time.")
+    filter_counts: int = Field(1024, ge=0, description="Filters whose counts are kept (LRU, "
+                               "each at most max_filter_bytes).")
     query_cache_size: int = Field(10_000, ge=0, description="Query embeddings kept (LRU, ~1.6 KB "
                                   "each at 384 dims) so a repeated query skips the model; emptied "
                                   "when the serving build changes. 0: no cache.")

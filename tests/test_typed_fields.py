@@ -105,3 +105,65 @@ def test_a_lite_collection_gets_typed_indexed_fields_and_keeps_them(tmp_path: Pa
         assert store.resolve_typed(MetadataSettings(), "new", "").fields == {}
     finally:
         store.close()
+
+
+class _CountingStore(MilvusStore):
+    """The real store, counting the queries a filter's plan makes."""
+
+    calls: list[str]
+
+    def count_matching(self, name: str, expression: str) -> int:
+        self.calls.append("count")
+        return super().count_matching(name, expression)
+
+    def pks_where(self, name: str, expression: str, limit: int) -> np.ndarray:
+        self.calls.append(f"pks<={limit}")
+        return super().pks_where(name, expression, limit)
+
+
+def test_a_small_filter_costs_one_query_and_a_large_ones_count_is_remembered(tmp_path: Path
+                                                                              ) -> None:
+    """Milvus Lite counts a filter's matches slowly (it materialises them): a filter that keeps
+    few rows is planned from its keys alone, and a large one's count is reused for a while."""
+    import time
+
+    from vecpress.tasks.search.filter_counts import FilterCounts
+    from vecpress.tasks.search.filters import plan
+
+    store = _CountingStore(MilvusSettings(uri=str(tmp_path / "m.db"),
+                                          search_consistency="Strong"))
+    store.calls = []
+    try:
+        store.ensure_collection("c", 8, "codec-0", MetadataSettings(fields={"team": "varchar"}))
+        store.upsert("c", [{"pk": i, "doc_id": str(i), "chunk": 0, "text": "t", "source": "s",
+                            "codec_id": "codec-0", "metadata": "{}", "team": f"t{i % 4}",
+                            "vector": np.full(8, i, np.float32)} for i in range(40)])
+        store.flush("c")
+        store.load("c")
+        counts = FilterCounts(size=8, ttl_s=60)
+
+        def planned(expression: str, exact_rows: int) -> tuple:
+            store.calls = []
+            found = translate(expression, True, 4096, frozenset({"team"}))
+            assert found is not None
+            made = plan(store, "c", found, 4, exact_rows, set(), counts)
+            exact = None if made.exact_pks is None else made.exact_pks.tolist()
+            return made.matches, exact, made.nprobe, store.calls
+
+        assert planned('team == "t1"', 10) == (10, list(range(1, 40, 4)), 4, ["pks<=11"])
+        assert planned('team == "t9"', 10) == (0, None, 4, ["pks<=11"])
+        # 20 of 40 rows, over exact_rows: counted once, probes doubled; then from memory.
+        large = (20, None, 8, ["pks<=10", "count", "count"])
+        assert planned('team in ["t1", "t2"]', 9) == large
+        assert planned('team in ["t1", "t2"]', 9) == (20, None, 8, [])
+        assert len(counts) == 1
+        expiring = FilterCounts(size=1, ttl_s=0.05)
+        expiring.put("c", "a", 20, 40)
+        expiring.put("c", "b", 30, 40)  # one entry at most: "a" is dropped
+        assert expiring.get("c", "a") is None and expiring.get("c", "b") == (30, 40)
+        time.sleep(0.06)
+        assert expiring.get("c", "b") is None and len(expiring) == 0
+        # exact_rows 0: no keys fetched, counted as before.
+        assert planned('team == "t1"', 0)[3] == ["count", "count"]
+    finally:
+        store.close()

@@ -1,14 +1,15 @@
 """Filtered search: a Milvus boolean expression over a passage's fields and its metadata.
 
 Users write metadata keys as plain names (``team == "t7" and year >= 2020``); Milvus keeps them
-in the collection's JSON field, so each name that is not a passage field, a keyword or a function
-is rewritten to ``metadata["name"]``. How a filter is searched depends on how much of the
-collection it keeps (``plan``):
+in the collection's JSON field, so each name that is not a passage field, a typed metadata field
+(``metadata.fields``), a keyword or a function is rewritten to ``metadata["name"]``. How a filter
+is searched depends on how much of the collection it keeps (``plan``):
 
 - few matching rows (at most ``search.filter_exact_rows``): their archived vectors are scored
   exactly, all of them: no ANN recall is lost however selective the filter;
 - otherwise an ANN search with the filter, its IVF probes widened by 1 / selectivity (a filter
-  that keeps 10% of the rows finds about a tenth of its candidates in each probed list).
+  that keeps 10% of the rows finds about a tenth of its candidates in each probed list); its
+  count is remembered for ``search.filter_count_ttl_s`` (``filter_counts``).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import numpy as np
 from pymilvus import MilvusException
 
 from vecpress.infra.milvus import MilvusStore
+from vecpress.tasks.search.filter_counts import FilterCounts
 
 FIELDS = frozenset({"pk", "doc_id", "chunk", "text", "source", "codec_id"})
 METADATA = "metadata"
+QUERY_WINDOW = 16_384  # rows one Milvus query returns at most
 # Milvus's expression words (matched without regard to case), written as they are.
 WORDS = frozenset({"and", "or", "not", "in", "like", "true", "false", "is", "null", "exists"})
 _TOKEN = re.compile(
@@ -140,22 +143,35 @@ class FilterPlan:
 
 
 def plan(store: MilvusStore, collection: str, wanted: Filter, nprobe: int, exact_rows: int,
-         known: set[str] | None = None) -> FilterPlan:
-    """How to search ``wanted``: count its rows first (a malformed expression fails here, said as
-    a ``FilterError``), then score up to ``exact_rows`` of them exactly, or widen the probes.
-    Metadata keys no passage has are a ``FilterError`` (a typo would match nothing, silently);
-    ``known`` remembers the keys found, so each is asked about once."""
+         known: set[str] | None = None, counts: FilterCounts | None = None) -> FilterPlan:
+    """How to search ``wanted``. Metadata keys no passage has are a ``FilterError`` (a typo would
+    match nothing, silently); ``known`` remembers the keys found, so each is asked about once.
+
+    A large filter ``counts`` remembers goes to the index at once. Otherwise the matching keys
+    are fetched, up to ``exact_rows`` + 1 (one query, within Milvus's 16,384-row window): all of
+    them are scored exactly when that is all there are; only a filter that keeps more is counted
+    (and remembered), to widen the probes. A malformed expression fails in the first query, said
+    as a ``FilterError``."""
     check_keys(store, collection, wanted, set() if known is None else known)
+    cached = counts.get(collection, wanted.expression) if counts is not None else None
+    if cached is not None:
+        return FilterPlan(cached[0], None, widened_nprobe(nprobe, *cached))
+    window = min(exact_rows + 1, QUERY_WINDOW)
     try:
+        pks = store.pks_where(collection, wanted.expression, window) if exact_rows else None
+        if pks is not None and len(pks) < window:
+            return FilterPlan(len(pks), pks if len(pks) else None, nprobe)
         matches = store.count_matching(collection, wanted.expression)
     except MilvusException as exc:
         reason = getattr(exc, "message", None) or str(exc)
         raise FilterError(f"the filter {wanted.text!r} is not a valid expression: {reason} (write "
                           'e.g. team == "t7" and year >= 2020; names other than '
                           f"{', '.join(sorted(FIELDS))} are metadata keys)") from exc
-    if 0 < matches <= exact_rows:
-        return FilterPlan(matches, store.pks_where(collection, wanted.expression, matches), nprobe)
+    if pks is not None and 0 < matches <= min(exact_rows, len(pks)):  # exactly a full window
+        return FilterPlan(matches, pks, nprobe)
     rows = store.count_matching(collection, "")
+    if counts is not None:
+        counts.put(collection, wanted.expression, matches, rows)
     return FilterPlan(matches, None, widened_nprobe(nprobe, matches, rows))
 
 

@@ -33,6 +33,7 @@ from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.embed.embedder import OnnxEmbedder
 from vecpress.tasks.embed.published import load_published
 from vecpress.tasks.search import filters
+from vecpress.tasks.search.filter_counts import FilterCounts
 from vecpress.tasks.search.rescore_store import RescoreStore
 
 log = logging.getLogger(__name__)
@@ -80,13 +81,15 @@ class Searcher:
                  follow: Callable[[tuple[int, ...]], Snapshot | None] | None = None,
                  versions: tuple[int, ...] = (), max_candidates: int = 65_536,
                  filter_exact_rows: int = 16_384,
-                 max_filter_bytes: int = 4096) -> None:
+                 max_filter_bytes: int = 4096, counts: FilterCounts | None = None) -> None:
         """``params``: (nprobe, rescore factor), from ``index_plan.search_params``; the limits:
-        ``search.max_candidates``, ``search.filter_exact_rows``, ``search.max_filter_bytes``."""
+        ``search.max_candidates``, ``search.filter_exact_rows``, ``search.max_filter_bytes``;
+        ``counts``: the large filters' counts (``search.filter_count_ttl_s``)."""
         self.store, self.embedder = store, embedder
         self.max_candidates = max_candidates
         self.filter_exact_rows, self.max_filter_bytes = filter_exact_rows, max_filter_bytes
         self._known_keys: dict[str, set[str]] = {}  # metadata keys seen to exist, per collection
+        self.counts = counts if counts is not None else FilterCounts(0, 0)
         self.snapshot = Snapshot(collection, codec, rescore, versions, *params)
         self._follow = follow
         self._checked = time.monotonic()
@@ -152,7 +155,7 @@ class Searcher:
                                    frozenset(self.store.typed_fields(snap.collection)))
         plan = None if wanted is None else filters.plan(
             self.store, snap.collection, wanted, snap.nprobe, self.filter_exact_rows,
-            self._known_keys.setdefault(snap.collection, set()))
+            self._known_keys.setdefault(snap.collection, set()), self.counts)
         if plan is not None and plan.matches == 0:
             return [[] for _ in range(len(queries))]
         if plan is not None and plan.exact_pks is not None:
@@ -277,7 +280,9 @@ def open_searcher(settings: Settings) -> Searcher:
                         follow=lambda seen: snapshot(settings, catalog, seen),
                         versions=first.versions, max_candidates=settings.search.max_candidates,
                         filter_exact_rows=settings.search.filter_exact_rows,
-                        max_filter_bytes=settings.search.max_filter_bytes)
+                        max_filter_bytes=settings.search.max_filter_bytes,
+                        counts=FilterCounts(settings.search.filter_counts,
+                                            settings.search.filter_count_ttl_s))
     except BaseException:
         store.close()  # a Milvus Lite file stays locked until its server is stopped
         embedder.close()
