@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 ScalarType = Literal["varchar", "int64", "double", "bool"]
 # The passage's own fields and the vector: a declared key cannot take their names.
@@ -34,6 +34,10 @@ class MetadataSettings(BaseModel):
                                    "bytes) of a varchar field; a longer one is quarantined.")
     scalar_index: bool = Field(True, description="Build a scalar index on each typed field "
                                "(INVERTED on Milvus Lite, the server's default for the type).")
+    partition_key: str | None = Field(None, description="A varchar or int64 typed field that is "
+                                      "the collection's partition key on a Milvus server (one "
+                                      "tenant per value): a search filtered on it reads only its "
+                                      "partitions. Milvus Lite has no partitions.")
 
     @field_validator("fields")
     @classmethod
@@ -48,6 +52,14 @@ class MetadataSettings(BaseModel):
                 raise ValueError(f"typed field '{name}' has the name of a passage field; "
                                  f"reserved: {', '.join(sorted(RESERVED))}")
         return dict(sorted(fields.items()))
+
+    @model_validator(mode="after")
+    def _key_is_a_typed_field(self) -> MetadataSettings:
+        key = self.partition_key
+        if key is not None and self.fields.get(key) not in ("varchar", "int64"):
+            raise ValueError(f"partition key '{key}' must be a varchar or int64 typed field: "
+                             f"declare it too, e.g. --typed-fields {key}:varchar")
+        return self
 
 
 def parse_typed_fields(flag: str) -> dict[str, str]:

@@ -14,53 +14,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pymilvus import MilvusClient, MilvusException
-from tenacity import before_sleep_log, retry_if_exception, stop_after_delay, wait_exponential
-from tenacity import retry as retrying
+from pymilvus import MilvusException
 
 from vecpress.infra.index_plan import IndexPlan
 from vecpress.infra.metadata_settings import MetadataSettings
+from vecpress.infra.milvus_client import RetryingClient, is_refusal
 from vecpress.infra.milvus_fields import (
     METADATA,
     VECTOR,
     as_columns,
     byte_batches,
     collection_schema,
+    partition_key,
     scalar_index_type,
     typed_fields,
 )
 from vecpress.infra.settings import MilvusSettings
 
-log = logging.getLogger(__name__)
 OUTPUT_FIELDS = ["doc_id", "chunk", "text", "source"]
 FETCH_BATCH = 256  # rows per query: texts of ≤ 64 KiB keep a reply under gRPC's 64 MiB
-# Milvus refuses a row for what it holds (a VARCHAR over its max_length, a NaN, a wrong dim):
-# code 1100 "invalid parameter" on a server, the message alone on Milvus Lite.
-_REFUSAL_CODES = {1100}
-_REFUSAL_WORDS = ("exceeds max", "invalid parameter", "not a number", "should divide the dim")
-
-
-def is_refusal(exc: BaseException) -> bool:
-    """Milvus refused the data itself: sending it again cannot help."""
-    if not isinstance(exc, MilvusException):
-        return False
-    message = str(getattr(exc, "message", exc)).lower()
-    return exc.code in _REFUSAL_CODES or any(word in message for word in _REFUSAL_WORDS)
-
-
-def _transient(exc: BaseException) -> bool:
-    return isinstance(exc, MilvusException) and not is_refusal(exc)
-
-
-def _retrying(seconds: float) -> Any:
-    """Transient Milvus failures (a busy or restarting server) are retried with exponential
-    backoff (0.5 s doubling to 8 s) for ``milvus.retry_s`` (90 s): a server restart (~20-30 s)
-    is ridden out; a refused row is not retried."""
-    return retrying(retry=retry_if_exception(_transient), stop=stop_after_delay(seconds),
-                    wait=wait_exponential(multiplier=0.5, max=8), reraise=True,
-                    before_sleep=before_sleep_log(log, logging.WARNING))
-
-
 @dataclass(frozen=True)
 class RefusedRow:
     """A row Milvus would not store, with Milvus's own reason."""
@@ -73,57 +45,9 @@ class MilvusSchemaError(RuntimeError):
     """An existing collection does not fit what this run would write."""
 
 
-def _typed(fields: Mapping[str, str]) -> str:
-    return ", ".join(f"{k}:{v}" for k, v in fields.items()) or "none"
-
-
-class RetryingClient:
-    """A ``MilvusClient`` whose calls are retried with the one transient-failure policy
-    (``_retrying``, for ``milvus.retry_s``), connecting included, so no caller wraps a call itself.
-
-    Not retried, because failing at once is their answer:
-
-    - ``describe_alias``: its ``MilvusException`` is the normal "no such alias" reply of
-      ``MilvusStore.point_alias``; retrying would wait 90 s before creating the alias.
-    - ``search``, and ``query`` when called through ``plain`` (``MilvusStore.rows``): the search
-      path. A searcher catches the ``MilvusException`` of a build dropped under it and retries once
-      on the catalog's newer build; a 90 s retry would hold every search instead.
-    - ``close``, ``prepare_index_params``, ``create_schema``: local, no call to the server.
-
-    ``plain`` is the ``MilvusClient`` itself, for a call that must fail at once where the same
-    method is otherwise retried. Attributes that are not methods pass through.
-    """
-
-    _NOT_RETRIED = frozenset({"describe_alias", "search", "close", "prepare_index_params",
-                              "create_schema"})
-
-    def __init__(self, uri: str, token: str, retry_s: float) -> None:
-        self._retry = _retrying(retry_s)
-        # A dedicated connection is really closed by close(): a pooled one to Milvus Lite goes stale
-        # when idle (the Lite server answers keepalive pings with GOAWAY) and holds the file lock.
-        self.plain: MilvusClient = self._retry(MilvusClient)(uri=uri, token=token, dedicated=True)
-
-    def upsert_columns(self, name: str, columns: list[dict[str, Any]], schema: dict[str, Any]
-                       ) -> None:
-        """One Upsert of column arrays (``[{"name", "type", "values"}]``, ``schema`` from
-        ``describe_collection``), retried like every other call.
-
-        This is the column-wise call pymilvus's ORM ``Collection.upsert`` makes; ``MilvusClient``
-        takes rows only and converts each in Python: 48-50 µs a row against 12 µs for columns.
-        A whole upsert took 57 against 20 µs a row on a Milvus server and 78 against 42 on Milvus
-        Lite (benchmarks/results/upsert_columns.json).
-        """
-        handler = self.plain._get_connection()
-        context = self.plain._generate_call_context()
-        self._retry(handler.upsert)(name, columns, schema=schema, context=context)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):  # copy and pickle probe an instance whose __init__ has not run
-            raise AttributeError(name)
-        attr = getattr(self.plain, name)
-        if name in self._NOT_RETRIED or not callable(attr):
-            return attr
-        return self._retry(attr)
+def _typed(fields: Mapping[str, str], key: str | None = None) -> str:
+    named = ", ".join(f"{k}:{v}" for k, v in fields.items()) or "none"
+    return named + (f" (partition key {key})" if key else "")
 
 
 # Milvus Lite files this process has open, with how many stores use each: one in-process server
@@ -154,6 +78,7 @@ class MilvusStore:
             Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
         self.client = RetryingClient(uri, settings.token.get_secret_value(), settings.retry_s)
         self._schemas: dict[str, dict[str, Any]] = {}
+        self._server_version: str | None = None
         if settings.is_lite:
             _LITE_OPEN[_lite_key(uri)] = _LITE_OPEN.get(_lite_key(uri), 0) + 1
 
@@ -188,13 +113,19 @@ class MilvusStore:
                     f"collection '{name}' stores {vector['params']['dim']}-d vectors but the codec "
                     f"produces {dim}-d; use another --collection or --recreate"
                 )
-            have = typed_fields(self._schemas[name])
-            if metadata is not None and have != metadata.fields:
+            have = (typed_fields(self._schemas[name]), partition_key(self._schemas[name]))
+            if metadata is not None and have != (metadata.fields, metadata.partition_key):
                 raise MilvusSchemaError(
-                    f"collection '{name}' has the typed fields {_typed(have)} but metadata.fields "
-                    f"(--typed-fields) declares {_typed(metadata.fields)}; give the same, or "
+                    f"collection '{name}' has the typed fields {_typed(*have)} but metadata.fields "
+                    f"(--typed-fields, --partition-key) declares "
+                    f"{_typed(metadata.fields, metadata.partition_key)}; give the same, or "
                     "rebuild it with them: vecpress ingest --recreate, or vecpress reindex")
             return
+        if metadata is not None and metadata.partition_key and self.settings.is_lite:
+            raise MilvusSchemaError(
+                f"Milvus Lite has no partitions: the partition key '{metadata.partition_key}' "
+                "needs a Milvus server (--milvus-uri http://HOST:19530); leave --partition-key "
+                "out on Lite")
         schema = collection_schema(dim, f"vecpress codec {codec_id}", metadata)
         self._schemas.pop(name, None)
         self.client.create_collection(name, schema=schema, consistency_level="Strong")
@@ -223,7 +154,9 @@ class MilvusStore:
             return declared
         for name in collections:
             if name and self.client.has_collection(name):
-                return declared.model_copy(update={"fields": self.typed_fields(name)})
+                return declared.model_copy(update={
+                    "fields": self.typed_fields(name),
+                    "partition_key": partition_key(self._schema(name))})
         return declared
 
     def load(self, name: str) -> None:
@@ -276,7 +209,11 @@ class MilvusStore:
                       refused: list[RefusedRow] | None) -> int:
         try:
             schema = self._schema(name)
-            self.client.upsert_columns(name, as_columns(batch, schema["fields"]), schema)
+            columns = as_columns(batch, schema["fields"])
+            if self._upsert_misroutes(name):
+                self.client.replace_columns(name, columns, schema, [row["pk"] for row in batch])
+            else:
+                self.client.upsert_columns(name, columns, schema)
             return len(batch)
         except MilvusException as exc:
             if refused is None or not is_refusal(exc):
@@ -287,6 +224,17 @@ class MilvusStore:
         half = len(batch) // 2
         return (self._upsert_batch(name, batch[:half], refused)
                 + self._upsert_batch(name, batch[half:], refused))
+
+    def _upsert_misroutes(self, name: str) -> bool:
+        """Milvus 2.3 servers upsert a partition-key collection's rows into partitions their
+        searches never read (milvus-io/milvus#30607, fixed by #30772 in 2.4 and #30773 on 2.3 in
+        2024-02): on 2.3.5 a filter on the key found 5 of 200 upserted rows, and all 200
+        inserted ones. Such collections are written by delete + insert there."""
+        if self.settings.is_lite or partition_key(self._schema(name)) is None:
+            return False
+        if self._server_version is None:
+            self._server_version = str(self.client.get_server_version())
+        return self._server_version.lstrip("v").startswith("2.3.")
 
     def delete(self, name: str, pks: Sequence[int], batch: int = 16_384) -> int:
         """Delete rows by primary key (rows of deleted or shrunk inputs); return how many asked."""

@@ -36,8 +36,12 @@ def collection_schema(dim: int, description: str, metadata: MetadataSettings | N
     schema.add_field("source", DataType.VARCHAR, max_length=MAX_TEXT)
     schema.add_field("codec_id", DataType.VARCHAR, max_length=64)
     schema.add_field(METADATA, DataType.JSON)  # the record's other fields: filters name them
-    for name, kind in (metadata.fields if metadata else {}).items():
-        extra = {"max_length": metadata.varchar_max_bytes} if kind == "varchar" else {}  # type: ignore[union-attr]
+    declared = metadata or MetadataSettings()
+    for name, kind in declared.fields.items():
+        extra: dict[str, Any] = {"max_length": declared.varchar_max_bytes} \
+            if kind == "varchar" else {}
+        if name == declared.partition_key:
+            extra["is_partition_key"] = True
         schema.add_field(name, DATA_TYPES[kind], **extra)
     schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=dim)
     return schema
@@ -47,6 +51,11 @@ def typed_fields(described: dict[str, Any]) -> dict[str, str]:
     """The typed metadata fields of a collection as ``describe_collection`` gives it."""
     return {f["name"]: _TYPE_NAMES[f["type"]] for f in described["fields"]
             if f["name"] not in PASSAGE_FIELDS and f["type"] in _TYPE_NAMES}
+
+
+def partition_key(described: dict[str, Any]) -> str | None:
+    """The collection's partition key field, if it has one."""
+    return next((f["name"] for f in described["fields"] if f.get("is_partition_key")), None)
 
 
 def scalar_index_type(kind: str, lite: bool) -> str | None:

@@ -108,7 +108,7 @@ def test_transient_failures_are_retried_except_where_failing_is_the_answer(monke
 
     from pymilvus import MilvusException
 
-    from vecpress.infra import milvus
+    from vecpress.infra import milvus_client as milvus
 
     class FailsEveryOtherCall:
         def __init__(self, **_: object) -> None:

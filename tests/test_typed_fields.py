@@ -28,6 +28,9 @@ def test_declarations_parse_and_bad_ones_say_what_is_wrong() -> None:
         parse_typed_fields("team")
     assert Settings(metadata={"fields": {"year": "int64", "team": "varchar"}}).metadata.fields \
         == {"team": "varchar", "year": "int64"}  # name order: the schema's field order
+    with pytest.raises(ValidationError, match="partition key 'team' must be a varchar or int64 "
+                                              "typed field: declare it too"):
+        MetadataSettings(fields={"team": "bool"}, partition_key="team")
     for fields, message in (({"text": "varchar"}, "has the name of a passage field"),
                             ({"9lives": "bool"}, "not a valid Milvus field name"),
                             ({"team": "string"}, "Input should be 'varchar', 'int64'")):
@@ -103,6 +106,9 @@ def test_a_lite_collection_gets_typed_indexed_fields_and_keeps_them(tmp_path: Pa
         assert store.resolve_typed(MetadataSettings(), "new", "c").fields == declared.fields
         assert store.resolve_typed(MetadataSettings(fields={}), "new", "c").fields == {}
         assert store.resolve_typed(MetadataSettings(), "new", "").fields == {}
+        with pytest.raises(MilvusSchemaError, match="Milvus Lite has no partitions"):
+            store.ensure_collection("keyed", 8, "codec-0", MetadataSettings(
+                fields={"team": "varchar"}, partition_key="team"))
     finally:
         store.close()
 

@@ -40,6 +40,11 @@ TypedFields = Annotated[str | None, typer.Option(
     "team:varchar,year:int64 (varchar, int64, double, bool): fast filters on them. Needs a new collection "
     "(--recreate, or reindex).")]
 
+PartitionKey = Annotated[str | None, typer.Option(
+    "--partition-key", help="A varchar or int64 typed field that is the partition key on a "
+    "Milvus server (multi-tenant collections: a search filtered on it reads its partitions "
+    "only). Not on Milvus Lite.")]
+
 
 def typed_fields(flag: str | None) -> dict[str, str] | None:
     """The ``--typed-fields`` flag as ``metadata.fields`` (None: not given); exit 2 if malformed."""

@@ -9,6 +9,7 @@ import typer
 from vecpress.cli.common import (
     Collection,
     MilvusUri,
+    PartitionKey,
     StorageRoot,
     TypedFields,
     Verbose,
@@ -35,6 +36,7 @@ def ingest(
         help="JSONL/Parquet fields kept as metadata, comma-separated, with file_bytes and "
         "file_modified (default: all but the id and text, and both; '' keeps none).")] = None,
     typed: TypedFields = None,
+    partition_key: PartitionKey = None,
     eval_queries: Annotated[str | None, typer.Option(
         help="JSONL of held-out {id,text} queries: report recall@10 vs exact FP32.")] = None,
     recreate: Annotated[bool, typer.Option(help="Drop the collection and its codec first.")] = False,
@@ -64,6 +66,7 @@ def ingest(
                                       else [f.strip() for f in metadata_fields.split(",")
                                             if f.strip()],
                                       "metadata.fields": typed_fields(typed),
+                                      "metadata.partition_key": partition_key,
                                       "codec.recall_target": recall_target})
     summary = run_ingest(sources, settings, eval_queries, recreate, full, no_server, verbose)
     print_summary(summary, as_json)

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from vecpress.cli.common import (
     MilvusUri,
+    PartitionKey,
     StorageRoot,
     TypedFields,
     console,
@@ -30,6 +31,7 @@ def reindex(
     milvus_uri: MilvusUri = None,
     storage_root: StorageRoot = None,
     typed: TypedFields = None,
+    partition_key: PartitionKey = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Load archived vectors + passage text into a new build of a collection, index it, switch
@@ -48,7 +50,8 @@ def reindex(
 
     settings = settings_from_flags(**{"collection": collection, "milvus.uri": milvus_uri,
                                       "storage_root": storage_root,
-                                      "metadata.fields": typed_fields(typed)})
+                                      "metadata.fields": typed_fields(typed),
+                                      "metadata.partition_key": partition_key})
     from vecpress.infra.locks import collection_lock
 
     try:
