@@ -12,8 +12,9 @@ matching passages, searched exactly. Writes benchmarks/results/filtered_recall.j
     .venv/bin/python benchmarks/filtered_recall.py --docs 50000 --milvus lite server --variant int8
 
 ``--milvus server`` starts the Milvus 2.3.5 standalone (the ``milvus`` dev dependency); both
-backends search the same passages against the same exact ground truth (embedded once, with the
-``--variant`` searched: the recall lost is the index's and the codec's, not the variant's).
+backends search the same passages against the same exact ground truth, embedded once with
+``--truth-variant`` (fp32: "exact FP32 search", whatever ``--variant`` the collection uses; the
+variant's own embeddings of a passage vary with its batch under dynamic int8 quantisation).
 ``--typed`` uses collections whose filter keys are typed fields (``--typed-fields``): on Lite,
 ``filtered_typed``, made by ingesting, or by ``vecpress reindex --from-archive
 <root>/data/collections/filtered --collection filtered_typed --typed-fields
@@ -62,6 +63,8 @@ def main() -> None:
     parser.add_argument("--root", help="A folder an earlier run of this script ingested into: "
                         "search it again without ingesting")
     parser.add_argument("--typed", action="store_true", help="filter keys as typed fields")
+    parser.add_argument("--truth-variant", default="fp32", help="the model variant of the exact "
+                        "ground truth (passages and queries)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ["VECPRESS_SERVER_AUTO_START"] = "false"
@@ -117,22 +120,27 @@ def _measure(args: argparse.Namespace, root: Path, source: Path, uri: str,
     kb = vecpress.open_collection(collection, root / "data", settings=settings)
     try:
         build_nprobe = kb._searcher.snapshot.nprobe
+        kb_pca_dim = kb._searcher.snapshot.codec.report.get("pca_dim")
         index = kb._searcher.store.index_info(kb._searcher.collection)
         kb._searcher.snapshot = dataclasses.replace(kb._searcher.snapshot, nprobe=args.nprobe)
         embedder = kb._searcher.embedder
         queries = embedder.encode_queries([t for _, t in held_out])
         # Ground truth: the same passages and model on every backend, kept in the root.
-        cached = root / f"truth-{args.variant}-{len(pks)}.npz"
+        truth_embedder = _truth_embedder(args, root, embedder)
+        truth_queries = truth_embedder.encode_queries([t for _, t in held_out])
+        cached = root / f"truth-{args.truth_variant}-{len(pks)}.npz"
+        texts = passages.column("text").to_pylist()
         if not cached.exists():
-            np.savez(cached, pks=pks,
-                     vectors=embedder.encode_documents(passages.column("text").to_pylist()))
-        saved = np.load(cached)
-        row_of = {int(pk): i for i, pk in enumerate(saved["pks"])}  # shards may list them apart
-        everything = saved["vectors"][[row_of[int(pk)] for pk in pks]]
+            np.savez(cached, pks=pks, texts=np.array(texts, dtype=object),
+                     vectors=truth_embedder.encode_documents(texts))
+        saved = np.load(cached, allow_pickle=True)
+        # By text: shards list passages in any order, and a passage's key hashes its file's URL.
+        row_of = {str(text): i for i, text in enumerate(saved["texts"])}
+        everything = saved["vectors"][[row_of[text] for text in texts]]
         for text in FILTERS:
             key, value = text.split(" == ")
             keep = np.array([m.get(key) == json.loads(value) for m in metadata])
-            order = np.argsort(-(queries @ everything[keep].T), axis=1)[:, :10]
+            order = np.argsort(-(truth_queries @ everything[keep].T), axis=1)[:, :10]
             truth = [set(pks[keep][o].tolist()) for o in order]
             for path, exact_rows, widen in (("exact over the matches", 16_384, True),
                                             ("index, probes widened", 0, True),
@@ -163,8 +171,23 @@ def _measure(args: argparse.Namespace, root: Path, source: Path, uri: str,
     finally:
         kb.close()
     return {"passages": len(pks), "ingest_s": round(ingest_s, 1), "index": index,
+            "truth_variant": args.truth_variant, "codec_pca_dim": kb_pca_dim,
             "build_nprobe": build_nprobe, "typed_fields": TYPED if args.typed else {},
             "rows": rows}
+
+
+def _truth_embedder(args: argparse.Namespace, root: Path, searched):  # type: ignore[no-untyped-def]
+    """The packaged model in ``--truth-variant`` (the collection's own embedder when the same)."""
+    if args.truth_variant == args.variant:
+        return searched
+    from vecpress.tasks.embed.embedder import OnnxEmbedder
+    from vecpress.tasks.embed.export import export_model
+    from vecpress.tasks.embed.model_files import read_model_spec, resolve_model_dir
+
+    spec = read_model_spec(resolve_model_dir(None))
+    paragraphs = docstrings(64)
+    return OnnxEmbedder(export_model(spec, args.truth_variant, root / "truth-models",
+                                     lambda: [t for _, t in paragraphs]))
 
 
 def _print(result: dict, backend: str, args: argparse.Namespace) -> None:
