@@ -233,6 +233,8 @@ def test_framework_retrievers_return_text_score_metadata_within_filters(
         assert retriever.invoke(query, filter="half == true") == []
         assert [d.id for d in asyncio.run(retriever.ainvoke(query, k=2))] == \
             [d.id for d in docs[:2]]
+        with pytest.raises(ValueError, match="k=0: give 1 to"):  # not the retriever's k, silently
+            retriever.invoke(query, k=0)
         # A value is data: a quote in it cannot open a second condition.
         assert langchain.VecpressRetriever(
             collection=kb, filter={"team": 't7" or team == "t3'}).invoke(query) == []

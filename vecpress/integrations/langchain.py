@@ -38,7 +38,7 @@ class VecpressRetriever(BaseRetriever):
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,
                                 k: int | None = None, filter: FilterLike = None) -> list[Document]:
-        hits = self.collection.search(query, k or self.k, rescore=self.rescore,
+        hits = self.collection.search(query, self.k if k is None else k, rescore=self.rescore,
                                       filter=both(expression(self.filter), expression(filter)))[0]
         return [Document(page_content=h.text, id=str(h.pk),
                          metadata={**hit_metadata(h), "score": h.score}) for h in hits]
