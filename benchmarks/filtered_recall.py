@@ -121,7 +121,7 @@ def _measure(args: argparse.Namespace, root: Path, source: Path, uri: str,
     try:
         build_nprobe = kb._searcher.snapshot.nprobe
         kb_pca_dim = kb._searcher.snapshot.codec.report.get("pca_dim")
-        index = kb._searcher.store.index_info(kb._searcher.collection)
+        index = _indexed(kb._searcher.store, kb._searcher.collection)
         kb._searcher.snapshot = dataclasses.replace(kb._searcher.snapshot, nprobe=args.nprobe)
         embedder = kb._searcher.embedder
         queries = embedder.encode_queries([t for _, t in held_out])
@@ -174,6 +174,20 @@ def _measure(args: argparse.Namespace, root: Path, source: Path, uri: str,
             "truth_variant": args.truth_variant, "codec_pca_dim": kb_pca_dim,
             "build_nprobe": build_nprobe, "typed_fields": TYPED if args.typed else {},
             "rows": rows}
+
+
+def _indexed(store, collection: str, timeout_s: float = 900.0) -> dict:  # type: ignore[no-untyped-def]
+    """The index's description once no row waits to be indexed (a server indexes sealed
+    segments in the background after an ingest returns): searched before, the index paths
+    would measure a brute-force scan."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        index = store.index_info(collection)
+        if int(index.get("pending_index_rows", 0) or 0) == 0 or time.monotonic() > deadline:
+            return index
+        time.sleep(5)
 
 
 def _truth_embedder(args: argparse.Namespace, root: Path, searched):  # type: ignore[no-untyped-def]
