@@ -28,6 +28,10 @@ PROBE_FRACTION = 0.1  # share of the IVF lists a search probes at least
 RESCORE_FACTOR = {"IVF_PQ": 16}  # candidates per result: PQ codes rank coarsely, SQ8 closely
 DEFAULT_RESCORE_FACTOR = 8
 REBUILD_GROWTH = 4.0  # re-derive (rebuild) the index when the rows grew this much since
+# Milvus Lite (3.2) builds every IVF index with 128 lists, whatever nlist it is given (measured:
+# nlist 16, 256 and 1024 gave the same recall at every nprobe), so its searches are planned on
+# 128 lists: an nprobe planned for nlist 25 scanned a fifth of a 1,000-row collection.
+LITE_IVF_NLIST = 128
 
 
 def default_nlist(rows: int) -> int:
@@ -53,6 +57,8 @@ class IndexPlan:
     rows: int
     nprobe: int
     rescore_factor: int
+    metric: str = "L2"  # Milvus metric: L2, or IP for a dot-product model (tasks.similarity)
+    lite: bool = False  # Milvus Lite: its IVF lists are LITE_IVF_NLIST, trained when indexed
 
     @property
     def nlist(self) -> int | None:
@@ -69,7 +75,8 @@ class IndexPlan:
 
 
 def plan_index(settings: MilvusSettings, rows: int, pq_m: int, pq_nbits: int,
-               nlist: int | None = None, tuned: dict[str, Any] | None = None) -> IndexPlan:
+               nlist: int | None = None, tuned: dict[str, Any] | None = None,
+               metric: str = "L2") -> IndexPlan:
     """Index type, build parameters and search parameters for ``rows`` vectors of this codec.
 
     ``pq_m`` 0: the codec keeps whole vectors (a small collection's exact stage), searched FLAT.
@@ -84,9 +91,12 @@ def plan_index(settings: MilvusSettings, rows: int, pq_m: int, pq_nbits: int,
         kind = "IVF_SQ8" if settings.is_lite else "IVF_PQ"
     params: dict[str, Any] = {}
     nprobe = 1
+    lite = settings.is_lite and kind in ("IVF_FLAT", "IVF_SQ8")
     if kind.startswith("IVF"):
-        params["nlist"] = nlist or default_nlist(rows)
-        nprobe = derived_nprobe(rows, params["nlist"])
+        params["nlist"] = LITE_IVF_NLIST if lite else nlist or default_nlist(rows)
+        # Lite: every list, as all its searches did before plans knew of its 128 (nprobe ≥ 128
+        # from 5,000 rows up); its committed recall figures are of that full scan.
+        nprobe = LITE_IVF_NLIST if lite else derived_nprobe(rows, params["nlist"])
         if tuned and tuned.get("probe_share") and tuned.get("base_vectors"):
             # the vectors the tuned point scanned on the sample, not its share of any size's
             # lists: a share of 1.0 on a 20k sample must not become a full scan of millions
@@ -100,7 +110,7 @@ def plan_index(settings: MilvusSettings, rows: int, pq_m: int, pq_nbits: int,
         params = {"M": 16, "efConstruction": 200}
     factor = settings.rescore_factor or (tuned or {}).get("rescore_factor") or \
         RESCORE_FACTOR.get(kind, DEFAULT_RESCORE_FACTOR)
-    return IndexPlan(kind, params, rows, nprobe, int(factor))
+    return IndexPlan(kind, params, rows, nprobe, int(factor), metric, lite)
 
 
 def replan(built: IndexPlan | None, fresh: IndexPlan, indexed: bool) -> tuple[IndexPlan, bool]:
@@ -110,12 +120,18 @@ def replan(built: IndexPlan | None, fresh: IndexPlan, indexed: bool) -> tuple[In
     An index is rebuilt when its type should change or the rows grew ``REBUILD_GROWTH``-fold
     since its lists were trained (nlist follows √rows); otherwise it stays, and only the search
     parameters follow the rows. An index of unknown plan (built before plans were recorded) is
-    rebuilt once, so that the recorded plan describes the index that serves.
+    rebuilt once, so that the recorded plan describes the index that serves. On Milvus Lite the
+    lists are always ``LITE_IVF_NLIST``: searches follow the rows, and its index is rebuilt for
+    growth as a server's is (its lists' centroids retrained), not for an nlist it never had.
     """
     if not indexed or built is None:
         return fresh, True
+    if fresh.lite and fresh.index_type == built.index_type and fresh.metric == built.metric:
+        grew = fresh.rows >= REBUILD_GROWTH * max(built.rows, 1)
+        return (fresh, True) if grew else (replace(fresh, rows=built.rows), False)
     grew = fresh.rows >= REBUILD_GROWTH * max(built.rows, 1) and fresh.nlist != built.nlist
-    if fresh.index_type != built.index_type or (built.nlist is not None and grew):
+    if fresh.index_type != built.index_type or fresh.metric != built.metric or \
+            (built.nlist is not None and grew):
         return fresh, True
     nprobe = fresh.nprobe
     if built.nlist is not None and fresh.nlist:  # fresh's share of the lists, of built's lists

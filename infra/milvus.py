@@ -276,23 +276,27 @@ class MilvusStore:
         """Create the vector index ``plan`` describes (the collection is not loaded). A server
         then indexes each segment when it is sealed, also those written afterwards."""
         index = self.client.prepare_index_params()
-        index.add_index(VECTOR, index_type=plan.index_type, metric_type="L2", params=plan.params)
+        index.add_index(VECTOR, index_type=plan.index_type, metric_type=plan.metric,
+                        params=plan.params)
         self.client.create_index(name, index)
 
     def search(self, name: str, vectors: np.ndarray | Sequence[Sequence[float]], limit: int,
-               nprobe: int = 64, expression: str = "") -> list[list[tuple[int, float]]]:
+               nprobe: int = 64, expression: str = "", metric: str = "L2"
+               ) -> list[list[tuple[int, float]]]:
         """(primary key, distance) of the ``limit`` nearest rows for each vector (of the rows
-        that match the boolean ``expression``, when one is given).
+        that match the boolean ``expression``, when one is given). Distances are smaller for
+        nearer rows whatever the index's ``metric``: an inner product (IP) comes back negated.
 
         Only keys and distances travel: the texts of the few rows a search keeps are fetched
         afterwards (``rows``), not those of every candidate.
         """
-        params = {"params": {"nprobe": nprobe, "ef": max(limit, 64)}}
+        params = {"metric_type": metric, "params": {"nprobe": nprobe, "ef": max(limit, 64)}}
         found = self.client.search(name, data=list(vectors), limit=limit, search_params=params,
                                    output_fields=[], anns_field=VECTOR, filter=expression,
                                    consistency_level=self.settings.search_consistency)
-        return [[(int(h["id"] if "id" in h else h["pk"]), float(h["distance"])) for h in hits]
-                for hits in found]
+        sign = -1.0 if metric == "IP" else 1.0
+        return [[(int(h["id"] if "id" in h else h["pk"]), sign * float(h["distance"]))
+                 for h in hits] for hits in found]
 
     def rows(self, name: str, pks: Sequence[int], fields: list[str] = OUTPUT_FIELDS
              ) -> dict[int, dict[str, Any]]:

@@ -18,9 +18,10 @@ PACKAGES = {"vecpress": "vecpress", "flows": "vecpress.flows", "tasks": "vecpres
             "infra": "vecpress.infra", "deployments": "vecpress.deployments"}
 
 # What each part may import from vecpress (besides itself). Sub-packages of tasks/ are stages;
-# arrays, recall and worker_cache are leaves every stage may use; ingest (the engine and the Dask
-# entry points shard_jobs and part_jobs) drives the stages.
-LEAVES = {"vecpress.tasks.arrays", "vecpress.tasks.recall", "vecpress.tasks.worker_cache"}
+# arrays, recall, similarity and worker_cache are leaves every stage may use; ingest (the engine and
+# the Dask entry points shard_jobs and part_jobs) drives the stages.
+LEAVES = {"vecpress.tasks.arrays", "vecpress.tasks.recall", "vecpress.tasks.similarity",
+          "vecpress.tasks.worker_cache"}
 ALLOWED = {
     "vecpress.infra": {"vecpress.infra"},
     "vecpress.tasks.inputs": {"vecpress.infra", "vecpress.tasks.inputs", "vecpress.tasks.embed"},
@@ -33,6 +34,7 @@ ALLOWED = {
     "vecpress.tasks.report": {"vecpress.infra", "vecpress.tasks.report"},
     "vecpress.tasks.arrays": {"vecpress.infra"},
     "vecpress.tasks.recall": set(),
+    "vecpress.tasks.similarity": set(),
     "vecpress.tasks.worker_cache": set(),
     "vecpress.tasks.ingest": {"vecpress.infra", "vecpress.tasks"},
     "vecpress.flows": {"vecpress.infra", "vecpress.tasks", "vecpress.flows"},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -59,19 +61,27 @@ def test_server_uri_picks_ivf_pq() -> None:
 
 
 def test_an_index_is_rebuilt_when_the_collection_outgrows_it() -> None:
-    lite = MilvusSettings()
-    small = plan_index(lite, 20_000, 16, 8)
+    server = MilvusSettings(uri="http://localhost:19530")  # a server: its lists follow the rows
+    small = plan_index(server, 20_000, 16, 8)
     assert replan(None, small, indexed=False) == (small, True)
     assert replan(None, small, indexed=True) == (small, True)  # unknown plan: rebuilt once
-    grown = plan_index(lite, 60_000, 16, 8)
+    grown = plan_index(server, 60_000, 16, 8)
     kept, rebuild = replan(small, grown, indexed=True)
     assert not rebuild and kept.nlist == small.nlist
     # nprobe follows the rows: 60,000 rows in small.nlist lists, scanning 50,000 of them
     assert kept.nprobe == min(small.nlist, -(-50_000 * small.nlist // 60_000))
-    big = plan_index(lite, 80_000, 16, 8)
+    big = plan_index(server, 80_000, 16, 8)
     assert replan(small, big, indexed=True) == (big, True)  # 4x the rows: lists retrained
-    exact = plan_index(lite, 500, 0, 0)
+    exact = plan_index(server, 500, 0, 0)
     assert exact.index_type == "FLAT" and replan(exact, small, indexed=True) == (small, True)
+    # Milvus Lite builds 128 lists whatever nlist says: searches are planned on those.
+    tiny = plan_index(MilvusSettings(), 1_000, 16, 8)
+    assert (tiny.nlist, tiny.nprobe, tiny.lite) == (128, 128, True)
+    huge = plan_index(MilvusSettings(), 1_000_000, 16, 8)
+    assert (huge.nlist, huge.nprobe) == (128, 128)  # every list, as before
+    old = replace(tiny, params={"nlist": 25}, nprobe=25, lite=False)  # recorded before
+    assert replan(old, plan_index(MilvusSettings(), 1_500, 16, 8), True) == \
+        (replace(tiny, rows=1_000), False)
 
 
 def test_a_growing_collection_is_re_indexed_for_its_rows(store: MilvusStore) -> None:
@@ -88,13 +98,13 @@ def test_a_growing_collection_is_re_indexed_for_its_rows(store: MilvusStore) -> 
     store.upsert("g", _rows(vectors[:400]))
     first, described, rows = index_collection(store, "g", codec, None)
     assert (first.index_type, first.rows, rows) == ("IVF_SQ8", 400, 400)
-    assert described["index_type"] == "IVF_SQ8" and first.nlist == 400 // 39
+    assert described["index_type"] == "IVF_SQ8" and first.nlist == first.nprobe == 128
     store.upsert("g", _rows(vectors[400:600], 400))
     same, _, rows = index_collection(store, "g", codec, first)
     assert same.rows == 400 and same.nlist == first.nlist and rows == 600
     store.upsert("g", _rows(vectors[600:], 600))
     rebuilt, described, rows = index_collection(store, "g", codec, same)
-    assert (rebuilt.rows, rebuilt.nlist, rows) == (1600, 1600 // 39, 1600)
+    assert (rebuilt.rows, rebuilt.nlist, rows) == (1600, 128, 1600)
     assert described["indexed_rows"] == 1600
     hits = store.search("g", vectors[[3, 1500]], 1, rebuilt.nprobe)
     assert [h[0][0] for h in hits] == [3, 1500]

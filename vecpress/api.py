@@ -54,6 +54,7 @@ class CollectionInfo:
     bytes_per_vector: dict[str, float]
     last_run: dict[str, Any] | None = field(default=None)  # the newest run summary, if any
     typed_fields: dict[str, str] = field(default_factory=dict)  # metadata keys with own fields
+    similarity: str = "cosine"  # the model's similarity function: what scores are (cosine, dot…)
 
 
 class Collection:
@@ -72,8 +73,11 @@ class Collection:
                filter: str | None = None) -> list[list[Hit]]:
         """The ``k`` best passages for each query, best first (one list per query).
 
-        Scores estimate cosine similarity. A query longer than the model's window is searched by
-        its start. ``rescore=False`` ranks by the compressed index alone (faster, less exact).
+        Scores estimate the model's own similarity: cosine for most models, the dot product or
+        the negated Euclidean distance where its sentence-transformers config declares that
+        (``info().similarity``), as ``SentenceTransformer.similarity`` gives. A query longer
+        than the model's window is searched by its start. ``rescore=False`` ranks by the
+        compressed index alone (faster, less exact).
         ``filter``: a Milvus boolean expression over metadata keys and the passage fields
         (``team == "t7" and year >= 2020``); only matching passages are returned, and a
         malformed one raises ``FilterError`` (a ``ValueError``) saying where.
@@ -144,7 +148,8 @@ class Collection:
             codec=dict(snap.codec.report), index=index,
             bytes_per_vector=bytes_per_vector(artifact.dim, snap.codec.report, kind),
             last_run=_last_run(self.settings),
-            typed_fields=searcher.store.typed_fields(snap.collection))
+            typed_fields=searcher.store.typed_fields(snap.collection),
+            similarity=snap.codec.similarity)
 
     def close(self) -> None:
         """Release the model session and the Milvus connection (and a Milvus Lite file)."""

@@ -1,10 +1,11 @@
 """Auto-tune the codec and its search: the fewest index bytes whose rescored recall@10 meets a
 target within a latency budget.
 
-Some sample vectors are held out as queries; exact FP32 inner-product top-k over the rest is the
-truth. Each candidate is served the way a Milvus server serves it: FAISS IVF-PQ over the PCA
-vectors (8-bit codes; nlist as the index plan sizes it for the sample) returns k × r candidates
-from ``nprobe`` lists, rescored with their fp16 PCA vectors as the archive-backed search does.
+Some sample vectors are held out as queries; exact FP32 top-k over the rest by the model's
+similarity (``tasks.similarity``) is the truth. Each candidate is served the way a Milvus server
+serves it: FAISS IVF-PQ over the PCA vectors (8-bit codes; nlist as the index plan sizes it for
+the sample) returns k × r candidates from ``nprobe`` lists, rescored with their fp16 PCA vectors
+as the archive-backed search does.
 The grid is PCA dim × random rotation × M (one IVF-PQ trained for each; the coarse lists are
 trained once per PCA space) × probed share of the lists × rescoring factor (searches only).
 Latency is measured: single-threaded milliseconds per query of the simulated search plus its
@@ -25,6 +26,7 @@ from vecpress.infra.index_plan import plan_index
 from vecpress.infra.settings import CodecSettings, MilvusSettings
 from vecpress.tasks.codec.codec import largest_divisor
 from vecpress.tasks.recall import recall_at_k
+from vecpress.tasks.similarity import distances
 
 K = 10
 
@@ -107,8 +109,9 @@ def _grid_ms(codec: CodecSettings, dim: int) -> list[int]:
 
 
 def autotune(sample: np.ndarray, codec: CodecSettings, milvus: MilvusSettings,
-             target: float | None = None) -> TuneResult:
-    """Measure every configuration of the grid in ``codec``; pick the cheapest that qualifies."""
+             target: float | None = None, similarity: str = "cosine") -> TuneResult:
+    """Measure every configuration of the grid in ``codec``; pick the cheapest that qualifies.
+    Searches rank by the model's ``similarity``, as the collection's searches will."""
     target = target if target is not None else codec.recall_target
     if target is None:
         raise ValueError("auto-tune needs a recall target (codec.recall_target, e.g. 0.95)")
@@ -120,7 +123,8 @@ def autotune(sample: np.ndarray, codec: CodecSettings, milvus: MilvusSettings,
                          "codec.autotune_queries or raise codec.sample_size")
     order = np.random.default_rng(codec.seed).permutation(len(sample))
     queries, base = sample[order[:n_queries]], sample[order[n_queries:]]
-    exact = faiss.IndexFlatIP(base.shape[1])
+    exact = faiss.IndexFlatL2(base.shape[1]) if similarity == "euclidean" else \
+        faiss.IndexFlatIP(base.shape[1])  # cosine of unit vectors: their inner product
     exact.add(base)
     truth = exact.search(queries, K)[1]
     # The server's IVF_PQ as the index plan sizes it for this many vectors (the codec's own nlist
@@ -139,11 +143,13 @@ def autotune(sample: np.ndarray, codec: CodecSettings, milvus: MilvusSettings,
             pca = faiss.PCAMatrix(sample.shape[1], dim, 0.0, rotation)
             pca.train(base)
             xb, xq = pca.apply(base), pca.apply(queries)
+            if similarity == "dot":  # queries uncentred, as Codec.project_queries
+                xq = xq - pca.apply(np.zeros((1, sample.shape[1]), dtype=np.float32))
             coarse = _coarse_lists(xb, nlist, codec.seed)
             fp16 = xb.astype(np.float16).astype(np.float32)
             for m in _grid_ms(codec, dim):
                 result.rows += _measure(xb, xq, fp16, truth, coarse, m, probes, factors,
-                                        rotation, codec.seed)
+                                        rotation, codec.seed, similarity)
     if not result.rows:
         raise ValueError("auto-tune grid is empty: set codec.autotune_pca_dims and "
                          "codec.autotune_pq_m")
@@ -160,14 +166,16 @@ def _coarse_lists(xb: np.ndarray, nlist: int, seed: int) -> np.ndarray:
 
 def _measure(xb: np.ndarray, xq: np.ndarray, fp16: np.ndarray, truth: np.ndarray,
              coarse: np.ndarray, m: int, probes: list[int], factors: list[int],
-             rotation: bool, seed: int) -> list[TuneRow]:
+             rotation: bool, seed: int, similarity: str) -> list[TuneRow]:
     """One IVF-PQ index (PQ trained on the residuals of ``coarse``), searched at every nprobe
-    and rescoring factor."""
+    and rescoring factor, with the Milvus metric of ``similarity``."""
     started = time.perf_counter()
-    quantizer = faiss.IndexFlatL2(xb.shape[1])
+    dot = similarity == "dot"
+    quantizer = faiss.IndexFlatIP(xb.shape[1]) if dot else faiss.IndexFlatL2(xb.shape[1])
     quantizer.add(coarse)
     nlist = len(coarse)
-    index = faiss.IndexIVFPQ(quantizer, xb.shape[1], nlist, m, 8)
+    index = faiss.IndexIVFPQ(quantizer, xb.shape[1], nlist, m, 8,
+                             faiss.METRIC_INNER_PRODUCT if dot else faiss.METRIC_L2)
     index.pq.cp.seed = seed
     index.pq.cp.min_points_per_centroid = 1
     index.train(xb)  # the quantizer is trained and full: only the PQ codebooks are
@@ -181,7 +189,7 @@ def _measure(xb: np.ndarray, xq: np.ndarray, fp16: np.ndarray, truth: np.ndarray
             for factor in factors:
                 t = time.perf_counter()
                 ann = index.search(xq, K * factor)[1]
-                rescored = _rescore(fp16, xq, ann, K)
+                rescored = _rescore(fp16, xq, ann, K, similarity)
                 ms = 1e3 * (time.perf_counter() - t) / len(xq)
                 rows.append(TuneRow(xb.shape[1], m, m, recall_at_k(truth, ann[:, :K].tolist(), K),
                                     recall_at_k(truth, rescored.tolist(), K), 0.0, rotation,
@@ -210,11 +218,12 @@ def _choose(result: TuneResult, budget_ms: float | None) -> None:
         if meeting else max(affordable, key=lambda r: (r.recall_rescored, -r.code_bytes))
 
 
-def _rescore(vectors: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
+def _rescore(vectors: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: int,
+             similarity: str) -> np.ndarray:
     out = np.empty((len(queries), k), dtype=np.int64)
     for i, (q, ids) in enumerate(zip(queries, candidates, strict=True)):
         ids = ids[ids >= 0]
-        dist = np.sum((vectors[ids] - q) ** 2, axis=1)
+        dist = distances(vectors[ids], q, similarity)
         top = ids[np.argsort(dist, kind="stable")[:k]]
         out[i] = np.pad(top, (0, k - len(top)), constant_values=-1)
     return out

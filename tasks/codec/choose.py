@@ -40,25 +40,26 @@ def report_grid(codec: CodecSettings) -> CodecSettings:
         "autotune_rescore_factors": [], "autotune_latency_ms": None})
 
 
-def fit_new_codec(sample: np.ndarray, codec: CodecSettings,
-                  milvus: MilvusSettings) -> tuple[Codec, list[str]]:
+def fit_new_codec(sample: np.ndarray, codec: CodecSettings, milvus: MilvusSettings,
+                  similarity: str = "cosine") -> tuple[Codec, list[str]]:
     """Fit the codec of a new collection on ``sample``; also returns the auto-tune table's lines.
 
     A sample smaller than ``codec.min_fit_vectors`` gets the exact codec (whole vectors) until
     the collection grows (``outgrown``). With ``codec.recall_target`` the auto-tuned PCA dim and
     M are used. Without one the codec is fitted as configured, and the recall-vs-bytes curve
     around it is ``recall_curve``'s, measured beside the run rather than before its encoding
-    (it costs several fits: benchmarks/results/codec_critical_path.json).
+    (it costs several fits: benchmarks/results/codec_critical_path.json). ``similarity``: the
+    model's (``tasks.similarity``), which the search the codec serves and its tuning rank by.
     """
     if len(sample) < codec.min_fit_vectors:
         return fit_exact(sample, f"{len(sample)} passages, fewer than codec.min_fit_vectors "
-                                 f"({codec.min_fit_vectors})"), []
+                                 f"({codec.min_fit_vectors})", similarity), []
     codec = resolve_shape(sample, codec)
     if codec.recall_target is None:
-        return fit_codec(sample, codec), []
-    tuned = autotune(sample, codec, milvus)
+        return fit_codec(sample, codec, similarity=similarity), []
+    tuned = autotune(sample, codec, milvus, similarity=similarity)
     table = tuned.to_dict() | {"applied": True}
-    return fit_codec(sample, tuned.settings(codec), autotune=table), tuned.lines()
+    return fit_codec(sample, tuned.settings(codec), table, similarity), tuned.lines()
 
 
 def curve_due(fitted: Codec, sample_size: int, codec: CodecSettings) -> bool:
@@ -68,12 +69,12 @@ def curve_due(fitted: Codec, sample_size: int, codec: CodecSettings) -> bool:
             and sample_size >= 4 * codec.autotune_queries)
 
 
-def recall_curve(sample: np.ndarray, codec: CodecSettings, milvus: MilvusSettings
-                 ) -> tuple[dict, list[str]]:
+def recall_curve(sample: np.ndarray, codec: CodecSettings, milvus: MilvusSettings,
+                 similarity: str = "cosine") -> tuple[dict, list[str]]:
     """The recall-vs-bytes curve around the configured codec (``report_grid``), measured on the
     codec's sample, for the run report; it does not change the choice. (table, its lines)."""
     codec = resolve_shape(sample, codec)
-    tuned = autotune(sample, report_grid(codec), milvus, target=REPORT_TARGET)
+    tuned = autotune(sample, report_grid(codec), milvus, REPORT_TARGET, similarity)
     tuned.chosen = next((r for r in tuned.rows if r.pq_m == codec.pq_m), tuned.chosen)
     return tuned.to_dict() | {"applied": False}, tuned.lines()
 

@@ -1,7 +1,7 @@
 """PCA + FAISS product quantisation, fitted on a sample and applied shard by shard.
 
-The codec is one FAISS ``IndexPreTransform``: PCA centres and rotates the normalised embeddings (so
-distances afterwards are L2, not inner product), an optional OPQ rotation balances the PQ
+The codec is one FAISS ``IndexPreTransform``: PCA centres and rotates the embeddings (searched by L2,
+or by inner product for a dot-product model: ``tasks.similarity``), an optional OPQ rotation balances the PQ
 sub-spaces, and PQ (optionally on the residuals of an IVF coarse quantizer) compresses the vectors
 to ``pq_m`` codes. Training backends live in ``tasks.codec.train``.
 The serialised index plus a JSON training report is the codec artifact; its id hashes the
@@ -57,6 +57,12 @@ class Codec:
         return faiss.downcast_index(self.index.index)
 
     @property
+    def similarity(self) -> str:
+        """The model's similarity function the codec was fitted for (codecs of earlier versions:
+        cosine, the only one they served)."""
+        return str(self.report.get("similarity", "cosine"))
+
+    @property
     def nlist(self) -> int | None:
         return int(self.quantizer.nlist) if hasattr(self.quantizer, "nlist") else None
 
@@ -81,13 +87,24 @@ class Codec:
     def project_queries(self, embeddings: np.ndarray) -> np.ndarray:
         """``project``, row by row, so that a query's bits do not depend on the batch it came in:
         BLAS rounds a product of many rows differently from one row's, and a micro-batched query
-        must find what it finds alone (its IVF candidates can flip on the last bit)."""
+        must find what it finds alone (its IVF candidates can flip on the last bit).
+
+        A dot-product model's queries are not centred: (x − μ)·q ranks as x·q does, and the
+        score adds back μ·q (``query_offsets``)."""
         matrix, bias = self._affine
         x = np.ascontiguousarray(embeddings, dtype=np.float32)
         out = np.empty((len(x), matrix.shape[1]), dtype=np.float32)
         for i, row in enumerate(x):
             np.matmul(row, matrix, out=out[i])
-        return out + bias
+        return out if self.similarity == "dot" else out + bias
+
+    def query_offsets(self, embeddings: np.ndarray) -> np.ndarray:
+        """What each query's score adds to the PCA-space inner product: μ·q for a dot-product
+        model (μ: the PCA's mean, which the stored passages have had taken off), else 0."""
+        if self.similarity != "dot" or not isinstance(self.pca, faiss.PCAMatrix):
+            return np.zeros(len(embeddings), dtype=np.float64)
+        mean = faiss.vector_to_array(self.pca.mean).astype(np.float64)
+        return np.asarray(embeddings, dtype=np.float64) @ mean
 
     @functools.cached_property
     def _affine(self) -> tuple[np.ndarray, np.ndarray]:
@@ -121,7 +138,7 @@ class Codec:
         return cls(index=index, report=storage.read_json(storage.join(directory, "report.json")))
 
 
-def fit_exact(sample: np.ndarray, reason: str) -> Codec:
+def fit_exact(sample: np.ndarray, reason: str, similarity: str = "cosine") -> Codec:
     """The codec of a collection too small to fit one: whole vectors, no PCA, no PQ.
 
     A small collection loses nothing by keeping its vectors (1,000 x 384-d is 1.5 MB) and is
@@ -134,13 +151,18 @@ def fit_exact(sample: np.ndarray, reason: str) -> Codec:
     faiss.copy_array_to_vector(np.eye(d, dtype=np.float32).ravel(), identity.A)
     identity.is_trained = True
     index = faiss.IndexPreTransform(identity, faiss.IndexFlatL2(d))
-    digest = hashlib.sha256(f"exact|{d}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"exact|{d}{_similarity_key(similarity)}".encode()).hexdigest()[:16]
     return Codec(index=index, report={
         "codec_id": f"exact-{digest}", "kind": "exact", "reason": reason, "backend": "none",
         "input_dim": d, "pca_dim": d, "pq_m": 0, "pq_nbits": 0, "opq": False,
         "random_rotation": False, "ivf_nlist": None, "code_bytes": 4 * d, "train_vectors": n,
         "explained_variance": 1.0, "pq_relative_error": 0.0, "train_seconds": 0.0,
-        "undertrained": False})
+        "undertrained": False, "similarity": similarity})
+
+
+def _similarity_key(similarity: str) -> str:
+    """The similarity's part of a codec id ("" for cosine: ids of earlier codecs stay valid)."""
+    return "" if similarity == "cosine" else f"|{similarity}"
 
 
 def is_exact(codec: Codec) -> bool:
@@ -181,8 +203,10 @@ def largest_divisor(dim: int, at_most: int) -> int:
     return max(m for m in range(1, min(at_most, dim) + 1) if dim % m == 0)
 
 
-def fit_codec(sample: np.ndarray, settings: CodecSettings, autotune: dict | None = None) -> Codec:
-    """Train PCA [+ OPQ] [+ IVF] + PQ on ``sample`` (float32 [n, d]) with the chosen backend.
+def fit_codec(sample: np.ndarray, settings: CodecSettings, autotune: dict | None = None,
+              similarity: str = "cosine") -> Codec:
+    """Train PCA [+ OPQ] [+ IVF] + PQ on ``sample`` (float32 [n, d]) with the chosen backend, for
+    a model of this ``similarity`` (``tasks.similarity``; it decides how queries are projected).
 
     The report records the backend, explained variance, PQ and total reconstruction error, train
     seconds and options; ``autotune`` (a table from ``tasks.codec.autotune``) is stored with it.
@@ -213,7 +237,8 @@ def fit_codec(sample: np.ndarray, settings: CodecSettings, autotune: dict | None
     projected = codec.project(check)
     recon = codec.quantizer.sa_decode(codec.quantizer.sa_encode(projected))
     codec.report = {
-        "codec_id": _codec_id(settings, nbits, backend, sample),
+        "codec_id": _codec_id(settings, nbits, backend, sample, similarity),
+        "similarity": similarity,
         "backend": backend,
         "input_dim": d_in,
         "pca_dim": settings.pca_dim,
@@ -255,9 +280,11 @@ def _split_holdout(sample: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarra
     return np.ascontiguousarray(sample[~held]), np.ascontiguousarray(sample[held])
 
 
-def _codec_id(settings: CodecSettings, nbits: int, backend: str, sample: np.ndarray) -> str:
+def _codec_id(settings: CodecSettings, nbits: int, backend: str, sample: np.ndarray,
+              similarity: str) -> str:
     params = f"{settings.pca_dim}|{settings.pq_m}|{nbits}|{settings.seed}|{settings.opq}|" \
-             f"{settings.ivf_nlist}|{backend.split('-')[0]}|{settings.random_rotation}"
+             f"{settings.ivf_nlist}|{backend.split('-')[0]}|{settings.random_rotation}" \
+             f"{_similarity_key(similarity)}"
     digest = hashlib.sha256(params.encode())
     digest.update(sample.tobytes())
     return digest.hexdigest()[:16]

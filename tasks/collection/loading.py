@@ -18,6 +18,7 @@ from vecpress.tasks.arrays import fixed_list_to_numpy
 from vecpress.tasks.codec.codec import Codec
 from vecpress.tasks.collection.typed_columns import typed_columns
 from vecpress.tasks.inputs.records import METADATA
+from vecpress.tasks.similarity import milvus_metric
 
 
 class ShardMismatchError(RuntimeError):
@@ -101,7 +102,8 @@ def plan_for(settings: MilvusSettings, codec: Codec, rows: int) -> IndexPlan:
     tuned = codec.report.get("autotune") or {}
     return plan_index(settings, max(rows, 1), codec.report["pq_m"], codec.report["pq_nbits"],
                       codec.nlist, {**tuned["chosen"], "base_vectors": tuned.get("base_vectors")}
-                      if tuned.get("applied") and tuned.get("chosen") else None)
+                      if tuned.get("applied") and tuned.get("chosen") else None,
+                      milvus_metric(codec.similarity))
 
 
 def index_collection(store: MilvusStore, collection: str, codec: Codec,

@@ -31,6 +31,7 @@ class ModelArtifact:
     store_url: str = ""  # where it is published on an object-store root (tasks.embed.published)
     query_prompt: str = ""  # put before each query (the model's own prompts, or settings)
     document_prompt: str = ""  # put before each passage, at ingest and in the fidelity probe
+    similarity: str = "cosine"  # the model's similarity function (tasks.similarity)
 
     @property
     def name(self) -> str:

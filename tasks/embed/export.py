@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import onnx
 
 OPSET = 17
-EXPORT_FORMAT_VERSION = 4  # bump when the exported graph or meta.json changes
+EXPORT_FORMAT_VERSION = 5  # bump when the exported graph or meta.json changes
 FIDELITY_FLOORS = {"fp32": 0.999, "fp16": 0.999, "int8": 0.97}
 
 
@@ -152,7 +152,7 @@ def export_model(
         probe = ModelArtifact(str(onnx_path), str(spec.model_dir), variant, input_names,
                               spec.max_seq_length, spec.dim, 0.0, 0.0, 0.0, len(probe_texts),
                               query_prompt=spec.query_prompt,
-                              document_prompt=spec.document_prompt)
+                              document_prompt=spec.document_prompt, similarity=spec.similarity)
         min_cos, mean_cos, recall, device = _fidelity(spec, probe, probe_texts)
         floor = FIDELITY_FLOORS[variant] if min_cosine is None else min_cosine
         if min_cos < floor:
@@ -169,6 +169,7 @@ def export_model(
             min_cosine=min_cos, mean_cosine=mean_cos, neighbour_recall_at_10=recall,
             probes=len(probe_texts), fusion=fusion, checked_on=device, own_probes=len(own),
             query_prompt=spec.query_prompt, document_prompt=spec.document_prompt,
+            similarity=spec.similarity,
         )
         (work / "meta.json").write_text(json.dumps(asdict(artifact), indent=2))
         try:

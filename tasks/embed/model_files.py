@@ -1,7 +1,8 @@
 """Read what a local sentence-transformers model directory says about itself.
 
 The pipeline reproduces the model's full ``encode``: transformer, pooling (mean / CLS / max) and
-optional L2 normalisation, so the ONNX graph must know the pooling config and the window length.
+optional L2 normalisation, so the ONNX graph must know the pooling config and the window length;
+search must know the model's similarity function (``tasks.similarity``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer
+
+from vecpress.tasks.similarity import SimilarityError, parse
 
 POOLING_MODES = ("mean", "cls", "max")
 
@@ -35,6 +38,8 @@ class ModelSpec:
     # does: the model's own ``prompts`` (config_sentence_transformers.json), or settings.
     query_prompt: str = ""
     document_prompt: str = ""
+    # How embeddings are compared: cosine (normalised embeddings), dot or euclidean.
+    similarity: str = "cosine"
 
 
 def packaged_model_dir() -> Path:
@@ -113,10 +118,13 @@ def read_model_spec(model_dir: Path) -> ModelSpec:
     max_len = min(int(window), positions) if window and int(window) < 1_000_000 else positions
     hidden = int(config.get("hidden_size", config.get("dim", 0)))
     query_prompt, document_prompt = _own_prompts(model_dir)
+    similarity = _similarity(model_dir)
     return ModelSpec(
         model_dir=model_dir,
         pooling=_pooling_mode(pool_cfg, pooling_dir),
-        normalize=normalize,
+        # Cosine compares directions: embeddings are normalised in the graph even where the
+        # model leaves it to its similarity function, so that L2 search ranks as cosine does.
+        normalize=normalize or similarity == "cosine",
         max_seq_length=max_len,
         dim=int(pool_cfg.get("word_embedding_dimension", pool_cfg.get("embedding_dimension", hidden))),
         model_type=model_type,
@@ -124,7 +132,17 @@ def read_model_spec(model_dir: Path) -> ModelSpec:
         hidden_size=hidden,
         query_prompt=query_prompt,
         document_prompt=document_prompt,
+        similarity=similarity,
     )
+
+
+def _similarity(model_dir: Path) -> str:
+    """The similarity function the sentence-transformers config declares (default cosine)."""
+    config = _read_json(model_dir / "config_sentence_transformers.json")
+    try:
+        return parse(config.get("similarity_fn_name"), f"{model_dir}/config_sentence_transformers.json")
+    except SimilarityError as exc:
+        raise ModelDirError(str(exc)) from exc
 
 
 # The names sentence-transformers models give their document prompt (e5: "passage", BEIR-style

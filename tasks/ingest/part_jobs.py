@@ -222,11 +222,12 @@ class FittedCodec:
 
 
 def fit_codec_job(urls: list[str], rows: list[int], settings: CodecSettings,
-                  milvus: MilvusSettings, codecs_root: str) -> FittedCodec:
-    """Fit a new collection's codec on a sample of its first FP32 shards; save it by its id."""
+                  milvus: MilvusSettings, codecs_root: str, similarity: str) -> FittedCodec:
+    """Fit a new collection's codec on a sample of its first FP32 shards, for the model's
+    ``similarity``; save it by its id."""
     started = time.perf_counter()
     sample = sample_embeddings(urls, rows, settings.sample_size, settings.seed)
-    codec, lines = fit_new_codec(sample, settings, milvus)
+    codec, lines = fit_new_codec(sample, settings, milvus, similarity)
     codec.save(storage.join(codecs_root, codec.codec_id))
     return FittedCodec(codec.codec_id, lines, time.perf_counter() - started, len(sample),
                        curve_due(codec, len(sample), settings))
@@ -240,13 +241,13 @@ class CodecCurve:
 
 
 def curve_job(urls: list[str], rows: list[int], settings: CodecSettings,
-              milvus: MilvusSettings, codec_dir: str) -> CodecCurve:
+              milvus: MilvusSettings, codec_dir: str, similarity: str) -> CodecCurve:
     """The recall-vs-bytes curve around a codec just fitted on the same sample (the same seed
     draws the same vectors), run beside the encoding and loading; its table joins the codec's
     report (one atomic write: encoders read only the index)."""
     started = time.perf_counter()
     sample = sample_embeddings(urls, rows, settings.sample_size, settings.seed)
-    table, lines = recall_curve(sample, settings, milvus)
+    table, lines = recall_curve(sample, settings, milvus, similarity)
     report = storage.read_json(storage.join(codec_dir, "report.json")) | {"autotune": table}
     storage.write_json(storage.join(codec_dir, "report.json"), report)
     return CodecCurve(table, lines, time.perf_counter() - started)

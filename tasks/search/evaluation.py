@@ -8,15 +8,17 @@ from vecpress.infra import storage
 from vecpress.tasks.arrays import read_embeddings
 from vecpress.tasks.recall import recall_at_k
 from vecpress.tasks.search.searcher import Searcher
+from vecpress.tasks.similarity import similarity_matrix
 
 
-def exact_topk(queries: np.ndarray, embedding_urls: list[str], k: int) -> np.ndarray:
-    """Primary keys of the k nearest passages (inner product of unit vectors) per query."""
+def exact_topk(queries: np.ndarray, embedding_urls: list[str], k: int,
+               similarity: str = "cosine") -> np.ndarray:
+    """Primary keys of the k nearest passages per query by the model's ``similarity``."""
     best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     best_pks = np.empty((len(queries), 0), dtype=np.int64)
     for url in embedding_urls:
         pks, vectors = read_embeddings(url)
-        scores = queries @ vectors.T
+        scores = similarity_matrix(queries, vectors, similarity)
         merged_scores = np.concatenate([best_scores, scores], axis=1)
         merged_pks = np.concatenate([best_pks, np.broadcast_to(pks, scores.shape)], axis=1)
         top = np.argsort(-merged_scores, axis=1, kind="stable")[:, :k]
@@ -37,7 +39,7 @@ def held_out_recall(searcher: Searcher, texts: list[str], embedding_urls: list[s
                     k: int = 10) -> dict[str, float]:
     """recall@k of the compressed search, with and without rescoring, vs exact FP32 search."""
     queries = searcher.embedder.encode_queries(texts)
-    truth = exact_topk(queries, embedding_urls, k)
+    truth = exact_topk(queries, embedding_urls, k, searcher.snapshot.codec.similarity)
     out: dict[str, float] = {}
     for label, rescore in (("rescored", True), ("ANN only", False)):
         found = searcher.search_embeddings(queries, k, rescore=rescore)

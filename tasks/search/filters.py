@@ -23,6 +23,7 @@ from pymilvus import MilvusException
 
 from vecpress.infra.milvus import MilvusStore
 from vecpress.tasks.search.filter_counts import FilterCounts
+from vecpress.tasks.similarity import distances, scores
 
 FIELDS = frozenset({"pk", "doc_id", "chunk", "text", "source", "codec_id"})
 METADATA = "metadata"
@@ -199,23 +200,27 @@ def check_keys(store: MilvusStore, collection: str, wanted: Filter, known: set[s
 
 def widened_nprobe(nprobe: int, matches: int, rows: int) -> int:
     """The ``nprobe`` of a filter keeping ``matches`` of ``rows``: ``nprobe`` / selectivity, at
-    most Milvus's 65,536. Not capped at the build's nlist: on Milvus Lite an IVF_SQ8 of 863 rows
-    and nlist 22 returned 2 of a filter's 7 matching rows at nprobe 22, 4 at 64 and all 7 at
-    256 (and 17, 44, 71 of a 71-row filter)."""
+    most Milvus's 65,536. Not capped at the build's nlist: an index may have more lists than its
+    plan says (Milvus Lite's always has 128: an IVF_SQ8 of 863 rows planned with nlist 22
+    returned 2 of a filter's 7 matching rows at nprobe 22, 4 at 64 and all 7 at 256), and
+    Milvus caps nprobe at the lists there are."""
     if rows <= 0 or matches >= rows:
         return nprobe
     return max(nprobe, min(math.ceil(nprobe * rows / max(matches, 1)), 65_536))
 
 
-def top_k(pks: np.ndarray, distances: np.ndarray, k: int) -> list[tuple[int, float]]:
-    """(pk, cosine estimate 1 − d/2) of the ``k`` smallest squared distances, best first. Ties
-    (the same text stored twice has the same vector) go by pk, not by the order Milvus returned
-    them in, which differs between a batched and a single search."""
+def top_k(pks: np.ndarray, distances: np.ndarray, k: int, similarity: str = "cosine",
+          offset: float = 0.0) -> list[tuple[int, float]]:
+    """(pk, the model's similarity) of the ``k`` smallest distances (``tasks.similarity``: squared
+    L2, or a negated inner product), best first. Ties (the same text stored twice has the same
+    vector) go by pk, not by the order Milvus returned them in, which differs between a batched
+    and a single search."""
     order = np.lexsort((pks, distances))[:k]
-    return [(int(pks[i]), float(1.0 - distances[i] / 2.0)) for i in order]
+    found = scores(distances[order], similarity, offset)
+    return [(int(pks[i]), float(score)) for i, score in zip(order, found, strict=True)]
 
 
-def exact_rank(query: np.ndarray, pks: np.ndarray, vectors: np.ndarray, k: int
-               ) -> list[tuple[int, float]]:
-    """(pk, cosine estimate) of the ``k`` nearest of ``vectors``, ties by pk."""
-    return top_k(pks, np.sum((vectors - query) ** 2, axis=1), k)
+def exact_rank(query: np.ndarray, pks: np.ndarray, vectors: np.ndarray, k: int,
+               similarity: str = "cosine", offset: float = 0.0) -> list[tuple[int, float]]:
+    """(pk, similarity) of the ``k`` nearest of ``vectors``, ties by pk."""
+    return top_k(pks, distances(vectors, query, similarity), k, similarity, offset)

@@ -2,9 +2,10 @@
 
 query → embed → PCA → Milvus ANN for k × r candidates (keys and distances only) → rescore with
 the archived fp16 PCA vectors (memory-mapped from local disk, ``tasks.search.rescore_store``) →
-top k → their texts and sources, in one Milvus query per batch. Scores are cosine
-estimates, 1 − ‖q − x‖² / 2 in PCA space (the embeddings are unit length, so this equals cosine up
-to the variance PCA dropped).
+top k → their texts and sources, in one Milvus query per batch. Scores estimate the model's own
+similarity (``tasks.similarity``): for cosine, 1 − ‖q − x‖² / 2 in PCA space (the embeddings are
+unit length, so this equals cosine up to the variance PCA dropped); for dot product, the inner
+product; for Euclidean, −‖q − x‖.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from vecpress.tasks.embed.published import load_published
 from vecpress.tasks.search import filters
 from vecpress.tasks.search.filter_counts import FilterCounts
 from vecpress.tasks.search.rescore_store import RescoreStore
+from vecpress.tasks.similarity import distances, milvus_metric
 
 log = logging.getLogger(__name__)
 FOLLOW_S = 1.0  # how often a searcher looks for a newer catalog version
@@ -150,6 +152,8 @@ class Searcher:
     def _search(self, snap: Snapshot, embeddings: np.ndarray, k: int, rescore: bool,
                 filter: str = "") -> list[list[Hit]]:
         queries = snap.codec.project_queries(embeddings)
+        offsets = snap.codec.query_offsets(embeddings)
+        similarity = snap.codec.similarity
         wanted = filters.translate(filter, self.store.has_field(snap.collection, METADATA),
                                    self.max_filter_bytes,
                                    frozenset(self.store.typed_fields(snap.collection)))
@@ -161,8 +165,9 @@ class Searcher:
         if plan is not None and plan.exact_pks is not None:
             have, vectors = snap.rescore.lookup(plan.exact_pks)
             if have.all():  # every match is scored: nothing an ANN probe could miss
-                return self._hits(snap, [filters.exact_rank(q, plan.exact_pks, vectors, k)
-                                         for q in queries])
+                return self._hits(snap, [
+                    filters.exact_rank(q, plan.exact_pks, vectors, k, similarity, offset)
+                    for q, offset in zip(queries, offsets, strict=True)])
         nprobe = plan.nprobe if plan is not None else snap.nprobe
         expression = wanted.expression if wanted is not None else ""
         limit = min(k * snap.rescore_factor if rescore else k, MILVUS_TOPK, self.max_candidates)
@@ -172,9 +177,10 @@ class Searcher:
         ranked = []
         for start in range(0, len(queries), per_call):
             part = queries[start : start + per_call]
-            found = self.store.search(snap.collection, part, limit, nprobe, expression)
-            ranked += [self._rank(snap, q, hits, k, rescore)
-                       for q, hits in zip(part, found, strict=True)]
+            found = self.store.search(snap.collection, part, limit, nprobe, expression,
+                                      milvus_metric(similarity))
+            ranked += [self._rank(snap, q, hits, k, rescore, offset) for q, hits, offset
+                       in zip(part, found, offsets[start : start + per_call], strict=True)]
         return self._hits(snap, ranked)
 
     def _hits(self, snap: Snapshot, ranked: list[list[tuple[int, float]]]) -> list[list[Hit]]:
@@ -190,17 +196,17 @@ class Searcher:
 
     @staticmethod
     def _rank(snap: Snapshot, query: np.ndarray, hits: list[tuple[int, float]], k: int,
-              rescore: bool) -> list[tuple[int, float]]:
-        """(pk, cosine estimate) of the best ``k`` candidates, best first."""
+              rescore: bool, offset: float) -> list[tuple[int, float]]:
+        """(pk, similarity estimate) of the best ``k`` candidates, best first."""
         if not hits:
             return []
         pks = np.array([pk for pk, _ in hits], dtype=np.int64)
-        distances = np.array([d for _, d in hits], dtype=np.float32)
+        found_distances = np.array([d for _, d in hits], dtype=np.float32)
         if rescore:
             found, vectors = snap.rescore.lookup(pks)
-            exact = np.sum((vectors - query) ** 2, axis=1)
-            distances[found] = exact  # candidates missing from the archive keep ANN distances
-        return filters.top_k(pks, distances, k)
+            # candidates missing from the archive keep ANN distances
+            found_distances[found] = distances(vectors, query, snap.codec.similarity)
+        return filters.top_k(pks, found_distances, k, snap.codec.similarity, offset)
 
 
 class CollectionNotFoundError(LookupError):
