@@ -14,11 +14,10 @@ import numpy as np
 from pymilvus import DataType, MilvusClient
 
 from vecpress.infra.bounds import MAX_VARCHAR_BYTES
-from vecpress.infra.metadata_settings import MetadataSettings
+from vecpress.infra.metadata_settings import RESERVED, MetadataSettings
 
 VECTOR = "vector"
 METADATA = "metadata"  # the JSON field of a passage's metadata (collections built before lack it)
-PASSAGE_FIELDS = ("pk", "doc_id", "chunk", "text", "source", "codec_id", METADATA, VECTOR)
 MAX_TEXT = MAX_VARCHAR_BYTES
 DATA_TYPES = {"varchar": DataType.VARCHAR, "int64": DataType.INT64, "double": DataType.DOUBLE,
               "bool": DataType.BOOL}
@@ -50,7 +49,7 @@ def collection_schema(dim: int, description: str, metadata: MetadataSettings | N
 def typed_fields(described: dict[str, Any]) -> dict[str, str]:
     """The typed metadata fields of a collection as ``describe_collection`` gives it."""
     return {f["name"]: _TYPE_NAMES[f["type"]] for f in described["fields"]
-            if f["name"] not in PASSAGE_FIELDS and f["type"] in _TYPE_NAMES}
+            if f["name"] not in RESERVED and f["type"] in _TYPE_NAMES}
 
 
 def partition_key(described: dict[str, Any]) -> str | None:

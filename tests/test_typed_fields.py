@@ -62,8 +62,8 @@ def test_values_that_do_not_fit_their_type_are_named_with_the_record() -> None:
 def test_typed_columns_come_out_of_the_metadata_json_with_empty_values_for_missing_keys() -> None:
     metadata = pa.array(['{"team":"t1","year":2020,"tags":["a"]}', "{}", '{"team":null,"score":3}',
                          '{"ok":true,"score":2.5,"year":-5}'])
-    columns = typed_columns(metadata, {"team": "varchar", "year": "int64", "score": "double",
-                                       "ok": "bool"}, "part-0")
+    columns = typed_columns(metadata.to_pylist(), {"team": "varchar", "year": "int64",
+                                                   "score": "double", "ok": "bool"}, "part-0")
     assert {k: v.to_pylist() for k, v in columns.items()} == {
         "team": ["t1", "", "", ""], "year": [2020, 0, 0, -5], "score": [0.0, 0.0, 3.0, 2.5],
         "ok": [False, False, False, True]}
@@ -71,7 +71,7 @@ def test_typed_columns_come_out_of_the_metadata_json_with_empty_values_for_missi
     # not fit: the shard and the passage are named, and what to do.
     with pytest.raises(TypedValueError, match=r"part-0, passage 2: metadata field 'year' holds "
                                               r"the string \"x\".*--recreate"):
-        typed_columns(pa.array(['{"year":1}', '{"year":"x"}']), {"year": "int64"}, "part-0")
+        typed_columns(['{"year":1}', '{"year":"x"}'], {"year": "int64"}, "part-0")
 
 
 def test_filters_name_typed_fields_directly_and_other_keys_through_the_json_field() -> None:

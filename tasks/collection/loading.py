@@ -51,10 +51,9 @@ def shard_rows(passages_url: str, archive_url: str, codec_id: str,
     vectors = fixed_list_to_numpy(archive.column("pca_fp16"), np.float32)
     fields = {name: passages.column(name).to_pylist() for name in ("doc_id", "chunk", "text",
                                                                    "source")}
-    metadata = _metadata(passages)
+    metadata_texts = _metadata(passages).to_pylist()
     values = {name: column.to_pylist()
-              for name, column in typed_columns(metadata, typed or {}, passages_url).items()}
-    metadata_texts = metadata.to_pylist()
+              for name, column in typed_columns(metadata_texts, typed or {}, passages_url).items()}
     for i, pk in enumerate(pks.tolist()):
         if sources is not None and fields["source"][i] not in sources:
             continue
@@ -81,7 +80,8 @@ def shard_table(passages_url: str, archive_url: str, codec_id: str,
         "chunk": passages.column("chunk").cast(pa.int32()), "text": passages.column("text"),
         "source": passages.column("source"),
         "codec_id": pa.array([codec_id] * passages.num_rows, pa.string()),
-        METADATA: metadata, **typed_columns(metadata, typed or {}, passages_url),
+        METADATA: metadata, **typed_columns(metadata.to_pylist() if typed else [], typed or {},
+                                            passages_url),
         "vector": pa.ListArray.from_arrays(offsets, pa.array(vectors.ravel()))})
 
 

@@ -27,7 +27,7 @@ class TypedValueError(ValueError):
     shard was read: a reindex with new ``--typed-fields``)."""
 
 
-def typed_columns(metadata: pa.Array, typed: dict[str, str], where: str) -> dict[str, pa.Array]:
+def typed_columns(metadata: list[str], typed: dict[str, str], where: str) -> dict[str, pa.Array]:
     """One column per typed field, from ``metadata`` (JSON texts, one per passage); a passage
     without the key (or with null) gets the type's empty value: "", 0, 0.0 or false."""
     if not typed:
@@ -36,7 +36,7 @@ def typed_columns(metadata: pa.Array, typed: dict[str, str], where: str) -> dict
         return {name: pa.array([], ARROW_TYPES[kind]) for name, kind in typed.items()}
     schema = pa.schema([(name, ARROW_TYPES[kind]) for name, kind in typed.items()])
     # One line per passage: JSON escapes the newlines inside strings.
-    data = "\n".join(metadata.to_pylist()).encode()
+    data = "\n".join(metadata).encode()
     options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
     try:
         table = pj.read_json(io.BytesIO(data), parse_options=options,
@@ -51,10 +51,10 @@ def typed_columns(metadata: pa.Array, typed: dict[str, str], where: str) -> dict
             .combine_chunks() for name, kind in typed.items()}
 
 
-def _first_misfit(metadata: pa.Array, typed: dict[str, str], where: str
+def _first_misfit(metadata: list[str], typed: dict[str, str], where: str
                   ) -> TypedValueError | None:
     declared = MetadataSettings(fields=typed, varchar_max_bytes=65_535)
-    for row, text in enumerate(metadata.to_pylist()):
+    for row, text in enumerate(metadata):
         problem = typed_problem(json.loads(text or "{}"), declared)
         if problem is not None:
             return TypedValueError(f"{where}, passage {row + 1}: {problem}; declare fields its "
