@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -75,8 +76,7 @@ def _open(directory: Path, archive_urls: list[str]) -> tuple[int, np.ndarray, np
     ingest's check, a second searcher) may publish and prune versions of the same folder at the
     same moment, so a version resolved a moment ago can be gone: then the sync starts over."""
     merged, version = sync(directory, archive_urls)
-    return (merged, np.load(version / "pks.npy", mmap_mode="r"),
-            np.load(version / "vectors.npy", mmap_mode="r"))
+    return merged, _mapped(version / "pks.npy"), _mapped(version / "vectors.npy")
 
 
 def default_directory(archive_urls: list[str]) -> Path:
@@ -159,8 +159,8 @@ def _merge(source: Path, out_dir: Path, new_pks: np.ndarray, new_vecs: np.ndarra
     order = np.argsort(new_pks, kind="stable")
     new_pks, new_vecs = new_pks[order], new_vecs[order]
 
-    old_pks = np.load(source / "pks.npy", mmap_mode="r")
-    old_vecs = np.load(source / "vectors.npy", mmap_mode="r") if len(old_pks) else \
+    old_pks = _mapped(source / "pks.npy")
+    old_vecs = _mapped(source / "vectors.npy") if len(old_pks) else \
         np.empty((0, new_vecs.shape[1]), np.float16)
     kept = np.flatnonzero(~np.isin(old_pks, new_pks))  # old rows not overwritten by the batch
     kept_pks = np.asarray(old_pks[kept])
@@ -191,3 +191,15 @@ def _write(directory: Path, pks: np.ndarray, vectors_tmp: Path | None) -> None:
     np.save(pks_tmp, pks)
     os.replace(vectors_tmp, directory / "vectors.npy")
     os.replace(pks_tmp, directory / "pks.npy")
+
+
+# numpy parses a .npy header with ast.literal_eval, and CPython 3.11's AST constructor is not
+# thread-safe: two searchers opening stores at once raised "SystemError: AST constructor
+# recursion depth mismatch" (seen once in CI, 3.11.7). Opening a map is cheap; one at a time.
+_HEADER_LOCK = threading.Lock()
+
+
+def _mapped(path: Path) -> np.ndarray:
+    """The .npy file memory-mapped read-only, its header parsed under ``_HEADER_LOCK``."""
+    with _HEADER_LOCK:
+        return np.load(path, mmap_mode="r")
