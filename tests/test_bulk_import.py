@@ -68,7 +68,10 @@ def test_an_upsert_after_a_bulk_import_keeps_each_passage_once(tmp_path, fp32_ar
                                                                paragraphs, milvus_server) -> None:
     """A killed run may have imported a shard it had not committed as loaded; the rerun upserts
     it. Milvus's upsert deletes every row of a key first, so nothing is doubled. Typed metadata
-    fields travel both ways (a server indexes varchar and int64, not bool, on Milvus 2.3)."""
+    fields travel both ways (a server indexes varchar and int64, not bool, on Milvus 2.3), also
+    into a multi-tenant collection whose partition key is one of them: each tenant's rows are
+    found through its partitions after the import and after the upsert (written as delete +
+    insert on 2.3, ``MilvusStore._upsert_misroutes``)."""
     import numpy as np
     import pyarrow as pa
 
@@ -93,7 +96,10 @@ def test_an_upsert_after_a_bulk_import_keeps_each_passage_once(tmp_path, fp32_ar
     typed = {"ok": "bool", "team": "varchar", "year": "int64"}
     matching = 'team == "t1" and year >= 2010 and ok == false'
     try:
-        store.ensure_collection("bulk_once", dim, "c", MetadataSettings(fields=typed))
+        store.ensure_collection("bulk_once", dim, "c",
+                                MetadataSettings(fields=typed, partition_key="team"))
+        described = store.client.describe_collection("bulk_once")
+        assert [f["name"] for f in described["fields"] if f.get("is_partition_key")] == ["team"]
         assert set(store.client.list_indexes("bulk_once")) == {"team", "year"}
         [done] = bulk_load_parts([(passages, archive)], "c", "bulk_once", settings, typed)
         assert done.bulk and done.written == n and not done.note
@@ -105,9 +111,13 @@ def test_an_upsert_after_a_bulk_import_keeps_each_passage_once(tmp_path, fp32_ar
         # i % 4 == 1 (odd, so ok is false) and i % 20 >= 10: 13 and 17 of every 20.
         assert store.count_matching("bulk_once", matching) == 20
         assert store.count_matching("bulk_once", 'team == ""') == n // 10  # no metadata: empty
+        tenants = ['team == ""'] + [f'team == "t{t}"' for t in range(4)]
+        per_tenant = [store.count_matching("bulk_once", f) for f in tenants]
+        assert sum(per_tenant) == n and min(per_tenant) > 0
         assert load_part(passages, archive, "c", "bulk_once", settings, typed).written == n
         assert _count(milvus_server, "bulk_once") == n
         assert store.count_matching("bulk_once", matching) == 20
+        assert [store.count_matching("bulk_once", f) for f in tenants] == per_tenant
     finally:
         store.drop("bulk_once")
         store.close()
