@@ -98,8 +98,10 @@ def test_a_new_build_on_a_server_is_indexed_before_its_rows(milvus_server: str, 
     afterwards are indexed by the server as their segments are sealed (flushes every FLUSH_ROWS);
     Milvus Lite and a build that has its index already are left alone."""
     rng = np.random.default_rng(0)
-    vectors = rng.standard_normal((3000, 32)).astype(np.float32)
-    codec = fit_codec(vectors, CodecSettings(pca_dim=16, pq_m=4, sample_size=3000))
+    vectors = rng.standard_normal((3000, 32)).astype(np.float32) * rng.uniform(0.5, 2, (3000, 1))
+    # A dot-product model's codec: the index is planned, built and searched with metric IP.
+    codec = fit_codec(vectors, CodecSettings(pca_dim=16, pq_m=4, sample_size=3000),
+                      similarity="dot")
     build = Build("early_index", "building", codec.codec_id, "m", "fp32", "{}", "run")
     store = MilvusStore(MilvusSettings(uri=milvus_server))
     lite = MilvusStore(MilvusSettings(uri=str(tmp_path / "lite.db")))
@@ -109,6 +111,7 @@ def test_a_new_build_on_a_server_is_indexed_before_its_rows(milvus_server: str, 
         loads = Loads(store.settings, store, build, lambda *a, **k: None)
         plan = loads.index_early(codec, 40_000)
         assert plan is not None and plan.rows == 40_000 and plan.index_type == "IVF_PQ"
+        assert plan.metric == "IP" and store.index_info(build.build)["metric_type"] == "IP"
         assert store.has_index(build.build)
         assert loads.index_early(codec, 40_000) is None  # already indexed
         projected = codec.project(vectors)
@@ -120,6 +123,14 @@ def test_a_new_build_on_a_server_is_indexed_before_its_rows(milvus_server: str, 
         while store.index_info(build.build).get("indexed_rows") != 3000:
             assert time.monotonic() < deadline, store.index_info(build.build)
             time.sleep(0.5)
+        store.load(build.build)
+        queries = codec.project_queries(vectors[:20])
+        found = store.search(build.build, queries, 160, plan.nprobe, metric="IP")
+        truth = np.argsort(-(queries @ projected.T), axis=1)[:, :10]
+        # Largest inner products first (returned negated), and the candidates hold the true top 10.
+        assert all(np.all(np.diff([d for _, d in hits]) >= -1e-4) for hits in found)
+        assert np.mean([len(set(t) & {pk for pk, _ in hits}) / 10
+                        for t, hits in zip(truth.tolist(), found, strict=True)]) >= 0.9
         lite.ensure_collection("c", codec.dim, codec.codec_id)
         assert Loads(lite.settings, lite, replace(build, build="c"), lambda *a, **k: None
                      ).index_early(codec, 40_000) is None
