@@ -57,7 +57,8 @@ def main() -> None:
     parser.add_argument("--nprobe", type=int, default=16,
                         help="IVF lists a search probes before widening (a large collection's "
                         "auto-tuned nprobe probes a small share of its lists; a 5,000-passage "
-                        "one probes all of them, where every path is exhaustive)")
+                        "one probes all of them, where every path is exhaustive); 0: the "
+                        "build's own plan, as a search with default settings")
     parser.add_argument("--milvus", nargs="+", choices=["lite", "server"], default=["lite"])
     parser.add_argument("--variant", default="fp32", help="the packaged model's variant")
     parser.add_argument("--root", help="A folder an earlier run of this script ingested into: "
@@ -65,6 +66,9 @@ def main() -> None:
     parser.add_argument("--typed", action="store_true", help="filter keys as typed fields")
     parser.add_argument("--truth-variant", default="fp32", help="the model variant of the exact "
                         "ground truth (passages and queries)")
+    parser.add_argument("--keep-server", action="store_true", help="with --root: search the "
+                        "server collection an earlier run left in its milvus-server folder")
+    parser.add_argument("--label", default="", help="suffix of the results file's name")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ["VECPRESS_SERVER_AUTO_START"] = "false"
@@ -77,7 +81,7 @@ def main() -> None:
         write_jsonl(source, ({"id": doc_id, "text": text, **_metadata(n)}
                              for n, (doc_id, text) in enumerate(corpus)))
     name = "filtered_recall.json" if (args.docs, args.milvus) == (5000, ["lite"]) else \
-        f"filtered_recall_{args.docs}_{args.variant}{'_typed' if args.typed else ''}.json"
+        f"filtered_recall_{args.docs}_{args.variant}{'_typed' if args.typed else ''}{args.label}.json"
     for backend in args.milvus:  # written after each backend, merged with earlier runs' others
         with ExitStack() as stack:
             uri = str(root / "data" / "milvus.db")
@@ -106,8 +110,9 @@ def _measure(args: argparse.Namespace, root: Path, source: Path, uri: str,
                         milvus={"uri": uri}, model={"variant": args.variant},
                         metadata={"fields": TYPED if args.typed else {}})
     clock = Stopwatch()
-    if not (root / "data" / "collections" / collection).exists() or uri.startswith("http"):
-        vecpress.ingest([str(source)], settings, recreate=uri.startswith("http"))
+    fresh_server = uri.startswith("http") and not args.keep_server
+    if not (root / "data" / "collections" / collection).exists() or fresh_server:
+        vecpress.ingest([str(source)], settings, recreate=fresh_server)
     ingest_s = clock.seconds
     shards = root / "data" / "collections" / collection / "shards"
     if not shards.exists():  # a reindex of the untyped collection: its shards
@@ -122,7 +127,8 @@ def _measure(args: argparse.Namespace, root: Path, source: Path, uri: str,
         build_nprobe = kb._searcher.snapshot.nprobe
         kb_pca_dim = kb._searcher.snapshot.codec.report.get("pca_dim")
         index = _indexed(kb._searcher.store, kb._searcher.collection)
-        kb._searcher.snapshot = dataclasses.replace(kb._searcher.snapshot, nprobe=args.nprobe)
+        if args.nprobe:
+            kb._searcher.snapshot = dataclasses.replace(kb._searcher.snapshot, nprobe=args.nprobe)
         embedder = kb._searcher.embedder
         queries = embedder.encode_queries([t for _, t in held_out])
         # Ground truth: the same passages and model on every backend, kept in the root.
