@@ -33,6 +33,7 @@ from vecpress.infra.settings import MilvusSettings
 
 OUTPUT_FIELDS = ["doc_id", "chunk", "text", "source"]
 FETCH_BATCH = 256  # rows per query: texts of ≤ 64 KiB keep a reply under gRPC's 64 MiB
+MATCH_BATCH = 2048  # keys per membership query (keys only come back; ~40 KB of expression)
 @dataclass(frozen=True)
 class RefusedRow:
     """A row Milvus would not store, with Milvus's own reason."""
@@ -337,6 +338,17 @@ class MilvusStore:
                                         limit=limit,
                                         consistency_level=self.settings.search_consistency)
         return np.array(sorted(int(row["pk"]) for row in found), dtype=np.int64)
+
+    def matching(self, name: str, pks: Sequence[int], expression: str) -> set[int]:
+        """Those of ``pks`` whose rows match ``expression`` (keys only; a few queries)."""
+        keys, out = sorted(set(pks)), set[int]()
+        for start in range(0, len(keys), MATCH_BATCH):
+            batch = keys[start:start + MATCH_BATCH]
+            found = self.client.plain.query(name, filter=f"pk in {batch} and ({expression})",
+                                            output_fields=["pk"],
+                                            consistency_level=self.settings.search_consistency)
+            out.update(int(row["pk"]) for row in found)
+        return out
 
     def metadata_keys(self, name: str, rows: int = 1000) -> set[str]:
         """The metadata keys of up to ``rows`` rows: what an error about an unknown key lists."""

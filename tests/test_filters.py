@@ -6,7 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vecpress.tasks.search.filters import FilterError, exact_rank, translate, widened_nprobe
+from vecpress.tasks.search.filters import (
+    FilterError,
+    exact_rank,
+    post_filter_limit,
+    translate,
+    widened_nprobe,
+)
 
 
 def test_metadata_keys_become_json_paths_and_the_rest_stays() -> None:
@@ -68,3 +74,12 @@ def test_exact_rank_orders_by_distance_then_pk() -> None:
     ranked = exact_rank(np.array([1, 0], np.float32), np.array([9, 4, 3, 7]), vectors, 3)
     assert [pk for pk, _ in ranked] == [3, 9, 7]
     assert ranked[0][1] == pytest.approx(1.0)
+
+
+def test_a_broad_filter_is_applied_after_a_search_of_enough_candidates() -> None:
+    # 160 candidates of a filter keeping half the rows: 480 unfiltered ones hold ~240 matches.
+    assert post_filter_limit(160, 0.5, 0.1, 65_536) == 480
+    assert post_filter_limit(160, 0.1, 0.1, 65_536) == 2400
+    assert post_filter_limit(160, 0.05, 0.1, 65_536) is None  # narrower than the setting
+    assert post_filter_limit(160, 0.1, 0.1, 2000) is None  # more than a search may return
+    assert post_filter_limit(160, 0.0, 0.0, 65_536) is None  # not counted

@@ -149,8 +149,9 @@ FILTERS = {"half == true": lambda m: m.get("half") is True,
 def test_filtered_search_returns_only_matches_with_recall_vs_exact_fp32(
         first_run: dict, workspace: dict, fp32_artifact) -> None:
     """At 50%, 10% and 1% selectivity, searched exactly over the matches (the default up to
-    search.filter_exact_rows) and through the index with widened probes: only matching passages,
-    recall@10 ≥ 0.95 against exact FP32 search within the filtered set."""
+    search.filter_exact_rows), through the index with widened probes, and applied to an
+    unfiltered search's candidates (search.post_filter_share): only matching passages, recall@10
+    ≥ 0.95 against exact FP32 search within the filtered set."""
     import numpy as np
 
     from vecpress.api import open_collection
@@ -173,14 +174,15 @@ def test_filtered_search_returns_only_matches_with_recall_vs_exact_fp32(
         truths[text] = [set(pks[t].tolist())
                         for t in np.argsort(-(query_vectors @ vectors.T), axis=1)[:, :10]]
     recalls = {}
-    for exact_rows in (16_384, 0):
-        kb = open_collection(COLLECTION, workspace["root"] / "data",
-                             settings=Settings(search={"filter_exact_rows": exact_rows}))
+    # The default plan; the index with widened probes; after an unfiltered search (post-filter).
+    for exact_rows, post in ((16_384, None), (0, 1.01), (0, 1e-9)):
+        kb = open_collection(COLLECTION, workspace["root"] / "data", settings=Settings(
+            search={"filter_exact_rows": exact_rows, "post_filter_share": post}))
         try:
             for text, keeps in FILTERS.items():
                 found = kb.search(queries, k=10, filter=text)
                 assert all(keeps(hit.metadata) for hits in found for hit in hits), text
-                recalls[(text, exact_rows)] = float(np.mean(
+                recalls[(text, exact_rows, post)] = float(np.mean(
                     [len({h.pk for h in hits} & truth) / len(truth)
                      for hits, truth in zip(found, truths[text], strict=True)]))
         finally:

@@ -136,11 +136,12 @@ def _kept(name: str, text: str, end: int) -> bool:
 @dataclass(frozen=True)
 class FilterPlan:
     """How one filter is searched: ``exact_pks`` (every matching row, scored exactly) or an ANN
-    search probing ``nprobe`` lists."""
+    search probing ``nprobe`` lists; ``share``: the rows it keeps, when counted (0: not)."""
 
     matches: int
     exact_pks: np.ndarray | None
     nprobe: int
+    share: float = 0.0
 
 
 def plan(store: MilvusStore, collection: str, wanted: Filter, nprobe: int, exact_rows: int,
@@ -156,7 +157,7 @@ def plan(store: MilvusStore, collection: str, wanted: Filter, nprobe: int, exact
     check_keys(store, collection, wanted, set() if known is None else known)
     cached = counts.get(collection, wanted.expression) if counts is not None else None
     if cached is not None:
-        return FilterPlan(cached[0], None, widened_nprobe(nprobe, *cached))
+        return FilterPlan(cached[0], None, widened_nprobe(nprobe, *cached), _share(*cached))
     window = min(exact_rows + 1, QUERY_WINDOW)
     try:
         pks = store.pks_where(collection, wanted.expression, window) if exact_rows else None
@@ -173,7 +174,25 @@ def plan(store: MilvusStore, collection: str, wanted: Filter, nprobe: int, exact
     rows = store.count_matching(collection, "")
     if counts is not None:
         counts.put(collection, wanted.expression, matches, rows)
-    return FilterPlan(matches, None, widened_nprobe(nprobe, matches, rows))
+    return FilterPlan(matches, None, widened_nprobe(nprobe, matches, rows), _share(matches, rows))
+
+
+def _share(matches: int, rows: int) -> float:
+    return matches / rows if rows > 0 else 0.0
+
+
+def post_filter_limit(limit: int, share: float, at_least: float, at_most: int) -> int | None:
+    """Candidates of an unfiltered search that hold ``limit`` matches of a filter keeping
+    ``share`` of the rows (1.5 × ``limit`` / share: the expected matches with a margin), or None
+    when the filter keeps less than ``at_least`` or they would be more than ``at_most``.
+
+    Why: Milvus 2.3.5's IVF_PQ ranks a filtered search poorly (50% selectivity: 43% of the true
+    top 10 among 160 candidates, 94% among 6,000; unfiltered: 96% among 160), while an unfiltered
+    search's candidates hold the filter's best rows in proportion to its share."""
+    if share < at_least or share <= 0:
+        return None
+    wanted = math.ceil(1.5 * limit / share)
+    return wanted if wanted <= at_most else None
 
 
 def check_keys(store: MilvusStore, collection: str, wanted: Filter, known: set[str]) -> None:
