@@ -299,16 +299,18 @@ class MilvusStore:
         return [[(int(h["id"] if "id" in h else h["pk"]), sign * float(h["distance"]))
                  for h in hits] for hits in found]
 
-    def rows(self, name: str, pks: Sequence[int], fields: list[str] = OUTPUT_FIELDS
-             ) -> dict[int, dict[str, Any]]:
-        """``fields`` of the rows with these primary keys (absent ones are left out)."""
+    def rows(self, name: str, pks: Sequence[int], fields: list[str] = OUTPUT_FIELDS,
+             where: str = "", batch_size: int = FETCH_BATCH) -> dict[int, dict[str, Any]]:
+        """``fields`` of the rows with these primary keys (absent ones are left out; with
+        ``where``, also those that do not match that expression)."""
         out: dict[int, dict[str, Any]] = {}
         keys = sorted(set(pks))
-        for start in range(0, len(keys), FETCH_BATCH):
-            batch = keys[start:start + FETCH_BATCH]
+        for start in range(0, len(keys), batch_size):
+            expression = f"pk in {keys[start:start + batch_size]}"
             # The search path fails at once (RetryingClient says why): the plain client's query.
-            for row in self.client.plain.query(name, filter=f"pk in {batch}", output_fields=fields,
-                                               consistency_level=self.settings.search_consistency):
+            for row in self.client.plain.query(
+                    name, filter=f"{expression} and ({where})" if where else expression,
+                    output_fields=fields, consistency_level=self.settings.search_consistency):
                 out[int(row["pk"])] = row
         return out
 
@@ -340,15 +342,8 @@ class MilvusStore:
         return np.array(sorted(int(row["pk"]) for row in found), dtype=np.int64)
 
     def matching(self, name: str, pks: Sequence[int], expression: str) -> set[int]:
-        """Those of ``pks`` whose rows match ``expression`` (keys only; a few queries)."""
-        keys, out = sorted(set(pks)), set[int]()
-        for start in range(0, len(keys), MATCH_BATCH):
-            batch = keys[start:start + MATCH_BATCH]
-            found = self.client.plain.query(name, filter=f"pk in {batch} and ({expression})",
-                                            output_fields=["pk"],
-                                            consistency_level=self.settings.search_consistency)
-            out.update(int(row["pk"]) for row in found)
-        return out
+        """Those of ``pks`` whose rows match ``expression`` (keys only: larger batches)."""
+        return set(self.rows(name, pks, ["pk"], expression, MATCH_BATCH))
 
     def metadata_keys(self, name: str, rows: int = 1000) -> set[str]:
         """The metadata keys of up to ``rows`` rows: what an error about an unknown key lists."""

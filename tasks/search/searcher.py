@@ -310,7 +310,7 @@ def open_searcher(settings: Settings) -> Searcher:
 def _post_filter_share(settings: Settings, store: MilvusStore) -> float:
     """``search.post_filter_share``, unset: 0.1 on a server, never on Milvus Lite, whose filtered
     IVF_SQ8 search keeps its recall (0.984 at 50%) and whose key queries are slow (post-filtering
-    took 225 ms a query there, against 98: results/filtered_recall_50000_fp32_typed_default_plan)."""
+    took 273 ms a query there, p50, against 60: results/filtered_recall_50000_fp32_typed_default_plan)."""
     share = settings.search.post_filter_share
     return share if share is not None else 2.0 if store.settings.is_lite else 0.1
 
