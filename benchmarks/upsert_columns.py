@@ -1,4 +1,4 @@
-"""Milvus upserts by rows (``MilvusClient.upsert``) against by columns (``MilvusStore.upsert``).
+"""Milvus upserts by rows (``MilvusClient.upsert``), by columns, and into Milvus Lite's engine.
 
 Why: the whole-command profile of a 300k-passage Lite ingest (benchmarks/results/
 profile_ingest_300000.json) put 22.8 of the flow process's 80 busy seconds in pymilvus turning row
@@ -7,8 +7,10 @@ dicts into the request, one value at a time. A column-wise request builds each f
 Both paths write the same rows (the collection schema of every vecpress collection, 32-d vectors,
 texts of ~330 bytes like real passages) into fresh collections of one Milvus Lite file, or of the
 Milvus 2.3.5 server of the ``milvus`` dev dependency, in batches of 2,000 rows: the row path first,
-then the column path, then the row path again, so neither gains from running second. Printed and
-written
+then the column path, then the row path again, so neither gains from running second. On Milvus Lite,
+``MilvusStore.upsert`` hands the rows to the engine in this process (``infra/lite_engine.py``), and
+the column path is pymilvus's request over the local gRPC port; both run between the row paths.
+Printed and written
 (benchmarks/results/upsert_columns.json): µs per row of building the request alone and of the whole
 upsert, and the ratio.
 
@@ -36,6 +38,7 @@ def rows_of(count: int, dim: int) -> list[dict]:
     return [{"pk": i, "doc_id": f"docs/file-{i // 7}.md", "chunk": i % 7,
              "text": " ".join(words[(i + j) % len(words)] for j in range(60)),
              "source": f"/data/corpus/part-{i // 1000}.jsonl", "codec_id": "codec-0",
+             "metadata": f'{{"team": "t{i % 5}", "year": {2000 + i % 25}}}',
              "vector": vectors[i]} for i in range(count)]
 
 
@@ -70,8 +73,10 @@ def measure(count: int, uri: str, backend: str) -> None:
     result: dict = {"machine": harness.machine("pymilvus", "milvus_lite", git=True),
                     "milvus": backend,
                     "rows": count, "batch_rows": BATCH, "us_per_row": {}}
+    names = ("rows_a", "columns", "engine", "rows_b") if backend == "lite" else (
+        "rows_a", "columns", "rows_b")
     try:
-        for name in ("rows_a", "columns", "rows_b"):
+        for name in names:
             store.drop(name)
             store.ensure_collection(name, 32, "codec-0")
         schema = store._schema("columns")
@@ -82,13 +87,17 @@ def measure(count: int, uri: str, backend: str) -> None:
         us["request_columns"] = timed(lambda b: handler._prepare_batch_upsert_request(
             "columns", as_columns(b, schema["fields"]), schema=schema), rows)
         us["upsert_rows_first"] = timed(lambda b: store.client.upsert("rows_a", b), rows)
-        us["upsert_columns"] = timed(lambda b: store.upsert("columns", b), rows)
+        us["upsert_columns"] = timed(lambda b: store.client.upsert_columns(
+            "columns", as_columns(b, schema["fields"]), schema), rows)
+        if backend == "lite":
+            us["upsert_engine"] = timed(lambda b: store.upsert("engine", b), rows)
+            us["upsert_engine_existing_rows"] = timed(lambda b: store.upsert("engine", b), rows)
         us["upsert_rows_again"] = timed(lambda b: store.client.upsert("rows_b", b), rows)
-        for name in ("rows_a", "columns", "rows_b"):
+        for name in names:
             store.flush(name)
-        counts = {name: store.stored_rows(name) for name in ("rows_a", "columns", "rows_b")}
+        counts = {name: store.stored_rows(name) for name in names}
         assert set(counts.values()) == {count}, counts
-        for name in ("rows_a", "columns", "rows_b"):
+        for name in names:
             store.drop(name)
     finally:
         store.close()
@@ -96,10 +105,14 @@ def measure(count: int, uri: str, backend: str) -> None:
     rows_us = (us["upsert_rows_first"] + us["upsert_rows_again"]) / 2
     result["upsert_rows_over_columns"] = round(rows_us / us["upsert_columns"], 2)
     result["request_rows_over_columns"] = round(us["request_rows"] / us["request_columns"], 2)
+    if "upsert_engine" in us:
+        result["upsert_columns_over_engine"] = round(us["upsert_columns"] / us["upsert_engine"], 2)
     for key, value in result["us_per_row"].items():
         print(f"{key:22} {value:8.1f} µs/row")
     print(f"whole upsert, rows ÷ columns: {result['upsert_rows_over_columns']}×; "
           f"request alone: {result['request_rows_over_columns']}×")
+    if "upsert_columns_over_engine" in result:
+        print(f"whole upsert, pymilvus columns ÷ Lite engine: {result['upsert_columns_over_engine']}×")
     path = harness.RESULTS / "upsert_columns.json"
     earlier = json.loads(path.read_text()) if path.exists() else {}
     harness.write_results(path, {k: v for k, v in earlier.items() if k in ("lite", "server")}

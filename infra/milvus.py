@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 from pymilvus import MilvusException
 
+from vecpress.infra import lite_engine
 from vecpress.infra.index_plan import IndexPlan
 from vecpress.infra.metadata_settings import MetadataSettings
-from vecpress.infra.milvus_client import RetryingClient, is_refusal
+from vecpress.infra.milvus_client import RetryingClient, is_refusal, retry_policy
 from vecpress.infra.milvus_fields import (
     METADATA,
     VECTOR,
@@ -51,19 +52,24 @@ def _typed(fields: Mapping[str, str], key: str | None = None) -> str:
     return named + (f" (partition key {key})" if key else "")
 
 
-# Milvus Lite files this process has open, with how many stores use each: one in-process server
-# per file serves them all (``vecpress api`` serving several collections of one file), and it is
-# stopped when the last of them closes.
-_LITE_OPEN: dict[str, int] = {}
-
-
-def _lite_key(uri: str) -> str:
-    return str(Path(uri).expanduser().resolve())
-
-
 def lite_open_here(uri: str) -> bool:
     """True when this process already serves the Milvus Lite file ``uri`` (its lock is ours)."""
-    return _LITE_OPEN.get(_lite_key(uri), 0) > 0
+    return lite_engine.open_here(uri)
+
+
+def _open_lite(settings: MilvusSettings) -> lite_engine.LiteEngine:
+    """The Lite file's engine. A file another process holds is waited for as a server that does
+    not answer is (``milvus.retry_s``), then fails as the ``MilvusException`` pymilvus raised."""
+    from milvus_lite.exceptions import DataDirLockedError
+    from pymilvus.exceptions import ConnectionConfigException
+
+    def attempt() -> lite_engine.LiteEngine:
+        try:
+            return lite_engine.open_engine(settings.uri)
+        except DataDirLockedError as exc:
+            raise ConnectionConfigException(message=f"Open local milvus failed: {exc}") from exc
+
+    return retry_policy(settings.retry_s)(attempt)()
 
 
 class MilvusStore:
@@ -77,11 +83,18 @@ class MilvusStore:
             # implement (pymilvus probes AllocTimestamp on upsert); the call itself succeeds.
             logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
             Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-        self.client = RetryingClient(uri, settings.token.get_secret_value(), settings.retry_s)
+            self._lite: lite_engine.LiteEngine | None = _open_lite(settings)
+            uri = self._lite.uri
+        else:
+            self._lite = None
+        try:
+            self.client = RetryingClient(uri, settings.token.get_secret_value(), settings.retry_s)
+        except BaseException:
+            if self._lite is not None:
+                lite_engine.release(settings.uri)
+            raise
         self._schemas: dict[str, dict[str, Any]] = {}
         self._server_version: str | None = None
-        if settings.is_lite:
-            _LITE_OPEN[_lite_key(uri)] = _LITE_OPEN.get(_lite_key(uri), 0) + 1
 
     def close(self) -> None:
         """Close the connection; for Milvus Lite also stop its in-process server.
@@ -90,15 +103,9 @@ class MilvusStore:
         after an ingest, say) cannot open the file before that.
         """
         self.client.close()
-        if self.settings.is_lite:
-            key = _lite_key(self.settings.uri)
-            _LITE_OPEN[key] = _LITE_OPEN.get(key, 1) - 1
-            if _LITE_OPEN[key] > 0:  # another store of this process still uses the file
-                return
-            del _LITE_OPEN[key]
-            from milvus_lite.server_manager import server_manager_instance
-
-            server_manager_instance.release_server(self.settings.uri)
+        if self._lite is not None:
+            self._lite = None
+            lite_engine.release(self.settings.uri)  # the last store of the file stops its engine
 
     def ensure_collection(self, name: str, dim: int, codec_id: str,
                           metadata: MetadataSettings | None = None) -> None:
@@ -210,14 +217,17 @@ class MilvusStore:
                       refused: list[RefusedRow] | None) -> int:
         try:
             schema = self._schema(name)
+            if self._lite is not None:
+                self._lite.upsert(name, batch, METADATA, VECTOR)
+                return len(batch)
             columns = as_columns(batch, schema["fields"])
             if self._upsert_misroutes(name):
                 self.client.replace_columns(name, columns, schema, [row["pk"] for row in batch])
             else:
                 self.client.upsert_columns(name, columns, schema)
             return len(batch)
-        except MilvusException as exc:
-            if refused is None or not is_refusal(exc):
+        except (MilvusException, lite_engine.LiteRefusal) as exc:
+            if refused is None or not (isinstance(exc, lite_engine.LiteRefusal) or is_refusal(exc)):
                 raise
             if len(batch) == 1:
                 refused.append(RefusedRow(batch[0], str(getattr(exc, "message", exc))))

@@ -34,7 +34,7 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, MilvusException) and not is_refusal(exc)
 
 
-def _retrying(seconds: float) -> Any:
+def retry_policy(seconds: float) -> Any:
     """Transient Milvus failures (a busy or restarting server) are retried with exponential
     backoff (0.5 s doubling to 8 s) for ``milvus.retry_s`` (90 s): a server restart (~20-30 s)
     is ridden out; a refused row is not retried."""
@@ -45,7 +45,7 @@ def _retrying(seconds: float) -> Any:
 
 class RetryingClient:
     """A ``MilvusClient`` whose calls are retried with the one transient-failure policy
-    (``_retrying``, for ``milvus.retry_s``), connecting included, so no caller wraps a call itself.
+    (``retry_policy``, for ``milvus.retry_s``), connecting included, so no caller wraps a call itself.
 
     Not retried, because failing at once is their answer:
 
@@ -64,7 +64,7 @@ class RetryingClient:
                               "create_schema"})
 
     def __init__(self, uri: str, token: str, retry_s: float) -> None:
-        self._retry = _retrying(retry_s)
+        self._retry = retry_policy(retry_s)
         # A dedicated connection is really closed by close(): a pooled one to Milvus Lite goes stale
         # when idle (the Lite server answers keepalive pings with GOAWAY) and holds the file lock.
         self.plain: MilvusClient = self._retry(MilvusClient)(uri=uri, token=token, dedicated=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from vecpress.infra.index_plan import plan_index, replan
 from vecpress.infra.milvus import MilvusSchemaError, MilvusStore
+from vecpress.infra.milvus_fields import as_columns
 from vecpress.infra.settings import MilvusSettings
 
 
@@ -36,6 +38,27 @@ def test_upsert_is_idempotent_and_search_finds_nearest(store: MilvusStore) -> No
     hits = store.search("c1", vectors[[5, 77]], 3)
     best = [h[0][0] for h in hits]
     assert [store.rows("c1", best)[pk]["doc_id"] for pk in best] == ["d5", "d77"]
+
+
+def test_rows_given_to_the_engine_read_back_as_those_sent_through_pymilvus(
+        store: MilvusStore) -> None:
+    """Lite upserts go to the engine in this process (``infra/lite_engine.py``), not through
+    pymilvus's gRPC request: the same rows read back the same, vectors bit for bit."""
+    vectors = np.random.default_rng(1).standard_normal((300, 16)).astype(np.float32)
+    rows = [row | {"metadata": json.dumps({"team": f"t{i % 3}", "n": i, "tags": ["a", "é"]})
+                   if i % 2 else None, "text": f"passage {i} ✓ " * (i % 7)}
+            for i, row in enumerate(_rows(vectors))]
+    for name in ("engine", "pymilvus"):
+        store.ensure_collection(name, 16, "c")
+    assert store.upsert("engine", rows) == 300
+    schema = store.client.describe_collection("pymilvus")
+    store.client.upsert_columns("pymilvus", as_columns(rows, schema["fields"]), schema)
+    fields = ["pk", "doc_id", "chunk", "text", "source", "codec_id", "metadata", "vector"]
+    engine = store.rows("engine", list(range(300)), fields)
+    assert engine == store.rows("pymilvus", list(range(300)), fields)
+    assert np.array_equal(np.array([engine[i]["vector"] for i in range(300)], np.float32), vectors)
+    assert engine[3]["metadata"] == {"team": "t0", "n": 3, "tags": ["a", "é"]}
+    assert engine[2]["metadata"] == {}
 
 
 def test_dimension_mismatch_is_refused(store: MilvusStore) -> None:
