@@ -4,9 +4,10 @@ The worker-side stage functions run in this one process, on one thread each, und
 the same docstring JSONL the pipeline benchmarks ingest (benchmarks/pipeline.py's corpus):
 
 - ``read+chunk``: ``shard_jobs.chunk_files`` (read JSONL, chunk with the model tokenizer, pks,
-  Parquet shards with token ids);
-- ``embed``: ``shard_jobs.embed_table`` with the random 1-layer, 64-d BERT (embedding nearly free,
-  as on a GPU box): Parquet → token ids → padded batches → ONNX Runtime → vectors;
+  Parquet shards, and the token ids as ``--ids`` says);
+- ``embed``: each shard read from Parquet and ``shard_jobs.embed_table`` with ``--model``'s random
+  BERT (tiny: 1 layer, 64-d; nano: 16-d, embedding at about the tokenizer's cost, as on a GPU box):
+  token ids → padded batches → ONNX Runtime → vectors;
 - ``floor``: ``tokenizers`` ``encode_batch`` of the passages' texts alone, one call per shard:
   what any pipeline must pay to tokenise.
 
@@ -14,7 +15,12 @@ Printed and written (benchmarks/results/profile_stages_<N>.json, with the .prof 
 functions): µs per passage of each stage, passages/s, the ratio of end to end (the stages summed)
 to the floor, and each stage's top functions by own time.
 
+``--ids``: where the embed stage gets the chunker's token ids: ``sidecar`` (the default: a file
+beside the shard, deleted once embedded), ``shard`` (``chunk.keep_token_ids``: in the shard for
+good), ``none`` (the text is tokenised again, as CPU runs did before stop 41).
+
     .venv/bin/python benchmarks/profile_stages.py [--passages 300000] [--top 15]
+        [--model tiny|nano] [--ids sidecar|shard|none] [--label NAME]
 """
 
 from __future__ import annotations
@@ -64,6 +70,8 @@ def main() -> None:
     parser.add_argument("--passages", type=int, default=300_000)
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--label", default="", help="suffix of the results file (before/after)")
+    parser.add_argument("--model", choices=["tiny", "nano"], default="tiny")
+    parser.add_argument("--ids", choices=["sidecar", "shard", "none"], default="sidecar")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
 
@@ -73,11 +81,13 @@ def main() -> None:
     from vecpress.tasks.embed.tokenising import bare_tokenizer
     from vecpress.tasks.ingest.shard_jobs import chunk_files, embed_table
     from vecpress.tasks.inputs.sources import discover
+    from vecpress.tasks.inputs.token_sidecar import remove_sidecar, with_sidecar_ids
 
-    env = harness.model_env("tiny", "fp32")
+    env = harness.model_env(args.model, "fp32")
     artifact = harness.export_env_model(env)
     settings = Settings(model={"path": env["VECPRESS_MODEL__PATH"], "variant": "fp32",
-                               "tokenizer_processes": 0}, chunk={"keep_token_ids": True})
+                               "tokenizer_processes": 0},
+                        chunk={"keep_token_ids": args.ids == "shard"})
     folder = corpus(args.passages)
     files, errors = discover([str(folder)], settings.inputs)
     assert not errors, errors[:3]
@@ -90,11 +100,16 @@ def main() -> None:
         "chunk", lambda: chunk_files(files, str(out / "part"), settings.inputs, settings.chunk,
                                      artifact.model_dir, 20_000),
         lambda result: result.passages, args.top)
-    tables = [pq.read_table(url) for url in chunked.urls]  # type: ignore[attr-defined]
+    urls = chunked.urls  # type: ignore[attr-defined]
+    if args.ids == "none":
+        for url in urls:
+            remove_sidecar(url)
     embedder = OnnxEmbedder(artifact, settings.model, threads=1, spin=False)
     _, embed_stats = profiled(
-        "embed", lambda: [embed_table(t, embedder, "shard") for t in tables],
+        "embed", lambda: [embed_table(with_sidecar_ids(pq.read_table(url), url), embedder, url)
+                          for url in urls],
         lambda vectors: sum(len(v) for v in vectors), args.top)
+    tables = [pq.read_table(url, columns=["text"]) for url in urls]
     tok = bare_tokenizer(load_tokenizer(Path(artifact.model_dir)))
     texts = [t.column("text").to_pylist() for t in tables]
     _, floor_stats = profiled(
@@ -105,7 +120,8 @@ def main() -> None:
         "machine": harness.machine("onnxruntime", "tokenizers", "pyarrow", git=True),
         "passages": chunk_stats["passages"], "documents": chunked.documents,  # type: ignore[attr-defined]
         "threads": "one per stage (encode_batch: the tokenizer's own pool)",
-        "stages": {"read+chunk": chunk_stats, "embed (tiny model)": embed_stats,
+        "model": args.model, "token_ids": args.ids,
+        "stages": {"read+chunk": chunk_stats, f"embed ({args.model} model)": embed_stats,
                    "floor: encode_batch": floor_stats},
         "stages_us_per_passage": round(stages, 1),
         "floor_over_stages": round(floor_stats["us_per_passage"] / stages, 3),

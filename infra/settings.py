@@ -60,10 +60,10 @@ class ChunkSettings(BaseModel):
     max_tokens: int = Field(192, ge=8, description="Tokens per passage (without special tokens).")
     overlap_tokens: int = Field(32, ge=0, description="Tokens repeated between split neighbours.")
     min_tokens: int = Field(3, ge=1, description="Shorter passages are dropped as noise.")
-    keep_token_ids: bool | None = Field(
-        None, description="Store each passage's token ids in its shard, so the embed stage "
-        "does not tokenise again (tokenising, not the GPU, limits a GPU worker's speed); about "
-        "doubles passage-shard size. Default: kept when model.variant is fp16."
+    keep_token_ids: bool = Field(
+        False, description="Keep each passage's token ids in its shard for good (about doubles "
+        "passage-shard size). Either way the embed stage does not tokenise again: without this "
+        "the ids travel in a sidecar file that is deleted once the shard is embedded."
     )
 
     @model_validator(mode="after")
@@ -379,13 +379,6 @@ class Settings(BaseSettings):
         if self.model.cache_dir and "://" not in self.model.cache_dir:
             self.model = self.model.model_copy(
                 update={"cache_dir": str(Path(self.model.cache_dir).expanduser().absolute())})
-        return self
-
-    @model_validator(mode="after")
-    def _token_ids_for_gpu_runs(self) -> Settings:
-        if self.chunk.keep_token_ids is None:
-            self.chunk = self.chunk.model_copy(
-                update={"keep_token_ids": self.model.variant == "fp16"})
         return self
 
     @property

@@ -139,7 +139,8 @@ def assert_complete(ws: dict, collection: str) -> None:
     assert again.returncode == 0, again.stderr[-3000:]
     done = summary_of(again)
     assert done["changes"]["unchanged"] == FILES and done["passages_embedded"] == 0
-    # No FP32 intermediate is left behind.
-    assert not list(Path(catalog(ws, collection).root).parent.glob("shards/*/embeddings-*"))
+    # No FP32 intermediate, and no token-id sidecar, is left behind.
+    shards = Path(catalog(ws, collection).root).parent / "shards"
+    assert not list(shards.glob("*/embeddings-*")) and not list(shards.glob("*/tokens-*"))
 
 

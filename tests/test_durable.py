@@ -121,5 +121,6 @@ def test_gc_removes_what_a_failed_run_left(durable_ws: dict) -> None:
     assert on_disk == referenced
     assert set(cat.read("shards").column("group_id").to_pylist()) == referenced
     assert not list((Path(cat.root).parent / "shards").glob("*/embeddings-*"))
+    assert not list((Path(cat.root).parent / "shards").glob("*/tokens-*"))
     assert summary_of(rerun)["gc"]["groups_removed"] >= 1
     assert rows(ws, "gc") == sum(cat.files(build).column("passages").to_pylist())

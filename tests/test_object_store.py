@@ -127,6 +127,7 @@ def test_ingest_update_search_reindex_and_gc_on_s3_with_workers_sharing_no_disk(
                                                          refresh=True)}
     assert stored == groups
     assert not s3["fs"].glob("vpress/root/collections/kb/shards/*/embeddings-*")
+    assert not s3["fs"].glob("vpress/root/collections/kb/shards/*/tokens-*")
 
     # Search from a third "host" with an empty model cache: the model comes from the root.
     search_env = _base_env(tmp_path / "searcher", s3) | {
@@ -201,3 +202,4 @@ def test_a_killed_run_on_s3_is_finished_by_the_next(s3: dict, durable_ws: dict) 
     again = summary_of(ingest(ws, "killed", env=own_cluster))
     assert again["passages_embedded"] == 0 and again["changes"]["new"] == 0
     assert not s3["fs"].glob("vpress/durable/collections/killed/shards/*/embeddings-*")
+    assert not s3["fs"].glob("vpress/durable/collections/killed/shards/*/tokens-*")

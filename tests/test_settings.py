@@ -55,11 +55,11 @@ def test_fp16_brings_gpu_defaults_that_explicit_values_override(monkeypatch) -> 
 
     cpu = Settings().model
     assert (cpu.variant, cpu.max_batch_tokens, cpu.sessions) == ("fp32", 8192, 1)
-    assert Settings().chunk.keep_token_ids is False  # CPU runs: shards stay text only
     gpu_settings = settings_from_flags(**{"model.variant": "fp16"})
-    assert gpu_settings.chunk.keep_token_ids is True
-    explicit = settings_from_flags(**{"model.variant": "fp16", "chunk.keep_token_ids": False})
-    assert explicit.chunk.keep_token_ids is False
+    # Shards stay text only on every variant: the ids travel in a sidecar until embedded.
+    assert Settings().chunk.keep_token_ids is False and gpu_settings.chunk.keep_token_ids is False
+    explicit = settings_from_flags(**{"model.variant": "fp16", "chunk.keep_token_ids": True})
+    assert explicit.chunk.keep_token_ids is True
     gpu = gpu_settings.model
     assert {name: getattr(gpu, name) for name in GPU_DEFAULTS} == GPU_DEFAULTS
     monkeypatch.setenv("VECPRESS_MODEL__VARIANT", "fp16")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +18,7 @@ from vecpress.tasks.embed.tokenising import SpecialTokens, model_tokenizer, toke
 from vecpress.tasks.ingest.shard_jobs import _chunker_tokens, chunk_files, embed_shard
 from vecpress.tasks.inputs.chunking import Chunker
 from vecpress.tasks.inputs.records import TOKEN_IDS, TOKENIZER_KEY, SourceFile
+from vecpress.tasks.inputs.token_sidecar import remove_sidecar, sidecar_url, with_sidecar_ids
 
 
 def _documents(paragraphs: list[tuple[str, str]]) -> list[str]:
@@ -102,6 +104,7 @@ def test_embed_shard_reuses_the_chunkers_ids(fp32_artifact, paragraphs, tmp_path
     assert _chunker_tokens(other, embedder, with_ids) is None
     assert _chunker_tokens(table.replace_schema_metadata(None), embedder, with_ids) is None
 
+    remove_sidecar(text_only)  # the text path: no ids beside the shard either
     results = {}
     for name, url in (("ids", with_ids), ("text", text_only)):
         done = embed_shard(url, str(tmp_path / f"{name}-emb.parquet"), fp32_artifact,
@@ -111,6 +114,37 @@ def test_embed_shard_reuses_the_chunkers_ids(fp32_artifact, paragraphs, tmp_path
     np.testing.assert_allclose(results["ids"][1], results["text"][1], atol=2e-5)
     texts = table.column("text").to_pylist()
     np.testing.assert_allclose(results["ids"][1], embedder.encode(texts), atol=2e-5)
+
+
+def test_a_shard_without_ids_takes_its_sidecars_then_deletes_it(fp32_artifact, paragraphs,
+                                                                tmp_path) -> None:
+    """CPU runs keep text-only shards: the chunker's ids travel beside the shard until it is
+    embedded, and the embeddings are those of a shard that keeps its ids, bit for bit."""
+    with_ids, text_only = _chunk(tmp_path, paragraphs, True), _chunk(tmp_path, paragraphs, False)
+    assert not storage.exists(sidecar_url(with_ids)) and storage.exists(sidecar_url(text_only))
+    kept = storage.read_parquet(with_ids)
+    joined = with_sidecar_ids(storage.read_parquet(text_only), text_only)
+    assert joined.column(TOKEN_IDS).equals(kept.column(TOKEN_IDS))
+    assert joined.schema.metadata[TOKENIZER_KEY] == kept.schema.metadata[TOKENIZER_KEY]
+    vectors = {}
+    for name, url in (("kept", with_ids), ("sidecar", text_only)):
+        done = embed_shard(url, str(tmp_path / f"{name}-emb.parquet"), fp32_artifact,
+                           ModelSettings(), 1)
+        vectors[name] = read_embeddings(done.url)[1]
+    np.testing.assert_array_equal(vectors["kept"], vectors["sidecar"])
+    assert not storage.exists(sidecar_url(text_only))  # embedded: nothing kept at rest
+
+
+def test_a_sidecar_of_other_passages_or_cut_short_is_ignored(paragraphs, tmp_path) -> None:
+    url = _chunk(tmp_path, paragraphs, False)
+    table, side = storage.read_parquet(url), sidecar_url(url)
+    ids = storage.read_parquet(side)
+    storage.write_parquet(side, ids.slice(1))  # one passage fewer: another shard's
+    assert with_sidecar_ids(table, url).equals(table)
+    Path(side).write_bytes(Path(side).read_bytes()[:100])  # a crash during its write
+    assert with_sidecar_ids(table, url).equals(table)
+    remove_sidecar(url)
+    assert with_sidecar_ids(table, url).equals(table)
 
 
 def test_ids_of_a_missing_passage_are_an_error(paragraphs) -> None:

@@ -4,6 +4,7 @@ Kept: shard groups that hold rows of a live file (in the ``files`` table of the 
 a build in progress) or that a build in progress is still working on, and their archive shards of
 the codecs those builds use. Removed after ``gc_grace_s``: groups no file points to any more
 (superseded by changed files, left by failed runs), FP32 embedding shards of encoded shards,
+token-id sidecars of shards a stopped run never embedded,
 archives of codecs no build uses, retired builds (their Milvus collection, codec and catalog
 rows). Stale shard rows leave the ledger in the same pass.
 """
@@ -17,6 +18,7 @@ from vecpress.infra import storage
 from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks.collection.catalog import Catalog, age_s
+from vecpress.tasks.inputs.token_sidecar import is_sidecar
 
 
 @dataclass
@@ -53,7 +55,7 @@ def collect_garbage(paths: CollectionPaths, catalog: Catalog, store: MilvusStore
         for url in urls:
             name = posixpath.basename(url)
             old_codec = name.startswith("archive-") and name.split("-")[1] not in codecs
-            if (old_codec or name.startswith("embeddings-")) and \
+            if (old_codec or name.startswith("embeddings-") or is_sidecar(url)) and \
                     storage.modified_age_s(url) >= grace_s:
                 storage.remove(url)
                 result.files_removed += 1

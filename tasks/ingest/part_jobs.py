@@ -29,6 +29,7 @@ from vecpress.tasks.embed.embedder import worker_embedder
 from vecpress.tasks.embed.published import local_copy
 from vecpress.tasks.ingest.shard_jobs import embed_table
 from vecpress.tasks.inputs.records import InputError
+from vecpress.tasks.inputs.token_sidecar import remove_sidecar, with_sidecar_ids
 from vecpress.tasks.worker_cache import per_worker
 
 OldPart = tuple[str, str, tuple[str, ...]]  # (passages URL, archive URL, sources still wanted)
@@ -69,7 +70,7 @@ def embed_part(passages_url: str, out_url: str, artifact: ModelArtifact, model: 
     """
     started = time.perf_counter()
     artifact = local_copy(artifact)  # a worker sharing no disk with the flow: its own copy
-    table = storage.read_parquet(passages_url)
+    table = with_sidecar_ids(storage.read_parquet(passages_url), passages_url)
     hit = np.zeros(table.num_rows, bool)
     rows = np.zeros(0, np.int64)
     index = _reuse_index(reuse) if reuse and codec_dir else None
@@ -97,6 +98,7 @@ def embed_part(passages_url: str, out_url: str, artifact: ModelArtifact, model: 
         if len(vectors):
             pca[~hit] = codec.project(vectors)
         storage.write_parquet(out_url, archive_table(table.column("pk").to_numpy(), pca))
+    remove_sidecar(passages_url)
     return EmbeddedPart(out_url, table.num_rows, todo.num_rows, int(hit.sum()),
                         embedder.truncated - truncated, time.perf_counter() - started,
                         codec_dir is not None, sample)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from vecpress.tasks.inputs.chunking import Passage
-from vecpress.tasks.inputs.records import METADATA, TOKEN_IDS, Record, passage_pk
+from vecpress.tasks.inputs.records import METADATA, TOKEN_IDS, TOKENIZER_KEY, Record, passage_pk
 
 
 class PassageColumns:
@@ -19,7 +19,6 @@ class PassageColumns:
 
     def __init__(self, schema: pa.Schema) -> None:
         self.schema = schema
-        self._keep_ids = TOKEN_IDS in schema.names
         self._columns: dict[str, list] = {n: [] for n in schema.names if n != TOKEN_IDS}
         self._ids: list[int] = []
         self._ends: list[int] = [0]
@@ -34,21 +33,30 @@ class PassageColumns:
             columns["pk"].append(passage_pk(record.source, record.doc_id, number))
             columns["chunk"].append(number)
             columns["text"].append(passage.text)
-            if self._keep_ids:
-                self._ids += passage.token_ids
-                self._ends.append(len(self._ids))
+            self._ids += passage.token_ids
+            self._ends.append(len(self._ids))
         many = len(passages)
         columns["doc_id"] += [record.doc_id] * many
         columns["source"] += [record.source] * many
         columns[METADATA] += [record.metadata] * many
 
     def table(self) -> pa.Table:
+        """The shard, with its token ids when its schema keeps them."""
         arrays = {name: pa.array(values, self.schema.field(name).type)
                   for name, values in self._columns.items()}
-        if self._keep_ids:
-            arrays[TOKEN_IDS] = pa.ListArray.from_arrays(pa.array(self._ends, pa.int32()),
-                                                         pa.array(self._ids, pa.int32()))
+        if TOKEN_IDS in self.schema.names:
+            arrays[TOKEN_IDS] = self._id_lists()
         return pa.table([arrays[name] for name in self.schema.names], schema=self.schema)
+
+    def ids_table(self, tokenizer_fingerprint: str) -> pa.Table:
+        """pk and token ids, tagged with their tokenizer: a shard's ids kept apart from it."""
+        return pa.table({"pk": pa.array(self._columns["pk"], pa.int64()),
+                         TOKEN_IDS: self._id_lists()}).replace_schema_metadata(
+            {TOKENIZER_KEY: tokenizer_fingerprint.encode()})
+
+    def _id_lists(self) -> pa.Array:
+        return pa.ListArray.from_arrays(pa.array(self._ends, pa.int32()),
+                                        pa.array(self._ids, pa.int32()))
 
     def clear(self) -> None:
         for values in self._columns.values():

@@ -36,6 +36,7 @@ from vecpress.tasks.inputs.records import (
     passage_schema,
 )
 from vecpress.tasks.inputs.sources import read_records
+from vecpress.tasks.inputs.token_sidecar import remove_sidecar, with_sidecar_ids, write_sidecar
 from vecpress.tasks.inputs.typed_values import check_record
 from vecpress.tasks.worker_cache import per_worker
 
@@ -93,6 +94,8 @@ def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
     def flush() -> None:
         if len(shard):
             url = f"{out_prefix}-{len(result.urls):04d}.parquet"
+            if not chunking.keep_token_ids:  # the embed task's, deleted once it has them
+                write_sidecar(url, shard.ids_table(chunker.tokenizer_fingerprint))
             storage.write_parquet(url, shard.table())
             result.urls.append(url)
             result.rows.append(len(shard))
@@ -163,7 +166,7 @@ def embed_shard(passages_url: str, out_url: str, artifact: ModelArtifact, model:
     used when the shard has them from this model's tokenizer; otherwise the text is tokenised.
     """
     embedder = worker_embedder(artifact, model, threads)
-    table = storage.read_parquet(passages_url)
+    table = with_sidecar_ids(storage.read_parquet(passages_url), passages_url)
     truncated_before = embedder.truncated
     started = time.perf_counter()
     vectors = embed_table(table, embedder, passages_url, on_progress)
@@ -172,6 +175,7 @@ def embed_shard(passages_url: str, out_url: str, artifact: ModelArtifact, model:
         "pk": table.column("pk"),
         "embedding": numpy_to_fixed_list(vectors, pa.float32()),
     }))
+    remove_sidecar(passages_url)
     return EmbedShard(out_url, len(vectors), seconds, embedder.truncated - truncated_before)
 
 
