@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 
@@ -54,12 +56,20 @@ class LiteEngine:
         """
         from milvus_lite.exceptions import SchemaValidationError
 
-        records = [row | {vector_field: row[vector_field].tolist(),
-                          json_field: json.loads(row.get(json_field) or "{}")} for row in rows]
+        records = [row | {vector_field: np.asarray(row[vector_field], np.float32).tolist(),
+                          json_field: _json_value(row.get(json_field))} for row in rows]
         try:
             self.db.get_collection(collection).upsert(records)
         except SchemaValidationError as exc:
             raise LiteRefusal(str(exc)) from exc
+
+
+def _json_value(value: Any) -> Any:
+    """A JSON field's value as the engine takes it: JSON text parsed, None as {} (Milvus's JSON
+    field takes no null; rows made without metadata have none)."""
+    if value is None or value == "":
+        return {}
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 # The Lite files this process has open: one engine per file serves every store of it (``vecpress

@@ -48,6 +48,8 @@ def test_rows_given_to_the_engine_read_back_as_those_sent_through_pymilvus(
     rows = [row | {"metadata": json.dumps({"team": f"t{i % 3}", "n": i, "tags": ["a", "é"]})
                    if i % 2 else None, "text": f"passage {i} ✓ " * (i % 7)}
             for i, row in enumerate(_rows(vectors))]
+    for row in rows[-20:]:  # a caller's lists and dicts are taken as pymilvus takes them
+        row |= {"vector": row["vector"].tolist(), "metadata": {"given": "as a dict"}}
     for name in ("engine", "pymilvus"):
         store.ensure_collection(name, 16, "c")
     assert store.upsert("engine", rows) == 300
@@ -58,7 +60,7 @@ def test_rows_given_to_the_engine_read_back_as_those_sent_through_pymilvus(
     assert engine == store.rows("pymilvus", list(range(300)), fields)
     assert np.array_equal(np.array([engine[i]["vector"] for i in range(300)], np.float32), vectors)
     assert engine[3]["metadata"] == {"team": "t0", "n": 3, "tags": ["a", "é"]}
-    assert engine[2]["metadata"] == {}
+    assert engine[2]["metadata"] == {} and engine[299]["metadata"] == {"given": "as a dict"}
 
 
 def test_dimension_mismatch_is_refused(store: MilvusStore) -> None:
