@@ -227,7 +227,7 @@ class MilvusStore:
                 self.client.upsert_columns(name, columns, schema)
             return len(batch)
         except (MilvusException, lite_engine.LiteRefusal) as exc:
-            if refused is None or not (isinstance(exc, lite_engine.LiteRefusal) or is_refusal(exc)):
+            if refused is None or not is_refusal(exc):
                 raise
             if len(batch) == 1:
                 refused.append(RefusedRow(batch[0], str(getattr(exc, "message", exc))))

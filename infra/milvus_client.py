@@ -15,6 +15,8 @@ from pymilvus import MilvusClient, MilvusException
 from tenacity import before_sleep_log, retry_if_exception, stop_after_delay, wait_exponential
 from tenacity import retry as retrying
 
+from vecpress.infra.lite_engine import LiteRefusal
+
 log = logging.getLogger(__name__)
 # Milvus refuses a row for what it holds (a VARCHAR over its max_length, a NaN, a wrong dim):
 # code 1100 "invalid parameter" on a server, the message alone on Milvus Lite.
@@ -24,6 +26,8 @@ _REFUSAL_WORDS = ("exceeds max", "invalid parameter", "not a number", "should di
 
 def is_refusal(exc: BaseException) -> bool:
     """Milvus refused the data itself: sending it again cannot help."""
+    if isinstance(exc, LiteRefusal):  # the Lite engine's own refusal (``infra.lite_engine``)
+        return True
     if not isinstance(exc, MilvusException):
         return False
     message = str(getattr(exc, "message", exc)).lower()

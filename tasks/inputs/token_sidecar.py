@@ -49,10 +49,10 @@ def with_sidecar_ids(table: pa.Table, passages_url: str) -> pa.Table:
     if TOKEN_IDS in table.column_names:
         return table
     url = sidecar_url(passages_url)
-    try:
-        if not storage.exists(url):
-            return table
+    try:  # one read, no existence check first: a HEAD per shard less on an object store
         ids = storage.read_parquet(url)
+    except FileNotFoundError:
+        return table
     except (OSError, pa.ArrowException) as exc:  # a sidecar cut short by a crash, say
         log.info("%s: unreadable (%s); tokenising the text", url, exc)
         return table
