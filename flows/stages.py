@@ -25,7 +25,7 @@ from vecpress.tasks.collection.catalog import Build, Catalog
 from vecpress.tasks.collection.gc import GcResult, collect_garbage
 from vecpress.tasks.collection.loading import LoadResult, index_collection
 from vecpress.tasks.embed.artifact import ModelArtifact
-from vecpress.tasks.embed.embedder import OnnxEmbedder
+from vecpress.tasks.embed.embedder import query_embedder
 from vecpress.tasks.embed.export import export_for_settings
 from vecpress.tasks.embed.published import publish
 from vecpress.tasks.ingest.engine import StreamEngine
@@ -101,10 +101,8 @@ def check_stage(settings: Settings, build: Build, artifact: ModelArtifact, codec
     paths = CollectionPaths(settings.storage_root, settings.collection)
     archives = [a for _, a, _ in live_shards(Catalog(paths.root), build.build)]
     store = MilvusStore(settings.milvus)
-    # A handful of queries: no tokeniser processes to start for them.
-    model = settings.model.model_copy(update={"tokenizer_processes": 0})
     try:
-        searcher = Searcher(store, build.build, codec, OnnxEmbedder(artifact, model),
+        searcher = Searcher(store, build.build, codec, query_embedder(artifact, settings.model),
                             RescoreStore(archives, rescore_directory(paths, build.build)),
                             search_params(settings.milvus, IndexPlan.from_json(build.index)))
         sanity = own_text_hit_rate(searcher, passages_url, SANITY_PROBES)

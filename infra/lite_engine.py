@@ -1,15 +1,18 @@
-"""Milvus Lite served in this process: one engine per data directory, shared by its stores.
+"""Milvus Lite in this process: one engine per data directory, shared by its stores.
 
 Milvus Lite 3 is a pure-Python engine in the calling process. pymilvus reaches it through a gRPC
-server on a local port, in the same process, so every row of an upsert is turned into protobuf
+server on a local port of that same process, so every row of an upsert was turned into protobuf
 columns, sent, parsed back into the same dicts and only then handed to the engine, all under the
-one GIL. Upserts made here go to the engine itself (``LiteEngine.upsert``): 37.8 µs a row against
-58.5 for pymilvus's column-wise request (``benchmarks/upsert_columns.py``, 40,000 rows). Everything
-else (schema, indexes, search, queries) still goes through pymilvus, to the same engine: one set of
-data, one file lock, the same consistency.
+one GIL. Here the engine is called directly wherever that is the hot or the first path:
 
-The engine is started here rather than by pymilvus's ``server_manager`` so that this module owns
-the handle; pymilvus connects to the port it serves.
+- upserts (``LiteEngine.upsert``): 37.8 µs a row against 58.5 for pymilvus's column-wise request
+  (``benchmarks/upsert_columns.py``, 40,000 rows);
+- the search path's reads (``search``, ``get``, ``query``, ``count``, ``fields``): a search command
+  then imports neither pymilvus (0.45 s with pandas) nor gRPC, and starts no server.
+
+Schema, index and delete calls still go through pymilvus, to the same engine: one set of data,
+one file lock, the same consistency. The gRPC server pymilvus connects to starts on the first such
+call (``LiteEngine.uri``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import atexit
 import json
 import logging
 import threading
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +36,38 @@ class LiteRefusal(ValueError):
     """Milvus Lite refused a row for what it holds (a VARCHAR over its max_length, a wrong dim)."""
 
 
+class LiteError(RuntimeError):
+    """A read the Lite engine failed (a malformed filter, a collection dropped meanwhile), with
+    its reason in ``message`` as a pymilvus ``MilvusException`` carries it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# The largest gRPC message the engine's server takes and sends, as Milvus Standalone's.
+_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
 @dataclass
 class LiteEngine:
-    """One data directory's engine, its gRPC server, and how many stores of this process use it."""
+    """One data directory's engine, its gRPC server once pymilvus needs it, and how many stores
+    of this process use it."""
 
     path: str
-    server: Any
     db: Any
-    port: int
     users: int = 0
+    server: Any = None
+    port: int = 0
+    _serving: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def uri(self) -> str:
-        """What pymilvus connects to."""
+        """What pymilvus connects to; the server starts on the first call."""
+        with self._serving:
+            if self.server is None:
+                self.server, self.port = _serve(self.db)
+                log.debug("Milvus Lite engine for %s serves port %d", self.path, self.port)
         return f"http://127.0.0.1:{self.port}"
 
     def upsert(self, collection: str, rows: list[dict[str, Any]], json_field: str,
@@ -62,6 +86,103 @@ class LiteEngine:
             self.db.get_collection(collection).upsert(records)
         except SchemaValidationError as exc:
             raise LiteRefusal(str(exc)) from exc
+
+    # The search path's reads. Each answers as pymilvus does over gRPC (the same engine calls the
+    # server makes), and raises ``LiteError`` where pymilvus would raise a ``MilvusException``.
+
+    def has_collection(self, name: str) -> bool:
+        return bool(self.db.has_collection(name))
+
+    def load(self, name: str) -> None:
+        with _failing():
+            self.db.get_collection(name).load()
+
+    def fields(self, name: str) -> list[dict[str, Any]]:
+        """The collection's fields as ``describe_collection`` lists them: name, type (its name,
+        e.g. "VARCHAR") and whether it is the partition key."""
+        with _failing():
+            schema = self.db.get_collection(name).schema
+        return [{"name": f.name, "type": f.dtype.name,
+                 "is_partition_key": bool(getattr(f, "is_partition_key", False))}
+                for f in schema.fields]
+
+    def search(self, name: str, vectors: Any, limit: int, params: dict[str, Any],
+               expression: str, metric: str, vector_field: str) -> list[list[tuple[int, float]]]:
+        """(pk, distance) of the ``limit`` nearest rows for each vector, as Milvus reports them
+        (a float32 distance, as gRPC carries it)."""
+        with _failing():
+            collection = self.db.get_collection(name)
+            found = collection.search(
+                [np.asarray(v, np.float32).tolist() for v in vectors], top_k=limit,
+                metric_type=collection.resolve_search_metric(vector_field, metric),
+                expr=expression or None, output_fields=[], anns_field=vector_field,
+                search_params=params)
+        return [[(int(h["id"]), float(np.float32(h["distance"]))) for h in hits] for hits in found]
+
+    def get(self, name: str, pks: list[int], fields: list[str], json_field: str
+            ) -> list[dict[str, Any]]:
+        """The rows of these primary keys (absent ones left out), the JSON field parsed."""
+        with _failing():
+            rows = self.db.get_collection(name).get(pks, output_fields=fields)
+        return [_parsed(row, json_field) for row in rows]
+
+    def query(self, name: str, expression: str, fields: list[str], json_field: str,
+              limit: int | None = None) -> list[dict[str, Any]]:
+        """The rows matching ``expression`` ("": any), at most ``limit``, the JSON field parsed."""
+        with _failing():
+            rows = self.db.get_collection(name).query(expression or None, output_fields=fields,
+                                                      limit=limit)
+        return [_parsed(row, json_field) for row in rows]
+
+    def count(self, name: str, expression: str, pk_field: str) -> int:
+        """Rows matching ``expression`` ("": every row). The server counts a filter by fetching
+        every matching row whole; here only their keys come back."""
+        with _failing():
+            collection = self.db.get_collection(name)
+            if not expression:
+                return int(collection.num_entities)
+            return len(collection.query(expression, output_fields=[pk_field]))
+
+
+@contextmanager
+def _failing() -> Iterator[None]:
+    """The engine's failures as ``LiteError``, as its gRPC server reports them to pymilvus: its
+    own errors with their message, any other (an ``AssertionError`` for a query vector of the
+    wrong width) as an unexpected one."""
+    from milvus_lite.exceptions import MilvusLiteError
+
+    try:
+        yield
+    except MilvusLiteError as exc:
+        raise LiteError(str(exc)) from exc
+    except Exception as exc:
+        raise LiteError(f"unexpected {type(exc).__name__} in Milvus Lite: {exc}") from exc
+
+
+def _parsed(row: dict[str, Any], json_field: str) -> dict[str, Any]:
+    """A row with its JSON field as a value, as pymilvus hands it over (the engine keeps text)."""
+    value = row.get(json_field)
+    if isinstance(value, str | bytes):
+        row[json_field] = json.loads(value)
+    return row
+
+
+def _serve(db: Any) -> tuple[Any, int]:
+    """A gRPC server for ``db`` on a free local port, as ``milvus_lite``'s own
+    ``start_server_in_thread`` builds one, for the engine already open."""
+    from concurrent import futures
+
+    import grpc
+    from milvus_lite.adapter.grpc.servicer import MilvusServicer
+    from pymilvus.grpc_gen import milvus_pb2_grpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=10), options=[
+        ("grpc.max_receive_message_length", _MESSAGE_BYTES),
+        ("grpc.max_send_message_length", _MESSAGE_BYTES)])
+    milvus_pb2_grpc.add_MilvusServiceServicer_to_server(MilvusServicer(db), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
 
 
 def _json_value(value: Any) -> Any:
@@ -91,11 +212,9 @@ def open_engine(uri: str) -> LiteEngine:
     with _LOCK:
         engine = _ENGINES.get(key)
         if engine is None:
-            from milvus_lite.adapter.grpc.server import start_server_in_thread
+            from milvus_lite.db import MilvusLite
 
-            server, db, port = start_server_in_thread(data_dir=key, host="127.0.0.1", port=0)
-            engine = _ENGINES[key] = LiteEngine(key, server, db, port)
-            log.debug("Milvus Lite engine for %s serves port %d", key, port)
+            engine = _ENGINES[key] = LiteEngine(key, MilvusLite(key))
         engine.users += 1
         return engine
 
@@ -122,7 +241,8 @@ def open_here(uri: str) -> bool:
 
 def _stop(engine: LiteEngine) -> None:
     try:
-        engine.server.stop(grace=2)
+        if engine.server is not None:
+            engine.server.stop(grace=2)
     finally:
         engine.db.close()
 

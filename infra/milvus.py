@@ -7,19 +7,13 @@ quantisation, the most compact index Lite offers) and IVF_PQ with the codec's M/
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import numpy as np
-from pymilvus import MilvusException
 
 from vecpress.infra import lite_engine
 from vecpress.infra.index_plan import IndexPlan
 from vecpress.infra.metadata_settings import MetadataSettings
-from vecpress.infra.milvus_client import RetryingClient, is_refusal, retry_policy
 from vecpress.infra.milvus_fields import (
     METADATA,
     VECTOR,
@@ -30,11 +24,17 @@ from vecpress.infra.milvus_fields import (
     scalar_index_type,
     typed_fields,
 )
+from vecpress.infra.milvus_reads import (  # noqa: F401 - the names callers import from here
+    FETCH_BATCH,
+    MATCH_BATCH,
+    OUTPUT_FIELDS,
+    MilvusReads,
+    lite_open_here,
+    milvus_errors,
+)
 from vecpress.infra.settings import MilvusSettings
 
-OUTPUT_FIELDS = ["doc_id", "chunk", "text", "source"]
-FETCH_BATCH = 256  # rows per query: texts of ≤ 64 KiB keep a reply under gRPC's 64 MiB
-MATCH_BATCH = 2048  # keys per membership query (keys only come back; ~40 KB of expression)
+
 @dataclass(frozen=True)
 class RefusedRow:
     """A row Milvus would not store, with Milvus's own reason."""
@@ -52,60 +52,13 @@ def _typed(fields: Mapping[str, str], key: str | None = None) -> str:
     return named + (f" (partition key {key})" if key else "")
 
 
-def lite_open_here(uri: str) -> bool:
-    """True when this process already serves the Milvus Lite file ``uri`` (its lock is ours)."""
-    return lite_engine.open_here(uri)
-
-
-def _open_lite(settings: MilvusSettings) -> lite_engine.LiteEngine:
-    """The Lite file's engine. A file another process holds is waited for as a server that does
-    not answer is (``milvus.retry_s``), then fails as the ``MilvusException`` pymilvus raised."""
-    from milvus_lite.exceptions import DataDirLockedError
-    from pymilvus.exceptions import ConnectionConfigException
-
-    def attempt() -> lite_engine.LiteEngine:
-        try:
-            return lite_engine.open_engine(settings.uri)
-        except DataDirLockedError as exc:
-            raise ConnectionConfigException(message=f"Open local milvus failed: {exc}") from exc
-
-    return retry_policy(settings.retry_s)(attempt)()
-
-
-class MilvusStore:
-    """Thin, typed wrapper over ``MilvusClient`` with the pipeline's schema and policies."""
+class MilvusStore(MilvusReads):
+    """A Milvus collection's reads (``MilvusReads``) and the writes of an ingest: schema checks,
+    byte-bounded upserts with retries, deletes, indexes and aliases."""
 
     def __init__(self, settings: MilvusSettings) -> None:
-        self.settings = settings
-        uri = settings.uri
-        if settings.is_lite:
-            # Milvus Lite's in-process gRPC server logs a traceback for every RPC it does not
-            # implement (pymilvus probes AllocTimestamp on upsert); the call itself succeeds.
-            logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
-            Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-            self._lite: lite_engine.LiteEngine | None = _open_lite(settings)
-            uri = self._lite.uri
-        else:
-            self._lite = None
-        try:
-            self.client = RetryingClient(uri, settings.token.get_secret_value(), settings.retry_s)
-        except BaseException:
-            if self._lite is not None:
-                lite_engine.release(settings.uri)
-            raise
-        self._schemas: dict[str, dict[str, Any]] = {}
+        super().__init__(settings)
         self._server_version: str | None = None
-
-    def close(self) -> None:
-        """Close the connection; for Milvus Lite also stop its in-process server.
-
-        The Lite server holds the .db file lock until stopped, and another process (a search
-        after an ingest, say) cannot open the file before that.
-        """
-        self.client.close()
-        if self._lite is not None:
-            self._lite = None
-            lite_engine.release(self.settings.uri)  # the last store of the file stops its engine
 
     def ensure_collection(self, name: str, dim: int, codec_id: str,
                           metadata: MetadataSettings | None = None) -> None:
@@ -150,10 +103,6 @@ class MilvusStore:
             params.add_index(field, index_type=index_type, index_name=field)
             self.client.create_index(name, params)
 
-    def typed_fields(self, name: str) -> dict[str, str]:
-        """The collection's typed metadata fields: name -> varchar | int64 | double | bool."""
-        return typed_fields(self._schema(name))
-
     def resolve_typed(self, declared: MetadataSettings, *collections: str) -> MetadataSettings:
         """``declared`` where its caller set ``metadata.fields``; else the typed fields of the
         first of ``collections`` that exists (the build being written, then the one serving),
@@ -166,17 +115,6 @@ class MilvusStore:
                     "fields": self.typed_fields(name),
                     "partition_key": partition_key(self._schema(name))})
         return declared
-
-    def load(self, name: str) -> None:
-        """Make the collection searchable (a reopened Milvus Lite file starts released)."""
-        self.client.load_collection(name)
-
-    def _schema(self, name: str) -> dict[str, Any]:
-        """The collection's schema as pymilvus describes it, read once per collection (dropping
-        or creating it through this store forgets it)."""
-        if name not in self._schemas:
-            self._schemas[name] = self.client.describe_collection(name)
-        return self._schemas[name]
 
     def drop(self, name: str) -> None:
         self._schemas.pop(name, None)
@@ -191,7 +129,7 @@ class MilvusStore:
             return
         try:
             self.client.describe_alias(alias)
-        except MilvusException:
+        except milvus_errors():
             if self.client.has_collection(alias):
                 raise MilvusSchemaError(
                     f"a collection named '{alias}' (not an alias) exists on {self.settings.uri}, "
@@ -226,7 +164,9 @@ class MilvusStore:
             else:
                 self.client.upsert_columns(name, columns, schema)
             return len(batch)
-        except (MilvusException, lite_engine.LiteRefusal) as exc:
+        except milvus_errors(lite_engine.LiteRefusal) as exc:
+            from vecpress.infra.milvus_client import is_refusal
+
             if refused is None or not is_refusal(exc):
                 raise
             if len(batch) == 1:
@@ -290,78 +230,3 @@ class MilvusStore:
         index.add_index(VECTOR, index_type=plan.index_type, metric_type=plan.metric,
                         params=plan.params)
         self.client.create_index(name, index)
-
-    def search(self, name: str, vectors: np.ndarray | Sequence[Sequence[float]], limit: int,
-               nprobe: int = 64, expression: str = "", metric: str = "L2"
-               ) -> list[list[tuple[int, float]]]:
-        """(primary key, distance) of the ``limit`` nearest rows for each vector (of the rows
-        that match the boolean ``expression``, when one is given). Distances are smaller for
-        nearer rows whatever the index's ``metric``: an inner product (IP) comes back negated.
-
-        Only keys and distances travel: the texts of the few rows a search keeps are fetched
-        afterwards (``rows``), not those of every candidate.
-        """
-        params = {"metric_type": metric, "params": {"nprobe": nprobe, "ef": max(limit, 64)}}
-        found = self.client.search(name, data=list(vectors), limit=limit, search_params=params,
-                                   output_fields=[], anns_field=VECTOR, filter=expression,
-                                   consistency_level=self.settings.search_consistency)
-        sign = -1.0 if metric == "IP" else 1.0
-        return [[(int(h["id"] if "id" in h else h["pk"]), sign * float(h["distance"]))
-                 for h in hits] for hits in found]
-
-    def rows(self, name: str, pks: Sequence[int], fields: list[str] = OUTPUT_FIELDS,
-             where: str = "", batch_size: int = FETCH_BATCH) -> dict[int, dict[str, Any]]:
-        """``fields`` of the rows with these primary keys (absent ones are left out; with
-        ``where``, also those that do not match that expression)."""
-        out: dict[int, dict[str, Any]] = {}
-        keys = sorted(set(pks))
-        for start in range(0, len(keys), batch_size):
-            expression = f"pk in {keys[start:start + batch_size]}"
-            # The search path fails at once (RetryingClient says why): the plain client's query.
-            for row in self.client.plain.query(
-                    name, filter=f"{expression} and ({where})" if where else expression,
-                    output_fields=fields, consistency_level=self.settings.search_consistency):
-                out[int(row["pk"])] = row
-        return out
-
-    def index_info(self, name: str) -> dict[str, Any]:
-        """The vector index's type and parameters ({} while there is none)."""
-        if VECTOR not in self.client.list_indexes(name):
-            return {}
-        return self.client.describe_index(name, VECTOR)
-
-    def count(self, name: str) -> int:
-        res = self.client.query(name, filter="", output_fields=["count(*)"],
-                                consistency_level="Strong")
-        return int(res[0]["count(*)"])
-
-    # The search path's filter calls fail at once, as search does (``RetryingClient``): a
-    # malformed expression is the caller's to fix, and a retry would hold the search for 90 s.
-
-    def count_matching(self, name: str, expression: str) -> int:
-        """Rows that match the boolean ``expression`` ("": every row)."""
-        res = self.client.plain.query(name, filter=expression, output_fields=["count(*)"],
-                                      consistency_level=self.settings.search_consistency)
-        return int(res[0]["count(*)"])
-
-    def pks_where(self, name: str, expression: str, limit: int) -> np.ndarray:
-        """Primary keys of at most ``limit`` (≤ 16,384, Milvus's query window) rows that match."""
-        found = self.client.plain.query(name, filter=expression, output_fields=["pk"],
-                                        limit=limit,
-                                        consistency_level=self.settings.search_consistency)
-        return np.array(sorted(int(row["pk"]) for row in found), dtype=np.int64)
-
-    def matching(self, name: str, pks: Sequence[int], expression: str) -> set[int]:
-        """Those of ``pks`` whose rows match ``expression`` (keys only: larger batches)."""
-        return set(self.rows(name, pks, ["pk"], expression, MATCH_BATCH))
-
-    def metadata_keys(self, name: str, rows: int = 1000) -> set[str]:
-        """The metadata keys of up to ``rows`` rows: what an error about an unknown key lists."""
-        found = self.client.plain.query(name, filter="", output_fields=[METADATA], limit=rows,
-                                        consistency_level=self.settings.search_consistency)
-        return {str(key) for row in found for key in (row.get(METADATA) or {})}
-
-    def has_field(self, name: str, field: str) -> bool:
-        """Whether the collection's schema has ``field`` (collections built by earlier versions
-        lack the fields added since: the metadata)."""
-        return any(f["name"] == field for f in self._schema(name)["fields"])

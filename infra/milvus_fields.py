@@ -11,7 +11,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from pymilvus import DataType, MilvusClient
 
 from vecpress.infra.bounds import MAX_VARCHAR_BYTES
 from vecpress.infra.metadata_settings import RESERVED, MetadataSettings
@@ -19,13 +18,23 @@ from vecpress.infra.metadata_settings import RESERVED, MetadataSettings
 VECTOR = "vector"
 METADATA = "metadata"  # the JSON field of a passage's metadata (collections built before lack it)
 MAX_TEXT = MAX_VARCHAR_BYTES
-DATA_TYPES = {"varchar": DataType.VARCHAR, "int64": DataType.INT64, "double": DataType.DOUBLE,
-              "bool": DataType.BOOL}
-_TYPE_NAMES = {data_type: name for name, data_type in DATA_TYPES.items()}
+# A typed field's kind and its Milvus type's name. Types are compared by name: pymilvus's
+# ``DataType`` and the Lite engine's own enum (``LiteEngine.fields``) both have it, and this module
+# is read on the search path, which does not import pymilvus on Lite.
+DATA_TYPES = {"varchar": "VARCHAR", "int64": "INT64", "double": "DOUBLE", "bool": "BOOL"}
+_KINDS = {type_name: kind for kind, type_name in DATA_TYPES.items()}
+
+
+def type_name(field: dict[str, Any]) -> str:
+    """The name of a described field's type, whichever client described it."""
+    kind = field["type"]
+    return str(getattr(kind, "name", kind))
 
 
 def collection_schema(dim: int, description: str, metadata: MetadataSettings | None = None) -> Any:
     """The schema of a vecpress collection, with ``metadata.fields`` as typed fields."""
+    from pymilvus import DataType, MilvusClient
+
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False,
                                         description=description)
     schema.add_field("pk", DataType.INT64, is_primary=True)
@@ -41,15 +50,15 @@ def collection_schema(dim: int, description: str, metadata: MetadataSettings | N
             if kind == "varchar" else {}
         if name == declared.partition_key:
             extra["is_partition_key"] = True
-        schema.add_field(name, DATA_TYPES[kind], **extra)
+        schema.add_field(name, DataType[DATA_TYPES[kind]], **extra)
     schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=dim)
     return schema
 
 
 def typed_fields(described: dict[str, Any]) -> dict[str, str]:
     """The typed metadata fields of a collection as ``describe_collection`` gives it."""
-    return {f["name"]: _TYPE_NAMES[f["type"]] for f in described["fields"]
-            if f["name"] not in RESERVED and f["type"] in _TYPE_NAMES}
+    return {f["name"]: _KINDS[type_name(f)] for f in described["fields"]
+            if f["name"] not in RESERVED and type_name(f) in _KINDS}
 
 
 def partition_key(described: dict[str, Any]) -> str | None:
@@ -72,11 +81,11 @@ def as_columns(rows: Sequence[dict[str, Any]], fields: list[dict[str, Any]]
     as one float32 matrix)."""
     columns = []
     for field in fields:
-        if field["type"] == DataType.JSON:  # rows made without metadata have none: {}
+        if type_name(field) == "JSON":  # rows made without metadata have none: {}
             values = [row.get(field["name"]) or "{}" for row in rows]
         else:
             values = [row[field["name"]] for row in rows]
-        if field["type"] == DataType.FLOAT_VECTOR:
+        if type_name(field) == "FLOAT_VECTOR":
             values = np.asarray(values, dtype=np.float32)  # type: ignore[assignment]
         columns.append({"name": field["name"], "type": field["type"], "values": values})
     return columns

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from vecpress.infra.index_plan import plan_index, replan
-from vecpress.infra.milvus import MilvusSchemaError, MilvusStore
+from vecpress.infra.metadata_settings import MetadataSettings
+from vecpress.infra.milvus import MilvusSchemaError, MilvusStore, milvus_errors
 from vecpress.infra.milvus_fields import as_columns
 from vecpress.infra.settings import MilvusSettings
 
@@ -61,6 +62,57 @@ def test_rows_given_to_the_engine_read_back_as_those_sent_through_pymilvus(
     assert np.array_equal(np.array([engine[i]["vector"] for i in range(300)], np.float32), vectors)
     assert engine[3]["metadata"] == {"team": "t0", "n": 3, "tags": ["a", "é"]}
     assert engine[2]["metadata"] == {} and engine[299]["metadata"] == {"given": "as a dict"}
+
+
+def test_the_search_path_reads_the_engine_as_pymilvus_reads_it(store: MilvusStore) -> None:
+    """On Lite the search path's reads go to the engine in this process, not through pymilvus's
+    gRPC server (``LiteEngine.search``/``get``/``query``/``count``): each answers as pymilvus
+    does, and a store that only reads makes no pymilvus client."""
+    vectors = np.random.default_rng(2).standard_normal((400, 16)).astype(np.float32)
+    rows = [row | {"metadata": json.dumps({"team": f"t{i % 4}", "n": i}), "year": 2000 + i % 30}
+            for i, row in enumerate(_rows(vectors))]
+    store.ensure_collection("c", 16, "c", MetadataSettings(fields={"year": "int64"}))
+    store.upsert("c", rows)
+    store.ensure_index("c", plan_index(store.settings, 400, 8, 8))
+    store.ensure_collection("ip", 16, "c")  # a dot-product model's index: IP comes back negated
+    store.upsert("ip", _rows(vectors))
+    store.ensure_index("ip", plan_index(store.settings, 400, 8, 8, metric="IP"))
+    reader = MilvusStore(store.settings)  # the same engine, as a search process opens it
+    try:
+        reader.load("c")
+        expression = 'metadata["team"] == "t1" and year >= 2010'
+        params = {"metric_type": "L2", "params": {"nprobe": 16, "ef": 64}}
+        for where in ("", expression):
+            found = store.client.search("c", data=list(vectors[:5]), limit=10, filter=where,
+                                        search_params=params, output_fields=[],
+                                        anns_field="vector")
+            assert reader.search("c", vectors[:5], 10, 16, where) == [
+                [(h["pk"], h["distance"]) for h in hits] for hits in found]
+            count = store.client.query("c", filter=where, output_fields=["count(*)"])
+            assert reader.count_matching("c", where) == count[0]["count(*)"]
+        found = store.client.search("ip", data=list(vectors[:5]), limit=10, output_fields=[],
+                                    search_params={"metric_type": "IP", "params": params["params"]})
+        assert reader.search("ip", vectors[:5], 10, 16, metric="IP") == [
+            [(h["pk"], -h["distance"]) for h in hits] for hits in found]
+        fields = ["pk", "doc_id", "chunk", "text", "metadata", "year"]
+        wanted = [3, 7, 150, 399, 1000]  # 1000 is not there: left out
+        pymilvus = {r["pk"]: r for r in store.client.query("c", filter=f"pk in {wanted}",
+                                                           output_fields=fields)}
+        assert reader.rows("c", wanted, fields) == pymilvus and len(pymilvus) == 4
+        assert reader.rows("c", wanted, fields, where=expression) == {
+            pk: row for pk, row in pymilvus.items()
+            if row["metadata"]["team"] == "t1" and row["year"] >= 2010}
+        assert reader.rows("c", [5], ["metadata"])[5]["metadata"] == {"team": "t1", "n": 5}
+        assert list(reader.pks_where("c", expression, 1000)) == sorted(
+            int(r["pk"]) for r in store.client.query("c", filter=expression, output_fields=["pk"]))
+        assert reader.count("c") == store.count("c") == 400
+        assert reader.metadata_keys("c") == {"team", "n"}
+        assert reader.typed_fields("c") == {"year": "int64"} and reader.has_field("c", "metadata")
+        with pytest.raises(milvus_errors(), match="year ==== 3"):
+            reader.count_matching("c", "year ==== 3")
+        assert "client" not in reader.__dict__  # nothing above went through pymilvus
+    finally:
+        reader.close()
 
 
 def test_dimension_mismatch_is_refused(store: MilvusStore) -> None:

@@ -177,6 +177,23 @@ def test_a_milvus_error_is_one_line_and_exit_3(ws: dict, tmp_path: Path) -> None
     assert one_error_line(result.stderr).startswith(f"error: Milvus at {other} failed: ")
 
 
+def test_a_lite_search_imports_neither_pymilvus_nor_grpc_nor_pandas(ws: dict) -> None:
+    """Issue 25's search in about a second: on Milvus Lite the search path reads the engine in
+    the process (``infra/lite_engine.py``), and pyarrow is kept from importing pandas."""
+    code = ("import json, runpy, sys\nsys.argv = json.loads(sys.argv[1])\n"
+            "try:\n    runpy.run_module('vecpress', run_name='__main__')\n"
+            "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            "print(json.dumps(sorted(m for m in ('pymilvus', 'grpc', 'pandas') "
+            "if m in sys.modules)))")
+    argv = ["vecpress", "search", "read lines from a file", "-k", "3", "--json", *ws["args"]]
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(argv)], env=ws["env"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    hits, loaded = done.stdout.splitlines()
+    assert len(json.loads(hits)["results"]) == 3
+    assert json.loads(loaded) == []
+
+
 def test_a_lite_file_held_by_another_process_exits_3(ws: dict) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom pymilvus import MilvusClient\n"

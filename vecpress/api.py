@@ -116,11 +116,7 @@ class Collection:
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         """Tokens of each text as the model counts them; above ``window``, only the start of
         the text is searched."""
-        from vecpress.tasks.embed.tokenising import bare_tokenizer, model_tokenizer
-
-        artifact = self._searcher.embedder.artifact
-        tok = bare_tokenizer(model_tokenizer(artifact.model_dir, artifact.max_seq_length))
-        return [len(e.ids) for e in tok.encode_batch(list(texts))]
+        return self._searcher.embedder.token_counts(list(texts))
 
     def count(self) -> int:
         """Passages in the serving build."""

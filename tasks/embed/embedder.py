@@ -31,12 +31,13 @@ from vecpress.tasks.embed.tokenising import (
     SpecialTokens,
     TokeniserPool,
     Tokens,
+    bare_tokenizer,
     can_spawn_processes,
     model_tokenizer,
     tokenise,
     tokenizer_fingerprint,
 )
-from vecpress.tasks.worker_cache import per_worker
+from vecpress.tasks.worker_cache import cached, per_worker
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,15 @@ class OnnxEmbedder:
     def special_tokens(self) -> SpecialTokens:
         """How this model's tokenizer wraps a text (ValueError if it does more than wrap)."""
         return SpecialTokens.of(self._tok)
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Tokens of each text as the model counts them, past its window too. The embedder's own
+        tokenizer counts a text that fits; only one it truncates is counted again, in full."""
+        counts = [None if e.overflowing else len(e.ids) for e in self._tok.encode_batch(texts)]
+        longer = [text for text, n in zip(texts, counts, strict=True) if n is None]
+        full = iter(len(e.ids) for e in bare_tokenizer(self._tok).encode_batch(longer)) \
+            if longer else iter(())
+        return [n if n is not None else next(full) for n in counts]
 
     @functools.cached_property
     def tokenizer_fingerprint(self) -> str:
@@ -282,6 +292,17 @@ def _tokeniser_pool(artifact: ModelArtifact, processes: int) -> TokeniserPool | 
                     "tokenising in the worker itself", processes)
         return None
     return TokeniserPool(artifact.model_dir, artifact.max_seq_length, processes)
+
+
+def query_embedder(artifact: ModelArtifact, model: ModelSettings) -> OnnxEmbedder:
+    """An embedder for a handful of queries (an ingest's sanity check): the one this process's
+    embed stage built for ``artifact``, when a small run's stages ran here
+    (``dask.in_process_bytes``), else a new one without tokeniser processes. Its vectors depend
+    on the artifact alone; a second session cost ~0.3 s of a one-file ingest."""
+    for embedder in reversed(cached("embedder")):
+        if embedder.artifact == artifact:
+            return embedder
+    return OnnxEmbedder(artifact, model.model_copy(update={"tokenizer_processes": 0}))
 
 
 def worker_embedder(artifact: ModelArtifact, model: ModelSettings, threads: int) -> OnnxEmbedder:

@@ -19,9 +19,8 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-from pymilvus import MilvusException
 
-from vecpress.infra.milvus import MilvusStore
+from vecpress.infra.milvus import MilvusStore, milvus_errors
 from vecpress.tasks.search.filter_counts import FilterCounts
 from vecpress.tasks.similarity import distances, scores
 
@@ -164,7 +163,7 @@ def plan(store: MilvusStore, collection: str, wanted: Filter, nprobe: int, exact
         if pks is not None and len(pks) < window:
             return FilterPlan(len(pks), pks if len(pks) else None, nprobe)
         matches = store.count_matching(collection, wanted.expression)
-    except MilvusException as exc:
+    except milvus_errors() as exc:
         reason = getattr(exc, "message", None) or str(exc)
         raise FilterError(f"the filter {wanted.text!r} is not a valid expression: {reason} (write "
                           'e.g. team == "t7" and year >= 2020; names other than '
@@ -203,7 +202,7 @@ def check_keys(store: MilvusStore, collection: str, wanted: Filter, known: set[s
             continue
         try:
             found = store.count_matching(collection, f'exists {METADATA}["{key}"]') > 0
-        except MilvusException:  # a Milvus without EXISTS: the filter itself is checked next
+        except milvus_errors():  # a Milvus without EXISTS: the filter itself is checked next
             return
         if found:
             known.add(key)

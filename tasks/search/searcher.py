@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pymilvus import MilvusException
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from vecpress.infra import storage
 from vecpress.infra.bounds import MILVUS_TOPK
 from vecpress.infra.index_plan import IndexPlan, search_params
-from vecpress.infra.milvus import METADATA, OUTPUT_FIELDS, MilvusStore
+from vecpress.infra.milvus import METADATA, OUTPUT_FIELDS, MilvusStore, milvus_errors
 from vecpress.infra.settings import Settings
 from vecpress.tasks.codec.codec import Codec
 from vecpress.tasks.collection.builds import check_not_legacy, live_shards
@@ -145,7 +144,7 @@ class Searcher:
         snap = self._current()
         try:
             return self._search(snap, embeddings, k, rescore, filter)
-        except MilvusException:
+        except milvus_errors():
             if self._follow is None:
                 raise
             # the build was switched and dropped meanwhile
@@ -346,7 +345,7 @@ def _load_artifact(directory: Path, storage_root: str) -> ModelArtifact:
 def _check_served(store: MilvusStore, name: str, settings: Settings) -> None:
     """Fail at once, saying which flag to fix, when Milvus does not hold the active build's
     collection (another --milvus-uri than the ingest's): loading it would be retried for 90 s."""
-    if not store.client.has_collection(name):
+    if not store.has_collection(name):
         raise CollectionNotFoundError(
             f"Milvus at {settings.milvus.uri} has no collection '{name}', which serves "
             f"'{settings.collection}' under {settings.storage_root}; give the same --milvus-uri "

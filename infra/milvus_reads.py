@@ -1,0 +1,221 @@
+"""Reading a Milvus collection: what a search needs, and nothing that writes.
+
+On Milvus Lite these reads go to the engine in this process (``infra.lite_engine``): a search
+imports neither pymilvus nor gRPC and starts no server. On a server they go through pymilvus, the
+search path's calls failing at once (``RetryingClient``). ``infra.milvus.MilvusStore`` adds the
+writes an ingest makes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vecpress.infra import lite_engine
+from vecpress.infra.milvus_fields import METADATA, VECTOR, typed_fields
+from vecpress.infra.settings import MilvusSettings
+
+if TYPE_CHECKING:
+    from vecpress.infra.milvus_client import RetryingClient
+
+OUTPUT_FIELDS = ["doc_id", "chunk", "text", "source"]
+FETCH_BATCH = 256  # rows per query: texts of ≤ 64 KiB keep a reply under gRPC's 64 MiB
+MATCH_BATCH = 2048  # keys per membership query (keys only come back; ~40 KB of expression)
+
+
+def lite_open_here(uri: str) -> bool:
+    """True when this process already serves the Milvus Lite file ``uri`` (its lock is ours)."""
+    return lite_engine.open_here(uri)
+
+
+def _open_lite(settings: MilvusSettings) -> lite_engine.LiteEngine:
+    """The Lite file's engine. A file another process holds is waited for as a server that does
+    not answer is (``milvus.retry_s``), then fails as the ``MilvusException`` pymilvus raised."""
+    from milvus_lite.exceptions import DataDirLockedError
+
+    try:
+        return lite_engine.open_engine(settings.uri)
+    except DataDirLockedError:
+        pass  # another process holds it: waited for below, as for a server that does not answer
+    from pymilvus.exceptions import ConnectionConfigException
+
+    from vecpress.infra.milvus_client import retry_policy
+
+    def attempt() -> lite_engine.LiteEngine:
+        try:
+            return lite_engine.open_engine(settings.uri)
+        except DataDirLockedError as exc:
+            raise ConnectionConfigException(message=f"Open local milvus failed: {exc}") from exc
+
+    return retry_policy(settings.retry_s)(attempt)()
+
+
+def milvus_errors(*also: type[Exception]) -> tuple[type[Exception], ...]:
+    """What a failed Milvus call raises: pymilvus's ``MilvusException``, or ``LiteError`` from
+    the Lite engine's reads (and ``also``). For ``except`` clauses, which evaluate it only when
+    something failed: pymilvus is imported then, not on the way."""
+    from pymilvus import MilvusException
+
+    return (MilvusException, lite_engine.LiteError, *also)
+
+
+class MilvusReads:
+    """The reads of one Milvus (a Lite file or a server), with the pipeline's schema.
+
+    On Milvus Lite the reads go to the engine itself, and the pymilvus client is made on the
+    first call that needs it (``client``)."""
+
+    def __init__(self, settings: MilvusSettings) -> None:
+        self.settings = settings
+        self._lite: lite_engine.LiteEngine | None = None
+        if settings.is_lite:
+            # Milvus Lite's in-process gRPC server logs a traceback for every RPC it does not
+            # implement (pymilvus probes AllocTimestamp on upsert); the call itself succeeds.
+            logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+            Path(settings.uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+            self._lite = _open_lite(settings)
+        else:
+            self.client  # noqa: B018 - a server is reached (and waited for) at once
+        self._schemas: dict[str, dict[str, Any]] = {}
+
+    @cached_property
+    def client(self) -> RetryingClient:
+        """The pymilvus client (of the engine's gRPC server on Milvus Lite)."""
+        from vecpress.infra.milvus_client import RetryingClient
+
+        uri = self._lite.uri if self._lite is not None else self.settings.uri
+        return RetryingClient(uri, self.settings.token.get_secret_value(), self.settings.retry_s)
+
+    def close(self) -> None:
+        """Close the connection; for Milvus Lite also stop its in-process server.
+
+        The Lite server holds the .db file lock until stopped, and another process (a search
+        after an ingest, say) cannot open the file before that.
+        """
+        if "client" in self.__dict__:
+            self.client.close()
+        if self._lite is not None:
+            self._lite = None
+            lite_engine.release(self.settings.uri)  # the last store of the file stops its engine
+
+    def has_collection(self, name: str) -> bool:
+        if self._lite is not None:
+            return self._lite.has_collection(name)
+        return bool(self.client.has_collection(name))
+
+    def load(self, name: str) -> None:
+        """Make the collection searchable (a reopened Milvus Lite file starts released)."""
+        if self._lite is not None:
+            self._lite.load(name)
+        else:
+            self.client.load_collection(name)
+
+    def _schema(self, name: str) -> dict[str, Any]:
+        """The collection's schema as pymilvus describes it, read once per collection (dropping
+        or creating it through this store forgets it)."""
+        if name not in self._schemas:
+            self._schemas[name] = ({"fields": self._lite.fields(name)} if self._lite is not None
+                                   else self.client.describe_collection(name))
+        return self._schemas[name]
+
+    def typed_fields(self, name: str) -> dict[str, str]:
+        """The collection's typed metadata fields: name -> varchar | int64 | double | bool."""
+        return typed_fields(self._schema(name))
+
+    def has_field(self, name: str, field: str) -> bool:
+        """Whether the collection's schema has ``field`` (collections built by earlier versions
+        lack the fields added since: the metadata)."""
+        return any(f["name"] == field for f in self._schema(name)["fields"])
+
+    def index_info(self, name: str) -> dict[str, Any]:
+        """The vector index's type and parameters ({} while there is none)."""
+        if VECTOR not in self.client.list_indexes(name):
+            return {}
+        return self.client.describe_index(name, VECTOR)
+
+    def search(self, name: str, vectors: np.ndarray | Sequence[Sequence[float]], limit: int,
+               nprobe: int = 64, expression: str = "", metric: str = "L2"
+               ) -> list[list[tuple[int, float]]]:
+        """(primary key, distance) of the ``limit`` nearest rows for each vector (of the rows
+        that match the boolean ``expression``, when one is given). Distances are smaller for
+        nearer rows whatever the index's ``metric``: an inner product (IP) comes back negated.
+
+        Only keys and distances travel: the texts of the few rows a search keeps are fetched
+        afterwards (``rows``), not those of every candidate.
+        """
+        engine = {"nprobe": nprobe, "ef": max(limit, 64)}
+        if self._lite is not None:
+            found = self._lite.search(name, vectors, limit, engine, expression, metric, VECTOR)
+        else:
+            params = {"metric_type": metric, "params": engine}
+            found = [[(int(h["id"] if "id" in h else h["pk"]), float(h["distance"])) for h in hits]
+                     for hits in self.client.search(
+                         name, data=list(vectors), limit=limit, search_params=params,
+                         output_fields=[], anns_field=VECTOR, filter=expression,
+                         consistency_level=self.settings.search_consistency)]
+        sign = -1.0 if metric == "IP" else 1.0
+        return [[(pk, sign * distance) for pk, distance in hits] for hits in found]
+
+    def rows(self, name: str, pks: Sequence[int], fields: list[str] = OUTPUT_FIELDS,
+             where: str = "", batch_size: int = FETCH_BATCH) -> dict[int, dict[str, Any]]:
+        """``fields`` of the rows with these primary keys (absent ones are left out; with
+        ``where``, also those that do not match that expression)."""
+        out: dict[int, dict[str, Any]] = {}
+        keys = sorted(set(pks))
+        for start in range(0, len(keys), batch_size):
+            if self._lite is not None:
+                ask = keys[start:start + batch_size]
+                found = (self._lite.get(name, ask, fields, METADATA) if not where else
+                         self._lite.query(name, f"pk in {ask} and ({where})", fields, METADATA))
+                out |= {int(row["pk"]): row for row in found}
+                continue
+            expression = f"pk in {keys[start:start + batch_size]}"
+            # The search path fails at once (RetryingClient says why): the plain client's query.
+            for row in self.client.plain.query(
+                    name, filter=f"{expression} and ({where})" if where else expression,
+                    output_fields=fields, consistency_level=self.settings.search_consistency):
+                out[int(row["pk"])] = row
+        return out
+
+    def matching(self, name: str, pks: Sequence[int], expression: str) -> set[int]:
+        """Those of ``pks`` whose rows match ``expression`` (keys only: larger batches)."""
+        return set(self.rows(name, pks, ["pk"], expression, MATCH_BATCH))
+
+    def count(self, name: str) -> int:
+        if self._lite is not None:
+            return self._lite.count(name, "", "pk")
+        res = self.client.query(name, filter="", output_fields=["count(*)"],
+                                consistency_level="Strong")
+        return int(res[0]["count(*)"])
+
+    # The search path's filter calls fail at once, as search does (``RetryingClient``): a
+    # malformed expression is the caller's to fix, and a retry would hold the search for 90 s.
+
+    def count_matching(self, name: str, expression: str) -> int:
+        """Rows that match the boolean ``expression`` ("": every row)."""
+        if self._lite is not None:
+            return self._lite.count(name, expression, "pk")
+        res = self.client.plain.query(name, filter=expression, output_fields=["count(*)"],
+                                      consistency_level=self.settings.search_consistency)
+        return int(res[0]["count(*)"])
+
+    def pks_where(self, name: str, expression: str, limit: int) -> np.ndarray:
+        """Primary keys of at most ``limit`` (≤ 16,384, Milvus's query window) rows that match."""
+        found = self._lite.query(name, expression, ["pk"], METADATA, limit) \
+            if self._lite is not None else \
+            self.client.plain.query(name, filter=expression, output_fields=["pk"], limit=limit,
+                                    consistency_level=self.settings.search_consistency)
+        return np.array(sorted(int(row["pk"]) for row in found), dtype=np.int64)
+
+    def metadata_keys(self, name: str, rows: int = 1000) -> set[str]:
+        """The metadata keys of up to ``rows`` rows: what an error about an unknown key lists."""
+        found = self._lite.query(name, "", [METADATA], METADATA, rows) \
+            if self._lite is not None else \
+            self.client.plain.query(name, filter="", output_fields=[METADATA], limit=rows,
+                                    consistency_level=self.settings.search_consistency)
+        return {str(key) for row in found for key in (row.get(METADATA) or {})}
