@@ -31,22 +31,24 @@ HEAVY = ("pymilvus", "grpc", "pandas")
 
 def _search(code: Path, env: dict, folder: Path, *python_flags: str) -> subprocess.CompletedProcess:
     """The search command, run from ``code`` (its sources first on the path)."""
-    program = "import sys; from vecpress.cli import app; sys.argv[0] = 'vecpress'; app()"
+    program = ("import sys\nfrom vecpress.cli import app\nsys.argv[0] = 'vecpress'\ntry:\n"
+               f"    app()\nfinally:\n    print('LOADED', *(m for m in {HEAVY!r} "
+               "if m in sys.modules), file=sys.stderr)")
     return subprocess.run([sys.executable, *python_flags, "-c", program, "search", QUERY],
                           env=env | {"PYTHONPATH": str(code)}, cwd=folder, capture_output=True,
                           text=True, check=True)
 
 
 def _imports(code: Path, env: dict, folder: Path) -> dict[str, float]:
-    """Seconds spent importing each heavy module (and what it pulled in); absent: not imported."""
-    done = _search(code, env, folder, "-X", "importtime")
+    """Seconds spent importing each heavy module the search ended with (and what it pulled in)."""
+    lines = _search(code, env, folder, "-X", "importtime").stderr.splitlines()
+    loaded = next(line.split()[1:] for line in lines if line.startswith("LOADED"))
     out = {}
-    for line in done.stderr.splitlines():
-        if not line.startswith("import time:") or "|" not in line:
-            continue
-        _, cumulative, name = line.split("|")
-        if name.strip() in HEAVY and cumulative.strip().isdigit():
-            out[name.strip()] = round(int(cumulative) / 1e6, 3)
+    for line in lines:
+        if line.startswith("import time:") and line.count("|") == 2:
+            _, cumulative, name = line.split("|")
+            if name.strip() in loaded and cumulative.strip().isdigit():
+                out[name.strip()] = round(int(cumulative) / 1e6, 3)
     return out
 
 

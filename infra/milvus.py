@@ -14,6 +14,7 @@ from typing import Any
 from vecpress.infra import lite_engine
 from vecpress.infra.index_plan import IndexPlan
 from vecpress.infra.metadata_settings import MetadataSettings
+from vecpress.infra.milvus_client import is_refusal
 from vecpress.infra.milvus_fields import (
     METADATA,
     VECTOR,
@@ -59,6 +60,14 @@ class MilvusStore(MilvusReads):
     def __init__(self, settings: MilvusSettings) -> None:
         super().__init__(settings)
         self._server_version: str | None = None
+        # An ingest needs pymilvus for its schema and index calls: connect now. (pymilvus is
+        # imported with this module: imported first inside a running stream, beside Dask's
+        # threads, it took 5 s, not 0.5.)
+        try:
+            self.client  # noqa: B018
+        except BaseException:
+            self.close()  # releases the Lite engine opened for it
+            raise
 
     def ensure_collection(self, name: str, dim: int, codec_id: str,
                           metadata: MetadataSettings | None = None) -> None:
@@ -165,8 +174,6 @@ class MilvusStore(MilvusReads):
                 self.client.upsert_columns(name, columns, schema)
             return len(batch)
         except milvus_errors(lite_engine.LiteRefusal) as exc:
-            from vecpress.infra.milvus_client import is_refusal
-
             if refused is None or not is_refusal(exc):
                 raise
             if len(batch) == 1:

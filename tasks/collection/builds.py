@@ -12,13 +12,15 @@ finish on it.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from vecpress.infra import storage
 from vecpress.infra.index_plan import IndexPlan
-from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks.collection.catalog import Build, Catalog, chunking_key
+
+if TYPE_CHECKING:  # the search path imports this module, and no pymilvus
+    from vecpress.infra.milvus import MilvusStore
 
 
 class ArtifactName(Protocol):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vecpress.infra.milvus import MilvusStore, milvus_errors
+from vecpress.infra.milvus_reads import MilvusReads, milvus_errors
 from vecpress.tasks.search.filter_counts import FilterCounts
 from vecpress.tasks.similarity import distances, scores
 
@@ -143,7 +143,7 @@ class FilterPlan:
     share: float = 0.0
 
 
-def plan(store: MilvusStore, collection: str, wanted: Filter, nprobe: int, exact_rows: int,
+def plan(store: MilvusReads, collection: str, wanted: Filter, nprobe: int, exact_rows: int,
          known: set[str] | None = None, counts: FilterCounts | None = None) -> FilterPlan:
     """How to search ``wanted``. Metadata keys no passage has are a ``FilterError`` (a typo would
     match nothing, silently); ``known`` remembers the keys found, so each is asked about once.
@@ -194,7 +194,7 @@ def post_filter_limit(limit: int, share: float, at_least: float, at_most: int) -
     return wanted if wanted <= at_most else None
 
 
-def check_keys(store: MilvusStore, collection: str, wanted: Filter, known: set[str]) -> None:
+def check_keys(store: MilvusReads, collection: str, wanted: Filter, known: set[str]) -> None:
     """``FilterError`` naming the first metadata key of ``wanted`` that no passage has, where it
     is in the filter, and keys the collection does have."""
     for key in wanted.metadata_keys:

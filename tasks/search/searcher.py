@@ -23,7 +23,8 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fi
 from vecpress.infra import storage
 from vecpress.infra.bounds import MILVUS_TOPK
 from vecpress.infra.index_plan import IndexPlan, search_params
-from vecpress.infra.milvus import METADATA, OUTPUT_FIELDS, MilvusStore, milvus_errors
+from vecpress.infra.milvus_fields import METADATA
+from vecpress.infra.milvus_reads import OUTPUT_FIELDS, MilvusReads, milvus_errors
 from vecpress.infra.settings import Settings
 from vecpress.tasks.codec.codec import Codec
 from vecpress.tasks.collection.builds import check_not_legacy, live_shards
@@ -77,7 +78,7 @@ class Searcher:
     threads at once: the model session, codec and rescoring store are shared.
     """
 
-    def __init__(self, store: MilvusStore, collection: str, codec: Codec,
+    def __init__(self, store: MilvusReads, collection: str, codec: Codec,
                  embedder: OnnxEmbedder, rescore: RescoreStore, params: tuple[int, int],
                  follow: Callable[[tuple[int, ...]], Snapshot | None] | None = None,
                  versions: tuple[int, ...] = (), max_candidates: int = 65_536,
@@ -285,7 +286,7 @@ def open_searcher(settings: Settings) -> Searcher:
     artifact = _load_artifact(settings.model_cache_dir / build.model_artifact, settings.storage_root)
     embedder = OnnxEmbedder(artifact, settings.model, spin=False)
     try:
-        store = MilvusStore(settings.milvus)
+        store = MilvusReads(settings.milvus)
     except BaseException:
         embedder.close()
         raise
@@ -306,7 +307,7 @@ def open_searcher(settings: Settings) -> Searcher:
         raise
 
 
-def _post_filter_share(settings: Settings, store: MilvusStore) -> float:
+def _post_filter_share(settings: Settings, store: MilvusReads) -> float:
     """``search.post_filter_share``, unset: 0.1 on a server, never on Milvus Lite, whose filtered
     IVF_SQ8 search keeps its recall (0.984 at 50%) and whose key queries are slow (post-filtering
     took 273 ms a query there, p50, against 60: results/filtered_recall_50000_fp32_typed_default_plan)."""
@@ -342,7 +343,7 @@ def _load_artifact(directory: Path, storage_root: str) -> ModelArtifact:
     return artifact
 
 
-def _check_served(store: MilvusStore, name: str, settings: Settings) -> None:
+def _check_served(store: MilvusReads, name: str, settings: Settings) -> None:
     """Fail at once, saying which flag to fix, when Milvus does not hold the active build's
     collection (another --milvus-uri than the ingest's): loading it would be retried for 90 s."""
     if not store.has_collection(name):

@@ -280,7 +280,7 @@ def _lite_in_use(uri: str) -> bool:
     Milvus Lite allows one process per file; opening a held one fails in a way pymilvus reports
     as a connection error, which would be retried for 90 s. Asked first, it is one clear line.
     """
-    from vecpress.infra.milvus import lite_open_here
+    from vecpress.infra.milvus_reads import lite_open_here
 
     if lite_open_here(uri):  # another collection of this process holds it: shared, not busy
         return False
