@@ -10,8 +10,9 @@ import pytest
 
 from vecpress.infra.index_plan import plan_index, replan
 from vecpress.infra.metadata_settings import MetadataSettings
-from vecpress.infra.milvus import MilvusSchemaError, MilvusStore, milvus_errors
+from vecpress.infra.milvus import MilvusSchemaError, MilvusStore
 from vecpress.infra.milvus_fields import as_columns
+from vecpress.infra.milvus_reads import MilvusReads, milvus_errors
 from vecpress.infra.settings import MilvusSettings
 
 
@@ -77,7 +78,7 @@ def test_the_search_path_reads_the_engine_as_pymilvus_reads_it(store: MilvusStor
     store.ensure_collection("ip", 16, "c")  # a dot-product model's index: IP comes back negated
     store.upsert("ip", _rows(vectors))
     store.ensure_index("ip", plan_index(store.settings, 400, 8, 8, metric="IP"))
-    reader = MilvusStore(store.settings)  # the same engine, as a search process opens it
+    reader = MilvusReads(store.settings)  # the same engine, as a search process opens it
     try:
         reader.load("c")
         expression = 'metadata["team"] == "t1" and year >= 2010'
