@@ -150,3 +150,25 @@ def test_an_idle_server_stops_itself(home: Path) -> None:
         assert json.loads(_cli(env, "server", "status", "--json").stdout)["running"] is False
     finally:
         _cli(env, "server", "stop")
+
+
+def test_a_command_run_sends_no_flow_heartbeats_unless_asked(tmp_path: Path) -> None:
+    """Prefect's flow engine reads ``flows.heartbeat_frequency`` at a run's start; a run of ours
+    turns it off (its end waited up to 1 s for the heartbeat thread), unless Prefect's settings
+    ask for heartbeats (here PREFECT_FLOWS_HEARTBEAT_FREQUENCY, in a fresh process)."""
+    from prefect.settings import get_current_settings
+
+    from vecpress.infra.local_prefect import without_flow_heartbeats
+
+    before = get_current_settings().flows.heartbeat_frequency
+    assert before is not None  # Prefect's default: a beat every 180 s
+    with without_flow_heartbeats():
+        assert get_current_settings().flows.heartbeat_frequency is None
+    assert get_current_settings().flows.heartbeat_frequency == before
+    code = ("from prefect.settings import get_current_settings as s\n"
+            "from vecpress.infra.local_prefect import without_flow_heartbeats\n"
+            "with without_flow_heartbeats():\n    print(s().flows.heartbeat_frequency)")
+    asked = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=os.environ | {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "60"},
+                           timeout=120, cwd=tmp_path)
+    assert asked.stdout.strip() == "60", asked.stderr[-2000:]

@@ -204,12 +204,13 @@ def ingest(sources: str | Sequence[str], settings: Settings | None = None, *,
     API does not answer.
     """
     from vecpress.flows.ingest import ingest_flow
-    from vecpress.infra.local_prefect import prefect_api
+    from vecpress.infra.local_prefect import prefect_api, without_flow_heartbeats
     from vecpress.infra.settings import LocalServerSettings
 
     settings = settings or Settings()
     paths = [sources] if isinstance(sources, str) else list(sources)
-    with prefect_api(LocalServerSettings(), settings.prefect_startup_s, start=False):
+    with prefect_api(LocalServerSettings(), settings.prefect_startup_s, start=False), \
+            without_flow_heartbeats():
         return ingest_flow(sources=paths, settings=settings, eval_queries=eval_queries,
                            recreate=recreate, full=full)
 

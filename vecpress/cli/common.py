@@ -119,8 +119,12 @@ class _NoTracebackForUserErrors(logging.Filter):
 
 
 def _is_milvus_error(exc: BaseException | None) -> bool:
-    """A pymilvus error, told by its module so the CLI does not import pymilvus to start."""
-    return exc is not None and type(exc).__module__.startswith("pymilvus")
+    """A pymilvus error (told by its module so the CLI does not import pymilvus to start), or
+    the Lite engine's (``infra.lite_engine.LiteError``)."""
+    from vecpress.infra.lite_engine import LiteError
+
+    return exc is not None and (type(exc).__module__.startswith("pymilvus")
+                                or isinstance(exc, LiteError))
 
 
 def quiet_libraries() -> None:
@@ -149,13 +153,13 @@ def run_ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     """
     from vecpress.cli import run_console
     from vecpress.flows.ingest import ingest_flow
-    from vecpress.infra.local_prefect import prefect_api
+    from vecpress.infra.local_prefect import prefect_api, without_flow_heartbeats
     from vecpress.infra.prefect_server import PrefectServerError
 
     run_console.configure(verbose)
     try:
         with prefect_api(local_server_settings(auto_start=False if no_server else None),
-                         settings.prefect_startup_s):
+                         settings.prefect_startup_s), without_flow_heartbeats():
             return ingest_flow(sources=sources, settings=settings, eval_queries=eval_queries,
                                recreate=recreate, full=full)
     except PrefectServerError as exc:
