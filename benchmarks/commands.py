@@ -5,11 +5,12 @@
   included (each repeat in a new folder with an empty model cache);
 - one new note, ingested again into the 20-note collection, three ways in the same run: the
   shared local Prefect server (``vecpress server``, up since the first ingest) with the small
-  run's stages in the flow's process (``dask.in_process_bytes``, 256 KiB by default); the same with local
-  worker processes; and ``--no-server`` with worker processes (a temporary Prefect API per command: what
-  every ingest did before), the baseline, twice: its server started from the migrated database
-  template (``server.database_templates``, made by the local server's first start) and, as
-  before templates, migrating an empty database;
+  run's stages in the flow's process (``dask.in_process_bytes``, 256 KiB by default); the same
+  with Prefect's flow-run heartbeats asked for (its default, which a run of ours turns off unless
+  asked); the same with local worker processes; and ``--no-server`` with worker processes (a
+  temporary Prefect API per command: what every ingest did before), the baseline, twice: its
+  server started from the migrated database template (``server.database_templates``, made by
+  the local server's first start) and, as before templates, migrating an empty database;
 - ``vecpress search`` of one query.
 
 No PREFECT_API_URL: the local server gets its own home and a free port, and is stopped at the
@@ -71,11 +72,13 @@ def main() -> None:
     times: dict[str, list[float]] = {k: [] for k in (
         "help", "first ingest (20 notes, export included)",
         "one-file incremental ingest (local server)",
+        "one-file incremental ingest (local server, Prefect flow heartbeats on)",
         "one-file incremental ingest (local server, worker processes)",
         "one-file incremental ingest (--no-server, temporary API)",
         "one-file incremental ingest (--no-server, temporary API, no template)",
         "search (one query)")}
     processes = env | {"VECPRESS_DASK__IN_PROCESS_BYTES": "0"}
+    heartbeats = env | {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "180"}  # Prefect's default, asked for
     try:
         for _ in range(args.repeats):
             times["help"].append(_run([vecpress, "--help"], env, base))
@@ -89,6 +92,9 @@ def main() -> None:
             _notes(folder / "notes", 1, start=100 + r)
             times["one-file incremental ingest (local server)"].append(
                 _run([vecpress, "ingest", "notes"], env, folder))
+            _notes(folder / "notes", 1, start=500 + r)
+            times["one-file incremental ingest (local server, Prefect flow heartbeats on)"].append(
+                _run([vecpress, "ingest", "notes"], heartbeats, folder))
             _notes(folder / "notes", 1, start=200 + r)
             times["one-file incremental ingest (local server, worker processes)"].append(
                 _run([vecpress, "ingest", "notes"], processes, folder))
