@@ -227,7 +227,6 @@ def open_for_search(settings: Settings) -> OpenCollection:
     from vecpress.tasks.search.searcher import CollectionNotFoundError, ModelNotFoundError
 
     _quiet_milvus_logs()
-    _pyarrow_without_pandas()
     paths = storage.CollectionPaths(settings.storage_root, settings.collection)
     active = Catalog(paths.root).active()
     milvus = located(settings, active).milvus  # where it lives
@@ -258,14 +257,17 @@ class _NoPandas(importlib.abc.MetaPathFinder):
             raise ImportError("pandas is not looked for by pyarrow in a search process")
 
 
-def _pyarrow_without_pandas() -> None:
+def pyarrow_without_pandas() -> None:
     """Let pyarrow find no pandas: a search then never imports it (0.19 s of a 1.3 s command).
 
     pyarrow imports pandas the first time it meets a Python object (``pa.array``, ``pa.scalar``,
     even ``import pyarrow.dataset``), only to ask whether the object is a pandas one, and its
     answer is kept for the process. No object a search passes it is. Pandas itself stays
     importable, and pyarrow's own conversions (``to_pandas``, ``from_pandas``) still import it
-    when called."""
+    when called.
+
+    For a one-shot command only, called before its first thread: another thread importing pandas
+    meanwhile would fail."""
     import pyarrow as pa
 
     if "pandas" in sys.modules:

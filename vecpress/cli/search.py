@@ -25,6 +25,7 @@ from vecpress.cli.common import (
     fail_if_milvus,
     open_for_search,
     print_hits,
+    pyarrow_without_pandas,
     quiet_libraries,
     settings_from_flags,
 )
@@ -74,6 +75,7 @@ def search(
     else:
         raise typer.BadParameter("give either a QUERY or --queries FILE")
     quiet_libraries()
+    pyarrow_without_pandas()
     settings = settings_from_flags(**{"collection": collection, "milvus.uri": milvus_uri,
                                       "storage_root": storage_root})
     _check_lengths(items, settings.search.max_query_bytes)
