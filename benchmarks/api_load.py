@@ -122,7 +122,7 @@ def search_ceiling(root: Path, uri: str, texts: list[str], nprobe: int | None, b
     ``nprobe`` (``milvus.nprobe`` instead of the plan's), also the recall@10 of its results
     against the plan's own on 200 queries."""
     from vecpress.infra.settings import Settings
-    from vecpress.tasks.search.searcher import open_searcher
+    from vecpress.tasks.search.opening import open_searcher
 
     searcher = open_searcher(Settings(collection=COLLECTION, storage_root=str(root),
                                       milvus={"uri": uri}))

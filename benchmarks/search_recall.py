@@ -25,7 +25,7 @@ from rich.table import Table
 from vecpress.infra.settings import Settings
 from vecpress.tasks.inputs.sources import read_texts
 from vecpress.tasks.recall import recall_at_k
-from vecpress.tasks.search.searcher import open_searcher
+from vecpress.tasks.search.opening import open_searcher
 
 
 def main() -> None:

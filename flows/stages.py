@@ -25,15 +25,17 @@ from vecpress.tasks.collection.catalog import Build, Catalog
 from vecpress.tasks.collection.gc import GcResult, collect_garbage
 from vecpress.tasks.collection.loading import LoadResult, index_collection
 from vecpress.tasks.embed.artifact import ModelArtifact
-from vecpress.tasks.embed.embedder import query_embedder
 from vecpress.tasks.embed.export import export_for_settings
+from vecpress.tasks.embed.per_process import query_embedder
 from vecpress.tasks.embed.published import publish
 from vecpress.tasks.ingest.engine import StreamEngine
 from vecpress.tasks.ingest.results import StreamJob, StreamResult
 from vecpress.tasks.inputs.sources import read_texts, sample_texts
 from vecpress.tasks.report.results import CheckResult
 from vecpress.tasks.search.evaluation import held_out_recall, own_text_hit_rate
-from vecpress.tasks.search.searcher import RescoreStore, Searcher, rescore_directory
+from vecpress.tasks.search.opening import rescore_directory
+from vecpress.tasks.search.rescore_store import RescoreStore
+from vecpress.tasks.search.searcher import Searcher
 
 EVAL_K = 10
 SANITY_PROBES = 20  # passages searched by their own text after every load

@@ -16,7 +16,7 @@ from durable import catalog, ledger, summary_of
 from vecpress.infra import storage
 from vecpress.infra.settings import Settings
 from vecpress.tasks.collection.builds import live_shards
-from vecpress.tasks.search.searcher import open_searcher
+from vecpress.tasks.search.opening import open_searcher
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from vecpress.tasks.collection.catalog import Build, Catalog, ShardRow
 from vecpress.tasks.collection.reindex import ReindexError, reindex
 from vecpress.tasks.embed.embedder import OnnxEmbedder
 from vecpress.tasks.inputs.records import PASSAGE_SCHEMA, passage_pk
-from vecpress.tasks.search.searcher import open_searcher
+from vecpress.tasks.search.opening import open_searcher
 
 SHARD = 300
 

@@ -28,8 +28,9 @@ from vecpress.infra.bounds import MAX_K
 from vecpress.infra.settings import Settings
 from vecpress.tasks.search.filters import FilterError
 from vecpress.tasks.search.limits import LimitExceeded, check_search, check_shape
+from vecpress.tasks.search.opening import open_searcher
 from vecpress.tasks.search.query_cache import QueryEmbeddingCache
-from vecpress.tasks.search.searcher import Hit, Searcher, open_searcher
+from vecpress.tasks.search.searcher import Hit, Searcher
 
 if TYPE_CHECKING:
     from vecpress.tasks.report.summary import IngestSummary

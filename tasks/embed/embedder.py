@@ -37,7 +37,6 @@ from vecpress.tasks.embed.tokenising import (
     tokenise,
     tokenizer_fingerprint,
 )
-from vecpress.tasks.worker_cache import cached, per_worker
 
 log = logging.getLogger(__name__)
 
@@ -292,23 +291,3 @@ def _tokeniser_pool(artifact: ModelArtifact, processes: int) -> TokeniserPool | 
                     "tokenising in the worker itself", processes)
         return None
     return TokeniserPool(artifact.model_dir, artifact.max_seq_length, processes)
-
-
-def query_embedder(artifact: ModelArtifact, model: ModelSettings) -> OnnxEmbedder:
-    """An embedder for a handful of queries (an ingest's sanity check): the one this process's
-    embed stage built for ``artifact``, when a small run's stages ran here
-    (``dask.in_process_bytes``), else a new one without tokeniser processes. Its vectors depend
-    on the artifact alone; a second session cost ~0.3 s of a one-file ingest."""
-    for embedder in reversed(cached("embedder")):
-        if embedder.artifact == artifact:
-            return embedder
-    return OnnxEmbedder(artifact, model.model_copy(update={"tokenizer_processes": 0}))
-
-
-def worker_embedder(artifact: ModelArtifact, model: ModelSettings, threads: int) -> OnnxEmbedder:
-    """The process-wide embedder: each Dask worker process builds its session once, lazily.
-
-    Its token budget (halved after out-of-memory errors) therefore persists across shards.
-    """
-    return per_worker("embedder", lambda: OnnxEmbedder(artifact, model, threads), artifact,
-                      model, threads)

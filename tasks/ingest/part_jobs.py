@@ -25,7 +25,7 @@ from vecpress.tasks.codec.codec import Codec, archive_table
 from vecpress.tasks.collection.incremental import ReuseIndex, read_old_passages, text_hashes
 from vecpress.tasks.collection.loading import shard_rows, shard_table
 from vecpress.tasks.embed.artifact import ModelArtifact
-from vecpress.tasks.embed.embedder import worker_embedder
+from vecpress.tasks.embed.per_process import worker_embedder
 from vecpress.tasks.embed.published import local_copy
 from vecpress.tasks.ingest.shard_jobs import embed_table
 from vecpress.tasks.inputs.records import InputError

@@ -21,8 +21,9 @@ from vecpress.infra.metadata_settings import MetadataSettings
 from vecpress.infra.settings import ChunkSettings, InputSettings, ModelSettings
 from vecpress.tasks.arrays import numpy_to_fixed_list
 from vecpress.tasks.embed.artifact import ModelArtifact
-from vecpress.tasks.embed.embedder import OnnxEmbedder, worker_embedder
+from vecpress.tasks.embed.embedder import OnnxEmbedder
 from vecpress.tasks.embed.model_files import load_tokenizer
+from vecpress.tasks.embed.per_process import worker_embedder
 from vecpress.tasks.embed.published import local_copy
 from vecpress.tasks.embed.tokenising import Tokens
 from vecpress.tasks.ingest.passage_columns import PassageColumns

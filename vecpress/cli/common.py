@@ -6,7 +6,6 @@ the CLI has no import cycles and each command can be read on its own.
 
 from __future__ import annotations
 
-import importlib.abc
 import json
 import logging
 import os
@@ -224,7 +223,7 @@ def open_for_search(settings: Settings) -> OpenCollection:
     from vecpress.tasks.collection.builds import LegacyCollectionError
     from vecpress.tasks.collection.catalog import Catalog
     from vecpress.tasks.collection.home import located
-    from vecpress.tasks.search.searcher import CollectionNotFoundError, ModelNotFoundError
+    from vecpress.tasks.search.opening import CollectionNotFoundError, ModelNotFoundError
 
     _quiet_milvus_logs()
     paths = storage.CollectionPaths(settings.storage_root, settings.collection)
@@ -249,35 +248,6 @@ def _quiet_milvus_logs() -> None:
     reaches this command, which reports it in one line (exit 3), so their logs would only bury it."""
     for name in ("pymilvus", "pymilvus.milvus_client", "milvus_lite"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
-class _NoPandas(importlib.abc.MetaPathFinder):
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if name == "pandas":
-            raise ImportError("pandas is not looked for by pyarrow in a search process")
-
-
-def pyarrow_without_pandas() -> None:
-    """Let pyarrow find no pandas: a search then never imports it (0.19 s of a 1.3 s command).
-
-    pyarrow imports pandas the first time it meets a Python object (``pa.array``, ``pa.scalar``,
-    even ``import pyarrow.dataset``), only to ask whether the object is a pandas one, and its
-    answer is kept for the process. No object a search passes it is. Pandas itself stays
-    importable, and pyarrow's own conversions (``to_pandas``, ``from_pandas``) still import it
-    when called.
-
-    For a one-shot command only, called before its first thread: another thread importing pandas
-    meanwhile would fail."""
-    import pyarrow as pa
-
-    if "pandas" in sys.modules:
-        return
-    finder = _NoPandas()
-    sys.meta_path.insert(0, finder)
-    try:
-        pa.array([0])  # pyarrow looks for pandas once, here, and remembers it found none
-    finally:
-        sys.meta_path.remove(finder)
 
 
 def _lite_in_use(uri: str) -> bool:

@@ -33,7 +33,7 @@ def demo(
     """The main job on embedded defaults: the stdlib docstring corpus into Milvus Lite."""
     quiet_libraries()
     from vecpress.tasks.inputs.corpus import write_demo_corpus
-    from vecpress.tasks.search.searcher import open_searcher
+    from vecpress.tasks.search.opening import open_searcher
 
     settings = settings_from_flags(**{"collection": "demo", "storage_root": storage_root,
                                       "milvus.uri": milvus_uri})
