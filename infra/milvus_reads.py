@@ -9,8 +9,8 @@ writes an ingest makes.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +73,8 @@ class MilvusReads:
     def __init__(self, settings: MilvusSettings) -> None:
         self.settings = settings
         self._lite: lite_engine.LiteEngine | None = None
+        self._client: RetryingClient | None = None
+        self._making = threading.Lock()
         if settings.is_lite:
             # Milvus Lite's in-process gRPC server logs a traceback for every RPC it does not
             # implement (pymilvus probes AllocTimestamp on upsert); the call itself succeeds.
@@ -83,13 +85,19 @@ class MilvusReads:
             self.client  # noqa: B018 - a server is reached (and waited for) at once
         self._schemas: dict[str, dict[str, Any]] = {}
 
-    @cached_property
+    @property
     def client(self) -> RetryingClient:
-        """The pymilvus client (of the engine's gRPC server on Milvus Lite)."""
-        from vecpress.infra.milvus_client import RetryingClient
+        """The pymilvus client (of the engine's gRPC server on Milvus Lite), made once: the
+        threads of ``vecpress api`` may ask for it at the same moment."""
+        if self._client is None:
+            with self._making:
+                if self._client is None:
+                    from vecpress.infra.milvus_client import RetryingClient
 
-        uri = self._lite.uri if self._lite is not None else self.settings.uri
-        return RetryingClient(uri, self.settings.token.get_secret_value(), self.settings.retry_s)
+                    uri = self._lite.uri if self._lite is not None else self.settings.uri
+                    self._client = RetryingClient(uri, self.settings.token.get_secret_value(),
+                                                  self.settings.retry_s)
+        return self._client
 
     def close(self) -> None:
         """Close the connection; for Milvus Lite also stop its in-process server.
@@ -97,8 +105,8 @@ class MilvusReads:
         The Lite server holds the .db file lock until stopped, and another process (a search
         after an ingest, say) cannot open the file before that.
         """
-        if "client" in self.__dict__:
-            self.client.close()
+        if self._client is not None:
+            self._client.close()
         if self._lite is not None:
             self._lite = None
             lite_engine.release(self.settings.uri)  # the last store of the file stops its engine
