@@ -53,7 +53,8 @@ def baseline_search(searcher, texts: list[str], k: int) -> list[list[int]]:
 
 
 def baseline_rank(searcher, embeddings: np.ndarray, k: int) -> list[list[int]]:
-    from vecpress.infra.milvus import OUTPUT_FIELDS, VECTOR
+    from vecpress.infra.milvus_fields import VECTOR
+    from vecpress.infra.milvus_reads import OUTPUT_FIELDS
 
     snap = searcher.snapshot
     queries = snap.codec.project(embeddings)
@@ -73,7 +74,8 @@ def baseline_rank(searcher, embeddings: np.ndarray, k: int) -> list[list[int]]:
 
 
 def bare(store, collection: str, vector: np.ndarray, limit: int, strong: bool, nprobe: int) -> None:
-    from vecpress.infra.milvus import OUTPUT_FIELDS, VECTOR
+    from vecpress.infra.milvus_fields import VECTOR
+    from vecpress.infra.milvus_reads import OUTPUT_FIELDS
 
     params = {"params": {"nprobe": nprobe, "ef": max(limit, 64)}}
     store.client.search(collection, data=[vector], limit=limit, search_params=params,

@@ -36,9 +36,10 @@ class LiteRefusal(ValueError):
     """Milvus Lite refused a row for what it holds (a VARCHAR over its max_length, a wrong dim)."""
 
 
-class LiteError(RuntimeError):
+class LiteError(Exception):
     """A read the Lite engine failed (a malformed filter, a collection dropped meanwhile), with
-    its reason in ``message`` as a pymilvus ``MilvusException`` carries it."""
+    its reason in ``message`` as a pymilvus ``MilvusException`` carries it; like that one, not a
+    ``RuntimeError``, which the CLI reports as a configuration error (exit 2, not 3)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -161,9 +162,8 @@ def _failing() -> Iterator[None]:
 
 def _parsed(row: dict[str, Any], json_field: str) -> dict[str, Any]:
     """A row with its JSON field as a value, as pymilvus hands it over (the engine keeps text)."""
-    value = row.get(json_field)
-    if isinstance(value, str | bytes):
-        row[json_field] = json.loads(value)
+    if json_field in row:
+        row[json_field] = _json_value(row[json_field])
     return row
 
 

@@ -25,14 +25,7 @@ from vecpress.infra.milvus_fields import (
     scalar_index_type,
     typed_fields,
 )
-from vecpress.infra.milvus_reads import (  # noqa: F401 - the names callers import from here
-    FETCH_BATCH,
-    MATCH_BATCH,
-    OUTPUT_FIELDS,
-    MilvusReads,
-    lite_open_here,
-    milvus_errors,
-)
+from vecpress.infra.milvus_reads import MilvusReads, milvus_errors
 from vecpress.infra.settings import MilvusSettings
 
 

@@ -55,6 +55,13 @@ def _open_lite(settings: MilvusSettings) -> lite_engine.LiteEngine:
     return retry_policy(settings.retry_s)(attempt)()
 
 
+def is_milvus_error(exc: BaseException | None) -> bool:
+    """A failed Milvus call: a pymilvus error (told by its module, so that a caller need not
+    import pymilvus to ask) or the Lite engine's ``LiteError``."""
+    return exc is not None and (type(exc).__module__.startswith("pymilvus")
+                                or isinstance(exc, lite_engine.LiteError))
+
+
 def milvus_errors(*also: type[Exception]) -> tuple[type[Exception], ...]:
     """What a failed Milvus call raises: pymilvus's ``MilvusException``, or ``LiteError`` from
     the Lite engine's reads (and ``also``). For ``except`` clauses, which evaluate it only when
@@ -176,18 +183,17 @@ class MilvusReads:
         out: dict[int, dict[str, Any]] = {}
         keys = sorted(set(pks))
         for start in range(0, len(keys), batch_size):
-            if self._lite is not None:
-                ask = keys[start:start + batch_size]
-                found = (self._lite.get(name, ask, fields, METADATA) if not where else
-                         self._lite.query(name, f"pk in {ask} and ({where})", fields, METADATA))
-                out |= {int(row["pk"]): row for row in found}
-                continue
-            expression = f"pk in {keys[start:start + batch_size]}"
-            # The search path fails at once (RetryingClient says why): the plain client's query.
-            for row in self.client.plain.query(
-                    name, filter=f"{expression} and ({where})" if where else expression,
-                    output_fields=fields, consistency_level=self.settings.search_consistency):
-                out[int(row["pk"])] = row
+            ask = keys[start:start + batch_size]
+            expression = f"pk in {ask} and ({where})" if where else f"pk in {ask}"
+            if self._lite is None:  # fails at once (RetryingClient says why): the plain client
+                found = self.client.plain.query(
+                    name, filter=expression, output_fields=fields,
+                    consistency_level=self.settings.search_consistency)
+            elif where:
+                found = self._lite.query(name, expression, fields, METADATA)
+            else:
+                found = self._lite.get(name, ask, fields, METADATA)
+            out |= {int(row["pk"]): row for row in found}
         return out
 
     def matching(self, name: str, pks: Sequence[int], expression: str) -> set[int]:

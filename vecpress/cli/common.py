@@ -112,18 +112,13 @@ class _NoTracebackForUserErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, (ValueError, LookupError, OSError)) or _is_milvus_error(exc):
+        if exc is None:
+            return True
+        from vecpress.infra.milvus_reads import is_milvus_error
+
+        if isinstance(exc, (ValueError, LookupError, OSError)) or is_milvus_error(exc):
             record.exc_info, record.exc_text = None, None
         return True
-
-
-def _is_milvus_error(exc: BaseException | None) -> bool:
-    """A pymilvus error (told by its module so the CLI does not import pymilvus to start), or
-    the Lite engine's (``infra.lite_engine.LiteError``)."""
-    from vecpress.infra.lite_engine import LiteError
-
-    return exc is not None and (type(exc).__module__.startswith("pymilvus")
-                                or isinstance(exc, LiteError))
 
 
 def quiet_libraries() -> None:
@@ -171,7 +166,9 @@ def run_ingest(sources: list[str], settings: Settings, eval_queries: str | None,
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(3) from exc
     except Exception as exc:
-        if not _is_milvus_error(exc):
+        from vecpress.infra.milvus_reads import is_milvus_error
+
+        if not is_milvus_error(exc):
             raise
         exit_milvus_failed(exc, settings.milvus.uri, "check that the server is up and reachable, "
                            "then run the same command again: committed shards are kept")
@@ -278,9 +275,9 @@ def _lite_in_use(uri: str) -> bool:
 
 def fail_if_milvus(exc: Exception, settings: Settings) -> None:
     """Exit 3 with one line for a Milvus error; other exceptions are left to the caller."""
-    from vecpress.infra.milvus import milvus_errors
+    from vecpress.infra.milvus_reads import is_milvus_error
 
-    if isinstance(exc, milvus_errors()):
+    if is_milvus_error(exc):
         exit_milvus_failed(exc, settings.milvus.uri, "check that it is up and holds the collection "
                            "the ingest wrote (same --milvus-uri)")
 

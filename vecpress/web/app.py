@@ -19,7 +19,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel, ConfigDict, Field
 
 from vecpress.api import MAX_K, Collection, LimitExceeded
-from vecpress.infra.lite_engine import LiteError
+from vecpress.infra.milvus_reads import is_milvus_error
 from vecpress.tasks.search.batcher import DeadlineExceeded, Overloaded, SearchBatcher
 from vecpress.tasks.search.filters import translate
 from vecpress.tasks.search.limits import check_search
@@ -257,7 +257,7 @@ def _texts(request: SearchRequest) -> list[str]:
 
 def _unavailable(exc: Exception, collection: Collection) -> Exception:
     """A Milvus failure is the service's, not the request's: 503 with Milvus's reason."""
-    if type(exc).__module__.startswith("pymilvus") or isinstance(exc, LiteError):
+    if is_milvus_error(exc):
         reason = getattr(exc, "message", "") or str(exc)
         return HTTPException(503, f"Milvus at {collection.settings.milvus.uri} failed: {reason}")
     return exc
