@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import posixpath
 from collections.abc import Mapping
+from contextlib import suppress
 from typing import Any
 
 import fsspec
@@ -164,8 +165,10 @@ def exists(url: str) -> bool:
 
 
 def remove(url: str) -> None:
+    """Remove the file or folder ``url``; one that is not there is nothing to do. No existence
+    check first: on an object store that is a request less per removal."""
     fs, path = url_to_fs(url)
-    if fs.exists(path):
+    with suppress(FileNotFoundError):
         fs.rm(path, recursive=True)
 
 

@@ -48,10 +48,10 @@ class PassageColumns:
             arrays[TOKEN_IDS] = self._id_lists()
         return pa.table([arrays[name] for name in self.schema.names], schema=self.schema)
 
-    def ids_table(self, tokenizer_fingerprint: str) -> pa.Table:
-        """pk and token ids, tagged with their tokenizer: a shard's ids kept apart from it."""
-        return pa.table({"pk": pa.array(self._columns["pk"], pa.int64()),
-                         TOKEN_IDS: self._id_lists()}).replace_schema_metadata(
+    def ids_table(self, pks: pa.ChunkedArray, tokenizer_fingerprint: str) -> pa.Table:
+        """``pks`` (the shard's ``table()`` column) and the token ids, tagged with their
+        tokenizer: a shard's ids kept apart from it."""
+        return pa.table({"pk": pks, TOKEN_IDS: self._id_lists()}).replace_schema_metadata(
             {TOKENIZER_KEY: tokenizer_fingerprint.encode()})
 
     def _id_lists(self) -> pa.Array:

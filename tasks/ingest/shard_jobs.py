@@ -95,9 +95,11 @@ def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
     def flush() -> None:
         if len(shard):
             url = f"{out_prefix}-{len(result.urls):04d}.parquet"
+            table = shard.table()
             if not chunking.keep_token_ids:  # the embed task's, deleted once it has them
-                write_sidecar(url, shard.ids_table(chunker.tokenizer_fingerprint))
-            storage.write_parquet(url, shard.table())
+                write_sidecar(url, shard.ids_table(table.column("pk"),
+                                                   chunker.tokenizer_fingerprint))
+            storage.write_parquet(url, table)
             result.urls.append(url)
             result.rows.append(len(shard))
             result.passages += len(shard)
