@@ -144,7 +144,7 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
         log.info("collection '%s' is up to date with %s", settings.collection, sources,
                  extra=HEADLINE)
         catalog.upsert("files", job.restamped)
-        summary.add_gc(stages.gc_stage(settings))
+        summary.add_gc(*stages.gc_stage(settings, build.build))
         summary.save(paths.run_dir(run_id))
         return summary
 
@@ -202,7 +202,7 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
         log.info(headlines.check_line(checked), extra=HEADLINE)
     for url in streamed.fp32_urls:  # FP32 embeddings are an intermediate: the archive stays
         storage.remove(url)
-    summary.add_gc(stages.gc_stage(settings))
+    summary.add_gc(*stages.gc_stage(settings, build.build))
     summary.bytes_per_vector = bytes_per_vector(artifact.dim, codec.report, summary.index)
     summary.save(paths.run_dir(run_id))
     return summary

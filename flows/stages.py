@@ -33,6 +33,7 @@ from vecpress.tasks.ingest.results import StreamJob, StreamResult
 from vecpress.tasks.inputs.sources import read_texts, sample_texts
 from vecpress.tasks.report.results import CheckResult
 from vecpress.tasks.search.evaluation import held_out_recall, own_text_hit_rate
+from vecpress.tasks.search.footprint import Footprint, measure_collection
 from vecpress.tasks.search.opening import rescore_directory
 from vecpress.tasks.search.rescore_store import RescoreStore
 from vecpress.tasks.search.searcher import Searcher
@@ -117,10 +118,13 @@ def check_stage(settings: Settings, build: Build, artifact: ModelArtifact, codec
 
 
 @task(cache_policy=NONE)
-def gc_stage(settings: Settings) -> GcResult:
+def gc_stage(settings: Settings, build: str) -> tuple[GcResult, Footprint]:
+    """Garbage collection, then what ``build`` costs, measured: what is kept (one store: on
+    Milvus Lite, opening the engine again reads every row)."""
     paths = CollectionPaths(settings.storage_root, settings.collection)
     store = MilvusStore(settings.milvus)
     try:
-        return collect_garbage(paths, Catalog(paths.root), store, settings.gc_grace_s)
+        collected = collect_garbage(paths, Catalog(paths.root), store, settings.gc_grace_s)
+        return collected, measure_collection(settings, store, build)
     finally:
         store.close()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vecpress.infra import lite_engine
+from vecpress.infra import lite_engine, server_sizes
 from vecpress.infra.milvus_fields import METADATA, VECTOR, typed_fields
 from vecpress.infra.settings import MilvusSettings
 
@@ -233,3 +233,16 @@ class MilvusReads:
             self.client.plain.query(name, filter="", output_fields=[METADATA], limit=rows,
                                     consistency_level=self.settings.search_consistency)
         return {str(key) for row in found for key in (row.get(METADATA) or {})}
+
+    # What a collection costs (``tasks.collection.footprint``): the backend's own figures.
+
+    def stored_bytes(self, name: str) -> dict[str, int]:
+        """Bytes of collection ``name`` at rest in Milvus, by kind."""
+        if self._lite is not None:
+            return self._lite.stored_bytes(name)
+        return server_sizes.stored_bytes(self.client.plain, name)
+
+    def loaded_bytes(self, name: str) -> dict[str, int]:
+        """RAM Milvus holds for collection ``name`` while it is loaded (Lite loads it first).
+        A server reports none per collection (``server_sizes``): {}."""
+        return {} if self._lite is None else self._lite.loaded_bytes(name, VECTOR)

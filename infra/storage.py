@@ -226,6 +226,19 @@ def find(url: str) -> list[str]:
     return _named_like(url, fs, fs.find(path))
 
 
+def sizes(url: str) -> dict[str, int]:
+    """Bytes of every file under ``url`` by its path relative to ``url``: one paged listing on an
+    object store. Links are left out (a local rescoring store's ``current`` link names a folder
+    listed anyway)."""
+    fs, path = url_to_fs(url)
+    if not fs.exists(path):
+        return {}
+    base = path.rstrip("/") + "/"
+    return {p.removeprefix(base): int(info.get("size") or 0)
+            for p, info in fs.find(path, detail=True).items()
+            if not info.get("islink") and info.get("type") != "directory"}
+
+
 def _named_like(url: str, fs: fsspec.AbstractFileSystem, paths: list[str]) -> list[str]:
     """Listed paths as full URLs when ``url`` is one, as plain paths when it is a path."""
     return [fs.unstrip_protocol(p) if "://" in url else p for p in paths]

@@ -140,6 +140,46 @@ def test_recall_and_sanity(first_run: dict) -> None:
     assert not any("PQ" in name and "code" in name for name in sizes)  # no PQ codes are archived
 
 
+def _file_bytes(folder: Path) -> dict[str, int]:
+    """Every regular file under ``folder`` (links left out) by its relative path: what ``du``
+    would count, found independently of the code under test."""
+    return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*")
+            if p.is_file() and not p.is_symlink()}
+
+
+def test_the_footprint_is_the_bytes_on_disk(first_run: dict, workspace: dict) -> None:
+    """Every tier of the run summary is measured: each figure equals the bytes of its files."""
+    footprint, data = first_run["footprint"], workspace["root"] / "data"
+    assert footprint["passages"] == first_run["rows_in_milvus"]
+    tiers = {tier: figures["bytes"] for tier, figures in footprint["tiers"].items()}
+    kept = {path: n for path, n in _file_bytes(data / "collections" / COLLECTION).items()
+            if not path.startswith("runs/")}  # the run's own log is written after the summary
+    stored = tiers["at rest on the storage root"]
+    assert sum(n for kind, n in stored.items() if kind != "run logs") == sum(kept.values())
+    shards = {path: n for path, n in kept.items() if path.startswith("shards/")}
+    assert stored["passage shards (text, metadata)"] == sum(
+        n for path, n in shards.items() if Path(path).name.startswith("part-"))
+    assert stored["archive (FP16 vectors)"] == sum(
+        n for path, n in shards.items() if Path(path).name.startswith("archive-"))
+    in_milvus = _file_bytes(data / "milvus.db" / "collections" / first_run["build"])
+    assert sum(tiers["at rest in Milvus"].values()) == sum(in_milvus.values())
+    assert tiers["at rest in Milvus"]["index files"] == sum(
+        n for path, n in in_milvus.items() if "/indexes/" in path)  # vector and scalar
+    rescore = data / "collections" / COLLECTION / "rescore" / first_run["build"] / "current"
+    ram = tiers["RAM while serving"]
+    mapped = sum(p.stat().st_size for p in rescore.glob("*.npy"))
+    assert ram["rescoring store (FP16 vectors), memory-mapped"] == mapped
+    dim = first_run["codec"]["pca_dim"]
+    assert mapped >= first_run["rows_in_milvus"] * 2 * dim  # fp16 PCA vectors
+    # Milvus Lite decodes every row into RAM: at least its float32 vector and its text.
+    assert ram["rows, every field decoded"] >= first_run["rows_in_milvus"] * 4 * dim
+    assert ram["vector index"] > 0  # IVF_SQ8 over the rows
+    per_passage = footprint["totals_per_passage"]
+    at_rest = sum(in_milvus.values()) + sum(kept.values())
+    assert per_passage["at rest, all tiers (run logs apart)"] == pytest.approx(
+        at_rest / footprint["passages"], abs=0.1)
+
+
 # Each filter with which passages it keeps (their metadata).
 FILTERS = {"half == true": lambda m: m.get("half") is True,
            'team == "t7"': lambda m: m.get("team") == "t7",

@@ -16,6 +16,7 @@ collection as ingests and rebuilds commit. ``vecpress search`` is a thin command
 from __future__ import annotations
 
 import posixpath
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -34,6 +35,8 @@ from vecpress.tasks.search.searcher import Hit, Searcher
 
 if TYPE_CHECKING:
     from vecpress.tasks.report.summary import IngestSummary
+
+FOOTPRINT_TTL_S = 60.0  # info() measures the tiers again after this (a listing of the root)
 
 __all__ = ["MAX_K", "Collection", "CollectionInfo", "FilterError", "Hit", "LimitExceeded", "ingest",
            "open_collection"]
@@ -56,6 +59,9 @@ class CollectionInfo:
     last_run: dict[str, Any] | None = field(default=None)  # the newest run summary, if any
     typed_fields: dict[str, str] = field(default_factory=dict)  # metadata keys with own fields
     similarity: str = "cosine"  # the model's similarity function: what scores are (cosine, dot…)
+    # Measured bytes of each tier, and per passage (``tasks.search.footprint``); at most
+    # FOOTPRINT_TTL_S old.
+    footprint: dict[str, Any] = field(default_factory=dict)
 
 
 class Collection:
@@ -65,6 +71,7 @@ class Collection:
     def __init__(self, searcher: Searcher, settings: Settings) -> None:
         self._searcher, self.settings = searcher, settings
         self.query_cache = QueryEmbeddingCache(settings.search.query_cache_size)
+        self._footprint: tuple[float, str, dict[str, Any]] = (0.0, "", {})
 
     @property
     def name(self) -> str:
@@ -146,7 +153,20 @@ class Collection:
             bytes_per_vector=bytes_per_vector(artifact.dim, snap.codec.report, kind),
             last_run=_last_run(self.settings),
             typed_fields=searcher.store.typed_fields(snap.collection),
-            similarity=snap.codec.similarity)
+            similarity=snap.codec.similarity, footprint=self._measured(snap.collection))
+
+    def _measured(self, build: str) -> dict[str, Any]:
+        """The build's footprint, measured again when older than ``FOOTPRINT_TTL_S``: on an
+        object store it lists every file of the collection."""
+        from vecpress.tasks.search.footprint import measure_footprint
+
+        at, measured_build, footprint = self._footprint
+        if measured_build != build or time.monotonic() - at > FOOTPRINT_TTL_S:
+            root = storage.CollectionPaths(self.settings.storage_root, self.settings.collection).root
+            footprint = measure_footprint(root, self._searcher.store, build,
+                                          self._searcher.rescore.directory).to_dict()
+            self._footprint = (time.monotonic(), build, footprint)
+        return footprint
 
     def close(self) -> None:
         """Release the model session and the Milvus connection (and a Milvus Lite file)."""

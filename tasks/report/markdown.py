@@ -9,7 +9,7 @@ import base64
 
 from vecpress.infra import storage
 from vecpress.tasks.report.plot import recall_bytes_png
-from vecpress.tasks.report.summary import IngestSummary
+from vecpress.tasks.report.summary import IngestSummary, bytes_text
 
 
 def summary_rows(summary: IngestSummary) -> list[dict[str, str]]:
@@ -25,8 +25,12 @@ def summary_rows(summary: IngestSummary) -> list[dict[str, str]]:
     rows += [{"what": f"stage: {s.stage}",
               "value": f"{s.seconds:.1f} s, {s.items:,} {s.unit}, {s.per_second:,.1f}/s"}
              for s in summary.stages]
-    rows += [{"what": f"bytes/vector: {k}", "value": f"{v:,.0f}"}
-             for k, v in summary.bytes_per_vector.items()]
+    if summary.footprint:
+        rows += [{"what": f"bytes per passage, {tier}: {kind}", "value": bytes_text(v)}
+                 for tier, figures in summary.footprint["tiers"].items()
+                 for kind, v in figures["bytes_per_passage"].items()]
+        rows += [{"what": f"bytes per passage, {k}", "value": bytes_text(v)}
+                 for k, v in summary.footprint["totals_per_passage"].items()]
     rows += [{"what": k, "value": f"{v:.3f}" if isinstance(v, float) else f"{v:,}"}
              for k, v in summary.recall.items()]
     return rows

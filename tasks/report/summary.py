@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from vecpress.tasks.collection.loading import LoadResult
     from vecpress.tasks.ingest.results import StreamResult
     from vecpress.tasks.inputs.records import InputError
+    from vecpress.tasks.search.footprint import Footprint
 
 QUARANTINE = "quarantine.jsonl"  # every record a run skipped, in the run's folder
 
@@ -58,7 +59,8 @@ class IngestSummary:
     codec: dict = field(default_factory=dict)
     codec_reused: bool = False
     stages: list[StageStat] = field(default_factory=list)
-    bytes_per_vector: dict[str, float] = field(default_factory=dict)
+    bytes_per_vector: dict[str, float] = field(default_factory=dict)  # nominal, from the shapes
+    footprint: dict = field(default_factory=dict)  # measured: tasks.search.footprint, to_dict()
     sanity_self_top3: float = float("nan")
     recall: dict[str, float] = field(default_factory=dict)
     errors: list[dict] = field(default_factory=list)
@@ -109,8 +111,9 @@ class IngestSummary:
         self.stages.append(StageStat("Milvus flush + index + count", seconds, load.rows_in_milvus,
                                      "rows"))
 
-    def add_gc(self, result: GcResult) -> None:
-        self.gc = asdict(result)
+    def add_gc(self, result: GcResult, footprint: Footprint) -> None:
+        """What GC removed, and what the build then costs, measured."""
+        self.gc, self.footprint = asdict(result), footprint.to_dict()
 
     def add_check(self, result: CheckResult) -> None:
         self.sanity_self_top3, self.recall = result.sanity_self_top3, result.recall
@@ -147,6 +150,25 @@ def bytes_per_vector(embedding_dim: int, codec_report: dict, index: dict) -> dic
     }
 
 
+def footprint_table(footprint: dict) -> Table:
+    """The measured bytes of each tier (``tasks.search.footprint.Footprint.to_dict``)."""
+    table = Table(title=f"bytes kept, measured ({footprint['passages']:,} passages)")
+    for col in ("tier and kind", "bytes", "per passage"):
+        table.add_column(col, justify="left" if col == "tier and kind" else "right")
+    for tier, figures in footprint["tiers"].items():
+        table.add_row(f"[bold]{tier}[/bold]", "", "")
+        for kind, size in figures["bytes"].items():
+            table.add_row(f"  {kind}", f"{size:,}", bytes_text(figures["bytes_per_passage"][kind]))
+    table.add_section()
+    for what, per_passage in footprint["totals_per_passage"].items():
+        table.add_row(what, "", bytes_text(per_passage))
+    return table
+
+
+def bytes_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
 def render(summary: IngestSummary, console: Console | None = None) -> None:
     console = console or Console()
     stages = Table(title=f"vecpress run {summary.run_id} → collection '{summary.collection}'")
@@ -156,15 +178,8 @@ def render(summary: IngestSummary, console: Console | None = None) -> None:
         stages.add_row(s.stage, f"{s.items:,} {s.unit}", f"{s.seconds:.1f}", f"{s.per_second:,.1f}")
     console.print(stages)
 
-    if summary.bytes_per_vector:
-        sizes = Table(title="bytes per vector")
-        sizes.add_column("stage")
-        sizes.add_column("bytes", justify="right")
-        sizes.add_column("vs FP32", justify="right")
-        base = summary.bytes_per_vector.get("FP32 embedding", 0.0)
-        for name, value in summary.bytes_per_vector.items():
-            sizes.add_row(name, f"{value:,.0f}", f"{base / value:,.1f}×" if value else "-")
-        console.print(sizes)
+    if summary.footprint:
+        console.print(footprint_table(summary.footprint))
 
     facts = Table(title="results", show_header=False)
     facts.add_column("what")

@@ -81,8 +81,12 @@ def _open(directory: Path, archive_urls: list[str]) -> tuple[int, np.ndarray, np
 
 def default_directory(archive_urls: list[str]) -> Path:
     """A user-cache folder for the collection the archive belongs to."""
-    root = archive_urls[0].rsplit("/shards/", 1)[0] if archive_urls else "empty"
-    key = hashlib.sha256(root.encode()).hexdigest()[:16]
+    return cache_directory(archive_urls[0].rsplit("/shards/", 1)[0] if archive_urls else "empty")
+
+
+def cache_directory(collection_root: str) -> Path:
+    """The user-cache folder of the collection at ``collection_root``."""
+    key = hashlib.sha256(collection_root.encode()).hexdigest()[:16]
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vecpress" / key
 
 
