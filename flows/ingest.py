@@ -21,6 +21,7 @@ from vecpress.flows.progress import HEADLINE
 from vecpress.infra import storage
 from vecpress.infra.locks import collection_lock
 from vecpress.infra.milvus import MilvusStore
+from vecpress.infra.milvus_reads import lite_held
 from vecpress.infra.settings import Settings
 from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks.codec.choose import CodecDriftError, outgrown, reuse_codec
@@ -89,9 +90,11 @@ def _with_secret_token(settings: Settings) -> Settings:
 
 def _ingest_or_explain(sources: list[str], settings: Settings, eval_queries: str | None,
                        recreate: bool, full: bool) -> IngestSummary:
-    """``_ingest``, with a full storage root said plainly."""
+    """``_ingest`` (a Milvus Lite file held open throughout), with a full storage root said
+    plainly."""
     try:
-        return _ingest(sources, settings, eval_queries, recreate, full)
+        with lite_held(settings.milvus):
+            return _ingest(sources, settings, eval_queries, recreate, full)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise StorageFullError(
@@ -144,7 +147,7 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
         log.info("collection '%s' is up to date with %s", settings.collection, sources,
                  extra=HEADLINE)
         catalog.upsert("files", job.restamped)
-        summary.add_gc(*stages.gc_stage(settings, build.build))
+        summary.add_gc(*stages.gc_stage(settings, None))
         summary.save(paths.run_dir(run_id))
         return summary
 

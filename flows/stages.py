@@ -118,13 +118,14 @@ def check_stage(settings: Settings, build: Build, artifact: ModelArtifact, codec
 
 
 @task(cache_policy=NONE)
-def gc_stage(settings: Settings, build: str) -> tuple[GcResult, Footprint]:
-    """Garbage collection, then what ``build`` costs, measured: what is kept (one store: on
-    Milvus Lite, opening the engine again reads every row)."""
+def gc_stage(settings: Settings, build: str | None) -> tuple[GcResult, Footprint | None]:
+    """Garbage collection, then what ``build`` costs, measured: what is kept (one store). No
+    ``build``: nothing measured (a run that changed nothing; on Milvus Lite, measuring would
+    read every row of the collection)."""
     paths = CollectionPaths(settings.storage_root, settings.collection)
     store = MilvusStore(settings.milvus)
     try:
         collected = collect_garbage(paths, Catalog(paths.root), store, settings.gc_grace_s)
-        return collected, measure_collection(settings, store, build)
+        return collected, None if build is None else measure_collection(settings, store, build)
     finally:
         store.close()

@@ -111,9 +111,10 @@ class IngestSummary:
         self.stages.append(StageStat("Milvus flush + index + count", seconds, load.rows_in_milvus,
                                      "rows"))
 
-    def add_gc(self, result: GcResult, footprint: Footprint) -> None:
-        """What GC removed, and what the build then costs, measured."""
-        self.gc, self.footprint = asdict(result), footprint.to_dict()
+    def add_gc(self, result: GcResult, footprint: Footprint | None) -> None:
+        """What GC removed, and what the build then costs, measured (when it was)."""
+        self.gc = asdict(result)
+        self.footprint = {} if footprint is None else footprint.to_dict()
 
     def add_check(self, result: CheckResult) -> None:
         self.sanity_self_top3, self.recall = result.sanity_self_top3, result.recall
