@@ -205,7 +205,9 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
         log.info(headlines.check_line(checked), extra=HEADLINE)
     for url in streamed.fp32_urls:  # FP32 embeddings are an intermediate: the archive stays
         storage.remove(url)
-    summary.add_gc(*stages.gc_stage(settings, build.build))
+    started = time.perf_counter()
+    collected, footprint = stages.gc_stage(settings, build.build)
+    summary.add_gc(collected, footprint, time.perf_counter() - started)
     summary.bytes_per_vector = bytes_per_vector(artifact.dim, codec.report, summary.index)
     summary.save(paths.run_dir(run_id))
     return summary

@@ -20,7 +20,6 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -145,37 +144,12 @@ class LiteEngine:
                 return int(collection.num_entities)
             return len(collection.query(expression, output_fields=[pk_field]))
 
-    def stored_bytes(self, name: str) -> dict[str, int]:
-        """Bytes of collection ``name`` in the data directory, by kind: the rows' fields (every
-        field, text included), the vector index files, and the engine's log and metadata."""
-        folder = Path(self.path) / "collections" / name
-        out = {"field data": 0, "index files": 0, "log and metadata": 0}
-        for file in folder.rglob("*"):
-            if file.is_file() and not file.is_symlink():
-                kind = {"data": "field data", "indexes": "index files"}.get(
-                    file.parent.name, "log and metadata")
-                out[kind] += file.stat().st_size
-        return out
-
-    def loaded_bytes(self, name: str, vector_field: str) -> dict[str, int]:
-        """RAM the engine holds for the loaded collection ``name``: Milvus Lite keeps every
-        field of every row decoded in memory (it maps nothing), each vector index built over
-        them (a flat index reads the rows' own vectors), and a key map per row."""
+    def loaded_collection(self, name: str) -> Any:
+        """The engine's collection ``name``, loaded (what ``infra.milvus_sizes`` measures)."""
         with _failing():
             collection = self.db.get_collection(name)
             collection.load()
-            segments = list(collection._segment_cache.values())
-        indexes = Path(self.path) / "collections" / name
-        ann = sum(f.stat().st_size for f in indexes.rglob("*.idx")
-                  if f.parent.name == "indexes" and f".{vector_field}." in f.name
-                  and ".flat." not in f.name)
-        rows = sum(len(s.pks) for s in segments)
-        return {"rows, every field decoded": sum(int(s.table.nbytes) for s in segments),
-                "vector index": ann,
-                # the dict and list themselves, and one int object per key (32 bytes)
-                "key maps": sum(sys.getsizeof(s.pk_to_row) + sys.getsizeof(s.pks)
-                                for s in segments) + 32 * rows}
-
+        return collection
 
 @contextmanager
 def _failing() -> Iterator[None]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vecpress.infra import lite_engine, server_sizes
+from vecpress.infra import lite_engine, milvus_sizes
 from vecpress.infra.milvus_fields import METADATA, VECTOR, typed_fields
 from vecpress.infra.settings import MilvusSettings
 
@@ -254,12 +254,14 @@ class MilvusReads:
     # What a collection costs (``tasks.collection.footprint``): the backend's own figures.
 
     def stored_bytes(self, name: str) -> dict[str, int]:
-        """Bytes of collection ``name`` at rest in Milvus, by kind."""
+        """Bytes of collection ``name`` at rest in Milvus, by kind (``infra.milvus_sizes``)."""
         if self._lite is not None:
-            return self._lite.stored_bytes(name)
-        return server_sizes.stored_bytes(self.client.plain, name)
+            return milvus_sizes.lite_stored_bytes(self._lite, name)
+        return milvus_sizes.server_stored_bytes(self.client.plain, name)
 
     def loaded_bytes(self, name: str) -> dict[str, int]:
         """RAM Milvus holds for collection ``name`` while it is loaded (Lite loads it first).
-        A server reports none per collection (``server_sizes``): {}."""
-        return {} if self._lite is None else self._lite.loaded_bytes(name, VECTOR)
+        A server reports none per collection: {}."""
+        if self._lite is None:
+            return {}
+        return milvus_sizes.lite_loaded_bytes(self._lite, name, VECTOR)

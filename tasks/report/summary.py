@@ -111,10 +111,14 @@ class IngestSummary:
         self.stages.append(StageStat("Milvus flush + index + count", seconds, load.rows_in_milvus,
                                      "rows"))
 
-    def add_gc(self, result: GcResult, footprint: Footprint | None) -> None:
+    def add_gc(self, result: GcResult, footprint: Footprint | None, seconds: float = 0.0
+               ) -> None:
         """What GC removed, and what the build then costs, measured (when it was)."""
         self.gc = asdict(result)
         self.footprint = {} if footprint is None else footprint.to_dict()
+        if footprint is not None:
+            self.stages.append(StageStat("garbage collection + bytes kept, measured", seconds,
+                                         footprint.passages))
 
     def add_check(self, result: CheckResult) -> None:
         self.sanity_self_top3, self.recall = result.sanity_self_top3, result.recall
