@@ -99,6 +99,14 @@ def test_ingest_update_search_reindex_and_gc_on_s3_with_workers_sharing_no_disk(
         summary = summary_of(first)
         assert summary["changes"]["new"] == 40 and summary["rows_in_milvus"] > 500
         assert milvus_rows("s3://vpress/root", "kb", db) == summary["rows_in_milvus"]
+        # The footprint lists the bucket's objects; the rescoring store is on the flow's host.
+        tiers = {t: f["bytes"] for t, f in summary["footprint"]["tiers"].items()}
+        listed = s3["fs"].find("vpress/root/collections/kb", detail=True)
+        assert sum(n for kind, n in tiers["at rest on the storage root"].items()
+                   if kind not in ("run logs", "lease (while a run holds it)")) == sum(
+            info["size"] for key, info in listed.items()
+            if "/runs/" not in key and "/lease/" not in key)  # the run's log and lease change
+        assert tiers["at rest on the search host"]["rescoring store (FP16 vectors)"] > 0
         # Each worker ran the model from its own copy, fetched from the storage root.
         artifact = s3["fs"].ls("vpress/root/models", detail=False)
         assert len(artifact) == 1 and s3["fs"].exists(f"{artifact[0]}/complete")

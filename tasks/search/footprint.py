@@ -9,8 +9,8 @@ Tiers:
 - RAM while serving: Milvus's loaded collection, and the rescoring store the search host maps
   (resident as far as searches touch it, all of it when hot);
 - at rest in Milvus: the rows' field data and the index files;
-- at rest on the storage root: each kind of file (the run logs apart: they grow with runs, not
-  passages);
+- at rest on the storage root: each kind of file (the run logs and a run's lease apart: they
+  grow with runs, not passages);
 - at rest on the search host: the rescoring store, when it lives outside the storage root (an
   object-store root keeps it in the user cache).
 """
@@ -31,12 +31,14 @@ if TYPE_CHECKING:
     from vecpress.infra.settings import Settings
 
 RUN_LOGS = "run logs"
+LEASE = "lease (while a run holds it)"
+APART = {RUN_LOGS, LEASE}  # on the root, but no cost of the passages: left out of the total
 PASSAGES = "passage shards (text, metadata)"
 RESCORE = "rescoring store (FP16 vectors)"
 SHARD_KINDS = {"part-": PASSAGES, "archive-": "archive (FP16 vectors)",
                "tokens-": "token ids (until embedded)",
                "embeddings-": "FP32 embeddings (until encoded)"}
-TOP_KINDS = {"rescore": RESCORE, "codecs": "codecs", "runs": RUN_LOGS}
+TOP_KINDS = {"rescore": RESCORE, "codecs": "codecs", "runs": RUN_LOGS, "lease": LEASE}
 BOOKKEEPING = "catalog and bookkeeping"
 
 
@@ -83,8 +85,8 @@ class Footprint:
                 "at rest on the search host": self.search_host}
 
     def at_rest(self) -> int:
-        """Every byte kept at rest for the collection, the run logs apart."""
-        kept = {k: v for k, v in self.storage.items() if k != RUN_LOGS}
+        """Every byte kept at rest for the collection, the run logs and the lease apart."""
+        kept = {k: v for k, v in self.storage.items() if k not in APART}
         return sum(self.milvus.values()) + sum(kept.values()) + sum(self.search_host.values())
 
     def per_passage(self, n: int) -> float | None:
