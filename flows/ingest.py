@@ -21,7 +21,6 @@ from vecpress.flows.progress import HEADLINE
 from vecpress.infra import storage
 from vecpress.infra.locks import collection_lock
 from vecpress.infra.milvus import MilvusStore
-from vecpress.infra.milvus_reads import lite_held
 from vecpress.infra.settings import Settings
 from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks.codec.choose import CodecDriftError, outgrown, reuse_codec
@@ -90,11 +89,9 @@ def _with_secret_token(settings: Settings) -> Settings:
 
 def _ingest_or_explain(sources: list[str], settings: Settings, eval_queries: str | None,
                        recreate: bool, full: bool) -> IngestSummary:
-    """``_ingest`` (a Milvus Lite file held open throughout), with a full storage root said
-    plainly."""
+    """``_ingest``, with a full storage root said plainly."""
     try:
-        with lite_held(settings.milvus):
-            return _ingest(sources, settings, eval_queries, recreate, full)
+        return _ingest(sources, settings, eval_queries, recreate, full)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise StorageFullError(

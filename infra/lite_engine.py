@@ -151,6 +151,7 @@ class LiteEngine:
             collection.load()
         return collection
 
+
 @contextmanager
 def _failing() -> Iterator[None]:
     """The engine's failures as ``LiteError``, as its gRPC server reports them to pymilvus: its
@@ -202,7 +203,6 @@ def _json_value(value: Any) -> Any:
 # The Lite files this process has open: one engine per file serves every store of it (``vecpress
 # api`` serving several collections of one file) and stops when the last of them closes.
 _ENGINES: dict[str, LiteEngine] = {}
-_KEPT: dict[str, int] = {}  # files whose engine outlives its stores (``keep``), how many times
 _LOCK = threading.Lock()
 
 
@@ -235,30 +235,7 @@ def release(uri: str) -> None:
         if engine is None:
             return
         engine.users -= 1
-        if engine.users > 0 or key in _KEPT:
-            return
-        del _ENGINES[key]
-    _stop(engine)
-
-
-def keep(uri: str) -> None:
-    """Keep the engine of ``uri`` open once opened, when its last store closes, until
-    ``unkeep``: the stages of a run then share one engine (nothing is opened here)."""
-    key = _key(uri)
-    with _LOCK:
-        _KEPT[key] = _KEPT.get(key, 0) + 1
-
-
-def unkeep(uri: str) -> None:
-    """Undo one ``keep``; the engine stops now if no store uses it."""
-    key = _key(uri)
-    with _LOCK:
-        _KEPT[key] -= 1
-        if _KEPT[key] > 0:
-            return
-        del _KEPT[key]
-        engine = _ENGINES.get(key)
-        if engine is None or engine.users > 0:
+        if engine.users > 0:
             return
         del _ENGINES[key]
     _stop(engine)

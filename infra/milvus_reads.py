@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,22 +53,6 @@ def _open_lite(settings: MilvusSettings) -> lite_engine.LiteEngine:
             raise ConnectionConfigException(message=f"Open local milvus failed: {exc}") from exc
 
     return retry_policy(settings.retry_s)(attempt)()
-
-
-@contextmanager
-def lite_held(settings: MilvusSettings) -> Iterator[None]:
-    """The Milvus Lite file of ``settings``, once a store opened it, kept open by this process
-    meanwhile (nothing for a server). Each store otherwise opens the engine afresh, and a fresh
-    engine reads every row of a collection the first time it is touched: a run's stages share
-    one instead."""
-    if not settings.is_lite:
-        yield
-        return
-    lite_engine.keep(settings.uri)
-    try:
-        yield
-    finally:
-        lite_engine.unkeep(settings.uri)
 
 
 def is_milvus_error(exc: BaseException | None) -> bool:

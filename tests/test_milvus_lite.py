@@ -12,7 +12,7 @@ from vecpress.infra.index_plan import plan_index, replan
 from vecpress.infra.metadata_settings import MetadataSettings
 from vecpress.infra.milvus import MilvusSchemaError, MilvusStore
 from vecpress.infra.milvus_fields import as_columns
-from vecpress.infra.milvus_reads import MilvusReads, lite_held, lite_open_here, milvus_errors
+from vecpress.infra.milvus_reads import MilvusReads, milvus_errors
 from vecpress.infra.settings import MilvusSettings
 
 
@@ -219,19 +219,3 @@ def test_transient_failures_are_retried_except_where_failing_is_the_answer(monke
             once("c")
     assert client.plain.calls == {"has_collection": 2, "query": 3, "describe_alias": 1, "search": 1}
 
-
-def test_a_run_keeps_one_engine_for_its_stages(tmp_path) -> None:
-    """Within ``lite_held`` (an ingest run), the engine a stage's store opened stays open for the
-    next stage (a fresh one would read every row again); the file is free once the run ends, and
-    holding opens nothing by itself (a refused run creates no file)."""
-    settings = MilvusSettings(uri=str(tmp_path / "kept.db"))
-    with lite_held(settings):
-        assert not (tmp_path / "kept.db").exists()
-        MilvusReads(settings).close()
-        assert lite_open_here(settings.uri)
-        second = MilvusReads(settings)
-        second.close()
-        assert lite_open_here(settings.uri)
-    assert not lite_open_here(settings.uri)
-    MilvusReads(settings).close()  # closed after the run: a new store opens it afresh
-    assert not lite_open_here(settings.uri)
