@@ -234,7 +234,7 @@ class MilvusReads:
                                     consistency_level=self.settings.search_consistency)
         return {str(key) for row in found for key in (row.get(METADATA) or {})}
 
-    # What a collection costs (``tasks.collection.footprint``): the backend's own figures.
+    # What a collection costs (``tasks.search.footprint``): the backend's own figures.
 
     def stored_bytes(self, name: str) -> dict[str, int]:
         """Bytes of collection ``name`` at rest in Milvus, by kind (``infra.milvus_sizes``)."""

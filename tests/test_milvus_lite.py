@@ -218,4 +218,3 @@ def test_transient_failures_are_retried_except_where_failing_is_the_answer(monke
         with pytest.raises(MilvusException):
             once("c")
     assert client.plain.calls == {"has_collection": 2, "query": 3, "describe_alias": 1, "search": 1}
-
