@@ -90,7 +90,8 @@ def measure(label: str, settings, codec_settings, data: dict, latency_queries: i
     for minutes after a bulk load, on the same 2 cores, which is not what a search meets later."""
     from vecpress.infra.milvus import MilvusStore
     from vecpress.infra.storage import write_parquet
-    from vecpress.tasks.codec.codec import archive_table, fit_codec
+    from vecpress.tasks.codec.codec import fit_codec
+    from vecpress.tasks.codec.refine import archive_table
     from vecpress.tasks.collection.loading import index_collection
     from vecpress.tasks.embed.embedder import OnnxEmbedder
     from vecpress.tasks.recall import recall_at_k
@@ -102,7 +103,7 @@ def measure(label: str, settings, codec_settings, data: dict, latency_queries: i
     corpus, pks, texts = data["corpus"], data["pks"], data["texts"]
     codec = fit_codec(data["sample"], codec_settings)
     archive = work / "archive.parquet"
-    write_parquet(str(archive), archive_table(pks, codec.project(corpus)))
+    write_parquet(str(archive), archive_table(pks, codec.project(corpus), codec.refiner))
     rescore = RescoreStore([str(archive)], directory=work / "rescore")
     store = MilvusStore(settings.milvus)
     name = f"latency_{label}"

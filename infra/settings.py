@@ -151,6 +151,10 @@ class CodecSettings(BaseModel):
                              "at the model's dimension).")
     pq_m: int = Field(32, ge=1, description="PQ sub-quantizers; bytes per code at 8 bits.")
     pq_nbits: int = Field(8, ge=4, le=12, description="Bits per PQ sub-code.")
+    refine: Literal["sq8", "sq6", "sq4", "fp16"] = Field(
+        "sq8", description="How the archive and the search host's rescoring store keep each PCA "
+        "vector: a FAISS scalar quantizer trained with the codec, 8, 6 or 4 bits per dimension, "
+        "or FP16 (16 bits). sq8 halves FP16's bytes for ~0.004 of recall@10.")
     sample_size: int = Field(20_000, ge=256, description="Vectors sampled to fit PCA and PQ.")
     min_fit_vectors: int = Field(1_000, ge=16, description="A new collection with fewer passages "
                                  "keeps whole vectors (exact search, no PCA/PQ); the first ingest "
@@ -174,6 +178,9 @@ class CodecSettings(BaseModel):
     autotune_pca_dims: list[int] = Field([128, 192, 256, 320, 384], description="PCA dims tried "
                                          "(capped at the embedding dimension).")
     autotune_pq_m: list[int] = Field([8, 16, 24, 32], description="PQ sub-quantizers tried.")
+    autotune_refine: list[Literal["sq8", "sq6", "sq4", "fp16"]] = Field(
+        ["sq4", "sq6", "sq8", "fp16"], description="Rescoring tiers tried (codec.refine); the "
+        "choice costs index code plus rescoring bytes.")
     autotune_rotation: list[bool] = Field([False, True], description="Random rotation after PCA, "
                                           "tried off and on.")
     autotune_probe_shares: list[float] = Field([0.25, 1.0], description="Shares of "

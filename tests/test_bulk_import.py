@@ -76,7 +76,7 @@ def test_an_upsert_after_a_bulk_import_keeps_each_passage_once(tmp_path, fp32_ar
     import pyarrow as pa
 
     from vecpress.infra import storage
-    from vecpress.tasks.codec.codec import archive_table
+    from vecpress.tasks.codec.refine import archive_table
     from vecpress.tasks.ingest.part_jobs import bulk_load_parts, load_part
 
     n, dim = 200, 16

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import faiss
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
+from vecpress.infra import storage
 from vecpress.infra.settings import CodecSettings
-from vecpress.tasks.arrays import fixed_list_to_numpy
-from vecpress.tasks.codec.codec import Codec, CodecError, archive_table, fit_codec
+from vecpress.tasks.codec.codec import Codec, CodecError, fit_codec
+from vecpress.tasks.codec.refine import archive_table, read_archive, read_archive_vectors
 from vecpress.tasks.recall import recall_at_k
 
 
@@ -48,13 +52,41 @@ def test_codec_id_depends_on_parameters_and_sample(embeddings: np.ndarray) -> No
     assert a.codec_id == b.codec_id != c.codec_id
 
 
-def test_archive_round_trip(embeddings: np.ndarray) -> None:
-    codec = fit_codec(embeddings, CodecSettings(pca_dim=64, pq_m=8))
+@pytest.mark.parametrize(("kind", "width", "atol"), [("sq8", 64, 0.02), ("sq6", 48, 0.06),
+                                                    ("sq4", 32, 0.25), ("fp16", 128, 2e-3)])
+def test_archive_round_trip(embeddings: np.ndarray, tmp_path: Path, kind: str, width: int,
+                            atol: float) -> None:
+    """The archive keeps each PCA vector as the codec's refiner codes it, in ``width`` bytes,
+    and any reader decodes it from the shard alone (the quantizer rides in its schema)."""
+    codec = fit_codec(embeddings, CodecSettings(pca_dim=64, pq_m=8, refine=kind))
     pca = codec.project(embeddings[:10])
-    table = archive_table(np.arange(10), pca)
-    back = fixed_list_to_numpy(table.column("pca_fp16"), np.float32)
-    np.testing.assert_allclose(back, pca, atol=2e-3)
-    assert table.column_names == ["pk", "pca_fp16"]  # Milvus builds its own PQ from these
+    url = str(tmp_path / "archive.parquet")
+    storage.write_parquet(url, archive_table(np.arange(10), pca, codec.refiner))
+    assert pq.read_metadata(url).num_columns == 2  # pk and the codes: Milvus builds its own index
+    assert codec.report["refine_bytes"] == codec.refiner.bytes_per_vector(64) == width
+    pks, stored, refiner = read_archive(url)
+    assert stored.shape == (10, width // 2 if kind == "fp16" else width)
+    assert stored.dtype == (np.float16 if kind == "fp16" else np.uint8)
+    assert refiner.same_as(codec.refiner) and np.array_equal(pks, np.arange(10))
+    _, back = read_archive_vectors(url)
+    np.testing.assert_allclose(back, pca, atol=atol * float(np.abs(pca).max()))
+    # coded again, decoded vectors keep their codes (incremental reuse re-archives them)
+    np.testing.assert_array_equal(codec.refiner.encode(back), stored)
+    again = Codec.load(_saved(codec, tmp_path))
+    assert again.refiner.same_as(codec.refiner) and again.codec_id == codec.codec_id
+
+
+def _saved(codec: Codec, tmp_path: Path) -> str:
+    directory = str(tmp_path / "codec")
+    codec.save(directory)
+    return directory
+
+
+def test_refine_kind_is_part_of_the_codec_id(embeddings: np.ndarray) -> None:
+    """A codec whose archive is coded otherwise is another codec (its archives differ)."""
+    ids = {kind: fit_codec(embeddings[:600], CodecSettings(pca_dim=64, pq_m=8, refine=kind))
+           .codec_id for kind in ("sq8", "fp16")}
+    assert ids["sq8"] != ids["fp16"]
 
 
 def test_bad_settings_are_explained(embeddings: np.ndarray) -> None:

@@ -106,7 +106,7 @@ def test_ingest_update_search_reindex_and_gc_on_s3_with_workers_sharing_no_disk(
                    if kind not in ("run logs", "lease (while a run holds it)")) == sum(
             info["size"] for key, info in listed.items()
             if "/runs/" not in key and "/lease/" not in key)  # the run's log and lease change
-        assert tiers["at rest on the search host"]["rescoring store (FP16 vectors)"] > 0
+        assert tiers["at rest on the search host"]["rescoring store (mapped codes)"] > 0
         # Each worker ran the model from its own copy, fetched from the storage root.
         artifact = s3["fs"].ls("vpress/root/models", detail=False)
         assert len(artifact) == 1 and s3["fs"].exists(f"{artifact[0]}/complete")

@@ -100,7 +100,7 @@ def test_search_needs_only_the_name_and_the_storage_root(built: dict, tmp_path: 
     stored = info.footprint["tiers"]["at rest on the storage root"]["bytes"]
     assert sum(stored.values()) == on_disk and info.footprint["passages"] == info.rows
     assert info.footprint["tiers"]["RAM while serving"]["bytes_per_passage"][
-        "rescoring store (FP16 vectors), memory-mapped"] >= 2 * info.codec["pca_dim"]
+        "rescoring store (mapped codes), memory-mapped"] >= info.codec["refine_bytes"]
 
 
 def test_eight_threads_get_what_one_gets(built: dict) -> None:
@@ -203,7 +203,7 @@ def test_the_api_on_a_milvus_server(corpus: Path, tiny: str, model_cache: Path, 
     assert binlogs < measured["field data, uncompressed (the server's figure)"] < 5 * binlogs
     assert "RAM while serving" not in info.footprint["tiers"] or set(
         info.footprint["tiers"]["RAM while serving"]["bytes"]) == {
-        "rescoring store (FP16 vectors), memory-mapped"}
+        "rescoring store (mapped codes), memory-mapped"}
     shutil.rmtree(root / "collections" / "kb_server" / "catalog")  # a root without the catalog
     with pytest.raises(LookupError, match="ingest first"):
         vecpress.open_collection("kb_server", storage_root=str(root))

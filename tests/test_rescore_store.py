@@ -6,48 +6,55 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from vecpress.infra import storage
-from vecpress.tasks.codec.codec import archive_table
+from vecpress.tasks.codec.refine import FP16, ArchiveFormatError, Refiner, archive_table, train_refiner
 from vecpress.tasks.search import rescore_store
 from vecpress.tasks.search.rescore_store import RescoreStore
 
 
-def _shard(root, run: str, pks: np.ndarray, vectors: np.ndarray) -> str:
+def _shard(root, run: str, pks: np.ndarray, vectors: np.ndarray, refiner: Refiner = FP16) -> str:
     url = str(root / "collections" / "c" / "shards" / run / "archive-x-0000.parquet")
-    storage.write_parquet(url, archive_table(pks, vectors))
+    storage.write_parquet(url, archive_table(pks, vectors, refiner))
     return url
 
 
-def test_lookup_merge_and_latest_wins(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("kind", ["sq8", "fp16"])
+def test_lookup_merge_and_latest_wins(tmp_path, monkeypatch, kind: str) -> None:
     rng = np.random.default_rng(0)
     a_pks = rng.choice(10**12, size=3000, replace=False).astype(np.int64)
     a_vecs = rng.standard_normal((3000, 16)).astype(np.float32)
-    first = _shard(tmp_path, "r1", a_pks, a_vecs)
+    b_vecs = rng.standard_normal((1500, 16)).astype(np.float32)
+    refiner = train_refiner(kind, np.vstack([a_vecs, b_vecs]))
+    first = _shard(tmp_path, "r1", a_pks, a_vecs, refiner)
     store = RescoreStore([first], directory=tmp_path / "rescore")
     assert isinstance(store._vectors, np.memmap) and len(store) == 3000 and store.merged == 1
+    # The store keeps the archive's codes as they are: 1 B per dimension for sq8, 2 for FP16.
+    assert store._vectors.dtype == (np.uint8 if kind == "sq8" else np.float16)
+    assert store.nbytes == 3000 * (8 + 16 * (1 if kind == "sq8" else 2)) and store.dim == 16
     probe = np.concatenate([a_pks[[5, 17, 2999]], [-1]])
     found, vectors = store.lookup(probe)
     assert found.tolist() == [True, True, True, False]
-    np.testing.assert_allclose(vectors, a_vecs[[5, 17, 2999]], atol=1e-2)
+    np.testing.assert_allclose(vectors, a_vecs[[5, 17, 2999]], atol=3e-2)
+    np.testing.assert_array_equal(vectors, refiner.decode(refiner.encode(a_vecs[[5, 17, 2999]])))
 
     # A second run re-writes 500 passages (new vectors) and adds 1000; small merge batches force
     # several merges into the on-disk arrays.
     monkeypatch.setattr(rescore_store, "BATCH_BYTES", 1)
     monkeypatch.setattr(rescore_store, "PRUNE_AFTER_S", 0.0)
     b_pks = np.concatenate([a_pks[:500], rng.choice(10**12, size=1000).astype(np.int64) + 10**12])
-    b_vecs = rng.standard_normal((1500, 16)).astype(np.float32)
-    second = _shard(tmp_path, "r2", b_pks[:700], b_vecs[:700])
-    third = _shard(tmp_path, "r3", b_pks[700:], b_vecs[700:])
+    second = _shard(tmp_path, "r2", b_pks[:700], b_vecs[:700], refiner)
+    third = _shard(tmp_path, "r3", b_pks[700:], b_vecs[700:], refiner)
     reader = store  # opened before the update: keeps mapping its own version
     store = RescoreStore([first, second, third], directory=tmp_path / "rescore")
     assert len(reader) == 3000 and reader.lookup(a_pks[:1])[0].all()
     assert store.merged == 2 and len(store) == 3000 + 1000  # only the new shards were read
     assert np.all(np.diff(np.asarray(store._pks)) > 0)
     found, vectors = store.lookup(b_pks[[0, 499, 1499]])
-    np.testing.assert_allclose(vectors, b_vecs[[0, 499, 1499]], atol=1e-2)
+    np.testing.assert_allclose(vectors, b_vecs[[0, 499, 1499]], atol=3e-2)
     _, old = store.lookup(a_pks[[500, 2000]])
-    np.testing.assert_allclose(old, a_vecs[[500, 2000]], atol=1e-2)
+    np.testing.assert_allclose(old, a_vecs[[500, 2000]], atol=3e-2)
     manifest = json.loads((store.directory / "current" / "manifest.json").read_text())
     assert manifest["archives"] == [first, second, third]
     # Published versions: the current one and the one before it (for readers that resolved it).
@@ -58,6 +65,27 @@ def test_lookup_merge_and_latest_wins(tmp_path, monkeypatch) -> None:
     rebuilt = RescoreStore([first], directory=tmp_path / "rescore")  # shard list changed: rebuilt
     assert rebuilt.merged == 1 and len(rebuilt) == 3000
     assert len(store) == 4000  # the reader of the previous version is unaffected
+
+
+def test_a_store_of_fp16_archives_written_before_the_codes_is_rebuilt_and_served(tmp_path) -> None:
+    """A collection written before the refine tier: FP16 archive shards and a store of format 1
+    (no refiner). The store is rebuilt from the same shards and serves their vectors."""
+    rng = np.random.default_rng(1)
+    pks = np.arange(100, dtype=np.int64) * 7
+    vecs = rng.standard_normal((100, 8)).astype(np.float32)
+    url = _shard(tmp_path, "old", pks, vecs)
+    store = RescoreStore([url], directory=tmp_path / "r")
+    manifest = store.directory / "current" / "manifest.json"
+    manifest.write_text(json.dumps({"format": 1, "archives": [url]}))  # as the old code wrote it
+    again = RescoreStore([url], directory=tmp_path / "r")
+    assert again.merged == 1 and again.refiner.kind == "fp16"
+    np.testing.assert_allclose(again.lookup(pks[[3, 99]])[1], vecs[[3, 99]], atol=1e-2)
+    # shards coded two ways in one store: refused with what to do, and nothing is published
+    coded = _shard(tmp_path, "new", pks + 1, vecs, train_refiner("sq8", vecs))
+    with pytest.raises(ArchiveFormatError, match=r"coded unlike.*--recreate"):
+        RescoreStore([url, coded], directory=tmp_path / "r2")
+    assert not (tmp_path / "r2" / "current").exists()
+    assert not list((tmp_path / "r2").glob(".build-*"))
 
 
 def test_default_directory_is_per_collection_in_the_user_cache(tmp_path) -> None:

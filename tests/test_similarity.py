@@ -111,8 +111,10 @@ def test_hits_score_as_sentence_transformers_similarity(
     for row, hits in zip(true, found, strict=True):
         best = np.sort(row)[::-1][:10]
         ours = np.array([h.score for h in hits])
-        # Each hit's score is the model's similarity of that passage (fp16 rescoring vectors) ...
+        # Each hit's score is the model's similarity of that passage, within what the rescoring
+        # codes keep (SQ8: one 256th of each PCA component's range; seen: 0.0025 of the spread;
+        # the exact codec's FP16: far less) ...
         theirs = np.array([row[texts.index(h.text)] for h in hits])
-        np.testing.assert_allclose(ours, theirs, atol=2e-3 * spread)
+        np.testing.assert_allclose(ours, theirs, atol=4e-3 * spread)
         # ... and the hits are the exact top 10 by that similarity, best first.
-        np.testing.assert_allclose(ours, best, atol=2e-3 * spread)
+        np.testing.assert_allclose(ours, best, atol=4e-3 * spread)

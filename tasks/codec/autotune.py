@@ -4,13 +4,14 @@ target within a latency budget.
 Some sample vectors are held out as queries; exact FP32 top-k over the rest by the model's
 similarity (``tasks.similarity``) is the truth. Each candidate is served the way a Milvus server
 serves it: FAISS IVF-PQ over the PCA vectors (8-bit codes; nlist as the index plan sizes it for
-the sample) returns k × r candidates from ``nprobe`` lists, rescored with their fp16 PCA vectors
-as the archive-backed search does.
+the sample) returns k × r candidates from ``nprobe`` lists, rescored with their PCA vectors as
+the rescoring tier keeps them (``tasks.codec.refine``: scalar-quantizer codes or FP16).
 The grid is PCA dim × random rotation × M (one IVF-PQ trained for each; the coarse lists are
-trained once per PCA space) × probed share of the lists × rescoring factor (searches only).
-Latency is measured: single-threaded milliseconds per query of the simulated search plus its
-rescoring, on this machine. The cheapest candidate (code bytes, then latency) that meets the
-target within ``codec.autotune_latency_ms`` wins; the run report shows it with the Pareto front.
+trained once per PCA space) × probed share of the lists × rescoring factor × rescoring tier
+(searches only). Latency is measured: single-threaded milliseconds per query of the simulated
+search plus its rescoring, on this machine. The cheapest candidate (index code plus rescoring
+tier bytes, then latency) that meets the target within ``codec.autotune_latency_ms`` wins; the run
+report shows it with the Pareto front.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 from vecpress.infra.index_plan import plan_index
 from vecpress.infra.settings import CodecSettings, MilvusSettings
 from vecpress.tasks.codec.codec import largest_divisor
+from vecpress.tasks.codec.refine import train_refiner
 from vecpress.tasks.recall import recall_at_k
 from vecpress.tasks.similarity import distances
 
@@ -37,7 +39,7 @@ class TuneRow:
     pq_m: int
     code_bytes: int  # PQ code bytes per vector in the IVF_PQ index (ids and centroids not counted)
     recall_ann: float  # recall@10 of the IVF-PQ search alone
-    recall_rescored: float  # after rescoring k × r candidates with fp16 PCA vectors
+    recall_rescored: float  # after rescoring k × r candidates with the ``refine`` tier
     seconds: float  # training and searching this row took
     rotation: bool = False
     nlist: int = 0
@@ -45,6 +47,13 @@ class TuneRow:
     probe_share: float = 1.0  # nprobe / nlist
     rescore_factor: int = 8
     ms_per_query: float = 0.0  # simulated search + rescoring, one thread
+    refine: str = "fp16"  # the rescoring tier's codes (``codec.refine``)
+    refine_bytes: int = 0  # its bytes per vector, kept in the archive and the rescoring store
+
+    @property
+    def bytes(self) -> int:
+        """What a vector costs this configuration: its index code plus its rescoring codes."""
+        return self.code_bytes + self.refine_bytes
 
 
 @dataclass
@@ -63,11 +72,13 @@ class TuneResult:
     budget_met: bool = True  # some configuration ran within the latency budget
 
     def settings(self, base: CodecSettings) -> CodecSettings:
-        """``base`` with the chosen PCA dim, M and rotation (unchanged when nothing was tried)."""
+        """``base`` with the chosen PCA dim, M, rotation and rescoring tier (unchanged when
+        nothing was tried)."""
         if self.chosen is None:
             return base
         return base.model_copy(update={"pca_dim": self.chosen.pca_dim, "pq_m": self.chosen.pq_m,
-                                       "random_rotation": self.chosen.rotation})
+                                       "random_rotation": self.chosen.rotation,
+                                       "refine": self.chosen.refine})
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -79,15 +90,16 @@ class TuneResult:
         budget = f", ≤ {self.latency_budget_ms} ms/query" if self.latency_budget_ms else ""
         out = [f"auto-tune: recall@{K} target {self.target}{budget}, {self.queries} held-out "
                f"queries over {self.base_vectors:,} vectors, {len(self.rows)} configurations; "
-               "Pareto front (bytes, recall, latency):",
-               f"{'PCA':>5} {'rot':>4} {'M':>4} {'bytes':>6} {'nprobe':>10} {'×r':>4} {'ANN':>7} "
-               f"{'rescored':>9} {'ms/q':>6}"]
+               "Pareto front (index + rescoring bytes, recall, latency):",
+               f"{'PCA':>5} {'rot':>4} {'M':>4} {'bytes':>6} {'rescoring':>10} {'nprobe':>10} "
+               f"{'×r':>4} {'ANN':>7} {'rescored':>9} {'ms/q':>6}"]
         shown = self.pareto + ([self.chosen] if self.chosen and self.chosen not in self.pareto
                                else [])
-        for r in sorted(shown, key=lambda r: (r.code_bytes, r.ms_per_query)):
+        for r in sorted(shown, key=lambda r: (r.bytes, r.ms_per_query)):
             mark = " <- chosen" if r == self.chosen else ""
             out.append(f"{r.pca_dim:>5} {'yes' if r.rotation else 'no':>4} {r.pq_m:>4} "
-                       f"{r.code_bytes:>6} {f'{r.nprobe}/{r.nlist}':>10} {r.rescore_factor:>4} "
+                       f"{r.code_bytes:>6} {f'{r.refine} {r.refine_bytes}':>10} "
+                       f"{f'{r.nprobe}/{r.nlist}':>10} {r.rescore_factor:>4} "
                        f"{r.recall_ann:>7.3f} {r.recall_rescored:>9.3f} {r.ms_per_query:>6.2f}{mark}")
         if not self.budget_met:
             out.append(f"no configuration ran within {self.latency_budget_ms} ms/query; the "
@@ -146,9 +158,12 @@ def autotune(sample: np.ndarray, codec: CodecSettings, milvus: MilvusSettings,
             if similarity == "dot":  # queries uncentred, as Codec.project_queries
                 xq = xq - pca.apply(np.zeros((1, sample.shape[1]), dtype=np.float32))
             coarse = _coarse_lists(xb, nlist, codec.seed)
-            fp16 = xb.astype(np.float16).astype(np.float32)
+            tiers = {kind: train_refiner(kind, xb) for kind in sorted(set(codec.autotune_refine))}
+            kept: dict[str, tuple[np.ndarray, int]] = {
+                kind: (t.decode(t.encode(xb)), t.bytes_per_vector(dim))
+                for kind, t in tiers.items()}
             for m in _grid_ms(codec, dim):
-                result.rows += _measure(xb, xq, fp16, truth, coarse, m, probes, factors,
+                result.rows += _measure(xb, xq, kept, truth, coarse, m, probes, factors,
                                         rotation, codec.seed, similarity)
     if not result.rows:
         raise ValueError("auto-tune grid is empty: set codec.autotune_pca_dims and "
@@ -164,11 +179,12 @@ def _coarse_lists(xb: np.ndarray, nlist: int, seed: int) -> np.ndarray:
     return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
 
 
-def _measure(xb: np.ndarray, xq: np.ndarray, fp16: np.ndarray, truth: np.ndarray,
-             coarse: np.ndarray, m: int, probes: list[int], factors: list[int],
-             rotation: bool, seed: int, similarity: str) -> list[TuneRow]:
+def _measure(xb: np.ndarray, xq: np.ndarray, kept: dict[str, tuple[np.ndarray, int]],
+             truth: np.ndarray, coarse: np.ndarray, m: int, probes: list[int],
+             factors: list[int], rotation: bool, seed: int, similarity: str) -> list[TuneRow]:
     """One IVF-PQ index (PQ trained on the residuals of ``coarse``), searched at every nprobe
-    and rescoring factor, with the Milvus metric of ``similarity``."""
+    and rescoring factor, rescored with each tier of ``kept`` (kind: the base vectors as that
+    tier decodes them, its bytes per vector), with the Milvus metric of ``similarity``."""
     started = time.perf_counter()
     dot = similarity == "dot"
     quantizer = faiss.IndexFlatIP(xb.shape[1]) if dot else faiss.IndexFlatL2(xb.shape[1])
@@ -189,12 +205,15 @@ def _measure(xb: np.ndarray, xq: np.ndarray, fp16: np.ndarray, truth: np.ndarray
             for factor in factors:
                 t = time.perf_counter()
                 ann = index.search(xq, K * factor)[1]
-                rescored = _rescore(fp16, xq, ann, K, similarity)
-                ms = 1e3 * (time.perf_counter() - t) / len(xq)
-                rows.append(TuneRow(xb.shape[1], m, m, recall_at_k(truth, ann[:, :K].tolist(), K),
-                                    recall_at_k(truth, rescored.tolist(), K), 0.0, rotation,
-                                    nlist, index.nprobe, round(index.nprobe / nlist, 4), factor,
-                                    ms))
+                ann_ms = 1e3 * (time.perf_counter() - t) / len(xq)
+                for kind, (vectors, width) in kept.items():
+                    t = time.perf_counter()
+                    rescored = _rescore(vectors, xq, ann, K, similarity)
+                    ms = ann_ms + 1e3 * (time.perf_counter() - t) / len(xq)
+                    rows.append(TuneRow(
+                        xb.shape[1], m, m, recall_at_k(truth, ann[:, :K].tolist(), K),
+                        recall_at_k(truth, rescored.tolist(), K), 0.0, rotation, nlist,
+                        index.nprobe, round(index.nprobe / nlist, 4), factor, ms, kind, width))
     finally:
         faiss.omp_set_num_threads(threads)
     seconds = time.perf_counter() - started
@@ -202,20 +221,21 @@ def _measure(xb: np.ndarray, xq: np.ndarray, fp16: np.ndarray, truth: np.ndarray
 
 
 def _choose(result: TuneResult, budget_ms: float | None) -> None:
-    """The cheapest qualifying row (bytes, then latency); the Pareto front over all rows."""
+    """The cheapest qualifying row (index and rescoring bytes, then latency); the Pareto front
+    over all rows."""
     rows = result.rows
     result.pareto = [r for r in rows if not any(
-        o.code_bytes <= r.code_bytes and o.recall_rescored >= r.recall_rescored and
+        o.bytes <= r.bytes and o.recall_rescored >= r.recall_rescored and
         o.ms_per_query <= r.ms_per_query and o != r and
-        (o.code_bytes, -o.recall_rescored, o.ms_per_query) !=
-        (r.code_bytes, -r.recall_rescored, r.ms_per_query) for o in rows)]
+        (o.bytes, -o.recall_rescored, o.ms_per_query) !=
+        (r.bytes, -r.recall_rescored, r.ms_per_query) for o in rows)]
     affordable = [r for r in rows if budget_ms is None or r.ms_per_query <= budget_ms]
     result.budget_met = bool(affordable)
     affordable = affordable or rows
     meeting = [r for r in affordable if r.recall_rescored >= result.target]
     result.met = bool(meeting)
-    result.chosen = min(meeting, key=lambda r: (r.code_bytes, r.ms_per_query, r.pca_dim)) \
-        if meeting else max(affordable, key=lambda r: (r.recall_rescored, -r.code_bytes))
+    result.chosen = min(meeting, key=lambda r: (r.bytes, r.ms_per_query, r.pca_dim)) \
+        if meeting else max(affordable, key=lambda r: (r.recall_rescored, -r.bytes))
 
 
 def _rescore(vectors: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: int,

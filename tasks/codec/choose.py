@@ -36,7 +36,8 @@ def report_grid(codec: CodecSettings) -> CodecSettings:
                     if m >= 1 and pca_dim % m == 0})
     return codec.model_copy(update={
         "autotune_pca_dims": [codec.pca_dim], "autotune_pq_m": pq_ms,
-        "autotune_rotation": [codec.random_rotation], "autotune_probe_shares": [],
+        "autotune_rotation": [codec.random_rotation], "autotune_refine": [codec.refine],
+        "autotune_probe_shares": [],
         "autotune_rescore_factors": [], "autotune_latency_ms": None})
 
 

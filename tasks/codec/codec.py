@@ -18,11 +18,10 @@ from dataclasses import dataclass
 
 import faiss
 import numpy as np
-import pyarrow as pa
 
 from vecpress.infra import storage
 from vecpress.infra.settings import CodecSettings
-from vecpress.tasks.arrays import numpy_to_fixed_list
+from vecpress.tasks.codec.refine import FP16, Refiner, train_refiner
 
 
 class CodecError(ValueError):
@@ -41,6 +40,7 @@ class Codec:
 
     index: faiss.IndexPreTransform
     report: dict
+    refiner: Refiner = FP16  # how the archive and the rescoring store code the PCA vectors
 
     @property
     def codec_id(self) -> str:
@@ -129,13 +129,19 @@ class Codec:
     def save(self, directory: str) -> None:
         storage.write_bytes(storage.join(directory, "codec.faiss"),
                             faiss.serialize_index(self.index).tobytes())
+        if self.refiner.index is not None:
+            storage.write_bytes(storage.join(directory, "refine.faiss"), self.refiner.to_bytes())
         storage.write_json(storage.join(directory, "report.json"), self.report)
 
     @classmethod
     def load(cls, directory: str) -> Codec:
         raw = np.frombuffer(storage.read_bytes(storage.join(directory, "codec.faiss")), np.uint8)
         index = faiss.deserialize_index(raw)  # already the concrete IndexPreTransform
-        return cls(index=index, report=storage.read_json(storage.join(directory, "report.json")))
+        report = storage.read_json(storage.join(directory, "report.json"))
+        kind = str(report.get("refine", "fp16"))  # codecs before the refine tier: FP16
+        refiner = FP16 if kind == "fp16" else Refiner.from_bytes(
+            kind, storage.read_bytes(storage.join(directory, "refine.faiss")))
+        return cls(index=index, report=report, refiner=refiner)
 
 
 def fit_exact(sample: np.ndarray, reason: str, similarity: str = "cosine") -> Codec:
@@ -157,12 +163,17 @@ def fit_exact(sample: np.ndarray, reason: str, similarity: str = "cosine") -> Co
         "input_dim": d, "pca_dim": d, "pq_m": 0, "pq_nbits": 0, "opq": False,
         "random_rotation": False, "ivf_nlist": None, "code_bytes": 4 * d, "train_vectors": n,
         "explained_variance": 1.0, "pq_relative_error": 0.0, "train_seconds": 0.0,
-        "undertrained": False, "similarity": similarity})
+        "undertrained": False, "similarity": similarity, "refine": "fp16", "refine_bytes": 2 * d})
 
 
 def _similarity_key(similarity: str) -> str:
     """The similarity's part of a codec id ("" for cosine: ids of earlier codecs stay valid)."""
     return "" if similarity == "cosine" else f"|{similarity}"
+
+
+def _refine_key(kind: str) -> str:
+    """The refine tier's part of a codec id ("" for FP16: ids of earlier codecs stay valid)."""
+    return "" if kind == "fp16" else f"|refine={kind}"
 
 
 def is_exact(codec: Codec) -> bool:
@@ -233,6 +244,7 @@ def fit_codec(sample: np.ndarray, settings: CodecSettings, autotune: dict | None
     index, backend = train_index(train, settings, nbits)
     seconds = time.perf_counter() - started
     codec = Codec(index=index, report={})
+    codec.refiner = train_refiner(settings.refine, codec.project(train))
     eig = faiss.vector_to_array(codec.pca.eigenvalues)
     projected = codec.project(check)
     recon = codec.quantizer.sa_decode(codec.quantizer.sa_encode(projected))
@@ -255,6 +267,11 @@ def fit_codec(sample: np.ndarray, settings: CodecSettings, autotune: dict | None
         "error_on": "held-out sample" if check is not train else "training sample",
         "explained_variance": float(eig[: settings.pca_dim].sum() / max(eig.sum(), 1e-12)),
         "pq_relative_error": relative_error(projected, recon),
+        # The rescoring tier: its codes' bytes per vector and error in PCA space.
+        "refine": settings.refine,
+        "refine_bytes": codec.refiner.bytes_per_vector(codec.dim),
+        "refine_relative_error": relative_error(
+            projected, codec.refiner.decode(codec.refiner.encode(projected))),
         # PCA and PQ losses together, in embedding space: what drift checks compare against.
         "reconstruction_relative_error": relative_error(check, codec.reconstruct(check)),
         "train_seconds": seconds,
@@ -284,16 +301,7 @@ def _codec_id(settings: CodecSettings, nbits: int, backend: str, sample: np.ndar
               similarity: str) -> str:
     params = f"{settings.pca_dim}|{settings.pq_m}|{nbits}|{settings.seed}|{settings.opq}|" \
              f"{settings.ivf_nlist}|{backend.split('-')[0]}|{settings.random_rotation}" \
-             f"{_similarity_key(similarity)}"
+             f"{_similarity_key(similarity)}{_refine_key(settings.refine)}"
     digest = hashlib.sha256(params.encode())
     digest.update(sample.tobytes())
     return digest.hexdigest()[:16]
-
-
-def archive_table(pks: np.ndarray, pca: np.ndarray) -> pa.Table:
-    """The archived record of a shard: each passage's fp16 PCA vector, what Milvus indexes and
-    rescoring reads (its PQ code is not stored: Milvus builds its own index from these vectors)."""
-    return pa.table({
-        "pk": pa.array(pks, pa.int64()),
-        "pca_fp16": numpy_to_fixed_list(pca.astype(np.float16), pa.float16()),
-    })

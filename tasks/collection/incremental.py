@@ -1,7 +1,7 @@
 """Incremental ingest: passages whose vectors already exist are not embedded again.
 
 A changed file is chunked again, but most of its passages usually are not new: a passage whose text
-(hash) was already encoded by this collection's model and codec reuses the archived fp16 PCA vector
+(hash) was already encoded by this collection's model and codec reuses the archived PCA vector
 instead of being embedded again. The index is built on the worker from the changed files' old
 shards; rows a changed file no longer produces are deleted by primary key (``part_jobs.stale_pks``).
 """
@@ -15,20 +15,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vecpress.infra import storage
-from vecpress.tasks.arrays import fixed_list_to_numpy, sorted_lookup
+from vecpress.tasks.arrays import sorted_lookup
+from vecpress.tasks.codec.refine import read_archive
 from vecpress.tasks.inputs.records import text_hash
 
 
 @dataclass
 class ReuseIndex:
-    """Archived vectors by passage-text hash (sorted for binary search)."""
+    """Archived PCA vectors (decoded) by passage-text hash (sorted for binary search)."""
 
     hashes: np.ndarray
-    pca_fp16: np.ndarray
+    vectors: np.ndarray
 
     @classmethod
     def empty(cls) -> ReuseIndex:
-        return cls(np.empty(0, np.int64), np.empty((0, 0), np.float16))
+        return cls(np.empty(0, np.int64), np.empty((0, 0), np.float32))
 
     def __len__(self) -> int:
         return len(self.hashes)
@@ -53,9 +54,10 @@ def read_old_passages(parts: list[tuple[str, str, tuple[str, ...]]]) -> OldPassa
             continue  # the vectors are simply embedded again
         passages = storage.read_parquet(passages_url, columns=["pk", "text", "source"])
         mask = pc.is_in(passages.column("source"), pa.array(sorted(sources)))
-        archive = storage.read_parquet(archive_url, columns=["pk", "pca_fp16"]).filter(mask)
+        _, stored, refiner = read_archive(archive_url)
+        keep = mask.to_numpy(zero_copy_only=False)
         hashes.append(text_hashes(passages.filter(mask)))
-        vectors.append(fixed_list_to_numpy(archive.column("pca_fp16"), np.float16))
+        vectors.append(refiner.decode(stored[keep]))
     if not hashes:
         return OldPassages(ReuseIndex.empty())
     all_hashes = np.concatenate(hashes)

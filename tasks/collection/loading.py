@@ -14,8 +14,8 @@ from vecpress.infra.index_plan import IndexPlan, plan_index, replan
 from vecpress.infra.metadata_settings import MetadataSettings
 from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.settings import MilvusSettings
-from vecpress.tasks.arrays import fixed_list_to_numpy
 from vecpress.tasks.codec.codec import Codec
+from vecpress.tasks.codec.refine import read_archive_vectors
 from vecpress.tasks.collection.typed_columns import typed_columns
 from vecpress.tasks.inputs.records import METADATA
 from vecpress.tasks.similarity import milvus_metric
@@ -36,6 +36,15 @@ def _metadata(passages: pa.Table) -> pa.Array:
     return pc.fill_null(passages.column(METADATA), "{}").combine_chunks()
 
 
+def _vectors(passages_url: str, archive_url: str, pks: np.ndarray) -> np.ndarray:
+    """The archive shard's decoded PCA vectors, checked to be those of the passages' ``pks``."""
+    archived, vectors = read_archive_vectors(archive_url)
+    if not np.array_equal(pks, archived):
+        raise ShardMismatchError(f"{passages_url} and {archive_url} hold different passages; "
+                                 "re-run the ingest")
+    return vectors
+
+
 def shard_rows(passages_url: str, archive_url: str, codec_id: str,
                sources: set[str] | None = None, typed: dict[str, str] | None = None
                ) -> Iterator[dict]:
@@ -43,12 +52,8 @@ def shard_rows(passages_url: str, archive_url: str, codec_id: str,
     ``typed``: the collection's typed metadata fields. A collection without a metadata field
     (built before it) ignores the rows' metadata."""
     passages = storage.read_parquet(passages_url, columns=PASSAGE_FIELDS, optional=(METADATA,))
-    archive = storage.read_parquet(archive_url, columns=["pk", "pca_fp16"])
     pks = passages.column("pk").to_numpy()
-    if not np.array_equal(pks, archive.column("pk").to_numpy()):
-        raise ShardMismatchError(f"{passages_url} and {archive_url} hold different passages; "
-                                 "re-run the ingest")
-    vectors = fixed_list_to_numpy(archive.column("pca_fp16"), np.float32)
+    vectors = _vectors(passages_url, archive_url, pks)
     fields = {name: passages.column(name).to_pylist() for name in ("doc_id", "chunk", "text",
                                                                    "source")}
     metadata_texts = _metadata(passages).to_pylist()
@@ -68,11 +73,7 @@ def shard_table(passages_url: str, archive_url: str, codec_id: str,
     """The Milvus rows of one shard pair as one Arrow table in the collection's field order: the
     file a bulk import reads (the vector as a list of floats; ``typed`` fields before it)."""
     passages = storage.read_parquet(passages_url, columns=PASSAGE_FIELDS, optional=(METADATA,))
-    archive = storage.read_parquet(archive_url, columns=["pk", "pca_fp16"])
-    if not np.array_equal(passages.column("pk").to_numpy(), archive.column("pk").to_numpy()):
-        raise ShardMismatchError(f"{passages_url} and {archive_url} hold different passages; "
-                                 "re-run the ingest")
-    vectors = fixed_list_to_numpy(archive.column("pca_fp16"), np.float32)
+    vectors = _vectors(passages_url, archive_url, passages.column("pk").to_numpy())
     offsets = pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32))
     metadata = _metadata(passages)
     return pa.table({

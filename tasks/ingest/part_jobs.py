@@ -21,7 +21,8 @@ from vecpress.infra.milvus_bulk import BulkImporter, BulkImportError
 from vecpress.infra.settings import CodecSettings, MilvusSettings, ModelSettings
 from vecpress.tasks.arrays import numpy_to_fixed_list, read_embeddings
 from vecpress.tasks.codec.choose import curve_due, fit_new_codec, recall_curve
-from vecpress.tasks.codec.codec import Codec, archive_table
+from vecpress.tasks.codec.codec import Codec
+from vecpress.tasks.codec.refine import archive_table
 from vecpress.tasks.collection.incremental import ReuseIndex, read_old_passages, text_hashes
 from vecpress.tasks.collection.loading import shard_rows, shard_table
 from vecpress.tasks.embed.artifact import ModelArtifact
@@ -94,10 +95,11 @@ def embed_part(passages_url: str, out_url: str, artifact: ModelArtifact, model: 
         codec = _codec(codec_dir)
         pca = np.empty((table.num_rows, codec.dim), np.float32)
         if index is not None and hit.any():
-            pca[hit] = index.pca_fp16[rows]
+            pca[hit] = index.vectors[rows]  # decoded: coded again, they keep their codes
         if len(vectors):
             pca[~hit] = codec.project(vectors)
-        storage.write_parquet(out_url, archive_table(table.column("pk").to_numpy(), pca))
+        storage.write_parquet(out_url, archive_table(table.column("pk").to_numpy(), pca,
+                                                     codec.refiner))
     remove_sidecar(passages_url)
     return EmbeddedPart(out_url, table.num_rows, todo.num_rows, int(hit.sum()),
                         embedder.truncated - truncated, time.perf_counter() - started,
@@ -108,7 +110,8 @@ def encode_part(embeddings_url: str, archive_url: str, codec_dir: str) -> float:
     """PCA-project one FP32 embeddings shard into its archive shard; return the seconds taken."""
     started = time.perf_counter()
     pks, vectors = read_embeddings(embeddings_url)
-    storage.write_parquet(archive_url, archive_table(pks, _codec(codec_dir).project(vectors)))
+    codec = _codec(codec_dir)
+    storage.write_parquet(archive_url, archive_table(pks, codec.project(vectors), codec.refiner))
     return time.perf_counter() - started
 
 

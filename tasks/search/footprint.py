@@ -34,8 +34,8 @@ RUN_LOGS = "run logs"
 LEASE = "lease (while a run holds it)"
 APART = {RUN_LOGS, LEASE}  # on the root, but no cost of the passages: left out of the total
 PASSAGES = "passage shards (text, metadata)"
-RESCORE = "rescoring store (FP16 vectors)"
-SHARD_KINDS = {"part-": PASSAGES, "archive-": "archive (FP16 vectors)",
+RESCORE = "rescoring store (mapped codes)"
+SHARD_KINDS = {"part-": PASSAGES, "archive-": "archive (rescoring codes)",
                "tokens-": "token ids (until embedded)",
                "embeddings-": "FP32 embeddings (until encoded)"}
 TOP_KINDS = {"rescore": RESCORE, "codecs": "codecs", "runs": RUN_LOGS, "lease": LEASE}

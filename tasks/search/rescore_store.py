@@ -1,9 +1,11 @@
-"""Disk-backed rescoring vectors: the archive's fp16 PCA vectors, memory-mapped, looked up by pk.
+"""Disk-backed rescoring vectors: the archive's PCA codes, memory-mapped, looked up by pk.
 
-Search rescoring needs the fp16 vector of each ANN candidate. Holding every archived vector in RAM
-costs 2 × PCA dim bytes per vector, more than the Milvus index itself; instead one sorted ``pks.npy``
-(int64) and one row-aligned ``vectors.npy`` (fp16) per collection live on local disk and are
-memory-mapped, so the OS keeps only the pages that searches touch. Lookups are ``np.searchsorted``.
+Search rescoring needs the PCA vector of each ANN candidate. Holding every archived vector in RAM
+costs their whole width, more than the Milvus index itself; instead one sorted ``pks.npy`` (int64)
+and one row-aligned ``vectors.npy`` per collection live on local disk and are memory-mapped, so
+the OS keeps only the pages that searches touch. Lookups are ``np.searchsorted``. The rows are
+kept as the archive codes them (``tasks.codec.refine``: scalar-quantizer codes, 1 B per dimension
+by default, or FP16) and decoded for the few candidates a search looks up.
 
 The store is derived data: each version's ``manifest.json`` lists the archive shards merged into
 it, in order. When the collection gains shards, only the new ones are merged into a new version
@@ -26,17 +28,17 @@ from pathlib import Path
 import numpy as np
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
 
-from vecpress.infra import storage
-from vecpress.tasks.arrays import fixed_list_to_numpy, sorted_lookup
+from vecpress.tasks.arrays import sorted_lookup
+from vecpress.tasks.codec.refine import FP16, ArchiveFormatError, Refiner, read_archive
 
-FORMAT = 1
+FORMAT = 2  # 1: FP16 rows only (rebuilt on first use)
 BATCH_BYTES = 256 << 20  # archive rows read per merge step; bounds the build's memory
 COPY_ROWS = 1 << 18
 PRUNE_AFTER_S = 30.0  # a superseded version stays this long for readers that just resolved it
 
 
 class RescoreStore:
-    """fp16 PCA vectors of the archive, looked up by primary key (latest shard wins).
+    """PCA vectors of the archive, looked up by primary key (latest shard wins).
 
     ``directory`` is a local folder for the memory-mapped files, by default a folder under the
     user cache keyed by the archive's location. Each version of the store is a folder of its own,
@@ -47,7 +49,8 @@ class RescoreStore:
     def __init__(self, archive_urls: list[str], directory: str | os.PathLike | None = None) -> None:
         self.directory = Path(directory) if directory else default_directory(archive_urls)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.merged, self._pks, self._vectors = _open(self.directory, list(archive_urls))
+        self.merged, self._pks, self._vectors, self.refiner = _open(self.directory,
+                                                                    list(archive_urls))
         self.nbytes = int(self._pks.nbytes + self._vectors.nbytes)  # on disk, not in RAM
 
     def __len__(self) -> int:
@@ -55,7 +58,8 @@ class RescoreStore:
 
     @property
     def dim(self) -> int:
-        return int(self._vectors.shape[1])
+        index = self.refiner.index
+        return int(self._vectors.shape[1]) if index is None else int(index.d)
 
     def lookup(self, pks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(found mask, float32 vectors of the found pks, in the order of ``pks``)."""
@@ -65,18 +69,28 @@ class RescoreStore:
         # Reading sorted rows touches each mapped page once; then restore the caller's order.
         order = np.argsort(rows, kind="stable")
         vectors = np.empty((len(rows), self.dim), np.float32)
-        vectors[order] = self._vectors[rows[order]]
+        vectors[order] = self.refiner.decode(self._vectors[rows[order]])
         return found, vectors
 
 
 @retry(retry=retry_if_exception_type(FileNotFoundError), stop=stop_after_attempt(3),
        wait=wait_fixed(0.1), reraise=True)
-def _open(directory: Path, archive_urls: list[str]) -> tuple[int, np.ndarray, np.ndarray]:
-    """(shards merged, mapped pks, mapped vectors) of the synced store. Another process (an
-    ingest's check, a second searcher) may publish and prune versions of the same folder at the
-    same moment, so a version resolved a moment ago can be gone: then the sync starts over."""
+def _open(directory: Path, archive_urls: list[str]
+          ) -> tuple[int, np.ndarray, np.ndarray, Refiner]:
+    """(shards merged, mapped pks, mapped vectors, their refiner) of the synced store. Another
+    process (an ingest's check, a second searcher) may publish and prune versions of the same
+    folder at the same moment, so a version resolved a moment ago can be gone: then the sync
+    starts over."""
     merged, version = sync(directory, archive_urls)
-    return merged, _mapped(version / "pks.npy"), _mapped(version / "vectors.npy")
+    return (merged, _mapped(version / "pks.npy"), _mapped(version / "vectors.npy"),
+            _refiner(version))
+
+
+def _refiner(version: Path) -> Refiner:
+    """The quantizer a version's rows are coded with (FP16: none)."""
+    kind = json.loads((version / "manifest.json").read_text()).get("refine", "fp16")
+    path = version / "refine.faiss"
+    return Refiner.from_bytes(kind, path.read_bytes()) if path.exists() else FP16
 
 
 def default_directory(archive_urls: list[str]) -> Path:
@@ -109,21 +123,28 @@ def sync(directory: Path, archive_urls: list[str]) -> tuple[int, Path]:
     current, done = current_version(directory)
     if current is not None and done == archive_urls:
         return 0, current
-    if current is None or archive_urls[: len(done)] != done:
-        current, done = None, []
+    if current is None or not done or archive_urls[: len(done)] != done:
+        current, done = None, []  # (an empty version may be of an earlier format)
+    todo = archive_urls[len(done):]
+    refiner = _refiner(current) if current is not None else None
     work = directory / f".build-{uuid.uuid4().hex}"
     work.mkdir()
     _write(work, np.empty(0, np.int64), None)
     source = current or work
-    todo = archive_urls[len(done):]
     batch_pks: list[np.ndarray] = []
     batch_vecs: list[np.ndarray] = []
     size = 0
     for url in todo:
-        table = storage.read_parquet(url, columns=["pk", "pca_fp16"])
-        batch_pks.append(table.column("pk").to_numpy())
-        batch_vecs.append(fixed_list_to_numpy(table.column("pca_fp16"), np.float16))
-        size += batch_vecs[-1].nbytes
+        pks, stored, coded = read_archive(url)
+        refiner = refiner or coded  # the first shard of a new store says how its rows are coded
+        if not coded.same_as(refiner):
+            shutil.rmtree(work, ignore_errors=True)
+            raise ArchiveFormatError(f"{url} is coded unlike the archive shards before it; the "
+                                     "shards of one build share one codec: reindex the "
+                                     "collection or ingest it with --recreate")
+        batch_pks.append(pks)
+        batch_vecs.append(stored)
+        size += stored.nbytes
         if size >= BATCH_BYTES:
             _merge(source, work, np.concatenate(batch_pks), np.concatenate(batch_vecs))
             source, batch_pks, batch_vecs, size = work, [], [], 0
@@ -132,7 +153,11 @@ def sync(directory: Path, archive_urls: list[str]) -> tuple[int, Path]:
     elif source is not work:  # nothing new to merge: the version is a copy of the current one
         for name in ("pks.npy", "vectors.npy"):
             shutil.copyfile(source / name, work / name)
-    (work / "manifest.json").write_text(json.dumps({"format": FORMAT, "archives": archive_urls}))
+    refiner = refiner or FP16
+    if refiner.index is not None:
+        (work / "refine.faiss").write_bytes(refiner.to_bytes())
+    (work / "manifest.json").write_text(json.dumps({"format": FORMAT, "archives": archive_urls,
+                                                    "refine": refiner.kind}))
     version = directory / f"v-{uuid.uuid4().hex}"
     work.rename(version)
     link = directory / f".current-{uuid.uuid4().hex}"
@@ -165,7 +190,7 @@ def _merge(source: Path, out_dir: Path, new_pks: np.ndarray, new_vecs: np.ndarra
 
     old_pks = _mapped(source / "pks.npy")
     old_vecs = _mapped(source / "vectors.npy") if len(old_pks) else \
-        np.empty((0, new_vecs.shape[1]), np.float16)
+        np.empty((0, new_vecs.shape[1]), new_vecs.dtype)
     kept = np.flatnonzero(~np.isin(old_pks, new_pks))  # old rows not overwritten by the batch
     kept_pks = np.asarray(old_pks[kept])
     # Positions in the merged order: each new pk goes after the kept pks smaller than it.
@@ -176,7 +201,7 @@ def _merge(source: Path, out_dir: Path, new_pks: np.ndarray, new_vecs: np.ndarra
     merged_pks[new_pos], merged_pks[old_pos] = new_pks, kept_pks
 
     tmp = out_dir / f"vectors.{os.getpid()}.tmp.npy"
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=new_vecs.dtype,
                                     shape=(total, new_vecs.shape[1]))
     out[new_pos] = new_vecs
     for start in range(0, len(kept), COPY_ROWS):  # old vectors stream through in slices

@@ -1,0 +1,122 @@
+"""The rescoring tier's codes: what the archive keeps of each passage's PCA vector, and how.
+
+Search rescores each ANN candidate with a finer copy of its PCA vector than the Milvus index
+holds. That copy is kept once per passage in the archive shards (which loading, reindex and
+incremental reuse read too) and once more in the search host's memory-mapped store, so its width
+sets most of a collection's bytes: FP16 costs 2 B per dimension; a FAISS scalar quantizer trained
+with the codec costs 1 B (``sq8``), 0.75 B (``sq6``) or 0.5 B (``sq4``) for a small loss of
+rescoring precision (``benchmarks/refine_codes.py``).
+
+Each archive shard says how it is coded: its Parquet schema carries the trained quantizer
+(serialised FAISS, ~3 KB), so every reader decodes a shard without looking for its codec. A shard
+without one holds FP16 vectors in column ``pca_fp16``: the format of exact codecs and of every
+archive written before this tier existed, which stay readable as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+import pyarrow as pa
+
+from vecpress.infra import storage
+from vecpress.tasks.arrays import fixed_list_to_numpy, numpy_to_fixed_list
+
+FP16_COLUMN = "pca_fp16"
+CODES_COLUMN = "pca_codes"
+METADATA_KEY = b"vecpress.refine"
+KINDS = {"sq8": faiss.ScalarQuantizer.QT_8bit, "sq6": faiss.ScalarQuantizer.QT_6bit,
+         "sq4": faiss.ScalarQuantizer.QT_4bit}
+
+
+class ArchiveFormatError(ValueError):
+    """An archive shard's codes cannot be read with the quantizer it is merged with."""
+
+
+@dataclass(frozen=True)
+class Refiner:
+    """How the archive codes PCA vectors: FP16 (no ``index``) or a trained scalar quantizer."""
+
+    kind: str = "fp16"
+    index: faiss.IndexScalarQuantizer | None = None
+
+    @property
+    def column(self) -> str:
+        return FP16_COLUMN if self.index is None else CODES_COLUMN
+
+    def bytes_per_vector(self, dim: int) -> int:
+        return 2 * dim if self.index is None else int(self.index.sa_code_size())
+
+    def encode(self, pca: np.ndarray) -> np.ndarray:
+        """FP16 [n, dim], or uint8 codes [n, bytes]."""
+        if self.index is None:
+            return np.asarray(pca, dtype=np.float16)
+        return self.index.sa_encode(np.ascontiguousarray(pca, dtype=np.float32))
+
+    def decode(self, stored: np.ndarray) -> np.ndarray:
+        """float32 [n, dim] of what ``encode`` returned."""
+        if self.index is None:
+            return np.asarray(stored, dtype=np.float32)
+        if len(stored) == 0:
+            return np.empty((0, self.index.d), np.float32)
+        return self.index.sa_decode(np.ascontiguousarray(stored, dtype=np.uint8))
+
+    def to_bytes(self) -> bytes:
+        """The serialised quantizer (empty for FP16): what an archive shard's schema carries."""
+        return b"" if self.index is None else faiss.serialize_index(self.index).tobytes()
+
+    @classmethod
+    def from_bytes(cls, kind: str, data: bytes) -> Refiner:
+        if not data:
+            return FP16
+        return cls(kind, faiss.deserialize_index(np.frombuffer(data, np.uint8)))
+
+    def same_as(self, other: Refiner) -> bool:
+        return self.kind == other.kind and self.to_bytes() == other.to_bytes()
+
+
+FP16 = Refiner()
+
+
+def train_refiner(kind: str, projected: np.ndarray) -> Refiner:
+    """A ``kind`` quantizer fitted to vectors already in the codec's PCA space (``fp16``: none)."""
+    if kind == "fp16":
+        return FP16
+    index = faiss.IndexScalarQuantizer(projected.shape[1], KINDS[kind], faiss.METRIC_L2)
+    index.train(np.ascontiguousarray(projected, dtype=np.float32))
+    return Refiner(kind, index)
+
+
+def archive_table(pks: np.ndarray, pca: np.ndarray, refiner: Refiner = FP16) -> pa.Table:
+    """The archived record of a shard: each passage's PCA vector as ``refiner`` codes it, what
+    Milvus is loaded from (decoded) and rescoring reads; the quantizer rides in the schema."""
+    stored = refiner.encode(pca)
+    value = pa.float16() if refiner.index is None else pa.uint8()
+    table = pa.table({"pk": pa.array(pks, pa.int64()),
+                      refiner.column: numpy_to_fixed_list(stored, value)})
+    if refiner.index is None:
+        return table
+    return table.replace_schema_metadata({METADATA_KEY: refiner.to_bytes(),
+                                          b"vecpress.refine_kind": refiner.kind.encode()})
+
+
+def read_archive(url: str) -> tuple[np.ndarray, np.ndarray, Refiner]:
+    """(pks, stored codes as written, the shard's refiner) of one archive shard."""
+    table = storage.read_parquet(url, columns=["pk"], optional=(FP16_COLUMN, CODES_COLUMN))
+    meta = table.schema.metadata or {}
+    refiner = Refiner.from_bytes(meta.get(b"vecpress.refine_kind", b"fp16").decode(),
+                                 meta.get(METADATA_KEY, b""))
+    if refiner.column not in table.column_names:
+        raise ArchiveFormatError(f"{url} has no {refiner.column} column: it is not an archive "
+                                 "shard of this version; re-run the ingest with --recreate")
+    dtype = np.float16 if refiner.index is None else np.uint8
+    return (table.column("pk").to_numpy(), fixed_list_to_numpy(table.column(refiner.column), dtype),
+            refiner)
+
+
+def read_archive_vectors(url: str) -> tuple[np.ndarray, np.ndarray]:
+    """(pks, float32 PCA vectors) of one archive shard, decoded."""
+    pks, stored, refiner = read_archive(url)
+    return pks, refiner.decode(stored)
