@@ -26,7 +26,8 @@ def main() -> None:
 
     from vecpress.infra.settings import CodecSettings, MilvusSettings
     from vecpress.tasks.codec.choose import fit_new_codec, recall_curve
-    from vecpress.tasks.codec.codec import fit_codec, resolve_shape
+    from vecpress.tasks.codec.codec import fit_codec
+    from vecpress.tasks.codec.shape import resolve_shape
 
     faiss.omp_set_num_threads(1)
     rng = np.random.default_rng(0)

@@ -14,7 +14,7 @@ backends get exactly what an ingest without settings gets.
 
     .venv/bin/python benchmarks/compression.py [--passages 50000] [--variant int8] [--embed-only]
     .venv/bin/python benchmarks/compression.py --defaults --corpus fortunes --passages 10000 \
-        --variant fp32 [--refine fp16]
+        --variant fp32 [--refine fp16] [--milvus-dim 0]
     .venv/bin/python benchmarks/compression.py --only server --server-pca-dim 256 --server-pq-m 16 \
         --server-nlist 32 --nprobe 16 --rescore-factor 32 --label-suffix _pq16_r32
 """
@@ -52,9 +52,9 @@ def milvus_run(name: str, uri: str, codec, corpus: np.ndarray, pks: np.ndarray, 
 
     store = MilvusStore(settings.milvus)
     store.drop(name)
-    store.ensure_collection(name, codec.dim, codec.codec_id)
+    store.ensure_collection(name, codec.milvus_dim, codec.codec_id)
     # What an ingest loads: the archive's vectors, decoded from the rescoring tier's codes.
-    projected = codec.refiner.decode(codec.refiner.encode(codec.project(corpus)))
+    projected = codec.for_milvus(codec.refiner.decode(codec.refiner.encode(codec.project(corpus))))
     clock = Stopwatch()
     # Passage text is not part of the vector cost: short placeholder fields keep it out.
     store.upsert(name, [{"pk": int(pk), "doc_id": "", "chunk": 0, "text": "", "source": "",
@@ -132,6 +132,9 @@ def main() -> None:
     parser.add_argument("--refine", choices=["sq8", "sq6", "sq4", "fp16"],
                         help="the rescoring tier's codes (codec.refine; default: the setting's "
                              "default); named in the result file")
+    parser.add_argument("--milvus-dim", type=int,
+                        help="leading PCA components Milvus holds (codec.milvus_dim; 0: all, as "
+                             "before it existed); named in the result file")
     parser.add_argument("--defaults", action="store_true",
                         help="every setting at its default (no recall target, derived PCA dim "
                              "and index plan) on both backends: what a new user gets")
@@ -139,8 +142,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from vecpress.infra import storage
     from vecpress.infra.settings import CodecSettings, MilvusSettings, Settings
-    from vecpress.tasks.codec.codec import fit_codec, resolve_shape
+    from vecpress.tasks.codec.codec import fit_codec
     from vecpress.tasks.codec.refine import archive_table
+    from vecpress.tasks.codec.shape import resolve_shape
     from vecpress.tasks.search.rescore_store import RescoreStore
 
     _, _, vectors, facts = embedded_corpus(args.passages + args.queries, args.variant,
@@ -170,6 +174,8 @@ def main() -> None:
         server_codec, table = resolve_shape(sample, CodecSettings()), None
         if args.refine:
             server_codec = server_codec.model_copy(update={"refine": args.refine})
+        if args.milvus_dim is not None:
+            server_codec = server_codec.model_copy(update={"milvus_dim": args.milvus_dim or None})
         lite_codec = server_codec
     elif args.server_pca_dim and args.server_pq_m:
         server_codec = CodecSettings(pca_dim=args.server_pca_dim, pq_m=args.server_pq_m,
@@ -196,7 +202,7 @@ def main() -> None:
         # Per entry: --only runs merge into one JSON, and the docstring corpus changes with the
         # packages installed, so each configuration keeps the corpus it was measured on.
         entry = {"corpus": result["corpus"], "codec": codec.report,
-                 "refine": codec.refiner.kind,
+                 "refine": codec.refiner.kind, "milvus_dim": codec.milvus_dim,
                  "archive_parquet_bytes_per_vector": archive.stat().st_size / len(corpus),
                  "rescore_store_bytes_per_vector": rescore.nbytes / len(corpus)}
         if label == "lite":
@@ -213,6 +219,7 @@ def main() -> None:
     name = f"compression_{facts['variant']}_{len(corpus)}" if args.corpus == "docstrings" and \
         not args.defaults else f"compression_defaults_{args.corpus}_{facts['variant']}_{len(corpus)}"
     name += f"_refine_{args.refine}" if args.refine else ""
+    name += f"_milvus_dim_{args.milvus_dim or 'all'}" if args.milvus_dim is not None else ""
     write_results(RESULTS / f"{name}.json", result, merge="configs" if args.only else None)
 
 

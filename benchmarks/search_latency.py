@@ -60,7 +60,8 @@ def baseline_rank(searcher, embeddings: np.ndarray, k: int) -> list[list[int]]:
     queries = snap.codec.project(embeddings)
     limit = k * snap.rescore_factor
     params = {"params": {"nprobe": snap.nprobe, "ef": max(limit, 64)}}
-    found = searcher.store.client.search(snap.collection, data=list(queries), limit=limit,
+    found = searcher.store.client.search(snap.collection, data=list(snap.codec.for_milvus(queries)),
+                                         limit=limit,
                                          search_params=params, output_fields=OUTPUT_FIELDS,
                                          anns_field=VECTOR, consistency_level="Strong")
     out = []
@@ -108,8 +109,8 @@ def measure(label: str, settings, codec_settings, data: dict, latency_queries: i
     store = MilvusStore(settings.milvus)
     name = f"latency_{label}"
     store.drop(name)
-    store.ensure_collection(name, codec.dim, codec.codec_id)
-    projected = codec.project(corpus)
+    store.ensure_collection(name, codec.milvus_dim, codec.codec_id)
+    projected = codec.for_milvus(codec.refiner.decode(codec.refiner.encode(codec.project(corpus))))
     store.upsert(name, [{"pk": int(pk), "doc_id": f"d{pk}", "chunk": 0, "text": text,
                          "source": f"/corpus/file{pk % 997}.txt", "codec_id": codec.codec_id,
                          "vector": v} for pk, text, v in zip(pks, texts, projected, strict=True)])

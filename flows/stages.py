@@ -87,7 +87,7 @@ def index_stage(settings: Settings, build: Build, codec: Codec) -> tuple[LoadRes
     started = time.perf_counter()
     store = MilvusStore(settings.milvus)
     try:
-        store.ensure_collection(build.build, codec.dim, codec.codec_id)
+        store.ensure_collection(build.build, codec.milvus_dim, codec.codec_id)
         plan, index, rows = index_collection(store, build.build, codec,
                                              IndexPlan.from_json(build.index))
         return LoadResult(0, 0, rows, index, plan), time.perf_counter() - started

@@ -151,6 +151,10 @@ class CodecSettings(BaseModel):
                              "at the model's dimension).")
     pq_m: int = Field(32, ge=1, description="PQ sub-quantizers; bytes per code at 8 bits.")
     pq_nbits: int = Field(8, ge=4, le=12, description="Bits per PQ sub-code.")
+    milvus_dim: int | None = Field(
+        128, ge=8, description="Leading PCA components Milvus stores and indexes (the "
+        "highest-variance ones; a multiple of pq_m, capped at the PCA dim); rescoring reads all "
+        "of them from the codec.refine codes. None: every component.")
     refine: Literal["sq8", "sq6", "sq4", "fp16"] = Field(
         "sq8", description="How the archive and the search host's rescoring store keep each PCA "
         "vector: a FAISS scalar quantizer trained with the codec, 8, 6 or 4 bits per dimension, "

@@ -101,7 +101,7 @@ def test_an_upsert_after_a_bulk_import_keeps_each_passage_once(tmp_path, fp32_ar
         described = store.client.describe_collection("bulk_once")
         assert [f["name"] for f in described["fields"] if f.get("is_partition_key")] == ["team"]
         assert set(store.client.list_indexes("bulk_once")) == {"team", "year"}
-        [done] = bulk_load_parts([(passages, archive)], "c", "bulk_once", settings, typed)
+        [done] = bulk_load_parts([(passages, archive)], "c", dim, "bulk_once", settings, typed)
         assert done.bulk and done.written == n and not done.note
         index = store.client.prepare_index_params()
         index.add_index("vector", index_type="FLAT", metric_type="L2")
@@ -114,7 +114,7 @@ def test_an_upsert_after_a_bulk_import_keeps_each_passage_once(tmp_path, fp32_ar
         tenants = ['team == ""'] + [f'team == "t{t}"' for t in range(4)]
         per_tenant = [store.count_matching("bulk_once", f) for f in tenants]
         assert sum(per_tenant) == n and min(per_tenant) > 0
-        assert load_part(passages, archive, "c", "bulk_once", settings, typed).written == n
+        assert load_part(passages, archive, "c", dim, "bulk_once", settings, typed).written == n
         assert _count(milvus_server, "bulk_once") == n
         assert store.count_matching("bulk_once", matching) == 20
         assert [store.count_matching("bulk_once", f) for f in tenants] == per_tenant

@@ -7,7 +7,7 @@ import numpy as np
 
 from vecpress.infra.settings import CodecSettings, MilvusSettings
 from vecpress.tasks.codec.choose import curve_due, fit_new_codec, recall_curve
-from vecpress.tasks.codec.codec import resolve_shape
+from vecpress.tasks.codec.shape import resolve_shape
 
 
 def _spectrum(n: int, scales: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -53,3 +53,27 @@ def test_a_dimension_no_default_m_divides_gets_a_divisor() -> None:
     sample = _spectrum(2000, np.ones(50))  # flat spectrum: every dimension is needed
     shape = resolve_shape(sample, CodecSettings())
     assert (shape.pca_dim, shape.pq_m) == (50, 25)
+
+
+def test_milvus_holds_the_leading_components_and_rescoring_all_of_them() -> None:
+    """``codec.milvus_dim``: the width Milvus stores is capped at the PCA dim and a multiple of
+    M; the codec's Milvus vectors are the leading (highest-variance) PCA components, and the
+    width is part of the codec id only when it is not the whole PCA vector."""
+    from vecpress.tasks.codec.codec import fit_codec
+    from vecpress.tasks.codec.shape import milvus_width
+
+    assert milvus_width(CodecSettings(pca_dim=320, pq_m=32)) == 128  # the default
+    assert milvus_width(CodecSettings(pca_dim=320, pq_m=32, milvus_dim=100)) == 96
+    assert milvus_width(CodecSettings(pca_dim=320, pq_m=32, milvus_dim=None)) == 320
+    assert milvus_width(CodecSettings(pca_dim=64, pq_m=8)) == 64  # narrower than the default
+    sample = _spectrum(3000, np.exp(-np.arange(96) / 30.0))
+    narrow = fit_codec(sample, CodecSettings(pca_dim=64, pq_m=8, milvus_dim=32))
+    whole = fit_codec(sample, CodecSettings(pca_dim=64, pq_m=8, milvus_dim=None))
+    assert (narrow.milvus_dim, whole.milvus_dim, narrow.dim) == (32, 64, 64)
+    projected = narrow.project(sample[:5])
+    np.testing.assert_array_equal(narrow.for_milvus(projected), projected[:, :32])
+    assert whole.for_milvus(projected) is projected
+    variances = narrow.project(sample).var(axis=0)
+    assert variances[:32].min() >= variances[32:].max()  # the leading ones carry the most
+    assert narrow.codec_id != whole.codec_id
+    assert whole.codec_id == fit_codec(sample, CodecSettings(pca_dim=64, pq_m=8)).codec_id

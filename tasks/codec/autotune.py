@@ -25,8 +25,8 @@ import numpy as np
 
 from vecpress.infra.index_plan import plan_index
 from vecpress.infra.settings import CodecSettings, MilvusSettings
-from vecpress.tasks.codec.codec import largest_divisor
 from vecpress.tasks.codec.refine import train_refiner
+from vecpress.tasks.codec.shape import largest_divisor, milvus_width
 from vecpress.tasks.recall import recall_at_k
 from vecpress.tasks.similarity import distances
 
@@ -49,6 +49,7 @@ class TuneRow:
     ms_per_query: float = 0.0  # simulated search + rescoring, one thread
     refine: str = "fp16"  # the rescoring tier's codes (``codec.refine``)
     refine_bytes: int = 0  # its bytes per vector, kept in the archive and the rescoring store
+    milvus_dim: int = 0  # the leading PCA components the IVF-PQ (Milvus) holds
 
     @property
     def bytes(self) -> int:
@@ -157,13 +158,17 @@ def autotune(sample: np.ndarray, codec: CodecSettings, milvus: MilvusSettings,
             xb, xq = pca.apply(base), pca.apply(queries)
             if similarity == "dot":  # queries uncentred, as Codec.project_queries
                 xq = xq - pca.apply(np.zeros((1, sample.shape[1]), dtype=np.float32))
-            coarse = _coarse_lists(xb, nlist, codec.seed)
+            lists: dict[int, np.ndarray] = {}  # the coarse lists of each width Milvus holds
             tiers = {kind: train_refiner(kind, xb) for kind in sorted(set(codec.autotune_refine))}
             kept: dict[str, tuple[np.ndarray, int]] = {
                 kind: (t.decode(t.encode(xb)), t.bytes_per_vector(dim))
                 for kind, t in tiers.items()}
             for m in _grid_ms(codec, dim):
-                result.rows += _measure(xb, xq, kept, truth, coarse, m, probes, factors,
+                width = milvus_width(codec.model_copy(update={"pca_dim": dim, "pq_m": m}))
+                if width not in lists:
+                    lists[width] = _coarse_lists(np.ascontiguousarray(xb[:, :width]), nlist,
+                                                 codec.seed)
+                result.rows += _measure(xb, xq, kept, truth, lists[width], m, probes, factors,
                                         rotation, codec.seed, similarity)
     if not result.rows:
         raise ValueError("auto-tune grid is empty: set codec.autotune_pca_dims and "
@@ -182,20 +187,23 @@ def _coarse_lists(xb: np.ndarray, nlist: int, seed: int) -> np.ndarray:
 def _measure(xb: np.ndarray, xq: np.ndarray, kept: dict[str, tuple[np.ndarray, int]],
              truth: np.ndarray, coarse: np.ndarray, m: int, probes: list[int],
              factors: list[int], rotation: bool, seed: int, similarity: str) -> list[TuneRow]:
-    """One IVF-PQ index (PQ trained on the residuals of ``coarse``), searched at every nprobe
-    and rescoring factor, rescored with each tier of ``kept`` (kind: the base vectors as that
+    """One IVF-PQ index over the leading components Milvus holds (the width of ``coarse``; PQ
+    trained on the residuals of its lists), searched at every nprobe and rescoring factor,
+    rescored over every component with each tier of ``kept`` (kind: the base vectors as that
     tier decodes them, its bytes per vector), with the Milvus metric of ``similarity``."""
     started = time.perf_counter()
     dot = similarity == "dot"
-    quantizer = faiss.IndexFlatIP(xb.shape[1]) if dot else faiss.IndexFlatL2(xb.shape[1])
+    width = coarse.shape[1]
+    xa, xqa = np.ascontiguousarray(xb[:, :width]), np.ascontiguousarray(xq[:, :width])
+    quantizer = faiss.IndexFlatIP(width) if dot else faiss.IndexFlatL2(width)
     quantizer.add(coarse)
     nlist = len(coarse)
-    index = faiss.IndexIVFPQ(quantizer, xb.shape[1], nlist, m, 8,
+    index = faiss.IndexIVFPQ(quantizer, width, nlist, m, 8,
                              faiss.METRIC_INNER_PRODUCT if dot else faiss.METRIC_L2)
     index.pq.cp.seed = seed
     index.pq.cp.min_points_per_centroid = 1
-    index.train(xb)  # the quantizer is trained and full: only the PQ codebooks are
-    index.add(xb)
+    index.train(xa)  # the quantizer is trained and full: only the PQ codebooks are
+    index.add(xa)
     rows = []
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)  # latency per query as one search thread sees it
@@ -204,16 +212,17 @@ def _measure(xb: np.ndarray, xq: np.ndarray, kept: dict[str, tuple[np.ndarray, i
             index.nprobe = min(nprobe, nlist)
             for factor in factors:
                 t = time.perf_counter()
-                ann = index.search(xq, K * factor)[1]
+                ann = index.search(xqa, K * factor)[1]
                 ann_ms = 1e3 * (time.perf_counter() - t) / len(xq)
-                for kind, (vectors, width) in kept.items():
+                for kind, (vectors, tier_bytes) in kept.items():
                     t = time.perf_counter()
                     rescored = _rescore(vectors, xq, ann, K, similarity)
                     ms = ann_ms + 1e3 * (time.perf_counter() - t) / len(xq)
                     rows.append(TuneRow(
                         xb.shape[1], m, m, recall_at_k(truth, ann[:, :K].tolist(), K),
                         recall_at_k(truth, rescored.tolist(), K), 0.0, rotation, nlist,
-                        index.nprobe, round(index.nprobe / nlist, 4), factor, ms, kind, width))
+                        index.nprobe, round(index.nprobe / nlist, 4), factor, ms, kind,
+                        tier_bytes, width))
     finally:
         faiss.omp_set_num_threads(threads)
     seconds = time.perf_counter() - started

@@ -11,8 +11,9 @@ import numpy as np
 
 from vecpress.infra.settings import CodecSettings, MilvusSettings
 from vecpress.tasks.codec.autotune import autotune
-from vecpress.tasks.codec.codec import Codec, fit_codec, fit_exact, is_exact, resolve_shape
+from vecpress.tasks.codec.codec import Codec, fit_codec, fit_exact, is_exact
 from vecpress.tasks.codec.drift import DriftReport, drift_check
+from vecpress.tasks.codec.shape import resolve_shape
 
 REPORT_TARGET = 0.95  # reference line of the recall-vs-bytes curve when no target is set
 DRIFT_SAMPLE = 5000  # new vectors compared with the codec's training error

@@ -22,6 +22,7 @@ import numpy as np
 from vecpress.infra import storage
 from vecpress.infra.settings import CodecSettings
 from vecpress.tasks.codec.refine import FP16, Refiner, train_refiner
+from vecpress.tasks.codec.shape import milvus_width, resolve_shape, split_holdout
 
 
 class CodecError(ValueError):
@@ -69,6 +70,16 @@ class Codec:
     @property
     def dim(self) -> int:
         return int(self.pca.d_out)
+
+    @property
+    def milvus_dim(self) -> int:
+        """The leading components Milvus holds (``codec.milvus_dim``; codecs before it: all)."""
+        return int(self.report.get("milvus_dim") or self.dim)
+
+    def for_milvus(self, vectors: np.ndarray) -> np.ndarray:
+        """The part of PCA vectors (or projected queries) Milvus stores and searches."""
+        width = self.milvus_dim
+        return vectors if width == vectors.shape[1] else np.ascontiguousarray(vectors[:, :width])
 
     @property
     def code_bytes(self) -> int:
@@ -171,6 +182,12 @@ def _similarity_key(similarity: str) -> str:
     return "" if similarity == "cosine" else f"|{similarity}"
 
 
+def _width_key(settings: CodecSettings) -> str:
+    """Milvus's width in a codec id ("" when it holds every component: earlier ids stay valid)."""
+    width = milvus_width(settings)
+    return "" if width == settings.pca_dim else f"|milvus_dim={width}"
+
+
 def _refine_key(kind: str) -> str:
     """The refine tier's part of a codec id ("" for FP16: ids of earlier codecs stay valid)."""
     return "" if kind == "fp16" else f"|refine={kind}"
@@ -184,34 +201,6 @@ def relative_error(original: np.ndarray, reconstructed: np.ndarray) -> float:
     """Mean squared reconstruction error relative to the mean squared norm."""
     return float(np.mean(np.sum((original - reconstructed) ** 2, axis=1)) /
                  max(float(np.mean(np.sum(original**2, axis=1))), 1e-12))
-
-
-def resolve_shape(sample: np.ndarray, codec: CodecSettings) -> CodecSettings:
-    """``codec`` with a concrete PCA dimension and an M that divides it, for this sample.
-
-    Without ``codec.pca_dim`` the dimension keeps ``codec.pca_variance`` of the sample's variance,
-    rounded up to a multiple of M, at least ``codec.pca_min_dim``: text unlike the docstrings
-    the old fixed 256 was tuned on spreads its variance wider (short quotations needed 320 of 384
-    dimensions for exact search in PCA space to find 98% of the true top-10, docstrings 300).
-    Never more than the embedding dimension or the sample allows; a model narrower than the
-    default needs no setting changed (M shrinks to a divisor of the dimension).
-    """
-    if codec.pca_dim is not None:  # configured: kept as it is (fit_codec checks it)
-        return codec
-    d_in = sample.shape[1]
-    train_rows = len(_split_holdout(sample[:, :1], codec.seed)[0])  # what PCA is fitted on
-    centred = sample - sample.mean(axis=0)
-    eig = np.linalg.eigvalsh(centred.T.astype(np.float64) @ centred)[::-1]
-    share = np.cumsum(eig) / max(float(eig.sum()), 1e-12)
-    keep = int(np.searchsorted(share, codec.pca_variance) + 1)
-    dim = -(-max(keep, codec.pca_min_dim) // codec.pq_m) * codec.pq_m
-    dim = max(1, min(dim, d_in, train_rows - 1))
-    return codec.model_copy(update={"pca_dim": dim, "pq_m": largest_divisor(dim, codec.pq_m)})
-
-
-def largest_divisor(dim: int, at_most: int) -> int:
-    """The largest M ≤ ``at_most`` that divides ``dim`` (Milvus's IVF_PQ needs M | dim)."""
-    return max(m for m in range(1, min(at_most, dim) + 1) if dim % m == 0)
 
 
 def fit_codec(sample: np.ndarray, settings: CodecSettings, autotune: dict | None = None,
@@ -237,7 +226,7 @@ def fit_codec(sample: np.ndarray, settings: CodecSettings, autotune: dict | None
                          f"{2 * settings.ivf_nlist} training vectors, got {n}; lower ivf_nlist "
                          "(about 4 * sqrt(rows)) or leave it unset")
     sample = np.ascontiguousarray(sample, dtype=np.float32)
-    train, check = _split_holdout(sample, settings.seed)
+    train, check = split_holdout(sample, settings.seed)
     # PQ needs at least 2^nbits training points per sub-quantizer; small corpora get fewer bits.
     nbits = min(settings.pq_nbits, int(math.log2(len(train))))
     started = time.perf_counter()
@@ -267,6 +256,7 @@ def fit_codec(sample: np.ndarray, settings: CodecSettings, autotune: dict | None
         "error_on": "held-out sample" if check is not train else "training sample",
         "explained_variance": float(eig[: settings.pca_dim].sum() / max(eig.sum(), 1e-12)),
         "pq_relative_error": relative_error(projected, recon),
+        "milvus_dim": milvus_width(settings),
         # The rescoring tier: its codes' bytes per vector and error in PCA space.
         "refine": settings.refine,
         "refine_bytes": codec.refiner.bytes_per_vector(codec.dim),
@@ -283,25 +273,12 @@ def fit_codec(sample: np.ndarray, settings: CodecSettings, autotune: dict | None
     return codec
 
 
-HOLDOUT_MIN_SAMPLE = 1000  # smaller samples are all used for training (and errors measured on them)
-HOLDOUT_MAX = 2000
-
-
-def _split_holdout(sample: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(training rows, rows held out to measure errors): 10% of the sample, at most 2,000."""
-    n = len(sample)
-    if n < HOLDOUT_MIN_SAMPLE:
-        return sample, sample
-    held = np.zeros(n, dtype=bool)
-    held[np.random.default_rng(seed).choice(n, size=min(n // 10, HOLDOUT_MAX), replace=False)] = True
-    return np.ascontiguousarray(sample[~held]), np.ascontiguousarray(sample[held])
-
-
 def _codec_id(settings: CodecSettings, nbits: int, backend: str, sample: np.ndarray,
               similarity: str) -> str:
     params = f"{settings.pca_dim}|{settings.pq_m}|{nbits}|{settings.seed}|{settings.opq}|" \
              f"{settings.ivf_nlist}|{backend.split('-')[0]}|{settings.random_rotation}" \
-             f"{_similarity_key(similarity)}{_refine_key(settings.refine)}"
+             f"{_similarity_key(similarity)}{_refine_key(settings.refine)}" \
+             f"{_width_key(settings)}"
     digest = hashlib.sha256(params.encode())
     digest.update(sample.tobytes())
     return digest.hexdigest()[:16]

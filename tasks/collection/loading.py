@@ -36,24 +36,26 @@ def _metadata(passages: pa.Table) -> pa.Array:
     return pc.fill_null(passages.column(METADATA), "{}").combine_chunks()
 
 
-def _vectors(passages_url: str, archive_url: str, pks: np.ndarray) -> np.ndarray:
-    """The archive shard's decoded PCA vectors, checked to be those of the passages' ``pks``."""
+def _vectors(passages_url: str, archive_url: str, pks: np.ndarray, width: int) -> np.ndarray:
+    """What Milvus holds of the archive shard's decoded PCA vectors (their leading ``width``
+    components: ``Codec.milvus_dim``), checked to be those of the passages' ``pks``."""
     archived, vectors = read_archive_vectors(archive_url)
     if not np.array_equal(pks, archived):
         raise ShardMismatchError(f"{passages_url} and {archive_url} hold different passages; "
                                  "re-run the ingest")
-    return vectors
+    return np.ascontiguousarray(vectors[:, :width])
 
 
-def shard_rows(passages_url: str, archive_url: str, codec_id: str,
+def shard_rows(passages_url: str, archive_url: str, codec_id: str, width: int,
                sources: set[str] | None = None, typed: dict[str, str] | None = None
                ) -> Iterator[dict]:
-    """Milvus rows of one shard pair; with ``sources``, only the rows of those input files;
+    """Milvus rows of one shard pair (``width``: the components Milvus holds); with
+    ``sources``, only the rows of those input files;
     ``typed``: the collection's typed metadata fields. A collection without a metadata field
     (built before it) ignores the rows' metadata."""
     passages = storage.read_parquet(passages_url, columns=PASSAGE_FIELDS, optional=(METADATA,))
     pks = passages.column("pk").to_numpy()
-    vectors = _vectors(passages_url, archive_url, pks)
+    vectors = _vectors(passages_url, archive_url, pks, width)
     fields = {name: passages.column(name).to_pylist() for name in ("doc_id", "chunk", "text",
                                                                    "source")}
     metadata_texts = _metadata(passages).to_pylist()
@@ -68,12 +70,12 @@ def shard_rows(passages_url: str, archive_url: str, codec_id: str,
                **{name: column[i] for name, column in values.items()}}
 
 
-def shard_table(passages_url: str, archive_url: str, codec_id: str,
+def shard_table(passages_url: str, archive_url: str, codec_id: str, width: int,
                 typed: dict[str, str] | None = None) -> pa.Table:
     """The Milvus rows of one shard pair as one Arrow table in the collection's field order: the
     file a bulk import reads (the vector as a list of floats; ``typed`` fields before it)."""
     passages = storage.read_parquet(passages_url, columns=PASSAGE_FIELDS, optional=(METADATA,))
-    vectors = _vectors(passages_url, archive_url, passages.column("pk").to_numpy())
+    vectors = _vectors(passages_url, archive_url, passages.column("pk").to_numpy(), width)
     offsets = pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32))
     metadata = _metadata(passages)
     return pa.table({
@@ -131,22 +133,22 @@ def load_collection(store: MilvusStore, collection: str, codec: Codec, pairs: li
     Stale rows go first: a new file may reuse a deleted file's keys. A server loads only indexed
     collections, so the index is built before counting.
     """
-    store.ensure_collection(collection, codec.dim, codec.codec_id, metadata)
+    store.ensure_collection(collection, codec.milvus_dim, codec.codec_id, metadata)
     deleted = store.delete(collection, stale or [])
-    written = load_shards(store, collection, pairs, codec.codec_id, live)
+    written = load_shards(store, collection, pairs, codec, live)
     plan, index, rows = index_collection(store, collection, codec, None)
     return LoadResult(written, deleted, rows, index, plan)
 
 
 def load_shards(store: MilvusStore, collection: str, pairs: list[tuple[str, str]],
-                codec_id: str, live: dict[tuple[str, str], set[str]] | None = None) -> int:
+                codec: Codec, live: dict[tuple[str, str], set[str]] | None = None) -> int:
     """Upsert every (passages, archive) shard pair; return the rows written.
 
     ``live`` limits each pair to the input files whose current rows it holds (a shard also keeps
     rows of files deleted or rewritten by later runs).
     """
     typed = store.typed_fields(collection)
-    return sum(store.upsert(collection, list(shard_rows(p, a, codec_id,
+    return sum(store.upsert(collection, list(shard_rows(p, a, codec.codec_id, codec.milvus_dim,
                                                         live.get((p, a)) if live else None,
                                                         typed)))
                for p, a in pairs)

@@ -238,9 +238,10 @@ class StreamEngine:
 
     def _use_codec(self, codec: Codec, trained: bool) -> None:
         self.codec, self.codec_dir = codec, self.paths.codec_dir(codec.codec_id)
-        self.loads.codec_id = codec.codec_id
+        self.loads.codec_id, self.loads.width = codec.codec_id, codec.milvus_dim
         self.result.codec_trained = trained
-        self.store.ensure_collection(self.build.build, codec.dim, codec.codec_id, self.typed)
+        self.store.ensure_collection(self.build.build, codec.milvus_dim, codec.codec_id,
+                                     self.typed)
         self.loads.typed = self.store.typed_fields(self.build.build)
         self._index_early()
 

@@ -44,6 +44,7 @@ class Loads:
         self.milvus, self.store, self.submit = milvus, store, submit
         self.collection, self.new_build = build.build, build.status == "building"
         self.codec_id = ""
+        self.width = 0  # the PCA components Milvus holds (Codec.milvus_dim), with the codec
         self.typed: dict[str, str] = {}  # the build's typed metadata fields, with the codec
         self.lite_rows: deque[ShardRow] = deque()  # encoded shards for this process to load
         self.unflushed = 0  # rows loaded since the collection's last flush
@@ -123,8 +124,9 @@ class Loads:
                 rows += batch[-1].rows
             self.submit("bulk", "|".join(r.shard_id for r in batch), part_jobs.bulk_load_parts,
                         [(r.passages_url, r.archive_url) for r in batch], self.codec_id,
-                        self.collection, self.milvus, self.typed)
+                        self.width, self.collection, self.milvus, self.typed)
 
-    def _args(self, row: ShardRow) -> tuple[str, str, str, str, MilvusSettings, dict[str, str]]:
-        return (row.passages_url, row.archive_url, self.codec_id, self.collection, self.milvus,
-                self.typed)
+    def _args(self, row: ShardRow
+              ) -> tuple[str, str, str, int, str, MilvusSettings, dict[str, str]]:
+        return (row.passages_url, row.archive_url, self.codec_id, self.width, self.collection,
+                self.milvus, self.typed)

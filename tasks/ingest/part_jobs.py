@@ -135,10 +135,11 @@ def refused_url(archive_url: str) -> str:
     return archive_url.removesuffix(".parquet") + ".refused.json"
 
 
-def load_part(passages_url: str, archive_url: str, codec_id: str, collection: str,
+def load_part(passages_url: str, archive_url: str, codec_id: str, width: int, collection: str,
               milvus: MilvusSettings, typed: dict[str, str] | None = None,
               store: MilvusStore | None = None) -> LoadedPart:
-    """Upsert one shard pair into the physical collection (``typed``: its typed metadata fields).
+    """Upsert one shard pair into the physical collection (``width``: the PCA components it
+    holds; ``typed``: its typed metadata fields).
 
     A row Milvus refuses is quarantined (reported with Milvus's reason) while the rest of the
     shard loads. On a Milvus server each worker keeps its own connection; Milvus Lite (one
@@ -147,7 +148,7 @@ def load_part(passages_url: str, archive_url: str, codec_id: str, collection: st
     started = time.perf_counter()
     store = store or _store(milvus)
     refused: list[RefusedRow] = []
-    rows = shard_rows(passages_url, archive_url, codec_id, typed=typed)
+    rows = shard_rows(passages_url, archive_url, codec_id, width, typed=typed)
     written = store.upsert(collection, list(rows), refused)
     errors = [InputError(r.row["source"], f"record {r.row['doc_id']} passage {r.row['chunk']}",
                          f"Milvus refused the passage: {r.reason}",
@@ -158,7 +159,7 @@ def load_part(passages_url: str, archive_url: str, codec_id: str, collection: st
     return LoadedPart(written, time.perf_counter() - started, errors)
 
 
-def bulk_load_parts(pairs: list[tuple[str, str]], codec_id: str, collection: str,
+def bulk_load_parts(pairs: list[tuple[str, str]], codec_id: str, width: int, collection: str,
                     milvus: MilvusSettings, typed: dict[str, str] | None = None
                     ) -> list[LoadedPart]:
     """Bulk-import several shard pairs as one file (a first load only: ``infra.milvus_bulk``);
@@ -167,12 +168,13 @@ def bulk_load_parts(pairs: list[tuple[str, str]], codec_id: str, collection: str
     ``milvus.bulk_timeout_s`` fails the run."""
     started = time.perf_counter()
     importer = per_worker("milvus-bulk", lambda: BulkImporter(milvus), milvus)
-    tables = [shard_table(passages, archive, codec_id, typed) for passages, archive in pairs]
+    tables = [shard_table(passages, archive, codec_id, width, typed)
+              for passages, archive in pairs]
     name = hashlib.sha256("|".join(a for _, a in pairs).encode()).hexdigest()[:24]
     try:
         importer.import_table(collection, pa.concat_tables(tables), name)
     except BulkImportError as exc:
-        parts = [load_part(passages, archive, codec_id, collection, milvus, typed)
+        parts = [load_part(passages, archive, codec_id, width, collection, milvus, typed)
                  for passages, archive in pairs]
         parts[0].note = f"{exc}; its {len(pairs)} shard(s) were upserted instead"
         return parts

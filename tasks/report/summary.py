@@ -152,7 +152,8 @@ def bytes_per_vector(embedding_dim: int, codec_report: dict, index: dict) -> dic
         f"PCA-{dim} FP32": 4.0 * dim,
         f"archive: PCA-{dim} {codec_report.get('refine', 'fp16')} (rescoring)":
             float(codec_report.get("refine_bytes", 2 * dim)),
-        f"Milvus index {kind} (nominal)": index_bytes_per_vector(kind, dim, m, nbits),
+        f"Milvus index {kind} (nominal)": index_bytes_per_vector(
+            kind, int(codec_report.get("milvus_dim") or dim), m, nbits),
     }
 
 

@@ -172,8 +172,8 @@ class Searcher:
         ranked = []
         for start in range(0, len(queries), per_call):
             part = queries[start : start + per_call]
-            found = self.store.search(snap.collection, part, limit, nprobe, expression,
-                                      milvus_metric(similarity))
+            found = self.store.search(snap.collection, snap.codec.for_milvus(part), limit,
+                                      nprobe, expression, milvus_metric(similarity))
             if after is not None and wanted is not None:
                 keep = self.store.matching(snap.collection,
                                            [pk for hits in found for pk, _ in hits],
