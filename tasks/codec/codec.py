@@ -138,8 +138,13 @@ class Codec:
         return self.index.sa_decode(self.encode(embeddings))
 
     def save(self, directory: str) -> None:
+        """The index without the PCA's training state: ``PCAMatrix.PCAMat`` (d_in² floats, 590 KB
+        for a 384-d model) only serves ``train``; projecting and decoding read ``A`` and ``b``."""
+        index = faiss.clone_index(self.index)
+        if index.chain.size() and isinstance(self.pca, faiss.PCAMatrix):
+            faiss.downcast_VectorTransform(index.chain.at(0)).PCAMat.clear()
         storage.write_bytes(storage.join(directory, "codec.faiss"),
-                            faiss.serialize_index(self.index).tobytes())
+                            faiss.serialize_index(index).tobytes())
         if self.refiner.index is not None:
             storage.write_bytes(storage.join(directory, "refine.faiss"), self.refiner.to_bytes())
         storage.write_json(storage.join(directory, "report.json"), self.report)
