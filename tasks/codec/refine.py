@@ -27,7 +27,8 @@ from vecpress.tasks.arrays import fixed_list_to_numpy, numpy_to_fixed_list
 
 FP16_COLUMN = "pca_fp16"
 CODES_COLUMN = "pca_codes"
-METADATA_KEY = b"vecpress.refine"
+METADATA_KEY = b"vecpress.refine"  # the serialised quantizer, in an archive shard's schema
+KIND_KEY = b"vecpress.refine_kind"
 KINDS = {"sq8": faiss.ScalarQuantizer.QT_8bit, "sq6": faiss.ScalarQuantizer.QT_6bit,
          "sq4": faiss.ScalarQuantizer.QT_4bit}
 
@@ -121,14 +122,14 @@ def archive_table(pks: np.ndarray, pca: np.ndarray, refiner: Refiner = FP16) -> 
     if refiner.index is None:
         return table
     return table.replace_schema_metadata({METADATA_KEY: refiner.to_bytes(),
-                                          b"vecpress.refine_kind": refiner.kind.encode()})
+                                          KIND_KEY: refiner.kind.encode()})
 
 
 def read_archive(url: str) -> tuple[np.ndarray, np.ndarray, Refiner]:
     """(pks, stored codes as written, the shard's refiner) of one archive shard."""
     table = storage.read_parquet(url, columns=["pk"], optional=(FP16_COLUMN, CODES_COLUMN))
     meta = table.schema.metadata or {}
-    refiner = Refiner.from_bytes(meta.get(b"vecpress.refine_kind", b"fp16").decode(),
+    refiner = Refiner.from_bytes(meta.get(KIND_KEY, b"fp16").decode(),
                                  meta.get(METADATA_KEY, b""))
     if refiner.column not in table.column_names:
         raise ArchiveFormatError(f"{url} has no {refiner.column} column: it is not an archive "
