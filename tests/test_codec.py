@@ -202,3 +202,24 @@ def test_the_codec_sample_has_exactly_the_sample_size(tmp_path) -> None:
         assert sample.shape == (size, 8)
         assert len(np.unique(sample, axis=0)) == size  # without replacement
     assert len(sample_embeddings(urls, rows, 10_000, seed=1)) == sum(rows)
+
+
+def test_saved_codecs_keep_only_what_serving_reads(embeddings: np.ndarray, tmp_path: Path) -> None:
+    """A fitted codec is saved without the PCA's training matrix and an exact codec without its
+    identity matrix (590 KB each for a 384-d model); loaded, both project and code as before."""
+    from vecpress.tasks.codec.codec import fit_exact
+
+    fitted = fit_codec(embeddings, CodecSettings(pca_dim=64, pq_m=8))
+    exact = fit_exact(embeddings[:100], "small")
+    for codec, name in ((fitted, "fitted"), (exact, "exact")):
+        folder = tmp_path / name
+        codec.save(str(folder))
+        whole = len(faiss.serialize_index(codec.index))
+        saved = (folder / "codec.faiss").stat().st_size
+        d = embeddings.shape[1]
+        assert saved <= whole - 4 * d * d  # the d x d matrix is not kept
+        again = Codec.load(str(folder))
+        assert again.codec_id == codec.codec_id and again.dim == codec.dim
+        np.testing.assert_array_equal(again.project(embeddings[:20]), codec.project(embeddings[:20]))
+        np.testing.assert_array_equal(again.encode(embeddings[:20]), codec.encode(embeddings[:20]))
+    assert (tmp_path / "exact" / "codec.faiss").stat().st_size < 1024

@@ -140,9 +140,12 @@ class Codec:
     def save(self, directory: str) -> None:
         """The index without the PCA's training state: ``PCAMatrix.PCAMat`` (d_in² floats, 590 KB
         for a 384-d model) only serves ``train``; projecting and decoding read ``A`` and ``b``."""
-        index = faiss.clone_index(self.index)
-        if index.chain.size() and isinstance(self.pca, faiss.PCAMatrix):
-            faiss.downcast_VectorTransform(index.chain.at(0)).PCAMat.clear()
+        if is_exact(self):  # its identity matrix (d² floats) is rebuilt on load: the flat part
+            index = faiss.clone_index(faiss.downcast_index(self.index.index))
+        else:
+            index = faiss.clone_index(self.index)
+            if index.chain.size() and isinstance(self.pca, faiss.PCAMatrix):
+                faiss.downcast_VectorTransform(index.chain.at(0)).PCAMat.clear()
         storage.write_bytes(storage.join(directory, "codec.faiss"),
                             faiss.serialize_index(index).tobytes())
         if self.refiner.index is not None:
@@ -154,6 +157,8 @@ class Codec:
         raw = np.frombuffer(storage.read_bytes(storage.join(directory, "codec.faiss")), np.uint8)
         index = faiss.deserialize_index(raw)  # already the concrete IndexPreTransform
         report = storage.read_json(storage.join(directory, "report.json"))
+        if not isinstance(index, faiss.IndexPreTransform):  # an exact codec: its flat part
+            index = _identity(index)
         kind = str(report.get("refine", "fp16"))  # codecs before the refine tier: FP16
         refiner = FP16 if kind == "fp16" else Refiner.from_bytes(
             kind, storage.read_bytes(storage.join(directory, "refine.faiss")))
@@ -169,10 +174,7 @@ def fit_exact(sample: np.ndarray, reason: str, similarity: str = "cosine") -> Co
     next ingest fits a real codec into a new build (``tasks.codec.choose.outgrown``).
     """
     n, d = sample.shape
-    identity = faiss.LinearTransform(d, d, False)
-    faiss.copy_array_to_vector(np.eye(d, dtype=np.float32).ravel(), identity.A)
-    identity.is_trained = True
-    index = faiss.IndexPreTransform(identity, faiss.IndexFlatL2(d))
+    index = _identity(faiss.IndexFlatL2(d))
     digest = hashlib.sha256(f"exact|{d}{_similarity_key(similarity)}".encode()).hexdigest()[:16]
     return Codec(index=index, report={
         "codec_id": f"exact-{digest}", "kind": "exact", "reason": reason, "backend": "none",
@@ -180,6 +182,15 @@ def fit_exact(sample: np.ndarray, reason: str, similarity: str = "cosine") -> Co
         "random_rotation": False, "ivf_nlist": None, "code_bytes": 4 * d, "train_vectors": n,
         "explained_variance": 1.0, "pq_relative_error": 0.0, "train_seconds": 0.0,
         "undertrained": False, "similarity": similarity, "refine": "fp16", "refine_bytes": 2 * d})
+
+
+def _identity(flat: faiss.Index) -> faiss.IndexPreTransform:
+    """``flat`` behind an identity transform: the exact codec's index (saved without the
+    transform, whose d × d matrix would be 590 KB for a 384-d model)."""
+    identity = faiss.LinearTransform(flat.d, flat.d, False)
+    faiss.copy_array_to_vector(np.eye(flat.d, dtype=np.float32).ravel(), identity.A)
+    identity.is_trained = True
+    return faiss.IndexPreTransform(identity, flat)
 
 
 def _similarity_key(similarity: str) -> str:
