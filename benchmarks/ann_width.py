@@ -24,6 +24,8 @@ from embedded import K, embedded_corpus, exact_top_k, split
 from harness import RESULTS, machine, write_results
 from refine_codes import pca_space
 
+from vecpress.tasks.recall import recall_at_k
+
 
 def truncated_index(dim: int, width: int, factory: str) -> faiss.Index:
     """``factory`` over the first ``width`` components (a selection matrix as its transform)."""
@@ -68,12 +70,8 @@ def main() -> None:
             for factor in args.factors:
                 params = faiss.IndexRefineSearchParameters(k_factor=factor)
                 faiss.extract_index_ivf(base).nprobe = nlist
-                found = index.search(q, K, params=params)[1]
-                recall = float(np.mean([len(set(f) & set(t)) / K for f, t in
-                                        zip(found, truth, strict=True)]))
-                ann = base.search(q, K)[1]
-                ann_recall = float(np.mean([len(set(f) & set(t)) / K for f, t in
-                                            zip(ann, truth, strict=True)]))
+                recall = recall_at_k(truth, index.search(q, K, params=params)[1].tolist(), K)
+                ann_recall = recall_at_k(truth, base.search(q, K)[1].tolist(), K)
                 results.append({"tier": tier, "width": width, "factor": factor,
                                 "milvus_field_bytes_fp32": 4 * width,
                                 "index_code_bytes": index_bytes,
