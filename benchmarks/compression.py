@@ -54,7 +54,7 @@ def milvus_run(name: str, uri: str, codec, corpus: np.ndarray, pks: np.ndarray, 
     store.drop(name)
     store.ensure_collection(name, codec.milvus_dim, codec.codec_id)
     # What an ingest loads: the archive's vectors, decoded from the rescoring tier's codes.
-    projected = codec.for_milvus(codec.refiner.decode(codec.refiner.encode(codec.project(corpus))))
+    projected = codec.for_milvus(codec.refiner.as_kept(codec.project(corpus)))
     clock = Stopwatch()
     # Passage text is not part of the vector cost: short placeholder fields keep it out.
     store.upsert(name, [{"pk": int(pk), "doc_id": "", "chunk": 0, "text": "", "source": "",

@@ -110,7 +110,7 @@ def measure(label: str, settings, codec_settings, data: dict, latency_queries: i
     name = f"latency_{label}"
     store.drop(name)
     store.ensure_collection(name, codec.milvus_dim, codec.codec_id)
-    projected = codec.for_milvus(codec.refiner.decode(codec.refiner.encode(codec.project(corpus))))
+    projected = codec.for_milvus(codec.refiner.as_kept(codec.project(corpus)))
     store.upsert(name, [{"pk": int(pk), "doc_id": f"d{pk}", "chunk": 0, "text": text,
                          "source": f"/corpus/file{pk % 997}.txt", "codec_id": codec.codec_id,
                          "vector": v} for pk, text, v in zip(pks, texts, projected, strict=True)])

@@ -72,6 +72,8 @@ def test_archive_round_trip(embeddings: np.ndarray, tmp_path: Path, kind: str, w
     np.testing.assert_allclose(back, pca, atol=atol * float(np.abs(pca).max()))
     # coded again, decoded vectors keep their codes (incremental reuse re-archives them)
     np.testing.assert_array_equal(codec.refiner.encode(back), stored)
+    # the leading components alone (what Milvus is loaded with) are those of the whole vector
+    np.testing.assert_array_equal(codec.refiner.decode(stored, 20), back[:, :20])
     if kind != "fp16":  # decoded in numpy (no OpenMP per search), as FAISS decodes them
         np.testing.assert_allclose(back, codec.refiner.index.sa_decode(stored), atol=1e-5)
     again = Codec.load(_saved(codec, tmp_path))

@@ -159,10 +159,10 @@ def autotune(sample: np.ndarray, codec: CodecSettings, milvus: MilvusSettings,
             if similarity == "dot":  # queries uncentred, as Codec.project_queries
                 xq = xq - pca.apply(np.zeros((1, sample.shape[1]), dtype=np.float32))
             lists: dict[int, np.ndarray] = {}  # the coarse lists of each width Milvus holds
-            tiers = {kind: train_refiner(kind, xb) for kind in sorted(set(codec.autotune_refine))}
-            kept: dict[str, tuple[np.ndarray, int]] = {
-                kind: (t.decode(t.encode(xb)), t.bytes_per_vector(dim))
-                for kind, t in tiers.items()}
+            kept: dict[str, tuple[np.ndarray, int]] = {}  # kind: (base as kept, its bytes)
+            for kind in sorted(set(codec.autotune_refine)):
+                tier = train_refiner(kind, xb)
+                kept[kind] = (tier.as_kept(xb), tier.bytes_per_vector(dim))
             for m in _grid_ms(codec, dim):
                 width = milvus_width(codec.model_copy(update={"pca_dim": dim, "pq_m": m}))
                 if width not in lists:

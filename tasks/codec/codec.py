@@ -277,7 +277,7 @@ def fit_codec(sample: np.ndarray, settings: CodecSettings, autotune: dict | None
         "refine": settings.refine,
         "refine_bytes": codec.refiner.bytes_per_vector(codec.dim),
         "refine_relative_error": relative_error(
-            projected, codec.refiner.decode(codec.refiner.encode(projected))),
+            projected, codec.refiner.as_kept(projected)),
         # PCA and PQ losses together, in embedding space: what drift checks compare against.
         "reconstruction_relative_error": relative_error(check, codec.reconstruct(check)),
         "train_seconds": seconds,

@@ -57,8 +57,9 @@ class Refiner:
             return np.asarray(pca, dtype=np.float16)
         return self.index.sa_encode(np.ascontiguousarray(pca, dtype=np.float32))
 
-    def decode(self, stored: np.ndarray) -> np.ndarray:
-        """float32 [n, dim] of what ``encode`` returned.
+    def decode(self, stored: np.ndarray, width: int | None = None) -> np.ndarray:
+        """float32 [n, dim] of what ``encode`` returned; with ``width``, only the leading
+        ``width`` components (what Milvus is loaded with: the rest is never decoded).
 
         In numpy, not FAISS: FAISS decodes in an OpenMP parallel region on every call, and a
         search decodes ~100 candidates; waking the thread team beside a busy Milvus server put
@@ -66,9 +67,10 @@ class Refiner:
         The codes are a little-endian bit stream of ``bits`` per component (FAISS's packing);
         a component is ``vmin + (code + 0.5) / (2^bits - 1) * vdiff``, FAISS's formula."""
         if self.index is None:
-            return np.asarray(stored, dtype=np.float32)
+            return np.asarray(stored[:, :width], dtype=np.float32)
         codes = np.asarray(stored, dtype=np.uint8)
-        dim, bits = int(self.index.d), int(self.index.sq.bits)
+        bits = int(self.index.sq.bits)
+        dim = min(width or self.index.d, int(self.index.d))
         if bits == 8:
             levels = codes[:, :dim].astype(np.float32)
         else:
@@ -76,7 +78,13 @@ class Refiner:
             weights = (1 << np.arange(bits)).astype(np.float32)
             levels = stream.reshape(len(codes), dim, bits).astype(np.float32) @ weights
         vmin, vdiff = self._range
-        return ((levels + 0.5) / float((1 << bits) - 1) * vdiff + vmin).astype(np.float32)
+        return ((levels + 0.5) / float((1 << bits) - 1) * vdiff[:dim] + vmin[:dim]
+                ).astype(np.float32)
+
+    def as_kept(self, pca: np.ndarray) -> np.ndarray:
+        """PCA vectors as the archive gives them back (coded, then decoded): what Milvus is
+        loaded with and rescoring reads."""
+        return self.decode(self.encode(pca))
 
     @functools.cached_property
     def _range(self) -> tuple[np.ndarray, np.ndarray]:
@@ -139,7 +147,8 @@ def read_archive(url: str) -> tuple[np.ndarray, np.ndarray, Refiner]:
             refiner)
 
 
-def read_archive_vectors(url: str) -> tuple[np.ndarray, np.ndarray]:
-    """(pks, float32 PCA vectors) of one archive shard, decoded."""
+def read_archive_vectors(url: str, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(pks, float32 PCA vectors) of one archive shard, decoded (their leading ``width``
+    components only, when given)."""
     pks, stored, refiner = read_archive(url)
-    return pks, refiner.decode(stored)
+    return pks, refiner.decode(stored, width)

@@ -39,11 +39,11 @@ def _metadata(passages: pa.Table) -> pa.Array:
 def _vectors(passages_url: str, archive_url: str, pks: np.ndarray, width: int) -> np.ndarray:
     """What Milvus holds of the archive shard's decoded PCA vectors (their leading ``width``
     components: ``Codec.milvus_dim``), checked to be those of the passages' ``pks``."""
-    archived, vectors = read_archive_vectors(archive_url)
+    archived, vectors = read_archive_vectors(archive_url, width)
     if not np.array_equal(pks, archived):
         raise ShardMismatchError(f"{passages_url} and {archive_url} hold different passages; "
                                  "re-run the ingest")
-    return np.ascontiguousarray(vectors[:, :width])
+    return vectors
 
 
 def shard_rows(passages_url: str, archive_url: str, codec_id: str, width: int,
