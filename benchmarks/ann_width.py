@@ -20,9 +20,9 @@ import argparse
 
 import faiss
 import numpy as np
-from embedded import K, embedded_corpus, exact_top_k, split
-from harness import RESULTS, machine, write_results
-from refine_codes import pca_space
+from embedded import K
+from harness import RESULTS, write_results
+from refine_codes import probe
 
 from vecpress.tasks.recall import recall_at_k
 
@@ -48,13 +48,8 @@ def main() -> None:
     parser.add_argument("--factors", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--label", default="cpu")
     args = parser.parse_args()
-    faiss.omp_set_num_threads(1)  # OpenMP k-means on 2 shared cores spun for minutes
-    _, _, vectors, facts = embedded_corpus(args.passages, args.variant, 2, args.corpus)
-    rows, held = split(len(vectors), args.queries)
-    corpus, queries = vectors[rows], vectors[held]
-    truth = exact_top_k(corpus, queries, np.arange(len(corpus)))
-    x, q, dim = pca_space(corpus, queries)
-    nlist = max(16, int(4 * np.sqrt(len(x))))
+    space = probe(args.passages, args.queries, args.variant, args.corpus)
+    x, q, truth, dim, nlist = space.x, space.q, space.truth, space.dim, space.nlist
     refine = faiss.index_factory(dim, "SQ8", faiss.METRIC_INNER_PRODUCT)
     refine.train(x)
     results = []
@@ -81,10 +76,8 @@ def main() -> None:
                       f"{index_bytes:4d} B  ANN {ann_recall:.4f}  rescored {recall:.4f}",
                       flush=True)
     write_results(RESULTS / f"ann_width_{args.corpus}_{args.label}.json",
-                  {"what": __doc__.split("\n\n")[0], "machine": machine(git=True),
-                   "corpus": facts, "passages": len(corpus), "queries": len(queries),
-                   "pca_dim": dim, "nlist": nlist, "refine": f"SQ8 of all {dim} PCA components",
-                   "rows": results})
+                  {"what": __doc__.split("\n\n")[0], **space.header(),
+                   "refine": f"SQ8 of all {dim} PCA components", "rows": results})
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ Writes benchmarks/results/refine_codes_<label>.json.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
@@ -38,6 +39,36 @@ def pca_space(corpus: np.ndarray, queries: np.ndarray, keep: float = 0.99
     return pca.apply(corpus) - origin, pca.apply(queries) - origin, dim
 
 
+@dataclass
+class Probe:
+    """A cached corpus in the PCA space an ingest fits: corpus and queries, the exact FP32 top 10
+    of each query (row numbers), and the IVF lists a Milvus tier over it gets."""
+
+    facts: dict
+    x: np.ndarray
+    q: np.ndarray
+    truth: np.ndarray
+    dim: int
+    nlist: int
+
+    def header(self) -> dict:
+        """What every result file of these probes records about its data."""
+        return {"machine": machine(git=True), "corpus": self.facts, "passages": len(self.x),
+                "queries": len(self.q), "pca_dim": self.dim, "nlist": self.nlist}
+
+
+def probe(passages: int, queries: int, variant: str, corpus: str = "docstrings") -> Probe:
+    """``passages`` cached embeddings of ``corpus``, ``queries`` of them held out, in PCA space.
+    FAISS runs one thread: OpenMP k-means on 2 shared cores spun for minutes."""
+    faiss.omp_set_num_threads(1)
+    _, _, vectors, facts = embedded_corpus(passages, variant, 2, corpus)
+    rows, held = split(len(vectors), queries)
+    base, held_out = vectors[rows], vectors[held]
+    truth = exact_top_k(base, held_out, np.arange(len(base)))
+    x, q, dim = pca_space(base, held_out)
+    return Probe(facts, x, q, truth, dim, max(16, int(4 * np.sqrt(len(x)))))
+
+
 def refine_tiers(dim: int, pq: list[int]) -> dict[str, tuple[str, float]]:
     """name -> (FAISS factory string of the refine index, code bytes a vector)."""
     tiers = {"FP16 (today)": ("SQfp16", 2.0 * dim), "SQ8": ("SQ8", 1.0 * dim),
@@ -58,14 +89,8 @@ def main() -> None:
                         help="residual-free PQ refine tiers of these code bytes (slow to train)")
     parser.add_argument("--label", default="cpu")
     args = parser.parse_args()
-    faiss.omp_set_num_threads(1)  # OpenMP k-means on 2 shared cores spun for minutes
-    _, _, vectors, facts = embedded_corpus(args.passages, args.variant, threads=2)
-    rows, held = split(len(vectors), args.queries)
-    corpus, queries = vectors[rows], vectors[held]
-    pks = np.arange(len(corpus))
-    truth = exact_top_k(corpus, queries, pks)
-    x, q, dim = pca_space(corpus, queries)
-    nlist = max(16, int(4 * np.sqrt(len(x))))
+    space = probe(args.passages, args.queries, args.variant)
+    x, q, truth, dim, nlist = space.x, space.q, space.truth, space.dim, space.nlist
     base = faiss.index_factory(dim, f"IVF{nlist},PQ{dim // 8}x8", faiss.METRIC_INNER_PRODUCT)
     base.train(x)  # the Milvus tier, trained once; each refine tier gets an empty copy
     results = []
@@ -84,10 +109,8 @@ def main() -> None:
                             "recall@10": round(recall, 4)})
             print(f"{name:14s} {code_bytes:6.0f} B  ×{factor:<3d} recall@10 {recall:.4f}")
     write_results(RESULTS / f"refine_codes_{args.label}.json",
-                  {"what": __doc__.split("\n\n")[0], "machine": machine(git=True),
-                   "corpus": facts, "passages": len(corpus), "queries": len(queries),
-                   "pca_dim": dim, "nlist": nlist, "ann": f"IVF{nlist},PQ{dim // 8}x8 (all lists)",
-                   "rows": results})
+                  {"what": __doc__.split("\n\n")[0], **space.header(),
+                   "ann": f"IVF{nlist},PQ{dim // 8}x8 (all lists)", "rows": results})
 
 
 if __name__ == "__main__":
