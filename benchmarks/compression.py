@@ -140,10 +140,9 @@ def main() -> None:
                              "and index plan) on both backends: what a new user gets")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from vecpress.infra import storage
     from vecpress.infra.settings import CodecSettings, MilvusSettings, Settings
     from vecpress.tasks.codec.codec import fit_codec
-    from vecpress.tasks.codec.refine import archive_table
+    from vecpress.tasks.codec.refine import write_archive
     from vecpress.tasks.codec.shape import resolve_shape
     from vecpress.tasks.search.rescore_store import RescoreStore
 
@@ -196,8 +195,8 @@ def main() -> None:
         codec = fit_codec(sample, codec_settings, autotune=table)
         print(f"{label}: codec {codec.report['codec_id']} trained in "
               f"{codec.report['train_seconds']:.1f} s", flush=True)
-        archive = work / label / "runs" / "r" / "archive" / "part-00000.parquet"
-        storage.write_parquet(str(archive), archive_table(pks, codec.project(corpus), codec.refiner))
+        archive = work / label / "runs" / "r" / "archive" / "part-00000.arrow"
+        write_archive(str(archive), pks, codec.project(corpus), codec.refiner)
         rescore = RescoreStore([str(archive)], directory=work / label / "rescore")
         # Per entry: --only runs merge into one JSON, and the docstring corpus changes with the
         # packages installed, so each configuration keeps the corpus it was measured on.

@@ -90,9 +90,8 @@ def measure(label: str, settings, codec_settings, data: dict, latency_queries: i
     starts Milvus after the load and returns its URI: a server compacts and hands off segments
     for minutes after a bulk load, on the same 2 cores, which is not what a search meets later."""
     from vecpress.infra.milvus import MilvusStore
-    from vecpress.infra.storage import write_parquet
     from vecpress.tasks.codec.codec import fit_codec
-    from vecpress.tasks.codec.refine import archive_table
+    from vecpress.tasks.codec.refine import write_archive
     from vecpress.tasks.collection.loading import index_collection
     from vecpress.tasks.embed.embedder import OnnxEmbedder
     from vecpress.tasks.recall import recall_at_k
@@ -103,8 +102,8 @@ def measure(label: str, settings, codec_settings, data: dict, latency_queries: i
     shutil.rmtree(work, ignore_errors=True)
     corpus, pks, texts = data["corpus"], data["pks"], data["texts"]
     codec = fit_codec(data["sample"], codec_settings)
-    archive = work / "archive.parquet"
-    write_parquet(str(archive), archive_table(pks, codec.project(corpus), codec.refiner))
+    archive = work / "archive.arrow"
+    write_archive(str(archive), pks, codec.project(corpus), codec.refiner)
     rescore = RescoreStore([str(archive)], directory=work / "rescore")
     store = MilvusStore(settings.milvus)
     name = f"latency_{label}"

@@ -6,8 +6,8 @@ Layout under ``storage_root``::
     collections/<name>/catalog/{builds,files,shards}/   Delta tables: the collection's catalog
     collections/<name>/codecs/<codec_id>/       codec.faiss + report.json
     collections/<name>/shards/<group_id>/       part-NNNN.parquet (passages), archive-<codec>-NNNN
-                                                (fp16 PCA), embeddings-NNNN (FP32, first run only,
-                                                until the codec exists), group.json
+                                                .arrow (PCA codes), embeddings-NNNN (FP32, first run
+                                                only, until the codec exists), group.json
     collections/<name>/runs/<run_id>/           summary.json, quarantine.jsonl of each run
 """
 

@@ -76,12 +76,12 @@ def test_an_upsert_after_a_bulk_import_keeps_each_passage_once(tmp_path, fp32_ar
     import pyarrow as pa
 
     from vecpress.infra import storage
-    from vecpress.tasks.codec.refine import archive_table
+    from vecpress.tasks.codec.refine import write_archive
     from vecpress.tasks.ingest.part_jobs import bulk_load_parts, load_part
 
     n, dim = 200, 16
     passages = str(tmp_path / "shard" / "part-0000.parquet")
-    archive = str(tmp_path / "shard" / "archive-c-0000.parquet")
+    archive = str(tmp_path / "shard" / "archive-c-0000.arrow")
     storage.write_parquet(passages, pa.table({
         "pk": np.arange(n, dtype=np.int64), "doc_id": [f"d{i}" for i in range(n)],
         "chunk": np.zeros(n, np.int32), "text": [t for _, t in paragraphs[:n]],
@@ -89,7 +89,7 @@ def test_an_upsert_after_a_bulk_import_keeps_each_passage_once(tmp_path, fp32_ar
         "metadata": [json.dumps({"team": f"t{i % 4}", "year": 2000 + i % 20, "ok": i % 2 == 0})
                      if i % 10 else None for i in range(n)]}))
     vectors = np.random.default_rng(0).normal(size=(n, dim)).astype(np.float32)
-    storage.write_parquet(archive, archive_table(np.arange(n, dtype=np.int64), vectors))
+    write_archive(archive, np.arange(n, dtype=np.int64), vectors)
     settings = MilvusSettings(uri=milvus_server, bulk_dir=str(tmp_path / "bulk"),
                               search_consistency="Strong")
     store = MilvusStore(settings)

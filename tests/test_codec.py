@@ -6,13 +6,13 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-import pyarrow.parquet as pq
+import pyarrow as pa
 import pytest
 
 from vecpress.infra import storage
 from vecpress.infra.settings import CodecSettings
 from vecpress.tasks.codec.codec import Codec, CodecError, fit_codec
-from vecpress.tasks.codec.refine import archive_table, read_archive, read_archive_vectors
+from vecpress.tasks.codec.refine import read_archive, read_archive_vectors, write_archive
 from vecpress.tasks.recall import recall_at_k
 
 
@@ -60,9 +60,10 @@ def test_archive_round_trip(embeddings: np.ndarray, tmp_path: Path, kind: str, w
     and any reader decodes it from the shard alone (the quantizer rides in its schema)."""
     codec = fit_codec(embeddings, CodecSettings(pca_dim=64, pq_m=8, refine=kind))
     pca = codec.project(embeddings[:10])
-    url = str(tmp_path / "archive.parquet")
-    storage.write_parquet(url, archive_table(np.arange(10), pca, codec.refiner))
-    assert pq.read_metadata(url).num_columns == 2  # pk and the codes: Milvus builds its own index
+    url = str(tmp_path / "archive.arrow")
+    write_archive(url, np.arange(10), pca, codec.refiner)
+    with pa.ipc.open_file(url) as shard:  # pk and the codes: Milvus builds its own index
+        assert shard.schema.names == ["pk", codec.refiner.column]
     assert codec.report["refine_bytes"] == codec.refiner.bytes_per_vector(64) == width
     pks, stored, refiner = read_archive(url)
     assert stored.shape == (10, width // 2 if kind == "fp16" else width)
@@ -188,7 +189,6 @@ def test_the_codec_sample_has_exactly_the_sample_size(tmp_path) -> None:
     min_fit_vectors == sample_size then kept whole vectors and re-fitted itself forever."""
     import pyarrow as pa
 
-    from vecpress.infra import storage
     from vecpress.tasks.ingest.part_jobs import sample_embeddings
 
     rows = [128, 128, 64, 128, 33, 128, 128, 100]

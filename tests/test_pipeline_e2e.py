@@ -169,11 +169,14 @@ def test_the_footprint_is_the_bytes_on_disk(first_run: dict, workspace: dict) ->
         n for path, n in in_milvus.items() if "/indexes/" in path)  # vector and scalar
     rescore = data / "collections" / COLLECTION / "rescore" / first_run["build"] / "current"
     ram = tiers["RAM while serving"]
-    mapped = sum(p.stat().st_size for p in rescore.glob("*.npy"))
-    assert ram["rescoring store (mapped codes), memory-mapped"] == mapped
+    index = sum(p.stat().st_size for p in rescore.glob("*.npy"))
     dim = first_run["codec"]["pca_dim"]
-    rows = first_run["rows_in_milvus"]  # sorted int64 keys and sq8 codes, 1 B per dimension
-    assert rows * (8 + dim) <= mapped <= rows * (8 + dim) + 2 * 128  # + two .npy headers
+    rows = first_run["rows_in_milvus"]  # sorted int64 keys and uint32 locations of their codes
+    assert rows * 12 <= index <= rows * 12 + 2 * 128  # + two .npy headers
+    assert {p.name for p in rescore.iterdir()} == {"pks.npy", "locs.npy", "manifest.json",
+                                                   "refine.faiss"}  # no copy of the codes
+    # A search maps the index and the sq8 codes (1 B per dimension) in the archive shards.
+    assert ram["rescoring store (mapped codes), memory-mapped"] == index + rows * dim
     # Milvus Lite decodes every row into RAM: at least its float32 vector (the leading
     # components Milvus holds) and its text.
     width = first_run["codec"]["milvus_dim"]

@@ -1,5 +1,6 @@
-"""A collection written before the rescoring codes existed (FP16 archive shards, a codec with no
-quantizer, a rescoring store of format 1) keeps serving and growing under today's defaults."""
+"""A collection written before the rescoring codes existed (FP16 archive shards in Parquet, a
+codec with no quantizer, a rescoring store of format 1) keeps serving and growing under today's
+defaults."""
 
 from __future__ import annotations
 
@@ -7,20 +8,32 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from vecpress.infra import storage
 from vecpress.infra.settings import Settings
 from vecpress.tasks.codec.refine import CODES_COLUMN, FP16_COLUMN, METADATA_KEY, read_archive
+from vecpress.tasks.collection.catalog import Catalog
 
 
-def _archives(root: Path) -> list[Path]:
-    return sorted((root / "collections" / "old" / "shards").rglob("archive-*.parquet"))
+def _archives(root: Path, suffix: str) -> list[Path]:
+    return sorted((root / "collections" / "old" / "shards").rglob(f"archive-*{suffix}"))
 
 
 def _as_written_before(root: Path) -> None:
-    """Strip what only today's code writes: the codec report's refine keys and the rescoring
-    store's format 2 (the files the old code wrote are otherwise the same bytes)."""
+    """Strip what only today's code writes: the codec report's refine keys, the rescoring
+    store's format, and the Arrow container of the archive shards (the old code wrote the same
+    table as Parquet; the catalog then named those files)."""
+    catalog = Catalog(str(root / "collections" / "old"))
+    rows = catalog.read("shards").to_pylist()
+    for row in rows:
+        arrow = row["archive_url"]
+        row["archive_url"] = arrow.removesuffix(".arrow") + ".parquet"
+        storage.write_parquet(row["archive_url"], pa.ipc.open_file(arrow).read_all())
+        Path(arrow.removeprefix("file://")).unlink()
+    catalog.upsert("shards", rows)
     for report in (root / "collections" / "old" / "codecs").glob("*/report.json"):
         data = json.loads(report.read_text())
         report.write_text(json.dumps({k: v for k, v in data.items()
@@ -51,12 +64,12 @@ def test_an_fp16_collection_keeps_serving_and_growing_with_its_own_codes(
 
     first = vecpress.ingest(str(corpus), settings(refine="fp16"))
     assert first.rows_in_milvus == 320 and not first.errors
-    (old,) = _archives(root)
-    assert pq.read_schema(old).names == ["pk", FP16_COLUMN]
-    assert METADATA_KEY not in (pq.read_schema(old).metadata or {})  # the old format, byte for byte
     with vecpress.open_collection("old", storage_root=str(root)) as kb:
         before = kb.search(texts[:5], k=3)
     _as_written_before(root)
+    (old,) = _archives(root, ".parquet")
+    assert pq.read_schema(old).names == ["pk", FP16_COLUMN]
+    assert METADATA_KEY not in (pq.read_schema(old).metadata or {})  # the old format
 
     # Today's defaults (sq8): the collection keeps its codec, so its new shards are FP16 too, and
     # the unchanged passages of the changed file keep their archived vectors bit for bit.
@@ -64,11 +77,11 @@ def test_an_fp16_collection_keeps_serving_and_growing_with_its_own_codes(
                               for i, t in enumerate(texts)))
     second = vecpress.ingest(str(corpus), settings())
     assert second.rows_in_milvus == 400 and second.passages_reused == 320 and not second.errors
-    new = [a for a in _archives(root) if a != old]
-    assert new and all(pq.read_schema(a).names == ["pk", FP16_COLUMN] for a in new)
+    new = _archives(root, ".arrow")
+    assert new and all(pa.ipc.open_file(a).schema.names == ["pk", FP16_COLUMN] for a in new)
     old_pks, old_vectors, _ = read_archive(str(old))
     new_pks, new_vectors, refiner = read_archive(str(new[-1]))
-    assert refiner.kind == "fp16" and CODES_COLUMN not in pq.read_schema(new[-1]).names
+    assert refiner.kind == "fp16" and CODES_COLUMN not in pa.ipc.open_file(new[-1]).schema.names
     kept = np.isin(new_pks, old_pks)
     assert kept.sum() == 320
     order = np.argsort(old_pks)

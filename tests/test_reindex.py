@@ -16,7 +16,7 @@ from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.settings import CodecSettings, MilvusSettings, Settings
 from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks.codec.codec import fit_codec
-from vecpress.tasks.codec.refine import archive_table
+from vecpress.tasks.codec.refine import write_archive as write_archive_shard
 from vecpress.tasks.collection.builds import live_shards
 from vecpress.tasks.collection.catalog import Build, Catalog, ShardRow
 from vecpress.tasks.collection.reindex import ReindexError, reindex
@@ -47,9 +47,9 @@ def write_archive(root: Path, artifact, paragraphs, codec_settings: CodecSetting
         storage.write_parquet(passages, pa.table(
             {"pk": pks, "doc_id": [d for d, _ in rows], "chunk": [0] * len(rows),
              "text": [t for _, t in rows], "source": [source] * len(rows)}, schema=PASSAGE_SCHEMA))
-        archive = storage.join(paths.group_dir(group), f"archive-{codec.codec_id}-0000.parquet")
-        storage.write_parquet(archive, archive_table(pks, codec.project(
-            vectors[i * SHARD:(i + 1) * SHARD]), codec.refiner))
+        archive = storage.join(paths.group_dir(group), f"archive-{codec.codec_id}-0000.arrow")
+        write_archive_shard(archive, pks, codec.project(vectors[i * SHARD:(i + 1) * SHARD]),
+                            codec.refiner)
         catalog.record_shards([ShardRow(build.build, f"{group}/0000", group, 0, "loaded",
                                         passages, "", archive, len(rows), "r1")])
         catalog.upsert("files", [{"build": build.build, "path": source, "size": 1,

@@ -9,30 +9,50 @@ import numpy as np
 import pytest
 
 from vecpress.infra import storage
-from vecpress.tasks.codec.refine import FP16, ArchiveFormatError, Refiner, archive_table, train_refiner
+from vecpress.tasks.codec.refine import (
+    FP16,
+    ArchiveFormatError,
+    Refiner,
+    archive_table,
+    train_refiner,
+    write_archive,
+)
 from vecpress.tasks.search import rescore_store
+from vecpress.tasks.search.rescore_sources import StaleStoreError
 from vecpress.tasks.search.rescore_store import RescoreStore
 
 
-def _shard(root, run: str, pks: np.ndarray, vectors: np.ndarray, refiner: Refiner = FP16) -> str:
-    url = str(root / "collections" / "c" / "shards" / run / "archive-x-0000.parquet")
-    storage.write_parquet(url, archive_table(pks, vectors, refiner))
+def _shard(root, run: str, pks: np.ndarray, vectors: np.ndarray, refiner: Refiner = FP16,
+           suffix: str = ".arrow") -> str:
+    """An archive shard: Arrow IPC as ingests write it, or Parquet as earlier versions did."""
+    url = str(root / "collections" / "c" / "shards" / run / f"archive-x-0000{suffix}")
+    if suffix == ".arrow":
+        write_archive(url, pks, vectors, refiner)
+    else:
+        storage.write_parquet(url, archive_table(pks, vectors, refiner))
     return url
 
 
-@pytest.mark.parametrize("kind", ["sq8", "fp16"])
-def test_lookup_merge_and_latest_wins(tmp_path, monkeypatch, kind: str) -> None:
+@pytest.mark.parametrize(("kind", "suffix"), [("sq8", ".arrow"), ("fp16", ".arrow"),
+                                              ("sq8", ".parquet")])
+def test_lookup_merge_and_latest_wins(tmp_path, monkeypatch, kind: str, suffix: str) -> None:
     rng = np.random.default_rng(0)
     a_pks = rng.choice(10**12, size=3000, replace=False).astype(np.int64)
     a_vecs = rng.standard_normal((3000, 16)).astype(np.float32)
     b_vecs = rng.standard_normal((1500, 16)).astype(np.float32)
     refiner = train_refiner(kind, np.vstack([a_vecs, b_vecs]))
-    first = _shard(tmp_path, "r1", a_pks, a_vecs, refiner)
+    first = _shard(tmp_path, "r1", a_pks, a_vecs, refiner, suffix)
     store = RescoreStore([first], directory=tmp_path / "rescore")
-    assert isinstance(store._vectors, np.memmap) and len(store) == 3000 and store.merged == 1
-    # The store keeps the archive's codes as they are: 1 B per dimension for sq8, 2 for FP16.
-    assert store._vectors.dtype == (np.uint8 if kind == "sq8" else np.float16)
-    assert store.nbytes == 3000 * (8 + 16 * (1 if kind == "sq8" else 2)) and store.dim == 16
+    assert isinstance(store._locs, np.memmap) and len(store) == 3000 and store.merged == 1
+    # The codes are the archive's as they are: 1 B per dimension for sq8, 2 for FP16. A local
+    # Arrow archive is read in place: the store keeps 12 B per passage (pk, location); a Parquet
+    # one (an earlier version's) is copied into the store once.
+    code_bytes = 3000 * 16 * (1 if kind == "sq8" else 2)
+    assert store.nbytes == 3000 * (8 + 4) + code_bytes and store.dim == 16
+    kept, mapped = rescore_store.version_bytes(store.directory / "current")
+    headers = 2 * 128
+    assert mapped == store.nbytes + headers
+    assert kept == mapped - (code_bytes if suffix == ".arrow" else 0)
     probe = np.concatenate([a_pks[[5, 17, 2999]], [-1]])
     found, vectors = store.lookup(probe)
     assert found.tolist() == [True, True, True, False]
@@ -41,10 +61,10 @@ def test_lookup_merge_and_latest_wins(tmp_path, monkeypatch, kind: str) -> None:
 
     # A second run re-writes 500 passages (new vectors) and adds 1000; small merge batches force
     # several merges into the on-disk arrays.
-    monkeypatch.setattr(rescore_store, "BATCH_BYTES", 1)
+    monkeypatch.setattr(rescore_store, "BATCH_ROWS", 1)
     monkeypatch.setattr(rescore_store, "PRUNE_AFTER_S", 0.0)
     b_pks = np.concatenate([a_pks[:500], rng.choice(10**12, size=1000).astype(np.int64) + 10**12])
-    second = _shard(tmp_path, "r2", b_pks[:700], b_vecs[:700], refiner)
+    second = _shard(tmp_path, "r2", b_pks[:700], b_vecs[:700], refiner, suffix)
     third = _shard(tmp_path, "r3", b_pks[700:], b_vecs[700:], refiner)
     reader = store  # opened before the update: keeps mapping its own version
     store = RescoreStore([first, second, third], directory=tmp_path / "rescore")
@@ -73,7 +93,7 @@ def test_a_store_of_fp16_archives_written_before_the_codes_is_rebuilt_and_served
     rng = np.random.default_rng(1)
     pks = np.arange(100, dtype=np.int64) * 7
     vecs = rng.standard_normal((100, 8)).astype(np.float32)
-    url = _shard(tmp_path, "old", pks, vecs)
+    url = _shard(tmp_path, "old", pks, vecs, suffix=".parquet")
     store = RescoreStore([url], directory=tmp_path / "r")
     manifest = store.directory / "current" / "manifest.json"
     manifest.write_text(json.dumps({"format": 1, "archives": [url]}))  # as the old code wrote it
@@ -133,3 +153,33 @@ def test_opening_beside_writers_that_publish_and_prune_never_fails(tmp_path) -> 
         for writer in writers:
             writer.join()
     assert not errors, errors[:3]
+
+
+def test_archive_files_are_read_in_place_with_bounded_maps_and_never_through_a_stale_offset(
+        tmp_path, monkeypatch) -> None:
+    """The store reads codes from the archive shards themselves. However many shards, at most
+    ``MAX_MAPS`` are mapped at once; an archive rewritten after it was indexed is never read at
+    the old offsets: an open store says so, and opening again rebuilds the index."""
+    from vecpress.tasks.search import rescore_sources
+
+    monkeypatch.setattr(rescore_sources, "MAX_MAPS", 2)
+    rng = np.random.default_rng(3)
+    vecs = rng.standard_normal((5, 100, 8)).astype(np.float32)
+    refiner = train_refiner("sq8", vecs.reshape(-1, 8))
+    urls = [_shard(tmp_path, f"g{i}", np.arange(100, dtype=np.int64) + 1000 * i, vecs[i], refiner)
+            for i in range(5)]
+    store = RescoreStore(urls, directory=tmp_path / "r")
+    assert not list((store.directory / "current").glob("codes-*"))  # nothing copied
+    probe = np.array([1000 * i + 7 for i in (4, 0, 3, 1, 2, 0)])
+    found, got = store.lookup(probe)
+    assert found.all() and len(store._sources._maps) <= 2
+    np.testing.assert_array_equal(got, refiner.as_kept(vecs[[4, 0, 3, 1, 2, 0], 7]))
+
+    # Shard 1 is written again with other vectors (atomically: open maps keep the old file).
+    write_archive(urls[1], np.arange(100, dtype=np.int64) + 1000, vecs[1][::-1], refiner)
+    with pytest.raises(StaleStoreError, match="changed after the rescoring store indexed it"):
+        store.lookup(np.array([1007]))  # not mapped any more (two maps at most): refused
+    again = RescoreStore(urls, directory=tmp_path / "r")
+    assert again.merged == 5  # the index was rebuilt from the shards as they are now
+    np.testing.assert_array_equal(again.lookup(np.array([1007]))[1],
+                                  refiner.as_kept(vecs[1][::-1][[7]]))

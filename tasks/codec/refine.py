@@ -1,16 +1,21 @@
 """The rescoring tier's codes: what the archive keeps of each passage's PCA vector, and how.
 
 Search rescores each ANN candidate with a finer copy of its PCA vector than the Milvus index
-holds. That copy is kept once per passage in the archive shards (which loading, reindex and
-incremental reuse read too) and once more in the search host's memory-mapped store, so its width
-sets most of a collection's bytes: FP16 costs 2 B per dimension; a FAISS scalar quantizer trained
+holds. That copy is kept once per passage, in the archive shards (which loading, reindex,
+incremental reuse and the search host's rescoring store read), so its width sets most of a
+collection's bytes: FP16 costs 2 B per dimension; a FAISS scalar quantizer trained
 with the codec costs 1 B (``sq8``), 0.75 B (``sq6``) or 0.5 B (``sq4``) for a small loss of
 rescoring precision (``benchmarks/refine_codes.py``).
 
-Each archive shard says how it is coded: its Parquet schema carries the trained quantizer
-(serialised FAISS, ~3 KB), so every reader decodes a shard without looking for its codec. A shard
-without one holds FP16 vectors in column ``pca_fp16``: the format of exact codecs and of every
-archive written before this tier existed, which stay readable as they are.
+Each archive shard says how it is coded: its schema carries the trained quantizer (serialised
+FAISS, ~3 KB), so every reader decodes a shard without looking for its codec. A shard without one
+holds FP16 vectors in column ``pca_fp16``: the format of exact codecs and of every archive written
+before this tier existed, which stay readable as they are.
+
+A shard is an uncompressed Arrow IPC file (``.arrow``), one record batch: its codes are one
+contiguous buffer at a fixed offset, so the search host's rescoring store reads rows of a local
+archive in place (``codes_region``) instead of keeping a second copy of every code. Archives
+written before are Parquet (``.parquet``) and are read as they are.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ FP16_COLUMN = "pca_fp16"
 CODES_COLUMN = "pca_codes"
 METADATA_KEY = b"vecpress.refine"  # the serialised quantizer, in an archive shard's schema
 KIND_KEY = b"vecpress.refine_kind"
+ARCHIVE_SUFFIX = ".arrow"
 KINDS = {"sq8": faiss.ScalarQuantizer.QT_8bit, "sq6": faiss.ScalarQuantizer.QT_6bit,
          "sq4": faiss.ScalarQuantizer.QT_4bit}
 
@@ -47,6 +53,11 @@ class Refiner:
     @property
     def column(self) -> str:
         return FP16_COLUMN if self.index is None else CODES_COLUMN
+
+    @property
+    def dtype(self) -> type:
+        """The type of one stored value: FP16 components, or bytes of codes."""
+        return np.float16 if self.index is None else np.uint8
 
     def bytes_per_vector(self, dim: int) -> int:
         return 2 * dim if self.index is None else int(self.index.sa_code_size())
@@ -133,18 +144,64 @@ def archive_table(pks: np.ndarray, pca: np.ndarray, refiner: Refiner = FP16) -> 
                                           KIND_KEY: refiner.kind.encode()})
 
 
+def write_archive(url: str, pks: np.ndarray, pca: np.ndarray, refiner: Refiner = FP16) -> None:
+    """Write one archive shard (Arrow IPC, uncompressed, one batch), atomically on a local root:
+    a search host may have the file it replaces mapped."""
+    table = archive_table(pks, pca, refiner)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=max(table.num_rows, 1))
+    storage.write_bytes(url, sink.getvalue().to_pybytes())
+
+
 def read_archive(url: str) -> tuple[np.ndarray, np.ndarray, Refiner]:
     """(pks, stored codes as written, the shard's refiner) of one archive shard."""
-    table = storage.read_parquet(url, columns=["pk"], optional=(FP16_COLUMN, CODES_COLUMN))
-    meta = table.schema.metadata or {}
-    refiner = Refiner.from_bytes(meta.get(KIND_KEY, b"fp16").decode(),
-                                 meta.get(METADATA_KEY, b""))
+    if url.endswith(ARCHIVE_SUFFIX):
+        table = pa.ipc.open_file(pa.py_buffer(storage.read_bytes(url))).read_all()
+    else:  # a Parquet archive of an earlier version
+        table = storage.read_parquet(url, columns=["pk"], optional=(FP16_COLUMN, CODES_COLUMN))
+    refiner = _refiner(table.schema)
     if refiner.column not in table.column_names:
         raise ArchiveFormatError(f"{url} has no {refiner.column} column: it is not an archive "
                                  "shard of this version; re-run the ingest with --recreate")
-    dtype = np.float16 if refiner.index is None else np.uint8
-    return (table.column("pk").to_numpy(), fixed_list_to_numpy(table.column(refiner.column), dtype),
-            refiner)
+    return (table.column("pk").to_numpy(), fixed_list_to_numpy(table.column(refiner.column),
+                                                                refiner.dtype), refiner)
+
+
+@dataclass(frozen=True)
+class CodesRegion:
+    """Where a local archive file keeps its codes: ``rows`` x ``width`` values of ``dtype`` from
+    byte ``offset``; what the rescoring store maps instead of copying them."""
+
+    pks: np.ndarray
+    offset: int
+    width: int
+    dtype: str
+    refiner: Refiner
+
+
+def codes_region(path: str) -> CodesRegion | None:
+    """The codes of the local ``.arrow`` archive at ``path``, located; None for a Parquet one."""
+    if not path.endswith(ARCHIVE_SUFFIX):
+        return None
+    with pa.memory_map(path) as mapped:
+        whole = mapped.read_buffer()
+        reader = pa.ipc.open_file(whole)
+        refiner = _refiner(reader.schema)
+        batch = reader.get_batch(0) if reader.num_record_batches else None
+        if batch is None or refiner.column not in batch.schema.names:
+            return None  # empty, or not this format: read (and copied) the slow way
+        codes = batch.column(refiner.column)
+        width, itemsize = int(codes.type.list_size), np.dtype(refiner.dtype).itemsize
+        first = codes.values.offset + codes.offset * width  # (0 in a batch read from a file)
+        start = codes.values.buffers()[1].address - whole.address + first * itemsize
+        return CodesRegion(batch.column("pk").to_numpy().copy(), int(start), width,
+                           np.dtype(refiner.dtype).name, refiner)
+
+
+def _refiner(schema: pa.Schema) -> Refiner:
+    meta = schema.metadata or {}
+    return Refiner.from_bytes(meta.get(KIND_KEY, b"fp16").decode(), meta.get(METADATA_KEY, b""))
 
 
 def read_archive_vectors(url: str, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -1,10 +1,10 @@
-"""Rebuild a Milvus collection from a collection's Parquet archive, without re-embedding.
+"""Rebuild a Milvus collection from a collection's archive, without re-embedding.
 
-The archive holds each passage's fp16 PCA vector; the passage shards hold its text and ids; the
-source collection's catalog names the codec, the model and which shards hold live rows. A reindex
-writes them into a new build of the target collection, builds its index, records the build in the
-target's catalog (pointing at the same shards) and switches the name over only when it is
-complete, so search keeps working on the old build meanwhile.
+The archive holds each passage's PCA vector, as the codec's refiner codes it; the passage shards
+hold its text and ids; the source collection's catalog names the codec, the model and which shards
+hold live rows. A reindex writes them into a new build of the target collection, builds its
+index, records the build in the target's catalog (pointing at the same shards) and switches the
+name over only when it is complete, so search keeps working on the old build meanwhile.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from vecpress.infra.settings import Settings
 from vecpress.infra.storage import CollectionPaths
 from vecpress.tasks.codec.choose import DRIFT_SAMPLE
 from vecpress.tasks.codec.codec import Codec
+from vecpress.tasks.codec.refine import ARCHIVE_SUFFIX
 from vecpress.tasks.collection.catalog import Catalog, ShardRow
 from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.ingest import part_jobs, shard_jobs
@@ -188,7 +189,7 @@ class StreamEngine:
         if self.codec is None:
             raise RuntimeError(f"shard {row.shard_id}: an archive needs the codec, not fitted yet")
         return storage.join(self.paths.group_dir(row.group_id),
-                            f"archive-{self.codec.codec_id}-{row.part:04d}.parquet")
+                            f"archive-{self.codec.codec_id}-{row.part:04d}{ARCHIVE_SUFFIX}")
 
     def _embed(self, row: ShardRow) -> None:
         if self.codec is None and self.sample.hold(row):

@@ -8,6 +8,7 @@ the flow process never holds passages; the caller commits the shard's new state 
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import time
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ from vecpress.infra.settings import CodecSettings, MilvusSettings, ModelSettings
 from vecpress.tasks.arrays import numpy_to_fixed_list, read_embeddings
 from vecpress.tasks.codec.choose import curve_due, fit_new_codec, recall_curve
 from vecpress.tasks.codec.codec import Codec
-from vecpress.tasks.codec.refine import archive_table
+from vecpress.tasks.codec.refine import write_archive
 from vecpress.tasks.collection.incremental import ReuseIndex, read_old_passages, text_hashes
 from vecpress.tasks.collection.loading import shard_rows, shard_table
 from vecpress.tasks.embed.artifact import ModelArtifact
@@ -98,8 +99,7 @@ def embed_part(passages_url: str, out_url: str, artifact: ModelArtifact, model: 
             pca[hit] = index.vectors[rows]  # decoded: coded again, they keep their codes
         if len(vectors):
             pca[~hit] = codec.project(vectors)
-        storage.write_parquet(out_url, archive_table(table.column("pk").to_numpy(), pca,
-                                                     codec.refiner))
+        write_archive(out_url, table.column("pk").to_numpy(), pca, codec.refiner)
     remove_sidecar(passages_url)
     return EmbeddedPart(out_url, table.num_rows, todo.num_rows, int(hit.sum()),
                         embedder.truncated - truncated, time.perf_counter() - started,
@@ -111,7 +111,7 @@ def encode_part(embeddings_url: str, archive_url: str, codec_dir: str) -> float:
     started = time.perf_counter()
     pks, vectors = read_embeddings(embeddings_url)
     codec = _codec(codec_dir)
-    storage.write_parquet(archive_url, archive_table(pks, codec.project(vectors), codec.refiner))
+    write_archive(archive_url, pks, codec.project(vectors), codec.refiner)
     return time.perf_counter() - started
 
 
@@ -132,7 +132,7 @@ class LoadedPart:
 
 def refused_url(archive_url: str) -> str:
     """Where a loaded shard keeps the rows Milvus refused, so a resumed run still reports them."""
-    return archive_url.removesuffix(".parquet") + ".refused.json"
+    return posixpath.splitext(archive_url)[0] + ".refused.json"
 
 
 def load_part(passages_url: str, archive_url: str, codec_id: str, width: int, collection: str,

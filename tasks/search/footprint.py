@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from vecpress.infra import storage
 from vecpress.tasks.search.opening import rescore_directory
-from vecpress.tasks.search.rescore_store import cache_directory, current_version
+from vecpress.tasks.search.rescore_store import cache_directory, current_version, version_bytes
 
 if TYPE_CHECKING:
     from vecpress.infra.milvus_reads import MilvusReads
@@ -60,13 +60,12 @@ def storage_bytes(collection_root: str) -> dict[str, int]:
     return out
 
 
-def rescore_bytes(directory: Path | None) -> int | None:
-    """Bytes of the published version of the rescoring store in ``directory`` (None when there
-    is none there: this host has not built it)."""
+def rescore_bytes(directory: Path | None) -> tuple[int, int] | None:
+    """(bytes the rescoring store in ``directory`` keeps, bytes its searches map: its index and
+    every code it reads, in the archive shards or its own copies); None when there is none there:
+    this host has not built it."""
     version = current_version(directory)[0] if directory is not None else None
-    if version is None:
-        return None
-    return sum(f.stat().st_size for f in version.glob("*.npy"))
+    return None if version is None else version_bytes(version)
 
 
 @dataclass(frozen=True)
@@ -111,14 +110,14 @@ def measure_footprint(collection_root: str, reads: MilvusReads, build: str,
     root, and the rescoring store in ``rescore_directory`` (where the search host keeps it; left
     out when this host has none)."""
     rescore = rescore_bytes(rescore_directory)
-    mapped = {} if rescore is None else {f"{RESCORE}, memory-mapped": rescore}
+    mapped = {} if rescore is None else {f"{RESCORE}, memory-mapped": rescore[1]}
     root = collection_root.removeprefix("file://")
     outside = rescore_directory is not None and (
         "://" in root or not rescore_directory.resolve().is_relative_to(Path(root).resolve()))
     return Footprint(
         passages=reads.count(build), ram=reads.loaded_bytes(build) | mapped,
         milvus=reads.stored_bytes(build), storage=storage_bytes(collection_root),
-        search_host={RESCORE: rescore} if outside and rescore is not None else {})
+        search_host={RESCORE: rescore[0]} if outside and rescore is not None else {})
 
 
 def measure_collection(settings: Settings, reads: MilvusReads, build: str) -> Footprint:

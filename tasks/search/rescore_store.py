@@ -1,17 +1,20 @@
-"""Disk-backed rescoring vectors: the archive's PCA codes, memory-mapped, looked up by pk.
+"""Disk-backed rescoring codes: the archive's PCA codes, looked up by pk, never copied twice.
 
 Search rescoring needs the PCA vector of each ANN candidate. Holding every archived vector in RAM
-costs their whole width, more than the Milvus index itself; instead one sorted ``pks.npy`` (int64)
-and one row-aligned ``vectors.npy`` per collection live on local disk and are memory-mapped, so
-the OS keeps only the pages that searches touch. Lookups are ``np.searchsorted``. The rows are
-kept as the archive codes them (``tasks.codec.refine``: scalar-quantizer codes, 1 B per dimension
-by default, or FP16) and decoded for the few candidates a search looks up.
+costs their whole width, more than the Milvus index itself; instead the store is an index on
+local disk, memory-mapped: one sorted ``pks.npy`` (int64) and one row-aligned ``locs.npy`` that
+says where each pk's codes are (``tasks.search.rescore_sources``). On a local storage root they
+are read in place from the archive shards themselves, so the archive is the rescoring tier and
+the store adds 12 B per passage; archives on an object store (or in an earlier version's Parquet
+format) are copied once into the store, derived data on the search host. Lookups are
+``np.searchsorted``; the codes (``tasks.codec.refine``: scalar-quantizer codes, 1 B per dimension
+by default, or FP16) are decoded for the few candidates a search looks up.
 
-The store is derived data: each version's ``manifest.json`` lists the archive shards merged into
-it, in order. When the collection gains shards, only the new ones are merged into a new version
-(later shards win for a pk, as in Milvus upserts); when its shard list changes otherwise, the
-store is rebuilt from the archive. A version is published by replacing the ``current`` link, so
-concurrent readers (searches beside an ingest) always map a matching pair of arrays.
+Each version's ``manifest.json`` lists the archive shards merged into it, in order, and their
+sources. When the collection gains shards, only the new ones are merged into a new version
+(later shards win for a pk, as in Milvus upserts); when its shard list changes otherwise, or an
+archive file it reads changed, the store is rebuilt. A version is published by replacing the
+``current`` link, so concurrent readers (searches beside an ingest) always map a matching set.
 """
 
 from __future__ import annotations
@@ -24,34 +27,36 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from vecpress.tasks.arrays import sorted_lookup
-from vecpress.tasks.codec.refine import FP16, ArchiveFormatError, Refiner, read_archive
+from vecpress.tasks.codec.refine import FP16, ArchiveFormatError, Refiner
+from vecpress.tasks.search.rescore_sources import Source, SourceMaps, add_shard
 
-FORMAT = 2  # 1: FP16 rows only (rebuilt on first use)
-BATCH_BYTES = 256 << 20  # archive rows read per merge step; bounds the build's memory
-COPY_ROWS = 1 << 18
+FORMAT = 3  # 1: FP16 rows only; 2: a copy of every code (both rebuilt on first use)
+BATCH_ROWS = 1 << 24  # index rows merged per step (16 B each); bounds the build's memory
+COPY_ROWS = 1 << 20
 PRUNE_AFTER_S = 30.0  # a superseded version stays this long for readers that just resolved it
 
 
 class RescoreStore:
-    """PCA vectors of the archive, looked up by primary key (latest shard wins).
+    """PCA codes of the archive, looked up by primary key (latest shard wins).
 
-    ``directory`` is a local folder for the memory-mapped files, by default a folder under the
+    ``directory`` is a local folder for the memory-mapped index, by default a folder under the
     user cache keyed by the archive's location. Each version of the store is a folder of its own,
-    published by moving the ``current`` link in one step: a reader maps both arrays of one
+    published by moving the ``current`` link in one step: a reader maps the arrays of one
     version, never one array of each.
     """
 
     def __init__(self, archive_urls: list[str], directory: str | os.PathLike | None = None) -> None:
         self.directory = Path(directory) if directory else default_directory(archive_urls)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.merged, self._pks, self._vectors, self.refiner = _open(self.directory,
-                                                                    list(archive_urls))
-        self.nbytes = int(self._pks.nbytes + self._vectors.nbytes)  # on disk, not in RAM
+        self.merged, self._pks, self._locs, self._sources, self.refiner = _open(
+            self.directory, list(archive_urls))
+        self.nbytes = int(self._pks.nbytes + self._locs.nbytes) + self._sources.code_bytes()
 
     def __len__(self) -> int:
         return len(self._pks)
@@ -59,38 +64,42 @@ class RescoreStore:
     @property
     def dim(self) -> int:
         index = self.refiner.index
-        return int(self._vectors.shape[1]) if index is None else int(index.d)
+        return self._sources.width if index is None else int(index.d)
 
     def lookup(self, pks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(found mask, float32 vectors of the found pks, in the order of ``pks``)."""
         found, rows = sorted_lookup(self._pks, pks)
         if len(self._pks) == 0:
             return found, np.empty((0, self.dim), np.float32)
-        # Reading sorted rows touches each mapped page once; then restore the caller's order.
-        order = np.argsort(rows, kind="stable")
-        vectors = np.empty((len(rows), self.dim), np.float32)
-        vectors[order] = self.refiner.decode(self._vectors[rows[order]])
-        return found, vectors
+        return found, self.refiner.decode(self._sources.gather(np.asarray(self._locs[rows],
+                                                                          np.int64)))
 
 
 @retry(retry=retry_if_exception_type(FileNotFoundError), stop=stop_after_attempt(3),
        wait=wait_fixed(0.1), reraise=True)
 def _open(directory: Path, archive_urls: list[str]
-          ) -> tuple[int, np.ndarray, np.ndarray, Refiner]:
-    """(shards merged, mapped pks, mapped vectors, their refiner) of the synced store. Another
-    process (an ingest's check, a second searcher) may publish and prune versions of the same
-    folder at the same moment, so a version resolved a moment ago can be gone: then the sync
-    starts over."""
+          ) -> tuple[int, np.ndarray, np.ndarray, SourceMaps, Refiner]:
+    """(shards merged, mapped pks, mapped locations, their sources, their refiner) of the synced
+    store. Another process (an ingest's check, a second searcher) may publish and prune versions
+    of the same folder at the same moment, so a version resolved a moment ago can be gone: then
+    the sync starts over."""
     merged, version = sync(directory, archive_urls)
-    return (merged, _mapped(version / "pks.npy"), _mapped(version / "vectors.npy"),
-            _refiner(version))
+    manifest = _manifest(version)
+    sources = SourceMaps(version, [Source(**s) for s in manifest["sources"]],
+                         manifest["dtype"], manifest["width"])
+    return (merged, _mapped(version / "pks.npy"), _mapped(version / "locs.npy"), sources,
+            _refiner(version, manifest))
 
 
-def _refiner(version: Path) -> Refiner:
+def _manifest(version: Path) -> dict[str, Any]:
+    return json.loads((version / "manifest.json").read_text())
+
+
+def _refiner(version: Path, manifest: dict[str, Any]) -> Refiner:
     """The quantizer a version's rows are coded with (FP16: none)."""
-    kind = json.loads((version / "manifest.json").read_text()).get("refine", "fp16")
     path = version / "refine.faiss"
-    return Refiner.from_bytes(kind, path.read_bytes()) if path.exists() else FP16
+    return Refiner.from_bytes(manifest.get("refine", "fp16"), path.read_bytes()) \
+        if path.exists() else FP16
 
 
 def default_directory(archive_urls: list[str]) -> Path:
@@ -105,19 +114,34 @@ def cache_directory(collection_root: str) -> Path:
 
 
 def current_version(directory: Path) -> tuple[Path | None, list[str]]:
-    """(folder of the published version, the archive shards it holds)."""
+    """(folder of the published version, the archive shards it holds: none when it is of an
+    earlier format or an archive file it reads has changed since)."""
     link = directory / "current"
     if not link.exists():
         return None, []
     version = link.resolve()
-    manifest = json.loads((version / "manifest.json").read_text())
-    return version, manifest["archives"] if manifest.get("format") == FORMAT else []
+    manifest = _manifest(version)
+    if manifest.get("format") != FORMAT or \
+            not all(Source(**s).unchanged() for s in manifest["sources"]):
+        return version, []
+    return version, manifest["archives"]
+
+
+def version_bytes(version: Path) -> tuple[int, int]:
+    """(bytes of the files the version keeps: its index and copies, bytes a search maps: its
+    index and every code it reads)."""
+    manifest = _manifest(version)
+    kept = sum(f.stat().st_size for f in version.iterdir() if f.suffix in (".npy", ".bin"))
+    index = sum((version / name).stat().st_size for name in ("pks.npy", "locs.npy"))
+    codes = sum(s["rows"] for s in manifest["sources"]) * manifest["width"] * \
+        np.dtype(manifest["dtype"]).itemsize
+    return kept, index + codes
 
 
 def sync(directory: Path, archive_urls: list[str]) -> tuple[int, Path]:
     """Bring the store up to ``archive_urls``: (shards merged, folder of the version to map).
 
-    When the collection only gained shards, they are merged into a copy of the current version;
+    When the collection only gained shards, they are merged into a copy of the current index;
     otherwise the store is rebuilt from the archive. The new version is published atomically.
     """
     current, done = current_version(directory)
@@ -125,46 +149,66 @@ def sync(directory: Path, archive_urls: list[str]) -> tuple[int, Path]:
         return 0, current
     if current is None or not done or archive_urls[: len(done)] != done:
         current, done = None, []  # (an empty version may be of an earlier format)
-    todo = archive_urls[len(done):]
-    refiner = _refiner(current) if current is not None else None
+    manifest = _manifest(current) if current is not None else {}
+    refiner = _refiner(current, manifest) if current is not None else None
+    sources = [Source(**s) for s in manifest.get("sources", [])]
     work = directory / f".build-{uuid.uuid4().hex}"
     work.mkdir()
-    _write(work, np.empty(0, np.int64), None)
-    source = current or work
-    batch_pks: list[np.ndarray] = []
-    batch_vecs: list[np.ndarray] = []
-    size = 0
-    for url in todo:
-        pks, stored, coded = read_archive(url)
-        refiner = refiner or coded  # the first shard of a new store says how its rows are coded
-        if not coded.same_as(refiner):
-            shutil.rmtree(work, ignore_errors=True)
-            raise ArchiveFormatError(f"{url} is coded unlike the archive shards before it; the "
-                                     "shards of one build share one codec: reindex the "
-                                     "collection or ingest it with --recreate")
-        batch_pks.append(pks)
-        batch_vecs.append(stored)
-        size += stored.nbytes
-        if size >= BATCH_BYTES:
-            _merge(source, work, np.concatenate(batch_pks), np.concatenate(batch_vecs))
-            source, batch_pks, batch_vecs, size = work, [], [], 0
-    if batch_pks:
-        _merge(source, work, np.concatenate(batch_pks), np.concatenate(batch_vecs))
-    elif source is not work:  # nothing new to merge: the version is a copy of the current one
-        for name in ("pks.npy", "vectors.npy"):
-            shutil.copyfile(source / name, work / name)
+    try:
+        for source in sources:
+            if source.is_copy:  # copies are shared by the versions that read them
+                os.link(source.file(current), work / source.path)  # type: ignore[arg-type]
+        refiner, width = _merge_shards(current, work, archive_urls[len(done):], sources,
+                                       refiner, manifest.get("width", 0))
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     refiner = refiner or FP16
     if refiner.index is not None:
         (work / "refine.faiss").write_bytes(refiner.to_bytes())
-    (work / "manifest.json").write_text(json.dumps({"format": FORMAT, "archives": archive_urls,
-                                                    "refine": refiner.kind}))
+    (work / "manifest.json").write_text(json.dumps({
+        "format": FORMAT, "archives": archive_urls, "refine": refiner.kind,
+        "dtype": np.dtype(refiner.dtype).name, "width": width,
+        "sources": [s.to_json() for s in sources]}))
     version = directory / f"v-{uuid.uuid4().hex}"
     work.rename(version)
     link = directory / f".current-{uuid.uuid4().hex}"
     link.symlink_to(version.name)
     os.replace(link, directory / "current")  # the one step that publishes the version
     _prune(directory, keep={version.name, current.name if current else ""})
-    return len(todo), version
+    return len(archive_urls) - len(done), version
+
+
+def _merge_shards(current: Path | None, work: Path, todo: list[str], sources: list[Source],
+                  refiner: Refiner | None, width: int) -> tuple[Refiner | None, int]:
+    """Index the ``todo`` shards (appending their sources) into ``work``, merged with the index
+    of ``current``; return the refiner they share and their values per row."""
+    _write(work, np.empty(0, np.int64), None)
+    origin = current or work
+    total = sum(s.rows for s in sources)
+    batch_pks: list[np.ndarray] = []
+    batch_locs: list[np.ndarray] = []
+    for url in todo:
+        pks, coded, source, width = add_shard(url, work)
+        refiner = refiner or coded  # the first shard of a new store says how its rows are coded
+        if not coded.same_as(refiner):
+            raise ArchiveFormatError(f"{url} is coded unlike the archive shards before it; the "
+                                     "shards of one build share one codec: reindex the "
+                                     "collection or ingest it with --recreate")
+        if source.rows:
+            sources.append(source)
+        batch_pks.append(pks)
+        batch_locs.append(np.arange(total, total + len(pks), dtype=np.int64))
+        total += len(pks)
+        if sum(map(len, batch_pks)) >= BATCH_ROWS:
+            _merge(origin, work, np.concatenate(batch_pks), np.concatenate(batch_locs), total)
+            origin, batch_pks, batch_locs = work, [], []
+    if batch_pks:
+        _merge(origin, work, np.concatenate(batch_pks), np.concatenate(batch_locs), total)
+    elif origin is not work:  # nothing new to merge: the version is a copy of the current one
+        for name in ("pks.npy", "locs.npy"):
+            shutil.copyfile(origin / name, work / name)
+    return refiner, width
 
 
 def _prune(directory: Path, keep: set[str]) -> None:
@@ -180,17 +224,18 @@ def _prune(directory: Path, keep: set[str]) -> None:
             pass
 
 
-def _merge(source: Path, out_dir: Path, new_pks: np.ndarray, new_vecs: np.ndarray) -> None:
-    """Merge one batch (later rows win) into the sorted arrays of ``source``, into ``out_dir``."""
+def _merge(origin: Path, out_dir: Path, new_pks: np.ndarray, new_locs: np.ndarray,
+           total_rows: int) -> None:
+    """Merge one batch (later rows win) into the sorted index of ``origin``, into ``out_dir``.
+    Locations are 4 bytes while the sources hold fewer than 2^32 rows, else 8."""
     _, last = np.unique(new_pks[::-1], return_index=True)  # last occurrence of each pk
     keep = np.sort(len(new_pks) - 1 - last)
-    new_pks, new_vecs = new_pks[keep], new_vecs[keep]
+    new_pks, new_locs = new_pks[keep], new_locs[keep]
     order = np.argsort(new_pks, kind="stable")
-    new_pks, new_vecs = new_pks[order], new_vecs[order]
+    new_pks, new_locs = new_pks[order], new_locs[order]
 
-    old_pks = _mapped(source / "pks.npy")
-    old_vecs = _mapped(source / "vectors.npy") if len(old_pks) else \
-        np.empty((0, new_vecs.shape[1]), new_vecs.dtype)
+    old_pks = _mapped(origin / "pks.npy")
+    old_locs = _mapped(origin / "locs.npy")
     kept = np.flatnonzero(~np.isin(old_pks, new_pks))  # old rows not overwritten by the batch
     kept_pks = np.asarray(old_pks[kept])
     # Positions in the merged order: each new pk goes after the kept pks smaller than it.
@@ -200,25 +245,25 @@ def _merge(source: Path, out_dir: Path, new_pks: np.ndarray, new_vecs: np.ndarra
     merged_pks = np.empty(total, np.int64)
     merged_pks[new_pos], merged_pks[old_pos] = new_pks, kept_pks
 
-    tmp = out_dir / f"vectors.{os.getpid()}.tmp.npy"
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=new_vecs.dtype,
-                                    shape=(total, new_vecs.shape[1]))
-    out[new_pos] = new_vecs
-    for start in range(0, len(kept), COPY_ROWS):  # old vectors stream through in slices
-        out[old_pos[start:start + COPY_ROWS]] = old_vecs[kept[start:start + COPY_ROWS]]
+    tmp = out_dir / f"locs.{os.getpid()}.tmp.npy"
+    out = np.lib.format.open_memmap(tmp, mode="w+", shape=(total,),
+                                    dtype=np.uint32 if total_rows < 1 << 32 else np.int64)
+    out[new_pos] = new_locs
+    for start in range(0, len(kept), COPY_ROWS):  # old locations stream through in slices
+        out[old_pos[start:start + COPY_ROWS]] = old_locs[kept[start:start + COPY_ROWS]]
     out.flush()
-    del out, old_vecs, old_pks
+    del out, old_locs, old_pks
     _write(out_dir, merged_pks, tmp)
 
 
-def _write(directory: Path, pks: np.ndarray, vectors_tmp: Path | None) -> None:
+def _write(directory: Path, pks: np.ndarray, locs_tmp: Path | None) -> None:
     """Replace the arrays of an unpublished version folder."""
-    if vectors_tmp is None:
-        vectors_tmp = directory / f"vectors.{os.getpid()}.tmp.npy"
-        np.save(vectors_tmp, np.empty((0, 0), np.float16))
+    if locs_tmp is None:
+        locs_tmp = directory / f"locs.{os.getpid()}.tmp.npy"
+        np.save(locs_tmp, np.empty(0, np.uint32))
     pks_tmp = directory / f"pks.{os.getpid()}.tmp.npy"
     np.save(pks_tmp, pks)
-    os.replace(vectors_tmp, directory / "vectors.npy")
+    os.replace(locs_tmp, directory / "locs.npy")
     os.replace(pks_tmp, directory / "pks.npy")
 
 
