@@ -158,8 +158,9 @@ def test_opening_beside_writers_that_publish_and_prune_never_fails(tmp_path) -> 
 def test_archive_files_are_read_in_place_with_bounded_maps_and_never_through_a_stale_offset(
         tmp_path, monkeypatch) -> None:
     """The store reads codes from the archive shards themselves. However many shards, at most
-    ``MAX_MAPS`` are mapped at once; an archive rewritten after it was indexed is never read at
-    the old offsets: an open store says so, and opening again rebuilds the index."""
+    ``MAX_MAPS`` are mapped (the rest are read with pread, the same codes); an archive rewritten
+    after it was indexed is never read at the old offsets: an open store says so, and opening
+    again rebuilds the index."""
     from vecpress.tasks.search import rescore_sources
 
     monkeypatch.setattr(rescore_sources, "MAX_MAPS", 2)
@@ -170,16 +171,17 @@ def test_archive_files_are_read_in_place_with_bounded_maps_and_never_through_a_s
             for i in range(5)]
     store = RescoreStore(urls, directory=tmp_path / "r")
     assert not list((store.directory / "current").glob("codes-*"))  # nothing copied
-    probe = np.array([1000 * i + 7 for i in (4, 0, 3, 1, 2, 0)])
-    found, got = store.lookup(probe)
-    assert found.all() and len(store._sources._maps) <= 2
-    np.testing.assert_array_equal(got, refiner.as_kept(vecs[[4, 0, 3, 1, 2, 0], 7]))
+    probe = np.array([1000 * i + r for i, r in ((4, 7), (0, 7), (3, 9), (1, 7), (2, 0), (0, 1))])
+    for _ in range(2):
+        found, got = store.lookup(probe)
+        assert found.all() and len(store._sources._maps) == 2  # shards 0 and 1: the rest pread
+        np.testing.assert_array_equal(got, refiner.as_kept(vecs[probe // 1000, probe % 1000]))
 
-    # Shard 1 is written again with other vectors (atomically: open maps keep the old file).
-    write_archive(urls[1], np.arange(100, dtype=np.int64) + 1000, vecs[1][::-1], refiner)
+    # Shard 3 is written again with other vectors (atomically: a map keeps the old file).
+    write_archive(urls[3], np.arange(100, dtype=np.int64) + 3000, vecs[3][::-1], refiner)
     with pytest.raises(StaleStoreError, match="changed after the rescoring store indexed it"):
-        store.lookup(np.array([1007]))  # not mapped any more (two maps at most): refused
+        store.lookup(np.array([3009]))  # not mapped: read by pread, and refused
     again = RescoreStore(urls, directory=tmp_path / "r")
     assert again.merged == 5  # the index was rebuilt from the shards as they are now
-    np.testing.assert_array_equal(again.lookup(np.array([1007]))[1],
-                                  refiner.as_kept(vecs[1][::-1][[7]]))
+    np.testing.assert_array_equal(again.lookup(np.array([3009]))[1],
+                                  refiner.as_kept(vecs[3][::-1][[9]]))
