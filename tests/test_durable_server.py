@@ -155,3 +155,6 @@ def test_search_beside_an_ingest_and_a_rebuild_never_fails(server_ws: dict) -> N
     for _, hits in answers:  # every answer is whole: k hits, the probe's own passage first
         assert len(hits) == 5 and hits[0].text == probe
     assert summary_of(rebuilt)["gc"]["builds_dropped"] == ["live__v1"]
+    # The dropped build's rescoring store went with it; the active one's stays.
+    stores = ws["root"] / "data" / "collections" / "live" / "rescore"
+    assert sorted(p.name for p in stores.iterdir()) == ["live__v2"]

@@ -5,8 +5,10 @@ a build in progress) or that a build in progress is still working on, and their 
 the codecs those builds use. Removed after ``gc_grace_s``: groups no file points to any more
 (superseded by changed files, left by failed runs), FP32 embedding shards of encoded shards,
 token-id sidecars of shards a stopped run never embedded,
-archives of codecs no build uses, retired builds (their Milvus collection, codec and catalog
-rows). Stale shard rows leave the ledger in the same pass.
+archives of codecs no build uses, retired builds (their Milvus collection, codec, catalog rows
+and, on a local root, rescoring store). Stale shard rows leave the ledger in the same pass, and
+so does the rescoring store of any build the catalog no longer has live (left by an earlier
+version, which kept them).
 """
 
 from __future__ import annotations
@@ -74,5 +76,20 @@ def collect_garbage(paths: CollectionPaths, catalog: Catalog, store: MilvusStore
             if build.codec_id and build.codec_id not in codecs:
                 storage.remove(paths.codec_dir(build.codec_id))
             result.builds_dropped.append(build.build)
+    _remove_rescore_stores(paths, {b.build for b in builds if b.status != "dropped"}
+                           - set(result.builds_dropped), result)
     catalog.compact()  # fold the run's many small commits (one per second of streaming)
     return result
+
+
+def _remove_rescore_stores(paths: CollectionPaths, kept: set[str], result: GcResult) -> None:
+    """Remove ``<collection>/rescore/<build>`` of every build not in ``kept`` (a retired build's
+    store stays while its Milvus collection does: searches may still be reading both). Only
+    local roots have them; an object-store root's store lives in the search host's cache."""
+    rescore = storage.join(paths.root, "rescore")
+    if storage.is_remote(rescore):
+        return
+    for url in storage.listdir(rescore):
+        if posixpath.basename(url.rstrip("/")) not in kept:
+            storage.remove(url)
+            result.files_removed += 1
