@@ -52,12 +52,13 @@ class Source:
     def file(self, version: Path) -> Path:
         return version / self.path if self.is_copy else Path(self.path)
 
-    def unchanged(self) -> bool:
-        """The archive file is the one indexed (a copy always is): same size and time."""
+    def unchanged(self, stat: os.stat_result | None = None) -> bool:
+        """The archive file (``stat``: of the file opened) is the one indexed, by its size and
+        modification time; a copy always is."""
         if self.is_copy:
             return True
         try:
-            stat = os.stat(self.path)
+            stat = stat or os.stat(self.path)
         except FileNotFoundError:
             return False
         return (stat.st_size, stat.st_mtime_ns) == (self.size, self.mtime_ns)
@@ -67,12 +68,13 @@ class Source:
 
 
 def add_shard(url: str, work: Path) -> tuple[np.ndarray, Refiner, Source, int]:
-    """(pks, refiner, source, values per row) of one archive shard: located in place when it is a local
-    ``.arrow`` file, else its codes copied into ``work`` (the version folder being built)."""
+    """(pks, refiner, source, values per row) of one archive shard: located in place when it is
+    a local ``.arrow`` file, else its codes copied into ``work`` (the version folder being
+    built)."""
     local = "" if storage.is_remote(url) else os.path.abspath(url.removeprefix("file://"))
+    stat = os.stat(local) if local else None  # before reading: a later rewrite then shows
     region = codes_region(local) if local else None
-    if region is not None:
-        stat = os.stat(local)
+    if region is not None and stat is not None:
         return region.pks, region.refiner, Source(local, region.offset, len(region.pks),
                                                   stat.st_size, stat.st_mtime_ns), region.width
     pks, stored, refiner = read_archive(url)
@@ -123,8 +125,7 @@ class SourceMaps:
         return self._pread(self.sources[which], rows)
 
     def _check(self, source: Source, stat: os.stat_result) -> None:
-        if not source.is_copy and (stat.st_size, stat.st_mtime_ns) != (source.size,
-                                                                       source.mtime_ns):
+        if not source.unchanged(stat):
             raise StaleStoreError(f"{source.path} changed after the rescoring store indexed "
                                   "it; open the collection again to rebuild it")
 
