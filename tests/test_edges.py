@@ -73,6 +73,10 @@ def test_a_small_collection_starts_exact_then_fits_its_codec_as_it_grows(edges: 
     # The same five ids in two files: ten rows, each file's own.
     dups = [(r["doc_id"], Path(r["source"]).name) for r in rows if "dup_" in r["source"]]
     assert sorted(dups) == sorted((f"doc{i}", f"dup_{n}.jsonl") for i in range(5) for n in "ab")
+    # GC (grace 0 here) keeps the archive of the exact codec the build uses: it once read the
+    # codec id "exact-<hash>" in a file name as "exact" and removed every shard of it.
+    archives = catalog(ws, "edges").read("shards").column("archive_url").to_pylist()
+    assert archives and all(Path(a.removeprefix("file://")).exists() for a in archives)
     search = _search(ws, "edges", rows[0]["text"][:200])
     assert search.returncode == 0, search.stderr[-2000:]
 

@@ -56,7 +56,7 @@ def collect_garbage(paths: CollectionPaths, catalog: Catalog, store: MilvusStore
             continue
         for url in urls:
             name = posixpath.basename(url)
-            old_codec = name.startswith("archive-") and name.split("-")[1] not in codecs
+            old_codec = name.startswith("archive-") and _archive_codec(name) not in codecs
             if (old_codec or name.startswith("embeddings-") or is_sidecar(url)) and \
                     storage.modified_age_s(url) >= grace_s:
                 storage.remove(url)
@@ -93,3 +93,10 @@ def _remove_rescore_stores(paths: CollectionPaths, kept: set[str], result: GcRes
         if posixpath.basename(url.rstrip("/")) not in kept:
             storage.remove(url)
             result.files_removed += 1
+
+
+def _archive_codec(name: str) -> str:
+    """The codec id in an archive shard's name, ``archive-<codec id>-NNNN.<suffix>``. An exact
+    codec's id has a hyphen of its own (``exact-<hash>``): splitting on the first one read
+    "exact", which no build uses, so GC removed the archives of every exact collection."""
+    return name.removeprefix("archive-").rsplit("-", 1)[0]
