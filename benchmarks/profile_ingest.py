@@ -97,17 +97,21 @@ def aggregate(raw: Path, passages: int, top: int) -> dict:
     return out
 
 
-def record(passages: int, model: str) -> tuple[Path, dict, float]:
+def record(passages: int, model: str, variant: str = "fp32") -> tuple[Path, dict, float]:
     """Run one ingest of ``passages`` real passages under py-spy; (raw profile, summary, wall s)."""
     if not shutil.which("py-spy"):
         sys.exit("py-spy is not on the path: pip install py-spy")
     folder, _ = corpus(passages, passages)
-    run = WORK / f"{model}-{passages}"
+    run = WORK / f"{model}-{variant}-{passages}"
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
-    env = os.environ | harness.model_env(model, "fp32")
+    env = os.environ | harness.model_env(model, variant)
     env.pop("PREFECT_API_URL", None)
     harness.export_env_model(env)
+    # The command would start the local Prefect server, which outlives it: py-spy would follow
+    # that child and record until its idle stop. Started first, it is no child of the command.
+    subprocess.run([sys.executable, "-m", "vecpress", "server", "start"], env=env, check=True,
+                   capture_output=True)
     raw = run / "raw.txt"
     command = ["py-spy", "record", "--subprocesses", "--format", "raw", "--rate", str(RATE),
                "-o", str(raw), "--", sys.executable, "-m", "vecpress", "ingest", str(folder),
@@ -124,18 +128,20 @@ def record(passages: int, model: str) -> tuple[Path, dict, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--passages", type=int, default=300_000)
-    parser.add_argument("--model", choices=["tiny", "nano"], default="tiny")
+    parser.add_argument("--model", choices=["tiny", "nano", "minilm"], default="tiny",
+                        help="minilm: the packaged model (with --variant int8: a CPU run's)")
+    parser.add_argument("--variant", default="fp32")
     parser.add_argument("--raw", type=Path, help="aggregate this py-spy raw file instead of running")
     parser.add_argument("--rows", type=int, help="with --raw: the passages that run ingested")
     parser.add_argument("--label", default="")
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args()
     result: dict = {"machine": harness.machine("onnxruntime", "pymilvus", git=True),
-                    "model": args.model, "sample_rate_hz": RATE}
+                    "model": args.model, "variant": args.variant, "sample_rate_hz": RATE}
     if args.raw:
         raw, passages = args.raw, args.rows or args.passages
     else:
-        raw, summary, wall = record(args.passages, args.model)
+        raw, summary, wall = record(args.passages, args.model, args.variant)
         passages = summary["passages"]
         result |= {"wall_s": round(wall, 1), "end_to_end_per_s": round(passages / wall)}
     result |= {"passages": passages, "processes": aggregate(raw, passages, args.top)}
