@@ -144,7 +144,11 @@ def main() -> None:
     from vecpress.tasks.codec.codec import fit_codec
     from vecpress.tasks.codec.refine import write_archive
     from vecpress.tasks.codec.shape import resolve_shape
-    from vecpress.tasks.search.rescore_store import RescoreStore, version_bytes
+    from vecpress.tasks.search.rescore_store import (
+        RescoreStore,
+        current_version,
+        version_bytes,
+    )
 
     _, _, vectors, facts = embedded_corpus(args.passages + args.queries, args.variant,
                                            args.threads, args.corpus)
@@ -204,7 +208,7 @@ def main() -> None:
                  "refine": codec.refiner.kind, "milvus_dim": codec.milvus_dim,
                  "archive_bytes_per_vector": archive.stat().st_size / len(corpus),
                  "rescore_store_bytes_per_vector": version_bytes(
-                     rescore.directory / "current")[0] / len(corpus),
+                     *current_version(rescore.directory))[0] / len(corpus),
                  "rescore_mapped_bytes_per_vector": rescore.nbytes / len(corpus)}
         if label == "lite":
             entry["milvus"] = milvus_run("bench_lite", settings.milvus.uri, codec, corpus, pks,

@@ -49,7 +49,7 @@ def test_lookup_merge_and_latest_wins(tmp_path, monkeypatch, kind: str, suffix: 
     # one (an earlier version's) is copied into the store once.
     code_bytes = 3000 * 16 * (1 if kind == "sq8" else 2)
     assert store.nbytes == 3000 * (8 + 4) + code_bytes and store.dim == 16
-    kept, mapped = rescore_store.version_bytes(store.directory / "current")
+    kept, mapped = rescore_store.version_bytes(*rescore_store.current_version(store.directory))
     headers = 2 * 128
     assert mapped == store.nbytes + headers
     assert kept == mapped - (code_bytes if suffix == ".arrow" else 0)
@@ -97,6 +97,11 @@ def test_a_store_of_fp16_archives_written_before_the_codes_is_rebuilt_and_served
     store = RescoreStore([url], directory=tmp_path / "r")
     manifest = store.directory / "current" / "manifest.json"
     manifest.write_text(json.dumps({"format": 1, "archives": [url]}))  # as the old code wrote it
+    # Measured before any search rebuilds it: its own files, the codes among them.
+    on_disk = sum(f.stat().st_size for f in (store.directory / "current").iterdir()
+                  if f.name != "manifest.json")  # (an FP16 store has no refine.faiss)
+    assert rescore_store.version_bytes(*rescore_store.current_version(store.directory)) == (
+        on_disk, on_disk)
     again = RescoreStore([url], directory=tmp_path / "r")
     assert again.merged == 1 and again.refiner.kind == "fp16"
     np.testing.assert_allclose(again.lookup(pks[[3, 99]])[1], vecs[[3, 99]], atol=1e-2)

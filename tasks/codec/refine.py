@@ -170,13 +170,13 @@ def read_archive(url: str) -> tuple[np.ndarray, np.ndarray, Refiner]:
 
 @dataclass(frozen=True)
 class CodesRegion:
-    """Where a local archive file keeps its codes: ``rows`` x ``width`` values of ``dtype`` from
-    byte ``offset``; what the rescoring store maps instead of copying them."""
+    """Where a local archive file keeps its codes: one row of ``width`` values (of
+    ``refiner.dtype``) per pk, from byte ``offset``; what the rescoring store maps instead of
+    copying them."""
 
     pks: np.ndarray
     offset: int
     width: int
-    dtype: str
     refiner: Refiner
 
 
@@ -195,8 +195,7 @@ def codes_region(path: str) -> CodesRegion | None:
         width, itemsize = int(codes.type.list_size), np.dtype(refiner.dtype).itemsize
         first = codes.values.offset + codes.offset * width  # (0 in a batch read from a file)
         start = codes.values.buffers()[1].address - whole.address + first * itemsize
-        return CodesRegion(batch.column("pk").to_numpy().copy(), int(start), width,
-                           np.dtype(refiner.dtype).name, refiner)
+        return CodesRegion(batch.column("pk").to_numpy().copy(), int(start), width, refiner)
 
 
 def _refiner(schema: pa.Schema) -> Refiner:

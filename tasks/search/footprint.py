@@ -64,8 +64,10 @@ def rescore_bytes(directory: Path | None) -> tuple[int, int] | None:
     """(bytes the rescoring store in ``directory`` keeps, bytes its searches map: its index and
     every code it reads, in the archive shards or its own copies); None when there is none there:
     this host has not built it."""
-    version = current_version(directory)[0] if directory is not None else None
-    return None if version is None else version_bytes(version)
+    if directory is None:
+        return None
+    version, manifest = current_version(directory)
+    return None if version is None else version_bytes(version, manifest)
 
 
 @dataclass(frozen=True)

@@ -83,8 +83,7 @@ def _open(directory: Path, archive_urls: list[str]
     store. Another process (an ingest's check, a second searcher) may publish and prune versions
     of the same folder at the same moment, so a version resolved a moment ago can be gone: then
     the sync starts over."""
-    merged, version = sync(directory, archive_urls)
-    manifest = _manifest(version)
+    merged, version, manifest = sync(directory, archive_urls)
     sources = SourceMaps(version, [Source(**s) for s in manifest["sources"]],
                          manifest["dtype"], manifest["width"])
     return (merged, _mapped(version / "pks.npy"), _mapped(version / "locs.npy"), sources,
@@ -113,43 +112,47 @@ def cache_directory(collection_root: str) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vecpress" / key
 
 
-def current_version(directory: Path) -> tuple[Path | None, list[str]]:
-    """(folder of the published version, the archive shards it holds: none when it is of an
-    earlier format or an archive file it reads has changed since)."""
+def current_version(directory: Path) -> tuple[Path | None, dict[str, Any]]:
+    """(folder of the published version, its manifest: empty when the version is of an earlier
+    format or an archive file it reads has changed since). Read once per open: at 100M passages
+    it lists ~49k sources."""
     link = directory / "current"
     if not link.exists():
-        return None, []
+        return None, {}
     version = link.resolve()
     manifest = _manifest(version)
     if manifest.get("format") != FORMAT or \
             not all(Source(**s).unchanged() for s in manifest["sources"]):
-        return version, []
-    return version, manifest["archives"]
+        return version, {}
+    return version, manifest
 
 
-def version_bytes(version: Path) -> tuple[int, int]:
+def version_bytes(version: Path, manifest: dict[str, Any]) -> tuple[int, int]:
     """(bytes of the files the version keeps: its index and copies, bytes a search maps: its
-    index and every code it reads)."""
-    manifest = _manifest(version)
+    index and every code it reads). With no ``manifest`` (``current_version``: an earlier
+    format, whose codes are its own files, or an index the next open rebuilds): its files."""
     kept = sum(f.stat().st_size for f in version.iterdir() if f.suffix in (".npy", ".bin"))
+    if not manifest:
+        return kept, kept
     index = sum((version / name).stat().st_size for name in ("pks.npy", "locs.npy"))
     codes = sum(s["rows"] for s in manifest["sources"]) * manifest["width"] * \
         np.dtype(manifest["dtype"]).itemsize
     return kept, index + codes
 
 
-def sync(directory: Path, archive_urls: list[str]) -> tuple[int, Path]:
-    """Bring the store up to ``archive_urls``: (shards merged, folder of the version to map).
+def sync(directory: Path, archive_urls: list[str]) -> tuple[int, Path, dict[str, Any]]:
+    """Bring the store up to ``archive_urls``: (shards merged, folder of the version to map, its
+    manifest).
 
     When the collection only gained shards, they are merged into a copy of the current index;
     otherwise the store is rebuilt from the archive. The new version is published atomically.
     """
-    current, done = current_version(directory)
-    if current is not None and done == archive_urls:
-        return 0, current
+    current, manifest = current_version(directory)
+    done = manifest.get("archives", [])
+    if current is not None and manifest and done == archive_urls:
+        return 0, current, manifest
     if current is None or not done or archive_urls[: len(done)] != done:
-        current, done = None, []  # (an empty version may be of an earlier format)
-    manifest = _manifest(current) if current is not None else {}
+        current, done, manifest = None, [], {}  # (an empty version may be of an earlier format)
     refiner = _refiner(current, manifest) if current is not None else None
     sources = [Source(**s) for s in manifest.get("sources", [])]
     work = directory / f".build-{uuid.uuid4().hex}"
@@ -166,17 +169,17 @@ def sync(directory: Path, archive_urls: list[str]) -> tuple[int, Path]:
     refiner = refiner or FP16
     if refiner.index is not None:
         (work / "refine.faiss").write_bytes(refiner.to_bytes())
-    (work / "manifest.json").write_text(json.dumps({
-        "format": FORMAT, "archives": archive_urls, "refine": refiner.kind,
-        "dtype": np.dtype(refiner.dtype).name, "width": width,
-        "sources": [s.to_json() for s in sources]}))
+    published = {"format": FORMAT, "archives": archive_urls, "refine": refiner.kind,
+                 "dtype": np.dtype(refiner.dtype).name, "width": width,
+                 "sources": [s.to_json() for s in sources]}
+    (work / "manifest.json").write_text(json.dumps(published))
     version = directory / f"v-{uuid.uuid4().hex}"
     work.rename(version)
     link = directory / f".current-{uuid.uuid4().hex}"
     link.symlink_to(version.name)
     os.replace(link, directory / "current")  # the one step that publishes the version
     _prune(directory, keep={version.name, current.name if current else ""})
-    return len(archive_urls) - len(done), version
+    return len(archive_urls) - len(done), version, published
 
 
 def _merge_shards(current: Path | None, work: Path, todo: list[str], sources: list[Source],
