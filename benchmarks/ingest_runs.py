@@ -62,6 +62,11 @@ def process_kind(proc: psutil.Process, workers: set[int]) -> str:
     return "worker"
 
 
+def _machine_busy_s() -> float:
+    times = psutil.cpu_times()._asdict()  # guest time is counted in user time already
+    return sum(times.get(f, 0.0) for f in ("user", "nice", "system", "irq", "softirq"))
+
+
 class TreeMemory:
     """Peak RSS of a command's process tree, per process and kind (``flow``: the command itself;
     then ``process_kind``'s kinds; ``milvus_server``: a server started apart), and a timeline in
@@ -69,8 +74,14 @@ class TreeMemory:
 
     def __init__(self, server_pid: int | None = None) -> None:
         self.peaks: dict[int, tuple[str, int]] = {}
+        self.cpu: dict[int, tuple[str, float]] = {}  # pid: (kind, CPU seconds when last seen)
         self.timeline: list[tuple[float, int, int, int, int]] = []
         self.server = psutil.Process(server_pid) if server_pid else None
+        self.machine_busy_s = _machine_busy_s()
+
+    def _cpu(self, proc: psutil.Process, kind: str) -> None:
+        times = proc.cpu_times()
+        self.cpu[proc.pid] = (kind, times.user + times.system)
 
     def _peak(self, pid: int, kind: str, rss: int) -> None:
         self.peaks[pid] = (kind, max(rss, self.peaks.get(pid, ("", 0))[1]))
@@ -79,6 +90,7 @@ class TreeMemory:
         try:
             flow = parent.memory_info().rss
             self._peak(parent.pid, "flow", flow)
+            self._cpu(parent, "flow")
             workers = {p for p, (k, _) in self.peaks.items() if k == "worker"}
             total_workers = other = 0
             for child in parent.children(recursive=True):
@@ -86,6 +98,7 @@ class TreeMemory:
                     kind = self.peaks[child.pid][0] if child.pid in self.peaks else \
                         process_kind(child, workers)
                     rss = child.memory_info().rss
+                    self._cpu(child, kind)
                 except psutil.Error:
                     continue
                 self._peak(child.pid, kind, rss)
@@ -100,6 +113,16 @@ class TreeMemory:
                                   served >> 20))
         except psutil.Error:
             pass
+
+    def cpu_by_kind_s(self) -> dict[str, float]:
+        """CPU seconds (user + system) of each kind's processes as last sampled, and ``outside``:
+        the machine's busy seconds since this object was made that no sampled process accounts
+        for (a Prefect API or Milvus Lite started apart, the kernel, other jobs)."""
+        out: dict[str, float] = {}
+        for kind, seconds in self.cpu.values():
+            out[kind] = round(out.get(kind, 0.0) + seconds, 1)
+        out["outside"] = round(_machine_busy_s() - self.machine_busy_s - sum(out.values()), 1)
+        return out
 
     def by_kind_mb(self) -> dict[str, list[int]]:
         """Each kind's processes' peaks in MB."""

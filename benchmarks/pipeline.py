@@ -72,9 +72,10 @@ def run(folder: Path, collection: str, env: dict[str, str], site: str | None = N
         return {"killed_after_s": clock.seconds, "peak_rss_mb": peak}
     out, err = proc.communicate()
     wall = clock.seconds
+    cpu = memory.cpu_by_kind_s()
     if proc.returncode != 0:
         raise SystemExit(f"ingest failed ({proc.returncode}):\n{err[-4000:]}")
-    return {"wall_s": wall, "summary": summary_of(out), "peak_rss_mb": peak}
+    return {"wall_s": wall, "summary": summary_of(out), "peak_rss_mb": peak, "cpu_s": cpu}
 
 
 def embed_only(texts: list[str], env: dict[str, str], threads: int) -> float:
@@ -123,7 +124,10 @@ def ratio(args: argparse.Namespace) -> dict:
             "ratio_command": round(end_to_end / rate, 3),
             "ratio_streamed": round(streamed / rate, 3),
             "wall_s": round(ingest["wall_s"], 1), "peak_rss_mb": ingest["peak_rss_mb"],
-            "stages_per_core_s": stage_rates(summary), "cluster": summary["cluster"]}
+            "cpu_s_by_process_kind": ingest["cpu_s"],
+            "stages_per_core_s": stage_rates(summary),
+            "stages_s": {s["stage"]: round(s["seconds"], 2) for s in summary["stages"]},
+            "cluster": summary["cluster"]}
 
 
 def stages(args: argparse.Namespace) -> dict:

@@ -76,7 +76,8 @@ class ChunkSettings(BaseModel):
         return self
 
 
-GPU_DEFAULTS = {"max_batch_tokens": 524_288, "sessions": 2, "passages_per_shard": 65_536}
+GPU_DEFAULTS = {"max_batch_tokens": 524_288, "sessions": 2, "passages_per_shard": 65_536,
+                "max_padding": None}
 
 
 class ModelSettings(BaseModel):
@@ -89,6 +90,13 @@ class ModelSettings(BaseModel):
     max_batch_tokens: int = Field(
         8192, ge=64, description="Token budget of one inference batch (padded batch × length); "
         "fp16 (GPU) default 524288, halved on out-of-memory."
+    )
+    max_padding: float | None = Field(
+        0.0, ge=0, le=10, description="A batch ends before its longest passage would exceed its "
+        "shortest by this share, once it holds an eighth of the token budget: padding costs as "
+        "much as text (parts of 2,048 passages were 14% padding) and smaller batches stay in "
+        "cache (MiniLM int8, one core: 0.0 embedded 1.24x as fast as None). None: batches fill "
+        "the budget (the fp16 default: not measured on a GPU)."
     )
     min_batch_tokens: int = Field(
         256, ge=1, description="Floor of the token budget: out-of-memory halving stops here and "

@@ -38,6 +38,30 @@ def test_token_budget_changes_batching_not_results(tiny_artifact, paragraphs) ->
     np.testing.assert_allclose(small, large, atol=2e-5)
 
 
+def test_max_padding_bounds_each_batch_not_results(tiny_artifact, paragraphs) -> None:
+    """Batches end where their rows' length changes (``max_padding`` 0, the default) once they
+    hold an eighth of the budget: less padding computed, the same vectors."""
+    texts = [t for _, t in paragraphs[:600]]
+    shapes: dict[float | None, list[np.ndarray]] = {}
+    vectors = {}
+    for padding in (None, 0.0):
+        embedder = OnnxEmbedder(tiny_artifact, ModelSettings(max_padding=padding))
+        run, seen = embedder._run, shapes.setdefault(padding, [])
+        embedder._run = lambda feeds, run=run, seen=seen: (  # type: ignore[method-assign]
+            seen.append(feeds["attention_mask"].sum(axis=1)), run(feeds))[1]
+        vectors[padding] = embedder.encode(texts)
+    np.testing.assert_allclose(vectors[0.0], vectors[None], atol=2e-5)
+    budget = ModelSettings().max_batch_tokens
+    assert ModelSettings().max_padding == 0.0
+    for lengths in shapes[0.0]:
+        assert len(lengths) * lengths.max() <= budget
+        if lengths.max() > lengths.min():  # mixed lengths only while the batch was small
+            assert (len(lengths) - 1) * np.sort(lengths)[-2] < budget // 8
+    padded = {p: sum(len(b) * b.max() for b in batches) / sum(b.sum() for b in batches)
+              for p, batches in shapes.items()}
+    assert padded[0.0] < padded[None]
+
+
 def test_tokenising_windows_keep_input_order(tiny_artifact, paragraphs, monkeypatch) -> None:
     """Windows tokenised ahead (here of 37 passages) give the same rows as one window."""
     import vecpress.tasks.embed.embedder as embedding

@@ -69,6 +69,7 @@ class OnnxEmbedder:
         model = model or ModelSettings()
         self.artifact = artifact
         self.budget = TokenBudget(model.max_batch_tokens, model.min_batch_tokens)
+        self.max_padding = model.max_padding
         self.truncated = 0  # passages longer than the window, cut to max_seq_length
         self._tok = model_tokenizer(artifact.model_dir, artifact.max_seq_length)
         self._tokenisers = _tokeniser_pool(artifact, model.tokenizer_processes)
@@ -216,7 +217,7 @@ class OnnxEmbedder:
     def _prepare(self, tokens: Tokens, order: np.ndarray, sorted_lengths: np.ndarray,
                  start: int) -> _Prepared:
         """Padded int64 inputs for the batch from ``start`` that fills the current token budget."""
-        end = _batch_end(sorted_lengths, start, self.budget.current)
+        end = _batch_end(sorted_lengths, start, self.budget.current, self.max_padding)
         rows = order[start:end]
         lengths = tokens.lengths[rows]
         columns = np.arange(int(lengths.max()))
@@ -270,15 +271,25 @@ def _run_cuda(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> np
     return binding.copy_outputs_to_cpu()[0]
 
 
-def _batch_end(sorted_lengths: np.ndarray, start: int, budget: int) -> int:
-    """End of the batch from ``start``: rows × longest length within ``budget`` (at least one row).
+def _batch_end(sorted_lengths: np.ndarray, start: int, budget: int,
+               max_padding: float | None = None) -> int:
+    """End of the batch from ``start``: rows × longest length within ``budget`` (at least one row),
+    and with ``max_padding``, no row longer than the first's length × (1 + max_padding) once the
+    batch holds ``budget // 8`` tokens: padding is computed like text, and a batch of an eighth
+    of the budget still keeps the matrix products efficient.
 
     Lengths ascend, so rows × longest grows with every row added: a binary search finds the end.
     """
-    most = budget // int(sorted_lengths[start]) + 1
-    padded = np.arange(1, min(most, len(sorted_lengths) - start) + 1) * \
-        sorted_lengths[start:start + most]
-    return start + max(1, int(np.searchsorted(padded, budget, side="right")))
+    shortest = int(sorted_lengths[start])
+    most = budget // shortest + 1
+    window = sorted_lengths[start:start + most]
+    padded = np.arange(1, len(window) + 1) * window
+    end = max(1, int(np.searchsorted(padded, budget, side="right")))
+    if max_padding is not None:
+        alike = int(np.searchsorted(window, shortest * (1 + max_padding), side="right"))
+        enough = int(np.searchsorted(padded, budget // 8, side="left")) + 1
+        end = min(end, max(alike, enough))
+    return start + end
 
 
 def _tokeniser_pool(artifact: ModelArtifact, processes: int) -> TokeniserPool | None:
