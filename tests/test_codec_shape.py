@@ -77,3 +77,22 @@ def test_milvus_holds_the_leading_components_and_rescoring_all_of_them() -> None
     assert variances[:32].min() >= variances[32:].max()  # the leading ones carry the most
     assert narrow.codec_id != whole.codec_id
     assert whole.codec_id == fit_codec(sample, CodecSettings(pca_dim=64, pq_m=8)).codec_id
+
+
+def test_the_curves_quicker_pq_training_keeps_its_recalls() -> None:
+    """The run report's curve trains its codebooks with fewer iterations on fewer vectors than
+    the auto-tune that chooses a codec (FAISS's own training): its recalls stay close."""
+    from vecpress.tasks.codec.autotune import FULL_PQ_TRAINING, autotune
+    from vecpress.tasks.codec.choose import CURVE_PQ_TRAINING, REPORT_TARGET, report_grid
+
+    sample = _spectrum(10_500, np.exp(-np.arange(32) / 10.0))
+    settings = CodecSettings(autotune_queries=100, pq_m=8)
+    grid = report_grid(resolve_shape(sample, settings))
+    full = autotune(sample, grid, MilvusSettings(), REPORT_TARGET, pq_training=FULL_PQ_TRAINING)
+    table, _ = recall_curve(sample, settings, MilvusSettings())
+    assert CURVE_PQ_TRAINING[0] < FULL_PQ_TRAINING[0] and 256 * CURVE_PQ_TRAINING[1] < 10_500
+    quick = {r["pq_m"]: r for r in table["rows"]}
+    assert len(quick) == len(full.rows) == 3
+    for row in full.rows:
+        assert abs(quick[row.pq_m]["recall_ann"] - row.recall_ann) <= 0.05
+        assert abs(quick[row.pq_m]["recall_rescored"] - row.recall_rescored) <= 0.03

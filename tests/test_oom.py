@@ -36,8 +36,10 @@ def test_capped_arena_halves_and_matches_uncapped(fp32_artifact, texts, uncapped
     """With two sessions, batches run concurrently from one capped arena; a failed batch's
     successors in flight are redone after the halving."""
     reference = uncapped
+    # Batches fill the budget (max_padding None), so the first ones need more than the cap.
     capped = OnnxEmbedder(fp32_artifact, ModelSettings(max_batch_tokens=16384, min_batch_tokens=256,
-                                                       arena_max_mb=ARENA_MB, sessions=sessions))
+                                                       arena_max_mb=ARENA_MB, sessions=sessions,
+                                                       max_padding=None))
     done: list[int] = []
     with caplog.at_level(logging.WARNING, logger="vecpress.tasks.embed.embedder"):
         ours = capped.encode(texts, on_progress=done.append)
@@ -54,7 +56,7 @@ def test_capped_arena_halves_and_matches_uncapped(fp32_artifact, texts, uncapped
 def test_floor_error_names_passages_and_lengths(fp32_artifact, texts) -> None:
     ids = [f"doc-{i}#0" for i in range(len(texts))]
     embedder = OnnxEmbedder(fp32_artifact, ModelSettings(max_batch_tokens=16384, min_batch_tokens=8192,
-                                                        arena_max_mb=ARENA_MB))
+                                                        arena_max_mb=ARENA_MB, max_padding=None))
     with pytest.raises(OutOfMemoryFloorError, match=r"model\.min_batch_tokens=8192") as info:
         embedder.encode(texts, ids=ids)
     named = re.findall(r"(doc-\d+#0) \((\d+) tokens\)", str(info.value))
@@ -134,4 +136,4 @@ def test_embed_shard_reports_progress_and_names_passage_ids(fp32_artifact, texts
     with pytest.raises(OutOfMemoryFloorError, match=r"file\.md#p\d+#3 \(\d+ tokens\)"):
         embed_shard(url, str(tmp_path / "emb2.parquet"), fp32_artifact,
                     ModelSettings(max_batch_tokens=16384, min_batch_tokens=8192,
-                                  arena_max_mb=ARENA_MB), threads=0)
+                                  arena_max_mb=ARENA_MB, max_padding=None), threads=0)

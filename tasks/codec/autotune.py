@@ -121,10 +121,16 @@ def _grid_ms(codec: CodecSettings, dim: int) -> list[int]:
     return sorted(fits or {largest_divisor(dim, max(codec.autotune_pq_m))})
 
 
+FULL_PQ_TRAINING = (25, 256)  # FAISS's own: 25 iterations, up to 65,536 vectors at 8 bits
+
+
 def autotune(sample: np.ndarray, codec: CodecSettings, milvus: MilvusSettings,
-             target: float | None = None, similarity: str = "cosine") -> TuneResult:
+             target: float | None = None, similarity: str = "cosine",
+             pq_training: tuple[int, int] = FULL_PQ_TRAINING) -> TuneResult:
     """Measure every configuration of the grid in ``codec``; pick the cheapest that qualifies.
-    Searches rank by the model's ``similarity``, as the collection's searches will."""
+    Searches rank by the model's ``similarity``, as the collection's searches will.
+    ``pq_training``: (k-means iterations, at most this many training vectors a centroid) of each
+    candidate's PQ codebooks; FAISS's defaults unless a report only estimates (``recall_curve``)."""
     target = target if target is not None else codec.recall_target
     if target is None:
         raise ValueError("auto-tune needs a recall target (codec.recall_target, e.g. 0.95)")
@@ -169,7 +175,7 @@ def autotune(sample: np.ndarray, codec: CodecSettings, milvus: MilvusSettings,
                     lists[width] = _coarse_lists(np.ascontiguousarray(xb[:, :width]), nlist,
                                                  codec.seed)
                 result.rows += _measure(xb, xq, kept, truth, lists[width], m, probes, factors,
-                                        rotation, codec.seed, similarity)
+                                        rotation, codec.seed, similarity, pq_training)
     if not result.rows:
         raise ValueError("auto-tune grid is empty: set codec.autotune_pca_dims and "
                          "codec.autotune_pq_m")
@@ -186,11 +192,13 @@ def _coarse_lists(xb: np.ndarray, nlist: int, seed: int) -> np.ndarray:
 
 def _measure(xb: np.ndarray, xq: np.ndarray, kept: dict[str, tuple[np.ndarray, int]],
              truth: np.ndarray, coarse: np.ndarray, m: int, probes: list[int],
-             factors: list[int], rotation: bool, seed: int, similarity: str) -> list[TuneRow]:
+             factors: list[int], rotation: bool, seed: int, similarity: str,
+             pq_training: tuple[int, int]) -> list[TuneRow]:
     """One IVF-PQ index over the leading components Milvus holds (the width of ``coarse``; PQ
-    trained on the residuals of its lists), searched at every nprobe and rescoring factor,
-    rescored over every component with each tier of ``kept`` (kind: the base vectors as that
-    tier decodes them, its bytes per vector), with the Milvus metric of ``similarity``."""
+    trained on the residuals of its lists, ``pq_training`` as ``autotune``'s), searched at every
+    nprobe and rescoring factor, rescored over every component with each tier of ``kept`` (kind:
+    the base vectors as that tier decodes them, its bytes per vector), with the Milvus metric of
+    ``similarity``."""
     started = time.perf_counter()
     dot = similarity == "dot"
     width = coarse.shape[1]
@@ -202,6 +210,7 @@ def _measure(xb: np.ndarray, xq: np.ndarray, kept: dict[str, tuple[np.ndarray, i
                              faiss.METRIC_INNER_PRODUCT if dot else faiss.METRIC_L2)
     index.pq.cp.seed = seed
     index.pq.cp.min_points_per_centroid = 1
+    index.pq.cp.niter, index.pq.cp.max_points_per_centroid = pq_training
     index.train(xa)  # the quantizer is trained and full: only the PQ codebooks are
     index.add(xa)
     rows = []
