@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_serializer, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_serializer, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vecpress.infra.metadata_settings import MetadataSettings
@@ -95,8 +95,8 @@ class ModelSettings(BaseModel):
         0.0, ge=0, le=10, description="A batch ends before its longest passage would exceed its "
         "shortest by this share, once it holds an eighth of the token budget: padding costs as "
         "much as text (parts of 2,048 passages were 14% padding) and smaller batches stay in "
-        "cache (MiniLM int8, one core: 0.0 embedded 1.24x as fast as None). None: batches fill "
-        "the budget (the fp16 default: not measured on a GPU)."
+        "cache (MiniLM int8, one core: 0.0 embedded 1.24x as fast as None). None ('none'): "
+        "batches fill the budget (the fp16 default: not measured on a GPU)."
     )
     min_batch_tokens: int = Field(
         256, ge=1, description="Floor of the token budget: out-of-memory halving stops here and "
@@ -129,6 +129,13 @@ class ModelSettings(BaseModel):
         None, description="Local folder for exported ONNX models; default: <storage_root>/models, "
         "or ~/.cache/vecpress/models when the storage root is an object store."
     )
+
+    @field_validator("max_padding", mode="before")
+    @classmethod
+    def _padding_none(cls, value: Any) -> Any:
+        """``none`` from an environment variable or the run form: batches fill the budget."""
+        return None if isinstance(value, str) and value.strip().lower() in ("none", "null") \
+            else value
 
     @model_validator(mode="after")
     def _gpu_defaults_and_floor(self) -> ModelSettings:

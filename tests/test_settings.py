@@ -66,5 +66,9 @@ def test_fp16_brings_gpu_defaults_that_explicit_values_override(monkeypatch) -> 
     monkeypatch.setenv("VECPRESS_MODEL__MAX_BATCH_TOKENS", "65536")
     mixed = settings_from_flags(**{"model.sessions": 3}).model
     assert (mixed.max_batch_tokens, mixed.sessions, mixed.passages_per_shard) == (65536, 3, 65536)
+    assert cpu.max_padding == 0.0 and gpu.max_padding is None  # batches cut where lengths change
+    monkeypatch.setenv("VECPRESS_MODEL__VARIANT", "int8")
+    monkeypatch.setenv("VECPRESS_MODEL__MAX_PADDING", "none")  # full batches, from the shell
+    assert settings_from_flags().model.max_padding is None
     # Settings travel to workers as JSON: the same values come back.
     assert type(gpu).model_validate_json(gpu.model_dump_json()) == gpu
