@@ -78,7 +78,7 @@ def recall_curve(sample: np.ndarray, codec: CodecSettings, milvus: MilvusSetting
     codec's sample, for the run report; it does not change the choice. (table, its lines).
 
     Its codebooks train quicker than the auto-tune's (``CURVE_PQ_TRAINING``): 20k MiniLM vectors,
-    one thread, 16.9 → 6.3 s with every recall within 0.01 (benchmarks/results/
+    one thread, 16.55 → 6.05 s with every recall within 0.016 (benchmarks/results/
     recall_curve_cpu_minilm_int8_20000.json). It runs on a worker beside the embedding."""
     codec = resolve_shape(sample, codec)
     tuned = autotune(sample, report_grid(codec), milvus, REPORT_TARGET, similarity,

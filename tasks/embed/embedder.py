@@ -25,6 +25,7 @@ import onnxruntime as ort
 
 from vecpress.infra.settings import ModelSettings
 from vecpress.tasks.embed.artifact import ModelArtifact
+from vecpress.tasks.embed.batches import batch_end
 from vecpress.tasks.embed.oom import TokenBudget, floor_error, is_out_of_memory
 from vecpress.tasks.embed.sessions import create_session
 from vecpress.tasks.embed.tokenising import (
@@ -216,8 +217,9 @@ class OnnxEmbedder:
 
     def _prepare(self, tokens: Tokens, order: np.ndarray, sorted_lengths: np.ndarray,
                  start: int) -> _Prepared:
-        """Padded int64 inputs for the batch from ``start`` that fills the current token budget."""
-        end = _batch_end(sorted_lengths, start, self.budget.current, self.max_padding)
+        """Padded int64 inputs for the batch from ``start`` (``batch_end``: the current token
+        budget, ``model.max_padding``)."""
+        end = batch_end(sorted_lengths, start, self.budget.current, self.max_padding)
         rows = order[start:end]
         lengths = tokens.lengths[rows]
         columns = np.arange(int(lengths.max()))
@@ -269,27 +271,6 @@ def _run_cuda(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> np
     binding.bind_output(session.get_outputs()[0].name, "cuda", 0)
     session.run_with_iobinding(binding)
     return binding.copy_outputs_to_cpu()[0]
-
-
-def _batch_end(sorted_lengths: np.ndarray, start: int, budget: int,
-               max_padding: float | None = None) -> int:
-    """End of the batch from ``start``: rows × longest length within ``budget`` (at least one row),
-    and with ``max_padding``, no row longer than the first's length × (1 + max_padding) once the
-    batch holds ``budget // 8`` tokens: padding is computed like text, and a batch of an eighth
-    of the budget still keeps the matrix products efficient.
-
-    Lengths ascend, so rows × longest grows with every row added: a binary search finds the end.
-    """
-    shortest = int(sorted_lengths[start])
-    most = budget // shortest + 1
-    window = sorted_lengths[start:start + most]
-    padded = np.arange(1, len(window) + 1) * window
-    end = max(1, int(np.searchsorted(padded, budget, side="right")))
-    if max_padding is not None:
-        alike = int(np.searchsorted(window, shortest * (1 + max_padding), side="right"))
-        enough = int(np.searchsorted(padded, budget // 8, side="left")) + 1
-        end = min(end, max(alike, enough))
-    return start + end
 
 
 def _tokeniser_pool(artifact: ModelArtifact, processes: int) -> TokeniserPool | None:
