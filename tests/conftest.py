@@ -144,9 +144,10 @@ def dask_address() -> Iterator[str]:
 def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A real Milvus 2.3.5 standalone server (from the ``milvus`` package); yields its URI."""
     from milvus import default_server
+    from milvus_process import start_milvus
 
     default_server.set_base_dir(str(tmp_path_factory.mktemp("milvus-server")))
-    default_server.start()
+    start_milvus(default_server)
     _RUNNING_MILVUS.append(default_server)
     try:
         yield f"http://127.0.0.1:{default_server.listen_port}"

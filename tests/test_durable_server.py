@@ -4,7 +4,6 @@ ingest and a rebuild never fail and never mix builds."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -12,6 +11,7 @@ import traceback
 
 import pytest
 from durable import catalog, ledger, summary_of
+from milvus_process import start_milvus
 
 from vecpress.infra import storage
 from vecpress.infra.settings import Settings
@@ -27,65 +27,21 @@ def server_ws(durable_ws: dict, milvus_server: str) -> dict:
                 uri=milvus_server)
 
 
-def _bind_reusing(port: int) -> socket.socket | None:
-    """The ``milvus`` package's port probe, bound as the Go server itself binds: on every address
-    (the package probes 127.0.0.1 only) and with SO_REUSEADDR."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(("", port))
-        sock.listen()
-        return sock
-    except OSError:
-        sock.close()
-        return None
-
-
 def _restart_on_the_same_port(down_s: float) -> None:
     """Stop the shared server, wait, start it again where its clients look for it.
 
     The package probes ports without SO_REUSEADDR, so while the killed server's sockets sit
     in TIME_WAIT (60 s) it silently moves to the next free port, and every later test of the
-    session connects to a dead one. Pinning the port and probing as the server binds avoids it.
-    A server that still dies starting is started again (seen once on a busy machine: "listen tcp
-    :53100: bind: address already in use", an internal port, and a 180 s wait on a dead process).
+    session connects to a dead one. Pinning the port and probing as the server binds
+    (``milvus_process.start_milvus``) avoids it.
     """
     from milvus import default_server
 
     port = default_server.listen_port
     default_server.stop()
     time.sleep(down_s)
-    default_server.config.configs["proxy_port"] = port
-    default_server.config.try_bind_port = _bind_reusing
-    for _ in range(3):  # a server that dies starting (a port taken meanwhile) is started again
-        default_server.wait_for_started = False
-        default_server.start()
-        if _healthy(default_server, 180):
-            break
-        default_server.stop()
-        time.sleep(5)
-    else:
-        raise RuntimeError("the Milvus server did not start again in three tries")
-    default_server.wait_for_started = True
+    start_milvus(default_server, port)
     assert default_server.listen_port == port
-
-
-def _healthy(server, timeout_s: float) -> bool:
-    """Whether the started ``server`` answers its health check before it exits or time runs out."""
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and server.server_proc.poll() is None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{server.webservice_port}/healthz",
-                                        timeout=5) as response:
-                if b"OK" in response.read():
-                    time.sleep(1)  # as the package's own wait: ready a moment after healthy
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.2)
-    return False
 
 
 def test_a_milvus_server_stopped_mid_load_is_ridden_out(server_ws: dict) -> None:
