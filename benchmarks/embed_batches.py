@@ -7,7 +7,10 @@ pipeline corpus's first ``--passages``) part by part in one process of one threa
 setting, alternating, ``--repeats`` times, and counts the padding each cut computes.
 Results: benchmarks/results/embed_batches_cpu_minilm_int8.json.
 
-    .venv/bin/python benchmarks/embed_batches.py [--passages 4096] [--repeats 2]
+    .venv/bin/python benchmarks/embed_batches.py [--passages 4096] [--repeats 2] [--corpus NAME]
+
+``--corpus`` other than the pipeline's docstrings (``corpora.CORPORA``: fortunes, descriptions...)
+writes embed_batches_cpu_minilm_int8_<name>.json.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import statistics
 import time
 
+import corpora
 import harness
 import numpy as np
 from embed_layout import _texts
@@ -37,8 +41,10 @@ def main() -> None:
     parser.add_argument("--passages", type=int, default=4096)
     parser.add_argument("--part", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--corpus", default="docstrings", choices=sorted(corpora.CORPORA))
     args = parser.parse_args()
-    texts = _texts(args.passages)
+    texts = _texts(args.passages) if args.corpus == "docstrings" else \
+        [text for _, text in corpora.load(args.corpus, args.passages)]
     artifact = harness.export_env_model(harness.model_env("minilm", "int8"))
     runs: dict[str, list[float]] = {name: [] for name in CUTS}
     padding: dict[str, float] = {}
@@ -61,9 +67,11 @@ def main() -> None:
     print(f"{'cut':42} {'passages/s':>10} {'÷ before':>8} {'padding':>8}")
     for name, rate in medians.items():
         print(f"{name:42} {rate:10.1f} {rate / base:8.3f} {padding[name]:8.1%}")
-    harness.write_results(harness.RESULTS / "embed_batches_cpu_minilm_int8.json", {
+    suffix = "" if args.corpus == "docstrings" else f"_{args.corpus}"
+    harness.write_results(harness.RESULTS / f"embed_batches_cpu_minilm_int8{suffix}.json", {
         "what": __doc__.split("\n")[0], "machine": harness.machine("onnxruntime", git=True),
-        "model": "MiniLM-L6 int8", "passages": len(texts), "part": args.part, "threads": 1,
+        "model": "MiniLM-L6 int8", "corpus": args.corpus, "passages": len(texts),
+        "part": args.part, "threads": 1,
         "runs_per_s": {k: [round(r, 1) for r in v] for k, v in runs.items()},
         "median_per_s": medians, "over_before": {k: round(v / base, 3) for k, v in medians.items()},
         "padding_share": {k: round(v, 4) for k, v in padding.items()},
