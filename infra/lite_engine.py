@@ -88,6 +88,13 @@ class LiteEngine:
         except SchemaValidationError as exc:
             raise LiteRefusal(str(exc)) from exc
 
+    def create_index(self, collection: str, field: str, params: dict[str, Any]) -> None:
+        """Record an index on ``field`` (``index_type``, ``metric_type``, ``params``), which the
+        engine builds on ``load``. Called directly: through pymilvus, ``create_index`` sleeps
+        0.5 s before its first check on an index that Lite has nothing to build yet."""
+        with _failing():
+            self.db.get_collection(collection).create_index(field, params)
+
     # The search path's reads. Each answers as pymilvus does over gRPC (the same engine calls the
     # server makes), and raises ``LiteError`` where pymilvus would raise a ``MilvusException``.
 

@@ -101,6 +101,9 @@ class MilvusStore(MilvusReads):
             index_type = scalar_index_type(kind, self.settings.is_lite)
             if index_type is None:
                 continue
+            if self._lite is not None:
+                self._lite.create_index(name, field, {"index_type": index_type})
+                continue
             params = self.client.prepare_index_params()
             params.add_index(field, index_type=index_type, index_name=field)
             self.client.create_index(name, params)
@@ -225,7 +228,13 @@ class MilvusStore(MilvusReads):
 
     def create_index(self, name: str, plan: IndexPlan) -> None:
         """Create the vector index ``plan`` describes (the collection is not loaded). A server
-        then indexes each segment when it is sealed, also those written afterwards."""
+        then indexes each segment when it is sealed, also those written afterwards; Milvus Lite
+        builds it on ``load``."""
+        if self._lite is not None:
+            self._lite.create_index(name, VECTOR, {"index_type": plan.index_type,
+                                                   "metric_type": plan.metric,
+                                                   "params": plan.params})
+            return
         index = self.client.prepare_index_params()
         index.add_index(VECTOR, index_type=plan.index_type, metric_type=plan.metric,
                         params=plan.params)
