@@ -7,7 +7,7 @@ the pipeline corpus (MiniLM int8; cached under the pipeline work folder), then t
 one thread with each PQ training, alternating, and prints each row's recall.
 Results: benchmarks/results/recall_curve_cpu_minilm_int8_<n>.json.
 
-    .venv/bin/python benchmarks/recall_curve.py [--vectors 20000] [--repeats 2]
+    .venv/bin/python benchmarks/recall_curve.py [--vectors 20000] [--repeats 2] [--sweep 5,40 ...]
 """
 
 from __future__ import annotations
@@ -40,6 +40,11 @@ def _sample(count: int) -> np.ndarray:
     return vectors
 
 
+def _training(text: str) -> tuple[int, int]:
+    niter, per_centroid = text.split(",")
+    return int(niter), int(per_centroid)
+
+
 def main() -> None:
     from vecpress.infra.settings import CodecSettings, MilvusSettings
     from vecpress.tasks.codec.autotune import FULL_PQ_TRAINING, autotune
@@ -49,11 +54,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--vectors", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--sweep", type=_training, nargs="*", default=[],
+                        help="more trainings to time, each ITERATIONS,PER_CENTROID")
     args = parser.parse_args()
     sample = _sample(args.vectors)
     faiss.omp_set_num_threads(1)  # as on a Dask worker of one thread
     grid = report_grid(resolve_shape(sample, CodecSettings()))
-    trainings = {"FAISS's (before)": FULL_PQ_TRAINING, "the curve's": CURVE_PQ_TRAINING}
+    trainings = {"FAISS's (before)": FULL_PQ_TRAINING, "stop 46's": (10, 40),
+                 "the curve's": CURVE_PQ_TRAINING}
+    trainings |= {f"sweep {t}": t for t in args.sweep}
     seconds: dict[str, list[float]] = {name: [] for name in trainings}
     rows: dict[str, list[dict]] = {}
     for _ in range(args.repeats):

@@ -16,7 +16,7 @@ from vecpress.tasks.codec.drift import DriftReport, drift_check
 from vecpress.tasks.codec.shape import resolve_shape
 
 REPORT_TARGET = 0.95  # reference line of the recall-vs-bytes curve when no target is set
-CURVE_PQ_TRAINING = (10, 40)  # the curve's PQ k-means: iterations, training vectors a centroid
+CURVE_PQ_TRAINING = (4, 24)  # the curve's PQ k-means: iterations, training vectors a centroid
 DRIFT_SAMPLE = 5000  # new vectors compared with the codec's training error
 
 
@@ -77,9 +77,9 @@ def recall_curve(sample: np.ndarray, codec: CodecSettings, milvus: MilvusSetting
     """The recall-vs-bytes curve around the configured codec (``report_grid``), measured on the
     codec's sample, for the run report; it does not change the choice. (table, its lines).
 
-    Its codebooks train quicker than the auto-tune's (``CURVE_PQ_TRAINING``): 20k MiniLM vectors,
-    one thread, 16.55 → 6.05 s with every recall within 0.016 (benchmarks/results/
-    recall_curve_cpu_minilm_int8_20000.json). It runs on a worker beside the embedding."""
+    Its codebooks train quicker than the auto-tune's (``CURVE_PQ_TRAINING``), on a worker beside
+    the embedding, whose seconds it takes: figures in benchmarks/results/
+    recall_curve_cpu_minilm_int8_20000.json (20k MiniLM vectors, one thread)."""
     codec = resolve_shape(sample, codec)
     tuned = autotune(sample, report_grid(codec), milvus, REPORT_TARGET, similarity,
                      CURVE_PQ_TRAINING)
