@@ -99,19 +99,26 @@ def kill_group_when(ws: dict, collection: str, loaded_share: float) -> dict[str,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     target = ws["reference"]["shards"] * loaded_share
     deadline = time.monotonic() + 600
+    pgid = os.getpgid(process.pid)
     try:
+        # The group holds still (SIGSTOP) while its ledger is read, so that it cannot run past
+        # the share between two reads: a tiny model loads every shard within ~1 s.
         while time.monotonic() < deadline and process.poll() is None:
+            os.killpg(pgid, signal.SIGSTOP)
             if catalog(ws, collection).exists() and ledger(ws, collection)["loaded"] >= target:
                 break
-            time.sleep(0.2)
+            os.killpg(pgid, signal.SIGCONT)
+            time.sleep(0.05)
         assert process.poll() is None, "the run finished before it could be killed"
-        pgid = os.getpgid(process.pid)
+        assert [b["status"] for b in catalog(ws, collection).read("builds").to_pylist()] == [
+            "building"], "the run was past its stream when it was killed"
         os.killpg(pgid, signal.SIGKILL)
         process.wait(timeout=30)
         _assert_group_gone(pgid)
     finally:
-        if process.poll() is None:
-            process.kill()
+        if process.poll() is None:  # a failed check above: nothing of the group is left stopped
+            os.killpg(pgid, signal.SIGKILL)
+            process.wait(timeout=30)
     return ledger(ws, collection)
 
 

@@ -218,3 +218,28 @@ def test_transient_failures_are_retried_except_where_failing_is_the_answer(monke
         with pytest.raises(MilvusException):
             once("c")
     assert client.plain.calls == {"has_collection": 2, "query": 3, "describe_alias": 1, "search": 1}
+
+
+def test_a_lite_run_persists_its_rows_once_its_last_shards_are_on_the_workers(
+        store: MilvusStore, tmp_path) -> None:
+    """``Loads.loaded``: Milvus Lite flushes what it holds once when the run is ending (its last
+    shards embedding), not only at close after them; not again, and not before."""
+    from vecpress.tasks.collection.catalog import Build
+    from vecpress.tasks.ingest.loads import Loads
+    from vecpress.tasks.ingest.part_jobs import LoadedPart
+
+    def persisted() -> int:  # rows in the engine's data files on disk
+        import pyarrow.parquet as pq
+
+        return sum(pq.read_metadata(f).num_rows for f in (tmp_path / "m.db").rglob("data_*.parquet"))
+
+    vectors = np.random.default_rng(2).standard_normal((180, 8)).astype(np.float32)
+    store.ensure_collection("e", 8, "c")
+    loads = Loads(store.settings, store, Build("e", "building", "c", "m", "fp32", "{}", "run"),
+                  lambda *a, **k: None)
+    for start, stop, ending, on_disk in ((0, 100, False, 0), (100, 150, True, 150),
+                                         (150, 180, True, 150)):
+        store.upsert("e", _rows(vectors[start:stop], start))
+        loads.loaded(LoadedPart(stop - start, 0.0), ending=ending)
+        assert persisted() == on_disk
+    assert store.count("e") == 180

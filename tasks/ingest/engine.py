@@ -49,8 +49,11 @@ DRIFT_ROWS_PER_SHARD = 64
 # Dask runs a higher priority first (ties in submission order). Later steps go first, so a shard
 # in flight is finished before more input is read: intermediates stay small, loading starts early,
 # and the codec's sample is embedded as soon as it is chunked rather than after every chunk task
-# of the run (300k passages, nano model: loads began 52 s into a 77 s stream before).
-PRIORITY = {"chunk": 0, "embed": 1, "encode": 2, "load": 3, "bulk": 3, "fit": 10, "curve": 1}
+# of the run (300k passages, nano model: loads began 52 s into a 77 s stream before). Among
+# embeds a larger shard goes first (``_embed``) and the codec's curve before them, so that the
+# run does not end with one worker embedding a full shard or measuring the curve while the others
+# have nothing left.
+PRIORITY = {"chunk": 0, "embed": 1, "encode": 2, "load": 3, "bulk": 3, "fit": 10, "curve": 2}
 
 
 class StreamEngine:
@@ -73,6 +76,8 @@ class StreamEngine:
         self.codec_dir: str | None = None
         self.indexed_early = False
         self.fit_inputs: tuple[list[str], list[int]] = ([], [])  # the codec sample's shards
+        self.chunking = 0  # groups still to chunk
+        self.unloaded = 0  # shards known and not loaded yet
 
     def close(self) -> None:
         self.store.close()
@@ -91,12 +96,14 @@ class StreamEngine:
         self.loads.wait_for_imports()
         self.queue = as_completed()
         known = self.ledger.read(job.build.build, self.groups)
+        self.slots = sum(self.client.nthreads().values())
         for group in job.groups:
             rows = known.get(group.group_id, [])
             meta_url = storage.join(self.paths.group_dir(group.group_id), "group.json")
             if rows and storage.exists(meta_url):
                 self._resume_group(group.group_id, rows, storage.read_json(meta_url))
             else:
+                self.chunking += 1
                 self._submit("chunk", group.group_id, shard_jobs.chunk_group, list(group.files),
                              self.paths.group_dir(group.group_id), inputs=self.settings.inputs,
                              chunking=self.settings.chunk, model=self.artifact,
@@ -143,6 +150,8 @@ class StreamEngine:
 
     def _chunk_done(self, group: str, chunked: shard_jobs.ChunkShard) -> None:
         self.result.busy["chunk"] += chunked.seconds
+        self.chunking -= 1
+        self.unloaded += len(chunked.urls)
         meta = shard_jobs.group_meta(chunked)
         self.ledger.add_group(group, meta)
         self.result.add_group(meta)
@@ -164,6 +173,7 @@ class StreamEngine:
                 if storage.exists(refused):  # still reported by the run that finishes the job
                     self.result.errors += [InputError(**e) for e in storage.read_json(refused)]
                 continue
+            self.unloaded += 1
             self.result.shards_resumed += row.state != "chunked"
             if row.state == "embedded" and not storage.exists(row.embeddings_url):
                 row = self.ledger.set(row, state="chunked", embeddings_url="")
@@ -205,7 +215,9 @@ class StreamEngine:
                      codec_dir=self.codec_dir,
                      reuse=tuple(self.job.old_parts.get(row.group_id, ())),
                      sample_rows=DRIFT_ROWS_PER_SHARD if collecting and self.codec else 0,
-                     seed=self.settings.codec.seed + row.part)
+                     seed=self.settings.codec.seed + row.part,
+                     priority=PRIORITY["embed"] + _share(row.rows, self.settings.model
+                                                         .passages_per_shard))
 
     def _embed_done(self, shard: str, done: part_jobs.EmbeddedPart) -> None:
         self.result.add_embedded(done)
@@ -227,7 +239,9 @@ class StreamEngine:
 
     def _load_done(self, shard: str, done: part_jobs.LoadedPart) -> None:
         self.result.add_loaded(done)
-        self.loads.loaded(done)
+        self.unloaded -= 1
+        # The last shards are all on the workers: Lite flushes now, while they embed.
+        self.loads.loaded(done, ending=not self.chunking and self.unloaded <= self.slots)
         row = self.ledger.set(self.ledger.rows[shard], state="loaded")
         self._group_done_if_loaded(row.group_id)
 
@@ -328,3 +342,9 @@ class StreamEngine:
         stale = part_jobs.stale_pks([p for p, _, _ in old], new_parts,
                                     sorted({s for _, _, srcs in old for s in srcs}))
         self.result.rows_deleted += self.store.delete(self.build.build, stale.tolist())
+
+
+def _share(rows: int, per_shard: int) -> float:
+    """A shard's size as a share of a full one, below 1: it orders embeds among themselves only
+    (a shard chunked with a larger ``passages_per_shard`` by an earlier run counts as full)."""
+    return min(rows, per_shard) / (per_shard + 1)
