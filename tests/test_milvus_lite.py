@@ -220,12 +220,14 @@ def test_transient_failures_are_retried_except_where_failing_is_the_answer(monke
     assert client.plain.calls == {"has_collection": 2, "query": 3, "describe_alias": 1, "search": 1}
 
 
-def test_a_lite_run_persists_its_rows_once_its_last_shards_are_on_the_workers(
+def test_a_lite_run_persists_its_rows_once_near_its_end_in_segments_faiss_can_train(
         store: MilvusStore, tmp_path) -> None:
-    """``Loads.loaded``: Milvus Lite flushes what it holds once when the run is ending (its last
-    shards embedding), not only at close after them; not again, and not before."""
+    """``Loads.loaded``: Milvus Lite flushes what it holds once, when the rows left to load first
+    fall within a shard of ``LITE_SEGMENT_ROWS`` (the last shards embed meanwhile), not before
+    every group is chunked and not again; it leaves no segment under that floor: a flush that
+    would is skipped."""
     from vecpress.tasks.collection.catalog import Build
-    from vecpress.tasks.ingest.loads import Loads
+    from vecpress.tasks.ingest.loads import LITE_SEGMENT_ROWS, Loads
     from vecpress.tasks.ingest.part_jobs import LoadedPart
 
     def persisted() -> int:  # rows in the engine's data files on disk
@@ -233,13 +235,21 @@ def test_a_lite_run_persists_its_rows_once_its_last_shards_are_on_the_workers(
 
         return sum(pq.read_metadata(f).num_rows for f in (tmp_path / "m.db").rglob("data_*.parquet"))
 
-    vectors = np.random.default_rng(2).standard_normal((180, 8)).astype(np.float32)
+    assert LITE_SEGMENT_ROWS == 4992  # 39 rows for each of Lite's 128 IVF lists
+    vectors = np.random.default_rng(2).standard_normal((12_000, 8)).astype(np.float32)
+    build = Build("e", "building", "c", "m", "fp32", "{}", "run")
     store.ensure_collection("e", 8, "c")
-    loads = Loads(store.settings, store, Build("e", "building", "c", "m", "fp32", "{}", "run"),
-                  lambda *a, **k: None)
-    for start, stop, ending, on_disk in ((0, 100, False, 0), (100, 150, True, 150),
-                                         (150, 180, True, 150)):
-        store.upsert("e", _rows(vectors[start:stop], start))
-        loads.loaded(LoadedPart(stop - start, 0.0), ending=ending)
-        assert persisted() == on_disk
-    assert store.count("e") == 180
+    loads = Loads(store.settings, store, build, lambda *a, **k: None, 2048)
+    start = 0
+    for rows, rows_left, on_disk in ((6000, None, 0), (2000, 9000, 0), (2000, 7000, 10_000),
+                                     (2000, 5000, 10_000)):
+        store.upsert("e", _rows(vectors[start:start + rows], start))
+        start += rows
+        loads.loaded(LoadedPart(rows, 0.0), rows_left)
+        assert persisted() == on_disk, (rows, rows_left)
+    assert store.count("e") == 12_000
+    store.ensure_collection("f", 8, "c")  # too little held to make a segment: not flushed
+    small = Loads(store.settings, store, replace(build, build="f"), lambda *a, **k: None, 2048)
+    store.upsert("f", _rows(vectors[:1000]))
+    small.loaded(LoadedPart(1000, 0.0), 6000)
+    assert persisted() == 10_000 and small.ended

@@ -108,7 +108,7 @@ def test_a_new_build_on_a_server_is_indexed_before_its_rows(milvus_server: str, 
     try:
         store.drop(build.build)
         store.ensure_collection(build.build, codec.dim, codec.codec_id)
-        loads = Loads(store.settings, store, build, lambda *a, **k: None)
+        loads = Loads(store.settings, store, build, lambda *a, **k: None, 2048)
         plan = loads.index_early(codec, 40_000)
         assert plan is not None and plan.rows == 40_000 and plan.index_type == "IVF_PQ"
         assert plan.metric == "IP" and store.index_info(build.build)["metric_type"] == "IP"
@@ -132,7 +132,7 @@ def test_a_new_build_on_a_server_is_indexed_before_its_rows(milvus_server: str, 
         assert np.mean([len(set(t) & {pk for pk, _ in hits}) / 10
                         for t, hits in zip(truth.tolist(), found, strict=True)]) >= 0.9
         lite.ensure_collection("c", codec.dim, codec.codec_id)
-        assert Loads(lite.settings, lite, replace(build, build="c"), lambda *a, **k: None
+        assert Loads(lite.settings, lite, replace(build, build="c"), lambda *a, **k: None, 2048
                      ).index_early(codec, 40_000) is None
         assert not lite.has_index("c")
     finally:

@@ -77,7 +77,7 @@ class StreamEngine:
         self.indexed_early = False
         self.fit_inputs: tuple[list[str], list[int]] = ([], [])  # the codec sample's shards
         self.chunking = 0  # groups still to chunk
-        self.unloaded = 0  # shards known and not loaded yet
+        self.unloaded = 0  # rows of the shards known and not loaded yet
 
     def close(self) -> None:
         self.store.close()
@@ -88,7 +88,8 @@ class StreamEngine:
         started = time.perf_counter()
         self.job, self.build = job, job.build
         self.groups = {g.group_id: g for g in job.groups}
-        self.loads = Loads(self.settings.milvus, self.store, job.build, self._submit)
+        self.loads = Loads(self.settings.milvus, self.store, job.build, self._submit,
+                           self.settings.model.passages_per_shard)
         self.typed = self.store.resolve_typed(self.settings.metadata, job.build.build, job.serving)
         if job.build.codec_id:
             self._use_codec(Codec.load(self.paths.codec_dir(job.build.codec_id)), trained=False)
@@ -96,7 +97,6 @@ class StreamEngine:
         self.loads.wait_for_imports()
         self.queue = as_completed()
         known = self.ledger.read(job.build.build, self.groups)
-        self.slots = sum(self.client.nthreads().values())
         for group in job.groups:
             rows = known.get(group.group_id, [])
             meta_url = storage.join(self.paths.group_dir(group.group_id), "group.json")
@@ -151,7 +151,7 @@ class StreamEngine:
     def _chunk_done(self, group: str, chunked: shard_jobs.ChunkShard) -> None:
         self.result.busy["chunk"] += chunked.seconds
         self.chunking -= 1
-        self.unloaded += len(chunked.urls)
+        self.unloaded += sum(chunked.rows)
         meta = shard_jobs.group_meta(chunked)
         self.ledger.add_group(group, meta)
         self.result.add_group(meta)
@@ -173,7 +173,7 @@ class StreamEngine:
                 if storage.exists(refused):  # still reported by the run that finishes the job
                     self.result.errors += [InputError(**e) for e in storage.read_json(refused)]
                 continue
-            self.unloaded += 1
+            self.unloaded += row.rows
             self.result.shards_resumed += row.state != "chunked"
             if row.state == "embedded" and not storage.exists(row.embeddings_url):
                 row = self.ledger.set(row, state="chunked", embeddings_url="")
@@ -239,9 +239,8 @@ class StreamEngine:
 
     def _load_done(self, shard: str, done: part_jobs.LoadedPart) -> None:
         self.result.add_loaded(done)
-        self.unloaded -= 1
-        # The last shards are all on the workers: Lite flushes now, while they embed.
-        self.loads.loaded(done, ending=not self.chunking and self.unloaded <= self.slots)
+        self.unloaded -= self.ledger.rows[shard].rows
+        self.loads.loaded(done, None if self.chunking else self.unloaded)
         row = self.ledger.set(self.ledger.rows[shard], state="loaded")
         self._group_done_if_loaded(row.group_id)
 

@@ -11,12 +11,14 @@ completions.
 Loading also prepares what comes after it while the workers still embed. Every ``FLUSH_ROWS``
 rows loaded, the collection is flushed: Lite otherwise persists its whole memtable when the store
 closes (~30 µs a row in this process, 10 s for 300k rows, after the last shard, while every
-worker waits), and a server seals its segments. Lite also flushes once when the run's last shards
-are all on the workers (``ending``), while they embed: at 30k MiniLM passages that flush took
-1.55 s after the last shard. A new build on a server gets its vector index
-before its first row (``index_early``), so that the server indexes each sealed segment during
-the load: built after the load, the index took 70 of 165 s at 300k passages on 2 cores
-(results/scale_nano_server_300000.json).
+worker waits), and a server seals its segments. Lite also flushes once near the run's end
+(``loaded``'s ``rows_left``), while the last shards embed: at 30k MiniLM passages that flush took
+1.55 s after the last shard. Both segments it makes hold at least ``LITE_SEGMENT_ROWS``: Lite
+trains its 128 IVF lists per segment, and FAISS prints a warning on fewer than 39 rows a list.
+
+A new build on a server gets its vector index before its first row (``index_early``), so that
+the server indexes each sealed segment during the load: built after the load, the index took
+70 of 165 s at 300k passages on 2 cores (results/scale_nano_server_300000.json).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from vecpress.infra.index_plan import IndexPlan
+from vecpress.infra.index_plan import LITE_IVF_NLIST, IndexPlan
 from vecpress.infra.milvus import MilvusStore
 from vecpress.infra.milvus_bulk import wait_for_imports
 from vecpress.infra.settings import MilvusSettings
@@ -34,6 +36,7 @@ from vecpress.tasks.collection.loading import plan_for
 from vecpress.tasks.ingest import part_jobs
 
 FLUSH_ROWS = 65_536
+LITE_SEGMENT_ROWS = 39 * LITE_IVF_NLIST  # FAISS's floor for training Lite's IVF lists
 
 
 class Loads:
@@ -42,15 +45,15 @@ class Loads:
     ``codec_id`` is set by the engine once the codec is known."""
 
     def __init__(self, milvus: MilvusSettings, store: MilvusStore, build: Build,
-                 submit: Callable[..., None]) -> None:
-        self.milvus, self.store, self.submit = milvus, store, submit
+                 submit: Callable[..., None], per_shard: int) -> None:
+        self.milvus, self.store, self.submit, self.per_shard = milvus, store, submit, per_shard
         self.collection, self.new_build = build.build, build.status == "building"
         self.codec_id = ""
         self.width = 0  # the PCA components Milvus holds (Codec.milvus_dim), with the codec
         self.typed: dict[str, str] = {}  # the build's typed metadata fields, with the codec
         self.lite_rows: deque[ShardRow] = deque()  # encoded shards for this process to load
         self.unflushed = 0  # rows loaded since the collection's last flush
-        self.ended = False  # the flush of a Lite run's ending is done
+        self.ended = False  # the flush near a Lite run's end is done
         self.bulk_ready: list[ShardRow] = []  # encoded shards to bulk-import once committed
         self.bulk_committed: list[ShardRow] = []  # committed as encoded: to import, in batches
 
@@ -87,18 +90,26 @@ class Loads:
         row = self.lite_rows.popleft()
         return row.shard_id, part_jobs.load_part(*self._args(row), store=self.store)
 
-    def loaded(self, part: part_jobs.LoadedPart, ending: bool = False) -> None:
+    def loaded(self, part: part_jobs.LoadedPart, rows_left: int | None = None) -> None:
         """A shard is in the collection: flush it every ``FLUSH_ROWS`` upserted rows (bulk-imported
-        rows arrive in sealed segments, with nothing to flush), and on Lite once the run is
-        ``ending``: what it holds is persisted while the last shards embed, not after them."""
+        rows arrive in sealed segments, with nothing to flush), and on Lite once near the end
+        (``_ending``). ``rows_left``: the run's rows still to load, once every group is chunked."""
         if part.bulk:
             return
         self.unflushed += part.written
-        last = ending and self.milvus.is_lite and not self.ended
-        self.ended = self.ended or last
-        if self.unflushed >= FLUSH_ROWS or (last and self.unflushed):
+        if self.unflushed >= FLUSH_ROWS or self._ending(rows_left):
             self.store.flush(self.collection)
             self.unflushed = 0
+
+    def _ending(self, rows_left: int | None) -> bool:
+        """Lite, once: what it holds is persisted while the last shards embed, not after them,
+        when both it and the rows left make segments of ``LITE_SEGMENT_ROWS`` or more. The rows
+        left fall by at most a shard at a time, so they pass through the window."""
+        if not self.milvus.is_lite or self.ended or rows_left is None \
+                or not LITE_SEGMENT_ROWS <= rows_left <= LITE_SEGMENT_ROWS + self.per_shard:
+            return False
+        self.ended = True
+        return self.unflushed >= LITE_SEGMENT_ROWS
 
     def index_early(self, codec: Codec, rows: int) -> IndexPlan | None:
         """Index a new build on a server before its first row, planned for ``rows`` (the run's
