@@ -48,6 +48,12 @@ class LiteError(Exception):
 
 # The largest gRPC message the engine's server takes and sends, as Milvus Standalone's.
 _MESSAGE_BYTES = 256 * 1024 * 1024
+# pymilvus pings every 10 s, also with no call under way. gRPC's default server policy answers an
+# idle connection's pings with a GOAWAY (too_many_pings), which printed two error lines into a long
+# Lite ingest at its next call (after ~100 s idle); the in-process server accepts them instead.
+_KEEPALIVE_PINGS = [("grpc.keepalive_permit_without_calls", 1),
+                    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                    ("grpc.http2.max_ping_strikes", 0)]
 
 
 @dataclass
@@ -192,7 +198,7 @@ def _serve(db: Any) -> tuple[Any, int]:
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=10), options=[
         ("grpc.max_receive_message_length", _MESSAGE_BYTES),
-        ("grpc.max_send_message_length", _MESSAGE_BYTES)])
+        ("grpc.max_send_message_length", _MESSAGE_BYTES), *_KEEPALIVE_PINGS])
     milvus_pb2_grpc.add_MilvusServiceServicer_to_server(MilvusServicer(db), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
