@@ -69,8 +69,8 @@ class RetryingClient:
 
     def __init__(self, uri: str, token: str, retry_s: float) -> None:
         self._retry = retry_policy(retry_s)
-        # A dedicated connection is really closed by close(): a pooled one to Milvus Lite goes stale
-        # when idle (the Lite server answers keepalive pings with GOAWAY) and holds the file lock.
+        # A dedicated connection is really closed by close(): a pooled one to Milvus Lite outlives
+        # the store and holds the file lock.
         self.plain: MilvusClient = self._retry(MilvusClient)(uri=uri, token=token, dedicated=True)
 
     def upsert_columns(self, name: str, columns: list[dict[str, Any]], schema: dict[str, Any]
