@@ -76,7 +76,6 @@ class StreamEngine:
         self.codec_dir: str | None = None
         self.indexed_early = False
         self.fit_inputs: tuple[list[str], list[int]] = ([], [])  # the codec sample's shards
-        self.chunking = 0  # groups still to chunk
         self.unloaded = 0  # rows of the shards known and not loaded yet
 
     def close(self) -> None:
@@ -103,7 +102,6 @@ class StreamEngine:
             if rows and storage.exists(meta_url):
                 self._resume_group(group.group_id, rows, storage.read_json(meta_url))
             else:
-                self.chunking += 1
                 self._submit("chunk", group.group_id, shard_jobs.chunk_group, list(group.files),
                              self.paths.group_dir(group.group_id), inputs=self.settings.inputs,
                              chunking=self.settings.chunk, model=self.artifact,
@@ -150,7 +148,6 @@ class StreamEngine:
 
     def _chunk_done(self, group: str, chunked: shard_jobs.ChunkShard) -> None:
         self.result.busy["chunk"] += chunked.seconds
-        self.chunking -= 1
         self.unloaded += sum(chunked.rows)
         meta = shard_jobs.group_meta(chunked)
         self.ledger.add_group(group, meta)
@@ -240,7 +237,8 @@ class StreamEngine:
     def _load_done(self, shard: str, done: part_jobs.LoadedPart) -> None:
         self.result.add_loaded(done)
         self.unloaded -= self.ledger.rows[shard].rows
-        self.loads.loaded(done, None if self.chunking else self.unloaded)
+        every_group_chunked = len(self.ledger.meta) == len(self.groups)
+        self.loads.loaded(done, self.unloaded if every_group_chunked else None)
         row = self.ledger.set(self.ledger.rows[shard], state="loaded")
         self._group_done_if_loaded(row.group_id)
 
