@@ -26,6 +26,7 @@ import time
 
 import harness
 import numpy as np
+import pyarrow as pa
 
 BATCH = 2_000
 
@@ -47,6 +48,40 @@ def timed(fn, rows: list[dict]) -> float:
     for start in range(0, len(rows), BATCH):
         fn(rows[start:start + BATCH])
     return 1e6 * (time.perf_counter() - started) / len(rows)
+
+
+def as_table(rows: list[dict]) -> pa.Table:
+    """The rows as ``loading.shard_table`` hands a shard to ``MilvusStore.upsert_table``."""
+    vectors = np.stack([r["vector"] for r in rows])
+    offsets = np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32)
+    return pa.table({k: [r[k] for r in rows] for k in rows[0] if k != "vector"}
+                    | {"vector": pa.ListArray.from_arrays(offsets, pa.array(vectors.ravel()))})
+
+
+def timed_table(fn, table: pa.Table) -> float:
+    started = time.perf_counter()
+    for start in range(0, table.num_rows, BATCH):
+        fn(table.slice(start, BATCH))
+    return 1e6 * (time.perf_counter() - started) / table.num_rows
+
+
+def lite_flushes(store, count: int) -> dict[str, float]:
+    """µs a row of flushing the same rows with Lite's own ``MemTable._build_data_table`` and
+    with the one ``lite_arrow.flush_in_columns`` installs (``engine``'s rows, then ``table``'s)."""
+    from milvus_lite.storage.memtable import MemTable
+
+    ours = MemTable._build_data_table
+    MemTable._build_data_table = ours.replaced
+    try:
+        started = time.perf_counter()
+        store.flush("engine")
+        own = 1e6 * (time.perf_counter() - started) / count
+    finally:
+        MemTable._build_data_table = ours
+    started = time.perf_counter()
+    store.flush("table")
+    return {"flush_lite_own": own,
+            "flush_in_columns": 1e6 * (time.perf_counter() - started) / count}
 
 
 def main() -> None:
@@ -73,13 +108,13 @@ def measure(count: int, uri: str, backend: str) -> None:
     result: dict = {"machine": harness.machine("pymilvus", "milvus_lite", git=True),
                     "milvus": backend,
                     "rows": count, "batch_rows": BATCH, "us_per_row": {}}
-    names = ("rows_a", "columns", "engine", "rows_b") if backend == "lite" else (
+    names = ("rows_a", "columns", "engine", "table", "rows_b") if backend == "lite" else (
         "rows_a", "columns", "rows_b")
     try:
         for name in names:
             store.drop(name)
             store.ensure_collection(name, 32, "codec-0")
-        schema = store._schema("columns")
+        schema = store.client.describe_collection("columns")  # pymilvus needs its own form
         handler = store.client.plain._get_connection()
         us = result["us_per_row"]
         us["request_rows"] = timed(lambda b: handler._prepare_row_upsert_request(
@@ -92,6 +127,10 @@ def measure(count: int, uri: str, backend: str) -> None:
         if backend == "lite":
             us["upsert_engine"] = timed(lambda b: store.upsert("engine", b), rows)
             us["upsert_engine_existing_rows"] = timed(lambda b: store.upsert("engine", b), rows)
+            table = as_table(rows)
+            us["upsert_table_in_columns"] = timed_table(lambda t: store.upsert_table("table", t),
+                                                        table)
+            us.update(lite_flushes(store, count))
         us["upsert_rows_again"] = timed(lambda b: store.client.upsert("rows_b", b), rows)
         for name in names:
             store.flush(name)
@@ -111,6 +150,12 @@ def measure(count: int, uri: str, backend: str) -> None:
         print(f"{key:22} {value:8.1f} µs/row")
     print(f"whole upsert, rows ÷ columns: {result['upsert_rows_over_columns']}×; "
           f"request alone: {result['request_rows_over_columns']}×")
+    if "upsert_table_in_columns" in us:
+        result["upsert_engine_over_table"] = round(us["upsert_engine"]
+                                                   / us["upsert_table_in_columns"], 1)
+        result["flush_own_over_columns"] = round(us["flush_lite_own"] / us["flush_in_columns"], 1)
+        print(f"Lite engine rows ÷ table in columns: {result['upsert_engine_over_table']}×; "
+              f"flush, Lite's own ÷ in columns: {result['flush_own_over_columns']}×")
     if "upsert_columns_over_engine" in result:
         print(f"whole upsert, pymilvus columns ÷ Lite engine: {result['upsert_columns_over_engine']}×")
     path = harness.RESULTS / "upsert_columns.json"

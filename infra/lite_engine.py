@@ -28,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+
+from vecpress.infra import lite_arrow
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,12 @@ class LiteEngine:
             self.db.get_collection(collection).upsert(records)
         except SchemaValidationError as exc:
             raise LiteRefusal(str(exc)) from exc
+
+    def insert_table(self, collection: str, table: pa.Table) -> np.ndarray:
+        """Write ``table``'s rows (the collection's fields as columns) into the engine in column
+        operations (``infra/lite_arrow.py``). Returns the positions of the rows it did not write:
+        those Lite would refuse, or all where that path does not apply, for ``upsert``."""
+        return lite_arrow.insert_table(self.db.get_collection(collection), table)
 
     def create_index(self, collection: str, field: str, params: dict[str, Any]) -> None:
         """Record an index on ``field`` (``index_type``, ``metric_type``, ``params``), which the
@@ -234,6 +243,7 @@ def open_engine(uri: str) -> LiteEngine:
         if engine is None:
             from milvus_lite.db import MilvusLite
 
+            lite_arrow.flush_in_columns()
             engine = _ENGINES[key] = LiteEngine(key, MilvusLite(key))
         engine.users += 1
         return engine

@@ -11,6 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
 from vecpress.infra import lite_engine
 from vecpress.infra.index_plan import IndexPlan
 from vecpress.infra.metadata_settings import MetadataSettings
@@ -154,6 +157,18 @@ class MilvusStore(MilvusReads):
         written = 0
         for batch in byte_batches(rows, self.settings.insert_batch_bytes):
             written += self._upsert_batch(name, batch, refused)
+        return written
+
+    def upsert_table(self, name: str, table: pa.Table,
+                     refused: list[RefusedRow] | None = None) -> int:
+        """``upsert`` of rows given as an Arrow table of the collection's fields. Milvus Lite takes
+        them in column operations (``LiteEngine.insert_table``); the rows it leaves (those it
+        would refuse), and every row on a server, go through ``upsert``. Returns rows written."""
+        left = (np.arange(table.num_rows) if self._lite is None
+                else self._lite.insert_table(name, table))
+        written = table.num_rows - len(left)
+        if len(left):
+            written += self.upsert(name, table.take(left).to_pylist(), refused)
         return written
 
     def _upsert_batch(self, name: str, batch: list[dict[str, Any]],

@@ -148,8 +148,12 @@ def load_part(passages_url: str, archive_url: str, codec_id: str, width: int, co
     started = time.perf_counter()
     store = store or _store(milvus)
     refused: list[RefusedRow] = []
-    rows = shard_rows(passages_url, archive_url, codec_id, width, typed=typed)
-    written = store.upsert(collection, list(rows), refused)
+    if milvus.is_lite:  # the engine takes the shard's columns
+        written = store.upsert_table(collection, shard_table(passages_url, archive_url, codec_id,
+                                                             width, typed), refused)
+    else:
+        rows = shard_rows(passages_url, archive_url, codec_id, width, typed=typed)
+        written = store.upsert(collection, list(rows), refused)
     errors = [InputError(r.row["source"], f"record {r.row['doc_id']} passage {r.row['chunk']}",
                          f"Milvus refused the passage: {r.reason}",
                          "it was not loaded; fix the record and ingest again").to_dict()

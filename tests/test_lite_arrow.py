@@ -1,0 +1,116 @@
+"""Milvus Lite written in column operations (``infra/lite_arrow.py``): a shard's table goes into
+the engine's log as one Arrow batch, and its flush takes the live rows in one ``take``. Both must
+store exactly what Lite's own row paths store."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from milvus_lite.storage.memtable import MemTable
+
+from vecpress.infra.metadata_settings import MetadataSettings
+from vecpress.infra.milvus import MilvusStore, RefusedRow
+from vecpress.infra.milvus_fields import as_columns
+from vecpress.infra.settings import MilvusSettings
+
+FIELDS = ["pk", "doc_id", "chunk", "text", "source", "codec_id", "metadata", "year", "vector"]
+
+
+@pytest.fixture()
+def store(tmp_path):
+    s = MilvusStore(MilvusSettings(uri=str(tmp_path / "m.db"), insert_batch_bytes=1 << 16))
+    yield s
+    s.close()
+
+
+def _table(vectors: np.ndarray, offset: int = 0, text: str = "passage") -> pa.Table:
+    """Rows as ``loading.shard_table`` gives them: metadata as JSON text, the vector a list."""
+    n, dim = vectors.shape
+    pks = np.arange(offset, offset + n)
+    return pa.table({
+        "pk": pa.array(pks), "doc_id": [f"d{i}" for i in pks],
+        "chunk": pa.array(pks % 3, pa.int32()), "text": [f"{text} {i} ✓ é" * (i % 5) for i in pks],
+        "source": ["s.jsonl"] * n, "codec_id": ["c"] * n,
+        "metadata": [json.dumps({"team": f"t{i % 4}", "n": int(i), "tags": ["a", "中"]},
+                                ensure_ascii=False, separators=(",", ":")) if i % 3 else "{}"
+                     for i in pks],
+        "year": pa.array(2000 + pks % 30),
+        "vector": pa.ListArray.from_arrays(np.arange(0, n * dim + 1, dim, dtype=np.int32),
+                                           pa.array(vectors.ravel()))})
+
+
+def test_a_table_written_in_columns_reads_back_as_its_rows_sent_through_pymilvus(
+        store: MilvusStore) -> None:
+    vectors = np.random.default_rng(3).standard_normal((300, 16)).astype(np.float32)
+    typed = MetadataSettings(fields={"year": "int64"})
+    for name in ("columns", "pymilvus"):
+        store.ensure_collection(name, 16, "c", typed)
+    table = _table(vectors)
+    assert store._lite is not None
+    assert len(store._lite.insert_table("columns", table.slice(0, 100))) == 0  # all taken there
+    assert store.upsert_table("columns", table.slice(100)) == 200
+    schema = store.client.describe_collection("pymilvus")
+    rows = table.to_pylist()
+    store.client.upsert_columns("pymilvus", as_columns(rows, schema["fields"]), schema)
+    pks = list(range(300))
+    written = store.rows("columns", pks, FIELDS)
+    assert written == store.rows("pymilvus", pks, FIELDS)
+    assert np.array_equal(np.array([written[i]["vector"] for i in pks], np.float32), vectors)
+    assert written[5]["metadata"] == {"team": "t1", "n": 5, "tags": ["a", "中"]}
+    assert written[3]["metadata"] == {}
+
+    # Written again after a flush, the same pks replace their rows, in the segment and the log.
+    store.flush("columns")
+    again = _table(vectors[:120][::-1].copy(), text="changed")
+    assert store.upsert_table("columns", again) == 120
+    assert store.count("columns") == 300
+    assert store.rows("columns", [0], ["text", "vector"])[0] == {
+        "pk": 0, "text": "", "vector": pytest.approx(vectors[119].tolist())}
+    assert store.rows("columns", [4], ["text"])[4]["text"] == "changed 4 ✓ é" * 4
+    where = 'metadata["team"] == "t1" and year >= 2010'
+    counts = [len(store.client.query(n, filter=where, output_fields=["pk"])) for n in
+              ("columns", "pymilvus")]
+    assert counts[0] == counts[1] > 0
+
+
+def test_rows_lite_would_refuse_go_through_its_row_path_and_are_quarantined(
+        store: MilvusStore) -> None:
+    store.ensure_collection("c", 8, "c", MetadataSettings(fields={"year": "int64"}))
+    table = _table(np.ones((10, 8), np.float32))
+    texts = [("x" * 70_000 if i in (3, 7) else "ok") for i in range(10)]
+    table = table.set_column(table.column_names.index("text"), "text", pa.array(texts))
+    refused: list[RefusedRow] = []
+    assert store.upsert_table("c", table, refused) == 8
+    assert [r.row["pk"] for r in refused] == [3, 7]
+    assert all("exceeds max" in r.reason for r in refused)
+    assert store.count("c") == 8
+    short = table.slice(0, 3).set_column(8, "vector", pa.array([[1.0] * 4] * 3))
+    with pytest.raises(Exception, match="dim"):  # another dimension: Lite's own refusal
+        store.upsert_table("c", short)
+
+
+def test_a_flush_in_columns_writes_the_table_lite_s_own_flush_writes(store: MilvusStore) -> None:
+    """The memtable's live rows (the newest of each pk, across batches from both write paths)
+    flushed by the replacement and by Lite's own method: the same table, schema and values."""
+    vectors = np.random.default_rng(4).standard_normal((500, 16)).astype(np.float32)
+    store.ensure_collection("c", 16, "c", MetadataSettings(fields={"year": "int64"}))
+    store.upsert_table("c", _table(vectors))
+    store.upsert_table("c", _table(vectors[:50] * 2, offset=100, text="newer"))
+    store.upsert("c", _table(vectors[:30], offset=400).to_pylist())  # Lite's row path
+    memtable = store._lite.db.get_collection("c")._memtable
+    replaced = MemTable._build_data_table.replaced  # installed when the engine opened
+    ours = memtable.flush(known_partitions=["_default"])["_default"][0]
+    MemTable._build_data_table = replaced
+    try:
+        lites = memtable.flush(known_partitions=["_default"])["_default"][0]
+    finally:
+        from vecpress.infra import lite_arrow
+        lite_arrow.flush_in_columns()
+    assert ours.num_rows == lites.num_rows == 500
+    assert ours.schema.equals(lites.schema, check_metadata=True) and ours.equals(lites)
+    store.flush("c")
+    assert store.rows("c", [100], ["text"])[100]["text"] == "newer 100 ✓ é" * 0
+    assert store.rows("c", [104], ["text"])[104]["text"] == "newer 104 ✓ é" * 4
