@@ -1,4 +1,4 @@
-from vecpress.cli import app
+from vecpress.cli import main
 
 if __name__ == "__main__":
-    app()
+    main()
