@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes.util
+import subprocess
+import sys
 from pathlib import Path
 
 import faiss
@@ -154,6 +157,26 @@ def test_errors_are_measured_on_held_out_vectors(embeddings: np.ndarray) -> None
     assert codec.report["error_on"] == "held-out sample"
     assert codec.report["train_vectors"] + codec.report["error_vectors"] == len(embeddings)
     assert 0.0 < codec.report["reconstruction_relative_error"] < 1.0
+
+
+def test_auto_training_without_a_cuda_driver_does_not_import_torch(embeddings: np.ndarray,
+                                                                   tmp_path: Path) -> None:
+    """Without the CUDA driver library torch cannot see a device, so ``auto`` trains on FAISS
+    without importing torch (1.5 s of a first run's codec fit here); asked for, torch is used."""
+    np.save(tmp_path / "x.npy", embeddings[:1000])
+    script = ("import sys, numpy as np\n"
+              "from vecpress.infra.settings import CodecSettings\n"
+              "from vecpress.tasks.codec.codec import fit_codec\n"
+              f"x = np.load({str(tmp_path / 'x.npy')!r})\n"
+              "auto = fit_codec(x, CodecSettings(pca_dim=16, pq_m=4, pq_nbits=4)).report['backend']\n"
+              "print(auto, 'torch' in sys.modules)\n"
+              "asked = fit_codec(x, CodecSettings(pca_dim=16, pq_m=4, pq_nbits=4, train_backend='torch'))\n"
+              "print(asked.report['backend'], 'torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, check=True)
+    if ctypes.util.find_library("cuda"):
+        pytest.skip("this machine has a CUDA driver: torch is asked")
+    assert done.stdout.split("\n")[:2] == ["faiss-cpu False", "torch-cpu True"]
 
 
 def test_backend_setting_is_validated() -> None:
