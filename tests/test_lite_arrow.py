@@ -87,6 +87,13 @@ def test_rows_lite_would_refuse_go_through_its_row_path_and_are_quarantined(
     assert [r.row["pk"] for r in refused] == [3, 7]
     assert all("exceeds max" in r.reason for r in refused)
     assert store.count("c") == 8
+    # Without a field, the rows go through Lite's row path: an upsert of a stored pk keeps the
+    # stored value, and a new pk is refused with Lite's reason.
+    assert store.upsert_table("c", table.slice(0, 1).drop_columns(["codec_id"])) == 1
+    assert store.rows("c", [0], ["codec_id"])[0]["codec_id"] == "c"
+    with pytest.raises(Exception, match="codec_id"):
+        store.upsert_table("c", _table(np.ones((2, 8), np.float32), offset=100)
+                           .drop_columns(["codec_id"]))
     short = table.slice(0, 3).set_column(8, "vector", pa.array([[1.0] * 4] * 3))
     with pytest.raises(Exception, match="dim"):  # another dimension: Lite's own refusal
         store.upsert_table("c", short)
