@@ -112,7 +112,8 @@ def make_columns(n: int, seed: int = 0) -> dict[str, Any]:
 
 
 def make_rows(cols: dict[str, Any]) -> list[dict[str, Any]]:
-    """Row dicts as ``tasks/collection/loading.shard_rows`` yields them (vector: a float32 row)."""
+    """Row dicts as ``MilvusStore.upsert_table`` hands a shard to a server
+    (``milvus_fields.table_rows``: the vector a float32 row)."""
     pks, chunks, vectors = cols["pk"].tolist(), cols["chunk"].tolist(), cols["vector"]
     return [{"pk": pks[i], "doc_id": cols["doc_id"][i], "chunk": chunks[i], "text": cols["text"][i],
              "source": cols["source"][i], "codec_id": cols["codec_id"][i], "vector": vectors[i]}

@@ -26,6 +26,7 @@ from vecpress.infra.milvus_fields import (
     collection_schema,
     partition_key,
     scalar_index_type,
+    table_rows,
     typed_fields,
 )
 from vecpress.infra.milvus_reads import MilvusReads, milvus_errors
@@ -161,14 +162,16 @@ class MilvusStore(MilvusReads):
 
     def upsert_table(self, name: str, table: pa.Table,
                      refused: list[RefusedRow] | None = None) -> int:
-        """``upsert`` of rows given as an Arrow table of the collection's fields. Milvus Lite takes
-        them in column operations (``LiteEngine.insert_table``); the rows it leaves (those it
-        would refuse), and every row on a server, go through ``upsert``. Returns rows written."""
+        """``upsert`` of rows given as an Arrow table of the collection's fields (the vector a list
+        of floats). Milvus Lite takes them in column operations (``LiteEngine.insert_table``);
+        the rows it leaves (those it would refuse), and every row on a server, go through
+        ``upsert``. Returns the rows written."""
         left = (np.arange(table.num_rows) if self._lite is None
                 else self._lite.insert_table(name, table))
         written = table.num_rows - len(left)
         if len(left):
-            written += self.upsert(name, table.take(left).to_pylist(), refused)
+            rest = table if len(left) == table.num_rows else table.take(left)
+            written += self.upsert(name, table_rows(rest), refused)
         return written
 
     def _upsert_batch(self, name: str, batch: list[dict[str, Any]],

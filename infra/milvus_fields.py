@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from vecpress.infra.bounds import MAX_VARCHAR_BYTES
 from vecpress.infra.metadata_settings import RESERVED, MetadataSettings
@@ -89,6 +91,22 @@ def as_columns(rows: Sequence[dict[str, Any]], fields: list[dict[str, Any]]
             values = np.asarray(values, dtype=np.float32)  # type: ignore[assignment]
         columns.append({"name": field["name"], "type": field["type"], "values": values})
     return columns
+
+
+def table_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """An Arrow table's rows as ``upsert`` takes them: the vector a float32 row (of one matrix
+    where every row has a vector of one length), the other fields Python values."""
+    rows = table.drop_columns([VECTOR]).to_pylist()
+    column = table.column(VECTOR).combine_chunks()
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    if column.null_count == 0 and len(lengths) and (lengths == lengths[0]).all():
+        values = pc.list_flatten(column).to_numpy(zero_copy_only=False)
+        vectors: Sequence[Any] = values.astype(np.float32, copy=False).reshape(len(rows), -1)
+    else:  # a row Milvus will refuse (no vector, another length): as it is
+        vectors = [None if v is None else np.asarray(v, np.float32) for v in column.to_pylist()]
+    for row, vector in zip(rows, vectors, strict=True):
+        row[VECTOR] = vector
+    return rows
 
 
 def byte_batches(rows: Iterable[dict[str, Any]], limit: int) -> Iterable[list[dict[str, Any]]]:

@@ -7,10 +7,12 @@ import time
 from dataclasses import replace
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from helpers import vecpress
 
-from vecpress.infra.milvus import MilvusStore
+from vecpress.infra.index_plan import plan_index
+from vecpress.infra.milvus import MilvusStore, RefusedRow
 from vecpress.infra.settings import CodecSettings, MilvusSettings
 from vecpress.tasks.codec.codec import fit_codec
 from vecpress.tasks.collection.catalog import Build
@@ -139,3 +141,43 @@ def test_a_new_build_on_a_server_is_indexed_before_its_rows(milvus_server: str, 
         store.drop(build.build)
         store.close()
         lite.close()
+
+
+def test_a_shard_table_upserted_on_a_server_reads_back_as_on_lite(milvus_server: str,
+                                                                   tmp_path) -> None:
+    """``MilvusStore.upsert_table`` on a server goes through the row path (``table_rows``): the
+    rows read back as Lite's column path stores them, and a row the server refuses is
+    quarantined while the rest loads."""
+    n, dim = 200, 8
+    vectors = np.random.default_rng(5).standard_normal((n, dim)).astype(np.float32)
+    table = pa.table({
+        "pk": pa.array(np.arange(n)), "doc_id": [f"d{i}" for i in range(n)],
+        "chunk": pa.array(np.arange(n) % 3, pa.int32()),
+        "text": ["x" * 70_000 if i == 7 else f"passage {i} é" for i in range(n)],
+        "source": ["s"] * n, "codec_id": ["c"] * n,
+        "metadata": [json.dumps({"n": i}) if i % 2 else "{}" for i in range(n)],
+        "vector": pa.ListArray.from_arrays(np.arange(0, n * dim + 1, dim, dtype=np.int32),
+                                           pa.array(vectors.ravel()))})
+    stores = {"server": MilvusStore(MilvusSettings(uri=milvus_server)),
+              "lite": MilvusStore(MilvusSettings(uri=str(tmp_path / "lite.db")))}
+    try:
+        read = {}
+        for kind, store in stores.items():
+            store.drop("shard_table")
+            store.ensure_collection("shard_table", dim, "c")
+            refused: list[RefusedRow] = []
+            assert store.upsert_table("shard_table", table, refused) == n - 1
+            assert [r.row["pk"] for r in refused] == [7] and "max" in refused[0].reason
+            store.flush("shard_table")
+            if kind == "server":
+                store.ensure_index("shard_table", plan_index(store.settings, n, 4, 8))
+                store.load("shard_table")
+            read[kind] = store.rows("shard_table", list(range(n)),
+                                    ["doc_id", "chunk", "text", "metadata", "vector"])
+        assert read["server"] == read["lite"] and len(read["lite"]) == n - 1
+        assert np.array_equal(np.array([read["server"][i]["vector"] for i in range(8, n)],
+                                       np.float32), vectors[8:])
+    finally:
+        for store in stores.values():
+            store.drop("shard_table")
+            store.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,36 +45,17 @@ def _vectors(passages_url: str, archive_url: str, pks: np.ndarray, width: int) -
     return vectors
 
 
-def shard_rows(passages_url: str, archive_url: str, codec_id: str, width: int,
-               sources: set[str] | None = None, typed: dict[str, str] | None = None
-               ) -> Iterator[dict]:
-    """Milvus rows of one shard pair (``width``: the components Milvus holds); with
-    ``sources``, only the rows of those input files;
-    ``typed``: the collection's typed metadata fields. A collection without a metadata field
-    (built before it) ignores the rows' metadata."""
-    passages = storage.read_parquet(passages_url, columns=PASSAGE_FIELDS, optional=(METADATA,))
-    pks = passages.column("pk").to_numpy()
-    vectors = _vectors(passages_url, archive_url, pks, width)
-    fields = {name: passages.column(name).to_pylist() for name in ("doc_id", "chunk", "text",
-                                                                   "source")}
-    metadata_texts = _metadata(passages).to_pylist()
-    values = {name: column.to_pylist()
-              for name, column in typed_columns(metadata_texts, typed or {}, passages_url).items()}
-    for i, pk in enumerate(pks.tolist()):
-        if sources is not None and fields["source"][i] not in sources:
-            continue
-        yield {"pk": pk, "doc_id": fields["doc_id"][i], "chunk": fields["chunk"][i],
-               "text": fields["text"][i], "source": fields["source"][i], "codec_id": codec_id,
-               METADATA: metadata_texts[i], "vector": vectors[i],
-               **{name: column[i] for name, column in values.items()}}
-
-
 def shard_table(passages_url: str, archive_url: str, codec_id: str, width: int,
-                typed: dict[str, str] | None = None) -> pa.Table:
-    """The Milvus rows of one shard pair as one Arrow table in the collection's field order: the
-    file a bulk import reads (the vector as a list of floats; ``typed`` fields before it)."""
+                typed: dict[str, str] | None = None, sources: set[str] | None = None) -> pa.Table:
+    """The Milvus rows of one shard pair (``width``: the components Milvus holds) as one Arrow
+    table in the collection's field order: what an upsert takes and the file a bulk import
+    reads (the vector as a list of floats; ``typed``: the collection's typed metadata fields,
+    before it). With ``sources``, only the rows of those input files."""
     passages = storage.read_parquet(passages_url, columns=PASSAGE_FIELDS, optional=(METADATA,))
     vectors = _vectors(passages_url, archive_url, passages.column("pk").to_numpy(), width)
+    if sources is not None:
+        keep = pc.is_in(passages.column("source"), pa.array(sorted(sources), pa.string()))
+        passages, vectors = passages.filter(keep), vectors[keep.to_numpy(zero_copy_only=False)]
     offsets = pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32))
     metadata = _metadata(passages)
     return pa.table({
@@ -148,7 +128,6 @@ def load_shards(store: MilvusStore, collection: str, pairs: list[tuple[str, str]
     rows of files deleted or rewritten by later runs).
     """
     typed = store.typed_fields(collection)
-    return sum(store.upsert(collection, list(shard_rows(p, a, codec.codec_id, codec.milvus_dim,
-                                                        live.get((p, a)) if live else None,
-                                                        typed)))
+    return sum(store.upsert_table(collection, shard_table(p, a, codec.codec_id, codec.milvus_dim,
+                                                          typed, live.get((p, a)) if live else None))
                for p, a in pairs)

@@ -25,7 +25,7 @@ from vecpress.tasks.codec.choose import curve_due, fit_new_codec, recall_curve
 from vecpress.tasks.codec.codec import Codec
 from vecpress.tasks.codec.refine import write_archive
 from vecpress.tasks.collection.incremental import ReuseIndex, read_old_passages, text_hashes
-from vecpress.tasks.collection.loading import shard_rows, shard_table
+from vecpress.tasks.collection.loading import shard_table
 from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.embed.per_process import worker_embedder
 from vecpress.tasks.embed.published import local_copy
@@ -148,12 +148,8 @@ def load_part(passages_url: str, archive_url: str, codec_id: str, width: int, co
     started = time.perf_counter()
     store = store or _store(milvus)
     refused: list[RefusedRow] = []
-    if milvus.is_lite:  # the engine takes the shard's columns
-        written = store.upsert_table(collection, shard_table(passages_url, archive_url, codec_id,
-                                                             width, typed), refused)
-    else:
-        rows = shard_rows(passages_url, archive_url, codec_id, width, typed=typed)
-        written = store.upsert(collection, list(rows), refused)
+    table = shard_table(passages_url, archive_url, codec_id, width, typed)
+    written = store.upsert_table(collection, table, refused)
     errors = [InputError(r.row["source"], f"record {r.row['doc_id']} passage {r.row['chunk']}",
                          f"Milvus refused the passage: {r.reason}",
                          "it was not loaded; fix the record and ingest again").to_dict()
