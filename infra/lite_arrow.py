@@ -118,9 +118,10 @@ def _as(column: pa.ChunkedArray, kind: pa.DataType) -> pa.Array:
 
 def flush_in_columns() -> None:
     """Milvus Lite's flush takes its memtable's live rows in one Arrow ``take`` instead of one
-    ``as_py`` a value (``MemTable._build_data_table``): the same table, bit for bit. At 100k
-    passages that method took 4.0 of the flow process's 10.5 busy seconds under py-spy. Installed
-    once per process, where the engine has that method."""
+    ``as_py`` a value (``MemTable._build_data_table``): the same table, bit for bit. In a 100k
+    nano ingest that method took 2.4 of the flow process's 14.9 busy seconds
+    (results/profile_ingest_100000_stop48_before.json). Installed once per process, where the
+    engine has that method."""
     try:
         from milvus_lite.storage.memtable import MemTable
     except ImportError:
