@@ -52,10 +52,13 @@ def _torch_cuda_available() -> bool:
 def _cuda_driver_loads() -> bool:
     """Whether the CUDA driver library loads, as torch opens it to find a device."""
     name = {"win32": "nvcuda.dll", "darwin": ""}.get(sys.platform, "libcuda.so.1")
+    if not name:  # no CUDA on macOS
+        return False
     try:
-        return bool(name) and ctypes.CDLL(name) is not None
+        ctypes.CDLL(name)
     except OSError:
         return False
+    return True
 
 
 def build_index(d_in: int, settings: CodecSettings, nbits: int) -> faiss.IndexPreTransform:
