@@ -77,6 +77,7 @@ class TreeMemory:
         self.cpu: dict[int, tuple[str, float]] = {}  # pid: (kind, CPU seconds when last seen)
         self.timeline: list[tuple[float, int, int, int, int]] = []
         self.server = psutil.Process(server_pid) if server_pid else None
+        self.server_cpu_s = sum(self.server.cpu_times()[:2]) if self.server else 0.0
         self.machine_busy_s = _machine_busy_s()
 
     def _cpu(self, proc: psutil.Process, kind: str) -> None:
@@ -109,6 +110,9 @@ class TreeMemory:
             served = self.server.memory_info().rss if self.server else 0
             if self.server:
                 self._peak(self.server.pid, "milvus_server", served)
+                times = self.server.cpu_times()  # since this command started, not the server
+                self.cpu[self.server.pid] = ("milvus_server",
+                                             times.user + times.system - self.server_cpu_s)
             self.timeline.append((round(at_s, 1), flow >> 20, total_workers >> 20, other >> 20,
                                   served >> 20))
         except psutil.Error:

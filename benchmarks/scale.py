@@ -51,8 +51,8 @@ TIMELINE_POINTS = 240
 
 def ingest(folder: Path, collection: str, env: dict[str, str], storage_root: str, milvus_uri: str,
            logs: Path, server_pid: int | None = None) -> dict:
-    """One `vecpress ingest` command: wall time, summary, peak RSS of each process (and of the
-    Milvus server, ``server_pid``), a timeline."""
+    """One `vecpress ingest` command: wall time, summary, peak RSS and CPU seconds of each process
+    (and of the Milvus server, ``server_pid``), a timeline."""
     logs.mkdir(parents=True, exist_ok=True)
     clock = harness.Stopwatch()
     memory = TreeMemory(server_pid)
@@ -81,6 +81,7 @@ def ingest(folder: Path, collection: str, env: dict[str, str], storage_root: str
                             "milvus_server": max(by_kind["milvus_server"]) if "milvus_server" in by_kind
                             else None,
                             "helpers": max(by_kind.get("helper", [0]))},
+            "cpu_s_by_process_kind": memory.cpu_by_kind_s(),
             "first_worker_s": next((t for t, _, w, _, _ in timeline if w), None),
             "rss_timeline_mb": {"columns": ["t_s", "flow", "workers_sum", "other_children",
                                             "milvus_server"],
@@ -162,6 +163,7 @@ def one_size(passages: int, pool_size: int, args: argparse.Namespace, env: dict[
         "stages_s": stages, "stages_per_s": stage_rates(summary),
         "summary_source": result["summary_source"],
         "peak_rss_mb": result["peak_rss_mb"],
+        "cpu_s_by_process_kind": result["cpu_s_by_process_kind"],
         "milvus_load": {
             "upsert_rows_per_busy_s": round(upsert["items"] / upsert["seconds"], 1)
             if upsert and upsert["seconds"] else None,
