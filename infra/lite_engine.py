@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from vecpress.infra import lite_arrow
+from vecpress.infra import lite_arrow, lite_count
 
 log = logging.getLogger(__name__)
 
@@ -158,12 +158,16 @@ class LiteEngine:
         return [_parsed(row, json_field) for row in rows]
 
     def count(self, name: str, expression: str, pk_field: str) -> int:
-        """Rows matching ``expression`` ("": every row). The server counts a filter by fetching
-        every matching row whole; here only their keys come back."""
+        """Rows matching ``expression`` ("": every row): the engine's mask of them, counted
+        (``lite_count``), or else the keys of every matching row (the gRPC server fetches each
+        matching row whole)."""
         with _failing():
             collection = self.db.get_collection(name)
             if not expression:
                 return int(collection.num_entities)
+            counted = lite_count.count_matching(collection, expression)
+            if counted is not None:
+                return counted
             return len(collection.query(expression, output_fields=[pk_field]))
 
     def loaded_collection(self, name: str) -> Any:

@@ -1,6 +1,7 @@
 """Milvus Lite written in column operations (``infra/lite_arrow.py``): a shard's table goes into
 the engine's log as one Arrow batch, and its flush takes the live rows in one ``take``. Both must
-store exactly what Lite's own row paths store."""
+store exactly what Lite's own row paths store. A filter is counted on the engine's mask
+(``infra/lite_count.py``), as many as Lite's own query returns."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pyarrow as pa
 import pytest
 from milvus_lite.storage.memtable import MemTable
 
+from vecpress.infra import lite_count
+from vecpress.infra.lite_engine import LiteError
 from vecpress.infra.metadata_settings import MetadataSettings
 from vecpress.infra.milvus import MilvusStore, RefusedRow
 from vecpress.infra.milvus_fields import as_columns
@@ -121,3 +124,29 @@ def test_a_flush_in_columns_writes_the_table_lite_s_own_flush_writes(store: Milv
     store.flush("c")
     assert store.rows("c", [100], ["text"])[100]["text"] == "newer 100 ✓ é" * 0
     assert store.rows("c", [104], ["text"])[104]["text"] == "newer 104 ✓ é" * 4
+
+
+def test_a_filter_counted_on_the_engines_mask_equals_lites_own_query(store: MilvusStore) -> None:
+    """``lite_count``: the newest version of each key, deleted keys left out, in segments and in
+    the log, exactly as many as Lite's ``query`` returns."""
+    store.ensure_collection("n", 8, "c", MetadataSettings(fields={"year": "int64"}))
+    vectors = np.random.default_rng(5).standard_normal((200, 8)).astype(np.float32)
+    store.upsert_table("n", _table(vectors))
+    store.flush("n")  # a segment; then newer versions of 50 keys and 20 new keys in the log
+    store.upsert_table("n", _table(vectors[:50], text="new"))
+    store.upsert_table("n", _table(vectors[:20], offset=300))
+    store.delete("n", [1, 2, 3, 301])
+    assert store._lite is not None
+    engine = store._lite
+    collection = engine.db.get_collection("n")
+    for where in ('text like "new%"', "year >= 2010", 'metadata["team"] == "t1"',
+                  'exists metadata["team"]', "pk in [1, 2, 4, 300, 301]",
+                  'chunk == 0 and year < 2005', "pk < 0"):
+        expected = len(collection.query(where, output_fields=["pk"]))
+        assert lite_count.count_matching(collection, where) == expected, where
+        assert store.count_matching("n", where) == expected, where
+    # keys 0-49 rewritten, their text empty where key % 5 == 0; keys 1, 2 and 3 deleted
+    assert store.count_matching("n", 'text like "new%"') == 40 - 3
+    assert store.count_matching("n", "pk in [1, 2, 4, 300, 301]") == 2
+    with pytest.raises(LiteError):
+        store.count_matching("n", "year >>> 3")

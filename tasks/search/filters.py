@@ -201,7 +201,7 @@ def check_keys(store: MilvusReads, collection: str, wanted: Filter, known: set[s
         if key in known:
             continue
         try:
-            found = store.count_matching(collection, f'exists {METADATA}["{key}"]') > 0
+            found = len(store.pks_where(collection, f'exists {METADATA}["{key}"]', 1)) > 0
         except milvus_errors():  # a Milvus without EXISTS: the filter itself is checked next
             return
         if found:
