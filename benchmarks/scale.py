@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -264,6 +265,9 @@ def main() -> None:
                     "machine": harness.machine("onnxruntime", git=True) |
                     {"memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
                     "versions": harness.versions(*VERSIONS), "env": env,
+                    # settings set in the shell reach the command too: recorded with the run
+                    "env_from_shell": {k: v for k, v in os.environ.items()
+                                       if k.startswith("VECPRESS_") and k not in env},
                     "sizes": {}}
     # The tiny model exported into the shared cache first, so that no size pays a first export.
     result["model_warm_up_s"] = round(harness.timed(lambda: harness.export_env_model(env)), 1)
