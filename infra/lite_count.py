@@ -25,8 +25,9 @@ _ENGINE_PARTS = ("_require_loaded", "_compile_filter", "_indexed_filter_plan", "
 
 
 def count_matching(collection: Any, expression: str) -> int | None:
-    """Rows of the Lite ``collection`` that ``query(expression)`` would return, counted; None where
-    the engine lacks the internals used. A malformed expression raises as ``query`` does."""
+    """Rows of the Lite ``collection`` that ``query(expression)`` would return ("": every live
+    row), counted; None where the engine lacks the internals used. A malformed expression raises
+    as ``query`` does."""
     try:
         from milvus_lite.search.assembler import assemble_candidates
         from milvus_lite.search.bitmap import build_valid_mask
@@ -36,7 +37,7 @@ def count_matching(collection: Any, expression: str) -> int | None:
         log.debug("Milvus Lite without the expected internals: counted through query")
         return None
     collection._require_loaded()
-    compiled = collection._compile_filter(expression)
+    compiled = collection._compile_filter(expression) if expression else None
     segments, deltas = collection._read_snapshot()
     pks, seqs, _, _, matching = assemble_candidates(
         segments=segments, memtable=collection._memtable, vector_field=collection._vector_name,

@@ -141,10 +141,11 @@ def test_a_filter_counted_on_the_engines_mask_equals_lites_own_query(store: Milv
     collection = engine.db.get_collection("n")
     for where in ('text like "new%"', "year >= 2010", 'metadata["team"] == "t1"',
                   'exists metadata["team"]', "pk in [1, 2, 4, 300, 301]",
-                  'chunk == 0 and year < 2005', "pk < 0"):
+                  'chunk == 0 and year < 2005', "pk < 0", ""):
         expected = len(collection.query(where, output_fields=["pk"]))
         assert lite_count.count_matching(collection, where) == expected, where
         assert store.count_matching("n", where) == expected, where
+    assert lite_count.count_matching(collection, "") == 200 + 20 - 4
     # keys 0-49 rewritten, their text empty where key % 5 == 0; keys 1, 2 and 3 deleted
     assert store.count_matching("n", 'text like "new%"') == 40 - 3
     assert store.count_matching("n", "pk in [1, 2, 4, 300, 301]") == 2
