@@ -196,6 +196,11 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
         log.info("build %s now serves '%s'", build.build, settings.collection, extra=HEADLINE)
     if streamed.first_passages:
         whole = len(streamed.fp32_urls) == streamed.shards  # exact truth needs every FP32 vector
+        if eval_queries and not whole:
+            log.warning("recall@10 not measured: exact FP32 truth needs every passage's FP32 "
+                        "vector, and %d of this run's %d shards kept one (only a first run of at "
+                        "most codec.sample_size = %d passages keeps them all)",
+                        len(streamed.fp32_urls), streamed.shards, settings.codec.sample_size)
         checked = stages.check_stage(settings, build, artifact, codec, streamed.first_passages,
                                      streamed.fp32_urls if whole else [], eval_queries)
         summary.add_check(checked)
