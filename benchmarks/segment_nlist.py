@@ -25,17 +25,13 @@ import faiss
 import numpy as np
 from embedded import K
 from harness import BENCH_DIR, RESULTS, machine, write_results
+from index_plan import recall, rescored
 
 from vecpress.infra.index_plan import RESCORE_FACTOR, default_nlist, derived_nprobe
 from vecpress.tasks.ingest.loads import FLUSH_ROWS
 
 QUERIES = 500
 PCA_DIM, PQ_M = 320, 32  # the codec's default shape for MiniLM (384-d): docs/compression.md
-
-
-def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(f[f >= 0]) & set(t)) / K for f, t in zip(found, truth,
-                                                                          strict=True)]))
 
 
 def one_plan(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, nlist: int,
@@ -47,17 +43,12 @@ def one_plan(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, nlist: in
     index.add(base)
     build_s = time.perf_counter() - started
     index.nprobe = nprobe
-    factor = RESCORE_FACTOR["IVF_PQ"]
-    candidates = index.search(queries, K * factor)[1]
-    ann = candidates[:, :K]
-    rescored = []
-    for q, ids in zip(queries, candidates, strict=True):
-        ids = ids[ids >= 0]
-        rescored.append(ids[np.argsort(((base[ids] - q) ** 2).sum(1), kind="stable")[:K]])
+    ann = index.search(queries, K)[1]
+    found = rescored(index, queries, base, RESCORE_FACTOR["IVF_PQ"])
     return {"nlist": nlist, "nprobe": nprobe, "points_per_list": round(len(base) / nlist, 1),
             "probed_share": round(nprobe / nlist, 3), "train_add_s_one_thread": round(build_s, 2),
             "recall_at_10_ann": round(recall(ann, truth), 3),
-            "recall_at_10_rescored": round(recall(np.array(rescored), truth), 3)}
+            "recall_at_10_rescored": round(recall(found, truth), 3)}
 
 
 def main() -> None:
