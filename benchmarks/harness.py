@@ -16,6 +16,7 @@ import os
 import platform
 import resource
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -125,6 +126,14 @@ def cpu_seconds() -> float:
 def own_peak_rss_mb() -> float:
     """Peak RSS of this process so far (a child process per engine makes it the engine's own)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def probe(program: str, *args: str) -> dict:
+    """Run the Python source ``program`` with ``args`` in a fresh interpreter in the repository
+    root (so its peak RSS is its own); the JSON object its last line of output prints."""
+    out = subprocess.run([sys.executable, "-c", program, *args], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,11 +13,8 @@ Writes benchmarks/results/lite_count.json.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 
-from harness import RESULTS, ROOT, machine, write_results
+from harness import RESULTS, machine, probe, write_results
 
 PROBE = """
 import json, resource, sys, time
@@ -49,12 +46,6 @@ CASES = [("every row", "chunk >= 0", ("query", "mask")),
          ("a metadata key no row has", 'exists metadata["kind"]', ("query", "mask", "one row"))]
 
 
-def run(db: str, way: str, where: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", PROBE, db, way, where], capture_output=True,
-                         text=True, check=True, cwd=ROOT)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", default="data/bench/scale/runs/lite-1000000/milvus.db")
@@ -63,7 +54,7 @@ def main() -> None:
     for label, where, ways in CASES:
         for way in ways:
             rows.append({"filter": label, "expression": where, "way": way} |
-                        run(args.db, way, where))
+                        probe(PROBE, args.db, way, where))
             print(rows[-1], flush=True)
     write_results(RESULTS / "lite_count.json", {
         "what": __doc__.split("\n\n")[0], "machine": machine("milvus_lite", git=True),

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from harness import RESULTS, ROOT, machine, write_results
+from harness import RESULTS, ROOT, machine, probe, write_results
 from ingest_runs import summary_of
 
 PROBE = """
@@ -44,13 +42,6 @@ print(json.dumps({"rows": rows, "resident_mb": (me.memory_info().rss - before) >
 """
 
 
-def probe(db: Path) -> dict:
-    """Open ``db`` in a fresh process: the RSS its collections add, loaded."""
-    out = subprocess.run([sys.executable, "-c", PROBE, str(db)], capture_output=True, text=True,
-                         check=True, cwd=ROOT)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale-json", required=True, help="a scale.py --milvus lite result")
@@ -66,7 +57,7 @@ def main() -> None:
         footprint = summary_of((ROOT / run["logs"] / "stdout.txt").read_text())["footprint"]
         ram = footprint["tiers"]["RAM while serving"]["bytes"]
         lite_counted = sum(v for k, v in ram.items() if "memory-mapped" not in k) >> 20
-        resident = probe(db)
+        resident = probe(PROBE, str(db))  # its collections loaded, in a fresh process
         flow = run["peak_rss_mb"]["flow"]
         rows[size] = {"passages": run["passages"], "flow_peak_mb": flow,
                       "lite_resident_mb": resident["resident_mb"],
