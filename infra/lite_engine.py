@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from vecpress.infra import lite_arrow, lite_count
+from vecpress.infra import lite_arrow, lite_count, lite_recovery
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,8 @@ def _key(uri: str) -> str:
 def open_engine(uri: str) -> LiteEngine:
     """The engine of the Lite file ``uri``, started on first use; ``release`` once per call.
 
-    Raises ``milvus_lite``'s ``DataDirLockedError`` when another process holds the file.
+    Raises ``milvus_lite``'s ``DataDirLockedError`` when another process holds the file. Logs
+    that a flush killed half-way left behind are removed first (``lite_recovery``).
     """
     key = _key(uri)
     with _LOCK:
@@ -248,6 +249,7 @@ def open_engine(uri: str) -> LiteEngine:
             from milvus_lite.db import MilvusLite
 
             lite_arrow.flush_in_columns()
+            lite_recovery.drop_persisted_logs(key)
             engine = _ENGINES[key] = LiteEngine(key, MilvusLite(key))
         engine.users += 1
         return engine
