@@ -150,9 +150,16 @@ def _local_client(settings: DaskSettings, gpus: int, in_process: bool
     else:
         workers = settings.n_workers or min(cores, 4)
         threads = settings.threads_per_worker or max(1, cores // workers)
-    with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=not in_process,
-                      dashboard_address=LOCAL_DASHBOARD, silence_logs=logging.WARNING) as cluster, \
-            Client(cluster) as client:
+    try:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=threads,
+                               processes=not in_process, dashboard_address=LOCAL_DASHBOARD,
+                               silence_logs=logging.WARNING)
+    except RuntimeError as exc:  # Dask's "Nanny failed to start": the workers' own errors came first
+        raise RuntimeError(
+            f"the local Dask cluster's worker processes did not start ({exc}); their errors are "
+            "printed above. From a Python script: each worker imports the script again, so its "
+            "vecpress calls belong under `if __name__ == \"__main__\":`") from exc
+    with cluster, Client(cluster) as client:
         client.register_plugin(QuietComputeFailures(), name="vecpress-quiet-failures")
         kind = "LocalCluster (in process)" if in_process else "LocalCluster"
         yield client, ClusterInfo(kind, workers, threads, 0, _dashboard(client))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -121,7 +122,7 @@ def test_embeddings_in_and_errors_that_name_the_fix(built: dict) -> None:
         vectors = kb.embed(built["queries"][:2])
         assert vectors.shape == (2, 64)
         _own_passage_first(kb.search_embeddings(vectors, k=3), built["queries"][:2])
-        with pytest.raises(ValueError, match="give 1 to 1024 results per query"):
+        with pytest.raises(ValueError, match="give 1 to 1,024 results per query"):
             kb.search("anything", k=0)
         with pytest.raises(ValueError, match="query 1 is empty"):
             kb.search(["fine", "  "])
@@ -207,3 +208,31 @@ def test_the_api_on_a_milvus_server(corpus: Path, tiny: str, model_cache: Path, 
     shutil.rmtree(root / "collections" / "kb_server" / "catalog")  # a root without the catalog
     with pytest.raises(LookupError, match="ingest first"):
         vecpress.open_collection("kb_server", storage_root=str(root))
+
+
+def test_a_script_without_the_main_guard_fails_at_once_saying_why(
+        corpus: Path, tiny: str, model_cache: Path, tmp_path: Path, prefect_harness) -> None:
+    """The README's example run as a script without ``if __name__ == "__main__":``: each worker
+    process of the local cluster imports the script again. Each such import used to run the
+    ingest too and wait for the collection lock its parent held, while the parent waited for
+    the workers: a hang with no output. Now the worker's call fails, saying why, and so does
+    the script, naming the fix."""
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    settings = {"collection": "kb", "storage_root": str(tmp_path / "data"),
+                "milvus": {"uri": str(tmp_path / "kb.db")},
+                "model": {"path": tiny, "cache_dir": str(model_cache)},
+                "dask": {"n_workers": 1, "threads_per_worker": 1, "in_process_bytes": 0}}
+    script = tmp_path / "unguarded.py"
+    script.write_text(f"import vecpress\n\nvecpress.ingest({str(corpus)!r}, "
+                      f"vecpress.Settings(**{settings!r}))\n")
+    env = os.environ | {"PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=300, env=env, cwd=tmp_path)
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert f"vecpress.ingest() was called while a worker process imported {script}" in run.stderr
+    assert run.stderr.strip().splitlines()[-1].endswith(
+        'its vecpress calls belong under `if __name__ == "__main__":`')

@@ -15,6 +15,7 @@ collection as ingests and rebuilds commit. ``vecpress search`` is a thin command
 
 from __future__ import annotations
 
+import inspect
 import posixpath
 import time
 from collections.abc import Sequence
@@ -228,12 +229,31 @@ def ingest(sources: str | Sequence[str], settings: Settings | None = None, *,
     from vecpress.infra.local_prefect import prefect_api, without_flow_heartbeats
     from vecpress.infra.settings import LocalServerSettings
 
+    _not_from_a_worker_importing_main("ingest")
     settings = settings or Settings()
     paths = [sources] if isinstance(sources, str) else list(sources)
     with prefect_api(LocalServerSettings(), settings.prefect_startup_s, start=False), \
             without_flow_heartbeats():
         return ingest_flow(sources=paths, settings=settings, eval_queries=eval_queries,
                            recreate=recreate, full=full)
+
+
+def _not_from_a_worker_importing_main(call: str) -> None:
+    """A local Dask cluster starts its workers with multiprocessing's spawn, which imports the
+    caller's main script again in each worker. A script that calls ``vecpress.ingest`` at its top
+    level (without the ``__main__`` guard) then ran the ingest again in every worker, each waiting
+    for the collection lock that its parent holds while the parent waited for the workers: a
+    hang with no output. In such a worker the call fails at once, saying why."""
+    frame = inspect.currentframe()
+    while frame is not None and frame.f_globals.get("__name__") != "__mp_main__":
+        frame = frame.f_back  # the spawned worker imports the script under this name
+    if frame is None:
+        return
+    script = frame.f_globals.get("__file__") or "your script"
+    raise RuntimeError(
+        f"vecpress.{call}() was called while a worker process imported {script}: vecpress "
+        "starts worker processes, and each imports the main script again; put the script's "
+        "calls under `if __name__ == \"__main__\":` (Python's multiprocessing rule)")
 
 
 def _last_run(settings: Settings) -> dict[str, Any] | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from vecpress.infra.bounds import MAX_K
+from vecpress.infra.bounds import MAX_K, MILVUS_TOPK
 from vecpress.infra.search_settings import SearchSettings
 
 
@@ -55,7 +55,9 @@ def check_search(texts: Sequence[object], k: int, limits: SearchSettings) -> Non
 def check_shape(queries: int, k: int, limits: SearchSettings) -> None:
     """``queries`` searches of ``k`` results each: within ``max_queries`` and ``max_hits``."""
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
-        raise ValueError(f"k={k!r}: give 1 to {MAX_K} results per query")
+        raise ValueError(f"k={k!r}: give 1 to {MAX_K:,} results per query (Milvus returns at "
+                         f"most {MILVUS_TOPK:,} candidates a query, and a search rescores up to 16 "
+                         "a result); for more, page with a filter or export the collection")
     if queries > limits.max_queries:
         raise _exceeded(f"{queries:,} queries in one search", "search.max_queries",
                         limits.max_queries, "send them in several searches")
