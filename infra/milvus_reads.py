@@ -226,11 +226,21 @@ class MilvusReads:
                                     consistency_level=self.settings.search_consistency)
         return np.array(sorted(int(row["pk"]) for row in found), dtype=np.int64)
 
-    def metadata_keys(self, name: str, rows: int = 1000) -> set[str]:
-        """The metadata keys of up to ``rows`` rows: what an error about an unknown key lists."""
-        found = self._lite.query(name, "", [METADATA], METADATA, rows) \
+    def metadata_keys(self, name: str, rows: int = 1024) -> set[str]:
+        """The metadata keys of about ``rows`` rows drawn from the whole collection: what an
+        error about an unknown key lists. Keys are hashes, so the rows in 64 narrow key windows,
+        sized to hold ``rows`` in all, are a uniform sample; the first rows unfiltered were the
+        first files' only (a corpus whose first files have no front matter listed none)."""
+        total, windows = self.count(name), 64
+        where = ""
+        if total > rows:
+            span = (1 << 63) // windows
+            width = max(1, (1 << 63) // total * rows // windows)
+            where = " or ".join(f"(pk >= {i * span} and pk < {i * span + width})"
+                                for i in range(windows))
+        found = self._lite.query(name, where, [METADATA], METADATA, 2 * rows) \
             if self._lite is not None else \
-            self.client.plain.query(name, filter="", output_fields=[METADATA], limit=rows,
+            self.client.plain.query(name, filter=where, output_fields=[METADATA], limit=2 * rows,
                                     consistency_level=self.settings.search_consistency)
         return {str(key) for row in found for key in (row.get(METADATA) or {})}
 

@@ -151,3 +151,22 @@ def test_a_filter_counted_on_the_engines_mask_equals_lites_own_query(store: Milv
     assert store.count_matching("n", "pk in [1, 2, 4, 300, 301]") == 2
     with pytest.raises(LiteError):
         store.count_matching("n", "year >>> 3")
+
+
+def test_the_keys_an_unknown_key_error_lists_come_from_the_whole_collection(
+        store: MilvusStore) -> None:
+    """Keys are hashes, so rows sampled across key ranges come from every file: here only the
+    last 200 of 2,200 rows written have metadata, as a corpus whose first files have no front
+    matter. The first 1,000 rows in the engine's order (what was listed before) have none."""
+    rng = np.random.default_rng(5)
+    n = 2200
+    table = _table(rng.standard_normal((n, 16)).astype(np.float32))
+    table = table.set_column(0, "pk", pa.array(rng.choice(1 << 62, n, replace=False) * 2))
+    meta = ["{}"] * 2000 + [json.dumps({"team": f"t{i % 3}"}) for i in range(200)]
+    table = table.set_column(table.column_names.index("metadata"), "metadata", pa.array(meta))
+    store.ensure_collection("c", 16, "c")
+    assert store.upsert_table("c", table.drop_columns(["year"])) == n
+    assert store._lite is not None
+    first = store._lite.query("c", "", ["metadata"], "metadata", 1000)
+    assert not any(row["metadata"] for row in first)
+    assert store.metadata_keys("c") == {"team"}

@@ -209,11 +209,11 @@ def check_keys(store: MilvusReads, collection: str, wanted: Filter, known: set[s
             continue
         position = re.search(rf"\b{re.escape(key)}\b", wanted.text)
         where = f" at position {position.start() + 1}" if position else ""
-        sample = store.metadata_keys(collection)
+        keys = store.metadata_keys(collection) | set(store.typed_fields(collection))
         raise FilterError(f"no passage has the metadata key '{key}'{where} of the filter "
-                          f"{wanted.text!r}; keys of this collection: "
-                          f"{', '.join(sorted(sample)) or 'none'} (and the passage fields "
-                          f"{', '.join(sorted(FIELDS))})")
+                          f"{wanted.text!r}; keys of this collection (its typed fields and "
+                          f"those of ~1,000 passages): {', '.join(sorted(keys)) or 'none'} "
+                          f"(and the passage fields {', '.join(sorted(FIELDS))})")
 
 
 def widened_nprobe(nprobe: int, matches: int, rows: int) -> int:
