@@ -140,6 +140,12 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     job = stream_job(catalog, build, plan, manifest, settings, artifact.name, active)
     summary.stages.append(StageStat("discover + compare with catalog",
                                     time.perf_counter() - started, len(files), "files"))
+    if plan.is_empty and not plan.unchanged and errors:
+        # Nothing under the sources, on disk or in the collection: the same "no usable input"
+        # as on a new collection (exit 2), not "up to date" (a mistyped path exited 0).
+        summary.save(paths.run_dir(run_id))
+        raise ValueError(f"no passages to ingest from {sources}: {len(summary.errors)} input "
+                         f"error(s), first: {_error_line(summary.errors[0])}")
     if plan.is_empty and build.status == "active" and (len(manifest) or not errors):
         log.info("collection '%s' is up to date with %s", settings.collection, sources,
                  extra=HEADLINE)

@@ -119,6 +119,17 @@ def test_usage_and_configuration_errors_exit_2(cli: dict) -> None:
     result = _ingest(cli, empty, "nothing", env={"VECPRESS_CODEC__PQ_M": "7"})
     assert result.returncode == 2
     _one_line_error(result, "codec", "must divide")
+    # A mistyped path into an existing collection is no usable input too (it exited 0 as "up
+    # to date"), and changes nothing.
+    good = cli["root"] / "one_good"
+    good.mkdir()
+    (good / "a.txt").write_text("How the log files are rotated, compressed and removed.\n")
+    assert _ingest(cli, good, "existing").returncode == 0
+    result = _ingest(cli, cli["root"] / "one_goood", "existing")
+    assert result.returncode == 2
+    _one_line_error(result, "no passages to ingest", "one_goood")
+    again = _ingest(cli, good, "existing")
+    assert again.returncode == 0 and "up to date" in again.stderr, again.stderr[-2000:]
 
 
 @pytest.mark.parametrize(("what", "flags", "env", "words"), [
