@@ -157,3 +157,26 @@ def test_infrastructure_that_does_not_answer_exits_3(cli: dict, paragraphs, what
             (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(
                 key=ArtifactFilterKey(any_=["vecpress-down-milvus-failed"])))
         assert "MilvusException" in artifact.data and str(src) in artifact.data
+
+
+def test_an_ingest_into_a_lite_file_another_process_holds_waits_then_exits_3(cli: dict) -> None:
+    """`vecpress api` (here: this test's process) holds the collection's Milvus Lite file: the
+    ingest says it waits, then exits 3 in one line naming the file and what to do (it used to
+    retry for 90 s in the flow, then blame a server); once the file is free the same command
+    loads."""
+    from vecpress.infra.milvus import MilvusStore
+    from vecpress.infra.settings import MilvusSettings
+
+    source = cli["root"] / "busy_source"
+    source.mkdir()
+    (source / "a.txt").write_text("How the log files are rotated, compressed and removed.\n")
+    holder = MilvusStore(MilvusSettings(uri=str(cli["root"] / "busy.db")))
+    try:
+        result = _ingest(cli, source, "busy", env={"VECPRESS_MILVUS__RETRY_S": "2"})
+        assert result.returncode == 3, result.stderr[-2000:]
+        _one_line_error(result, "busy.db is still in use by another process after 2 s",
+                        "stop `vecpress api`")
+        assert "waiting up to 2 s for the Milvus Lite file" in result.stderr
+    finally:
+        holder.close()
+    assert _ingest(cli, source, "busy").returncode == 0

@@ -10,12 +10,13 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+from vecpress.cli.lite_busy import lite_in_use, wait_for_lite_file
 
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
@@ -151,6 +152,9 @@ def run_ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     from vecpress.infra.prefect_server import PrefectServerError
 
     run_console.configure(verbose)
+    busy = wait_for_lite_file(settings, console)
+    if busy:
+        exit_with(3, busy)
     try:
         with prefect_api(local_server_settings(auto_start=False if no_server else None),
                          settings.prefect_startup_s), without_flow_heartbeats():
@@ -227,7 +231,7 @@ def open_for_search(settings: Settings) -> OpenCollection:
     active = Catalog(paths.root).active()
     milvus = located(settings, active).milvus  # where it lives
     # A missing collection is said as such (below), whoever holds the Lite file meanwhile.
-    if active is not None and milvus.is_lite and _lite_in_use(milvus.uri):
+    if active is not None and milvus.is_lite and lite_in_use(milvus.uri):
         exit_with(3, f"the Milvus Lite file {milvus.uri} is in use by another process (an "
                  "ingest?); search again when it finishes, or serve the collection from a Milvus "
                  "server")
@@ -245,32 +249,6 @@ def _quiet_milvus_logs() -> None:
     reaches this command, which reports it in one line (exit 3), so their logs would only bury it."""
     for name in ("pymilvus", "pymilvus.milvus_client", "milvus_lite"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
-def _lite_in_use(uri: str) -> bool:
-    """True when another process holds the lock of the Milvus Lite data directory ``uri``.
-
-    Milvus Lite allows one process per file; opening a held one fails in a way pymilvus reports
-    as a connection error, which would be retried for 90 s. Asked first, it is one clear line.
-    """
-    from vecpress.infra.milvus_reads import lite_open_here
-
-    if lite_open_here(uri):  # another collection of this process holds it: shared, not busy
-        return False
-    lock = Path(uri).expanduser() / "LOCK"
-    try:
-        import fcntl
-    except ImportError:  # Windows: Milvus Lite's own (slower) error is reported instead
-        return False
-    if not lock.is_file():
-        return False
-    with lock.open("rb") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return False
 
 
 def fail_if_milvus(exc: Exception, settings: Settings) -> None:
