@@ -236,7 +236,8 @@ class CodecSettings(BaseModel):
 class MilvusSettings(BaseModel):
     """Where vectors are served: a Milvus Lite file (default) or a server URI."""
 
-    uri: str = Field("./data/milvus.db", description="Milvus Lite .db path or http://host:19530.")
+    uri: str = Field("./data/milvus.db", description="Milvus Lite .db path or http://host:19530; "
+                     "unset: milvus.db in a local storage root.")
     token: SecretStr = Field(SecretStr(""), description="Milvus token (user:password) for "
                              "servers with auth; never stored or shown (VECPRESS_MILVUS__TOKEN).")
     token_secret: str = Field("", description="Name of a Prefect Secret block holding the token: "
@@ -402,6 +403,12 @@ class Settings(BaseSettings):
         absolute here, before any stage sees it."""
         if "://" not in self.storage_root:
             self.storage_root = str(Path(self.storage_root).expanduser().absolute())
+            if "uri" not in self.milvus.model_fields_set:
+                # Milvus Lite's file follows a local root, as the model cache does (it stayed in
+                # ./data of the working folder). Still unset: a collection's own file wins.
+                self.milvus = MilvusSettings.model_construct(
+                    self.milvus.model_fields_set, **(dict(self.milvus) | {
+                        "uri": str(Path(self.storage_root) / "milvus.db")}))
         if self.model.cache_dir and "://" not in self.model.cache_dir:
             self.model = self.model.model_copy(
                 update={"cache_dir": str(Path(self.model.cache_dir).expanduser().absolute())})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -11,7 +13,7 @@ from vecpress.infra.settings import Settings
 
 def test_defaults_are_the_embedded_ones() -> None:
     s = Settings()
-    assert s.milvus.uri == "./data/milvus.db" and s.milvus.is_lite
+    assert s.milvus.uri == str(Path("data/milvus.db").absolute()) and s.milvus.is_lite
     assert s.model.path is None and s.model.variant == "fp32"
     assert s.dask.address is None
 
@@ -23,6 +25,11 @@ def test_local_paths_are_absolute_where_the_command_runs(monkeypatch, tmp_path) 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     s = Settings(storage_root="data", model={"cache_dir": "~/models"})
     assert s.storage_root == str(tmp_path / "data")
+    # Milvus Lite's file follows a local root; left unset, a collection's own file wins.
+    assert s.milvus.uri == str(tmp_path / "data" / "milvus.db")
+    assert "uri" not in s.milvus.model_fields_set
+    assert Settings(storage_root="s3://bucket/p").milvus.uri == "./data/milvus.db"
+    assert Settings(storage_root="data", milvus={"uri": "x.db"}).milvus.uri == "x.db"
     assert s.model.cache_dir == str(tmp_path / "home" / "models")
     assert s.model_cache_dir == tmp_path / "home" / "models"
     assert Settings(storage_root="s3://bucket/root").storage_root == "s3://bucket/root"
