@@ -250,6 +250,9 @@ def test_filtered_search_returns_only_matches_with_recall_vs_exact_fp32(
                                               r"position 10 .* keys of this collection .*: "
                                               r"file_bytes, file_modified, half, rare, team"):
             kb.search("anything", k=3, filter='half and teem == "t7"')
+        # An unquoted value reads as a key: the message says how to write a value.
+        with pytest.raises(FilterError, match=r"key 't7' at position 8 .*a value is quoted"):
+            kb.search("anything", k=3, filter="team = t7 and half")
     finally:
         kb.close()
 

@@ -209,10 +209,13 @@ def check_keys(store: MilvusReads, collection: str, wanted: Filter, known: set[s
             continue
         position = re.search(rf"\b{re.escape(key)}\b", wanted.text)
         where = f" at position {position.start() + 1}" if position else ""
+        value = position and re.search(r"(==?|!=|<=?|>=?|\bin)\s*$",
+                                       wanted.text[:position.start()])
+        quote = f" (a value is quoted: \"{key}\"; equality is ==)" if value else ""
         keys = store.metadata_keys(collection) | set(store.typed_fields(collection))
         raise FilterError(f"no passage has the metadata key '{key}'{where} of the filter "
-                          f"{wanted.text!r}; keys of this collection (its typed fields and "
-                          f"those of ~1,000 passages): {', '.join(sorted(keys)) or 'none'} "
+                          f"{wanted.text!r}{quote}; keys of this collection (its typed fields "
+                          f"and those of ~1,000 passages): {', '.join(sorted(keys)) or 'none'} "
                           f"(and the passage fields {', '.join(sorted(FIELDS))})")
 
 
