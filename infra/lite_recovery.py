@@ -7,8 +7,8 @@ deletes the frozen log. A process killed between those last two steps leaves a l
 also in a committed segment. Lite's recovery replays every log it finds, and its dedup keeps every
 row that has its key's highest sequence number, so each such row is counted and found twice; a
 resumed ingest skips the shards already loaded, so the copies stayed (``tests/test_durable.py``'s
-GC test, once in some 60 runs: 2,063 rows where its 1,269 passages were, the 794 extra exactly
-the passages the killed run had loaded and the rerun skipped).
+GC test failed so in one CI run, 14 local reruns passing: 2,063 rows where its 1,269 passages
+were, the 794 extra exactly the passages the killed run had loaded and the rerun skipped).
 
 A log numbered below ``active_wal_number`` holds only rows that a committed flush persisted: a
 flush freezes the log, writes the segment, then commits the higher number; recovery starts a log
@@ -42,7 +42,7 @@ def drop_persisted_logs(data_dir: str) -> int:
     if not root.is_dir():
         return 0
     removed = 0
-    with _held(root / "LOCK") as held:
+    with holding_lock(root / "LOCK") as held:
         if not held:
             return 0
         for manifest in [*root.glob("collections/*/manifest.json"),
@@ -72,9 +72,9 @@ def _active_log(manifest: Path) -> int | None:
 
 
 @contextlib.contextmanager
-def _held(lock_path: Path) -> Iterator[bool]:
+def holding_lock(lock_path: Path) -> Iterator[bool]:
     """Lite's lock on its file (an exclusive ``flock`` of ``LOCK``), held for the block: True,
-    or False where another process holds it."""
+    or False where another process holds it (``cli.lite_busy`` asks this too)."""
     fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
     try:
         try:

@@ -22,24 +22,16 @@ if TYPE_CHECKING:
 
 def lite_in_use(uri: str) -> bool:
     """True when another process holds the lock of the Milvus Lite data directory ``uri``."""
+    from vecpress.infra.lite_recovery import holding_lock
     from vecpress.infra.milvus_reads import lite_open_here
 
     if lite_open_here(uri):  # another collection of this process holds it: shared, not busy
         return False
     lock = Path(uri).expanduser() / "LOCK"
-    try:
-        import fcntl
-    except ImportError:  # Windows: Milvus Lite's own (slower) error is reported instead
-        return False
     if not lock.is_file():
         return False
-    with lock.open("rb") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return False
+    with holding_lock(lock) as held:
+        return not held
 
 
 def collection_lite_uri(settings: Settings) -> str | None:
@@ -49,8 +41,10 @@ def collection_lite_uri(settings: Settings) -> str | None:
     from vecpress.tasks.collection.catalog import Catalog
     from vecpress.tasks.collection.home import located
 
-    paths = storage.CollectionPaths(settings.storage_root, settings.collection)
-    milvus = located(settings, Catalog(paths.root).active()).milvus
+    milvus = settings.milvus
+    if "uri" not in milvus.model_fields_set:  # given: the collection must live there
+        paths = storage.CollectionPaths(settings.storage_root, settings.collection)
+        milvus = located(settings, Catalog(paths.root).active()).milvus
     return milvus.uri if milvus.is_lite else None
 
 
