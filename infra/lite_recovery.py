@@ -20,7 +20,6 @@ its interface: it is done only where the layout is the one described (a manifest
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -72,9 +71,15 @@ def _active_log(manifest: Path) -> int | None:
 
 
 @contextlib.contextmanager
-def holding_lock(lock_path: Path) -> Iterator[bool]:
+def holding_lock(lock_path: Path) -> Iterator[bool | None]:
     """Lite's lock on its file (an exclusive ``flock`` of ``LOCK``), held for the block: True,
-    or False where another process holds it (``cli.lite_busy`` asks this too)."""
+    False where another process holds it, None without ``flock`` (Windows: not asked)
+    (``cli.lite_busy`` asks this too)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield None
+        return
     fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
     try:
         try:

@@ -31,7 +31,7 @@ def lite_in_use(uri: str) -> bool:
     if not lock.is_file():
         return False
     with holding_lock(lock) as held:
-        return not held
+        return held is False  # None: no flock here (Windows), Lite's own error is reported
 
 
 def collection_lite_uri(settings: Settings) -> str | None:
