@@ -143,9 +143,7 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     if plan.is_empty and not plan.unchanged and errors:
         # Nothing under the sources, on disk or in the collection: the same "no usable input"
         # as on a new collection (exit 2), not "up to date" (a mistyped path exited 0).
-        summary.save(paths.run_dir(run_id))
-        raise ValueError(f"no passages to ingest from {sources}: {len(summary.errors)} input "
-                         f"error(s), first: {_error_line(summary.errors[0])}")
+        raise _no_usable_input(summary, sources, paths.run_dir(run_id))
     if plan.is_empty and build.status == "active" and (len(manifest) or not errors):
         log.info("collection '%s' is up to date with %s", settings.collection, sources,
                  extra=HEADLINE)
@@ -164,10 +162,7 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     if codec is None or (plan.to_read and not streamed.passages and not streamed.rows_deleted
                          and not plan.unchanged):
         # Nothing readable and nothing to delete: fail clearly, change nothing.
-        summary.save(paths.run_dir(run_id))
-        first = summary.errors[0] if summary.errors else None
-        raise ValueError(f"no passages to ingest from {sources}: {len(summary.errors)} input "
-                         f"error(s), first: {_error_line(first)}")
+        raise _no_usable_input(summary, sources, paths.run_dir(run_id))
     build = catalog.builds_by_name()[build.build]
     indexed, seconds = stages.index_stage(settings, build, codec)
     summary.add_load(indexed, streamed.rows_written, streamed.rows_deleted, seconds)
@@ -226,6 +221,14 @@ def _retrain(catalog: Catalog, build: Build, sources: list[str], settings: Setti
     """Ingest every file of ``build`` (and ``sources``) again into a new build with a new codec."""
     everything = sorted(set(Manifest.from_table(catalog.files(build.build)).entries) | set(sources))
     return _ingest(everything, settings, eval_queries, recreate=True, full=True, retraining=True)
+
+
+def _no_usable_input(summary: IngestSummary, sources: list[str], run_dir: str) -> ValueError:
+    """The run's report saved, and the error of a run with no usable input (exit 2)."""
+    summary.save(run_dir)
+    first = summary.errors[0] if summary.errors else None
+    return ValueError(f"no passages to ingest from {sources}: {len(summary.errors)} input "
+                      f"error(s), first: {_error_line(first)}")
 
 
 def _error_line(error: dict | None) -> str:
