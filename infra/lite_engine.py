@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from vecpress.infra import lite_arrow, lite_count, lite_recovery
+from vecpress.infra import lite_arrow, lite_count, lite_lists, lite_recovery
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +249,7 @@ def open_engine(uri: str) -> LiteEngine:
             from milvus_lite.db import MilvusLite
 
             lite_arrow.flush_in_columns()
+            lite_lists.quiet_small_segments()
             lite_recovery.drop_persisted_logs(key)
             engine = _ENGINES[key] = LiteEngine(key, MilvusLite(key))
         engine.users += 1

@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from vecpress.infra import lite_lists
 from vecpress.infra.index_plan import plan_index, replan
 from vecpress.infra.metadata_settings import MetadataSettings
 from vecpress.infra.milvus import MilvusSchemaError, MilvusStore
@@ -161,6 +162,32 @@ def test_an_index_is_rebuilt_when_the_collection_outgrows_it() -> None:
     old = replace(tiny, params={"nlist": 25}, nprobe=25, lite=False)  # recorded before
     assert replan(old, plan_index(MilvusSettings(), 1_500, 16, 8), True) == \
         (replace(tiny, rows=1_000), False)
+
+
+def test_small_segments_are_indexed_without_faiss_warning_in_the_output(
+        store: MilvusStore, capfd: pytest.CaptureFixture[str]) -> None:
+    """``lite_lists``: a segment under 39 rows a list (a first run of 2,000 passages, an
+    incremental run of a few) gets Lite's IVF_SQ8 lists without FAISS's C++ warning on standard
+    error, which FAISS itself prints for the same training (checked here, so the capture sees it),
+    and its searches find their rows."""
+    import faiss
+    from milvus_lite.index import faiss_ivf_sq8
+
+    vectors = np.random.default_rng(3).standard_normal((2000, 16)).astype(np.float32)
+    store.ensure_collection("q", 16, "c")
+    store.upsert("q", _rows(vectors))
+    plan = plan_index(store.settings, 2000, 8, 8)
+    assert store.ensure_index("q", plan)["index_type"] == "IVF_SQ8"
+    store.upsert("q", _rows(vectors[:3], 5000))  # a segment of three rows after it
+    store.flush("q")
+    hits = store.search("q", vectors[[7, 1999]], 1, plan.nprobe)
+    assert [h[0][0] for h in hits] == [7, 1999] and store.count("q") == 2003
+    assert "WARNING clustering" not in capfd.readouterr().err
+    assert isinstance(faiss_ivf_sq8.faiss, lite_lists._FaissForLite)
+    plain = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatL2(16), 16, 128,
+                                          faiss.ScalarQuantizer.QT_8bit)
+    plain.train(vectors)
+    assert "WARNING clustering 2000 points to 128 centroids" in capfd.readouterr().err
 
 
 def test_a_growing_collection_is_re_indexed_for_its_rows(store: MilvusStore) -> None:
