@@ -31,7 +31,7 @@ M = TypeVar("M", bound="BaseModel")
 Collection = Annotated[str, typer.Option("--collection", "-c", help="Milvus collection name.")]
 MilvusUri = Annotated[str | None, typer.Option(help="Milvus Lite .db file or server URI "
                                                      "(default: the one the collection was built "
-                                                     "on, else ./data/milvus.db).")]
+                                                     "on, else milvus.db in the storage root).")]
 StorageRoot = Annotated[str | None, typer.Option(help="Where runs, codecs and the model cache "
                                                          "live (default ./data).")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Also print Prefect's own log "
