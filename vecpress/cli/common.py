@@ -31,7 +31,8 @@ M = TypeVar("M", bound="BaseModel")
 Collection = Annotated[str, typer.Option("--collection", "-c", help="Milvus collection name.")]
 MilvusUri = Annotated[str | None, typer.Option(help="Milvus Lite .db file or server URI "
                                                      "(default: the one the collection was built "
-                                                     "on, else milvus.db in the storage root).")]
+                                                     "on, else milvus.db in a local storage "
+                                                     "root, or ./data).")]
 StorageRoot = Annotated[str | None, typer.Option(help="Where runs, codecs and the model cache "
                                                          "live (default ./data).")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Also print Prefect's own log "
