@@ -192,6 +192,10 @@ class CodecSettings(BaseModel):
                                    "error exceeds the training error by this factor.")
     drift_action: Literal["warn", "retrain"] = Field("warn", description="What a failed drift check "
                                                      "asks for.")
+    drift_min_vectors: int = Field(32, ge=1, description="Fewest new vectors a drift check "
+                                   "judges: a run with fewer keeps the codec unchecked (one "
+                                   "same-kind passage read as drifted 12% of the time: "
+                                   "benchmarks/results/drift_sample.json).")
     recall_target: float | None = Field(None, gt=0.0, le=1.0, description="Auto-tune PCA dim and M: "
                                         "smallest code whose rescored recall@10 meets this.")
     autotune_pca_dims: list[int] = Field([128, 192, 256, 320, 384], description="PCA dims tried "

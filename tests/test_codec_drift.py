@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import os
 
 import numpy as np
@@ -50,3 +51,18 @@ def test_warn_action_and_input_checks(docstrings, source_lines) -> None:
     assert report.action == "warn" and not report.retrain and report.vectors == 100
     with pytest.raises(ValueError, match="expects 384-d embeddings"):
         drift_check(codec, source_lines[:, :100], settings)
+
+
+def test_too_few_new_vectors_get_no_verdict(docstrings, source_lines) -> None:
+    """A run of a few passages is not judged (one same-kind vector read as drifted 12% of the
+    time, benchmarks/results/drift_sample.json): with ``retrain`` that rebuilt the collection.
+    From ``codec.drift_min_vectors`` on, the same text is judged, and other text drifts."""
+    settings = CodecSettings(pca_dim=64, pq_m=8, drift_tolerance=1.05, drift_action="retrain",
+                             drift_min_vectors=32)
+    codec = fit_codec(docstrings[:1000], settings)
+    few = drift_check(codec, source_lines[:31], settings)
+    assert (few.judged, few.drifted, few.action, few.ratio) == (False, False, "none", None)
+    assert "not checked for drift: 31 new vector(s)" in few.message()
+    json.dumps(few.to_dict(), allow_nan=False)  # the run summary's JSON takes it as it is
+    enough = drift_check(codec, source_lines[:32], settings)
+    assert enough.judged and enough.drifted and enough.retrain

@@ -9,7 +9,6 @@ error recorded when the codec was trained; the caller decides what to do with th
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -17,19 +16,18 @@ import numpy as np
 from vecpress.infra.settings import CodecSettings
 from vecpress.tasks.codec.codec import Codec, relative_error
 
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class DriftReport:
     codec_id: str
     vectors: int
     train_error: float  # relative reconstruction error on the training sample
-    new_error: float  # the same measure on the new vectors
-    ratio: float
+    new_error: float | None  # the same measure on the new vectors (None: not judged)
+    ratio: float | None
     tolerance: float
     drifted: bool
     action: str  # "none", "warn" or "retrain"
+    judged: bool = True  # False: too few new vectors for a verdict (``codec.drift_min_vectors``)
 
     @property
     def retrain(self) -> bool:
@@ -39,6 +37,9 @@ class DriftReport:
         return asdict(self)
 
     def message(self) -> str:
+        if not self.judged:
+            return (f"codec {self.codec_id} not checked for drift: {self.vectors:,} new "
+                    f"vector(s), fewer than codec.drift_min_vectors")
         verdict = "drifted" if self.drifted else "fits"
         return (f"codec {self.codec_id} {verdict}: reconstruction error {self.new_error:.4f} on "
                 f"{self.vectors:,} new vectors vs {self.train_error:.4f} at training "
@@ -51,6 +52,8 @@ def drift_check(codec: Codec, new_vectors: np.ndarray, settings: CodecSettings,
     """Compare the codec's reconstruction error on ``new_vectors`` (a sample is enough) with training.
 
     At most ``max_vectors`` rows are checked (a uniform sample), so callers may pass a whole shard.
+    Fewer than ``codec.drift_min_vectors`` get no verdict (``judged`` False, never drifted): the
+    error of a few vectors spreads too widely (benchmarks/drift_sample.py). The caller logs it.
     """
     if "reconstruction_relative_error" not in codec.report:
         raise ValueError(f"codec {codec.codec_id} has no reconstruction_relative_error in its "
@@ -65,12 +68,15 @@ def drift_check(codec: Codec, new_vectors: np.ndarray, settings: CodecSettings,
         rows = np.random.default_rng(seed).choice(len(vectors), size=max_vectors, replace=False)
         vectors = vectors[np.sort(rows)]
     train_error = float(codec.report["reconstruction_relative_error"])
+    if len(vectors) < settings.drift_min_vectors:
+        return DriftReport(codec_id=codec.codec_id, vectors=len(vectors), train_error=train_error,
+                           new_error=None, ratio=None,
+                           tolerance=settings.drift_tolerance, drifted=False, action="none",
+                           judged=False)
     new_error = relative_error(vectors, codec.reconstruct(vectors))
     ratio = new_error / max(train_error, 1e-12)
     drifted = ratio > settings.drift_tolerance
     report = DriftReport(codec_id=codec.codec_id, vectors=len(vectors), train_error=train_error,
                          new_error=new_error, ratio=ratio, tolerance=settings.drift_tolerance,
                          drifted=drifted, action=settings.drift_action if drifted else "none")
-    if drifted:
-        log.warning(report.message())
     return report
