@@ -156,7 +156,7 @@ def main() -> None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     engines = args.engines or (["st-torch-fp32", "onnx-fp32", "onnx-int8"] if device == "cpu"
                                else ["st-torch-fp16", "st-torch-fp32", "onnx-fp16", "onnx-fp16-ids"])
-    from vecpress.infra.settings import GPU_DEFAULTS
+    from vecpress.infra.model_settings import GPU_DEFAULTS
     from vecpress.tasks.embed.embedder import IDS_WINDOW, WINDOW
 
     batch_tokens = args.batch_tokens or (8192 if device == "cpu" else GPU_DEFAULTS["max_batch_tokens"])

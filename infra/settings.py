@@ -2,7 +2,8 @@
 
 Only this module (and ``infra.search_settings``, with the HTTP server's own ``ApiSettings``) reads
 the environment (``VECPRESS_*`` variables, nested with ``__``, e.g. ``VECPRESS_MILVUS__URI``); every
-other module receives a ``Settings`` (or one of its parts).
+other module receives a ``Settings`` (or one of its parts). The model's and the codec's parts live
+in ``model_settings`` and ``codec_settings`` and are imported here, as every part is.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_serializer, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vecpress.infra.codec_settings import CodecSettings
 from vecpress.infra.metadata_settings import MetadataSettings
+from vecpress.infra.model_settings import ModelSettings
 from vecpress.infra.search_settings import SearchSettings
 
-Variant = Literal["fp32", "int8", "fp16"]
 SECRET_WORDS = ("key", "secret", "token", "password", "credential", "sas")
 MASK = "**********"
 
@@ -73,167 +75,6 @@ class ChunkSettings(BaseModel):
                 f"chunk.overlap_tokens ({self.overlap_tokens}) must be smaller than "
                 f"chunk.max_tokens ({self.max_tokens})"
             )
-        return self
-
-
-GPU_DEFAULTS = {"max_batch_tokens": 524_288, "sessions": 2, "passages_per_shard": 65_536,
-                "max_padding": None}
-
-
-class ModelSettings(BaseModel):
-    """Which sentence-transformers model runs, exported to which ONNX variant."""
-
-    path: str | None = Field(
-        None, description="Local sentence-transformers model directory; default: packaged MiniLM."
-    )
-    variant: Variant = Field("fp32", description="fp32 / int8 on CPU, fp16 on CUDA (CPU fallback).")
-    max_batch_tokens: int = Field(
-        8192, ge=64, description="Token budget of one inference batch (padded batch × length); "
-        "fp16 (GPU) default 524288, halved on out-of-memory."
-    )
-    max_padding: float | None = Field(
-        0.0, ge=0, le=10, description="A batch ends before its longest passage would exceed its "
-        "shortest by this share, once it holds an eighth of the token budget: padding costs as "
-        "much as text (parts of 2,048 passages were 14% padding) and smaller batches stay in "
-        "cache (MiniLM int8, one core: 0.0 embedded 1.24x as fast as None). None ('none'): "
-        "batches fill the budget (the fp16 default: not measured on a GPU)."
-    )
-    min_batch_tokens: int = Field(
-        256, ge=1, description="Floor of the token budget: out-of-memory halving stops here and "
-        "the batch fails with its passage ids and lengths."
-    )
-    arena_max_mb: int | None = Field(
-        None, ge=1, description="Cap (MiB) on ONNX Runtime's memory arena (CPU arena, or the CUDA "
-        "arena for fp16): bounds RSS / GPU memory; allocations beyond it halve the token budget. "
-        "Must exceed the model's weights. Default: no cap."
-    )
-    tokenizer_processes: int = Field(
-        0, ge=0, description="Tokenise in this many spawned processes per embedder (GPU workers: "
-        "one process tokenises ~27k passages/s, an H100 embeds ~77k). 0: in the worker itself."
-    )
-    sessions: int = Field(
-        1, ge=1, le=8, description="ONNX Runtime sessions per embedder, running batches "
-        "concurrently (GPU: each on its own CUDA stream, so copies and Python work overlap the "
-        "GPU's; fp16 default 2). CPU workers gain nothing: intra-op threads use the cores."
-    )
-    passages_per_shard: int = Field(2048, ge=16, description="Passages per embedding task "
-                                    "(fp16 default 65536: many batches per task keep a GPU busy).")
-    query_prompt: str | None = Field(
-        None, description="Text put before each query (e5: 'query: '). Default: the model's own "
-        "query prompt (sentence-transformers `prompts`), if any; '' for none. Part of the "
-        "model's identity: a collection is searched with the prompts it was built with.")
-    document_prompt: str | None = Field(
-        None, description="Text put before each passage at ingest (e5: 'passage: '). Default: "
-        "the model's own document prompt, if any; '' for none.")
-    cache_dir: str | None = Field(
-        None, description="Local folder for exported ONNX models; default: <storage_root>/models, "
-        "or ~/.cache/vecpress/models when the storage root is an object store."
-    )
-
-    @field_validator("max_padding", mode="before")
-    @classmethod
-    def _padding_none(cls, value: Any) -> Any:
-        """``none`` from an environment variable or the run form: batches fill the budget."""
-        return None if isinstance(value, str) and value.strip().lower() in ("none", "null") \
-            else value
-
-    @model_validator(mode="after")
-    def _gpu_defaults_and_floor(self) -> ModelSettings:
-        if self.variant == "fp16":  # a GPU worker: defaults measured on an H100 (README, "GPU")
-            for name, value in GPU_DEFAULTS.items():
-                if name not in self.model_fields_set:
-                    setattr(self, name, value)
-        if "min_batch_tokens" not in self.model_fields_set:
-            self.min_batch_tokens = min(self.min_batch_tokens, self.max_batch_tokens)
-        if self.min_batch_tokens > self.max_batch_tokens:
-            raise ValueError(
-                f"model.min_batch_tokens ({self.min_batch_tokens}) must not exceed "
-                f"model.max_batch_tokens ({self.max_batch_tokens})"
-            )
-        return self
-
-
-class CodecSettings(BaseModel):
-    """PCA + FAISS product quantisation fitted on a sample of the embeddings."""
-
-    pca_dim: int | None = Field(None, ge=8, description="Dimensions kept by PCA (searched with "
-                                "L2); default: enough to keep codec.pca_variance of the sample's "
-                                "variance, a multiple of pq_m, at least codec.pca_min_dim.")
-    pca_variance: float = Field(0.99, gt=0.0, le=1.0, description="Share of the variance the "
-                                "default PCA dimension keeps (0.99: 300-320 of MiniLM's 384 on "
-                                "docstrings, READMEs and quotations).")
-    pca_min_dim: int = Field(64, ge=8, description="Floor of the default PCA dimension (capped "
-                             "at the model's dimension).")
-    pq_m: int = Field(32, ge=1, description="PQ sub-quantizers; bytes per code at 8 bits.")
-    pq_nbits: int = Field(8, ge=4, le=12, description="Bits per PQ sub-code.")
-    milvus_dim: int | None = Field(
-        128, ge=8, description="Leading PCA components Milvus stores and indexes (the "
-        "highest-variance ones; a multiple of pq_m, capped at the PCA dim); rescoring reads all "
-        "of them from the codec.refine codes. None: every component.")
-    refine: Literal["sq8", "sq6", "sq4", "fp16"] = Field(
-        "sq8", description="How the archive and the search host's rescoring store keep each PCA "
-        "vector: a FAISS scalar quantizer trained with the codec, 8, 6 or 4 bits per dimension, "
-        "or FP16 (16 bits). sq8 halves FP16's bytes for ~0.004 of recall@10.")
-    sample_size: int = Field(20_000, ge=256, description="Vectors sampled to fit PCA and PQ.")
-    min_fit_vectors: int = Field(1_000, ge=16, description="A new collection with fewer passages "
-                                 "keeps whole vectors (exact search, no PCA/PQ); the first ingest "
-                                 "that brings it to this many fits the codec into a new build.")
-    seed: int = Field(1234, description="Seed for sampling and training.")
-    random_rotation: bool = Field(False, description="Randomly rotate the PCA output: spreads variance "
-                                  "evenly over PQ sub-spaces (also Milvus's own IVF_PQ) at no cost.")
-    opq: bool = Field(False, description="Learn an OPQ rotation after PCA (balances PQ sub-spaces; "
-                      "the rotated vectors are what Milvus stores).")
-    ivf_nlist: int | None = Field(None, ge=1, description="IVF coarse lists in the codec (PQ on "
-                                  "residuals); a Milvus server IVF_PQ index then uses this nlist.")
-    train_backend: Literal["auto", "faiss", "torch"] = Field(
-        "auto", description="auto: FAISS GPU build if it sees a GPU, else k-means in torch on a CUDA "
-        "device, else faiss-cpu. torch runs on CUDA when available, else on the CPU.")
-    drift_tolerance: float = Field(1.3, gt=1.0, description="New data drifts when its reconstruction "
-                                   "error exceeds the training error by this factor.")
-    drift_action: Literal["warn", "retrain"] = Field("warn", description="What a failed drift check "
-                                                     "asks for.")
-    drift_min_vectors: int = Field(32, ge=1, description="Fewest new vectors a drift check "
-                                   "judges: a run with fewer keeps the codec unchecked (one "
-                                   "same-kind passage read as drifted 12% of the time: "
-                                   "benchmarks/results/drift_sample.json).")
-    recall_target: float | None = Field(None, gt=0.0, le=1.0, description="Auto-tune PCA dim and M: "
-                                        "smallest code whose rescored recall@10 meets this.")
-    autotune_pca_dims: list[int] = Field([128, 192, 256, 320, 384], description="PCA dims tried "
-                                         "(capped at the embedding dimension).")
-    autotune_pq_m: list[int] = Field([8, 16, 24, 32], description="PQ sub-quantizers tried.")
-    autotune_refine: list[Literal["sq8", "sq6", "sq4", "fp16"]] = Field(
-        ["sq4", "sq6", "sq8", "fp16"], description="Rescoring tiers tried (codec.refine); the "
-        "choice costs index code plus rescoring bytes.")
-    autotune_rotation: list[bool] = Field([False, True], description="Random rotation after PCA, "
-                                          "tried off and on.")
-    autotune_probe_shares: list[float] = Field([0.25, 1.0], description="Shares of "
-                                               "the IVF lists probed, tried (plus the index "
-                                               "plan's own nprobe).")
-    autotune_rescore_factors: list[int] = Field([16, 64], description="Rescoring "
-                                                "factors tried (candidates per result).")
-    autotune_latency_ms: float | None = Field(None, gt=0, description="Latency budget of the "
-                                              "auto-tune's choice: simulated milliseconds per "
-                                              "query (one thread, this machine); none: no limit.")
-    autotune_queries: int = Field(200, ge=10, description="Sample vectors held out as queries.")
-
-    @model_validator(mode="after")
-    def _m_divides_dim(self) -> CodecSettings:
-        if self.pca_dim is not None and self.pca_dim % self.pq_m:
-            raise ValueError(
-                f"codec.pq_m ({self.pq_m}) must divide codec.pca_dim ({self.pca_dim})"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _enough_to_fit(self) -> CodecSettings:
-        """The codec is fitted only on samples it can be fitted on."""
-        needed = max((self.pca_dim or 0) + 1, 2 * self.pq_m, 2 * (self.ivf_nlist or 0))
-        if min(self.min_fit_vectors, self.sample_size) < needed:
-            raise ValueError(f"codec.min_fit_vectors ({self.min_fit_vectors}) must be at least "
-                             f"{needed} to fit PCA-{self.pca_dim}, PQ{self.pq_m}"
-                             + (f" and {self.ivf_nlist} IVF lists" if self.ivf_nlist else ""))
-        # A sample never holds more than sample_size vectors: a smaller sample size lowers it.
-        self.min_fit_vectors = min(self.min_fit_vectors, self.sample_size)
         return self
 
 

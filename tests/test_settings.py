@@ -58,7 +58,7 @@ def test_invalid_values_name_the_setting() -> None:
 
 
 def test_fp16_brings_gpu_defaults_that_explicit_values_override(monkeypatch) -> None:
-    from vecpress.infra.settings import GPU_DEFAULTS
+    from vecpress.infra.model_settings import GPU_DEFAULTS
 
     cpu = Settings().model
     assert (cpu.variant, cpu.max_batch_tokens, cpu.sessions) == ("fp32", 8192, 1)
