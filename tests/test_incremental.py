@@ -17,8 +17,15 @@ from vecpress.deployments.watcher import FileChanges, InputFilter, poll_urls, wa
 from vecpress.infra.locks import collection_lock
 from vecpress.infra.settings import InputSettings
 from vecpress.tasks.collection.catalog import Catalog, ShardRow
-from vecpress.tasks.collection.manifest import FileEntry, Manifest, content_hash, plan_changes
+from vecpress.tasks.collection.manifest import (
+    KEPT_HINT,
+    FileEntry,
+    Manifest,
+    content_hash,
+    plan_changes,
+)
 from vecpress.tasks.ingest.ledger import COMMIT_EVERY_S, COMMIT_SHARE, Ledger
+from vecpress.tasks.inputs.records import InputError
 from vecpress.tasks.inputs.sources import discover
 
 INPUTS = InputSettings()
@@ -65,6 +72,33 @@ def test_a_named_file_that_is_gone_is_a_deletion_not_an_error(tmp_path: Path):
                                 errors, manifest)
     assert [Path(p).name for p in plan.deleted] == ["a.md"]
     assert [Path(e.source).name for e in errors] == ["never.md"]  # unknown path: still an error
+
+
+def test_a_named_folder_that_is_gone_deletes_nothing_an_emptied_one_deletes_its_files(
+        tmp_path: Path):
+    """A folder that no longer exists (a typo, an unmounted drive) or cannot be listed keeps the
+    collection's files from it, with an error that says so (it deleted them all, exit 0); a folder
+    that exists without them deletes them, as a file named on its own and gone does."""
+    src = tmp_path / "docs"
+    (src / "sub").mkdir(parents=True)
+    for name in ("a.md", "b.md", "sub/c.md"):
+        (src / name).write_text(f"text of {name}")
+    (tmp_path / "other.md").write_text("another source")
+    sources = [str(src), str(tmp_path / "other.md")]
+    manifest = _manifest_of(sources, tmp_path)
+    src.rename(tmp_path / "moved")
+    files, errors = discover(sources, INPUTS)
+    plan, errors = plan_changes(sources, files, errors, manifest)
+    assert plan.deleted == [] and [Path(f.url).name for f in plan.unchanged] == ["other.md"]
+    assert [(Path(e.source).name, e.hint) for e in errors] == [("docs", KEPT_HINT)]
+    assert "no such file or directory; the collection's 3 file(s) from it are kept" in str(errors[0])
+    unlistable = InputError(str(src), "", "cannot list input: 403 Forbidden", "")
+    plan, errors = plan_changes(sources, files, [unlistable], manifest)
+    assert plan.deleted == [] and "3 file(s) from it are kept" in errors[0].message
+    src.mkdir()  # the folder back, without its files: they were removed
+    files, errors = discover(sources, INPUTS)
+    plan, errors = plan_changes(sources, files, errors, manifest)
+    assert sorted(Path(p).name for p in plan.deleted) == ["a.md", "b.md", "c.md"] and not errors
 
 
 def test_second_ingest_of_a_collection_waits_for_the_first(tmp_path: Path):

@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 from fsspec.core import url_to_fs
 
 from vecpress.tasks.inputs.records import InputError, SourceFile
+from vecpress.tasks.inputs.sources import cannot_list
 
 HASH_BLOCK = 1 << 20
 
@@ -107,8 +108,11 @@ def plan_changes(sources: list[str], files: list[SourceFile], errors: list[Input
                  manifest: Manifest, reread_all: bool = False) -> tuple[ChangePlan, list[InputError]]:
     """Compare discovered files with the manifest (``reread_all``: every known file is changed).
 
-    A manifest entry inside the scope of ``sources`` that was not discovered is deleted; a named
-    source that no longer exists is a deletion, not an input error, when the manifest knows it.
+    A manifest entry inside the scope of ``sources`` that was not discovered is deleted, where the
+    source still lists. A file named on its own that no longer exists is a deletion, not an
+    input error, when the manifest knows it. A folder, prefix or pattern that no longer exists or
+    cannot be listed (a typo, an unmounted drive, expired credentials) deletes nothing: its files
+    are kept and the error stays, saying so (a missing folder had wiped the collection, exit 0).
     Returns the plan and the input errors that remain errors.
     """
     plan = ChangePlan()
@@ -138,7 +142,21 @@ def plan_changes(sources: list[str], files: list[SourceFile], errors: list[Input
     for path in manifest.entries:
         if path not in seen and any(in_scope(path, s) for s in scopes.values()):
             plan.deleted.append(path)
-    deleted = set(plan.deleted)
-    remaining = [e for e in errors
-                 if not (e.source in scopes and any(in_scope(p, scopes[e.source]) for p in deleted))]
+    remaining = []
+    for error in errors:
+        scope = scopes.get(error.source)
+        gone = [p for p in plan.deleted if scope is not None and in_scope(p, scope)]
+        if gone == [scope]:  # a file named on its own, deleted
+            continue
+        if gone and cannot_list(error):
+            plan.deleted = [p for p in plan.deleted if p not in gone]
+            error = replace(error, message=f"{error.message}; the collection's {len(gone):,} "
+                            "file(s) from it are kept", hint=KEPT_HINT)
+        elif gone:  # it lists, without a readable file: its files were removed
+            continue
+        remaining.append(error)
     return plan, remaining
+
+
+KEPT_HINT = ("check the path, mount or credentials; to delete those files' rows, give the "
+             "folder back empty, or ingest with --recreate")

@@ -54,6 +54,16 @@ def input_kind(path: str, settings: InputSettings) -> str | None:
     return None
 
 
+MISSING = "no such file or directory"
+UNLISTABLE = "cannot list input"
+
+
+def cannot_list(error: InputError) -> bool:
+    """Whether ``error`` is ``discover``'s for a named source that does not exist or cannot be
+    listed: what it held is unknown, unlike a folder that lists no readable file."""
+    return error.message == MISSING or error.message.startswith(UNLISTABLE + ":")
+
+
 def discover(paths: list[str], settings: InputSettings) -> tuple[list[SourceFile], list[InputError]]:
     """Expand files, directories (recursively) and globs into readable source files."""
     found: dict[str, SourceFile] = {}
@@ -68,11 +78,10 @@ def discover(paths: list[str], settings: InputSettings) -> tuple[list[SourceFile
             elif fs.exists(root):
                 candidates = {root: fs.info(root)}
             else:
-                errors.append(InputError(given, "", "no such file or directory",
-                                         "check the path or URL"))
+                errors.append(InputError(given, "", MISSING, "check the path or URL"))
                 continue
         except (OSError, ValueError, ImportError) as exc:
-            errors.append(InputError(given, "", f"cannot list input: {exc}",
+            errors.append(InputError(given, "", f"{UNLISTABLE}: {exc}",
                                      "check the URL and that its fsspec backend is installed"))
             continue
         matched = 0

@@ -129,6 +129,10 @@ def quiet_libraries() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     for name in ("distributed", "httpx", "transformers"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Prefect's queue workers, flushing a run's logs and events at exit: "Still processing
+    # items: 3 items remaining..." is their progress, not a fault (a logger per class name).
+    for name in ("APILogWorker", "EventsWorker"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     for name in ("prefect.flow_runs", "prefect.task_runs", "prefect.engine"):
         logging.getLogger(name).addFilter(_NoTracebackForUserErrors())
 
