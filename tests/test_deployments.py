@@ -50,12 +50,16 @@ def served(tmp_path_factory: pytest.TempPathFactory, prefect_harness, model_cach
         "VECPRESS_CHUNK__MAX_TOKENS": "48", "VECPRESS_CHUNK__OVERLAP_TOKENS": "8",
         "VECPRESS_CODEC__PCA_DIM": "32", "VECPRESS_CODEC__PQ_M": "8",
         "VECPRESS_DASK__ADDRESS": dask_address,
-        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
         "PREFECT_RUNNER_POLL_FREQUENCY": "2",
     }
+    # The API named by --api-url only, with Prefect imported before serve takes the URL, as it is
+    # when serve starts its own server (which imports Prefect first): set in the environment
+    # alone, the URL missed Prefect's settings, so the deployments went to an ephemeral server of
+    # serve's own and every run crashed looking for itself on this one.
+    env.pop("PREFECT_API_URL", None)
     log = (root / "serve.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vecpress", "serve", str(inbox), "--collection", COLLECTION,
+        [sys.executable, "-c", PREFECT_IMPORTED_FIRST, "serve", str(inbox), "--collection", COLLECTION,
          "--storage-root", str(root / "data"), "--milvus-uri", str(root / "data" / "milvus.db"),
          "--api-url", str(PREFECT_API_URL.value()), "--cron", "30 3 * * *", "--debounce", "1"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -72,6 +76,10 @@ def served(tmp_path_factory: pytest.TempPathFactory, prefect_harness, model_cach
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+PREFECT_IMPORTED_FIRST = ("import runpy, prefect.context; "
+                          "runpy.run_module('vecpress', run_name='__main__', alter_sys=True)")
 
 
 def _wait_for(check, timeout_s: float, root: Path) -> None:

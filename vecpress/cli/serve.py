@@ -6,7 +6,6 @@ one (the tests do that, and so would a team with a shared Prefect).
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from pathlib import Path
@@ -82,14 +81,20 @@ def serve(
         except PrefectServerError as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(3) from exc
-    os.environ["PREFECT_API_URL"] = api_url  # for this process and the flow runs it starts
+    from vecpress.infra.prefect_server import using_api
+
     stop = threading.Event()
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops as cleanly as Ctrl-C
     # A shell starting this in the background (``cmd &`` in a script, CI) leaves SIGINT ignored,
     # and Python keeps that: Ctrl-C or ``kill -INT`` then did nothing. Stopping is what it means.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        _run(settings, serve_settings, stop, no_watch, server.ui_url if server else api_url)
+        # Prefect read its settings when it was imported: the URL goes into them as well as into
+        # the environment of the flow runs this starts. Set in the environment alone, this
+        # process registered the deployments on a temporary server of its own, and every run it
+        # started crashed looking for itself on this one.
+        with using_api(api_url):
+            _run(settings, serve_settings, stop, no_watch, server.ui_url if server else api_url)
     except KeyboardInterrupt:
         console.print("stopping …")
     finally:
