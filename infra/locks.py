@@ -28,6 +28,23 @@ def lock_path(storage_root: str, collection: str) -> Path:
     return Path(root) / "collections" / f"{collection}.ingest.lock"
 
 
+def held_elsewhere(storage_root: str, collection: str) -> bool:
+    """True when another run holds the collection's ingest lock on this machine's file system
+    (False for an object-store root, whose lease queues the run itself)."""
+    if storage.is_remote(storage_root):
+        return False
+    path = lock_path(storage_root, collection)
+    if not path.exists():
+        return False
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
 @contextmanager
 def collection_lock(storage_root: str, collection: str, timeout_s: float = -1,
                     logger: logging.Logger | logging.LoggerAdapter = log,
