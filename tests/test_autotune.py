@@ -72,6 +72,9 @@ def test_choice_is_the_cheapest_code_meeting_the_target(table, sample) -> None:
     assert codec.report["autotune"]["chosen"]["pq_m"] == tuned.pq_m
     assert codec.refiner.kind == codec.report["refine"] == table.chosen.refine
     assert any("<- chosen" in line for line in table.lines())
+    # a real auto-tune keeps its wording; only the report-only curve says it chose nothing
+    assert table.lines()[0].startswith("auto-tune: recall@10 target 0.6")
+    assert not any("report only" in line or "<- configured" in line for line in table.lines())
     # the index plan serves with the chosen point's rescoring factor and at least its probes
     chosen = codec.report["autotune"]["chosen"] | {"base_vectors": table.base_vectors}
     plan = plan_index(MilvusSettings(uri="http://m:19530"), 1400, tuned.pq_m, 8, tuned=chosen)

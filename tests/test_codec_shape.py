@@ -47,6 +47,14 @@ def test_a_64_d_model_fits_with_default_settings_and_auto_tune() -> None:
     table, lines = recall_curve(sample, settings, MilvusSettings())
     assert table["applied"] is False and table["chosen"]["pq_m"] == codec.report["pq_m"]
     assert {r["pq_m"] for r in table["rows"]} >= {codec.report["pq_m"]} and lines
+    # The curve chose nothing: its lines say it is a report around the configured codec, name
+    # the setting that would let it choose, and mark the configured row, never a "chosen" one.
+    assert "report only" in lines[0] and "codec.recall_target" in lines[0]
+    assert "--recall-target" in lines[0] and not lines[0].startswith("auto-tune")
+    configured = [line for line in lines if line.endswith("<- configured")]
+    assert len(configured) == 1 and f" {codec.report['pq_m']:>4} " in configured[0]
+    assert len(lines) == 2 + len(table["rows"])  # the whole curve: every configuration measured
+    assert not any("chosen" in line or "chose" in line for line in lines)
 
 
 def test_a_dimension_no_default_m_divides_gets_a_divisor() -> None:

@@ -86,18 +86,29 @@ class TuneResult:
         data["chosen"] = asdict(self.chosen) if self.chosen else None
         return data
 
-    def lines(self) -> list[str]:
-        """A plain-text table of the Pareto front and the choice (for logs and the CLI)."""
+    def lines(self, report_only: bool = False) -> list[str]:
+        """A plain-text table of the Pareto front and the choice (for logs and the CLI).
+
+        ``report_only``: this is the recall-vs-bytes curve around a configured codec
+        (``choose.recall_curve``), which chose nothing: it says so, shows every configuration
+        measured and marks the configured one, so that no reader takes it for an auto-tune."""
         budget = f", ≤ {self.latency_budget_ms} ms/query" if self.latency_budget_ms else ""
-        out = [f"auto-tune: recall@{K} target {self.target}{budget}, {self.queries} held-out "
-               f"queries over {self.base_vectors:,} vectors, {len(self.rows)} configurations; "
-               "Pareto front (index + rescoring bytes, recall, latency):",
+        measured = (f"{self.queries} held-out queries over {self.base_vectors:,} vectors, "
+                    f"{len(self.rows)} configurations")
+        if report_only:
+            title = (f"recall@{K} vs bytes around the configured codec (report only; set "
+                     f"codec.recall_target / --recall-target to let it choose): {measured}:")
+        else:
+            title = (f"auto-tune: recall@{K} target {self.target}{budget}, {measured}; "
+                     "Pareto front (index + rescoring bytes, recall, latency):")
+        out = [title,
                f"{'PCA':>5} {'rot':>4} {'M':>4} {'bytes':>6} {'rescoring':>10} {'nprobe':>10} "
                f"{'×r':>4} {'ANN':>7} {'rescored':>9} {'ms/q':>6}"]
-        shown = self.pareto + ([self.chosen] if self.chosen and self.chosen not in self.pareto
-                               else [])
+        shown = self.rows if report_only else self.pareto + (
+            [self.chosen] if self.chosen and self.chosen not in self.pareto else [])
+        label = " <- configured" if report_only else " <- chosen"
         for r in sorted(shown, key=lambda r: (r.bytes, r.ms_per_query)):
-            mark = " <- chosen" if r == self.chosen else ""
+            mark = label if r == self.chosen else ""
             out.append(f"{r.pca_dim:>5} {'yes' if r.rotation else 'no':>4} {r.pq_m:>4} "
                        f"{r.code_bytes:>6} {f'{r.refine} {r.refine_bytes}':>10} "
                        f"{f'{r.nprobe}/{r.nlist}':>10} {r.rescore_factor:>4} "
@@ -105,7 +116,7 @@ class TuneResult:
         if not self.budget_met:
             out.append(f"no configuration ran within {self.latency_budget_ms} ms/query; the "
                        "budget was ignored")
-        if not self.met:
+        if not self.met and not report_only:
             out.append(f"no candidate met {self.target}; chose the highest recall")
         return out
 

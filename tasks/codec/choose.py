@@ -84,7 +84,7 @@ def recall_curve(sample: np.ndarray, codec: CodecSettings, milvus: MilvusSetting
     tuned = autotune(sample, report_grid(codec), milvus, REPORT_TARGET, similarity,
                      CURVE_PQ_TRAINING)
     tuned.chosen = next((r for r in tuned.rows if r.pq_m == codec.pq_m), tuned.chosen)
-    return tuned.to_dict() | {"applied": False}, tuned.lines()
+    return tuned.to_dict() | {"applied": False}, tuned.lines(report_only=True)
 
 
 def outgrown(codec: Codec, rows: int, settings: CodecSettings) -> bool:
