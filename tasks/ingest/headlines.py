@@ -12,7 +12,7 @@ from vecpress.tasks.embed.model_files import model_label
 from vecpress.tasks.ingest.results import StreamResult
 from vecpress.tasks.inputs.records import InputError
 from vecpress.tasks.report.results import CheckResult
-from vecpress.tasks.report.summary import QUARANTINE
+from vecpress.tasks.report.summary import QUARANTINE, percent_text
 
 
 def model_line(artifact: ModelArtifact, seconds: float) -> str:
@@ -52,7 +52,7 @@ def index_line(load: LoadResult, seconds: float) -> str:
 
 
 def check_line(result: CheckResult) -> str:
-    line = f"checks: own text in the top 3 for {result.sanity_self_top3:.0%} of probes"
+    line = f"checks: own text in the top 3 for {percent_text(result.sanity_self_top3)} of probes"
     recall = result.recall.get("recall@10 rescored")
     if recall is not None:
         line += f", recall@10 {recall:.3f} vs exact FP32"

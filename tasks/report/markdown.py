@@ -23,7 +23,7 @@ def summary_rows(summary: IngestSummary) -> list[dict[str, str]]:
             {"what": "rows in Milvus", "value": f"{summary.rows_in_milvus:,}"},
             {"what": "input errors (skipped)", "value": f"{len(summary.errors):,}"}]
     rows += [{"what": f"stage: {s.stage}",
-              "value": f"{s.seconds:.1f} s, {s.items:,} {s.unit}, {s.per_second:,.1f}/s"}
+              "value": f"{s.seconds:.1f} s, {s.items:,} {s.unit}, {s.rate_text()}/s"}
              for s in summary.stages]
     if summary.footprint:
         rows += [{"what": f"bytes per passage, {tier}: {kind}", "value": bytes_text(v)}

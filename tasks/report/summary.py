@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,12 @@ class StageStat:
     @property
     def per_second(self) -> float:
         return self.items / self.seconds if self.seconds > 0 else float("nan")
+
+    def rate_text(self) -> str:
+        """Items a second as the tables print it: "—" for a stage that had no items or took no
+        time (a run that changed nothing), where the rate is no figure at all, never "nan"."""
+        rate = self.per_second
+        return "—" if not self.items or not math.isfinite(rate) else f"{rate:,.1f}"
 
 
 @dataclass
@@ -66,9 +73,12 @@ class IngestSummary:
     errors: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        """The summary as ``--json`` and ``summary.json`` give it: a figure that was not measured
+        (a run with no probes, a stage with no time) is null, not NaN, which is not JSON (jq and
+        strict parsers refused the output of a run that changed nothing)."""
         data = asdict(self)
         data["stages"] = [asdict(s) | {"per_second": s.per_second} for s in self.stages]
-        return data
+        return {key: _finite(value) for key, value in data.items()}
 
     def add_errors(self, errors: list[InputError]) -> None:
         self.errors += [e.to_dict() for e in errors]
@@ -176,13 +186,29 @@ def bytes_text(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
+def _finite(value: object) -> object:
+    """``value`` with every NaN or infinite float, however deep, replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def percent_text(share: float) -> str:
+    """A share as a percentage; "—" when nothing was measured (NaN: a run with no probes)."""
+    return f"{share:.0%}" if math.isfinite(share) else "—"
+
+
 def render(summary: IngestSummary, console: Console | None = None) -> None:
     console = console or Console()
     stages = Table(title=f"vecpress run {summary.run_id} → collection '{summary.collection}'")
     for col in ("stage", "items", "seconds", "items/s"):
         stages.add_column(col, justify="left" if col == "stage" else "right")
     for s in summary.stages:
-        stages.add_row(s.stage, f"{s.items:,} {s.unit}", f"{s.seconds:.1f}", f"{s.per_second:,.1f}")
+        stages.add_row(s.stage, f"{s.items:,} {s.unit}", f"{s.seconds:.1f}", s.rate_text())
     console.print(stages)
 
     if summary.footprint:
@@ -217,7 +243,7 @@ def render(summary: IngestSummary, console: Console | None = None) -> None:
                  f"{summary.codec.get('explained_variance', float('nan')):.1%} of variance")
     facts.add_row("codec", f"{summary.codec.get('codec_id', '?')} ({how}; {shape})")
     facts.add_row("passages over the model window (truncated)", f"{summary.truncated:,}")
-    facts.add_row("sanity: own text found in top 3", f"{summary.sanity_self_top3:.0%}")
+    facts.add_row("sanity: own text found in top 3", percent_text(summary.sanity_self_top3))
     for name, value in summary.recall.items():
         facts.add_row(name, f"{value:.3f}" if isinstance(value, float) else f"{value:,}")
     facts.add_row("input errors (skipped)", f"{len(summary.errors):,}")

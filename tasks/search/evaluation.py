@@ -28,11 +28,20 @@ def exact_topk(queries: np.ndarray, embedding_urls: list[str], k: int,
 
 
 def own_text_hit_rate(searcher: Searcher, passages_url: str, probes: int = 20, k: int = 3) -> float:
-    """Fraction of the first ``probes`` passages of a shard found in the top k by their own text."""
+    """Fraction of the first ``probes`` passages of a shard found in the top k by their own text:
+    the passage itself or another with exactly its text. Copies of one file hold one text under
+    several keys, tied in any search, so which of them ranks first is arbitrary: by key alone
+    they would read as misses although their text is found. The hits carry their texts, so this
+    costs nothing beyond the probes' own searches. NaN for a shard without passages: no probe,
+    nothing measured (not 0%)."""
     table = storage.read_parquet(passages_url, columns=["pk", "text"]).slice(0, probes)
-    hits = searcher.search(table.column("text").to_pylist(), k)
-    own = table.column("pk").to_pylist()
-    return sum(pk in {h.pk for h in row} for pk, row in zip(own, hits, strict=True)) / max(len(own), 1)
+    texts, own = table.column("text").to_pylist(), table.column("pk").to_pylist()
+    if not own:
+        return float("nan")
+    hits = searcher.search(texts, k)
+    found = sum(any(h.pk == pk or h.text == text for h in row)
+                for pk, text, row in zip(own, texts, hits, strict=True))
+    return found / len(own)
 
 
 def held_out_recall(searcher: Searcher, texts: list[str], embedding_urls: list[str],
