@@ -31,6 +31,7 @@ from vecpress.tasks.collection.manifest import Manifest, plan_changes
 from vecpress.tasks.collection.state import new_run_id
 from vecpress.tasks.ingest import headlines
 from vecpress.tasks.ingest.plan import stream_job
+from vecpress.tasks.inputs.eval_queries import read_eval_queries
 from vecpress.tasks.inputs.sources import discover
 from vecpress.tasks.report.summary import IngestSummary, StageStat, bytes_per_vector
 
@@ -59,11 +60,14 @@ def ingest_flow(sources: list[str], settings: Settings, eval_queries: str | None
     log = get_run_logger()
     settings = _with_secret_token(settings)
     storage.configure(settings.storage_root, settings.storage_options)
+    # Read first (it is small and bounded): a bad or missing file is a user error said now, not
+    # after every shard was loaded (exit 2), and the lock is not waited for in vain.
+    queries = read_eval_queries(eval_queries, settings.inputs) if eval_queries else None
     storage.check_root(settings.storage_root)
     with collection_lock(settings.storage_root, settings.collection, logger=log,
                          lease_ttl_s=settings.lease_ttl_s):
         try:
-            summary = _ingest_or_explain(sources, settings, eval_queries, recreate, full)
+            summary = _ingest_or_explain(sources, settings, queries, recreate, full)
         except Exception as exc:
             publish_failure(settings.collection, exc, sources)
             raise
@@ -87,7 +91,7 @@ def _with_secret_token(settings: Settings) -> Settings:
     return settings.model_copy(update={"milvus": milvus.model_copy(update={"token": token})})
 
 
-def _ingest_or_explain(sources: list[str], settings: Settings, eval_queries: str | None,
+def _ingest_or_explain(sources: list[str], settings: Settings, eval_queries: list[str] | None,
                        recreate: bool, full: bool) -> IngestSummary:
     """``_ingest``, with a full storage root said plainly."""
     try:
@@ -101,8 +105,9 @@ def _ingest_or_explain(sources: list[str], settings: Settings, eval_queries: str
         raise
 
 
-def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
+def _ingest(sources: list[str], settings: Settings, eval_queries: list[str] | None,
             recreate: bool, full: bool, retraining: bool = False) -> IngestSummary:
+    """The run itself; ``eval_queries``: the texts of the held-out queries, read up front."""
     log = get_run_logger()
     paths = CollectionPaths(settings.storage_root, settings.collection)
     catalog = Catalog(paths.root)
@@ -217,7 +222,7 @@ def _ingest(sources: list[str], settings: Settings, eval_queries: str | None,
 
 
 def _retrain(catalog: Catalog, build: Build, sources: list[str], settings: Settings,
-             eval_queries: str | None) -> IngestSummary:
+             eval_queries: list[str] | None) -> IngestSummary:
     """Ingest every file of ``build`` (and ``sources``) again into a new build with a new codec."""
     everything = sorted(set(Manifest.from_table(catalog.files(build.build)).entries) | set(sources))
     return _ingest(everything, settings, eval_queries, recreate=True, full=True, retraining=True)

@@ -30,7 +30,7 @@ from vecpress.tasks.embed.per_process import query_embedder
 from vecpress.tasks.embed.published import publish
 from vecpress.tasks.ingest.engine import StreamEngine
 from vecpress.tasks.ingest.results import StreamJob, StreamResult
-from vecpress.tasks.inputs.sources import read_texts, sample_texts
+from vecpress.tasks.inputs.sources import sample_texts
 from vecpress.tasks.report.results import CheckResult
 from vecpress.tasks.search.evaluation import held_out_recall, own_text_hit_rate
 from vecpress.tasks.search.footprint import Footprint, measure_collection
@@ -40,8 +40,6 @@ from vecpress.tasks.search.searcher import Searcher
 
 EVAL_K = 10
 SANITY_PROBES = 20  # passages searched by their own text after every load
-
-
 @task(cache_policy=NONE)
 def prepare_model(settings: Settings, sources: list[str]) -> ModelArtifact:
     """The model's artifact; a first export also checks its fidelity on the sources' text. On an
@@ -97,9 +95,10 @@ def index_stage(settings: Settings, build: Build, codec: Codec) -> tuple[LoadRes
 
 @task(cache_policy=NONE)
 def check_stage(settings: Settings, build: Build, artifact: ModelArtifact, codec: Codec,
-                passages_url: str, embedding_urls: list[str], eval_queries: str | None
+                passages_url: str, embedding_urls: list[str], eval_queries: list[str] | None
                 ) -> CheckResult:
-    """Sanity search (own text in top 3) and, given held-out queries, recall@10 vs exact FP32."""
+    """Sanity search (own text in top 3) and, given held-out queries (their texts, read by
+    ``tasks.inputs.eval_queries`` when the run started), recall@10 vs exact FP32."""
     started = time.perf_counter()
     paths = CollectionPaths(settings.storage_root, settings.collection)
     archives = [a for _, a, _ in live_shards(Catalog(paths.root), build.build)]
@@ -110,7 +109,7 @@ def check_stage(settings: Settings, build: Build, artifact: ModelArtifact, codec
                             search_params(settings.milvus, IndexPlan.from_json(build.index)))
         sanity = own_text_hit_rate(searcher, passages_url, SANITY_PROBES)
         recall = {} if not eval_queries or not embedding_urls else held_out_recall(
-            searcher, read_texts(eval_queries, settings.inputs), embedding_urls, EVAL_K)
+            searcher, eval_queries, embedding_urls, EVAL_K)
     finally:
         store.close()
     queries = int(recall.get("eval queries", 0)) + SANITY_PROBES

@@ -180,3 +180,41 @@ def test_an_ingest_into_a_lite_file_another_process_holds_waits_then_exits_3(cli
     finally:
         holder.close()
     assert _ingest(cli, source, "busy").returncode == 0
+
+
+def test_eval_queries_are_id_and_text_whatever_the_sources_fields_and_checked_first(
+        cli: dict, paragraphs: list[tuple[str, str]]) -> None:
+    """An --eval-queries file is {"id", "text"} per line (README), also when --id-field and
+    --text-field name other fields of the sources: it was read with the sources' names and
+    failed (exit 2, twice said) after the whole load. A bad or missing one exits 2 in one line
+    naming the file and line before anything is loaded."""
+    dump = cli["root"] / "dump.jsonl"
+    dump.write_text("".join(json.dumps({"key": i, "body": t}) + "\n" for i, t in paragraphs[:8]))
+    queries = cli["root"] / "evalq.jsonl"
+    queries.write_text("".join(json.dumps({"id": i, "text": t}) + "\n"
+                               for i, t in paragraphs[100:104]))
+    fields = ("--id-field", "key", "--text-field", "body")
+    result = _ingest(cli, dump, "kbj", *fields, "--eval-queries", str(queries), "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout[result.stdout.index("{\n"):])
+    assert summary["recall"]["eval queries"] == 4 and summary["passages"] == 8, summary
+
+    bad = cli["root"] / "evalq_bad.jsonl"
+    bad.write_text(json.dumps({"id": "q1", "text": "How are log files rotated?"}) + "\n{broken\n")
+    wrong = cli["root"] / "evalq_fields.jsonl"  # the sources' field names: not the documented ones
+    wrong.write_text(json.dumps({"key": "q1", "body": "How are log files rotated?"}) + "\n")
+    for path, where, words in [(bad, "line 2", "malformed JSON"),
+                               (wrong, "line 1", "has no field 'text'"),
+                               (cli["root"] / "evalq_missing.jsonl", "", "no such file")]:
+        result = _ingest(cli, dump, "kbj_bad", *fields, "--eval-queries", str(path))
+        assert result.returncode == 2, result.stderr[-3000:]
+        _one_line_error(result, "evaluation queries", f"{path}{':' + where if where else ''}",
+                        words)
+        assert result.stderr.count(words) == 1, result.stderr[-3000:]  # said once
+        if path is wrong:  # the hint names the file's format, not --text-field
+            said = " ".join(result.stderr.split())  # however the terminal width wrapped it
+            assert '{"id": ..., "text": ...}' in said, result.stderr[-3000:]
+        # Checked before any ingest work: no model export, no build, no Milvus file.
+        assert "model " not in result.stderr and "files:" not in result.stderr, result.stderr
+        assert not (cli["root"] / "data" / "collections" / "kbj_bad").exists()
+        assert not (cli["root"] / "kbj_bad.db").exists()
