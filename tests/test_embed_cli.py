@@ -73,3 +73,36 @@ def test_embed_with_tokeniser_processes(inputs, fp32_artifact, monkeypatch) -> N
     vectors = np.stack(pq.read_table(out).column("embedding").to_numpy(zero_copy_only=False))
     expected = OnnxEmbedder(fp32_artifact).encode([t for _, t in inputs["records"]])
     np.testing.assert_allclose(vectors, expected, atol=2e-5)
+
+
+def test_embed_refuses_an_unsupported_output_before_any_work(inputs, tmp_path) -> None:
+    """The --out suffix was checked only once everything was embedded (then exit 1, a
+    traceback): it is a usage error, exit 2 in one line, before the model is even exported."""
+    cache = tmp_path / "cache"  # nothing is exported into it: the model is never touched
+    out = tmp_path / "vectors.csv"
+    result = vecpress({"model_cache": cache}, "embed", str(inputs["root"] / "in.jsonl"),
+                      "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    assert "unsupported output; use a .parquet or .npy file name" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists() and not cache.exists()
+    # A folder that holds no model is a usage error too (it was a traceback and exit 1).
+    result = vecpress({"model_cache": cache}, "embed", str(inputs["root"] / "in.jsonl"),
+                      "--out", str(tmp_path / "vectors.parquet"), "--model", str(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert "no config.json" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_embed_with_no_usable_record_exits_2_and_writes_nothing(inputs, fp32_artifact,
+                                                                 tmp_path) -> None:
+    """Only bad records: exit 2 in one line (as ingest's "no usable input"), each bad record
+    reported, and no file: an empty one exited 0 and passed for a result."""
+    source = tmp_path / "bad.jsonl"
+    source.write_text('{broken\n{"id": "n", "text": 5}\n')
+    out = tmp_path / "vectors.parquet"
+    result = vecpress(inputs, "embed", str(source), "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "nothing to embed" in result.stderr and "2 input error(s)" in result.stderr
+    assert "line 1: malformed JSON" in result.stderr and "line 2" in result.stderr
+    assert not out.exists()

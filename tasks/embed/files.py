@@ -14,6 +14,7 @@ from vecpress.tasks.embed.embedder import OnnxEmbedder
 from vecpress.tasks.inputs.records import Record
 
 BLOCK = 1024  # records embedded per call; bounds memory and paces the progress bar
+OUTPUT_SUFFIXES = (".parquet", ".npy")  # the files ``write_vectors`` writes
 
 
 def embed_records(records: Iterable[Record], embedder: OnnxEmbedder,
@@ -40,16 +41,23 @@ def embed_records(records: Iterable[Record], embedder: OnnxEmbedder,
     return ids, vectors
 
 
+def check_output(out: Path) -> None:
+    """Raise ``ValueError`` unless ``write_vectors`` can write ``out``: callers check it before
+    embedding anything, so a mistyped file name costs no embedding time."""
+    if out.suffix not in OUTPUT_SUFFIXES:
+        raise ValueError(f"{out}: unsupported output; use a {' or '.join(OUTPUT_SUFFIXES)} "
+                         "file name")
+
+
 def write_vectors(out: Path, ids: list[str], vectors: np.ndarray) -> list[Path]:
     """Parquet (id, embedding) or .npy (+ ``<stem>.ids.txt``, one id per line); returns files."""
+    check_output(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
         np.save(out, vectors)
         id_file = out.with_suffix(".ids.txt")
         id_file.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
         return [out, id_file]
-    if out.suffix != ".parquet":
-        raise ValueError(f"{out}: unsupported output; use a .parquet or .npy file name")
     pq.write_table(pa.table({"id": pa.array(ids, pa.string()),
                              "embedding": numpy_to_fixed_list(vectors, pa.float32())}), out)
     return [out]
