@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 import os
 import shutil
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -281,9 +283,32 @@ def _quantize_int8(src: Path, dst: Path) -> None:
 
     ffn_out = _ffn_output_matmuls(onnx.load(str(src), load_external_data=False))
     keep_fp32 = ffn_out[: (len(ffn_out) + 1) // 2]
-    quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["MatMul", "Attention"], nodes_to_exclude=keep_fp32,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    with _without_preprocessing_advice():
+        quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul", "Attention"], nodes_to_exclude=keep_fp32,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+
+
+class _PreprocessingAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Please consider to run pre-processing")
+
+
+@contextmanager
+def _without_preprocessing_advice() -> Iterator[None]:
+    """ONNX Runtime's quantiser advises, on the root logger, pre-processing meant for image
+    models ("WARNING:root:Please consider to run pre-processing before quantization...") on
+    every int8 export: a user's first int8 run printed it, and its ``logging.warning`` also gave
+    the root logger a stderr handler for good. The recipe above is measured as it is; the
+    advice is dropped, and a handler that prints nothing keeps the root logger as it was."""
+    root, advice, quiet = logging.getLogger(), _PreprocessingAdvice(), logging.NullHandler()
+    root.addFilter(advice)
+    root.addHandler(quiet)
+    try:
+        yield
+    finally:
+        root.removeHandler(quiet)
+        root.removeFilter(advice)
 
 
 def _convert_fp16(src: Path, dst: Path) -> None:
