@@ -151,8 +151,19 @@ def test_a_model_cache_without_the_model_is_a_configuration_error(ws: dict, tmp_
 
 
 def test_another_milvus_uri_is_named_without_retrying(ws: dict, tmp_path: Path) -> None:
+    """A Lite file without the collection is named; a Lite path with no file is too, and is
+    not created (opening it made an empty database there, a read's side effect)."""
+    from vecpress.infra import lite_engine
+
     other = str(tmp_path / "other.db")
     flags = [*ws["args"][:4], "--milvus-uri", other]
+    result = search(ws, "anything", flags=flags)
+    assert result.exit_code == 2
+    line = one_error_line(result.stderr)
+    assert f"there is no Milvus Lite file at {other} to hold '{ws['summary']['build']}'" in line
+    assert "give the same --milvus-uri as the ingest" in line and not Path(other).exists()
+    lite_engine.open_engine(other)  # a Lite file of other collections
+    lite_engine.release(other)
     result = search(ws, "anything", flags=flags)
     assert result.exit_code == 2
     line = one_error_line(result.stderr)

@@ -87,6 +87,10 @@ def open_searcher(settings: Settings) -> Searcher:
     build = _active(settings, catalog)
     first = _snapshot_of(settings, catalog, build, versions)
     settings = located(settings, build)  # its Milvus and model cache, unless set explicitly
+    if settings.milvus.is_lite and not Path(settings.milvus.uri).expanduser().exists():
+        # Opening a Lite path creates an empty database there: a read would leave one behind.
+        raise CollectionNotFoundError(f"there is no Milvus Lite file at {settings.milvus.uri} to hold "
+                                      + _serving(settings, first.collection))
     artifact = _load_artifact(settings.model_cache_dir / build.model_artifact, settings.storage_root)
     embedder = OnnxEmbedder(artifact, settings.model, spin=False)
     try:
@@ -151,7 +155,10 @@ def _check_served(store: MilvusReads, name: str, settings: Settings) -> None:
     """Fail at once, saying which flag to fix, when Milvus does not hold the active build's
     collection (another --milvus-uri than the ingest's): loading it would be retried for 90 s."""
     if not store.has_collection(name):
-        raise CollectionNotFoundError(
-            f"Milvus at {settings.milvus.uri} has no collection '{name}', which serves "
-            f"'{settings.collection}' under {settings.storage_root}; give the same --milvus-uri "
-            "as the ingest")
+        raise CollectionNotFoundError(f"Milvus at {settings.milvus.uri} has no collection "
+                                      + _serving(settings, name))
+
+
+def _serving(settings: Settings, name: str) -> str:
+    return (f"'{name}', which serves '{settings.collection}' under {settings.storage_root}; "
+            "give the same --milvus-uri as the ingest")
