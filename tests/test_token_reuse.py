@@ -181,3 +181,20 @@ def test_chunk_files_rows_are_each_documents_passages_and_an_over_long_id_is_rep
     assert [(r["pk"], r["doc_id"], r["chunk"], r["text"], r[TOKEN_IDS]) for r in rows] == expected
     assert shard.rows == [len(storage.read_parquet(url)) for url in shard.urls]
     assert len(shard.urls) > 1  # shards were cut, and each was cleared after it was written
+
+
+def test_a_file_of_many_bad_records_lists_twenty_and_counts_the_rest(paragraphs, tmp_path) -> None:
+    """``MAX_ERRORS_PER_FILE`` bad records of a file are listed one by one; the rest are one
+    entry that says how many (it said only that there were more: a file of 306 bad records read
+    as 21 errors)."""
+    from vecpress.tasks.ingest.shard_jobs import MAX_ERRORS_PER_FILE
+
+    source = tmp_path / "bad.jsonl"
+    source.write_text("{broken\n" * 306 + json.dumps({"id": "ok", "text": paragraphs[0][1]}) + "\n")
+    src = SourceFile(str(source), source.stat().st_size, "jsonl")
+    shard = chunk_files([src], str(tmp_path / "passages"), InputSettings(), ChunkSettings(),
+                        str(resolve_model_dir(None)), rows_per_shard=64)
+    assert len(shard.errors) == MAX_ERRORS_PER_FILE + 1 and shard.documents == 1
+    assert all("malformed JSON" in e.message for e in shard.errors[:MAX_ERRORS_PER_FILE])
+    assert shard.errors[-1].message == ("286 more bad records in this file were skipped, not "
+                                        "listed (306 in all)")

@@ -133,14 +133,16 @@ def chunk_files(files: list[SourceFile], out_prefix: str, inputs: InputSettings,
                 file_errors += 1
                 if file_errors <= MAX_ERRORS_PER_FILE:
                     result.errors.append(item)
-                elif file_errors == MAX_ERRORS_PER_FILE + 1:
-                    result.errors.append(InputError(src.url, "", "more errors in this file "
-                                                    "were not listed", "fix the ones above first"))
                 continue
             pending.append(item)
             pending_chars += len(item.text)
             if len(pending) >= CHUNK_BATCH_RECORDS or pending_chars >= CHUNK_BATCH_CHARS:
                 chunk_pending()
+        if file_errors > MAX_ERRORS_PER_FILE:  # how many, not only that there were more
+            result.errors.append(InputError(
+                src.url, "", f"{file_errors - MAX_ERRORS_PER_FILE:,} more bad records in this "
+                f"file were skipped, not listed ({file_errors:,} in all)",
+                "fix the ones above first"))
     chunk_pending()
     flush()
     result.seconds = time.perf_counter() - started
