@@ -97,6 +97,43 @@ def kill_group_when(ws: dict, collection: str, loaded_share: float) -> dict[str,
     own_cluster = {k: v for k, v in ws["env"].items() if k != "VECPRESS_DASK__ADDRESS"}
     process = subprocess.Popen(args(ws, collection), env=own_cluster, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pgid = os.getpgid(process.pid)
+    try:
+        _stop_at(ws, collection, process, loaded_share)
+        os.killpg(pgid, signal.SIGKILL)
+        process.wait(timeout=30)
+        _assert_group_gone(pgid)
+    finally:
+        if process.poll() is None:  # a failed check above: nothing of the group is left stopped
+            os.killpg(pgid, signal.SIGKILL)
+            process.wait(timeout=30)
+    return ledger(ws, collection)
+
+
+def interrupt_when(ws: dict, collection: str, loaded_share: float
+                   ) -> subprocess.CompletedProcess:
+    """As ``kill_group_when``, with a terminal's Ctrl-C instead: SIGINT to the whole group (the
+    command and its cluster's workers); the command's exit status and output once it ended."""
+    own_cluster = {k: v for k, v in ws["env"].items() if k != "VECPRESS_DASK__ADDRESS"}
+    command = args(ws, collection)
+    process = subprocess.Popen(command, env=own_cluster, start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pgid = os.getpgid(process.pid)
+    try:
+        _stop_at(ws, collection, process, loaded_share)
+        os.killpg(pgid, signal.SIGINT)
+        os.killpg(pgid, signal.SIGCONT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(pgid, signal.SIGKILL)
+            process.wait(timeout=30)
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+def _stop_at(ws: dict, collection: str, process: subprocess.Popen, loaded_share: float) -> None:
+    """Return with ``process``'s group stopped (SIGSTOP) once ``loaded_share`` of the reference
+    run's shards are loaded, still streaming."""
     target = ws["reference"]["shards"] * loaded_share
     deadline = time.monotonic() + 600
     pgid = os.getpgid(process.pid)
@@ -111,15 +148,10 @@ def kill_group_when(ws: dict, collection: str, loaded_share: float) -> dict[str,
             time.sleep(0.05)
         assert process.poll() is None, "the run finished before it could be killed"
         assert [b["status"] for b in catalog(ws, collection).read("builds").to_pylist()] == [
-            "building"], "the run was past its stream when it was killed"
-        os.killpg(pgid, signal.SIGKILL)
-        process.wait(timeout=30)
-        _assert_group_gone(pgid)
-    finally:
-        if process.poll() is None:  # a failed check above: nothing of the group is left stopped
-            os.killpg(pgid, signal.SIGKILL)
-            process.wait(timeout=30)
-    return ledger(ws, collection)
+            "building"], "the run was past its stream when it was stopped"
+    except BaseException:
+        os.killpg(pgid, signal.SIGCONT)
+        raise
 
 
 def _assert_group_gone(pgid: int) -> None:

@@ -20,6 +20,7 @@ from durable import (
     assert_complete,
     catalog,
     ingest,
+    interrupt_when,
     kill_group_when,
     ledger,
     rows,
@@ -50,6 +51,25 @@ def test_sigkill_of_the_process_group_then_rerun_redoes_only_in_flight_shards(
     assert summary["shards_skipped"] + summary["changes"]["unchanged"] > 0
     assert summary["codec"]["codec_id"] == ws["reference"]["codec"]["codec_id"]  # same sample
     assert_complete(ws, collection)
+
+
+def test_ctrl_c_exits_130_in_one_line_and_the_same_command_resumes(durable_ws: dict) -> None:
+    """A terminal's Ctrl-C (SIGINT to the command and its workers) mid-stream: exit 130 and one
+    line saying that the committed shards are kept and the same command resumes (it printed
+    Prefect's crash line twice, Dask's warnings and exit 130 that no help text named); the same
+    command then completes the collection."""
+    ws = durable_ws
+    stopped = interrupt_when(ws, "interrupted", 0.3)
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr and "Crash detected" not in stopped.stderr
+    last = stopped.stderr.strip().splitlines()[-1]
+    assert last.startswith("interrupted:") and "run the same command again" in last, last
+    rerun = ingest(ws, "interrupted")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    summary = summary_of(rerun)
+    assert summary["shards_skipped"] + summary["changes"]["unchanged"] > 0  # not started over
+    assert summary["passages_embedded"] < ws["reference"]["passages"]
+    assert_complete(ws, "interrupted")
 
 
 def test_a_killed_dask_worker_does_not_fail_the_run(durable_ws: dict) -> None:

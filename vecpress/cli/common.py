@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 console = Console(stderr=True)
 M = TypeVar("M", bound="BaseModel")
 
+INTERRUPTED = 130  # Ctrl-C (SIGINT), as shells report it: 128 + the signal's number
 Collection = Annotated[str, typer.Option("--collection", "-c", help="Milvus collection name.")]
 MilvusUri = Annotated[str | None, typer.Option(help="Milvus Lite .db file or server URI "
                                                      "(default: the one the collection was built "
@@ -165,6 +166,10 @@ def run_ingest(sources: list[str], settings: Settings, eval_queries: str | None,
                          settings.prefect_startup_s), without_flow_heartbeats():
             return ingest_flow(sources=sources, settings=settings, eval_queries=eval_queries,
                                recreate=recreate, full=full)
+    except KeyboardInterrupt:
+        console.print("interrupted: every shard committed so far is kept; run the same command "
+                      "again to resume")
+        raise typer.Exit(INTERRUPTED) from None
     except PrefectServerError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(3) from exc

@@ -56,7 +56,8 @@ def ingest(
     Exit codes: 0 done; 1 --strict and some record was skipped (see the run's
     quarantine.jsonl); 2 a usage or configuration error, or no usable input;
     3 infrastructure unavailable (storage full, Milvus, Prefect or Dask down):
-    fix it and run the same command again to resume.
+    fix it and run the same command again to resume; 130 interrupted (Ctrl-C):
+    run the same command again to resume.
     """
     quiet_libraries()
     settings = settings_from_flags(**{"collection": collection, "milvus.uri": milvus_uri,

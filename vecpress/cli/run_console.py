@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 
 RUN_LINK = "View at "  # how Prefect logs a flow run's URL
-# Prefect's lines about a run's end: a failure is reported by the command itself, once (one line
-# for a user error, the traceback for a bug), so by default they would only repeat it.
-RUN_END = ("Finished in state", "Encountered exception during execution")
+# Prefect's lines about a run's end, a task's failure and a Ctrl-C: the command reports each
+# itself, once (one line for a user error or an interrupt, the traceback for a bug), so by default
+# they would only repeat it (a user error was said twice, a Ctrl-C's crash line twice).
+RUN_END = ("Finished in state", "Encountered exception during execution",
+           "Task run failed with exception", "Crash detected!")
 
 
 class _HeadlinesOnly(logging.Filter):
