@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
@@ -158,6 +159,9 @@ def run_ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     from vecpress.infra.prefect_server import PrefectServerError
 
     run_console.configure(verbose)
+    # A shell that starts the command in the background (`cmd &` in a script, CI) leaves SIGINT
+    # ignored, and Python keeps that: `kill -INT` then did nothing (as in `vecpress serve`).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     busy = wait_for_lite_file(settings, console)
     if busy:
         exit_with(3, busy)
