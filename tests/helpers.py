@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def vecpress(workspace: dict, *args: str) -> subprocess.CompletedProcess:
@@ -58,3 +60,10 @@ def read_inputs(path, settings) -> tuple[list, list]:
         for item in read_records(src, settings):
             (errors if isinstance(item, InputError) else records).append(item)
     return records, errors
+
+
+def write_jsonl_texts(path: Path, texts: list[str], id_prefix: str) -> Path:
+    """A JSONL corpus of ``texts``, one record each, ids ``<id_prefix><n>``."""
+    path.write_text("".join(json.dumps({"id": f"{id_prefix}{i}", "text": t}) + "\n"
+                            for i, t in enumerate(texts)))
+    return path

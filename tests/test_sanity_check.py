@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import write_jsonl_texts
 from rich.console import Console
 
 from vecpress.infra import storage
@@ -37,9 +38,7 @@ def test_copies_of_one_text_are_found_by_their_text(
     texts = list(dict.fromkeys(t for _, t in paragraphs if 80 < len(t) < 300))[:43]
     copied, unique = texts[:3], texts[3:]
     records = [t for t in copied for _ in range(COPIES)] + unique
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"id": f"r{i}", "text": t}) + "\n"
-                              for i, t in enumerate(records)))
+    corpus = write_jsonl_texts(tmp_path / "corpus.jsonl", records, "r")
     root = tmp_path / "root"
     settings = Settings(collection="dups", storage_root=str(root),
                         milvus={"uri": str(root / "dups.db")},

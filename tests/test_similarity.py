@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_jsonl_texts
 
 from vecpress.infra.index_plan import plan_index, replan
 from vecpress.infra.settings import CodecSettings, MilvusSettings, Settings
@@ -85,9 +86,7 @@ def test_hits_score_as_sentence_transformers_similarity(
 
     model = _model_with(tiny_model, tmp_path / similarity, similarity, normalize=False)
     texts = list(dict.fromkeys(t for _, t in paragraphs if 40 < len(t) < 300))[:320]
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"id": f"p{i}", "text": t}) + "\n"
-                              for i, t in enumerate(texts)))
+    corpus = write_jsonl_texts(tmp_path / "corpus.jsonl", texts, "p")
     root = tmp_path / "root"
     settings = Settings(collection="sim", storage_root=str(root),
                         milvus={"uri": str(root / "sim.db")},
