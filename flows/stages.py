@@ -40,6 +40,8 @@ from vecpress.tasks.search.searcher import Searcher
 
 EVAL_K = 10
 SANITY_PROBES = 20  # passages searched by their own text after every load
+
+
 @task(cache_policy=NONE)
 def prepare_model(settings: Settings, sources: list[str]) -> ModelArtifact:
     """The model's artifact; a first export also checks its fidelity on the sources' text. On an

@@ -139,6 +139,13 @@ def quiet_libraries() -> None:
         logging.getLogger(name).addFilter(_NoTracebackForUserErrors())
 
 
+def stop_on_sigint() -> None:
+    """Ctrl-C or ``kill -INT`` stops the command (``KeyboardInterrupt``) even when a shell started
+    it as a background job (``cmd &`` in a script, CI), which leaves SIGINT ignored; Python keeps
+    an ignored disposition, so the signal did nothing and the run went on to its end."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run_ingest(sources: list[str], settings: Settings, eval_queries: str | None,
                recreate: bool, full: bool = False, no_server: bool = False,
                verbose: bool = False) -> IngestSummary:
@@ -159,9 +166,7 @@ def run_ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     from vecpress.infra.prefect_server import PrefectServerError
 
     run_console.configure(verbose)
-    # A shell that starts the command in the background (`cmd &` in a script, CI) leaves SIGINT
-    # ignored, and Python keeps that: `kill -INT` then did nothing (as in `vecpress serve`).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    stop_on_sigint()
     busy = wait_for_lite_file(settings, console)
     if busy:
         exit_with(3, busy)

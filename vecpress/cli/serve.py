@@ -22,6 +22,7 @@ from vecpress.cli.common import (
     local_server_settings,
     quiet_libraries,
     settings_from_flags,
+    stop_on_sigint,
 )
 
 if TYPE_CHECKING:
@@ -85,9 +86,7 @@ def serve(
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops as cleanly as Ctrl-C
-    # A shell starting this in the background (``cmd &`` in a script, CI) leaves SIGINT ignored,
-    # and Python keeps that: Ctrl-C or ``kill -INT`` then did nothing. Stopping is what it means.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    stop_on_sigint()
     try:
         # Prefect read its settings when it was imported: the URL goes into them as well as into
         # the environment of the flow runs this starts. Set in the environment alone, this
