@@ -54,6 +54,10 @@ class InputSettings(BaseModel):
     bytes_per_shard: int = Field(1 << 20, ge=1, description="A shard group closes once its files "
                                  "hold this many bytes (1 MiB): chunking spreads over the workers "
                                  "and a killed run redoes little. One larger file is one group.")
+    max_eval_queries: int = Field(10_000, ge=1, description="Most held-out queries an "
+                                  "--eval-queries file may hold (read before the run; the exact "
+                                  "truth scores each against every passage of a shard): a random "
+                                  "sample of this many measures recall@10 as well.")
 
 
 class ChunkSettings(BaseModel):

@@ -9,6 +9,7 @@ from pathlib import Path
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from helpers import read_inputs
 
 from vecpress.infra.settings import InputSettings
@@ -235,3 +236,20 @@ def test_the_jsonl_fast_path_parses_exactly_as_json_loads() -> None:
         assert _outcome(parse_json_line, line) == _outcome(standard, line)
 
     same()
+
+
+def test_an_eval_queries_file_over_its_bound_is_refused_where_reading_reaches_it(
+        tmp_path: Path) -> None:
+    """``inputs.max_eval_queries`` bounds what is read: a file with one query more is refused,
+    naming the setting, and nothing after that query is read (the malformed line that follows
+    is never reached); at the bound it is read whole."""
+    from vecpress.tasks.inputs.eval_queries import read_eval_queries
+
+    bound = InputSettings(max_eval_queries=1000, id_field="key", text_field="body")
+    lines = [json.dumps({"id": f"q{i}", "text": f"query number {i}"}) for i in range(1001)]
+    path = tmp_path / "queries.jsonl"
+    path.write_text("\n".join([*lines, "{never read"]) + "\n")
+    with pytest.raises(ValueError, match=r"more than 1,000 queries \(inputs.max_eval_queries\)"):
+        read_eval_queries(str(path), bound)
+    path.write_text("\n".join(lines[:1000]) + "\n")
+    assert len(read_eval_queries(str(path), bound)) == 1000  # id/text, whatever the sources use

@@ -16,10 +16,6 @@ from vecpress.infra.settings import InputSettings
 from vecpress.tasks.inputs.records import InputError
 from vecpress.tasks.inputs.sources import discover, read_records
 
-# Held-out queries read for recall@10: the exact FP32 truth scores every query against every
-# passage of a shard at once (memory grows with both), and a random sample of this many measures
-# recall to a fraction of a percent already.
-MAX_EVAL_QUERIES = 10_000
 EVAL_FORMAT = ('an --eval-queries file holds {"id": ..., "text": ...} records, one per line '
                "(or Parquet id and text columns); --id-field and --text-field name the fields "
                "of the sources only")
@@ -32,7 +28,8 @@ def read_eval_queries(url: str, inputs: InputSettings) -> list[str]:
     The file always has the documented fields ``id`` and ``text`` (README), whatever fields the
     sources are read with (``inputs``: they may be a dump with other names; the queries are a
     file of the user's own). Any input error is fatal here (a ``ValueError`` naming the file and
-    line: exit 2), as is a file with no query text or more than ``MAX_EVAL_QUERIES`` queries.
+    line: exit 2), as is a file with no query text or more than ``inputs.max_eval_queries``
+    queries (reading stops there: the exact truth scores each query against every passage).
     """
     settings = inputs.model_copy(update={"id_field": "id", "text_field": "text",
                                          "metadata_fields": []})
@@ -46,11 +43,11 @@ def read_eval_queries(url: str, inputs: InputSettings) -> list[str]:
                 if isinstance(item, InputError):
                     raise _eval_error(item)
                 texts.append(item.text)
-                if len(texts) > MAX_EVAL_QUERIES:
+                if len(texts) > inputs.max_eval_queries:
                     raise ValueError(f"evaluation queries: {url} holds more than "
-                                     f"{MAX_EVAL_QUERIES:,} queries; give at most "
-                                     f"{MAX_EVAL_QUERIES:,} (a random sample of them measures "
-                                     f"recall as well)")
+                                     f"{inputs.max_eval_queries:,} queries "
+                                     "(inputs.max_eval_queries); give a random sample of them, "
+                                     "which measures recall as well, or raise the setting")
     if not texts:
         raise ValueError(f"evaluation queries: {url} holds no query text ({EVAL_FORMAT})")
     return texts
