@@ -248,3 +248,34 @@ def test_saved_codecs_keep_only_what_serving_reads(embeddings: np.ndarray, tmp_p
         np.testing.assert_array_equal(again.project(embeddings[:20]), codec.project(embeddings[:20]))
         np.testing.assert_array_equal(again.encode(embeddings[:20]), codec.encode(embeddings[:20]))
     assert (tmp_path / "exact" / "codec.faiss").stat().st_size < 1024
+
+
+def test_the_reports_plot_is_drawn_beside_the_stream(embeddings: np.ndarray, tmp_path) -> None:
+    """The curve's job (on a worker, while the stream goes on) draws the recall-vs-bytes plot
+    into the run's folder, and the report at the run's end embeds that file instead of drawing
+    it again (matplotlib's import and drawing: ~0.8 s at the end of every first run)."""
+    import base64
+
+    from vecpress.infra.settings import MilvusSettings
+    from vecpress.tasks.ingest.part_jobs import curve_job, fit_codec_job
+    from vecpress.tasks.report.markdown import report_markdown
+    from vecpress.tasks.report.summary import IngestSummary
+
+    url = str(tmp_path / "embeddings-0.parquet")
+    storage.write_parquet(url, pa.table({
+        "pk": np.arange(len(embeddings), dtype=np.int64),
+        "embedding": pa.FixedSizeListArray.from_arrays(embeddings.ravel(), embeddings.shape[1])}))
+    settings, run_dir = CodecSettings(pca_dim=64, pq_m=8), str(tmp_path / "runs" / "r1")
+    fitted = fit_codec_job([url], [len(embeddings)], settings, MilvusSettings(),
+                           str(tmp_path / "codecs"), "cosine", run_dir)
+    assert fitted.curve_due and not (tmp_path / "runs" / "r1").exists()  # no table, no plot yet
+    curve = curve_job([url], [len(embeddings)], settings, MilvusSettings(),
+                      str(tmp_path / "codecs" / fitted.codec_id), "cosine", run_dir)
+    plot = tmp_path / "runs" / "r1" / "recall_vs_bytes.png"
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    plot.write_bytes(b"\x89PNG drawn on the worker")
+    summary = IngestSummary("r1", "c", "lite.db", codec={"codec_id": fitted.codec_id,
+                                                        "autotune": curve.table})
+    markdown = report_markdown(summary, run_dir)
+    assert base64.b64encode(b"\x89PNG drawn on the worker").decode() in markdown
+    assert plot.read_bytes() == b"\x89PNG drawn on the worker"

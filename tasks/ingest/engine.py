@@ -285,8 +285,8 @@ class StreamEngine:
         self.fit_inputs = ([r.embeddings_url for r in parts], [r.rows for r in parts])
         self._submit("fit", "codec", part_jobs.fit_codec_job, *self.fit_inputs,
                      self.settings.codec, self.settings.milvus,
-                     storage.join(self.paths.root, "codecs"),
-                     self.artifact.similarity)  # before the held
+                     storage.join(self.paths.root, "codecs"), self.artifact.similarity,
+                     self.paths.run_dir(self.run_id))  # before the held
         self._embed_all(held)
 
     def _embed_all(self, shards: list[str]) -> None:
@@ -304,7 +304,7 @@ class StreamEngine:
         if fitted.curve_due:  # the report's curve, measured while the shards encode and load
             self._submit("curve", "codec", part_jobs.curve_job, *self.fit_inputs,
                          self.settings.codec, self.settings.milvus, self.codec_dir,
-                         codec.similarity)
+                         codec.similarity, self.paths.run_dir(self.run_id))
         for row in self.ledger.rows.values():
             if row.state == "embedded":
                 self._next(row)

@@ -32,6 +32,7 @@ from vecpress.tasks.embed.published import local_copy
 from vecpress.tasks.ingest.shard_jobs import embed_table
 from vecpress.tasks.inputs.records import InputError
 from vecpress.tasks.inputs.token_sidecar import remove_sidecar, with_sidecar_ids
+from vecpress.tasks.report.plot import save_plot
 from vecpress.tasks.worker_cache import per_worker
 
 OldPart = tuple[str, str, tuple[str, ...]]  # (passages URL, archive URL, sources still wanted)
@@ -229,13 +230,16 @@ class FittedCodec:
 
 
 def fit_codec_job(urls: list[str], rows: list[int], settings: CodecSettings,
-                  milvus: MilvusSettings, codecs_root: str, similarity: str) -> FittedCodec:
+                  milvus: MilvusSettings, codecs_root: str, similarity: str,
+                  run_dir: str) -> FittedCodec:
     """Fit a new collection's codec on a sample of its first FP32 shards, for the model's
-    ``similarity``; save it by its id."""
+    ``similarity``; save it by its id (and an auto-tune's plot in ``run_dir``)."""
     started = time.perf_counter()
     sample = sample_embeddings(urls, rows, settings.sample_size, settings.seed)
     codec, lines = fit_new_codec(sample, settings, milvus, similarity)
     codec.save(storage.join(codecs_root, codec.codec_id))
+    if "autotune" in codec.report:
+        save_plot(codec.report["autotune"], run_dir)
     return FittedCodec(codec.codec_id, lines, time.perf_counter() - started, len(sample),
                        curve_due(codec, len(sample), settings))
 
@@ -248,13 +252,15 @@ class CodecCurve:
 
 
 def curve_job(urls: list[str], rows: list[int], settings: CodecSettings,
-              milvus: MilvusSettings, codec_dir: str, similarity: str) -> CodecCurve:
+              milvus: MilvusSettings, codec_dir: str, similarity: str,
+              run_dir: str) -> CodecCurve:
     """The recall-vs-bytes curve around a codec just fitted on the same sample (the same seed
     draws the same vectors), run beside the encoding and loading; its table joins the codec's
-    report (one atomic write: encoders read only the index)."""
+    report (one atomic write: encoders read only the index), its plot the run's folder."""
     started = time.perf_counter()
     sample = sample_embeddings(urls, rows, settings.sample_size, settings.seed)
     table, lines = recall_curve(sample, settings, milvus, similarity)
     report = storage.read_json(storage.join(codec_dir, "report.json")) | {"autotune": table}
     storage.write_json(storage.join(codec_dir, "report.json"), report)
+    save_plot(table, run_dir)
     return CodecCurve(table, lines, time.perf_counter() - started)

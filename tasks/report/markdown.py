@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 
 from vecpress.infra import storage
-from vecpress.tasks.report.plot import recall_bytes_png
+from vecpress.tasks.report.plot import PLOT_NAME, run_plot
 from vecpress.tasks.report.summary import IngestSummary, bytes_text
 
 
@@ -75,9 +75,8 @@ def _autotune_section(autotune: dict | None, run_dir: str | None) -> list[str]:
                      f"{r.get('nlist', '?')} | {r.get('rescore_factor', '?')} | "
                      f"{r['recall_ann']:.3f} | {r['recall_rescored']:.3f} | "
                      f"{r.get('ms_per_query', 0.0):.2f} |")
-    png = recall_bytes_png(autotune)
+    png = run_plot(autotune, run_dir)
     if run_dir:
-        storage.write_bytes(storage.join(run_dir, "recall_vs_bytes.png"), png)
-        lines += ["", f"Plot saved as `{storage.join(run_dir, 'recall_vs_bytes.png')}`."]
+        lines += ["", f"Plot saved as `{storage.join(run_dir, PLOT_NAME)}`."]
     lines += ["", f"![recall vs bytes](data:image/png;base64,{base64.b64encode(png).decode()})"]
     return lines
