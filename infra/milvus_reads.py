@@ -228,9 +228,14 @@ class MilvusReads:
 
     def metadata_keys(self, name: str, rows: int = 1024) -> set[str]:
         """The metadata keys of about ``rows`` rows drawn from the whole collection: what an
-        error about an unknown key lists. Keys are hashes, so the rows in 64 narrow key windows,
-        sized to hold ``rows`` in all, are a uniform sample; the first rows unfiltered were the
-        first files' only (a corpus whose first files have no front matter listed none)."""
+        error about an unknown key lists."""
+        return {str(key) for found in self.metadata_sample(name, rows) for key in found}
+
+    def metadata_sample(self, name: str, rows: int = 1024) -> list[dict]:
+        """The metadata of about ``rows`` rows drawn from the whole collection. Keys are hashes,
+        so the rows in 64 narrow key windows, sized to hold ``rows`` in all, are a uniform sample;
+        the first rows unfiltered were the first files' only (a corpus whose first files have no
+        front matter listed no keys)."""
         total, windows = self.count(name), 64
         where = ""
         if total > rows:
@@ -242,7 +247,7 @@ class MilvusReads:
             if self._lite is not None else \
             self.client.plain.query(name, filter=where, output_fields=[METADATA], limit=2 * rows,
                                     consistency_level=self.settings.search_consistency)
-        return {str(key) for row in found for key in (row.get(METADATA) or {})}
+        return [row.get(METADATA) or {} for row in found]
 
     # What a collection costs (``tasks.search.footprint``): the backend's own figures.
 

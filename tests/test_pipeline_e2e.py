@@ -30,8 +30,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, paragraphs, model_cache,
     with (src / "corpus.jsonl").open("w") as fh:
         # Metadata of three selectivities for the filtered searches: 50%, 10% and 1%.
         for n, (doc_id, text) in enumerate(corpus):
+            # and a key named like a passage field (source), which filters reach as metadata[].
             fh.write(json.dumps({"id": doc_id, "text": text, "half": n % 2 == 0,
-                                 "team": f"t{n % 10}", "rare": n % 100 == 0}) + "\n")
+                                 "team": f"t{n % 10}", "rare": n % 100 == 0}
+                                | ({"source": "handbook"} if n % 100 == 1 else {})) + "\n")
     # Multi-paragraph Markdown documents: chunked into several passages each.
     for n in range(3):
         body = "\n\n".join(t for _, t in paragraphs[1000 + 40 * n : 1040 + 40 * n])
@@ -248,13 +250,28 @@ def test_filtered_search_returns_only_matches_with_recall_vs_exact_fp32(
         # A key no passage has (a typo) is named with its position and the keys there are.
         with pytest.raises(FilterError, match=r"no passage has the metadata key 'teem' at "
                                               r"position 10 .* keys of this collection .*: "
-                                              r"file_bytes, file_modified, half, rare, team"):
+                                              r"file_bytes, file_modified, half, rare, source, "
+                                              r"team"):
             kb.search("anything", k=3, filter='half and teem == "t7"')
         # An unquoted value reads as a key: the message says how to write a value.
         with pytest.raises(FilterError, match=r"key 't7' at position 8 .*a value is quoted"):
             kb.search("anything", k=3, filter="team = t7 and half")
+        # Two slips that match nothing, said when asked: the bare name source is the passage's
+        # file (the record's own source is metadata["source"]); a number compared with text.
+        assert kb.search("anything", k=3, filter='source == "handbook"') == [[]]
+        assert 'metadata["source"]' in (kb.why_nothing_matched('source == "handbook"') or "")
+        found = kb.search("anything", k=10, filter='metadata["source"] == "handbook"')[0]
+        assert len(found) == sum(m.get("source") == "handbook" for m in metadata) >= 7
+        assert {h.metadata["source"] for h in found} == {"handbook"}
+        assert kb.search("anything", k=3, filter='file_bytes >= "1"') == [[]]
+        assert "'file_bytes' holds numbers" in (kb.why_nothing_matched('file_bytes >= "1"') or "")
+        assert "holds text" in (kb.why_nothing_matched("file_modified > 2020") or "")
+        assert kb.why_nothing_matched("rare == true and half") is None
     finally:
         kb.close()
+    cli = vecpress(workspace, "search", "anything", "--filter", 'source == "handbook"',
+                   *workspace["args"])
+    assert cli.returncode == 0 and 'metadata["source"]' in cli.stderr, cli.stderr
 
 
 def test_framework_retrievers_return_text_score_metadata_within_filters(

@@ -100,6 +100,14 @@ class Collection:
         return self._searcher.search_embeddings(self.embed_queries(texts), k, rescore=rescore,
                                                 filter=filter or "")
 
+    def why_nothing_matched(self, filter: str) -> str | None:
+        """Why ``filter`` may have matched no passage, when a sample of the collection shows a
+        likely slip: a metadata key named like a passage field (``source`` is the passage's file;
+        the record's own is ``metadata["source"]``), or a value of the other kind (``year >=
+        "2020"`` where years are numbers). None otherwise. Reads ~1,000 rows' metadata: ask it
+        after a filtered search came back empty."""
+        return self._searcher.why_nothing_matched(filter)
+
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Query embeddings, float32 [n, dim]: a repeated query comes from the bounded cache
         (``search.query_cache_size``), emptied when the serving build changes."""

@@ -23,7 +23,7 @@ from vecpress.infra.milvus_fields import METADATA
 from vecpress.infra.milvus_reads import OUTPUT_FIELDS, MilvusReads, milvus_errors
 from vecpress.tasks.codec.codec import Codec
 from vecpress.tasks.embed.embedder import OnnxEmbedder
-from vecpress.tasks.search import filters
+from vecpress.tasks.search import filter_hints, filters
 from vecpress.tasks.search.filter_counts import FilterCounts
 from vecpress.tasks.search.rescore_store import RescoreStore
 from vecpress.tasks.similarity import distances, milvus_metric
@@ -140,14 +140,24 @@ class Searcher:
             # the build was switched and dropped meanwhile
             return self._search(self._current(force=True), embeddings, k, rescore, filter)
 
+    def why_nothing_matched(self, filter: str) -> str | None:
+        """Why ``filter`` may have matched no passage: a likely slip (``filter_hints``), or None."""
+        snap = self._current()
+        wanted = self._translate(snap, filter)
+        return None if wanted is None else filter_hints.why_nothing_matched(
+            self.store, snap.collection, wanted)
+
+    def _translate(self, snap: Snapshot, filter: str) -> filters.Filter | None:
+        return filters.translate(filter, self.store.has_field(snap.collection, METADATA),
+                                 self.max_filter_bytes,
+                                 frozenset(self.store.typed_fields(snap.collection)))
+
     def _search(self, snap: Snapshot, embeddings: np.ndarray, k: int, rescore: bool,
                 filter: str = "") -> list[list[Hit]]:
         queries = snap.codec.project_queries(embeddings)
         offsets = snap.codec.query_offsets(embeddings)
         similarity = snap.codec.similarity
-        wanted = filters.translate(filter, self.store.has_field(snap.collection, METADATA),
-                                   self.max_filter_bytes,
-                                   frozenset(self.store.typed_fields(snap.collection)))
+        wanted = self._translate(snap, filter)
         plan = None if wanted is None else filters.plan(
             self.store, snap.collection, wanted, snap.nprobe, self.filter_exact_rows,
             self._known_keys.setdefault(snap.collection, set()), self.counts)

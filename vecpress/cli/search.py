@@ -214,6 +214,7 @@ class _Notices:
         self.collection, self.k, self.filter = collection, k, filter
         self._size: int | None = None
         self._said_size = False
+        self._said_hint = False
 
     def short(self, qid: str, found: int) -> None:
         """Fewer than k results: say why once when the collection is smaller than k, else per
@@ -222,6 +223,11 @@ class _Notices:
             return
         if self.filter:
             _note(f"query '{qid}': only {found} of {self.k} results match the filter")
+            if not found and not self._said_hint:
+                self._said_hint = True
+                hint = self.collection.why_nothing_matched(self.filter)
+                if hint:
+                    _note(f"the filter may not say what you mean: {hint}")
             return
         if self._size is None:
             self._size = self.collection.count()
