@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from pymilvus import MilvusClient, MilvusException
-from tenacity import before_sleep_log, retry_if_exception, stop_after_delay, wait_exponential
+from tenacity import before_sleep_log, retry_if_exception, stop_before_delay, wait_exponential
 from tenacity import retry as retrying
 
 from vecpress.infra.lite_engine import LiteRefusal
@@ -41,8 +41,9 @@ def _transient(exc: BaseException) -> bool:
 def retry_policy(seconds: float) -> Any:
     """Transient Milvus failures (a busy or restarting server) are retried with exponential
     backoff (0.5 s doubling to 8 s) for ``milvus.retry_s`` (90 s): a server restart (~20-30 s)
-    is ridden out; a refused row is not retried."""
-    return retrying(retry=retry_if_exception(_transient), stop=stop_after_delay(seconds),
+    is ridden out; a refused row is not retried. No attempt starts after ``seconds``: a wait
+    that would pass them ends the retries (a 10 s limit took 17 s with the 8 s wait after it)."""
+    return retrying(retry=retry_if_exception(_transient), stop=stop_before_delay(seconds),
                     wait=wait_exponential(multiplier=0.5, max=8), reraise=True,
                     before_sleep=before_sleep_log(log, logging.WARNING))
 

@@ -33,9 +33,9 @@ def lite_open_here(uri: str) -> bool:
     return lite_engine.open_here(uri)
 
 
-def _open_lite(settings: MilvusSettings) -> lite_engine.LiteEngine:
+def _open_lite(settings: MilvusSettings, retry_s: float) -> lite_engine.LiteEngine:
     """The Lite file's engine. A file another process holds is waited for as a server that does
-    not answer is (``milvus.retry_s``), then fails as the ``MilvusException`` pymilvus raised."""
+    not answer is (``retry_s``), then fails as the ``MilvusException`` pymilvus raised."""
     from milvus_lite.exceptions import DataDirLockedError
 
     try:
@@ -52,7 +52,7 @@ def _open_lite(settings: MilvusSettings) -> lite_engine.LiteEngine:
         except DataDirLockedError as exc:
             raise ConnectionConfigException(message=f"Open local milvus failed: {exc}") from exc
 
-    return retry_policy(settings.retry_s)(attempt)()
+    return retry_policy(retry_s)(attempt)()
 
 
 def is_milvus_error(exc: BaseException | None) -> bool:
@@ -77,8 +77,12 @@ class MilvusReads:
     On Milvus Lite the reads go to the engine itself, and the pymilvus client is made on the
     first call that needs it (``client``)."""
 
-    def __init__(self, settings: MilvusSettings) -> None:
+    def __init__(self, settings: MilvusSettings, retry_s: float | None = None) -> None:
+        """``retry_s``: how long a Milvus that does not answer is waited for (connecting, and
+        every retried call); default ``milvus.retry_s``. A search waits less
+        (``search.milvus_wait_s``): it is asked by someone waiting for its answer."""
         self.settings = settings
+        self.retry_s = settings.retry_s if retry_s is None else retry_s
         self._lite: lite_engine.LiteEngine | None = None
         self._client: RetryingClient | None = None
         self._making = threading.Lock()
@@ -87,7 +91,7 @@ class MilvusReads:
             # implement (pymilvus probes AllocTimestamp on upsert); the call itself succeeds.
             logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
             Path(settings.uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-            self._lite = _open_lite(settings)
+            self._lite = _open_lite(settings, self.retry_s)
         else:
             self.client  # noqa: B018 - a server is reached (and waited for) at once
         self._schemas: dict[str, dict[str, Any]] = {}
@@ -103,7 +107,7 @@ class MilvusReads:
 
                     uri = self._lite.uri if self._lite is not None else self.settings.uri
                     self._client = RetryingClient(uri, self.settings.token.get_secret_value(),
-                                                  self.settings.retry_s)
+                                                  self.retry_s)
         return self._client
 
     def close(self) -> None:

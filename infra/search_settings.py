@@ -55,6 +55,10 @@ class SearchSettings(BaseModel):
                                       "count 25k matches). 0: count every time.")
     filter_counts: int = Field(1024, ge=0, description="Filters whose counts are kept (LRU, "
                                "each at most max_filter_bytes).")
+    milvus_wait_s: float = Field(10.0, ge=0, description="How long a search waits for a Milvus "
+                                 "that does not answer (a server down or restarting, a Lite file "
+                                 "another process holds) before it fails (exit 3); ingests wait "
+                                 "milvus.retry_s.")
     query_cache_size: int = Field(10_000, ge=0, description="Query embeddings kept (LRU, ~1.6 KB "
                                   "each at 384 dims) so a repeated query skips the model; emptied "
                                   "when the serving build changes. 0: no cache.")

@@ -171,6 +171,23 @@ def test_another_milvus_uri_is_named_without_retrying(ws: dict, tmp_path: Path) 
     assert "give the same --milvus-uri as the ingest" in line
 
 
+def test_a_milvus_server_that_does_not_answer_fails_the_search_within_its_wait(ws: dict) -> None:
+    """A search waits ``search.milvus_wait_s`` for a Milvus that does not answer, not the 90 s
+    an ingest rides out (``milvus.retry_s``): someone is waiting for its answer."""
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    result = search(ws, "anything", env={"VECPRESS_SEARCH__MILVUS_WAIT_S": "2"},
+                    flags=[*ws["args"][:4], "--milvus-uri", f"http://127.0.0.1:{port}"])
+    assert result.exit_code == 3 and time.monotonic() - started < 20
+    assert one_error_line(result.stderr).startswith(f"error: Milvus at http://127.0.0.1:{port} "
+                                                    "failed: Fail connecting to server")
+
+
 def test_a_milvus_error_is_one_line_and_exit_3(ws: dict, tmp_path: Path) -> None:
     """A Milvus whose collection of that name is another one (8-d vectors): the search fails in
     Milvus itself."""

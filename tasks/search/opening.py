@@ -94,7 +94,8 @@ def open_searcher(settings: Settings) -> Searcher:
     artifact = _load_artifact(settings.model_cache_dir / build.model_artifact, settings.storage_root)
     embedder = OnnxEmbedder(artifact, settings.model, spin=False)
     try:
-        store = MilvusReads(settings.milvus)
+        store = MilvusReads(settings.milvus, min(settings.milvus.retry_s,
+                                                 settings.search.milvus_wait_s))
     except BaseException:
         embedder.close()
         raise
