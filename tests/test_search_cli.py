@@ -97,6 +97,21 @@ def test_an_empty_query_line_names_file_and_line(ws: dict, tmp_path: Path) -> No
     assert "'--queries'" in result.stderr
 
 
+def test_a_query_id_given_twice_names_both_lines(ws: dict, tmp_path: Path) -> None:
+    """Results carry their query's id: two queries of one id could not be told apart."""
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text("".join(json.dumps(q) + "\n" for q in (
+        {"id": "a", "text": "open a socket"}, {"text": "read a file"},
+        {"id": "a", "text": "parse a date"})))
+    result = search(ws, "--queries", str(queries), "--json")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert f"{queries}:3: query id 'a' is also line 1's" in " ".join(result.stderr.split())
+    queries.write_text(queries.read_text().replace('"id": "a", "text": "parse',
+                                                   '"id": "2", "text": "parse'))
+    stderr = search(ws, "--queries", str(queries)).stderr
+    assert "query id '2' is also line 2's" in " ".join(stderr.split())
+
+
 def test_a_queries_file_over_the_search_limits_is_sent_in_batches(ws: dict, tmp_path: Path
                                                                   ) -> None:
     """Eleven queries at k=4 with at most 3 queries and 8 hits per search: six searches of two,

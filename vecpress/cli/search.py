@@ -138,9 +138,16 @@ def _read_queries(path: Path) -> list[tuple[str, str]]:
         raise typer.BadParameter(f"{path}: invalid UTF-8 at byte {exc.start}; re-encode the file "
                                  "as UTF-8", param_hint="'--queries'") from exc
     items = []
+    first_line: dict[str, int] = {}  # id → the line that gave it first
     for number, line in enumerate(lines, start=1):
         if line.strip():
             items.append(_query_line(path, number, line))
+            seen = first_line.setdefault(items[-1][0], number)
+            if seen != number:
+                raise typer.BadParameter(
+                    f"{path}:{number}: query id '{items[-1][0]}' is also line {seen}'s; each "
+                    "result line carries its query's id, so ids must be unique (a line without "
+                    "an id is named by its number)", param_hint="'--queries'")
     if not items:
         raise typer.BadParameter(f"{path} holds no queries; write one {{\"id\", \"text\"}} JSON "
                                  "object per line", param_hint="'--queries'")
