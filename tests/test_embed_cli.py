@@ -62,6 +62,10 @@ def test_export_model_rejects_a_non_model_directory(inputs, tmp_path) -> None:
     result = vecpress(inputs, "export-model", str(tmp_path), "--cache-dir", str(tmp_path / "c"))
     assert result.returncode == 2
     assert "no config.json" in result.stderr
+    missing = tmp_path / "sentence-transformers" / "all-mpnet-base-v2"  # a model id, say
+    result = vecpress(inputs, "export-model", str(missing), "--cache-dir", str(tmp_path / "c"))
+    assert result.returncode == 2
+    assert f"{missing}: no such directory" in " ".join(result.stderr.split())
 
 
 def test_embed_with_tokeniser_processes(inputs, fp32_artifact, monkeypatch) -> None:

@@ -62,6 +62,11 @@ def model_label(model_dir: str | Path) -> str:
 
 def resolve_model_dir(path: str | None) -> Path:
     model_dir = packaged_model_dir() if path is None else Path(path).expanduser().resolve()
+    if not model_dir.is_dir():
+        raise ModelDirError(
+            f"{model_dir}: no such directory; pass a local sentence-transformers model directory "
+            "(the folder that holds modules.json, config.json and the tokenizer files; a Hugging "
+            "Face model id is not fetched)")
     if not (model_dir / "config.json").is_file():
         raise ModelDirError(
             f"{model_dir}: no config.json; pass a local sentence-transformers model directory "
