@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,11 @@ def test_reindex_cli_and_its_errors(archive, tmp_path) -> None:
                                  "--collection", "cli_copy", "--json", *args])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["rows_in_milvus"] == 2 * SHARD
+    table = runner.invoke(app, ["reindex", "--from-archive", str(archive["paths"].root),
+                                "--collection", "cli_table", *args], env={"COLUMNS": "120"})
+    assert table.exit_code == 0, table.output
+    # The index with its parameters (it printed "IVF_SQ8 {}": they were looked for a level up).
+    assert re.search(r"index\s+│\s+IVF_SQ8 \(nlist \d+\)", table.stdout), table.stdout
     bad = runner.invoke(app, ["reindex", "--from-archive", str(tmp_path), "--collection", "x", *args])
     assert bad.exit_code == 2 and "is not a collection directory with a catalog" in \
         " ".join(bad.output.split())

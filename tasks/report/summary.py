@@ -144,6 +144,12 @@ class IngestSummary:
         storage.write_json(storage.join(run_dir, "summary.json"), self.to_dict())
 
 
+def index_text(index: dict) -> str:
+    """A Milvus index as one line: ``IVF_SQ8 (nlist 128)``; ``FLAT`` without parameters."""
+    params = ", ".join(f"{k} {v}" for k, v in (index.get("params") or {}).items())
+    return f"{index.get('index_type', '?')}" + (f" ({params})" if params else "")
+
+
 def index_bytes_per_vector(index_type: str, dim: int, pq_m: int, pq_nbits: int) -> float:
     """Nominal bytes one vector takes in the Milvus index (codes only, without ids or lists)."""
     return {
@@ -233,8 +239,7 @@ def render(summary: IngestSummary, console: Console | None = None) -> None:
         console.print(facts)
         return
     facts.add_row("rows in Milvus", f"{summary.rows_in_milvus:,}")
-    facts.add_row("Milvus index", f"{summary.index.get('index_type', '?')} "
-                  f"{summary.index.get('params', '')}")
+    facts.add_row("Milvus index", index_text(summary.index))
     how = "reused" if summary.codec_reused else "trained"
     if summary.codec.get("kind") == "exact":
         shape = f"whole {summary.codec.get('pca_dim')}-d vectors: {summary.codec.get('reason')}"

@@ -47,6 +47,7 @@ def reindex(
     from vecpress.tasks.collection.reindex import ReindexError
     from vecpress.tasks.collection.reindex import reindex as run_reindex
     from vecpress.tasks.collection.typed_columns import TypedValueError
+    from vecpress.tasks.report.summary import index_text
 
     settings = settings_from_flags(**{"collection": collection, "milvus.uri": milvus_uri,
                                       "storage_root": storage_root,
@@ -72,7 +73,6 @@ def reindex(
                   show_header=False)
     for key in ("milvus_uri", "build", "codec_id", "shards", "rows_written", "rows_in_milvus"):
         table.add_row(key, str(summary[key]))
-    table.add_row("index", f"{summary['index'].get('index_type', '?')} "
-                  f"{ {k: v for k, v in summary['index'].items() if k in ('nlist', 'm', 'nbits')} }")
+    table.add_row("index", index_text(summary["index"]))
     table.add_row("seconds", f"{summary['seconds']:.1f}")
     Console().print(table)
