@@ -12,6 +12,7 @@ from uuid import UUID
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from vecpress.infra.log_marks import HEADLINE, STAGE_LINE
+from vecpress.tasks.ingest.ledger import RunProgress
 
 __all__ = ["HEADLINE", "STAGE_LINE", "PrefectProgress", "StreamProgress"]
 
@@ -41,29 +42,31 @@ class PrefectProgress:
         except Exception:  # progress must never fail the work it reports on
             self.id = None
 
-    def update(self, done: int, total: int, unit: str) -> None:
+    def update(self, done: int, total: int, text: str) -> None:
         if self.id is None:
             return
         try:
             from prefect.artifacts import update_progress_artifact
 
             update_progress_artifact(self.id, 100.0 * done / max(total, 1),
-                                     description=f"vecpress: {self.label} {done:,}/{total:,} {unit}")
+                                     description=f"vecpress: {text}")
         except Exception:
             self.id = None
 
 
 class StreamProgress:
-    """Progress of a streaming run in shards loaded: a rich bar on a terminal, a log line every
-    ``every_s`` seconds, and a progress artifact on the Prefect run (a bar in the UI)."""
+    """Progress of a streaming run (``RunProgress``: passages embedded, shards loaded): a rich bar
+    on a terminal, a log line every ``every_s`` seconds, and a progress artifact on the Prefect
+    run (a bar in the UI)."""
 
     def __init__(self, label: str, every_s: float = 10.0) -> None:
         self.label, self.every_s, self.last = label, every_s, 0.0
         self.log = _logger()
         self.prefect = PrefectProgress(label)
         self.bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), disable=not sys.stderr.isatty(), transient=True)
-        self.task = self.bar.add_task(label, total=None)
+                            TextColumn("{task.description}"), TimeElapsedColumn(),
+                            disable=not sys.stderr.isatty(), transient=True)
+        self.task = self.bar.add_task("", total=None)
 
     def __enter__(self) -> StreamProgress:
         self.bar.start()
@@ -72,11 +75,14 @@ class StreamProgress:
     def __exit__(self, *_: object) -> None:
         self.bar.stop()
 
-    def update(self, done: int, total: int) -> None:
-        self.bar.update(self.task, completed=done, total=total)
-        self.prefect.update(done, total, "shards")
-        if time.monotonic() - self.last >= self.every_s or done == total:
+    def update(self, progress: RunProgress) -> None:
+        total = progress.passages or None
+        self.bar.update(self.task, completed=progress.embedded, total=total,
+                        description=f"{progress.loaded}/{progress.shards} shards loaded")
+        self.prefect.update(progress.embedded, progress.passages, progress.line())
+        done = progress.shards > 0 and progress.loaded == progress.shards
+        if time.monotonic() - self.last >= self.every_s or done:
             # A headline where no bar is drawn (a log file, CI): the bar is the terminal's line.
             extra = HEADLINE if self.bar.disable else {}
-            self.log.info("%s: %d/%d shards", self.label, done, total, extra=extra)
+            self.log.info("%s", progress.line(), extra=extra)
             self.last = time.monotonic()

@@ -61,7 +61,7 @@ def stream_stage(settings: Settings, job: StreamJob, artifact: ModelArtifact,
     catalog = Catalog(CollectionPaths(settings.storage_root, settings.collection).root)
     with dask_client(settings.dask, settings.storage_root, settings.storage_options,
                      job.input_bytes) as (client, cluster), \
-            StreamProgress("shards loaded") as progress:
+            StreamProgress("ingest") as progress:
         where = f"{cluster.kind}: {cluster.workers} worker(s) × {cluster.threads_per_worker} " \
                 "thread(s)"
         dashboard = f" (dashboard {cluster.dashboard})" if cluster.dashboard else ""

@@ -38,7 +38,7 @@ from vecpress.tasks.embed.artifact import ModelArtifact
 from vecpress.tasks.ingest import part_jobs, shard_jobs
 from vecpress.tasks.ingest.codec_sample import CodecSample
 from vecpress.tasks.ingest.groups import shard_id
-from vecpress.tasks.ingest.ledger import Ledger
+from vecpress.tasks.ingest.ledger import Ledger, RunProgress
 from vecpress.tasks.ingest.loads import Loads
 from vecpress.tasks.ingest.part_jobs import OldPart
 from vecpress.tasks.ingest.results import StreamJob, StreamResult
@@ -61,11 +61,11 @@ class StreamEngine:
 
     def __init__(self, client: Client, settings: Settings, catalog: Catalog,
                  artifact: ModelArtifact, threads: int, run_id: str,
-                 on_progress: Callable[[int, int], None] | None = None) -> None:
+                 on_progress: Callable[[RunProgress], None] | None = None) -> None:
         self.client, self.settings, self.catalog = client, settings, catalog
         self.artifact, self.threads, self.run_id = artifact, threads, run_id
         self.paths = CollectionPaths(settings.storage_root, settings.collection)
-        self.on_progress = on_progress or (lambda done, total: None)
+        self.on_progress = on_progress or (lambda progress: None)
         self.store = MilvusStore(settings.milvus)
         self.ledger = Ledger(catalog, run_id)
         self.sample = CodecSample(settings.codec.sample_size, self.ledger)
@@ -142,7 +142,7 @@ class StreamEngine:
         if not self.ledger.commit(force):
             return
         self.loads.committed()
-        self.on_progress(*self.ledger.progress())
+        self.on_progress(self.ledger.progress(self.job.groups))
 
     # --- chunk --------------------------------------------------------------------------------
 
