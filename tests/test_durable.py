@@ -65,6 +65,14 @@ def test_ctrl_c_exits_130_in_one_line_and_the_same_command_resumes(durable_ws: d
     assert "Traceback" not in stopped.stderr and "Crash detected" not in stopped.stderr
     last = stopped.stderr.strip().splitlines()[-1]
     assert last.startswith("interrupted:") and "run the same command again" in last, last
+    # A search meanwhile says that the first ingest did not finish ("no collection" before).
+    search = subprocess.run([*args(ws, "interrupted")[:3], "search", "anything",
+                             *args(ws, "interrupted")[5:11]], env=ws["env"], capture_output=True,
+                            text=True, timeout=120)
+    assert search.returncode == 2, search.stderr
+    said = " ".join(search.stderr.split())
+    assert "collection 'interrupted' has no finished build yet: its first ingest (run " in said
+    assert "run the same vecpress ingest again to finish it" in said
     rerun = ingest(ws, "interrupted")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     summary = summary_of(rerun)

@@ -55,6 +55,11 @@ def _versions(catalog: Catalog) -> tuple[int, ...]:
 
 def _active(settings: Settings, catalog: Catalog) -> Build:
     build = catalog.active()
+    if build is None and (first := catalog.building()) is not None:
+        raise CollectionNotFoundError(
+            f"collection '{settings.collection}' has no finished build yet: its first ingest "
+            f"(run {first.run_id}) is still running or was stopped; run the same vecpress ingest "
+            "again to finish it (what it committed is kept), then search")
     if build is None:
         raise CollectionNotFoundError(
             f"no collection '{settings.collection}' under {settings.storage_root}; ingest first "
