@@ -47,6 +47,7 @@ class ServerState:
     pid: int  # the watcher's, also its process group's
     port: int
     started: float  # time.time()
+    python: str = ""  # the interpreter that started it: its install ("" from before stop 52)
 
     @property
     def ui_url(self) -> str:
@@ -84,6 +85,12 @@ class LocalPrefectServer:
         self.home.mkdir(parents=True, exist_ok=True)
         with FileLock(self.home / "server.lock", timeout=self.settings.startup_s + 30):
             state = self.status()
+            if state is not None and state.python and not Path(state.python).exists():
+                # Started by an install since removed (a deleted checkout or virtualenv): it
+                # answers until a request imports a module lazily, then fails runs midway.
+                _stop_group(state.pid)
+                self.state_path.unlink(missing_ok=True)
+                state = None
             if state is None:
                 state = self._start()
             self.touch()
@@ -128,7 +135,7 @@ class LocalPrefectServer:
                  str(self.settings.port), str(self.settings.idle_stop_s)],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)  # outlives this command, and its Ctrl-C
-        state = ServerState(watcher.pid, self.settings.port, time.time())
+        state = ServerState(watcher.pid, self.settings.port, time.time(), sys.executable)
         # Written before it answers: the watcher, which removes it when it stops the server
         # itself, must never find it missing and then have it written after it stopped.
         self.state_path.write_text(json.dumps(asdict(state)))

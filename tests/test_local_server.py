@@ -86,6 +86,25 @@ def test_two_starts_at_once_share_one_server_that_serves_the_ui_and_stops(home: 
     assert "no local Prefect server ran" in _cli(env, "server", "stop").stderr
 
 
+def test_a_server_started_by_a_removed_install_is_replaced(tmp_path: Path) -> None:
+    """A server whose interpreter is gone (a deleted checkout or virtualenv: CI's clones) answers
+    until a request imports a module lazily; the next start stops it and starts its own."""
+    home, port = tmp_path / "home", free_port()
+    env = _env(home, port)
+    assert _cli(env, "server", "start").returncode == 0
+    [old] = _watchers(home)
+    state = json.loads((home / "state.json").read_text())
+    assert state["python"] == sys.executable
+    (home / "state.json").write_text(json.dumps(state | {"python": str(tmp_path / "gone/python")}))
+    try:
+        again = json.loads(_cli(env, "server", "start", "--json").stdout)
+        assert again["running"] and again["pid"] != old.pid and again["python"] == sys.executable
+        assert _gone(old, 30) and len(_watchers(home)) == 1
+    finally:
+        _cli(env, "server", "stop")
+    assert not _watchers(home)
+
+
 def test_an_ingest_restarts_a_dead_server_and_its_run_link_opens_after_it_exited(
         home: Path, tmp_path: Path, tiny_model: str, model_cache: Path) -> None:
     port = free_port()

@@ -61,7 +61,7 @@ def _print(local: LocalPrefectServer, as_json: bool) -> None:
     state = local.status()
     facts = {"running": state is not None, "home": str(local.home),
              "ui": state.ui_url if state else None, "api": state.api_url if state else None,
-             "pid": state.pid if state else None,
+             "pid": state.pid if state else None, "python": state.python if state else None,
              "idle_s": round(local.idle_s(), 1) if state else None,
              "idle_stop_s": local.settings.idle_stop_s}
     if as_json:
