@@ -78,6 +78,8 @@ def test_two_starts_at_once_share_one_server_that_serves_the_ui_and_stops(home: 
         assert httpx.get(states[0]["ui"], timeout=10).status_code == 200  # the UI answers
         status = json.loads(_cli(env, "server", "status", "--json").stdout)
         assert status["pid"] == states[0]["pid"] and status["ui"] == f"http://127.0.0.1:{port}"
+        said = _cli(env, "server", "status")  # the answer on stdout, as --json's
+        assert said.stdout.startswith(f"local Prefect server: http://127.0.0.1:{port} (pid ")
     finally:
         stopped = _cli(env, "server", "stop")
     assert stopped.returncode == 0 and "stopped" in stopped.stderr

@@ -66,9 +66,9 @@ def _print(local: LocalPrefectServer, as_json: bool) -> None:
              "idle_stop_s": local.settings.idle_stop_s}
     if as_json:
         typer.echo(json.dumps(facts))
-    elif state is None:
-        console.print(f"no local Prefect server runs (home {local.home})")
+    elif state is None:  # the answer to the command: standard output, as --json's
+        typer.echo(f"no local Prefect server runs (home {local.home})")
     else:
-        console.print(f"local Prefect server: {state.ui_url} (pid {state.pid}, up "
-                      f"{time.time() - state.started:.0f} s, idle {facts['idle_s']:.0f} s of "
-                      f"{local.settings.idle_stop_s:.0f} s; home {local.home})")
+        typer.echo(f"local Prefect server: {state.ui_url} (pid {state.pid}, up "
+                   f"{time.time() - state.started:.0f} s, idle {facts['idle_s']:.0f} s of "
+                   f"{local.settings.idle_stop_s:.0f} s; home {local.home})")
