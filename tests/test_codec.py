@@ -279,3 +279,7 @@ def test_the_reports_plot_is_drawn_beside_the_stream(embeddings: np.ndarray, tmp
     markdown = report_markdown(summary, run_dir)
     assert base64.b64encode(b"\x89PNG drawn on the worker").decode() in markdown
     assert plot.read_bytes() == b"\x89PNG drawn on the worker"
+    from vecpress.tasks.report.plot import save_plot
+
+    save_plot({"rows": []}, str(tmp_path / "runs" / "r2"))  # not drawable: the job goes on
+    assert not (tmp_path / "runs" / "r2").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 
 from vecpress.infra import storage
 
@@ -12,8 +13,13 @@ PLOT_NAME = "recall_vs_bytes.png"  # in the run's folder
 def save_plot(autotune: dict, run_dir: str) -> None:
     """Draw the plot into the run's folder where the table is measured: on a worker, beside the
     stream, so that the end of the run does not wait for matplotlib (~0.8 s on 2 cores, its import
-    half of it) before the report is published."""
-    storage.write_bytes(storage.join(run_dir, PLOT_NAME), recall_bytes_png(autotune))
+    half of it) before the report is published. A plot that cannot be drawn or saved fails
+    nothing: the report draws it again (``run_plot``), and a report that fails is only logged."""
+    try:
+        storage.write_bytes(storage.join(run_dir, PLOT_NAME), recall_bytes_png(autotune))
+    except Exception as exc:
+        logging.getLogger("vecpress").warning("recall-vs-bytes plot not drawn beside the run: %s",
+                                              exc)
 
 
 def run_plot(autotune: dict, run_dir: str | None) -> bytes:

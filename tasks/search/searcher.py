@@ -141,11 +141,15 @@ class Searcher:
             return self._search(self._current(force=True), embeddings, k, rescore, filter)
 
     def why_nothing_matched(self, filter: str) -> str | None:
-        """Why ``filter`` may have matched no passage: a likely slip (``filter_hints``), or None."""
+        """Why ``filter`` may have matched no passage: a likely slip (``filter_hints``), or None
+        (also when Milvus cannot be asked: a hint never fails the search it follows)."""
         snap = self._current()
         wanted = self._translate(snap, filter)
-        return None if wanted is None else filter_hints.why_nothing_matched(
-            self.store, snap.collection, wanted)
+        try:
+            return None if wanted is None else filter_hints.why_nothing_matched(
+                self.store, snap.collection, wanted)
+        except milvus_errors():
+            return None
 
     def _translate(self, snap: Snapshot, filter: str) -> filters.Filter | None:
         return filters.translate(filter, self.store.has_field(snap.collection, METADATA),
