@@ -30,7 +30,6 @@ class PrefectProgress:
     """A progress artifact on the current Prefect flow run (shown as a bar in the UI), if any."""
 
     def __init__(self, label: str) -> None:
-        self.label = label
         self.id: UUID | None = None
         try:
             from prefect.artifacts import create_progress_artifact
@@ -60,7 +59,7 @@ class StreamProgress:
     run (a bar in the UI)."""
 
     def __init__(self, label: str, every_s: float = 10.0) -> None:
-        self.label, self.every_s, self.last = label, every_s, 0.0
+        self.every_s, self.last = every_s, 0.0
         self.log = _logger()
         self.prefect = PrefectProgress(label)
         self.bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),

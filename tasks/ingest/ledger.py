@@ -123,7 +123,6 @@ class Ledger:
         """The run's progress over its ``groups``."""
         embedded = sum(r.rows for r in self.rows.values() if r.state != "chunked")
         estimated = any(g.group_id not in self.meta for g in groups)
-        passages = self.expected_rows(groups) if estimated else sum(
-            r.rows for r in self.rows.values())
+        passages = self.expected_rows(groups)  # exact once every group is chunked
         return RunProgress(embedded, max(passages, embedded), estimated,
                            sum(r.state == "loaded" for r in self.rows.values()), len(self.rows))

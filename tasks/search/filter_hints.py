@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 
 from vecpress.infra.milvus_reads import MilvusReads
-from vecpress.tasks.search.filters import FIELDS, METADATA, Filter
+from vecpress.tasks.search.filters import FIELDS, METADATA, Filter, bare_names
 
 # A passage field's meaning, for the hint that a metadata key of that name is shadowed.
 FIELD_MEANING = {"doc_id": "the record's id", "chunk": "the passage's number in its record",
@@ -29,17 +29,11 @@ def why_nothing_matched(store: MilvusReads, collection: str, wanted: Filter) -> 
     """A hint for a filter that matched no passage of ``collection``, or None when the sample
     shows no slip (the filter may simply keep nothing)."""
     sample = store.metadata_sample(collection)
-    hints = [_shadowed(name) for name in sorted(FIELDS & _names(wanted.text))
+    hints = [_shadowed(name) for name in sorted(FIELDS & bare_names(wanted.text))
              if any(name in row for row in sample)]
     hints += [hint for key in wanted.metadata_keys
               if (hint := _other_kind(key, wanted.text, sample)) is not None]
     return "; ".join(hints) or None
-
-
-def _names(text: str) -> set[str]:
-    """The bare names of a filter, outside its strings."""
-    bare = re.sub(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'", " ", text)
-    return set(re.findall(r"(?<![\"\w])[A-Za-z_]\w*", bare))
 
 
 def _shadowed(name: str) -> str:

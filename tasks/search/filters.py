@@ -99,6 +99,11 @@ def translate(text: str, has_metadata: bool, max_bytes: int,
     return Filter(text, "".join(out), tuple(dict.fromkeys(keys)))
 
 
+def bare_names(text: str) -> set[str]:
+    """The names a filter writes outside its strings: fields, keys, keywords and functions."""
+    return {m.group() for m in _TOKEN.finditer(text) if m.lastgroup == "name"}
+
+
 def _membership(tokens: list[re.Match[str]], at: int) -> tuple[bool, list[str], int] | None:
     """``[not] in [v, ...]`` after a metadata key, as (negated, the values, where it ends).
     Milvus Lite takes ``in`` on a field only (``metadata["team"] in [...]`` is refused there), so
