@@ -34,6 +34,9 @@ class SearchSettings(BaseModel):
     max_candidates: int = Field(65_536, ge=16, description="Candidates (k × rescore factor per "
                                 "query) Milvus returns per search call: a larger search is sent "
                                 "in several calls, and one query's are capped at this.")
+    max_query_file_bytes: int = Field(64 << 20, ge=1, description="Bytes of a `vecpress search "
+                                      "--queries` file, which is read whole before any search "
+                                      "(64 MiB: ~100k queries of 600 bytes); split a larger one.")
     max_filter_bytes: int = Field(4096, ge=16, description="UTF-8 bytes of one search's filter "
                                   "expression.")
     filter_exact_rows: int = Field(16_384, ge=0, le=16_384, description="A filter that keeps at "

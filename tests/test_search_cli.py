@@ -112,6 +112,26 @@ def test_a_query_id_given_twice_names_both_lines(ws: dict, tmp_path: Path) -> No
     assert "query id '2' is also line 2's" in " ".join(stderr.split())
 
 
+def test_a_queries_file_over_its_byte_limit_is_refused_before_it_is_read(ws: dict,
+                                                                         tmp_path: Path) -> None:
+    """The file is read whole: one over search.max_query_file_bytes exits 2 naming the setting,
+    without reading it (a sparse 4 GiB file: reading it would take 4 GiB and many seconds)."""
+    import time
+
+    huge = tmp_path / "huge.jsonl"
+    with huge.open("wb") as fh:
+        fh.truncate(4 << 30)
+    started = time.monotonic()
+    result = search(ws, "--queries", str(huge))
+    assert result.exit_code == 2 and time.monotonic() - started < 30
+    said = " ".join(result.stderr.split())
+    assert f"has {4 << 30:,} bytes, over the {64 << 20:,} of search.max_query_file_bytes" in said
+    small = tmp_path / "small.jsonl"
+    small.write_text(json.dumps({"id": "a", "text": "open a socket"}) + "\n")
+    over = search(ws, "--queries", str(small), env={"VECPRESS_SEARCH__MAX_QUERY_FILE_BYTES": "16"})
+    assert over.exit_code == 2 and "split it into smaller files" in " ".join(over.stderr.split())
+
+
 def test_a_queries_file_over_the_search_limits_is_sent_in_batches(ws: dict, tmp_path: Path
                                                                   ) -> None:
     """Eleven queries at k=4 with at most 3 queries and 8 hits per search: six searches of two,

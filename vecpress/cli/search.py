@@ -68,16 +68,15 @@ def search(
 
     Exit codes: 0 ok, 2 usage or configuration error, 3 Milvus unavailable or in use.
     """
-    if query is not None and queries is None:
-        items = _one_query(query)
-    elif queries is not None and query is None:
-        items = _read_queries(queries)
-    else:
+    if (query is None) == (queries is None):
         raise typer.BadParameter("give either a QUERY or --queries FILE")
     quiet_libraries()
     _pyarrow_without_pandas()
     settings = settings_from_flags(**{"collection": collection, "milvus.uri": milvus_uri,
                                       "storage_root": storage_root})
+    # Read once the settings are known: a queries file is bounded by one of them.
+    items = _read_queries(queries, settings.search.max_query_file_bytes) if queries is not None \
+        else _one_query(query or "")
     _check_lengths(items, settings.search.max_query_bytes)
     opened = open_for_search(settings)
     from vecpress.tasks.search.filters import FilterError
@@ -130,8 +129,14 @@ def _one_query(query: str) -> list[tuple[str, str]]:
     return [("query", query)]
 
 
-def _read_queries(path: Path) -> list[tuple[str, str]]:
-    """(id, text) of each query line; any bad line is a usage error naming FILE:LINE."""
+def _read_queries(path: Path, max_bytes: int) -> list[tuple[str, str]]:
+    """(id, text) of each query line; any bad line is a usage error naming FILE:LINE. A file
+    over ``max_bytes`` is refused before it is read (it is read whole)."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise typer.BadParameter(f"{path} has {size:,} bytes, over the {max_bytes:,} of "
+                                 "search.max_query_file_bytes (VECPRESS_SEARCH__MAX_QUERY_FILE_"
+                                 "BYTES); split it into smaller files", param_hint="'--queries'")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
