@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import sys
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
@@ -17,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from vecpress.cli.interrupts import INTERRUPTED, interrupt_taken, stop_on_sigint
 from vecpress.cli.lite_busy import lite_in_use, wait_for_lite_file
 
 if TYPE_CHECKING:
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 console = Console(stderr=True)
 M = TypeVar("M", bound="BaseModel")
 
-INTERRUPTED = 130  # Ctrl-C (SIGINT), as shells report it: 128 + the signal's number
 Collection = Annotated[str, typer.Option("--collection", "-c", help="Milvus collection name.")]
 MilvusUri = Annotated[str | None, typer.Option(help="Milvus Lite .db file or server URI "
                                                      "(default: the one the collection was built "
@@ -139,13 +138,6 @@ def quiet_libraries() -> None:
         logging.getLogger(name).addFilter(_NoTracebackForUserErrors())
 
 
-def stop_on_sigint() -> None:
-    """Ctrl-C or ``kill -INT`` stops the command (``KeyboardInterrupt``) even when a shell started
-    it as a background job (``cmd &`` in a script, CI), which leaves SIGINT ignored; Python keeps
-    an ignored disposition, so the signal did nothing and the run went on to its end."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
 def run_ingest(sources: list[str], settings: Settings, eval_queries: str | None,
                recreate: bool, full: bool = False, no_server: bool = False,
                verbose: bool = False) -> IngestSummary:
@@ -166,7 +158,7 @@ def run_ingest(sources: list[str], settings: Settings, eval_queries: str | None,
     from vecpress.infra.prefect_server import PrefectServerError
 
     run_console.configure(verbose)
-    stop_on_sigint()
+    stop_on_sigint(resend=True)
     busy = wait_for_lite_file(settings, console)
     if busy:
         exit_with(3, busy)
@@ -176,6 +168,7 @@ def run_ingest(sources: list[str], settings: Settings, eval_queries: str | None,
             return ingest_flow(sources=sources, settings=settings, eval_queries=eval_queries,
                                recreate=recreate, full=full)
     except KeyboardInterrupt:
+        interrupt_taken()
         console.print("interrupted: every shard committed so far is kept; run the same command "
                       "again to resume")
         raise typer.Exit(INTERRUPTED) from None

@@ -22,8 +22,8 @@ from vecpress.cli.common import (
     local_server_settings,
     quiet_libraries,
     settings_from_flags,
-    stop_on_sigint,
 )
+from vecpress.cli.interrupts import stop_on_sigint
 
 if TYPE_CHECKING:
     from vecpress.infra.settings import ServeSettings, Settings
