@@ -250,14 +250,14 @@ def test_int8_keeps_the_first_half_of_the_ffn_outputs_in_fp32(tmp_path: Path, pa
     import onnx
 
     caplog.set_level(logging.WARNING)
-    from vecpress.tasks.embed.export import _ffn_output_matmuls
+    from vecpress.tasks.embed.graph_variants import ffn_output_matmuls
 
     model_dir = Path(tiny_model)
     probes = [t for _, t in paragraphs[:32]]
     fp32 = export_model(read_model_spec(model_dir), "fp32", tmp_path / "c", lambda: probes)
     int8 = export_model(read_model_spec(model_dir), "int8", tmp_path / "c", lambda: probes)
     fused = onnx.load(fp32.onnx_path)
-    kept = _ffn_output_matmuls(fused)
+    kept = ffn_output_matmuls(fused)
     assert len(kept) == 1  # one layer: its FFN output is the first half
     graph = onnx.load(int8.onnx_path).graph
     ops = {n.name: n.op_type for n in graph.node}

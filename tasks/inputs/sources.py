@@ -12,19 +12,18 @@ from pathlib import PurePosixPath
 
 import fsspec
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from vecpress.infra.settings import InputSettings
+from vecpress.tasks.inputs.mappings import SeenIds, record_from_mapping
 from vecpress.tasks.inputs.metadata import (
     NO_FILE,
     FileMetadata,
     file_metadata,
     front_matter,
     modified_time,
-    record_metadata,
 )
+from vecpress.tasks.inputs.parquet_input import read_parquet
 from vecpress.tasks.inputs.records import InputError, Record, SourceFile
 from vecpress.tasks.inputs.sniffing import (
     BINARY_HINT,
@@ -37,8 +36,6 @@ from vecpress.tasks.inputs.sniffing import (
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 UTF8_HINT = "re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
-TYPE_HINT = "the text must be a string; convert it, or set --text-field if another field holds the text"
-DUPLICATE_HINT = "give every record a unique id; the later record was skipped"
 BOM = "\ufeff"
 
 
@@ -126,7 +123,7 @@ def read_records(src: SourceFile, settings: InputSettings
         elif src.kind == "jsonl":
             yield from _read_jsonl(src, settings)
         else:
-            yield from _read_parquet(src, settings)
+            yield from read_parquet(src, settings)
     except OSError as exc:
         yield InputError(src.url, "", f"cannot read file: {exc}", "check permissions and storage")
 
@@ -168,7 +165,7 @@ def _read_text(src: SourceFile, settings: InputSettings) -> Iterator[Record | In
 
 def _read_jsonl(src: SourceFile, settings: InputSettings) -> Iterator[Record | InputError]:
     seen_content = False
-    ids = _SeenIds("line")
+    ids = SeenIds("line")
     file = _file(src, settings)
     with fsspec.open(src.url, "rb") as fh:
         unreadable = jsonl_binary(src.url, fh.read(SNIFF_BYTES))
@@ -208,7 +205,7 @@ def _jsonl_record(raw: bytes, number: int, source: str, settings: InputSettings,
     except json.JSONDecodeError as exc:
         return InputError(source, where, f"malformed JSON ({exc.msg}, column {exc.colno})",
                           "fix or remove the line")
-    return _record_from_mapping(obj, source, where, f"{source}#L{number}", settings, file)
+    return record_from_mapping(obj, source, where, f"{source}#L{number}", settings, file)
 
 
 def parse_json_line(line: str) -> object:
@@ -238,145 +235,6 @@ def _holds_float(value: object) -> bool:
     if type(value) is list:
         return any(_holds_float(v) for v in value)
     return type(value) is float
-
-
-class _SeenIds:
-    """The document ids already read from one file, and the line or row each came from.
-
-    A second record with the same id would replace the first one's passages, so the later one is
-    skipped and reported; ids made up from the position (no id given) are unique already.
-    """
-
-    def __init__(self, unit: str) -> None:
-        self.unit = unit
-        self.first: dict[str, int] = {}
-
-    def claim(self, record: Record, number: int, positional_id: str, where: str
-              ) -> Record | InputError:
-        if record.doc_id == positional_id:
-            return record
-        first = self.first.setdefault(record.doc_id, number)
-        if first == number:
-            return record
-        return InputError(record.source, where,
-                          f"id '{record.doc_id}' already used at {self.unit} {first} of this file",
-                          DUPLICATE_HINT)
-
-
-def _json_type(value: object) -> str:
-    """The JSON name of a parsed value's type (users wrote JSON, not Python)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list | tuple):
-        return "a list"
-    return f"a {type(value).__name__}"
-
-
-def _record_from_mapping(
-    obj: object, source: str, where: str, fallback_id: str, settings: InputSettings,
-    file: FileMetadata = NO_FILE,
-) -> Record | InputError | None:
-    field = settings.text_field
-    if not isinstance(obj, dict):
-        return InputError(source, where, f"expected a JSON object, got {_json_type(obj)}",
-                          f'write {{"{settings.id_field}": ..., "{field}": ...}}')
-    if field not in obj:
-        return InputError(source, where, f"record has no field '{field}' (fields: {_names(obj)})",
-                          "set --text-field to the field that holds the text")
-    text = obj[field]
-    if text is None:
-        return InputError(source, where, f"text field '{field}' is null",
-                          "give the record text or remove it")
-    if not isinstance(text, str):
-        return InputError(source, where, f"text field '{field}' is {_json_type(text)}, not a string",
-                          TYPE_HINT)
-    if not text.strip():
-        return None  # an empty document has no passages; nothing is lost by skipping it
-    raw_id = obj.get(settings.id_field)
-    doc_id = fallback_id if raw_id is None else str(raw_id)
-    metadata = record_metadata(obj, source, where, settings, file)
-    if isinstance(metadata, InputError):
-        return metadata
-    return Record(doc_id=doc_id, text=text, source=source, metadata=metadata)
-
-
-def _names(obj: dict, most: int = 10) -> str:
-    """The first field names of a record, for an error that says which fields there are."""
-    names = [str(name) for name in obj][:most]
-    more = ", ..." if len(obj) > most else ""
-    return ", ".join(names) + more if names else "none"
-
-
-def _read_parquet(src: SourceFile, settings: InputSettings) -> Iterator[Record | InputError]:
-    with fsspec.open(src.url, "rb") as fh:
-        try:
-            pf = pq.ParquetFile(fh)
-        except Exception as exc:  # pyarrow raises several types for corrupt files
-            yield InputError(src.url, "", f"not a readable Parquet file: {exc}",
-                             "check that the file is complete")
-            return
-        schema_error = _text_column_error(src.url, pf.schema_arrow, settings.text_field)
-        if schema_error is not None:
-            yield schema_error
-            return
-        names = pf.schema_arrow.names
-        columns = [settings.text_field]
-        if settings.id_field in names:
-            columns.append(settings.id_field)
-        keep = settings.metadata_fields
-        columns += [n for n in names if n not in columns and (keep is None or n in keep)]
-        if pf.metadata.num_rows == 0:
-            yield InputError(src.url, "", "empty file, nothing to index",
-                             "remove the file or give it rows")
-            return
-        yield from _parquet_rows(src.url, pf, columns, settings, _file(src, settings))
-
-
-def _parquet_rows(source: str, pf: pq.ParquetFile, columns: list[str], settings: InputSettings,
-                  file: FileMetadata) -> Iterator[Record | InputError]:
-    ids_seen = _SeenIds("row")
-    row = 0
-    for batch in pf.iter_batches(columns=columns, batch_size=4096):
-        for obj in batch.to_pylist():  # the row's id, text and metadata columns
-            row += 1
-            obj.setdefault(settings.id_field, None)
-            item = _record_from_mapping(obj, source, f"row {row}", f"{source}#R{row}", settings,
-                                        file)
-            if isinstance(item, Record):
-                item = ids_seen.claim(item, row, f"{source}#R{row}", f"row {row}")
-            if item is not None:
-                yield item
-
-
-def _text_column_error(source: str, schema: pa.Schema, field: str) -> InputError | None:
-    """One error for the whole file when its text column is missing or holds no strings (rather
-    than the same error for every row)."""
-    if field not in schema.names:
-        return InputError(source, "schema",
-                          f"no column '{field}' (columns: {', '.join(schema.names)})",
-                          "set --text-field to the column that holds the text")
-    arrow_type = schema.field(field).type
-    if _is_string_type(arrow_type):
-        return None
-    return InputError(source, "schema", f"column '{field}' has type {arrow_type}, expected string",
-                      "cast the column to string, or set --text-field to the column that holds "
-                      "the text")
-
-
-def _is_string_type(arrow_type: pa.DataType) -> bool:
-    """Arrow types whose values read back as Python strings."""
-    if pa.types.is_dictionary(arrow_type):
-        return _is_string_type(arrow_type.value_type)
-    return (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
-            or pa.types.is_string_view(arrow_type))
 
 
 def read_texts(url: str, settings: InputSettings) -> list[str]:
