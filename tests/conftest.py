@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from groups import check, group_of, make_scheduler, order
+from keepalive_probe import finish, start_beside_session
 from leftovers import LEFTOVER_MARK, fail_on_leftovers, note_children, print_report
 
 # No model hub is reachable here, and none must ever be contacted.
@@ -183,6 +184,7 @@ def durable_ws(tmp_path_factory: pytest.TempPathFactory, run_dir: Path, model_ca
 # Fixtures that start a server (or need one): a test using any of them is ``slow``, outside
 # ``make test-fast`` (no servers, no whole CLI runs), whether or not its module says so.
 SERVER_FIXTURES = {"prefect_harness", "milvus_server", "dask_address", "durable_ws"}
+_PROBE: list = []  # the keepalive probe this session started, if any
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -209,11 +211,22 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     return make_scheduler(config, log)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The controller (or a run without xdist) starts the keepalive probe, which only sleeps,
+    beside the session rather than in a worker (tests/keepalive_probe.py)."""
+    if not hasattr(config, "workerinput"):
+        _PROBE[:] = [p for p in [start_beside_session(config.args, config.option.markexpr or "")]
+                     if p is not None]
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """After every fixture is torn down: a process a test started that still runs fails the run
-    (and is killed), whatever it is: a Dask worker, a Prefect or Milvus server, a pool."""
+    (and is killed), whatever it is: a Dask worker, a Prefect or Milvus server, a pool. (The
+    keepalive probe of a session that did not run its test is stopped first.)"""
     if not hasattr(session.config, "workerinput"):  # the controller, or a run without xdist
+        for probe in _PROBE:
+            finish(probe)
         fail_on_leftovers(session)
 
 
