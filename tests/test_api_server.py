@@ -243,6 +243,12 @@ def test_two_collections_one_process_and_api_keys(server: Server, root: Path) ->
         hits = [h for found in shelf.json()["results"] for h in found]
         assert len(hits) == 15 and {h["metadata"]["shelf"] for h in hits} == {1}
         assert all(h["metadata"]["label"] in {f"kb-{i}" for i in (1, 3, 5, 7, 9)} for h in hits)
+        # A filter that keeps nothing because it is a likely slip says why, as the CLI does.
+        slip = client.post("/collections/kb/search", headers=auth(),
+                           json={"queries": kb[:2], "k": 3, "filter": 'shelf == "1"'})
+        assert slip.status_code == 200 and slip.json()["results"] == [[], []], slip.text
+        assert "metadata 'shelf' holds numbers" in slip.json()["note"]
+        assert "note" not in shelf.json()  # only where nothing matched
         for bad, says in (('shelf == "1', "unclosed string at position 10"),
                           ("shlef == 1", "no passage has the metadata key 'shlef'")):
             refused = client.post("/collections/kb/search", headers=auth(),

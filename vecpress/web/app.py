@@ -56,6 +56,9 @@ class HitOut(BaseModel):
 class SearchResponse(BaseModel):
     collection: str
     results: list[list[HitOut]] = Field(description="One ranked list per query, in order.")
+    note: str | None = Field(None, description="Only when a filter matched no passage and looks "
+                             "like a slip: why (a metadata key named like a passage field, a "
+                             "number compared with text or the other way round) and what to write.")
 
 
 class ErrorOut(BaseModel):
@@ -216,6 +219,7 @@ async def _search(served: Served, name: str, request: SearchRequest) -> JSONResp
         raise _overloaded() from None
     try:
         found = await _searched(served, batcher, texts, request, collection)
+        note = await _why_nothing_matched(collection, request.filter, found)
     except BaseException:
         served.budget.release(cost)
         raise
@@ -223,7 +227,16 @@ async def _search(served: Served, name: str, request: SearchRequest) -> JSONResp
         [{"rank": r, "score": round(h.score, 6), "doc_id": h.doc_id, "chunk": h.chunk,
           "source": h.source, "text": h.text, "pk": h.pk, "metadata": h.metadata}
          for r, h in enumerate(hits, 1)]
-        for hits in found]}, lambda: served.budget.release(cost))
+        for hits in found]} | ({"note": note} if note else {}), lambda: served.budget.release(cost))
+
+
+async def _why_nothing_matched(collection: Collection, filter: str | None,
+                               found: list[list[Any]]) -> str | None:
+    """The CLI's note for a filter that kept nothing (``Collection.why_nothing_matched``: ~1,000
+    rows' metadata read once), off the event loop; None when something matched."""
+    if not filter or any(found):
+        return None
+    return await asyncio.to_thread(collection.why_nothing_matched, filter)
 
 
 async def _searched(served: Served, batcher: SearchBatcher, texts: list[str],
