@@ -16,6 +16,7 @@ second finds the first one's server and starts none.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from vecpress.infra import prefect_db
+from vecpress.infra.local_prefect_watch import flows_active
 from vecpress.infra.prefect_server import (
     PrefectServerError,
     configured_api_url,
@@ -40,6 +42,14 @@ from vecpress.infra.prefect_server import (
 from vecpress.infra.settings import LocalServerSettings
 
 STOP_WAIT_S = 20.0
+log = logging.getLogger(__name__)
+
+
+def prefect_version() -> str:
+    """The installed Prefect's version (the server a command starts runs this one)."""
+    from importlib.metadata import version
+
+    return version("prefect")
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,7 @@ class ServerState:
     port: int
     started: float  # time.time()
     python: str = ""  # the interpreter that started it: its install ("" from before stop 52)
+    prefect: str = ""  # the Prefect version it runs ("" from before stop 53)
 
     @property
     def ui_url(self) -> str:
@@ -85,9 +96,7 @@ class LocalPrefectServer:
         self.home.mkdir(parents=True, exist_ok=True)
         with FileLock(self.home / "server.lock", timeout=self.settings.startup_s + 30):
             state = self.status()
-            if state is not None and state.python and not Path(state.python).exists():
-                # Started by an install since removed (a deleted checkout or virtualenv): it
-                # answers until a request imports a module lazily, then fails runs midway.
+            if state is not None and self._replaceable(state):
                 _stop_group(state.pid)
                 self.state_path.unlink(missing_ok=True)
                 state = None
@@ -95,6 +104,24 @@ class LocalPrefectServer:
                 state = self._start()
             self.touch()
             return state.api_url
+
+    @staticmethod
+    def _replaceable(state: ServerState) -> bool:
+        """Whether a running server makes way for one of this install: it was started by an
+        install since removed (a deleted checkout or virtualenv), which answers until a request
+        imports a module lazily and then fails runs midway; or it runs another Prefect version
+        (an upgrade, another virtualenv), whose API this install's client may not match, and no
+        flow run is pending or running on it (a busy one is used, with a warning, until idle)."""
+        if state.python and not Path(state.python).exists():
+            return True
+        if not state.prefect or state.prefect == (ours := prefect_version()):
+            return False
+        if not flows_active(state.port):
+            return True
+        log.warning("the local Prefect server runs Prefect %s and this install has %s; a run "
+                    "is using it, so it is used as it is and replaced once idle (or run "
+                    "`vecpress server stop` between runs)", state.prefect, ours)
+        return False
 
     def idle_s(self) -> float:
         """Seconds since a command last used the server."""
@@ -135,7 +162,8 @@ class LocalPrefectServer:
                  str(self.settings.port), str(self.settings.idle_stop_s)],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)  # outlives this command, and its Ctrl-C
-        state = ServerState(watcher.pid, self.settings.port, time.time(), sys.executable)
+        state = ServerState(watcher.pid, self.settings.port, time.time(), sys.executable,
+                            prefect_version())
         # Written before it answers: the watcher, which removes it when it stops the server
         # itself, must never find it missing and then have it written after it stopped.
         self.state_path.write_text(json.dumps(asdict(state)))

@@ -48,7 +48,7 @@ def _uvicorn(home: Path, port: int) -> subprocess.Popen:
         env=env, stdin=subprocess.DEVNULL)
 
 
-def _flows_active(port: int) -> bool:
+def flows_active(port: int) -> bool:
     """Whether a flow run is pending or running (unknown counts as yes: never stop a busy one)."""
     try:
         answer = httpx.post(f"http://127.0.0.1:{port}/api/flow_runs/count", timeout=5, json={
@@ -85,7 +85,7 @@ def main(home: Path, port: int, idle_stop_s: float) -> int:
         if not started:
             started = time.time() if is_healthy(f"http://127.0.0.1:{port}/api") else 0.0
             continue
-        if _idle_s(home, started) > idle_stop_s and not _flows_active(port):
+        if _idle_s(home, started) > idle_stop_s and not flows_active(port):
             print(f"idle for {idle_stop_s:.0f} s: stopping", flush=True)
             (home / "state.json").unlink(missing_ok=True)
             stop(signal.SIGTERM, None)

@@ -22,7 +22,7 @@ import psutil
 import pytest
 from s3 import free_port
 
-from vecpress.infra.local_prefect import LocalPrefectServer, prefect_api
+from vecpress.infra.local_prefect import LocalPrefectServer, prefect_api, prefect_version
 from vecpress.infra.settings import LocalServerSettings
 
 pytestmark = pytest.mark.slow
@@ -88,20 +88,38 @@ def test_two_starts_at_once_share_one_server_that_serves_the_ui_and_stops(home: 
     assert "no local Prefect server ran" in _cli(env, "server", "stop").stderr
 
 
-def test_a_server_started_by_a_removed_install_is_replaced(tmp_path: Path) -> None:
+def test_a_server_of_a_removed_install_or_another_prefect_is_replaced(tmp_path: Path) -> None:
     """A server whose interpreter is gone (a deleted checkout or virtualenv: CI's clones) answers
-    until a request imports a module lazily; the next start stops it and starts its own."""
+    until a request imports a module lazily; one running another Prefect version may not match
+    this install's client. The next start stops either and starts its own, unless a flow run is
+    using the other version's: that one is used, with a warning."""
     home, port = tmp_path / "home", free_port()
     env = _env(home, port)
     assert _cli(env, "server", "start").returncode == 0
     [old] = _watchers(home)
     state = json.loads((home / "state.json").read_text())
-    assert state["python"] == sys.executable
+    assert state["python"] == sys.executable and state["prefect"] == prefect_version()
     (home / "state.json").write_text(json.dumps(state | {"python": str(tmp_path / "gone/python")}))
     try:
         again = json.loads(_cli(env, "server", "start", "--json").stdout)
         assert again["running"] and again["pid"] != old.pid and again["python"] == sys.executable
         assert _gone(old, 30) and len(_watchers(home)) == 1
+        [old] = _watchers(home)
+        state = json.loads((home / "state.json").read_text())
+        (home / "state.json").write_text(json.dumps(state | {"prefect": "3.0.0"}))
+        again = json.loads(_cli(env, "server", "start", "--json").stdout)
+        assert again["pid"] != old.pid and again["prefect"] == prefect_version()
+        assert _gone(old, 30)
+        [busy] = _watchers(home)
+        api = f"http://127.0.0.1:{port}/api"
+        flow = httpx.post(f"{api}/flows/", json={"name": "elsewhere"}).json()["id"]
+        httpx.post(f"{api}/flow_runs/", json={"flow_id": flow, "state": {"type": "RUNNING"}}
+                   ).raise_for_status()
+        state = json.loads((home / "state.json").read_text())
+        (home / "state.json").write_text(json.dumps(state | {"prefect": "3.0.0"}))
+        kept = _cli(env, "server", "start", "--json")
+        assert json.loads(kept.stdout)["pid"] == busy.pid and busy.is_running()
+        assert "runs Prefect 3.0.0" in kept.stderr and "replaced once idle" in kept.stderr
     finally:
         _cli(env, "server", "stop")
     assert not _watchers(home)

@@ -62,6 +62,7 @@ def _print(local: LocalPrefectServer, as_json: bool) -> None:
     facts = {"running": state is not None, "home": str(local.home),
              "ui": state.ui_url if state else None, "api": state.api_url if state else None,
              "pid": state.pid if state else None, "python": state.python if state else None,
+             "prefect": state.prefect if state else None,
              "idle_s": round(local.idle_s(), 1) if state else None,
              "idle_stop_s": local.settings.idle_stop_s}
     if as_json:
@@ -69,6 +70,7 @@ def _print(local: LocalPrefectServer, as_json: bool) -> None:
     elif state is None:  # the answer to the command: standard output, as --json's
         typer.echo(f"no local Prefect server runs (home {local.home})")
     else:
-        typer.echo(f"local Prefect server: {state.ui_url} (pid {state.pid}, up "
+        typer.echo(f"local Prefect server: {state.ui_url} (pid {state.pid}, Prefect "
+                   f"{state.prefect or '?'}, up "
                    f"{time.time() - state.started:.0f} s, idle {facts['idle_s']:.0f} s of "
                    f"{local.settings.idle_stop_s:.0f} s; home {local.home})")
