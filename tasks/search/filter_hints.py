@@ -22,7 +22,12 @@ from vecpress.tasks.search.filters import FIELDS, METADATA, Filter, bare_names
 FIELD_MEANING = {"doc_id": "the record's id", "chunk": "the passage's number in its record",
                  "text": "the passage's text", "source": "the file it came from",
                  "codec_id": "the codec that compressed it", "pk": "its primary key"}
-_COMPARED = r"\b{key}\s*(?:==|!=|<=|>=|<|>)\s*(?P<value>\"|'|-?\d)"
+# ``key op value`` or ``value op key``, the key bare or as metadata["key"]; the value's first
+# character says its kind (a quote: text; a digit or minus sign: a number).
+_KEY = r"(?:\b{key}\b|\bmetadata\[\s*[\"']{key}[\"']\s*\])"
+_OP = r"\s*(?:==|!=|<=|>=|<|>)\s*"
+_COMPARED = (_KEY + _OP + r"(?P<value>[\"']|-?\d)",
+             r"(?:^|[\s(])(?P<value>[\"']|-?\d)(?:[^\"'\s=!<>]*|[^\"']*[\"'])" + _OP + _KEY)
 
 
 def why_nothing_matched(store: MilvusReads, collection: str, wanted: Filter) -> str | None:
@@ -32,7 +37,7 @@ def why_nothing_matched(store: MilvusReads, collection: str, wanted: Filter) -> 
     hints = [_shadowed(name) for name in sorted(FIELDS & bare_names(wanted.text))
              if any(name in row for row in sample)]
     hints += [hint for key in wanted.metadata_keys
-              if (hint := _other_kind(key, wanted.text, sample)) is not None]
+              if (hint := other_kind(key, wanted.text, sample)) is not None]
     return "; ".join(hints) or None
 
 
@@ -41,10 +46,11 @@ def _shadowed(name: str) -> str:
             f"records' metadata key of that name is {METADATA}[\"{name}\"]")
 
 
-def _other_kind(key: str, text: str, sample: list[dict]) -> str | None:
+def other_kind(key: str, text: str, sample: list[dict]) -> str | None:
     """The hint for ``key`` compared with a quoted value while its values are numbers, or with
     a number while they are text; None when neither."""
-    compared = re.search(_COMPARED.format(key=re.escape(key)), text)
+    compared = next((m for pattern in _COMPARED
+                     if (m := re.search(pattern.format(key=re.escape(key)), text))), None)
     values = [row[key] for row in sample if key in row]
     if compared is None or not values:
         return None
