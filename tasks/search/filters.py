@@ -104,6 +104,13 @@ def bare_names(text: str) -> set[str]:
     return {m.group() for m in _TOKEN.finditer(text) if m.lastgroup == "name"}
 
 
+def words(text: str) -> list[tuple[str, str]]:
+    """A filter's tokens other than spaces, as (kind, token): kind is string (quotes kept),
+    number (unsigned), name or other (one character: an operator's, a bracket)."""
+    return [(m.lastgroup or "other", m.group()) for m in _TOKEN.finditer(text)
+            if not m.group().isspace()]
+
+
 def _membership(tokens: list[re.Match[str]], at: int) -> tuple[bool, list[str], int] | None:
     """``[not] in [v, ...]`` after a metadata key, as (negated, the values, where it ends).
     Milvus Lite takes ``in`` on a field only (``metadata["team"] in [...]`` is refused there), so
