@@ -24,8 +24,7 @@ import posixpath
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -49,16 +48,14 @@ class BulkImportTimeoutError(TimeoutError):
 UNFINISHED = ("Pending", "Started", "Persisted")
 
 
-@contextmanager
-def _orm_calls() -> Iterator[None]:
-    """pymilvus 3 marks its ORM calls (``connections``, ``utility``) for removal in 3.1 with a
-    FutureWarning on every call, which a user's terminal would show once per import. Its
-    MilvusClient has no bulk insert over the gRPC API a 2.3 server offers (its ``bulk_import``
-    needs the REST API of 2.4+), so these calls stay, and pyproject.toml keeps pymilvus below
-    3.1; tests turn the warning into an error, so no other ORM call can creep in."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*ORM-style PyMilvus API", category=FutureWarning)
-        yield
+# pymilvus 3 marks its ORM calls (``connections``, ``utility``) for removal in 3.1 with a
+# FutureWarning on every call, which a user's terminal would show once per import. Its MilvusClient
+# has no bulk insert over the gRPC API a 2.3 server offers (its ``bulk_import`` needs the REST API
+# of 2.4+), so these calls stay and pyproject.toml keeps pymilvus below 3.1. One filter for this
+# module's calls, set once: a ``catch_warnings`` around each call would race between a worker's
+# threads (it swaps the process's filter list). Tests turn the warning into an error elsewhere.
+warnings.filterwarnings("ignore", message=".*ORM-style PyMilvus API", category=FutureWarning,
+                        module=r"vecpress\.infra\.milvus_bulk")
 
 
 def server_path(url: str) -> str:
@@ -82,21 +79,18 @@ class BulkImporter:
             raise ValueError("milvus.bulk_dir is not set")
         self.settings, self.alias = settings, f"vecpress-bulk-{uuid.uuid4().hex[:8]}"
         token = settings.token.get_secret_value()
-        with _orm_calls():
-            connections.connect(alias=self.alias, uri=settings.uri,
-                                **({"token": token} if token else {}))
+        connections.connect(alias=self.alias, uri=settings.uri,
+                            **({"token": token} if token else {}))
 
     def close(self) -> None:
         from pymilvus import connections
 
-        with _orm_calls():
-            connections.disconnect(self.alias)
+        connections.disconnect(self.alias)
 
     def _tasks(self, collection: str) -> list:
         from pymilvus import utility
 
-        with _orm_calls():
-            return utility.list_bulk_insert_tasks(collection_name=collection, using=self.alias)
+        return utility.list_bulk_insert_tasks(collection_name=collection, using=self.alias)
 
     def wait_for_imports(self, collection: str) -> None:
         """Return once no import into ``collection`` is unfinished (a killed run's may be): the
@@ -127,9 +121,8 @@ class BulkImporter:
                 storage.makedirs(posixpath.dirname(url))
                 with fs.open(path, "wb") as fh:
                     pq.write_table(table, fh)
-                with _orm_calls():
-                    task = utility.do_bulk_insert(collection, files=[path_for_server],
-                                                  using=self.alias)
+                task = utility.do_bulk_insert(collection, files=[path_for_server],
+                                              using=self.alias)
             return self._wait(task, url)
         except MilvusException as exc:
             raise BulkImportError(f"Milvus refused to import {url}: {exc}") from exc
@@ -142,8 +135,7 @@ class BulkImporter:
 
         deadline = time.monotonic() + self.settings.bulk_timeout_s
         while True:
-            with _orm_calls():
-                state = utility.get_bulk_insert_state(task, using=self.alias)
+            state = utility.get_bulk_insert_state(task, using=self.alias)
             if state.state_name == "Completed":
                 return int(state.row_count)
             if state.state_name.startswith("Failed"):  # nothing of it is visible
