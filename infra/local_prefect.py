@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from filelock import FileLock
@@ -42,6 +42,9 @@ from vecpress.infra.prefect_server import (
 from vecpress.infra.settings import LocalServerSettings
 
 STOP_WAIT_S = 20.0
+# A server of another Prefect version is replaced only once unused this long: a command that has
+# just been given its address may not have created its flow run yet.
+REPLACE_IDLE_S = 30.0
 log = logging.getLogger(__name__)
 
 
@@ -58,7 +61,9 @@ class ServerState:
     port: int
     started: float  # time.time()
     python: str = ""  # the interpreter that started it: its install ("" from before stop 52)
-    prefect: str = ""  # the Prefect version it runs ("" from before stop 53)
+    # The Prefect version it runs ("" from before stop 53). Kept in its own file beside
+    # state.json: installs of stop 52 and before read state.json with these fields only.
+    prefect: str = ""
 
     @property
     def ui_url(self) -> str:
@@ -76,6 +81,7 @@ class LocalPrefectServer:
         self.settings = settings
         self.home = settings.home_path
         self.state_path = self.home / "state.json"
+        self.version_path = self.home / "prefect_version"
         self.log_path = self.home / "server.log"
         self.used_path = self.home / "last_used"
 
@@ -105,8 +111,7 @@ class LocalPrefectServer:
             self.touch()
             return state.api_url
 
-    @staticmethod
-    def _replaceable(state: ServerState) -> bool:
+    def _replaceable(self, state: ServerState) -> bool:
         """Whether a running server makes way for one of this install: it was started by an
         install since removed (a deleted checkout or virtualenv), which answers until a request
         imports a module lazily and then fails runs midway; or it runs another Prefect version
@@ -116,10 +121,10 @@ class LocalPrefectServer:
             return True
         if not state.prefect or state.prefect == (ours := prefect_version()):
             return False
-        if not flows_active(state.port):
+        if self.idle_s() > REPLACE_IDLE_S and not flows_active(state.port):
             return True
         log.warning("the local Prefect server runs Prefect %s and this install has %s; a run "
-                    "is using it, so it is used as it is and replaced once idle (or run "
+                    "may be using it, so it is used as it is and replaced once idle (or run "
                     "`vecpress server stop` between runs)", state.prefect, ours)
         return False
 
@@ -166,7 +171,9 @@ class LocalPrefectServer:
                             prefect_version())
         # Written before it answers: the watcher, which removes it when it stops the server
         # itself, must never find it missing and then have it written after it stopped.
-        self.state_path.write_text(json.dumps(asdict(state)))
+        self.version_path.write_text(f"{state.prefect} {state.pid}")  # whose version it is
+        self.state_path.write_text(json.dumps({k: v for k, v in asdict(state).items()
+                                               if k != "prefect"}))
         if not wait_for_health(state.api_url, self.settings.startup_s, process=watcher,
                                interval_s=0.25):
             if watcher.poll() is None:
@@ -179,10 +186,18 @@ class LocalPrefectServer:
         return state
 
     def _read_state(self) -> ServerState | None:
+        """The state file's server (fields a later install added are ignored), or None."""
         try:
-            return ServerState(**json.loads(self.state_path.read_text()))
-        except (OSError, ValueError, TypeError):
+            saved = json.loads(self.state_path.read_text())
+            known = {f.name for f in fields(ServerState)} - {"prefect"}
+            state = ServerState(**{k: v for k, v in saved.items() if k in known})
+        except (OSError, ValueError, TypeError, AttributeError):
             return None
+        try:
+            version, pid = self.version_path.read_text().split()
+        except (OSError, ValueError):
+            return state
+        return replace(state, prefect=version) if pid == str(state.pid) else state
 
 
 @contextmanager

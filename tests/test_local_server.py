@@ -98,15 +98,19 @@ def test_a_server_of_a_removed_install_or_another_prefect_is_replaced(tmp_path: 
     assert _cli(env, "server", "start").returncode == 0
     [old] = _watchers(home)
     state = json.loads((home / "state.json").read_text())
-    assert state["python"] == sys.executable and state["prefect"] == prefect_version()
+    assert state["python"] == sys.executable and "prefect" not in state  # stop 52's fields only
+    assert (home / "prefect_version").read_text() == f"{prefect_version()} {old.pid}"
     (home / "state.json").write_text(json.dumps(state | {"python": str(tmp_path / "gone/python")}))
     try:
         again = json.loads(_cli(env, "server", "start", "--json").stdout)
         assert again["running"] and again["pid"] != old.pid and again["python"] == sys.executable
         assert _gone(old, 30) and len(_watchers(home)) == 1
         [old] = _watchers(home)
-        state = json.loads((home / "state.json").read_text())
-        (home / "state.json").write_text(json.dumps(state | {"prefect": "3.0.0"}))
+        (home / "prefect_version").write_text(f"3.0.0 {old.pid}")
+        kept = _cli(env, "server", "start", "--json")  # just used: a command may be setting up
+        assert json.loads(kept.stdout)["pid"] == old.pid and "runs Prefect 3.0.0" in kept.stderr
+        idle = time.time() - 60
+        os.utime(home / "last_used", (idle, idle))
         again = json.loads(_cli(env, "server", "start", "--json").stdout)
         assert again["pid"] != old.pid and again["prefect"] == prefect_version()
         assert _gone(old, 30)
@@ -115,8 +119,8 @@ def test_a_server_of_a_removed_install_or_another_prefect_is_replaced(tmp_path: 
         flow = httpx.post(f"{api}/flows/", json={"name": "elsewhere"}).json()["id"]
         httpx.post(f"{api}/flow_runs/", json={"flow_id": flow, "state": {"type": "RUNNING"}}
                    ).raise_for_status()
-        state = json.loads((home / "state.json").read_text())
-        (home / "state.json").write_text(json.dumps(state | {"prefect": "3.0.0"}))
+        (home / "prefect_version").write_text(f"3.0.0 {busy.pid}")
+        os.utime(home / "last_used", (idle, idle))
         kept = _cli(env, "server", "start", "--json")
         assert json.loads(kept.stdout)["pid"] == busy.pid and busy.is_running()
         assert "runs Prefect 3.0.0" in kept.stderr and "replaced once idle" in kept.stderr
