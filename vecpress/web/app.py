@@ -8,6 +8,7 @@ too much waits, 504 past the deadline). Milvus failing is 503 with its reason.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -25,6 +26,8 @@ from vecpress.tasks.search.filters import translate
 from vecpress.tasks.search.limits import check_search
 from vecpress.web.guards import NO_KEY, Guard, KeyCheck, Receive, Scope, Send
 from vecpress.web.served import Served
+
+log = logging.getLogger(__name__)
 
 
 class SearchRequest(BaseModel):
@@ -236,7 +239,11 @@ async def _why_nothing_matched(collection: Collection, filter: str | None,
     rows' metadata read once), off the event loop; None when something matched."""
     if not filter or any(found):
         return None
-    return await asyncio.to_thread(collection.why_nothing_matched, filter)
+    try:
+        return await asyncio.to_thread(collection.why_nothing_matched, filter)
+    except Exception:  # a hint never fails the search it follows
+        log.warning("no filter hint for %r", filter, exc_info=True)
+        return None
 
 
 async def _searched(served: Served, batcher: SearchBatcher, texts: list[str],
