@@ -236,4 +236,6 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    for probe in _PROBE:  # also where no session ran (``pytest --markers``)
+        finish(probe)
     print_report()

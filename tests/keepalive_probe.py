@@ -43,10 +43,11 @@ def start_beside_session(args: list[str], markexpr: str) -> subprocess.Popen | N
 
 
 def finish(probe: subprocess.Popen) -> None:
-    """Stop a session's probe (still sleeping when the session did not run its test) and remove
-    its folder."""
-    probe.kill()
-    probe.wait()
+    """Stop a session's probe (still sleeping when the session did not run its test, or
+    ``pytest --markers``, which ends without a session) and remove its folder; twice is once."""
+    if probe.poll() is None:
+        probe.kill()
+        probe.wait()
     shutil.rmtree(Path(os.environ[RESULT_ENV]).parent, ignore_errors=True)
 
 
@@ -108,4 +109,10 @@ def probe(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    probe(Path(sys.argv[1]))
+    try:
+        probe(Path(sys.argv[1]))
+    except BaseException:  # the test says why, rather than waiting for a result that never comes
+        import traceback
+
+        Path(sys.argv[1]).write_text(json.dumps({"error": traceback.format_exc()}))
+        raise
