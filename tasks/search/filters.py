@@ -101,7 +101,7 @@ def translate(text: str, has_metadata: bool, max_bytes: int,
 
 def bare_names(text: str) -> set[str]:
     """The names a filter writes outside its strings: fields, keys, keywords and functions."""
-    return {m.group() for m in _TOKEN.finditer(text) if m.lastgroup == "name"}
+    return {token for kind, token in words(text) if kind == "name"}
 
 
 def words(text: str) -> list[tuple[str, str]]:

@@ -141,14 +141,18 @@ class Searcher:
             return self._search(self._current(force=True), embeddings, k, rescore, filter)
 
     def why_nothing_matched(self, filter: str) -> str | None:
-        """Why ``filter`` may have matched no passage: a likely slip (``filter_hints``), or None
-        (also when Milvus cannot be asked: a hint never fails the search it follows)."""
-        snap = self._current()
-        wanted = self._translate(snap, filter)
+        """Why ``filter`` may have matched no passage: a likely slip (``filter_hints``), or None,
+        also when it cannot be told (Milvus not answering, any other failure, which is logged):
+        a hint never fails the search it follows, from the CLI, Python or HTTP."""
         try:
+            snap = self._current()
+            wanted = self._translate(snap, filter)
             return None if wanted is None else filter_hints.why_nothing_matched(
                 self.store, snap.collection, wanted)
         except milvus_errors():
+            return None
+        except Exception:
+            log.warning("no filter hint for %r", filter, exc_info=True)
             return None
 
     def _translate(self, snap: Snapshot, filter: str) -> filters.Filter | None:

@@ -8,7 +8,6 @@ too much waits, 504 past the deadline). Milvus failing is 503 with its reason.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -26,8 +25,6 @@ from vecpress.tasks.search.filters import translate
 from vecpress.tasks.search.limits import check_search
 from vecpress.web.guards import NO_KEY, Guard, KeyCheck, Receive, Scope, Send
 from vecpress.web.served import Served
-
-log = logging.getLogger(__name__)
 
 
 class SearchRequest(BaseModel):
@@ -236,14 +233,11 @@ async def _search(served: Served, name: str, request: SearchRequest) -> JSONResp
 async def _why_nothing_matched(collection: Collection, filter: str | None,
                                found: list[list[Any]]) -> str | None:
     """The CLI's note for a filter that kept nothing (``Collection.why_nothing_matched``: ~1,000
-    rows' metadata read once), off the event loop; None when something matched."""
+    rows' metadata read once, and None rather than a failure), off the event loop; None when
+    something matched."""
     if not filter or any(found):
         return None
-    try:
-        return await asyncio.to_thread(collection.why_nothing_matched, filter)
-    except Exception:  # a hint never fails the search it follows
-        log.warning("no filter hint for %r", filter, exc_info=True)
-        return None
+    return await asyncio.to_thread(collection.why_nothing_matched, filter)
 
 
 async def _searched(served: Served, batcher: SearchBatcher, texts: list[str],
