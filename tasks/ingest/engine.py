@@ -68,7 +68,9 @@ class StreamEngine:
         self.on_progress = on_progress or (lambda progress: None)
         self.store = MilvusStore(settings.milvus)
         self.ledger = Ledger(catalog, run_id)
-        self.sample = CodecSample(settings.codec.sample_size, self.ledger)
+        # One shard per worker slot may be embedded beyond the sample while its last ones are.
+        self.sample = CodecSample(settings.codec.sample_size, self.ledger,
+                                  ahead=sum(client.nthreads().values()))
         # future key → (step, shard or group id)
         self.futures: dict[Hashable, tuple[str, str]] = {}
         self.result = StreamResult()
@@ -214,7 +216,8 @@ class StreamEngine:
                      sample_rows=DRIFT_ROWS_PER_SHARD if collecting and self.codec else 0,
                      seed=self.settings.codec.seed + row.part,
                      priority=PRIORITY["embed"] + _share(row.rows, self.settings.model
-                                                         .passages_per_shard))
+                                                         .passages_per_shard)
+                     - (row.shard_id in self.sample.taken_ahead))  # after the sample's
 
     def _embed_done(self, shard: str, done: part_jobs.EmbeddedPart) -> None:
         self.result.add_embedded(done)
@@ -278,7 +281,7 @@ class StreamEngine:
         if self.codec is not None:
             return
         self._embed_all(self.sample.grow(self.job.groups))
-        parts = self.sample.ready(self.job.groups)
+        parts = self.sample.ready()
         if not parts:
             return
         held = self.sample.start_fit()
