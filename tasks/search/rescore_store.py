@@ -34,11 +34,11 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fi
 
 from vecpress.tasks.arrays import sorted_lookup
 from vecpress.tasks.codec.refine import FP16, ArchiveFormatError, Refiner
+from vecpress.tasks.search import rescore_merge
 from vecpress.tasks.search.rescore_sources import Source, SourceMaps, add_shard
 
 FORMAT = 3  # 1: FP16 rows only; 2: a copy of every code (both rebuilt on first use)
-BATCH_ROWS = 1 << 24  # index rows merged per step (16 B each); bounds the build's memory
-COPY_ROWS = 1 << 20
+BATCH_ROWS = 1 << 22  # new index rows merged per step: bounds the build's memory (~40 B each)
 PRUNE_AFTER_S = 30.0  # a superseded version stays this long for readers that just resolved it
 
 
@@ -186,11 +186,11 @@ def _merge_shards(current: Path | None, work: Path, todo: list[str], sources: li
                   refiner: Refiner | None, width: int) -> tuple[Refiner | None, int]:
     """Index the ``todo`` shards (appending their sources) into ``work``, merged with the index
     of ``current``; return the refiner they share and their values per row."""
-    _write(work, np.empty(0, np.int64), None)
+    rescore_merge.write_empty(work)
     origin = current or work
     total = sum(s.rows for s in sources)
-    batch_pks: list[np.ndarray] = []
-    batch_locs: list[np.ndarray] = []
+    batch: list[np.ndarray] = []
+    first = total  # the location of the batch's first row
     for url in todo:
         pks, coded, source, width = add_shard(url, work)
         refiner = refiner or coded  # the first shard of a new store says how its rows are coded
@@ -200,18 +200,24 @@ def _merge_shards(current: Path | None, work: Path, todo: list[str], sources: li
                                      "collection or ingest it with --recreate")
         if source.rows:
             sources.append(source)
-        batch_pks.append(pks)
-        batch_locs.append(np.arange(total, total + len(pks), dtype=np.int64))
+        batch.append(pks)
         total += len(pks)
-        if sum(map(len, batch_pks)) >= BATCH_ROWS:
-            _merge(origin, work, np.concatenate(batch_pks), np.concatenate(batch_locs), total)
-            origin, batch_pks, batch_locs = work, [], []
-    if batch_pks:
-        _merge(origin, work, np.concatenate(batch_pks), np.concatenate(batch_locs), total)
+        if total - first >= BATCH_ROWS:
+            rescore_merge.merge(origin, work, _joined(batch), first, total)
+            origin, first = work, total
+    if batch:
+        rescore_merge.merge(origin, work, _joined(batch), first, total)
     elif origin is not work:  # nothing new to merge: the version is a copy of the current one
         for name in ("pks.npy", "locs.npy"):
             shutil.copyfile(origin / name, work / name)
     return refiner, width
+
+
+def _joined(batch: list[np.ndarray]) -> np.ndarray:
+    """The batch's pks in one array; the batch is emptied, so its pieces are freed at once."""
+    joined = np.concatenate(batch)
+    batch.clear()
+    return joined
 
 
 def _prune(directory: Path, keep: set[str]) -> None:
@@ -225,49 +231,6 @@ def _prune(directory: Path, keep: set[str]) -> None:
                 shutil.rmtree(old, ignore_errors=True)
         except FileNotFoundError:  # pruned by another process meanwhile
             pass
-
-
-def _merge(origin: Path, out_dir: Path, new_pks: np.ndarray, new_locs: np.ndarray,
-           total_rows: int) -> None:
-    """Merge one batch (later rows win) into the sorted index of ``origin``, into ``out_dir``.
-    Locations are 4 bytes while the sources hold fewer than 2^32 rows, else 8."""
-    _, last = np.unique(new_pks[::-1], return_index=True)  # last occurrence of each pk
-    keep = np.sort(len(new_pks) - 1 - last)
-    new_pks, new_locs = new_pks[keep], new_locs[keep]
-    order = np.argsort(new_pks, kind="stable")
-    new_pks, new_locs = new_pks[order], new_locs[order]
-
-    old_pks = _mapped(origin / "pks.npy")
-    old_locs = _mapped(origin / "locs.npy")
-    kept = np.flatnonzero(~np.isin(old_pks, new_pks))  # old rows not overwritten by the batch
-    kept_pks = np.asarray(old_pks[kept])
-    # Positions in the merged order: each new pk goes after the kept pks smaller than it.
-    new_pos = np.searchsorted(kept_pks, new_pks) + np.arange(len(new_pks))
-    old_pos = np.searchsorted(new_pks, kept_pks) + np.arange(len(kept_pks))
-    total = len(kept_pks) + len(new_pks)
-    merged_pks = np.empty(total, np.int64)
-    merged_pks[new_pos], merged_pks[old_pos] = new_pks, kept_pks
-
-    tmp = out_dir / f"locs.{os.getpid()}.tmp.npy"
-    out = np.lib.format.open_memmap(tmp, mode="w+", shape=(total,),
-                                    dtype=np.uint32 if total_rows < 1 << 32 else np.int64)
-    out[new_pos] = new_locs
-    for start in range(0, len(kept), COPY_ROWS):  # old locations stream through in slices
-        out[old_pos[start:start + COPY_ROWS]] = old_locs[kept[start:start + COPY_ROWS]]
-    out.flush()
-    del out, old_locs, old_pks
-    _write(out_dir, merged_pks, tmp)
-
-
-def _write(directory: Path, pks: np.ndarray, locs_tmp: Path | None) -> None:
-    """Replace the arrays of an unpublished version folder."""
-    if locs_tmp is None:
-        locs_tmp = directory / f"locs.{os.getpid()}.tmp.npy"
-        np.save(locs_tmp, np.empty(0, np.uint32))
-    pks_tmp = directory / f"pks.{os.getpid()}.tmp.npy"
-    np.save(pks_tmp, pks)
-    os.replace(locs_tmp, directory / "locs.npy")
-    os.replace(pks_tmp, directory / "pks.npy")
 
 
 # numpy parses a .npy header with ast.literal_eval, and CPython 3.11's AST constructor is not
