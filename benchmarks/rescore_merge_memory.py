@@ -2,7 +2,7 @@
 
 Why: on a Milvus server, the only memory of a whole `vecpress ingest` that grew with the corpus
 was the flow process's at the very end: 410 MB at 100k nano passages, 548 MB at 1M
-(``results/scale_nano_server_bulk_100000_1000000.json``), all of it in the check stage, which
+(``results/scale_nano_server_bulk_100000_1000000_stop54_before.json``), all of it in the check stage, which
 builds the store of the new collection. Opened alone on that run's archives the build grew a
 process by 122 MB at 1M (13 MB at 100k). This measures it on synthetic archive shards (2,048 rows
 of 16-d SQ8 codes each, as ingests write them): a new store of N rows, then an incremental sync

@@ -36,13 +36,18 @@ def dask_setup(scheduler: Any) -> None:
 
     out = Path(os.environ[SPANS_ENV])
 
+    submitted: dict[str, float] = {}
+
     class Spans(SchedulerPlugin):
         def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+            if start == "released":  # the client's submission reached the scheduler
+                submitted.setdefault(str(key), time.time())
             if start != "processing" or finish != "memory":
                 return
             for span in kwargs.get("startstops", ()):
                 if span.get("action") == "compute":
                     line = {"key": str(key), "worker": kwargs.get("worker"),
+                            "submitted": submitted.pop(str(key), span["start"]),
                             "start": span["start"], "stop": span["stop"]}
                     with out.open("a") as f:
                         f.write(json.dumps(line) + "\n")
@@ -60,10 +65,18 @@ def kind(key: str) -> str:
 
 
 def timeline(spans: list[dict], started: float) -> list[list]:
-    """[worker number, step, start s, stop s] of every task, from the command's start."""
+    """[worker number, step, start s, stop s, submitted s] of every task, from the command's
+    start."""
     workers = {w: i for i, w in enumerate(sorted({s["worker"] for s in spans}))}
     return [[workers[s["worker"]], kind(s["key"]), round(s["start"] - started, 2),
-             round(s["stop"] - started, 2)] for s in sorted(spans, key=lambda s: s["start"])]
+             round(s["stop"] - started, 2), round(s["submitted"] - started, 2)]
+            for s in sorted(spans, key=lambda s: s["start"])]
+
+
+def waits(tasks: list[list]) -> dict[str, float]:
+    """Seconds from submission to start of the codec's fit and curve (one task each a run)."""
+    return {t[1]: round(t[2] - t[4], 2) for t in tasks
+            if len(t) > 4 and t[1] in ("fit_codec_job", "curve_job")}
 
 
 def per_worker(tasks: list[list], wall: float) -> dict[str, dict]:
@@ -71,7 +84,7 @@ def per_worker(tasks: list[list], wall: float) -> dict[str, dict]:
     that ended the gap, after the last) of each worker, from ``timeline``'s rows."""
     out: dict[str, dict] = {}
     for worker in sorted({t[0] for t in tasks}):
-        mine = sorted((t for t in tasks if t[0] == worker), key=lambda t: t[2])
+        mine = sorted((t[:4] for t in tasks if t[0] == worker), key=lambda t: t[2])
         busy: dict[str, float] = {}
         gaps: dict[str, float] = {}
         for before, after in itertools.pairwise(mine):
@@ -97,6 +110,7 @@ def show(result: dict) -> None:
         print(f"{i:>6} {w['first_task_at_s']:>10.1f} {w['idle_between_tasks_s']:>12.1f} "
               f"{w['last_task_end_at_s']:>9.1f} {w['idle_after_last_s']:>10.1f}  "
               f"{w['idle_before_step_s']}")
+    print(f"queued from submission to start: {result.get('queued_s', {})}")
 
 
 def main() -> None:
@@ -113,7 +127,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.show:
         result = json.loads(args.show.read_text())
-        result["tasks"] = [[w, kind(k), a, b] for w, k, a, b in result["tasks"]]
+        result["tasks"] = [[t[0], kind(t[1]), *t[2:]] for t in result["tasks"]]
         result["workers"] = per_worker(result["tasks"], result["wall_s"])
         args.show.write_text(json.dumps(result, indent=2) + "\n")
         show(result)
@@ -143,7 +157,7 @@ def main() -> None:
               "model": args.model, "passages": summary["passages"], "wall_s": wall,
               "stream_s": round(summary.get("stream_seconds", 0), 2),
               "stages_s": {s["stage"]: round(s["seconds"], 2) for s in summary["stages"]},
-              "workers": per_worker(tasks, wall), "tasks": tasks}
+              "workers": per_worker(tasks, wall), "queued_s": waits(tasks), "tasks": tasks}
     show(result)
     harness.write_results(
         harness.RESULTS / f"task_spans_{args.model}_{summary['passages']}{label}.json", result,

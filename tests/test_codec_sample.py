@@ -1,8 +1,9 @@
 """The codec's sample on a first run: which shards are embedded before the fit, in the order the
-engine calls it (a chunked shard is offered to ``hold`` first, then ``grow`` takes its group).
+engine calls it (a chunked shard is offered to ``hold`` first, then ``grow`` takes its group; after
+every event the engine asks ``ready`` for the fit, else ``fill`` for idle slots).
 
-The sample itself (its groups, so the codec fitted on them) must not depend on how many shards
-are embedded ahead of it; only the held shards' timing may.
+The sample itself (its groups, so the codec fitted on them) must not depend on the worker slots;
+only the held shards' timing may, and the slot that embeds the sample's last shard is the fit's.
 """
 
 from __future__ import annotations
@@ -15,58 +16,84 @@ from vecpress.tasks.ingest.groups import Group, shard_id
 from vecpress.tasks.ingest.ledger import Ledger
 
 GROUPS = [Group(f"g{i}", ()) for i in range(6)]  # job order; each group: 2 shards of 100 rows
+SAMPLE = [shard_id(g, p) for g in ("g0", "g1") for p in (0, 1)]  # 300 passages: g0 and g1
 
 
-def chunk(sample: CodecSample, ledger: Ledger, group: str) -> list[str]:
-    """What the engine does when ``group`` is chunked; the shards it would embed now."""
-    ledger.add_group(group, {"urls": ["a", "b"], "rows": [100, 100]})
-    now = []
-    for part, sid in enumerate(ledger.parts_of[group]):
-        ledger.set(ShardRow("b1", sid, group, part, "chunked", "", "", "", 100, ""))
-        if not sample.hold(ledger.rows[sid]):
-            now.append(sid)
-    return now + sample.grow(GROUPS)
+class Engine:
+    """The engine's calls, with every shard it sends to embed recorded per event."""
+
+    def __init__(self, tmp_path: Path, slots: int) -> None:
+        self.ledger = Ledger(Catalog(str(tmp_path / f"c{slots}")), "r1")
+        self.sample = CodecSample(300, self.ledger, slots=slots)
+        self.events: list[list[str]] = []
+        self.fitted_on: list[str] = []
+
+    def chunked(self, group: str) -> None:
+        self.ledger.add_group(group, {"urls": ["a", "b"], "rows": [100, 100]})
+        now = []
+        for part, sid in enumerate(self.ledger.parts_of[group]):
+            self.ledger.set(ShardRow("b1", sid, group, part, "chunked", "", "", "", 100, ""))
+            if not self.sample.hold(self.ledger.rows[sid]):
+                now.append(sid)
+        self.events.append(now + self.next_step())
+
+    def embedded(self, sid: str) -> None:
+        self.ledger.set(self.ledger.rows[sid], state="embedded")
+        self.events.append(self.next_step())
+
+    def next_step(self) -> list[str]:
+        """The engine's ``_maybe_fit``."""
+        released = self.sample.grow(GROUPS)
+        parts = self.sample.ready()
+        if not parts:
+            return released + self.sample.fill()
+        self.fitted_on = [r.shard_id for r in parts]
+        return released + self.sample.start_fit()
 
 
-def embedded(ledger: Ledger, shards: list[str]) -> None:
-    for sid in shards:
-        ledger.set(ledger.rows[sid], state="embedded")
+def run(tmp_path: Path, slots: int) -> Engine:
+    """g2 chunked before g0 and g1 (the sample), then g3; the sample's shards embedded one by
+    one, the first ahead shard finishing before the sample's last."""
+    engine = Engine(tmp_path, slots)
+    for group in ("g2", "g0", "g1", "g3"):
+        engine.chunked(group)
+    for sid in SAMPLE[:3]:
+        engine.embedded(sid)
+    if engine.sample.taken_ahead:
+        engine.embedded(sorted(engine.sample.taken_ahead)[0])
+    engine.embedded(SAMPLE[3])
+    return engine
 
 
-def run(tmp_path: Path, ahead: int) -> tuple[CodecSample, list[list[str]]]:
-    """Groups chunked out of job order (g2, g0, g1, g3); the sample is 300 passages, so g0 and
-    g1. Returns the sample and the shards to embed after each step."""
-    ledger = Ledger(Catalog(str(tmp_path / f"c{ahead}")), "r1")
-    sample = CodecSample(300, ledger, ahead=ahead)
-    steps = [chunk(sample, ledger, g) for g in ("g2", "g0", "g1", "g3")]
-    assert sample.ready() == []  # the sample's shards are not embedded yet
-    embedded(ledger, [shard_id(g, p) for g in ("g0", "g1") for p in (0, 1)])
-    parts = sample.ready()
-    assert [r.shard_id for r in parts] == sorted(shard_id(g, p) for g in ("g0", "g1")
-                                                 for p in (0, 1))
-    steps.append(sample.start_fit())
-    assert sample.ready() == []  # one fit a run
-    return sample, steps
+def test_held_shards_fill_the_slots_the_samples_last_shards_leave_idle(tmp_path) -> None:
+    g2, g3 = [shard_id("g2", p) for p in (0, 1)], [shard_id("g3", p) for p in (0, 1)]
+    engine = run(tmp_path, slots=2)
+    chunk_g2, chunk_g0, chunk_g1, chunk_g3, *embeds = engine.events
+    assert chunk_g2 == []  # held: the sample is not complete
+    assert chunk_g0 == SAMPLE[:2] and chunk_g1 == SAMPLE[2:]  # 4 left to embed on 2 slots
+    assert chunk_g3 == []
+    assert embeds[0] == [] and embeds[1] == []  # still 2 sample shards for the 2 slots
+    assert embeds[2] == g2[:1]  # one sample shard left: the other slot takes a held shard
+    assert embeds[3] == g2[1:]  # that one done, the sample's last still running: the next
+    # The sample's last shard done: no held shard took its slot, the fit is submitted and
+    # every shard still held goes with it.
+    assert engine.fitted_on == SAMPLE and embeds[4] == g3
+    assert engine.sample.taken_ahead == set(g2)
 
 
-def test_worker_slots_embed_beyond_the_sample_while_its_last_shards_are(tmp_path) -> None:
-    sample, steps = run(tmp_path, ahead=1)
-    g = {name: [shard_id(name, 0), shard_id(name, 1)] for name in ("g0", "g1", "g2", "g3")}
-    assert steps[0] == []  # g2 chunked first: held, the sample is not complete
-    assert steps[1] == g["g0"]
-    # g1 completes the sample: its shards, and one held shard (one worker slot) ahead of the fit
-    assert steps[2] == g["g1"] + g["g2"][:1]
-    assert steps[3] == []  # the look-ahead is spent: g3 waits for the fit
-    assert steps[4] == g["g2"][1:] + g["g3"]  # the fit started: every held shard
-    assert sample.groups == {"g0", "g1"} and sample.taken_ahead == {g["g2"][0]}
+def test_one_slot_never_takes_a_shard_ahead_of_the_fit(tmp_path) -> None:
+    engine = run(tmp_path, slots=1)
+    assert engine.sample.taken_ahead == set()
+    assert engine.events[-1] == [shard_id(g, p) for g in ("g2", "g3") for p in (0, 1)]
 
 
-def test_the_sample_is_the_same_with_or_without_shards_ahead(tmp_path) -> None:
-    without, steps = run(tmp_path, ahead=0)
-    assert steps[2] == [shard_id("g1", 0), shard_id("g1", 1)]  # nothing ahead of the fit
-    for ahead in (1, 3, 10):
-        with_ahead, ahead_steps = run(tmp_path, ahead=ahead)
-        assert with_ahead.groups == without.groups and with_ahead.rows == without.rows
-        # every shard is embedded exactly once, whenever it is
-        flat = [s for step in ahead_steps for s in step]
-        assert sorted(flat) == sorted(s for step in steps for s in step) and len(set(flat)) == 8
+def test_the_sample_is_the_same_whatever_the_slots(tmp_path) -> None:
+    alone = run(tmp_path, slots=1)
+    for slots in (2, 3, 16):
+        engine = run(tmp_path, slots)
+        assert engine.sample.groups == alone.sample.groups == {"g0", "g1"}
+        assert engine.fitted_on == alone.fitted_on == SAMPLE
+        # every shard is sent to embed exactly once, whenever it is
+        sent = [s for event in engine.events for s in event]
+        assert sorted(sent) == sorted(s for event in alone.events for s in event)
+        assert len(set(sent)) == len(sent) == 8

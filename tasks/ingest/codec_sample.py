@@ -4,13 +4,14 @@ on, and which chunked shards wait for it.
 The sample is the first groups in job order (random, reproducible) up to ``codec.sample_size``
 passages, taken in that order as they are chunked: the same sample whatever order the workers
 finish in. Its shards are embedded to FP32; every other shard is held until the fit starts, so
-the FP32 intermediate stays bounded by the sample. Once every group of the sample is chunked, up
-to ``ahead`` held shards (one per worker slot) are embedded to FP32 as well, so that the workers
-do not wait while the sample's last shards are embedded: on 2 cores each 2,048-passage MiniLM
-shard is ~14 s of one worker's time, and with 65,536-passage GPU shards the sample is one shard
-that every other GPU waited for. While the codec is fitted the workers go on embedding the held
-shards (to FP32, bounded by the fit's time) instead of idling. This class keeps only that
-bookkeeping; the engine submits the work.
+the FP32 intermediate stays bounded by the sample. Once every group of the sample is chunked and
+fewer of its shards are left to embed than there are worker slots, held shards fill the slots
+they leave idle (``fill``), to FP32 as well: a worker no longer waits while the sample's last
+shards are embedded (on 2 cores a 2,048-passage MiniLM shard is ~14 s of one worker's time; with
+65,536-passage GPU shards the sample is one shard that every other GPU waited for). None is
+released when the last one finishes: that slot is the fit's. While the codec is fitted the
+workers go on embedding the held shards (to FP32, bounded by the fit's time) instead of idling.
+This class keeps only that bookkeeping; the engine submits the work.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from vecpress.tasks.ingest.ledger import Ledger
 class CodecSample:
     """The groups the codec is fitted on and the shards held until the fit starts."""
 
-    def __init__(self, size: int, ledger: Ledger, ahead: int = 0) -> None:
-        self.size, self.ledger, self.ahead = size, ledger, ahead
+    def __init__(self, size: int, ledger: Ledger, slots: int = 1) -> None:
+        self.size, self.ledger, self.slots = size, ledger, slots
         self.groups: set[str] = set()
         self.rows = 0
         self.cursor = 0  # next group (in job order) to consider for the sample
@@ -35,20 +36,15 @@ class CodecSample:
 
     def hold(self, row: ShardRow) -> bool:
         """Hold ``row`` for the codec unless its group is in the sample or the fit has started;
-        whether it was held. Once the sample is complete, the first ``ahead`` shards beyond it
-        are not held."""
+        whether it was held."""
         if row.group_id in self.groups or self.fitting or row.shard_id in self.taken_ahead:
-            return False
-        if self.complete and len(self.taken_ahead) < self.ahead:
-            self.taken_ahead.add(row.shard_id)
             return False
         self.held.append(row.shard_id)
         return True
 
     def grow(self, order: list[Group]) -> list[str]:
         """Take chunked groups into the sample in job order until it holds ``size`` passages;
-        the held shards of the groups taken (and, once the sample is complete, the first
-        ``ahead`` shards held beyond it), to embed now."""
+        the held shards of the groups taken, to embed now."""
         released: list[str] = []
         while self.cursor < len(order) and self.rows < self.size:
             group = order[self.cursor].group_id
@@ -60,12 +56,22 @@ class CodecSample:
             taken = [s for s in self.held if self.ledger.rows[s].group_id == group]
             self.held = [s for s in self.held if self.ledger.rows[s].group_id != group]
             released += taken
-        if not self.complete and (self.cursor == len(order) or self.rows >= self.size):
-            self.complete = True
-            ahead, self.held = self.held[:self.ahead], self.held[self.ahead:]
-            self.taken_ahead.update(ahead)
-            released += ahead
+        self.complete = self.cursor == len(order) or self.rows >= self.size
         return released
+
+    def fill(self) -> list[str]:
+        """Held shards for the worker slots the sample's last shards leave idle, to embed now:
+        once the sample is complete, while fewer of its shards are left to embed than there
+        are ``slots``, less the shards taken so that are still being embedded."""
+        if not self.complete or self.fitting:
+            return []
+        left = sum(self.ledger.rows[s].state != "embedded"
+                   for g in self.groups for s in self.ledger.parts_of[g])
+        running = sum(self.ledger.rows[s].state != "embedded" for s in self.taken_ahead)
+        free = self.slots - left - running if left else 0  # none left: the slot is the fit's
+        taken, self.held = self.held[:max(free, 0)], self.held[max(free, 0):]
+        self.taken_ahead.update(taken)
+        return taken
 
     def ready(self) -> list[ShardRow]:
         """The sample's shards in id order, once the sample is complete (``grow``) and every

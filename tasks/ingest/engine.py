@@ -68,9 +68,9 @@ class StreamEngine:
         self.on_progress = on_progress or (lambda progress: None)
         self.store = MilvusStore(settings.milvus)
         self.ledger = Ledger(catalog, run_id)
-        # One shard per worker slot may be embedded beyond the sample while its last ones are.
+        # Shards beyond the sample fill the worker slots its last shards leave idle.
         self.sample = CodecSample(settings.codec.sample_size, self.ledger,
-                                  ahead=sum(client.nthreads().values()))
+                                  slots=sum(client.nthreads().values()))
         # future key → (step, shard or group id)
         self.futures: dict[Hashable, tuple[str, str]] = {}
         self.result = StreamResult()
@@ -283,6 +283,7 @@ class StreamEngine:
         self._embed_all(self.sample.grow(self.job.groups))
         parts = self.sample.ready()
         if not parts:
+            self._embed_all(self.sample.fill())
             return
         held = self.sample.start_fit()
         self.fit_inputs = ([r.embeddings_url for r in parts], [r.rows for r in parts])
