@@ -38,7 +38,7 @@ from vecpress.tasks.search import rescore_merge
 from vecpress.tasks.search.rescore_sources import Source, SourceMaps, add_shard
 
 FORMAT = 3  # 1: FP16 rows only; 2: a copy of every code (both rebuilt on first use)
-BATCH_ROWS = 1 << 22  # new index rows merged per step: bounds the build's memory (~40 B each)
+BATCH_ROWS = 1 << 22  # new index rows merged per step: bounds the build's memory (~30 B each)
 PRUNE_AFTER_S = 30.0  # a superseded version stays this long for readers that just resolved it
 
 
