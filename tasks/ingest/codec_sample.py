@@ -65,8 +65,7 @@ class CodecSample:
         are ``slots``, less the shards taken so that are still being embedded."""
         if not self.complete or self.fitting:
             return []
-        left = sum(self.ledger.rows[s].state != "embedded"
-                   for g in self.groups for s in self.ledger.parts_of[g])
+        left = sum(r.state != "embedded" for r in self._parts())
         running = sum(self.ledger.rows[s].state != "embedded" for s in self.taken_ahead)
         free = self.slots - left - running if left else 0  # none left: the slot is the fit's
         taken, self.held = self.held[:max(free, 0)], self.held[max(free, 0):]
@@ -78,10 +77,14 @@ class CodecSample:
         shard of it is embedded and no fit has started; otherwise none."""
         if self.fitting:
             return []
-        parts = [self.ledger.rows[s] for g in self.groups for s in self.ledger.parts_of[g]]
+        parts = self._parts()
         if not self.complete or any(r.state != "embedded" for r in parts):
             return []
         return sorted(parts, key=lambda r: r.shard_id)
+
+    def _parts(self) -> list[ShardRow]:
+        """The latest row of every shard of the sample's groups."""
+        return [self.ledger.rows[s] for g in self.groups for s in self.ledger.parts_of[g]]
 
     def start_fit(self) -> list[str]:
         """The fit is submitted: nothing is held from now on; the shards held so far."""

@@ -57,7 +57,7 @@ def merge(origin: Path, out_dir: Path, new_pks: np.ndarray, first_loc: int, tota
     location ``first_loc + i``; a later row of a pk wins, within the batch and over the index.
     Locations are 4 bytes while the sources hold fewer than ``2**32`` rows (``total_rows``),
     else 8."""
-    new_pks, new_locs = latest(new_pks, first_loc)
+    new_pks, new_locs = _latest(new_pks, first_loc)
     old_pks, old_locs = NpyFile(origin / "pks.npy"), NpyFile(origin / "locs.npy")
     replaced = sum(int(_present(new_pks, chunk).sum()) for _, chunk in old_pks.slices())
     rows = old_pks.rows - replaced + len(new_pks)
@@ -81,7 +81,7 @@ def merge(origin: Path, out_dir: Path, new_pks: np.ndarray, first_loc: int, tota
     os.replace(pks_tmp, out_dir / "pks.npy")
 
 
-def latest(pks: np.ndarray, first_loc: int) -> tuple[np.ndarray, np.ndarray]:
+def _latest(pks: np.ndarray, first_loc: int) -> tuple[np.ndarray, np.ndarray]:
     """The batch's distinct pks in order, with the location of each one's last row."""
     order = np.argsort(pks, kind="stable")  # equal pks keep their batch order
     ordered = pks[order]
