@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from uuid import UUID
 
 import psutil
 import pytest
@@ -265,19 +266,28 @@ def _live_runs(serve_pid: int) -> list[tuple[int, str]]:
     return live
 
 
-def _kill_while_running(pid: int, serve_pid: int) -> bool:
-    """SIGKILL a flow-run process whose run is not final while it is stopped (so it cannot
-    report its end in between); False if it ended first (seen once on a loaded machine: the
-    run had reported Completed when the kill landed, and no run crashed)."""
+def _kill_mid_run(pid: int, serve_pid: int, root: Path) -> str | None:
+    """SIGKILL a flow-run process whose run is not final and return the run's id once Prefect
+    shows it Crashed; None if the run reported its end first. The process is stopped (SIGSTOP)
+    while its state is read, so it cannot report in between, but a report it sent just before
+    can still be committed after the read: seen once on a loaded CI machine, where the killed
+    run ended Completed and no run crashed. So the outcome is read after the kill."""
     try:
         os.kill(pid, signal.SIGSTOP)
-        if pid in {p for p, _ in _live_runs(serve_pid)}:
-            os.kill(pid, signal.SIGKILL)
-            return True
-        os.kill(pid, signal.SIGCONT)
-    except ProcessLookupError:
-        pass
-    return False
+        run_id = psutil.Process(pid).environ().get("PREFECT__FLOW_RUN_ID")
+        if run_id is None or pid not in {p for p, _ in _live_runs(serve_pid)}:
+            os.kill(pid, signal.SIGCONT)
+            return None
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, psutil.NoSuchProcess):
+        return None
+
+    def state():
+        with _client() as client:
+            return client.read_flow_run(run_id).state
+
+    _wait_for(lambda: state() is not None and state().is_final(), 120, root)
+    return run_id if state().type.value == "CRASHED" else None
 
 
 def _events_emitted(served: dict) -> int:
@@ -328,9 +338,9 @@ def test_bursts_of_small_files_and_a_killed_run_strand_nothing(served, paragraph
         os.kill(held, signal.SIGCONT)
     burst(2)
     live_run()
-    for n in (3, 5, 6):  # a run that ended before it was stopped cannot be killed: burst again
+    for n in (3, 5, 6):  # a run that ended before it was killed cannot crash: burst again
         burst(n)
-        if _kill_while_running(live_run(), served["pid"]):
+        if killed := _kill_mid_run(live_run(), served["pid"], served["root"]):
             break
     else:
         pytest.fail("three runs ended before they could be stopped and killed")
@@ -353,7 +363,7 @@ def test_bursts_of_small_files_and_a_killed_run_strand_nothing(served, paragraph
         waited = [r for r in runs if any(s.name == "AwaitingConcurrencySlot"
                                          for s in client.read_flow_run_states(r.id))]
     assert waited, "no run ever waited for the deployment's slot in Prefect"
-    assert any(r.state.type.value in ("CRASHED", "FAILED") for r in runs)  # the killed one
+    assert [r.id for r in runs if r.state.type.value in ("CRASHED", "FAILED")] == [UUID(killed)]
     catalog = Catalog(CollectionPaths(str(served["data"]), COLLECTION).root)
     files = catalog.files(catalog.active().build)
     assert {Path(p).name for p in files.column("path").to_pylist()} == wanted
