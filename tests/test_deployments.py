@@ -31,6 +31,9 @@ pytestmark = pytest.mark.slow
 COLLECTION = "watched"
 FLOW = "vecpress-ingest"
 
+# Twelve hours away, so that the nightly schedule never starts a run during the module.
+NIGHTLY = f"30 {(time.gmtime().tm_hour + 12) % 24} * * *"
+
 
 def _doc(paragraphs: list[tuple[str, str]], start: int, count: int = 12) -> str:
     return "\n\n".join(t for _, t in paragraphs[start : start + count])
@@ -62,7 +65,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, prefect_harness, model_cach
     proc = subprocess.Popen(
         [sys.executable, "-c", PREFECT_IMPORTED_FIRST, "serve", str(inbox), "--collection", COLLECTION,
          "--storage-root", str(root / "data"), "--milvus-uri", str(root / "data" / "milvus.db"),
-         "--api-url", str(PREFECT_API_URL.value()), "--cron", "30 3 * * *", "--debounce", "1"],
+         "--api-url", str(PREFECT_API_URL.value()), "--cron", NIGHTLY, "--debounce", "1"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         # Registered, and the trigger's automation stored (on SQLite the server loads it into
@@ -161,7 +164,7 @@ def test_deployments_exist_with_schedule_and_typed_form(served):
         on_change = client.read_deployment_by_name(f"{FLOW}/{names['on-change']}")
         automations = client.read_resource_related_automations(
             f"prefect.deployment.{on_change.id}")
-    assert [s.schedule.cron for s in nightly.schedules] == ["30 3 * * *"]
+    assert [s.schedule.cron for s in nightly.schedules] == [NIGHTLY]
     assert nightly.parameters["sources"] == [str(served["inbox"])]
     assert not manual.schedules and not on_change.schedules
     schema = manual.parameter_openapi_schema
@@ -362,8 +365,11 @@ def test_bursts_of_small_files_and_a_killed_run_strand_nothing(served, paragraph
     with _client() as client:
         waited = [r for r in runs if any(s.name == "AwaitingConcurrencySlot"
                                          for s in client.read_flow_run_states(r.id))]
+        killed_states = [s.type.value for s in client.read_flow_run_states(UUID(killed))]
     assert waited, "no run ever waited for the deployment's slot in Prefect"
-    assert [r.id for r in runs if r.state.type.value in ("CRASHED", "FAILED")] == [UUID(killed)]
+    assert "CRASHED" in killed_states, killed_states  # (a report sent before the kill may follow)
+    assert not [r.id for r in runs if r.state.type.value in ("CRASHED", "FAILED")
+                and r.id != UUID(killed)], "only the killed run may have crashed"
     catalog = Catalog(CollectionPaths(str(served["data"]), COLLECTION).root)
     files = catalog.files(catalog.active().build)
     assert {Path(p).name for p in files.column("path").to_pylist()} == wanted

@@ -107,6 +107,7 @@ def test_a_server_of_a_removed_install_or_another_prefect_is_replaced(tmp_path: 
         assert _gone(old, 30) and len(_watchers(home)) == 1
         [old] = _watchers(home)
         (home / "prefect_version").write_text(f"3.0.0 {old.pid}")
+        os.utime(home / "last_used")  # just used, however slowly the last command exited
         kept = _cli(env, "server", "start", "--json")  # just used: a command may be setting up
         assert json.loads(kept.stdout)["pid"] == old.pid and "runs Prefect 3.0.0" in kept.stderr
         idle = time.time() - 60

@@ -163,7 +163,8 @@ def test_two_hosts_take_turns_on_one_s3_collection(s3: dict, tmp_path: Path,
     runs = []
     for host in ("host-a", "host-b"):
         env = _base_env(tmp_path / host, s3) | s3["env"] | s3["flow_cache"] | {
-            "VECPRESS_DASK__N_WORKERS": "1", "VECPRESS_DASK__THREADS_PER_WORKER": "1"}
+            "VECPRESS_DASK__N_WORKERS": "1", "VECPRESS_DASK__THREADS_PER_WORKER": "1",
+            "VECPRESS_LEASE_TTL_S": "600"}  # host-a's lease outlives its stop, however slow b is
         runs.append(subprocess.Popen(
             [sys.executable, "-m", "vecpress", "ingest", "s3://vpress/turns", "--storage-root",
              "s3://vpress/root", "--milvus-uri", str(tmp_path / "turns.db"), "--collection",

@@ -127,12 +127,13 @@ class _CountingStore(MilvusStore):
         return super().pks_where(name, expression, limit)
 
 
-def test_a_small_filter_costs_one_query_and_a_large_ones_count_is_remembered(tmp_path: Path
-                                                                              ) -> None:
+def test_a_small_filter_costs_one_query_and_a_large_ones_count_is_remembered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Milvus Lite counts a filter's matches slowly (it materialises them): a filter that keeps
     few rows is planned from its keys alone, and a large one's count is reused for a while."""
-    import time
+    from types import SimpleNamespace
 
+    from vecpress.tasks.search import filter_counts
     from vecpress.tasks.search.filter_counts import FilterCounts
     from vecpress.tasks.search.filters import plan
 
@@ -163,11 +164,14 @@ def test_a_small_filter_costs_one_query_and_a_large_ones_count_is_remembered(tmp
         assert planned('team in ["t1", "t2"]', 9) == large
         assert planned('team in ["t1", "t2"]', 9) == (20, None, 8, [])
         assert len(counts) == 1
-        expiring = FilterCounts(size=1, ttl_s=0.05)
+        clock = [0.0]  # the entries' age is the test's to set, not a stall's on a busy machine
+        monkeypatch.setattr(filter_counts, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+        expiring = FilterCounts(size=1, ttl_s=60)
         expiring.put("c", "a", 20, 40)
         expiring.put("c", "b", 30, 40)  # one entry at most: "a" is dropped
+        clock[0] = 59.9
         assert expiring.get("c", "a") is None and expiring.get("c", "b") == (30, 40)
-        time.sleep(0.06)
+        clock[0] = 60.0
         assert expiring.get("c", "b") is None and len(expiring) == 0
         # exact_rows 0: no keys fetched, counted as before.
         assert planned('team == "t1"', 0)[3] == ["count", "count"]
