@@ -215,7 +215,29 @@ def _serve(db: Any) -> tuple[Any, int]:
     milvus_pb2_grpc.add_MilvusServiceServicer_to_server(MilvusServicer(db), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
+    if threading.excepthook is not _quiet_at_exit:
+        global _excepthook
+        _excepthook, threading.excepthook = threading.excepthook, _quiet_at_exit
     return server, port
+
+
+_excepthook = threading.excepthook
+
+
+def _quiet_at_exit(args: threading.ExceptHookArgs) -> None:
+    """No traceback when the server's thread meets a call that arrives as the process exits.
+
+    Python's exit shuts ``concurrent.futures``' pools before ``atexit`` stops the server, so a
+    call still arriving then (a thread of an interrupted ingest) cannot be handed to the server's
+    pool, and gRPC's serving thread died with "cannot schedule new futures after shutdown": a
+    traceback under the one line a Ctrl-C prints (a red CI run). The process is exiting and the
+    call goes unanswered either way; stopping the server earlier instead sent such a caller into
+    pymilvus's connection recovery, which held the exit ~85 s. Every other exception is
+    reported as before."""
+    if (args.exc_type is RuntimeError and "cannot schedule new futures" in str(args.exc_value)
+            and args.thread is not None and args.thread.name.endswith("(_serve)")):
+        return
+    _excepthook(args)
 
 
 def _json_value(value: Any) -> Any:

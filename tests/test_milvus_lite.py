@@ -295,3 +295,42 @@ def test_the_lite_server_keeps_an_idle_connection_that_pymilvus_pings(tmp_path) 
     assert "error" not in result, result.get("error")  # the probe itself failed
     assert result["ours"] == "ok", result
     assert "Too many pings" in result["default"], result  # gRPC's default policy: the control
+
+
+_CALLS_AT_EXIT = """
+import sys, threading
+from vecpress.infra.milvus import MilvusStore
+from vecpress.infra.settings import MilvusSettings
+
+store = MilvusStore(MilvusSettings(uri=sys.argv[1]))
+store.client.has_collection("c")  # the in-process gRPC server runs from here
+
+def calls():  # a thread of an interrupted run, still calling Milvus while the process exits
+    try:
+        while True:
+            store.client.has_collection("c", timeout=5)
+    except Exception as exc:
+        print("calls ended:", type(exc).__name__, file=sys.stderr)
+
+threading.Thread(target=calls).start()
+print("exiting", flush=True)
+"""
+
+
+def test_calls_still_arriving_as_the_process_exits_leave_no_traceback(tmp_path) -> None:
+    """An interrupted ingest exits while its threads may still call Milvus Lite's in-process
+    gRPC server. Python's exit shuts ``concurrent.futures``' pools before ``atexit`` stops the
+    server, so such a call made the server's thread die with "cannot schedule new futures after
+    shutdown" (a red CI run's Ctrl-C test). The process exits, the call ends at its own timeout,
+    and no thread's traceback is printed."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "calls_at_exit.py"
+    script.write_text(_CALLS_AT_EXIT)
+    run = subprocess.run([sys.executable, str(script), str(tmp_path / "m.db")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "exiting" in run.stdout, run.stderr[-3000:]
+    assert "calls ended:" in run.stderr, run.stderr[-3000:]  # at its timeout
+    assert "cannot schedule" not in run.stderr and "Exception in thread" not in run.stderr, \
+        run.stderr[-3000:]
