@@ -285,12 +285,15 @@ def _kill_mid_run(pid: int, serve_pid: int, root: Path) -> str | None:
     except (ProcessLookupError, psutil.NoSuchProcess):
         return None
 
-    def state():
-        with _client() as client:
-            return client.read_flow_run(run_id).state
+    final: list = []
 
-    _wait_for(lambda: state() is not None and state().is_final(), 120, root)
-    return run_id if state().type.value == "CRASHED" else None
+    def ended() -> bool:
+        with _client() as client:
+            final[:] = [client.read_flow_run(run_id).state]
+        return final[0] is not None and final[0].is_final()
+
+    _wait_for(ended, 120, root)
+    return run_id if final[0].type.value == "CRASHED" else None
 
 
 def _events_emitted(served: dict) -> int:
